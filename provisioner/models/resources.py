@@ -1,0 +1,238 @@
+"""Pydantic models of our custom resources: Dataset, AccessRequest, Workspace.
+
+These models are the single source of the CRD schemas (`provisioner.planning.crds` generates
+the OpenAPI schemas from them). Field names are camelCase on the wire, as everywhere in
+Kubernetes; Python code uses snake_case.
+
+Who writes what:
+- Dataset: data stewards write `spec`; `tre dataset register` writes `status.manifest`.
+- AccessRequest: the requester writes `spec` on create; approvers only append to
+  `spec.decisions` (enforced by ValidatingAdmissionPolicies); the controller writes `status`.
+- Workspace: only the controller writes it; JupyterHub reads it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from enum import StrEnum
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from provisioner.models.types import (
+    BucketName,
+    ClassificationTier,
+    ComputeTier,
+    DatasetName,
+    ProjectSlug,
+    S3Prefix,
+    Username,
+)
+
+
+class KubeModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+    def to_wire(self) -> dict[str, object]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class Condition(KubeModel):
+    """A Kubernetes-style condition (metav1.Condition, without observedGeneration)."""
+
+    type: str = Field(min_length=1, max_length=316)
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: dt.datetime | None = None
+
+
+# --- Dataset -------------------------------------------------------------------------------
+
+
+class S3Source(KubeModel):
+    """Objects under `prefix` in `bucket`, mounted through the Mountpoint for S3 CSI driver."""
+
+    bucket: BucketName
+    prefix: S3Prefix = ""
+    region: str | None = Field(default=None, max_length=64)
+
+
+class NfsSource(KubeModel):
+    """An NFS export, mounted read-only."""
+
+    server: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")
+    path: str = Field(min_length=1, max_length=4096, pattern=r"^/")
+
+
+class DatasetSource(KubeModel):
+    """Where the data lives. Exactly one of `s3` and `nfs`."""
+
+    s3: S3Source | None = None
+    nfs: NfsSource | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        if (self.s3 is None) == (self.nfs is None):
+            raise ValueError("source: set exactly one of 's3' and 'nfs'")
+        return self
+
+
+class DatasetSpec(KubeModel):
+    title: str = Field(min_length=1, max_length=200)
+    steward: Username
+    classification: ClassificationTier
+    source: DatasetSource
+    description: str = Field(default="", max_length=4000)
+
+
+class DatasetManifest(KubeModel):
+    """What the data looked like when it was verified: approvals pin `sha256`."""
+
+    object_count: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    computed_at: dt.datetime
+
+
+class DatasetStatus(KubeModel):
+    manifest: DatasetManifest | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+
+
+class Dataset(KubeModel):
+    name: DatasetName
+    spec: DatasetSpec
+    status: DatasetStatus = Field(default_factory=DatasetStatus)
+
+
+# --- AccessRequest -------------------------------------------------------------------------
+
+
+class DecisionAction(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+    REVOKE = "revoke"
+    EXTEND = "extend"
+
+
+class Decision(KubeModel):
+    """One entry of the append-only decision list. `by` must equal the caller (VAP-checked)."""
+
+    action: DecisionAction
+    by: Username
+    at: dt.datetime
+    comment: str = Field(default="", max_length=2000)
+    # For `extend`: the new end date.
+    end_date: dt.date | None = None
+    # For `approve`: dataset name -> manifest sha256 that the approver saw. A workspace only
+    # mounts data whose current manifest still matches.
+    manifest_hashes: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _extend_has_date(self) -> Self:
+        if (self.action is DecisionAction.EXTEND) != (self.end_date is not None):
+            raise ValueError("decision.endDate: required for 'extend' and only for 'extend'")
+        return self
+
+
+class RequestPhase(StrEnum):
+    PENDING = "Pending"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    EXPIRED = "Expired"
+    REVOKED = "Revoked"
+
+
+class AccessRequestSpec(KubeModel):
+    project: ProjectSlug
+    requester: Username
+    lead: Username
+    members: list[Username] = Field(min_length=1, max_length=100)
+    datasets: list[DatasetName] = Field(min_length=1, max_length=20)
+    purpose: str = Field(min_length=10, max_length=4000)
+    start_date: dt.date
+    end_date: dt.date
+    compute_tier: ComputeTier = ComputeTier.SMALL
+    decisions: list[Decision] = Field(default_factory=list, max_length=64)
+
+    @field_validator("members", "datasets")
+    @classmethod
+    def _unique(cls, values: list[str]) -> list[str]:
+        duplicates = sorted(v for v, n in Counter(values).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"duplicate entries {duplicates}; list each one once")
+        return values
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> Self:
+        if self.end_date <= self.start_date:
+            raise ValueError(
+                f"endDate: must be after startDate {self.start_date} (got {self.end_date})"
+            )
+        return self
+
+
+class AccessRequestStatus(KubeModel):
+    phase: RequestPhase = RequestPhase.PENDING
+    approvers: list[Username] = Field(default_factory=list)
+    effective_end_date: dt.date | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+
+
+class AccessRequest(KubeModel):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    spec: AccessRequestSpec
+    status: AccessRequestStatus = Field(default_factory=AccessRequestStatus)
+
+
+# --- Workspace -----------------------------------------------------------------------------
+
+
+class WorkspacePhase(StrEnum):
+    PROVISIONING = "Provisioning"
+    READY = "Ready"
+    FROZEN = "Frozen"
+    TORN_DOWN = "TornDown"
+
+
+class WorkspaceDataset(KubeModel):
+    """A dataset as the workspace mounts it: pinned to the manifest hash that was approved."""
+
+    name: DatasetName
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    classification: ClassificationTier
+    source: DatasetSource
+
+
+class WorkspaceSpec(KubeModel):
+    """The effective state of one project: the union of its active access requests."""
+
+    project: ProjectSlug
+    namespace: str = Field(max_length=63)
+    members: list[Username] = Field(default_factory=list)
+    datasets: list[WorkspaceDataset] = Field(default_factory=list)
+    compute_tier: ComputeTier = ComputeTier.SMALL
+    expires_at: dt.date | None = None
+    requests: list[str] = Field(default_factory=list)
+
+
+class WorkspaceStatus(KubeModel):
+    phase: WorkspacePhase = WorkspacePhase.PROVISIONING
+    frozen_at: dt.datetime | None = None
+    torn_down_at: dt.datetime | None = None
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+
+
+class Workspace(KubeModel):
+    name: ProjectSlug
+    spec: WorkspaceSpec
+    status: WorkspaceStatus = Field(default_factory=WorkspaceStatus)

@@ -1,0 +1,89 @@
+"""Platform settings, from `TRE_*` environment variables (or constructed directly in tests).
+
+Every field says its unit, its default and why. Secrets are `SecretStr` so they never show up
+in a log line or a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from provisioner.models.types import ClassificationTier
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRE_", extra="ignore", frozen=True)
+
+    # --- Kubernetes -------------------------------------------------------------------------
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Kubeconfig file. Default: $KUBECONFIG, then in-cluster credentials.",
+    )
+
+    # --- Approval rules (mirrored by the ValidatingAdmissionPolicies) -----------------------
+    approver_group: str = Field(
+        default="tre:approvers",
+        description="Kubernetes group whose members may approve, reject, revoke and extend "
+        "access requests (the data-access committee).",
+    )
+    two_approver_tier: ClassificationTier = Field(
+        default=ClassificationTier.CONFIDENTIAL,
+        description="Requests for a dataset at or above this tier need two distinct "
+        "approvers (four eyes).",
+    )
+    max_request_days: int = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="Days. Longest allowed span from startDate to endDate of one request; "
+        "longer projects ask for an extension, which is reviewed again.",
+    )
+
+    # --- Where the hub and the airlock run (NetworkPolicy peers, RoleBinding subject) -------
+    hub_namespace: str = Field(default="tre-hub", description="Namespace of JupyterHub.")
+    hub_service_account: str = Field(
+        default="hub", description="ServiceAccount that KubeSpawner uses to create pods."
+    )
+    hub_api_port: int = Field(default=8081, description="TCP port of the hub's API.")
+    notebook_port: int = Field(default=8888, description="TCP port of the notebook server.")
+    airlock_namespace: str = Field(default="tre-system", description="Namespace of airlock.")
+    airlock_port: int = Field(default=8080, description="TCP port of the airlock service.")
+    psa_version: str = Field(
+        default="v1.36",
+        pattern=r"^v1\.\d+$",
+        description="Pinned Pod Security Standards version, so a cluster upgrade cannot "
+        "silently change what 'restricted' means for existing workspaces.",
+    )
+
+    # --- Lifecycle --------------------------------------------------------------------------
+    retention_days: int = Field(
+        default=30,
+        ge=0,
+        description="Days a Frozen workspace keeps its project storage before teardown.",
+    )
+    resync_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds. Every workspace is reconciled at least this often, which "
+        "repairs drift (for example a NetworkPolicy deleted by hand).",
+    )
+    project_storage_size: str = Field(
+        default="10Gi", description="Size of each project's shared /project volume."
+    )
+    project_storage_class: str | None = Field(
+        default=None, description="StorageClass of project storage. None: cluster default."
+    )
+
+    # --- S3 -----------------------------------------------------------------------------------
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 endpoint. None: the AWS default for the region."
+    )
+    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key.")
+    s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
+    audit_bucket: str = Field(
+        default="tre-audit", description="Bucket of the hash-chained audit log."
+    )
