@@ -14,8 +14,8 @@
 # A second run finds the binaries and returns at once.
 set -euo pipefail
 
-K8S_VERSION="${K8S_VERSION:-v1.36.3}"
-ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+K8S_VERSION="${K8S_VERSION:?pinned in provisioner/devcluster/binaries.py}"
+ETCD_VERSION="${ETCD_VERSION:?pinned in provisioner/devcluster/binaries.py}"
 CACHE="${TRE_CACHE_DIR:-$HOME/.cache/ucloud-tre}"
 export CGO_ENABLED=0          # static binaries, no host C libraries
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
@@ -42,8 +42,9 @@ for mod in re.findall(r'^\s*(?:replace\s+)?(\S+)\s+=>\s+\.\.?/\S+\s*$', text, re
 PY
 }
 
-build_wrapper() {  # name module version sibling_version outdir pkg...
-  local name="$1" module="$2" version="$3" sibling_version="$4" outdir="$5"; shift 5
+build_wrapper() {  # name module version sibling_version outdir ldflags pkg...
+  local name="$1" module="$2" version="$3" sibling_version="$4" outdir="$5" ldflags="$6"
+  shift 6
   local work="$CACHE/build/$name-$version"
   mkdir -p "$work" "$outdir"
   cd "$work"
@@ -62,7 +63,7 @@ build_wrapper() {  # name module version sibling_version outdir pkg...
   go get "${@/%/@$version}" >/dev/null 2>go-get.log || { tail -30 go-get.log >&2; exit 1; }
   log "$name $version: compiling $* (first run: 10-25 min on 2 cores)"
   local start=$SECONDS
-  go build -p "${BUILD_JOBS:-2}" -trimpath -ldflags='-s -w' -o "$outdir/" "$@"
+  go build -p "${BUILD_JOBS:-2}" -trimpath -ldflags="-s -w $ldflags" -o "$outdir/" "$@"
   log "$name $version: built in $((SECONDS - start))s -> $outdir"
 }
 
@@ -74,7 +75,7 @@ if [[ -x "$etcd_dir/etcd" ]]; then
 else
   # etcd's server module is package main; its siblings (api, client/pkg, client/v3, pkg,
   # raft...) are released at the same tag.
-  build_wrapper etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$ETCD_VERSION" "$etcd_dir.tmp" \
+  build_wrapper etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "$ETCD_VERSION" "$etcd_dir.tmp" "" \
     go.etcd.io/etcd/server/v3
   mv "$etcd_dir.tmp/server" "$etcd_dir.tmp/etcd"   # go names it after the package dir
   rm -rf "$etcd_dir"; mv "$etcd_dir.tmp" "$etcd_dir"
@@ -84,7 +85,15 @@ if [[ -x "$k8s_dir/kube-apiserver" && -x "$k8s_dir/kube-controller-manager" && -
   log "kubernetes $K8S_VERSION: cached at $k8s_dir"
 else
   # Staging modules are released as v0.<minor>.<patch> for kubernetes v1.<minor>.<patch>.
-  build_wrapper k8s k8s.io/kubernetes "$K8S_VERSION" "v0.${K8S_VERSION#v1.}" "$k8s_dir.tmp" \
+  # A module build is not stamped with its version (it would report v0.0.0-master, and
+  # kubectl would warn about version skew), so stamp it the way the upstream Makefile does.
+  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  stamp=""
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    stamp+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+    stamp+=" -X $pkg.gitTreeState=clean"
+  done
+  build_wrapper k8s k8s.io/kubernetes "$K8S_VERSION" "v0.${K8S_VERSION#v1.}" "$k8s_dir.tmp" "$stamp" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kubectl

@@ -1,0 +1,51 @@
+"""Rendering of command results: a table for people, JSON or YAML for scripts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+import typer
+import yaml
+
+
+class OutputFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+    YAML = "yaml"
+
+
+def render(data: Any, fmt: OutputFormat, columns: Sequence[str] | None = None) -> str:
+    """Render a list of rows (dicts) or one object.
+
+    `columns` picks and orders the table columns (upper-cased as headers); JSON and YAML always
+    carry every field, so scripts never depend on what fits on a screen.
+    """
+    if fmt is OutputFormat.JSON:
+        return json.dumps(data, indent=2, sort_keys=False, default=str)
+    if fmt is OutputFormat.YAML:
+        return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False).rstrip()
+    if isinstance(data, Mapping):
+        return "\n".join(f"{k}: {_cell(v)}" for k, v in data.items())
+    rows = list(data)
+    cols = list(columns) if columns else (list(rows[0]) if rows else [])
+    table = [[c.upper() for c in cols]] + [[_cell(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in table
+    )
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple):
+        return ",".join(_cell(v) for v in value) or "-"
+    return str(value)
+
+
+def emit(data: Any, fmt: OutputFormat, columns: Sequence[str] | None = None) -> None:
+    typer.echo(render(data, fmt, columns))

