@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import click
 import typer
+from typer._click import core as click  # typer 0.29 vendors click
 from typer.core import TyperGroup
 from pydantic import ValidationError
 
 from provisioner import __version__
-from provisioner.cli import dev
+from provisioner.cli import audit, controller, dataset, dev, request, workspace
 from provisioner.cli.context import CliContext
 from provisioner.cli.output import OutputFormat
 from provisioner.errors import TreError
@@ -37,6 +37,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.add_typer(dataset.app, name="dataset", help="Register and verify datasets.")
+app.add_typer(request.app, name="request", help="File, decide and inspect data-access requests.")
+app.add_typer(workspace.app, name="workspace", help="Inspect, plan and reconcile workspaces.")
+app.add_typer(audit.app, name="audit", help="Verify and export the audit log.")
+app.add_typer(controller.app, name="controller", help="Run the workspace controller.")
 app.add_typer(dev.app, name="dev", help="Run the local development platform (control plane + S3).")
 
 

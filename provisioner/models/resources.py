@@ -16,11 +16,13 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from enum import StrEnum
-from typing import Literal, Self
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from provisioner import API_GROUP, API_VERSION
 from provisioner.models.types import (
     BucketName,
     ClassificationTier,
@@ -39,8 +41,37 @@ class KubeModel(BaseModel):
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
     )
 
-    def to_wire(self) -> dict[str, object]:
+    def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class CustomResource(KubeModel):
+    """A top-level custom resource: `name` is metadata.name, then spec and status."""
+
+    kind: ClassVar[str]
+    name: str
+    spec: Any
+    status: Any
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> Self:
+        """Parse a live object as the API server returns it."""
+        return cls.model_validate(
+            {"name": obj["metadata"]["name"], "spec": obj.get("spec", {}),
+             "status": obj.get("status") or {}}
+        )
+
+    def to_object(self, *, with_status: bool = False) -> dict[str, Any]:
+        """The object to send to the API server (status goes through its subresource)."""
+        obj: dict[str, Any] = {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": self.kind,
+            "metadata": {"name": self.name},
+            "spec": self.spec.to_wire(),
+        }
+        if with_status:
+            obj["status"] = self.status.to_wire()
+        return obj
 
 
 class Condition(KubeModel):
@@ -106,7 +137,8 @@ class DatasetStatus(KubeModel):
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
 
 
-class Dataset(KubeModel):
+class Dataset(CustomResource):
+    kind: ClassVar[str] = "Dataset"
     name: DatasetName
     spec: DatasetSpec
     status: DatasetStatus = Field(default_factory=DatasetStatus)
@@ -187,7 +219,8 @@ class AccessRequestStatus(KubeModel):
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
 
 
-class AccessRequest(KubeModel):
+class AccessRequest(CustomResource):
+    kind: ClassVar[str] = "AccessRequest"
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     spec: AccessRequestSpec
     status: AccessRequestStatus = Field(default_factory=AccessRequestStatus)
@@ -232,7 +265,8 @@ class WorkspaceStatus(KubeModel):
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
 
 
-class Workspace(KubeModel):
+class Workspace(CustomResource):
+    kind: ClassVar[str] = "Workspace"
     name: ProjectSlug
     spec: WorkspaceSpec
     status: WorkspaceStatus = Field(default_factory=WorkspaceStatus)

@@ -1,0 +1,242 @@
+"""`tre request`: file, decide and inspect data-access requests.
+
+Every decision is written with the caller's own identity (`--as` impersonates), and the API
+server's admission policies are the guarantee; the checks here only give a friendlier message
+first. Each decision is also appended to the audit log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+from provisioner.cli import common
+from provisioner.cli.context import cli_context
+from provisioner.cli.output import emit
+from provisioner.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
+from provisioner.kube.api import Kube
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS
+from provisioner.models.resources import (
+    AccessRequest,
+    AccessRequestSpec,
+    Dataset,
+    Decision,
+    DecisionAction,
+    RequestPhase,
+)
+
+app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+
+COLUMNS = ["name", "project", "phase", "requester", "lead", "datasets", "end", "approvers"]
+
+
+def _row(request: AccessRequest) -> dict[str, Any]:
+    return {
+        "name": request.name,
+        "project": request.spec.project,
+        "phase": request.status.phase.value,
+        "requester": request.spec.requester,
+        "lead": request.spec.lead,
+        "members": request.spec.members,
+        "datasets": request.spec.datasets,
+        "end": (request.status.effective_end_date or request.spec.end_date).isoformat(),
+        "approvers": request.status.approvers,
+        "decisions": [d.to_wire() for d in request.spec.decisions],
+    }
+
+
+def _load(k: Kube, name: str) -> tuple[AccessRequest, dict[str, Any]]:
+    obj = k.get(ACCESS_REQUESTS, name)
+    if obj is None:
+        raise NotFoundError(f"access request {name!r} does not exist; see 'tre request list'")
+    return AccessRequest.from_object(obj), obj
+
+
+def check_request_rules(spec: AccessRequestSpec, k: Kube, today: dt.date) -> None:
+    """The friendly pre-check of what the admission policies enforce, plus existence."""
+    max_days = common.settings().max_request_days
+    if spec.end_date < today:
+        raise InvalidInputError(
+            f"request.endDate: must not be in the past (got {spec.end_date}, today is {today})")
+    if (spec.end_date - spec.start_date).days > max_days:
+        raise InvalidInputError(
+            f"request.endDate: must be within {max_days} days of startDate (got "
+            f"{spec.end_date}); ask for an extension later instead")
+    missing = [d for d in spec.datasets if k.get(DATASETS, d) is None]
+    if missing:
+        raise InvalidInputError(
+            f"request.datasets: unknown dataset(s) {', '.join(missing)}; see 'tre dataset list'")
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Option("--file", "-f", help="YAML file with the request "
+                                       "(project, lead, members, datasets, purpose, startDate, "
+                                       "endDate, computeTier).", exists=False)],
+    name: Annotated[str | None, typer.Option(help="Object name [default: <project>-<random>].")]
+    = None,
+) -> None:
+    """File a data-access request as yourself (or as --as USER)."""
+    try:
+        raw = yaml.safe_load(file.read_text())
+    except FileNotFoundError:
+        raise InvalidInputError(f"--file: {file} does not exist") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise InvalidInputError(f"--file: {file} is not valid YAML{at}: "
+                                f"{getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise InvalidInputError(f"--file: {file} must hold a mapping of request fields")
+    k = common.kube(ctx)
+    raw = {**raw, "requester": common.whoami(k), "decisions": []}
+    raw.setdefault("startDate", dt.date.today().isoformat())
+    try:
+        spec = AccessRequestSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise InvalidInputError(_validation_lines(exc)) from exc
+    check_request_rules(spec, k, dt.date.today())
+    request = AccessRequest(name=name or f"{spec.project}-{secrets.token_hex(3)}", spec=spec)
+    k.create(request.to_object())
+    details: dict[str, Any] = {"project": spec.project, "datasets": spec.datasets,
+                               "members": spec.members, "endDate": spec.end_date.isoformat()}
+    common.audit_log().append(spec.requester, "request.submit", f"accessrequest/{request.name}",
+                              details)
+    emit({"name": request.name, "project": spec.project, "phase": "Pending"},
+         cli_context(ctx).output)
+
+
+def _validation_lines(exc: ValidationError) -> str:
+    from provisioner.cli.main import format_validation_error
+
+    return "request is invalid:\n" + format_validation_error(exc).replace("\n", "\n  ")
+
+
+def _decide(ctx: typer.Context, name: str, action: DecisionAction, comment: str,
+            end_date: dt.date | None = None) -> None:
+    k = common.kube(ctx)
+    me = common.whoami(k)
+    for _ in range(5):  # optimistic concurrency: re-read and retry if someone wrote first
+        request, obj = _load(k, name)
+        _check_decision(request, me, action)
+        hashes: dict[str, str] = {}
+        if action is DecisionAction.APPROVE:
+            hashes = _current_manifests(k, request.spec.datasets)
+        decision = Decision(action=action, by=me, at=common.utc_now(), comment=comment,
+                            end_date=end_date, manifest_hashes=hashes)
+        obj["spec"]["decisions"] = [*obj["spec"].get("decisions", []), decision.to_wire()]
+        try:
+            k.replace(obj)
+        except ConflictError:
+            continue
+        details: dict[str, Any] = {"project": request.spec.project, "comment": comment}
+        if hashes:
+            details["manifests"] = hashes
+        if end_date:
+            details["endDate"] = end_date.isoformat()
+        common.audit_log().append(me, f"request.{action.value}", f"accessrequest/{name}", details)
+        emit({"name": name, "decision": action.value, "by": me}, cli_context(ctx).output)
+        return
+    raise ConflictError(f"access request {name!r} kept changing; try again")
+
+
+def _check_decision(request: AccessRequest, me: str, action: DecisionAction) -> None:
+    spec = request.spec
+    if me in (spec.requester, spec.lead):
+        raise RefusedError(
+            f"you ({me}) filed or lead request {request.name}; another approver must decide")
+    final = [d for d in spec.decisions if d.action in (DecisionAction.REJECT,
+                                                         DecisionAction.REVOKE)]
+    if final and action is not DecisionAction.REVOKE:
+        raise RefusedError(f"request {request.name} was already {final[0].action.value}d by "
+                           f"{final[0].by}; file a new request instead")
+    if action is DecisionAction.REVOKE and any(
+            d.action is DecisionAction.REVOKE for d in spec.decisions):
+        raise RefusedError(f"request {request.name} is already revoked")
+    if action is DecisionAction.APPROVE and any(
+            d.action is DecisionAction.APPROVE and d.by == me for d in spec.decisions):
+        raise RefusedError(f"you ({me}) already approved request {request.name}; a second "
+                           "approval must come from someone else")
+
+
+def _current_manifests(k: Kube, datasets: list[str]) -> dict[str, str]:
+    """The manifest hash of each dataset as the approver sees it now: the approval pins it."""
+    hashes = {}
+    for name in datasets:
+        obj = k.get(DATASETS, name)
+        if obj is None:
+            raise InvalidInputError(f"dataset {name!r} does not exist; it cannot be approved")
+        manifest = Dataset.from_object(obj).status.manifest
+        if manifest is None:
+            raise InvalidInputError(
+                f"dataset {name!r} has no verified manifest; run 'tre dataset verify {name}'")
+        hashes[name] = manifest.sha256
+    return hashes
+
+
+Comment = Annotated[str, typer.Option("--comment", "-m", help="Why; goes to the audit log.")]
+
+
+@app.command()
+def approve(ctx: typer.Context, name: str, comment: Comment = "") -> None:
+    """Approve a request (pins each dataset's current manifest)."""
+    _decide(ctx, name, DecisionAction.APPROVE, comment)
+
+
+@app.command()
+def reject(ctx: typer.Context, name: str, comment: Comment) -> None:
+    """Reject a request (final)."""
+    _decide(ctx, name, DecisionAction.REJECT, comment)
+
+
+@app.command()
+def revoke(ctx: typer.Context, name: str, comment: Comment) -> None:
+    """Revoke a request: its members and datasets leave the workspace at the next reconcile."""
+    _decide(ctx, name, DecisionAction.REVOKE, comment)
+
+
+@app.command()
+def extend(
+    ctx: typer.Context,
+    name: str,
+    until: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="New end date.")],
+    comment: Comment = "",
+) -> None:
+    """Extend a request's end date (within the maximum duration from its start)."""
+    request, _ = _load(common.kube(ctx), name)
+    new_end = until.date()
+    max_days = common.settings().max_request_days
+    if (new_end - request.spec.start_date).days > max_days:
+        raise InvalidInputError(
+            f"--until: must be within {max_days} days of startDate {request.spec.start_date} "
+            f"(got {new_end}); file a new request instead")
+    _decide(ctx, name, DecisionAction.EXTEND, comment, new_end)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    phase: Annotated[RequestPhase | None, typer.Option(help="Only this phase.")] = None,
+) -> None:
+    """List access requests."""
+    requests = [AccessRequest.from_object(o) for o in common.kube(ctx).list(ACCESS_REQUESTS)]
+    rows = [_row(r) for r in sorted(requests, key=lambda r: r.name)
+            if (project is None or r.spec.project == project)
+            and (phase is None or r.status.phase is phase)]
+    emit(rows, cli_context(ctx).output, COLUMNS)
+
+
+@app.command()
+def show(ctx: typer.Context, name: str) -> None:
+    """Show one request with its decisions."""
+    request, obj = _load(common.kube(ctx), name)
+    emit({**_row(request), "purpose": request.spec.purpose,
+          "conditions": obj.get("status", {}).get("conditions", [])}, cli_context(ctx).output)

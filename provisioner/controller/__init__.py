@@ -1,0 +1,1 @@
+"""The workspace controller: approved access requests in, workspaces out."""

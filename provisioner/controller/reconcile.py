@@ -1,0 +1,279 @@
+"""Reconcile one project: read the world, decide with pure functions, write the difference.
+
+Level-triggered and idempotent: every call recomputes the desired state from the current
+AccessRequests and Datasets, whatever happened before. A reconcile killed half-way leaves only
+objects that a later call would also create (apply order puts the hub RoleBinding last, so a
+half-made workspace cannot spawn pods without its NetworkPolicies), and the next call
+completes it or prunes what is no longer wanted.
+
+Writes per call, in order:
+1. AccessRequest status (phase, approvers, end date, condition) where it changed;
+2. the workspace's objects: server-side apply of what differs, prune of owned leftovers;
+3. the Workspace resource (spec by apply, status by the status subresource);
+4. one audit entry per request or workspace phase change.
+An unchanged project sends no write at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from provisioner.kube.api import Kube, Manifest
+from provisioner.kube.resources import ACCESS_REQUESTS, OWNED_KINDS, RESOURCES, WORKSPACES
+from provisioner.models.resources import (
+    AccessRequest,
+    Condition,
+    Dataset,
+    RequestPhase,
+    Workspace,
+    WorkspacePhase,
+    WorkspaceSpec,
+    WorkspaceStatus,
+)
+from provisioner.models.settings import Settings
+from provisioner.planning.approvals import (
+    DatasetChange,
+    RequestEvaluation,
+    evaluate_request,
+    next_review_date,
+    plan_workspace_spec,
+)
+from provisioner.planning.drift import needs_apply
+from provisioner.planning.names import LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY, namespace_name
+from provisioner.planning.workspace import plan_frozen_workspace, plan_workspace
+
+PODS = RESOURCES[("v1", "Pod")]
+NAMESPACES = RESOURCES[("v1", "Namespace")]
+CONTROLLER_ACTOR = "tre-controller"
+
+
+class Auditor(Protocol):
+    def append(
+        self, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None
+    ) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the controller read: every request and dataset, every Workspace, owned objects."""
+
+    requests: list[AccessRequest]
+    datasets: dict[str, Dataset]
+    workspaces: dict[str, Manifest]
+    # (apiVersion, kind, namespace, name) -> live object, for objects with our labels
+    owned: dict[tuple[str, str, str, str], Manifest] = field(default_factory=dict)
+
+    def projects(self) -> set[str]:
+        return {r.spec.project for r in self.requests} | set(self.workspaces)
+
+    def owned_by(self, project: str) -> dict[tuple[str, str, str, str], Manifest]:
+        return {k: v for k, v in self.owned.items()
+                if v["metadata"].get("labels", {}).get(LABEL_PROJECT) == project}
+
+
+def read_snapshot(kube: Kube) -> Snapshot:
+    """One list per kind for the whole cluster: cheap enough for hundreds of projects."""
+    from provisioner.kube.resources import DATASETS
+
+    requests = [AccessRequest.from_object(o) for o in kube.list(ACCESS_REQUESTS)]
+    datasets = {o["metadata"]["name"]: Dataset.from_object(o) for o in kube.list(DATASETS)}
+    workspaces = {o["metadata"]["name"]: o for o in kube.list(WORKSPACES)}
+    owned: dict[tuple[str, str, str, str], Manifest] = {}
+    for resource in OWNED_KINDS:
+        for obj in kube.list(resource, selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}"):
+            meta = obj["metadata"]
+            owned[(resource.api_version, resource.kind, meta.get("namespace", ""),
+                   meta["name"])] = obj
+    return Snapshot(requests, datasets, workspaces, owned)
+
+
+@dataclass
+class ReconcileResult:
+    project: str
+    phase: WorkspacePhase | None
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    status_writes: int = 0
+    requeue_at: dt.datetime | None = None
+
+
+def _key(obj: Manifest) -> tuple[str, str, str, str]:
+    meta = obj["metadata"]
+    return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str, now: dt.datetime,
+               previous: list[dict[str, Any]]) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    old = next((c for c in previous if c.get("type") == type_), None)
+    since = old.get("lastTransitionTime") if old and old.get("status") == status else None
+    return Condition(type=type_, status=status, reason=reason, message=message,
+                     last_transition_time=since or now).to_wire()
+
+
+def _request_status(ev: RequestEvaluation, request_obj: AccessRequest, now: dt.datetime
+                    ) -> dict[str, Any]:
+    previous = [c.to_wire() for c in request_obj.status.conditions]
+    return {
+        "phase": ev.phase.value,
+        "approvers": list(ev.approvers),
+        **({"effectiveEndDate": ev.effective_end_date.isoformat()}
+           if ev.effective_end_date else {}),
+        "conditions": [_condition("Approved", ev.phase is RequestPhase.APPROVED, ev.reason,
+                                  ev.message, now, previous)],
+    }
+
+
+def _same_status(desired: dict[str, Any], live: dict[str, Any]) -> bool:
+    # lastTransitionTime is kept from `live` when the status did not flip, so a plain
+    # declared-fields comparison tells whether anything changed.
+    from provisioner.planning.drift import declared_fields_match
+
+    return declared_fields_match(desired, live)
+
+
+def reconcile_project(
+    kube: Kube,
+    settings: Settings,
+    project: str,
+    snapshot: Snapshot,
+    now: dt.datetime,
+    audit: Auditor | None = None,
+) -> ReconcileResult:
+    today = now.date()
+    requests = [r for r in snapshot.requests if r.spec.project == project]
+    evaluated = [(r, evaluate_request(r, snapshot.datasets, settings, today)) for r in requests]
+
+    # 1. AccessRequest status
+    result = ReconcileResult(project, None)
+    for request, ev in evaluated:
+        request_status = _request_status(ev, request, now)
+        if not _same_status(request_status, request.status.to_wire()):
+            kube.patch_status(ACCESS_REQUESTS, request.name, request_status)
+            result.status_writes += 1
+            if request.status.phase is not ev.phase or not request.status.conditions:
+                _audit(audit, "request.phase", f"accessrequest/{request.name}",
+                       {"project": project, "from": request.status.phase.value,
+                        "to": ev.phase.value, "reason": ev.reason})
+
+    # 2. What the workspace should be
+    spec, changes = plan_workspace_spec(project, evaluated, snapshot.datasets, today)
+    live_ws = snapshot.workspaces.get(project)
+    live_status = WorkspaceStatus.model_validate((live_ws or {}).get("status") or {})
+    active = bool(spec.requests)
+    if active:
+        phase = WorkspacePhase.READY
+    elif live_ws is None:
+        return result  # nothing approved yet, nothing to freeze
+    elif live_status.phase is WorkspacePhase.TORN_DOWN:
+        return result
+    else:
+        phase = WorkspacePhase.FROZEN
+    frozen_at = live_status.frozen_at if phase is WorkspacePhase.FROZEN else None
+    if phase is WorkspacePhase.FROZEN and frozen_at is None:
+        frozen_at = now
+    if (phase is WorkspacePhase.FROZEN and frozen_at is not None
+            and now - frozen_at >= dt.timedelta(days=settings.retention_days)):
+        phase = WorkspacePhase.TORN_DOWN
+    if not active and live_ws is not None:
+        # Keep the last known members/datasets out of the spec: a frozen workspace grants
+        # nothing, but keep the project and namespace so it can be found.
+        spec = WorkspaceSpec(project=project, namespace=namespace_name(project),
+                             compute_tier=spec.compute_tier)
+
+    workspace = Workspace(name=project, spec=spec)
+    # 3. Objects
+    if phase is WorkspacePhase.TORN_DOWN:
+        desired: list[Manifest] = []
+    elif phase is WorkspacePhase.FROZEN:
+        desired = plan_frozen_workspace(workspace, settings)
+    else:
+        desired = plan_workspace(workspace, settings)
+    owned = snapshot.owned_by(project)
+    for manifest in desired:
+        if needs_apply(manifest, owned.get(_key(manifest))):
+            kube.apply(manifest)
+            result.applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+    wanted = {_key(m) for m in desired}
+    prune_order = {(r.api_version, r.kind): i for i, r in enumerate(OWNED_KINDS)}
+    for key in sorted(set(owned) - wanted, key=lambda k: prune_order[(k[0], k[1])]):
+        api_version, kind, namespace, name = key
+        if kind == "Namespace" and phase is not WorkspacePhase.TORN_DOWN:
+            continue
+        kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
+        result.pruned.append(f"{kind}/{name}")
+    if phase is WorkspacePhase.FROZEN and live_status.phase is not WorkspacePhase.FROZEN:
+        _stop_notebooks(kube, namespace_name(project))
+
+    # 4. Workspace resource
+    ws_object = workspace.to_object()
+    if needs_apply(ws_object, live_ws):
+        kube.apply(ws_object)
+        result.applied.append(f"Workspace/{project}")
+    previous = (live_ws or {}).get("status", {}).get("conditions", [])
+    conditions = [
+        _condition("Ready", phase is WorkspacePhase.READY, phase.value,
+                   _phase_message(phase, spec, settings), now, previous),
+        _dataset_condition(changes, now, previous),
+    ]
+    status = WorkspaceStatus(
+        phase=phase, frozen_at=frozen_at,
+        torn_down_at=(live_status.torn_down_at or now) if phase is WorkspacePhase.TORN_DOWN
+        else None,
+        conditions=[Condition.model_validate(c) for c in conditions],
+    ).to_wire()
+    live_status_wire = (live_ws or {}).get("status") or {}
+    stale = {k: None for k in ("frozenAt", "tornDownAt") if k in live_status_wire
+             and k not in status}  # merge patch: null removes a field we no longer set
+    if stale or not _same_status(status, live_status_wire):
+        kube.patch_status(WORKSPACES, project, {**status, **stale})
+        result.status_writes += 1
+    if live_status.phase is not phase or live_ws is None:
+        _audit(audit, "workspace.phase", f"workspace/{project}", {
+            "from": live_status.phase.value if live_ws else None, "to": phase.value,
+            "members": spec.members, "datasets": [d.name for d in spec.datasets],
+            "requests": spec.requests})
+    result.phase = phase
+
+    nxt = next_review_date(evaluated, today)
+    if nxt is not None:
+        result.requeue_at = dt.datetime.combine(nxt, dt.time(), tzinfo=dt.UTC)
+    if phase is WorkspacePhase.FROZEN and frozen_at is not None:
+        teardown = frozen_at + dt.timedelta(days=settings.retention_days)
+        result.requeue_at = min(filter(None, [result.requeue_at, teardown]))
+    return result
+
+
+def _phase_message(phase: WorkspacePhase, spec: WorkspaceSpec, settings: Settings) -> str:
+    if phase is WorkspacePhase.READY:
+        return (f"{len(spec.members)} member(s), {len(spec.datasets)} dataset(s), "
+                f"until {spec.expires_at}")
+    if phase is WorkspacePhase.FROZEN:
+        return (f"no active access request; project storage kept for "
+                f"{settings.retention_days} days, then deleted")
+    return "retention ended; namespace deleted"
+
+
+def _dataset_condition(changes: list[DatasetChange], now: dt.datetime,
+                       previous: list[dict[str, Any]]) -> dict[str, Any]:
+    if not changes:
+        return _condition("DatasetChanged", False, "AsApproved",
+                          "every mounted dataset matches its approved manifest", now, previous)
+    detail = "; ".join(
+        f"{c.dataset}: approved {c.approved_sha256[:12] or 'nothing'}, now "
+        f"{(c.current_sha256 or 'unverified')[:12]}" for c in changes)
+    return _condition("DatasetChanged", True, "ManifestMismatch",
+                      f"not mounted until re-approved: {detail}", now, previous)
+
+
+def _stop_notebooks(kube: Kube, namespace: str) -> None:
+    for pod in kube.list(PODS, namespace=namespace, selector="component=singleuser-server"):
+        kube.delete(PODS, pod["metadata"]["name"], namespace)
+
+
+def _audit(audit: Auditor | None, action: str, subject: str, details: dict[str, Any]) -> None:
+    if audit is not None:
+        audit.append(CONTROLLER_ACTOR, action, subject, details)

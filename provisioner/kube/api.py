@@ -1,0 +1,160 @@
+"""A thin, typed wrapper over the Kubernetes REST API with our error tree.
+
+Objects are plain dicts (what the planner emits, what the server returns). Every write of the
+platform's own objects is a server-side apply with one field manager, so fields the planner
+stops declaring are removed by the server, and fields other managers own are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import urllib3
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from provisioner.errors import (
+    ConflictError,
+    NotFoundError,
+    RefusedError,
+    TemporaryError,
+    TreError,
+)
+from provisioner.kube.resources import Resource, resource_for
+from provisioner.planning.names import FIELD_MANAGER
+
+Manifest = dict[str, Any]
+
+
+def error_message(exc: ApiException) -> str:
+    """The server's own message (admission policies put the field and the fix there)."""
+    try:
+        return str(json.loads(exc.body)["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
+
+
+def translate(exc: ApiException, what: str) -> TreError:
+    message = f"{what}: {error_message(exc)}"
+    if exc.status == 404:
+        return NotFoundError(message)
+    if exc.status in (400, 403, 422):
+        return RefusedError(message)
+    if exc.status == 409:
+        return ConflictError(message)
+    return TemporaryError(message)
+
+
+class Kube:
+    """One identity's view of the API server."""
+
+    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
+        self.api = api
+        self.field_manager = field_manager
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: list[tuple[str, str]] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        what: str | None = None,
+    ) -> Manifest:
+        try:
+            response = self.api.call_api(
+                path, method,
+                query_params=query or [],
+                header_params={"Content-Type": content_type, "Accept": "application/json"},
+                body=body,
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=30,
+            )
+        except ApiException as exc:
+            raise translate(exc, what or f"{method} {path}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise TemporaryError(
+                f"{what or path}: cannot reach the API server ({exc})") from exc
+        data = response[0].data
+        return json.loads(data) if data else {}
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def get(self, resource: Resource, name: str, namespace: str | None = None) -> Manifest | None:
+        try:
+            return self.request("GET", resource.path(namespace, name))
+        except NotFoundError:
+            return None
+
+    def list(
+        self, resource: Resource, *, namespace: str | None = None, selector: str | None = None
+    ) -> list[Manifest]:
+        query = [("labelSelector", selector)] if selector else []
+        items: list[Manifest] = []
+        cont = ""
+        while True:
+            page = self.request(
+                "GET", resource.path(namespace),
+                query=[*query, ("limit", "500"), *([("continue", cont)] if cont else [])])
+            items.extend(page.get("items", []))
+            cont = page.get("metadata", {}).get("continue", "")
+            if not cont:
+                return items
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def apply(self, manifest: Manifest, *, dry_run: bool = False, force: bool = True) -> Manifest:
+        """Server-side apply `manifest` as our field manager; returns the live object."""
+        resource = resource_for(manifest)
+        meta = manifest["metadata"]
+        query = [("fieldManager", self.field_manager)]
+        if force:
+            # We own these objects: take back fields someone changed by hand (drift repair).
+            query.append(("force", "true"))
+        if dry_run:
+            query.append(("dryRun", "All"))
+        return self.request(
+            "PATCH", resource.path(meta.get("namespace"), meta["name"]),
+            query=query, body=json.dumps(manifest),
+            content_type="application/apply-patch+yaml",
+            what=f"apply {manifest['kind']} {meta['name']}")
+
+    def create(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
+        resource = resource_for(manifest)
+        query = [("fieldManager", self.field_manager)]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        return self.request(
+            "POST", resource.path(manifest["metadata"].get("namespace")),
+            query=query, body=manifest,
+            what=f"create {manifest['kind']} {manifest['metadata'].get('name', '')}")
+
+    def replace(self, manifest: Manifest) -> Manifest:
+        """PUT with the object's resourceVersion: fails with ConflictError if it changed."""
+        resource = resource_for(manifest)
+        meta = manifest["metadata"]
+        return self.request(
+            "PUT", resource.path(meta.get("namespace"), meta["name"]),
+            query=[("fieldManager", self.field_manager)], body=manifest,
+            what=f"update {manifest['kind']} {meta['name']}")
+
+    def patch_status(
+        self, resource: Resource, name: str, status: Manifest, namespace: str | None = None
+    ) -> Manifest:
+        return self.request(
+            "PATCH", resource.path(namespace, name) + "/status",
+            query=[("fieldManager", self.field_manager)],
+            body={"status": status}, content_type="application/merge-patch+json",
+            what=f"update status of {resource.kind} {name}")
+
+    def delete(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
+        """Delete; returns False if it was already gone."""
+        try:
+            self.request("DELETE", resource.path(namespace, name),
+                         query=[("propagationPolicy", "Background")])
+        except NotFoundError:
+            return False
+        return True

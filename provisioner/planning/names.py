@@ -1,0 +1,139 @@
+"""Every name, label and annotation key the planner gives to Kubernetes objects.
+
+Guarantees (each one has a row in tests/unit/test_names.py):
+
+1. Valid for the kind. Every object name is a DNS-1123 label: 1-63 characters of a-z, 0-9
+   and '-', starting and ending with a letter or digit. That is what a Namespace and a pod
+   volume require, and stricter than the DNS-1123 subdomain that PVs, PVCs, policies and
+   bindings require. It also makes each name usable as a label value, which the Mountpoint S3
+   CSI driver does with PV names (`s3.csi.aws.com/volume-name=<pv>`).
+2. No collisions. Names inside a project namespace only need to be unique there, and each
+   kind has its own prefix. Cluster-scoped names encode the project (Namespace) or the
+   (project, dataset) pair (PersistentVolume), so two different pairs never share a name.
+3. Readable when possible, hashed when needed. A PV name that would be longer than 63
+   characters, or whose parts contain '--' (so it could be split in two ways), is cut and ends
+   in '---' plus 16 hex digits of the sha256 of its parts. Readable names never contain '---',
+   so a readable name never equals a hashed one. 16 hex digits (64 bits) because requesters
+   choose project slugs: a 32-bit suffix could be brute-forced to hit another project's PV.
+4. Inputs are checked against the domain patterns of `provisioner.models.types`, so the
+   guarantees hold even for a caller that did not go through the models; a bad input raises
+   ValueError with the validator's message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Final
+
+from provisioner import API_GROUP
+from provisioner.models.types import validate_dataset_name, validate_project_slug
+
+# --- Labels and annotations ------------------------------------------------------------------
+
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "ucloud-tre"
+LABEL_PROJECT: Final = f"{API_GROUP}/project"
+LABEL_DATASET: Final = f"{API_GROUP}/dataset"
+# The dataset manifest hash that was approved; the mounted data must still match it.
+ANNOTATION_MANIFEST: Final = f"{API_GROUP}/manifest-sha256"
+# One field manager for every server-side apply, so fields we stop declaring are removed.
+FIELD_MANAGER: Final = "ucloud-tre"
+
+# --- Fixed names inside a project namespace ---------------------------------------------------
+
+RESOURCE_QUOTA_NAME: Final = "tre-compute"
+LIMIT_RANGE_NAME: Final = "tre-compute-defaults"
+DEFAULT_SERVICE_ACCOUNT_NAME: Final = "default"
+# The RoleBinding and the ClusterRole it binds (shipped by the Helm chart) share one name.
+HUB_ROLE_BINDING_NAME: Final = "tre-hub-spawner"
+HUB_CLUSTER_ROLE_NAME: Final = "tre-hub-spawner"
+POLICY_DEFAULT_DENY: Final = "default-deny-all"
+POLICY_ALLOW_DNS: Final = "allow-dns"
+POLICY_ALLOW_HUB_API: Final = "allow-notebook-to-hub-api"
+POLICY_ALLOW_AIRLOCK: Final = "allow-notebook-to-airlock"
+POLICY_ALLOW_FROM_HUB_PROXY: Final = "allow-hub-proxy-to-notebook"
+PROJECT_VOLUME_NAME: Final = "project"
+
+MAX_NAME_LENGTH: Final = 63
+DNS1123_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+_NAMESPACE_PREFIX = "tre-"
+_DATASET_PREFIX = "ds-"
+_PV_PREFIX = "tre-"
+_PART_SEPARATOR = "--"
+_HASH_SEPARATOR = "---"
+_HASH_LENGTH = 16
+
+
+def is_dns1123_label(value: str) -> bool:
+    return len(value) <= MAX_NAME_LENGTH and re.fullmatch(DNS1123_LABEL_PATTERN, value) is not None
+
+
+def namespace_name(project: str) -> str:
+    """`tre-<project>`: at most 36 characters, since a slug has at most 32."""
+    return _NAMESPACE_PREFIX + validate_project_slug(project)
+
+
+def dataset_pv_name(project: str, dataset: str) -> str:
+    """The cluster-wide PersistentVolume of one dataset in one project.
+
+    `tre-<project>--<dataset>` when that is unambiguous and fits, otherwise hashed (guarantee 3).
+    """
+    return _readable_or_hashed(
+        _PV_PREFIX, (validate_project_slug(project), validate_dataset_name(dataset))
+    )
+
+
+def dataset_pvc_name(dataset: str) -> str:
+    """`ds-<dataset>`: unique within the namespace, which belongs to one project."""
+    return _DATASET_PREFIX + validate_dataset_name(dataset)
+
+
+def dataset_volume_name(dataset: str) -> str:
+    """The pod volume of a dataset; `ds-` keeps it apart from `project`."""
+    return _DATASET_PREFIX + validate_dataset_name(dataset)
+
+
+def project_pvc_name() -> str:
+    return "project-storage"
+
+
+def owned_labels(project: str) -> dict[str, str]:
+    """Labels on every object we plan, so the controller can list and prune what it owns."""
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_PROJECT: validate_project_slug(project)}
+
+
+def owned_selector(project: str) -> str:
+    """`owned_labels` as a label selector string for list and watch calls."""
+    return ",".join(f"{key}={value}" for key, value in owned_labels(project).items())
+
+
+def object_metadata(
+    name: str,
+    project: str,
+    *,
+    namespace: str | None = None,
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """`metadata` with the owned labels; absent parts are left out rather than set to None."""
+    metadata: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    metadata["labels"] = {**owned_labels(project), **(labels or {})}
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return metadata
+
+
+def _readable_or_hashed(prefix: str, parts: tuple[str, ...]) -> str:
+    readable = prefix + _PART_SEPARATOR.join(parts)
+    # Parts never start or end with '-', so without '--' inside a part the separator is the
+    # only '--' and the readable name splits back into its parts in exactly one way.
+    if len(readable) <= MAX_NAME_LENGTH and not any(_PART_SEPARATOR in part for part in parts):
+        return readable
+    # '/' cannot occur in a part, so the hashed text is unambiguous as well.
+    digest = hashlib.sha256("/".join((prefix, *parts)).encode()).hexdigest()[:_HASH_LENGTH]
+    keep = MAX_NAME_LENGTH - len(_HASH_SEPARATOR) - _HASH_LENGTH
+    return f"{readable[:keep]}{_HASH_SEPARATOR}{digest}"

@@ -1,0 +1,138 @@
+"""NetworkPolicies of a project namespace: deny everything, then allow four arrows.
+
+    notebook --> kube-dns            UDP/TCP 53
+    notebook --> hub API             settings.hub_api_port
+    notebook --> airlock             settings.airlock_port
+    hub, proxy --> notebook          settings.notebook_port
+
+Policies are additive unions, so the deny-all policy isolates every pod in both directions
+and each allow policy opens exactly one arrow. There is no ipBlock anywhere: the internet,
+cloud metadata (169.254.169.254) and other projects stay unreachable. Namespaces are selected
+only by `kubernetes.io/metadata.name`, which the control plane sets and nobody can change;
+any other namespace label can be set by whoever may label namespaces.
+
+Known gap, by design of plain NetworkPolicy: DNS to kube-dns can still carry data out through
+recursive lookups. Closing it needs a non-forwarding resolver or a DNS-aware CNI policy.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any, Final
+
+from provisioner.models.settings import Settings
+from provisioner.planning import names
+
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+# Labels set by others: KubeSpawner on notebook pods, zero-to-jupyterhub on hub and proxy
+# pods, kube-dns's own manifests, and our Helm chart on the airlock.
+NOTEBOOK_POD_LABELS: Final = {"component": "singleuser-server"}
+HUB_POD_LABELS: Final = {"component": "hub"}
+HUB_AND_PROXY_PODS: Final = {
+    "matchExpressions": [{"key": "component", "operator": "In", "values": ["hub", "proxy"]}]
+}
+KUBE_DNS_NAMESPACE: Final = "kube-system"
+KUBE_DNS_POD_LABELS: Final = {"k8s-app": "kube-dns"}
+AIRLOCK_POD_LABELS: Final = {"app.kubernetes.io/name": "tre-airlock"}
+
+
+def network_policies(project: str, settings: Settings) -> list[dict[str, Any]]:
+    """The deny-all policy first, then one policy per allowed arrow."""
+    return [
+        # every pod -x-> anything, anything -x-> every pod: no rules, both directions.
+        _policy(
+            project,
+            names.POLICY_DEFAULT_DENY,
+            {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+        ),
+        _policy(
+            project,
+            names.POLICY_ALLOW_DNS,
+            {
+                "podSelector": _notebook_pods(),
+                "policyTypes": ["Egress"],
+                "egress": [
+                    # notebook --> kube-dns (name lookups; TCP for answers too large for UDP)
+                    {
+                        "to": [_peer(KUBE_DNS_NAMESPACE, {"matchLabels": KUBE_DNS_POD_LABELS})],
+                        "ports": [_port(53, "UDP"), _port(53, "TCP")],
+                    }
+                ],
+            },
+        ),
+        _policy(
+            project,
+            names.POLICY_ALLOW_HUB_API,
+            {
+                "podSelector": _notebook_pods(),
+                "policyTypes": ["Egress"],
+                "egress": [
+                    # notebook --> hub API (activity reports, OAuth token checks)
+                    {
+                        "to": [_peer(settings.hub_namespace, {"matchLabels": HUB_POD_LABELS})],
+                        "ports": [_port(settings.hub_api_port)],
+                    }
+                ],
+            },
+        ),
+        _policy(
+            project,
+            names.POLICY_ALLOW_AIRLOCK,
+            {
+                "podSelector": _notebook_pods(),
+                "policyTypes": ["Egress"],
+                "egress": [
+                    # notebook --> airlock (the only way out for results: reviewed exports)
+                    {
+                        "to": [
+                            _peer(settings.airlock_namespace, {"matchLabels": AIRLOCK_POD_LABELS})
+                        ],
+                        "ports": [_port(settings.airlock_port)],
+                    }
+                ],
+            },
+        ),
+        _policy(
+            project,
+            names.POLICY_ALLOW_FROM_HUB_PROXY,
+            {
+                "podSelector": _notebook_pods(),
+                "policyTypes": ["Ingress"],
+                "ingress": [
+                    # hub --> notebook (start-up and health checks)
+                    # proxy --> notebook (the researcher's browser traffic)
+                    {
+                        "from": [_peer(settings.hub_namespace, HUB_AND_PROXY_PODS)],
+                        "ports": [_port(settings.notebook_port)],
+                    }
+                ],
+            },
+        ),
+    ]
+
+
+def _policy(project: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": names.object_metadata(name, project, namespace=names.namespace_name(project)),
+        "spec": spec,
+    }
+
+
+def _notebook_pods() -> dict[str, Any]:
+    return {"matchLabels": dict(NOTEBOOK_POD_LABELS)}
+
+
+def _peer(namespace: str, pod_selector: Mapping[str, Any]) -> dict[str, Any]:
+    # Both selectors in one peer mean AND: these pods, in that namespace only. Copies, so no
+    # two manifests share a mutable dict.
+    return {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+        "podSelector": copy.deepcopy(dict(pod_selector)),
+    }
+
+
+def _port(port: int, protocol: str = "TCP") -> dict[str, Any]:
+    return {"protocol": protocol, "port": port}

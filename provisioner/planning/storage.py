@@ -1,0 +1,193 @@
+"""Storage of a workspace: approved datasets, read-only, and the shared project volume.
+
+A dataset is read-only at every layer (security invariant 3), because each layer alone can be
+undone by a mistake in another:
+
+- the PersistentVolume: `csi.readOnly` / `nfs.readOnly` and the read-only mount options, so
+  the driver mounts read-only whatever the pod asks for;
+- the pod volume: `persistentVolumeClaim.readOnly`, which also forces read-only in every
+  volumeMount of it;
+- the volumeMount: `readOnly`.
+
+Each (project, dataset) pair gets its own PV, reserved for exactly one PVC in the project's
+namespace (`claimRef` on the PV, `volumeName` on the PVC, `storageClassName: ""` on both so no
+default class and no other claim can take it). Access modes are only a matching hint in
+Kubernetes; they do not protect anything on their own.
+
+This is the pure plan; `provisioner.storage` is the S3 I/O edge, a different thing.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Final, NamedTuple
+
+from provisioner.errors import InvalidInputError
+from provisioner.models.resources import DatasetSource, Workspace, WorkspaceDataset
+from provisioner.models.settings import Settings
+from provisioner.planning import names
+
+S3_CSI_DRIVER: Final = "s3.csi.aws.com"
+# jovyan and its group `users` in the Jupyter docker-stacks images; the hub runs notebooks
+# with this uid and fsGroup, and S3 files must look readable to them.
+NOTEBOOK_UID: Final = 1000
+NOTEBOOK_GID: Final = 100
+DATA_ROOT: Final = "/data"
+PROJECT_MOUNT_PATH: Final = "/project"
+# Kubernetes requires a PV capacity and a matching PVC request; neither the S3 driver nor NFS
+# enforces it for a static volume, so one nominal size is enough for binding.
+NOMINAL_CAPACITY: Final = "1Gi"
+
+
+class NotebookStorage(NamedTuple):
+    """What KubeSpawner adds to each notebook pod: `volumes` and `volume_mounts`."""
+
+    volumes: list[dict[str, Any]]
+    volume_mounts: list[dict[str, Any]]
+
+
+def workspace_datasets(workspace: Workspace) -> list[WorkspaceDataset]:
+    """The workspace's datasets sorted by name, so plans do not depend on request order."""
+    counts = Counter(dataset.name for dataset in workspace.spec.datasets)
+    duplicates = sorted(name for name, count in counts.items() if count > 1)
+    if duplicates:
+        raise InvalidInputError(
+            f"workspace {workspace.name}: spec.datasets lists {duplicates} more than once; "
+            "each dataset must appear once (merge the approvals that name it)"
+        )
+    return sorted(workspace.spec.datasets, key=lambda dataset: dataset.name)
+
+
+def dataset_mount_path(dataset: str) -> str:
+    return f"{DATA_ROOT}/{dataset}"
+
+
+def dataset_persistent_volume(project: str, dataset: WorkspaceDataset) -> dict[str, Any]:
+    """The PV of one approved dataset, reserved for the project's claim of it."""
+    pv_name = names.dataset_pv_name(project, dataset.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": names.object_metadata(
+            pv_name,
+            project,
+            labels={names.LABEL_DATASET: dataset.name},
+            annotations={names.ANNOTATION_MANIFEST: dataset.manifest_sha256},
+        ),
+        "spec": {
+            "capacity": {"storage": NOMINAL_CAPACITY},
+            "accessModes": ["ReadOnlyMany"],
+            # Deleting the PV must never touch the data: Delete or Recycle would.
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "claimRef": {
+                "namespace": names.namespace_name(project),
+                "name": names.dataset_pvc_name(dataset.name),
+            },
+            **_volume_source(pv_name, dataset.source),
+        },
+    }
+
+
+def dataset_claim(project: str, dataset: WorkspaceDataset) -> dict[str, Any]:
+    """The PVC that binds only to the dataset's PV."""
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": names.object_metadata(
+            names.dataset_pvc_name(dataset.name),
+            project,
+            namespace=names.namespace_name(project),
+            labels={names.LABEL_DATASET: dataset.name},
+            annotations={names.ANNOTATION_MANIFEST: dataset.manifest_sha256},
+        ),
+        "spec": {
+            "accessModes": ["ReadOnlyMany"],
+            # Explicitly empty, or the default StorageClass is filled in and binding fails.
+            "storageClassName": "",
+            "volumeName": names.dataset_pv_name(project, dataset.name),
+            "resources": {"requests": {"storage": NOMINAL_CAPACITY}},
+        },
+    }
+
+
+def project_storage_claim(project: str, settings: Settings) -> dict[str, Any]:
+    """The project's shared, writable `/project` volume; it outlives a Frozen workspace."""
+    spec: dict[str, Any] = {
+        # Every member's notebook mounts it at once, possibly on different nodes.
+        "accessModes": ["ReadWriteMany"],
+        "resources": {"requests": {"storage": settings.project_storage_size}},
+    }
+    if settings.project_storage_class is not None:
+        spec["storageClassName"] = settings.project_storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": names.object_metadata(
+            names.project_pvc_name(), project, namespace=names.namespace_name(project)
+        ),
+        "spec": spec,
+    }
+
+
+def notebook_storage(workspace: Workspace) -> NotebookStorage:
+    """Pod volumes and mounts for KubeSpawner: datasets read-only, project storage writable."""
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    for dataset in workspace_datasets(workspace):
+        volume = names.dataset_volume_name(dataset.name)
+        volumes.append(
+            {
+                "name": volume,
+                "persistentVolumeClaim": {
+                    "claimName": names.dataset_pvc_name(dataset.name),
+                    "readOnly": True,
+                },
+            }
+        )
+        mounts.append(
+            {"name": volume, "mountPath": dataset_mount_path(dataset.name), "readOnly": True}
+        )
+    volumes.append(
+        {
+            "name": names.PROJECT_VOLUME_NAME,
+            "persistentVolumeClaim": {"claimName": names.project_pvc_name()},
+        }
+    )
+    mounts.append({"name": names.PROJECT_VOLUME_NAME, "mountPath": PROJECT_MOUNT_PATH})
+    return NotebookStorage(volumes=volumes, volume_mounts=mounts)
+
+
+def _volume_source(pv_name: str, source: DatasetSource) -> dict[str, Any]:
+    """`mountOptions` plus the `csi` or `nfs` source of a dataset PV."""
+    if source.s3 is not None:
+        options = [
+            "read-only",
+            # Mountpoint runs as its own user; without these the notebook user could not
+            # read the files. Driver v2 would derive them from fsGroup, v1 needs them.
+            "allow-other",
+            f"uid={NOTEBOOK_UID}",
+            f"gid={NOTEBOOK_GID}",
+        ]
+        if source.s3.prefix:
+            options.append(f"prefix {source.s3.prefix}")
+        if source.s3.region is not None:
+            options.append(f"region {source.s3.region}")
+        return {
+            "mountOptions": options,
+            "csi": {
+                "driver": S3_CSI_DRIVER,
+                # The driver handles each volumeHandle once, so it must be unique per PV;
+                # the PV name already is.
+                "volumeHandle": pv_name,
+                "readOnly": True,
+                "volumeAttributes": {"bucketName": source.s3.bucket},
+            },
+        }
+    if source.nfs is not None:
+        return {
+            "mountOptions": ["ro", "nfsvers=4.1"],
+            "nfs": {"server": source.nfs.server, "path": source.nfs.path, "readOnly": True},
+        }
+    # DatasetSource's validator guarantees exactly one source; this keeps mypy and readers sure.
+    raise InvalidInputError("dataset source: set exactly one of 's3' and 'nfs'")

@@ -1,0 +1,494 @@
+"""boto3 at the edge: the client, bucket set-up, dataset manifests and conditional writes.
+
+Errors: every botocore error leaves this module as one of ours, chained with ``from exc``:
+a missing bucket or key (NoSuchBucket, NoSuchKey, 404) is a `NotFoundError`; AccessDenied,
+bad keys and signatures are a `RefusedError`; a failed If-None-Match / If-Match (412) is a
+`ConflictError` (someone else wrote first: re-read and retry); connection failures, timeouts,
+throttling and 5xx are a `TemporaryError`; any other 4xx is a `PermanentError`.
+
+Manifest canonical form (`compute_manifest`). The hash that an approval pins is::
+
+    sha256( line_1 + line_2 + ... + line_n )    over UTF-8 bytes
+    line = json.dumps([relative_key, size, etag], ensure_ascii=False,
+                      separators=(",", ":")) + "\\n"
+
+- one line per object under ``s3://<bucket>/<prefix>``, found by a paginated
+  ListObjectsV2 of the whole prefix (no delimiter, so nested keys count);
+- ``relative_key`` is the key with the prefix removed; ``size`` is the size in bytes as an
+  integer; ``etag`` is the ETag as listed, without its surrounding double quotes (for a
+  multipart upload it is ``<md5 of part md5s>-<parts>``, so it identifies the stored
+  object, not only its bytes: re-uploading the same bytes with another part size changes the
+  hash, which errs on the side of a new approval);
+- lines are sorted by the UTF-8 bytes of ``relative_key`` (S3's own listing order), so the
+  hash does not depend on how the server pages;
+- each line is a JSON array, so keys containing commas, tabs, quotes or newlines cannot make
+  two different listings produce the same text;
+- directory markers (zero-byte keys ending in ``/``, made by consoles and some tools) are left
+  out: they hold no data, and creating one must not invalidate an approval;
+- an empty listing is an error (`NotFoundError`), never the hash of nothing.
+
+Example: objects ``cohort/a.csv`` (3 bytes, ETag ``"900150983cd24fb0d6963f7d28e17f72"``) under
+prefix ``cohort/`` give the single line ``["a.csv",3,"900150983cd24fb0d6963f7d28e17f72"]\\n``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, cast
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+
+from provisioner.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PermanentError,
+    RefusedError,
+    TemporaryError,
+    TreError,
+)
+from provisioner.models.resources import DatasetManifest, S3Source
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.literals import BucketLocationConstraintType
+    from mypy_boto3_s3.type_defs import PutObjectRequestTypeDef
+
+    from provisioner.models.settings import Settings
+
+LockMode = Literal["COMPLIANCE", "GOVERNANCE"]
+
+_NOT_FOUND_CODES = frozenset(
+    {"NoSuchBucket", "NoSuchKey", "NotFound", "404", "NoSuchVersion", "NoSuchUpload"}
+)
+_REFUSED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "403",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "AccountProblem",
+    }
+)
+_CONFLICT_CODES = frozenset(
+    {"PreconditionFailed", "412", "ConditionalRequestConflict", "OperationAborted"}
+)
+_TEMPORARY_CODES = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "InternalError",
+        "ServiceUnavailable",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+    }
+)
+# What servers without object lock answer to GetObjectLockConfiguration.
+_NO_OBJECT_LOCK_CODES = frozenset(
+    {"ObjectLockConfigurationNotFoundError", "NotImplemented", "501", "InvalidRequest"}
+)
+
+
+# --- client and errors ---------------------------------------------------------------------
+
+
+def s3_client(
+    settings: Settings,
+    *,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 30.0,
+    max_attempts: int = 4,
+) -> S3Client:
+    """A boto3 S3 client for the endpoint, region and credentials in `settings`.
+
+    Without keys in `settings`, boto3's default chain (environment, instance role) applies.
+    Timeouts and attempts as in `make_s3_client`.
+    """
+    access_key = settings.s3_access_key_id
+    secret_key = settings.s3_secret_access_key
+    if (access_key is None) != (secret_key is None):
+        missing = "s3_secret_access_key" if secret_key is None else "s3_access_key_id"
+        raise InvalidInputError(
+            f"settings.{missing}: set both TRE_S3_ACCESS_KEY_ID and TRE_S3_SECRET_ACCESS_KEY, "
+            "or neither to use the default AWS credential chain"
+        )
+    return make_s3_client(
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key=access_key.get_secret_value() if access_key else None,
+        secret_key=secret_key.get_secret_value() if secret_key else None,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_attempts=max_attempts,
+    )
+
+
+def make_s3_client(
+    *,
+    endpoint_url: str | None,
+    region: str,
+    access_key: str | None,
+    secret_key: str | None,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 30.0,
+    max_attempts: int = 4,
+) -> S3Client:
+    """A boto3 S3 client from plain values (`s3_client` is the one to use with Settings).
+
+    Seconds for the timeouts. `max_attempts` counts the first try: botocore's "standard" retry
+    mode retries throttling, 5xx and connection errors with jittered back-off, so a restarting
+    S3 server costs a few seconds, not a failed reconciliation. With a custom endpoint
+    (SeaweedFS, MinIO, Ceph) addressing is path-style, because virtual-host names such as
+    ``bucket.127.0.0.1`` do not resolve; against AWS (no endpoint) boto3 picks the style.
+    """
+    config = Config(
+        region_name=region,
+        signature_version="s3v4",
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
+    )
+    # A session of its own: boto3's shared default session is not safe to use from threads.
+    session = boto3.session.Session()
+    return session.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+        config=config,
+    )
+
+
+def error_code(exc: ClientError) -> str:
+    """The S3 error code of a ClientError ('NoSuchBucket', '404', ...)."""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _http_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def s3_error(exc: BotoCoreError | ClientError, what: str) -> TreError:
+    """Our exception for a botocore error raised while doing `what` ("get s3://b/k").
+
+    Only builds the exception; the caller raises it ``from exc``.
+    """
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return RefusedError(
+            f"S3 {what}: no usable credentials ({exc}); set TRE_S3_ACCESS_KEY_ID and "
+            'TRE_S3_SECRET_ACCESS_KEY (for the local platform: eval "$(tre dev env)")'
+        )
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return TemporaryError(f"S3 {what}: cannot reach the S3 endpoint ({exc}); retry later")
+    if isinstance(exc, BotoCoreError):
+        return PermanentError(f"S3 {what}: {exc}")
+    code = error_code(exc)
+    status = _http_status(exc)
+    message = exc.response.get("Error", {}).get("Message", "") or code
+    text = f"S3 {what}: {code or status} {message}".rstrip()
+    if code in _NOT_FOUND_CODES or status == 404:
+        return NotFoundError(text)
+    if code in _REFUSED_CODES or status == 403:
+        return RefusedError(f"{text}; check that the S3 credentials may do this")
+    if code in _CONFLICT_CODES or status in (409, 412):
+        return ConflictError(f"{text}; someone else wrote first: re-read and retry")
+    if code in _TEMPORARY_CODES or status >= 500:
+        return TemporaryError(f"{text}; retry later")
+    return PermanentError(text)
+
+
+@contextmanager
+def translated_errors(what: str) -> Iterator[None]:
+    """Turn botocore errors inside the block into ours (see `s3_error`)."""
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise s3_error(exc, what) from exc
+
+
+# --- buckets -------------------------------------------------------------------------------
+
+
+def bucket_exists(client: S3Client, name: str) -> bool:
+    """Whether `name` exists and these credentials may use it (HeadBucket)."""
+    try:
+        client.head_bucket(Bucket=name)
+    except ClientError as exc:
+        if error_code(exc) in _NOT_FOUND_CODES or _http_status(exc) == 404:
+            return False
+        raise s3_error(exc, f"head bucket {name!r}") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, f"head bucket {name!r}") from exc
+    return True
+
+
+def ensure_bucket(
+    client: S3Client, name: str, *, versioning: bool, object_lock: bool = False
+) -> bool:
+    """Create bucket `name` if it is missing; idempotent. Returns whether object lock is on.
+
+    versioning=True turns versioning on (it is never turned off: a bucket that once kept
+    versions keeps them). object_lock=True asks for object lock: at creation when the bucket
+    is new, otherwise by enabling it on the existing (versioned) bucket as AWS allows. Servers
+    without object lock answer that it is not there; the return value says what the bucket
+    really has, so a caller that needs WORM storage can refuse to go on.
+    """
+    if not bucket_exists(client, name):
+        _create_bucket(client, name, object_lock=object_lock)
+    if versioning or object_lock:  # object lock needs versioning
+        with translated_errors(f"enable versioning on bucket {name!r}"):
+            status = client.get_bucket_versioning(Bucket=name).get("Status")
+            if status != "Enabled":
+                client.put_bucket_versioning(
+                    Bucket=name, VersioningConfiguration={"Status": "Enabled"}
+                )
+    enabled = object_lock_enabled(client, name)
+    if object_lock and not enabled:
+        try:
+            client.put_object_lock_configuration(
+                Bucket=name, ObjectLockConfiguration={"ObjectLockEnabled": "Enabled"}
+            )
+        except ClientError as exc:
+            if _http_status(exc) >= 500 and error_code(exc) not in _NO_OBJECT_LOCK_CODES:
+                raise s3_error(exc, f"enable object lock on bucket {name!r}") from exc
+            return False  # this server (or this bucket) cannot have object lock
+        except BotoCoreError as exc:
+            raise s3_error(exc, f"enable object lock on bucket {name!r}") from exc
+        enabled = object_lock_enabled(client, name)
+    return enabled
+
+
+def _create_bucket(client: S3Client, name: str, *, object_lock: bool) -> None:
+    region = client.meta.region_name
+    try:
+        if region and region != "us-east-1":
+            # Outside us-east-1, AWS wants the region repeated in the request body.
+            client.create_bucket(
+                Bucket=name,
+                ObjectLockEnabledForBucket=object_lock,
+                CreateBucketConfiguration={
+                    "LocationConstraint": cast("BucketLocationConstraintType", region)
+                },
+            )
+        else:
+            client.create_bucket(Bucket=name, ObjectLockEnabledForBucket=object_lock)
+    except ClientError as exc:
+        code = error_code(exc)
+        if code == "BucketAlreadyOwnedByYou":
+            return  # created by a concurrent caller: fine, we are idempotent
+        if code == "BucketAlreadyExists":
+            if bucket_exists(client, name):
+                return
+            raise RefusedError(
+                f"bucket {name!r} belongs to someone else (bucket names are global on AWS); "
+                "choose another name"
+            ) from exc
+        raise s3_error(exc, f"create bucket {name!r}") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, f"create bucket {name!r}") from exc
+
+
+def object_lock_enabled(client: S3Client, name: str) -> bool:
+    """Whether bucket `name` has object lock (WORM retention) enabled."""
+    try:
+        answer = client.get_object_lock_configuration(Bucket=name)
+    except ClientError as exc:
+        if error_code(exc) in _NO_OBJECT_LOCK_CODES or _http_status(exc) in (404, 501):
+            return False
+        raise s3_error(exc, f"get object lock configuration of bucket {name!r}") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, f"get object lock configuration of bucket {name!r}") from exc
+    lock = answer.get("ObjectLockConfiguration", {})
+    return lock.get("ObjectLockEnabled") == "Enabled"
+
+
+# --- dataset manifests ---------------------------------------------------------------------
+
+
+def manifest_line(relative_key: str, size: int, etag: str) -> str:
+    """One line of the canonical manifest text (see the module docstring)."""
+    return json.dumps([relative_key, size, etag], ensure_ascii=False, separators=(",", ":"))
+
+
+def compute_manifest(
+    client: S3Client, source: S3Source, *, now: dt.datetime | None = None
+) -> DatasetManifest:
+    """Count, size and hash every object under `source` (canonical form: module docstring).
+
+    Raises NotFoundError naming the bucket when it does not exist, and naming bucket and
+    prefix when the prefix holds no objects (an empty dataset is always a mistake).
+    """
+    where = f"s3://{source.bucket}/{source.prefix}"
+    rows: list[tuple[bytes, str]] = []
+    total = 0
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=source.bucket, Prefix=source.prefix):
+            for obj in page.get("Contents", []):
+                key, size = obj["Key"], int(obj.get("Size", 0))
+                if not key.startswith(source.prefix):
+                    continue  # defensive: a server that ignores Prefix must not add data
+                if size == 0 and key.endswith("/"):
+                    continue  # directory marker
+                relative = key[len(source.prefix) :]
+                etag = obj.get("ETag", "").strip('"')
+                rows.append((relative.encode("utf-8"), manifest_line(relative, size, etag)))
+                total += size
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchBucket" or _http_status(exc) == 404:
+            raise NotFoundError(
+                f"dataset source {where}: bucket {source.bucket!r} does not exist; create it "
+                "or correct source.s3.bucket"
+            ) from exc
+        raise s3_error(exc, f"list {where}") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, f"list {where}") from exc
+    if not rows:
+        raise NotFoundError(
+            f"dataset source {where}: no objects under prefix {source.prefix!r} in bucket "
+            f"{source.bucket!r}; upload the data first or correct source.s3.prefix"
+        )
+    rows.sort(key=lambda row: row[0])
+    digest = hashlib.sha256()
+    for _, line in rows:
+        digest.update(line.encode("utf-8") + b"\n")
+    return DatasetManifest(
+        object_count=len(rows),
+        bytes=total,
+        sha256=digest.hexdigest(),
+        computed_at=now or dt.datetime.now(dt.UTC),
+    )
+
+
+# --- objects (what the audit log needs) ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    body: bytes
+    etag: str
+    version_id: str | None
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    """One entry of a versioned listing: a stored version or a delete marker."""
+
+    key: str
+    version_id: str
+    is_latest: bool
+    is_delete_marker: bool
+    last_modified: dt.datetime | None
+
+
+def put_object(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    body: bytes,
+    *,
+    content_type: str = "application/octet-stream",
+    if_none_match: bool = False,
+    if_match: str | None = None,
+    retain_until: dt.datetime | None = None,
+    lock_mode: LockMode = "COMPLIANCE",
+) -> str:
+    """Write an object; returns its ETag (without quotes).
+
+    if_none_match=True makes it create-only (``If-None-Match: *``) and if_match=ETAG makes it
+    compare-and-swap; either raises ConflictError when the condition fails. retain_until puts
+    object lock retention of `lock_mode` on this version (the bucket needs object lock).
+    """
+    request: PutObjectRequestTypeDef = {
+        "Bucket": bucket,
+        "Key": key,
+        "Body": body,
+        "ContentType": content_type,
+    }
+    if if_none_match:
+        request["IfNoneMatch"] = "*"
+    if if_match is not None:
+        request["IfMatch"] = f'"{if_match}"'
+    if retain_until is not None:
+        request["ObjectLockMode"] = lock_mode
+        request["ObjectLockRetainUntilDate"] = retain_until
+    try:
+        answer = client.put_object(**request)
+    except ClientError as exc:
+        if error_code(exc) in _CONFLICT_CODES or _http_status(exc) in (409, 412):
+            condition = "already exists" if if_none_match else "changed since it was read"
+            raise ConflictError(f"s3://{bucket}/{key} {condition}; re-read and retry") from exc
+        raise s3_error(exc, f"put s3://{bucket}/{key}") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, f"put s3://{bucket}/{key}") from exc
+    return answer.get("ETag", "").strip('"')
+
+
+def get_object(client: S3Client, bucket: str, key: str) -> StoredObject:
+    """The current version of s3://bucket/key; NotFoundError when there is none."""
+    with translated_errors(f"get s3://{bucket}/{key}"):
+        answer = client.get_object(Bucket=bucket, Key=key)
+        body = answer["Body"].read()
+    return StoredObject(
+        key=key,
+        body=body,
+        etag=answer.get("ETag", "").strip('"'),
+        version_id=answer.get("VersionId"),
+    )
+
+
+def list_keys(client: S3Client, bucket: str, prefix: str, *, start_after: str = "") -> list[str]:
+    """Every key under `prefix` after `start_after`, in S3 order (UTF-8 byte order)."""
+    keys: list[str] = []
+    paginator = client.get_paginator("list_objects_v2")
+    with translated_errors(f"list s3://{bucket}/{prefix}"):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix, StartAfter=start_after):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+    return keys
+
+
+def list_versions(client: S3Client, bucket: str, prefix: str) -> list[ObjectVersion]:
+    """Every version and delete marker under `prefix` (one "null" version when unversioned)."""
+    found: list[ObjectVersion] = []
+    paginator = client.get_paginator("list_object_versions")
+    with translated_errors(f"list versions of s3://{bucket}/{prefix}"):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for version in page.get("Versions", []):
+                found.append(
+                    ObjectVersion(
+                        key=version["Key"],
+                        version_id=version.get("VersionId", "null"),
+                        is_latest=version.get("IsLatest", False),
+                        is_delete_marker=False,
+                        last_modified=version.get("LastModified"),
+                    )
+                )
+            for marker in page.get("DeleteMarkers", []):
+                found.append(
+                    ObjectVersion(
+                        key=marker["Key"],
+                        version_id=marker.get("VersionId", "null"),
+                        is_latest=marker.get("IsLatest", False),
+                        is_delete_marker=True,
+                        last_modified=marker.get("LastModified"),
+                    )
+                )
+    return found
