@@ -30,7 +30,7 @@ lint: venv
 	@echo "==> ruff, mypy --strict (provisioner), import-linter (layering)"
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy provisioner hub_config
+	@$(VENV)/bin/mypy provisioner
 	@$(VENV)/bin/lint-imports
 
 unit: venv

@@ -102,7 +102,9 @@ def namespace(request: pytest.FixtureRequest, admin_api: client.ApiClient) -> It
         events = core.list_namespaced_event(name).items
         print(f"\n--- events in {name} ---")
         for ev in events:
-            print(f"{ev.last_timestamp} {ev.type} {ev.reason} "
-                  f"{ev.involved_object.kind}/{ev.involved_object.name}: {ev.message}")
+            print(
+                f"{ev.last_timestamp} {ev.type} {ev.reason} "
+                f"{ev.involved_object.kind}/{ev.involved_object.name}: {ev.message}"
+            )
     if os.environ.get("TRE_TEST_KEEP") != "1":
         core.delete_namespace(name)

@@ -16,14 +16,19 @@ app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": [
 def verify(ctx: typer.Context) -> None:
     """Check every entry's hash and link; name each edited, dropped or reordered entry."""
     log = common.audit_log()
-    entries = log.read_all()
-    problems = log.verify()
+    problems = log.verify()  # first: it reports unreadable entries that read_all() raises on
+    entries = [] if problems else log.read_all()
     fmt = cli_context(ctx).output
     if fmt is not OutputFormat.TABLE:
-        emit({"entries": len(entries), "problems": [str(p) for p in problems]}, fmt)
+        emit(
+            {"entries": len(entries), "ok": not problems, "problems": [str(p) for p in problems]},
+            fmt,
+        )
     if problems:
-        raise AuditChainError(f"audit log s3://{log.bucket} failed verification:\n"
-                              + "\n".join(f"  {p}" for p in problems))
+        raise AuditChainError(
+            f"audit log s3://{log.bucket} failed verification:\n"
+            + "\n".join(f"  {p}" for p in problems)
+        )
     if fmt is OutputFormat.TABLE:
         typer.echo(f"ok: {len(entries)} entries, chain intact (s3://{log.bucket})")
 

@@ -38,13 +38,15 @@ def admin_kube() -> Kube:
 def whoami(k: Kube) -> str:
     """The username the API server sees for this client (after impersonation)."""
     review = k.request(
-        "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
         body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-        what="ask the API server who you are")
+        what="ask the API server who you are",
+    )
     return str(review["status"]["userInfo"]["username"])
 
 
-def s3() -> "S3Client":
+def s3() -> S3Client:
     return s3_client(settings())
 
 

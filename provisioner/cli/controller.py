@@ -20,14 +20,21 @@ app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": [
 def run(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option(help="One pass over every project, then exit.")] = False,
-    lease_namespace: Annotated[str, typer.Option(
-        help="Namespace of the leader-election Lease.")] = "tre-system",
+    lease_namespace: Annotated[
+        str, typer.Option(help="Namespace of the leader-election Lease.")
+    ] = "tre-system",
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Reconcile every project continuously (watches + periodic resync, leader-elected)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    k = common.admin_kube()
+    """Reconcile every project continuously (watches + periodic resync, leader-elected).
+
+    Run it as the controller's identity: in a cluster its ServiceAccount; locally
+    `tre --as system:serviceaccount:tre-system:tre-controller controller run`.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    k = common.kube(ctx)
     audit = common.audit_log()
     if once:
         report = run_pass(k, common.settings(), dt.datetime.now(dt.UTC), audit)
@@ -39,9 +46,18 @@ def run(
 
 
 def _print(ctx: typer.Context, report: PassReport) -> None:
-    rows = [{"project": r.project, "phase": r.phase.value if r.phase else None,
-             "applied": len(r.applied), "pruned": len(r.pruned), "error": None}
-            for r in report.results]
-    rows += [{"project": p, "phase": None, "applied": 0, "pruned": 0, "error": e}
-             for p, e in report.errors.items()]
+    rows = [
+        {
+            "project": r.project,
+            "phase": r.phase.value if r.phase else None,
+            "applied": len(r.applied),
+            "pruned": len(r.pruned),
+            "error": None,
+        }
+        for r in report.results
+    ]
+    rows += [
+        {"project": p, "phase": None, "applied": 0, "pruned": 0, "error": e}
+        for p, e in report.errors.items()
+    ]
     emit(rows, cli_context(ctx).output, ["project", "phase", "applied", "pruned", "error"])

@@ -32,11 +32,17 @@ def _row(ds: Dataset) -> dict[str, Any]:
     src = ds.spec.source
     m = ds.status.manifest
     return {
-        "name": ds.name, "title": ds.spec.title, "steward": ds.spec.steward,
+        "name": ds.name,
+        "title": ds.spec.title,
+        "steward": ds.spec.steward,
         "classification": ds.spec.classification.value,
-        "source": f"s3://{src.s3.bucket}/{src.s3.prefix}" if src.s3
-        else f"nfs://{src.nfs.server}{src.nfs.path}" if src.nfs else "-",
-        "objects": m.object_count if m else None, "bytes": m.bytes if m else None,
+        "source": f"s3://{src.s3.bucket}/{src.s3.prefix}"
+        if src.s3
+        else f"nfs://{src.nfs.server}{src.nfs.path}"
+        if src.nfs
+        else "-",
+        "objects": m.object_count if m else None,
+        "bytes": m.bytes if m else None,
         "sha256": m.sha256[:12] if m else None,
     }
 
@@ -45,14 +51,30 @@ def _verified_status(ds: Dataset) -> DatasetStatus:
     """Recompute the manifest of an S3 dataset (NFS content is attested by its steward)."""
     now = common.utc_now()
     if ds.spec.source.s3 is None:
-        return DatasetStatus(conditions=[Condition(
-            type="Verified", status="Unknown", reason="NotS3",
-            message="NFS content is not listed by the platform", last_transition_time=now)])
+        return DatasetStatus(
+            conditions=[
+                Condition(
+                    type="Verified",
+                    status="Unknown",
+                    reason="NotS3",
+                    message="NFS content is not listed by the platform",
+                    last_transition_time=now,
+                )
+            ]
+        )
     manifest = compute_manifest(common.s3(), ds.spec.source.s3, now=now)
-    return DatasetStatus(manifest=manifest, conditions=[Condition(
-        type="Verified", status="True", reason="ManifestComputed",
-        message=f"{manifest.object_count} objects, {manifest.bytes} bytes",
-        last_transition_time=now)])
+    return DatasetStatus(
+        manifest=manifest,
+        conditions=[
+            Condition(
+                type="Verified",
+                status="True",
+                reason="ManifestComputed",
+                message=f"{manifest.object_count} objects, {manifest.bytes} bytes",
+                last_transition_time=now,
+            )
+        ],
+    )
 
 
 @app.command()
@@ -73,17 +95,29 @@ def register(
         raise InvalidInputError("give either --bucket (S3) or --nfs-server and --nfs-path")
     source = DatasetSource(
         s3=S3Source(bucket=bucket, prefix=prefix) if bucket else None,
-        nfs=NfsSource(server=nfs_server, path=nfs_path or "") if nfs_server else None)
-    ds = Dataset(name=name, spec=DatasetSpec(
-        title=title, steward=steward, classification=classification, source=source,
-        description=description))
+        nfs=NfsSource(server=nfs_server, path=nfs_path or "") if nfs_server else None,
+    )
+    ds = Dataset(
+        name=name,
+        spec=DatasetSpec(
+            title=title,
+            steward=steward,
+            classification=classification,
+            source=source,
+            description=description,
+        ),
+    )
     status = _verified_status(ds)  # fails before anything is created if the data is missing
     k = common.kube(ctx)
     k.create(ds.to_object())
     k.patch_status(DATASETS, name, status.to_wire())
     registered = ds.model_copy(update={"status": status})
-    common.audit_log().append(common.whoami(k), "dataset.register", f"dataset/{name}",
-                              {"classification": classification.value, **_row(registered)})
+    common.audit_log().append(
+        common.whoami(k),
+        "dataset.register",
+        f"dataset/{name}",
+        {"classification": classification.value, **_row(registered)},
+    )
     emit(_row(registered), cli_context(ctx).output)
 
 
@@ -104,10 +138,13 @@ def verify(ctx: typer.Context, name: str) -> None:
     after = status.manifest.sha256 if status.manifest else None
     k.patch_status(DATASETS, name, status.to_wire())
     if before != after:
-        common.audit_log().append(common.whoami(k), "dataset.changed", f"dataset/{name}",
-                                  {"from": before, "to": after})
-    emit({**_row(ds.model_copy(update={"status": status})), "changed": before != after},
-         cli_context(ctx).output)
+        common.audit_log().append(
+            common.whoami(k), "dataset.changed", f"dataset/{name}", {"from": before, "to": after}
+        )
+    emit(
+        {**_row(ds.model_copy(update={"status": status})), "changed": before != after},
+        cli_context(ctx).output,
+    )
 
 
 @app.command("list")
@@ -121,6 +158,11 @@ def list_(ctx: typer.Context) -> None:
 def show(ctx: typer.Context, name: str) -> None:
     """Show one dataset."""
     ds = _load(common.kube(ctx), name)
-    emit({**_row(ds), "description": ds.spec.description,
-          "manifest": ds.status.manifest.to_wire() if ds.status.manifest else None},
-         cli_context(ctx).output)
+    emit(
+        {
+            **_row(ds),
+            "description": ds.spec.description,
+            "manifest": ds.status.manifest.to_wire() if ds.status.manifest else None,
+        },
+        cli_context(ctx).output,
+    )

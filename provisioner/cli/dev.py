@@ -44,7 +44,7 @@ def up(state_dir: StateDir = None) -> None:
     cluster = _cluster(state_dir)
     cluster.up(_progress)
     typer.echo(f"kubeconfig: {cluster.kubeconfig}")
-    typer.echo(f"use it:     eval \"$(tre dev env{_dir_flag(state_dir)})\"")
+    typer.echo(f'use it:     eval "$(tre dev env{_dir_flag(state_dir)})"')
     typer.echo(f"stop it:    tre dev down{_dir_flag(state_dir)}")
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from typer._click import core as click  # typer 0.29 vendors click
 from typer.core import TyperGroup
-from pydantic import ValidationError
 
 from provisioner import __version__
 from provisioner.cli import audit, controller, dataset, dev, request, workspace
 from provisioner.cli.context import CliContext
-from provisioner.cli.output import OutputFormat
+from provisioner.cli.output import OutputFormat, format_validation_error
 from provisioner.errors import TreError
+
 
 class TreGroup(TyperGroup):
     """Turns our errors into a message on stderr and an exit code, once, for every command."""
@@ -59,7 +60,9 @@ def root(
     ] = OutputFormat.TABLE,
     as_user: Annotated[
         str | None,
-        typer.Option("--as", help="Act as this user (Kubernetes impersonation, like kubectl --as)."),
+        typer.Option(
+            "--as", help="Act as this user (Kubernetes impersonation, like kubectl --as)."
+        ),
     ] = None,
     as_group: Annotated[
         list[str] | None,
@@ -70,16 +73,6 @@ def root(
     ] = False,
 ) -> None:
     ctx.obj = CliContext(output=output, as_user=as_user, as_groups=tuple(as_group or ()))
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: where, what, and the input that was given."""
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "input"
-        message = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{where}: {message} (got {err.get('input')!r})")
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 
 class OutputFormat(StrEnum):
@@ -49,3 +50,13 @@ def _cell(value: Any) -> str:
 
 def emit(data: Any, fmt: OutputFormat, columns: Sequence[str] | None = None) -> None:
     typer.echo(render(data, fmt, columns))
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: where, what, and the input that was given."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "input"
+        message = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message} (got {err.get('input')!r})")
+    return "\n".join(lines)

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from provisioner.cli import common
 from provisioner.cli.context import cli_context
-from provisioner.cli.output import emit
+from provisioner.cli.output import emit, format_validation_error
 from provisioner.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS
@@ -63,25 +63,37 @@ def check_request_rules(spec: AccessRequestSpec, k: Kube, today: dt.date) -> Non
     max_days = common.settings().max_request_days
     if spec.end_date < today:
         raise InvalidInputError(
-            f"request.endDate: must not be in the past (got {spec.end_date}, today is {today})")
+            f"request.endDate: must not be in the past (got {spec.end_date}, today is {today})"
+        )
     if (spec.end_date - spec.start_date).days > max_days:
         raise InvalidInputError(
             f"request.endDate: must be within {max_days} days of startDate (got "
-            f"{spec.end_date}); ask for an extension later instead")
+            f"{spec.end_date}); ask for an extension later instead"
+        )
     missing = [d for d in spec.datasets if k.get(DATASETS, d) is None]
     if missing:
         raise InvalidInputError(
-            f"request.datasets: unknown dataset(s) {', '.join(missing)}; see 'tre dataset list'")
+            f"request.datasets: unknown dataset(s) {', '.join(missing)}; see 'tre dataset list'"
+        )
 
 
 @app.command()
 def submit(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Option("--file", "-f", help="YAML file with the request "
-                                       "(project, lead, members, datasets, purpose, startDate, "
-                                       "endDate, computeTier).", exists=False)],
-    name: Annotated[str | None, typer.Option(help="Object name [default: <project>-<random>].")]
-    = None,
+    file: Annotated[
+        Path,
+        typer.Option(
+            "--file",
+            "-f",
+            help="YAML file with the request "
+            "(project, lead, members, datasets, purpose, startDate, "
+            "endDate, computeTier).",
+            exists=False,
+        ),
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="Object name [default: <project>-<random>].")
+    ] = None,
 ) -> None:
     """File a data-access request as yourself (or as --as USER)."""
     try:
@@ -91,8 +103,9 @@ def submit(
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise InvalidInputError(f"--file: {file} is not valid YAML{at}: "
-                                f"{getattr(exc, 'problem', exc)}") from exc
+        raise InvalidInputError(
+            f"--file: {file} is not valid YAML{at}: {getattr(exc, 'problem', exc)}"
+        ) from exc
     if not isinstance(raw, dict):
         raise InvalidInputError(f"--file: {file} must hold a mapping of request fields")
     k = common.kube(ctx)
@@ -105,22 +118,31 @@ def submit(
     check_request_rules(spec, k, dt.date.today())
     request = AccessRequest(name=name or f"{spec.project}-{secrets.token_hex(3)}", spec=spec)
     k.create(request.to_object())
-    details: dict[str, Any] = {"project": spec.project, "datasets": spec.datasets,
-                               "members": spec.members, "endDate": spec.end_date.isoformat()}
-    common.audit_log().append(spec.requester, "request.submit", f"accessrequest/{request.name}",
-                              details)
-    emit({"name": request.name, "project": spec.project, "phase": "Pending"},
-         cli_context(ctx).output)
+    details: dict[str, Any] = {
+        "project": spec.project,
+        "datasets": spec.datasets,
+        "members": spec.members,
+        "endDate": spec.end_date.isoformat(),
+    }
+    common.audit_log().append(
+        spec.requester, "request.submit", f"accessrequest/{request.name}", details
+    )
+    emit(
+        {"name": request.name, "project": spec.project, "phase": "Pending"}, cli_context(ctx).output
+    )
 
 
 def _validation_lines(exc: ValidationError) -> str:
-    from provisioner.cli.main import format_validation_error
-
     return "request is invalid:\n" + format_validation_error(exc).replace("\n", "\n  ")
 
 
-def _decide(ctx: typer.Context, name: str, action: DecisionAction, comment: str,
-            end_date: dt.date | None = None) -> None:
+def _decide(
+    ctx: typer.Context,
+    name: str,
+    action: DecisionAction,
+    comment: str,
+    end_date: dt.date | None = None,
+) -> None:
     k = common.kube(ctx)
     me = common.whoami(k)
     for _ in range(5):  # optimistic concurrency: re-read and retry if someone wrote first
@@ -129,8 +151,14 @@ def _decide(ctx: typer.Context, name: str, action: DecisionAction, comment: str,
         hashes: dict[str, str] = {}
         if action is DecisionAction.APPROVE:
             hashes = _current_manifests(k, request.spec.datasets)
-        decision = Decision(action=action, by=me, at=common.utc_now(), comment=comment,
-                            end_date=end_date, manifest_hashes=hashes)
+        decision = Decision(
+            action=action,
+            by=me,
+            at=common.utc_now(),
+            comment=comment,
+            end_date=end_date,
+            manifest_hashes=hashes,
+        )
         obj["spec"]["decisions"] = [*obj["spec"].get("decisions", []), decision.to_wire()]
         try:
             k.replace(obj)
@@ -151,19 +179,27 @@ def _check_decision(request: AccessRequest, me: str, action: DecisionAction) -> 
     spec = request.spec
     if me in (spec.requester, spec.lead):
         raise RefusedError(
-            f"you ({me}) filed or lead request {request.name}; another approver must decide")
-    final = [d for d in spec.decisions if d.action in (DecisionAction.REJECT,
-                                                         DecisionAction.REVOKE)]
+            f"you ({me}) filed or lead request {request.name}; another approver must decide"
+        )
+    final = [
+        d for d in spec.decisions if d.action in (DecisionAction.REJECT, DecisionAction.REVOKE)
+    ]
     if final and action is not DecisionAction.REVOKE:
-        raise RefusedError(f"request {request.name} was already {final[0].action.value}d by "
-                           f"{final[0].by}; file a new request instead")
+        raise RefusedError(
+            f"request {request.name} was already {final[0].action.value}d by "
+            f"{final[0].by}; file a new request instead"
+        )
     if action is DecisionAction.REVOKE and any(
-            d.action is DecisionAction.REVOKE for d in spec.decisions):
+        d.action is DecisionAction.REVOKE for d in spec.decisions
+    ):
         raise RefusedError(f"request {request.name} is already revoked")
     if action is DecisionAction.APPROVE and any(
-            d.action is DecisionAction.APPROVE and d.by == me for d in spec.decisions):
-        raise RefusedError(f"you ({me}) already approved request {request.name}; a second "
-                           "approval must come from someone else")
+        d.action is DecisionAction.APPROVE and d.by == me for d in spec.decisions
+    ):
+        raise RefusedError(
+            f"you ({me}) already approved request {request.name}; a second "
+            "approval must come from someone else"
+        )
 
 
 def _current_manifests(k: Kube, datasets: list[str]) -> dict[str, str]:
@@ -176,7 +212,8 @@ def _current_manifests(k: Kube, datasets: list[str]) -> dict[str, str]:
         manifest = Dataset.from_object(obj).status.manifest
         if manifest is None:
             raise InvalidInputError(
-                f"dataset {name!r} has no verified manifest; run 'tre dataset verify {name}'")
+                f"dataset {name!r} has no verified manifest; run 'tre dataset verify {name}'"
+            )
         hashes[name] = manifest.sha256
     return hashes
 
@@ -216,7 +253,8 @@ def extend(
     if (new_end - request.spec.start_date).days > max_days:
         raise InvalidInputError(
             f"--until: must be within {max_days} days of startDate {request.spec.start_date} "
-            f"(got {new_end}); file a new request instead")
+            f"(got {new_end}); file a new request instead"
+        )
     _decide(ctx, name, DecisionAction.EXTEND, comment, new_end)
 
 
@@ -228,9 +266,12 @@ def list_(
 ) -> None:
     """List access requests."""
     requests = [AccessRequest.from_object(o) for o in common.kube(ctx).list(ACCESS_REQUESTS)]
-    rows = [_row(r) for r in sorted(requests, key=lambda r: r.name)
-            if (project is None or r.spec.project == project)
-            and (phase is None or r.status.phase is phase)]
+    rows = [
+        _row(r)
+        for r in sorted(requests, key=lambda r: r.name)
+        if (project is None or r.spec.project == project)
+        and (phase is None or r.status.phase is phase)
+    ]
     emit(rows, cli_context(ctx).output, COLUMNS)
 
 
@@ -238,5 +279,11 @@ def list_(
 def show(ctx: typer.Context, name: str) -> None:
     """Show one request with its decisions."""
     request, obj = _load(common.kube(ctx), name)
-    emit({**_row(request), "purpose": request.spec.purpose,
-          "conditions": obj.get("status", {}).get("conditions", [])}, cli_context(ctx).output)
+    emit(
+        {
+            **_row(request),
+            "purpose": request.spec.purpose,
+            "conditions": obj.get("status", {}).get("conditions", []),
+        },
+        cli_context(ctx).output,
+    )

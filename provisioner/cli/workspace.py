@@ -25,8 +25,11 @@ COLUMNS = ["project", "namespace", "phase", "members", "datasets", "expires"]
 def _row(obj: dict[str, Any]) -> dict[str, Any]:
     ws = Workspace.from_object(obj)
     return {
-        "project": ws.name, "namespace": ws.spec.namespace, "phase": ws.status.phase.value,
-        "members": ws.spec.members, "datasets": [d.name for d in ws.spec.datasets],
+        "project": ws.name,
+        "namespace": ws.spec.namespace,
+        "phase": ws.status.phase.value,
+        "members": ws.spec.members,
+        "datasets": [d.name for d in ws.spec.datasets],
         "expires": ws.spec.expires_at.isoformat() if ws.spec.expires_at else None,
         "requests": ws.spec.requests,
         "conditions": obj.get("status", {}).get("conditions", []),
@@ -56,32 +59,59 @@ def plan(ctx: typer.Context, project: str) -> None:
     snapshot = read_snapshot(k)
     now = common.utc_now()
     settings = common.settings()
-    evaluated = [(r, evaluate_request(r, snapshot.datasets, settings, now.date()))
-                 for r in snapshot.requests if r.spec.project == project]
+    evaluated = [
+        (r, evaluate_request(r, snapshot.datasets, settings, now.date()))
+        for r in snapshot.requests
+        if r.spec.project == project
+    ]
     spec, changes = plan_workspace_spec(project, evaluated, snapshot.datasets, now.date())
     rows: list[dict[str, Any]] = []
     for request, ev in evaluated:
-        rows.append({"change": "status", "object": f"AccessRequest/{request.name}",
-                     "why": f"{ev.phase.value}: {ev.message}"})
-    desired = plan_workspace(Workspace(name=project, spec=spec), settings) if spec.requests \
-        else []
+        rows.append(
+            {
+                "change": "status",
+                "object": f"AccessRequest/{request.name}",
+                "why": f"{ev.phase.value}: {ev.message}",
+            }
+        )
+    desired = plan_workspace(Workspace(name=project, spec=spec), settings) if spec.requests else []
     owned = snapshot.owned_by(project)
     for m in desired:
-        key = (m["apiVersion"], m["kind"], m["metadata"].get("namespace", ""),
-               m["metadata"]["name"])
+        key = (
+            m["apiVersion"],
+            m["kind"],
+            m["metadata"].get("namespace", ""),
+            m["metadata"]["name"],
+        )
         live = owned.get(key)
         if needs_apply(m, live):
-            rows.append({"change": "create" if live is None else "update",
-                         "object": f"{m['kind']}/{m['metadata']['name']}",
-                         "why": "missing" if live is None else "differs from the plan"})
-    wanted = {(m["apiVersion"], m["kind"], m["metadata"].get("namespace", ""),
-               m["metadata"]["name"]) for m in desired}
+            rows.append(
+                {
+                    "change": "create" if live is None else "update",
+                    "object": f"{m['kind']}/{m['metadata']['name']}",
+                    "why": "missing" if live is None else "differs from the plan",
+                }
+            )
+    wanted = {
+        (m["apiVersion"], m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"])
+        for m in desired
+    }
     for key in sorted(set(owned) - wanted):
-        rows.append({"change": "prune" if spec.requests else "freeze",
-                     "object": f"{key[1]}/{key[3]}", "why": "no longer granted"})
+        rows.append(
+            {
+                "change": "prune" if spec.requests else "freeze",
+                "object": f"{key[1]}/{key[3]}",
+                "why": "no longer granted",
+            }
+        )
     for change in changes:
-        rows.append({"change": "withhold", "object": f"Dataset/{change.dataset}",
-                     "why": "content differs from the approved manifest"})
+        rows.append(
+            {
+                "change": "withhold",
+                "object": f"Dataset/{change.dataset}",
+                "why": "content differs from the approved manifest",
+            }
+        )
     emit(rows, cli_context(ctx).output, ["change", "object", "why"])
 
 
@@ -93,8 +123,21 @@ def reconcile(
 ) -> None:
     """Reconcile PROJECT once, now (what the controller does on every pass)."""
     k: Kube = common.kube(ctx)
-    result = reconcile_project(k, common.settings(), project, read_snapshot(k),
-                               common.utc_now(), common.audit_log() if audit else None)
-    emit({"project": project, "phase": result.phase.value if result.phase else None,
-          "applied": result.applied, "pruned": result.pruned,
-          "statusWrites": result.status_writes}, cli_context(ctx).output)
+    result = reconcile_project(
+        k,
+        common.settings(),
+        project,
+        read_snapshot(k),
+        common.utc_now(),
+        common.audit_log() if audit else None,
+    )
+    emit(
+        {
+            "project": project,
+            "phase": result.phase.value if result.phase else None,
+            "applied": result.applied,
+            "pruned": result.pruned,
+            "statusWrites": result.status_writes,
+        },
+        cli_context(ctx).output,
+    )

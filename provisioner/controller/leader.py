@@ -7,6 +7,7 @@ update (resourceVersion), so two candidates cannot both win the same takeover.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import uuid
@@ -43,20 +44,31 @@ class LeaderElector:
         """Take or renew the lease. True if we hold it afterwards."""
         now = _now()
         live = self.kube.get(LEASES, self.name, self.namespace)
-        spec = {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration_seconds,
-                "renewTime": _fmt(now)}
+        spec = {
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": self.duration_seconds,
+            "renewTime": _fmt(now),
+        }
         try:
             if live is None:
-                self.kube.create({
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": {**spec, "acquireTime": _fmt(now), "leaseTransitions": 0}})
+                self.kube.create(
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": {**spec, "acquireTime": _fmt(now), "leaseTransitions": 0},
+                    }
+                )
                 return True
             held = live.get("spec", {})
             holder = held.get("holderIdentity")
             renewed = held.get("renewTime")
-            expired = renewed is None or _parse(renewed) + dt.timedelta(
-                seconds=held.get("leaseDurationSeconds", self.duration_seconds)) < now
+            expired = (
+                renewed is None
+                or _parse(renewed)
+                + dt.timedelta(seconds=held.get("leaseDurationSeconds", self.duration_seconds))
+                < now
+            )
             if holder != self.identity and not expired:
                 return False
             if holder != self.identity:
@@ -76,7 +88,5 @@ class LeaderElector:
         live = self.kube.get(LEASES, self.name, self.namespace)
         if live and live.get("spec", {}).get("holderIdentity") == self.identity:
             live["spec"]["renewTime"] = _fmt(_now() - dt.timedelta(days=1))
-            try:
+            with contextlib.suppress(ConflictError):
                 self.kube.replace(live)
-            except ConflictError:
-                pass

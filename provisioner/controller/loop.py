@@ -44,8 +44,13 @@ class PassReport:
     next_wake: dt.datetime | None = None
 
 
-def run_pass(kube: Kube, settings: Settings, now: dt.datetime,
-             audit: Auditor | None = None, projects: set[str] | None = None) -> PassReport:
+def run_pass(
+    kube: Kube,
+    settings: Settings,
+    now: dt.datetime,
+    audit: Auditor | None = None,
+    projects: set[str] | None = None,
+) -> PassReport:
     """Reconcile every project (or `projects`) once."""
     snapshot = read_snapshot(kube)
     report = PassReport()
@@ -62,28 +67,40 @@ def run_pass(kube: Kube, settings: Settings, now: dt.datetime,
     return report
 
 
-def _watch(kube: Kube, path: str, wake: threading.Event, stop: threading.Event,
-           selector: str | None = None) -> None:
+def _watch(
+    kube: Kube, path: str, wake: threading.Event, stop: threading.Event, selector: str | None = None
+) -> None:
     """Set `wake` on every event of the collection at `path`; reconnect on errors."""
     while not stop.is_set():
         try:
             stream = watch.Watch().stream(
-                _raw_list(kube.api, path), label_selector=selector, timeout_seconds=60)
+                _raw_list(kube.api, path), label_selector=selector, timeout_seconds=60
+            )
             for _ in stream:
                 wake.set()
                 if stop.is_set():
                     return
-        except Exception as exc:  # noqa: BLE001 - a watch must survive any hiccup
+        except Exception as exc:
             log.debug("watch %s restarting: %s", path, exc)
             stop.wait(2)
 
 
 def _raw_list(api: client.ApiClient, path: str) -> Callable[..., object]:
     def list_fn(**kwargs: object) -> object:
-        query = [(k, str(v).lower() if isinstance(v, bool) else str(v))
-                 for k, v in kwargs.items() if v is not None and not k.startswith("_")]
-        return api.call_api(path, "GET", query_params=query, auth_settings=["BearerToken"],
-                            response_type="object", _preload_content=False)[0]
+        query = [
+            (k, str(v).lower() if isinstance(v, bool) else str(v))
+            for k, v in kwargs.items()
+            if v is not None and not k.startswith("_")
+        ]
+        return api.call_api(
+            path,
+            "GET",
+            query_params=query,
+            auth_settings=["BearerToken"],
+            response_type="object",
+            _preload_content=False,
+        )[0]
+
     return list_fn
 
 
@@ -100,12 +117,19 @@ def run_controller(
     stop = stop or threading.Event()
     wake = threading.Event()
     elector = LeaderElector(kube, lease_namespace)
-    watched = [(ACCESS_REQUESTS.path(), None), (DATASETS.path(), None),
-               (WORKSPACES.path(), None),
-               (NETWORK_POLICIES.path(), f"{LABEL_MANAGED_BY}={MANAGED_BY}")]
+    watched = [
+        (ACCESS_REQUESTS.path(), None),
+        (DATASETS.path(), None),
+        (WORKSPACES.path(), None),
+        (NETWORK_POLICIES.path(), f"{LABEL_MANAGED_BY}={MANAGED_BY}"),
+    ]
     for path, selector in watched:
-        threading.Thread(target=_watch, args=(kube, path, wake, stop, selector),
-                         daemon=True, name=f"watch {path}").start()
+        threading.Thread(
+            target=_watch,
+            args=(kube, path, wake, stop, selector),
+            daemon=True,
+            name=f"watch {path}",
+        ).start()
     leading = False
     try:
         while not stop.is_set():
@@ -116,14 +140,19 @@ def run_controller(
                 stop.wait(elector.duration_seconds / 3)
                 continue
             if not leading:
-                log.info("acquired lease %s/%s as %s", lease_namespace, elector.name,
-                         elector.identity)
+                log.info(
+                    "acquired lease %s/%s as %s", lease_namespace, elector.name, elector.identity
+                )
                 leading = True
             wake.clear()
             started = time.monotonic()
             report = run_pass(kube, settings, clock(), audit)
-            log.info("pass: %d project(s), %d error(s) in %.2fs", len(report.results),
-                     len(report.errors), time.monotonic() - started)
+            log.info(
+                "pass: %d project(s), %d error(s) in %.2fs",
+                len(report.results),
+                len(report.errors),
+                time.monotonic() - started,
+            )
             if on_pass:
                 on_pass(report)
             timeout = settings.resync_seconds

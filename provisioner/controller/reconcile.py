@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from provisioner.kube.api import Kube, Manifest
-from provisioner.kube.resources import ACCESS_REQUESTS, OWNED_KINDS, RESOURCES, WORKSPACES
+from provisioner.kube.resources import (
+    ACCESS_REQUESTS,
+    DATASETS,
+    OWNED_KINDS,
+    RESOURCES,
+    WORKSPACES,
+)
 from provisioner.models.resources import (
     AccessRequest,
     Condition,
@@ -41,7 +47,7 @@ from provisioner.planning.approvals import (
     next_review_date,
     plan_workspace_spec,
 )
-from provisioner.planning.drift import needs_apply
+from provisioner.planning.drift import declared_fields_match, needs_apply
 from provisioner.planning.names import LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY, namespace_name
 from provisioner.planning.workspace import plan_frozen_workspace, plan_workspace
 
@@ -70,14 +76,15 @@ class Snapshot:
         return {r.spec.project for r in self.requests} | set(self.workspaces)
 
     def owned_by(self, project: str) -> dict[tuple[str, str, str, str], Manifest]:
-        return {k: v for k, v in self.owned.items()
-                if v["metadata"].get("labels", {}).get(LABEL_PROJECT) == project}
+        return {
+            k: v
+            for k, v in self.owned.items()
+            if v["metadata"].get("labels", {}).get(LABEL_PROJECT) == project
+        }
 
 
 def read_snapshot(kube: Kube) -> Snapshot:
     """One list per kind for the whole cluster: cheap enough for hundreds of projects."""
-    from provisioner.kube.resources import DATASETS
-
     requests = [AccessRequest.from_object(o) for o in kube.list(ACCESS_REQUESTS)]
     datasets = {o["metadata"]["name"]: Dataset.from_object(o) for o in kube.list(DATASETS)}
     workspaces = {o["metadata"]["name"]: o for o in kube.list(WORKSPACES)}
@@ -85,8 +92,9 @@ def read_snapshot(kube: Kube) -> Snapshot:
     for resource in OWNED_KINDS:
         for obj in kube.list(resource, selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}"):
             meta = obj["metadata"]
-            owned[(resource.api_version, resource.kind, meta.get("namespace", ""),
-                   meta["name"])] = obj
+            owned[
+                (resource.api_version, resource.kind, meta.get("namespace", ""), meta["name"])
+            ] = obj
     return Snapshot(requests, datasets, workspaces, owned)
 
 
@@ -105,33 +113,43 @@ def _key(obj: Manifest) -> tuple[str, str, str, str]:
     return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
 
 
-def _condition(type_: str, ok: bool, reason: str, message: str, now: dt.datetime,
-               previous: list[dict[str, Any]]) -> dict[str, Any]:
+def _condition(
+    type_: str,
+    ok: bool,
+    reason: str,
+    message: str,
+    now: dt.datetime,
+    previous: list[dict[str, Any]],
+) -> dict[str, Any]:
     status = "True" if ok else "False"
     old = next((c for c in previous if c.get("type") == type_), None)
     since = old.get("lastTransitionTime") if old and old.get("status") == status else None
-    return Condition(type=type_, status=status, reason=reason, message=message,
-                     last_transition_time=since or now).to_wire()
+    return Condition(
+        type=type_, status=status, reason=reason, message=message, last_transition_time=since or now
+    ).to_wire()
 
 
-def _request_status(ev: RequestEvaluation, request_obj: AccessRequest, now: dt.datetime
-                    ) -> dict[str, Any]:
+def _request_status(
+    ev: RequestEvaluation, request_obj: AccessRequest, now: dt.datetime
+) -> dict[str, Any]:
     previous = [c.to_wire() for c in request_obj.status.conditions]
     return {
         "phase": ev.phase.value,
         "approvers": list(ev.approvers),
-        **({"effectiveEndDate": ev.effective_end_date.isoformat()}
-           if ev.effective_end_date else {}),
-        "conditions": [_condition("Approved", ev.phase is RequestPhase.APPROVED, ev.reason,
-                                  ev.message, now, previous)],
+        **(
+            {"effectiveEndDate": ev.effective_end_date.isoformat()} if ev.effective_end_date else {}
+        ),
+        "conditions": [
+            _condition(
+                "Approved", ev.phase is RequestPhase.APPROVED, ev.reason, ev.message, now, previous
+            )
+        ],
     }
 
 
 def _same_status(desired: dict[str, Any], live: dict[str, Any]) -> bool:
     # lastTransitionTime is kept from `live` when the status did not flip, so a plain
     # declared-fields comparison tells whether anything changed.
-    from provisioner.planning.drift import declared_fields_match
-
     return declared_fields_match(desired, live)
 
 
@@ -155,9 +173,17 @@ def reconcile_project(
             kube.patch_status(ACCESS_REQUESTS, request.name, request_status)
             result.status_writes += 1
             if request.status.phase is not ev.phase or not request.status.conditions:
-                _audit(audit, "request.phase", f"accessrequest/{request.name}",
-                       {"project": project, "from": request.status.phase.value,
-                        "to": ev.phase.value, "reason": ev.reason})
+                _audit(
+                    audit,
+                    "request.phase",
+                    f"accessrequest/{request.name}",
+                    {
+                        "project": project,
+                        "from": request.status.phase.value,
+                        "to": ev.phase.value,
+                        "reason": ev.reason,
+                    },
+                )
 
     # 2. What the workspace should be
     spec, changes = plan_workspace_spec(project, evaluated, snapshot.datasets, today)
@@ -175,14 +201,18 @@ def reconcile_project(
     frozen_at = live_status.frozen_at if phase is WorkspacePhase.FROZEN else None
     if phase is WorkspacePhase.FROZEN and frozen_at is None:
         frozen_at = now
-    if (phase is WorkspacePhase.FROZEN and frozen_at is not None
-            and now - frozen_at >= dt.timedelta(days=settings.retention_days)):
+    if (
+        phase is WorkspacePhase.FROZEN
+        and frozen_at is not None
+        and now - frozen_at >= dt.timedelta(days=settings.retention_days)
+    ):
         phase = WorkspacePhase.TORN_DOWN
     if not active and live_ws is not None:
         # Keep the last known members/datasets out of the spec: a frozen workspace grants
         # nothing, but keep the project and namespace so it can be found.
-        spec = WorkspaceSpec(project=project, namespace=namespace_name(project),
-                             compute_tier=spec.compute_tier)
+        spec = WorkspaceSpec(
+            project=project, namespace=namespace_name(project), compute_tier=spec.compute_tier
+        )
 
     workspace = Workspace(name=project, spec=spec)
     # 3. Objects
@@ -215,27 +245,44 @@ def reconcile_project(
         result.applied.append(f"Workspace/{project}")
     previous = (live_ws or {}).get("status", {}).get("conditions", [])
     conditions = [
-        _condition("Ready", phase is WorkspacePhase.READY, phase.value,
-                   _phase_message(phase, spec, settings), now, previous),
+        _condition(
+            "Ready",
+            phase is WorkspacePhase.READY,
+            phase.value,
+            _phase_message(phase, spec, settings),
+            now,
+            previous,
+        ),
         _dataset_condition(changes, now, previous),
     ]
     status = WorkspaceStatus(
-        phase=phase, frozen_at=frozen_at,
-        torn_down_at=(live_status.torn_down_at or now) if phase is WorkspacePhase.TORN_DOWN
+        phase=phase,
+        frozen_at=frozen_at,
+        torn_down_at=(live_status.torn_down_at or now)
+        if phase is WorkspacePhase.TORN_DOWN
         else None,
         conditions=[Condition.model_validate(c) for c in conditions],
     ).to_wire()
     live_status_wire = (live_ws or {}).get("status") or {}
-    stale = {k: None for k in ("frozenAt", "tornDownAt") if k in live_status_wire
-             and k not in status}  # merge patch: null removes a field we no longer set
+    stale = {
+        k: None for k in ("frozenAt", "tornDownAt") if k in live_status_wire and k not in status
+    }  # merge patch: null removes a field we no longer set
     if stale or not _same_status(status, live_status_wire):
         kube.patch_status(WORKSPACES, project, {**status, **stale})
         result.status_writes += 1
     if live_status.phase is not phase or live_ws is None:
-        _audit(audit, "workspace.phase", f"workspace/{project}", {
-            "from": live_status.phase.value if live_ws else None, "to": phase.value,
-            "members": spec.members, "datasets": [d.name for d in spec.datasets],
-            "requests": spec.requests})
+        _audit(
+            audit,
+            "workspace.phase",
+            f"workspace/{project}",
+            {
+                "from": live_status.phase.value if live_ws else None,
+                "to": phase.value,
+                "members": spec.members,
+                "datasets": [d.name for d in spec.datasets],
+                "requests": spec.requests,
+            },
+        )
     result.phase = phase
 
     nxt = next_review_date(evaluated, today)
@@ -249,24 +296,43 @@ def reconcile_project(
 
 def _phase_message(phase: WorkspacePhase, spec: WorkspaceSpec, settings: Settings) -> str:
     if phase is WorkspacePhase.READY:
-        return (f"{len(spec.members)} member(s), {len(spec.datasets)} dataset(s), "
-                f"until {spec.expires_at}")
+        return (
+            f"{len(spec.members)} member(s), {len(spec.datasets)} dataset(s), "
+            f"until {spec.expires_at}"
+        )
     if phase is WorkspacePhase.FROZEN:
-        return (f"no active access request; project storage kept for "
-                f"{settings.retention_days} days, then deleted")
+        return (
+            f"no active access request; project storage kept for "
+            f"{settings.retention_days} days, then deleted"
+        )
     return "retention ended; namespace deleted"
 
 
-def _dataset_condition(changes: list[DatasetChange], now: dt.datetime,
-                       previous: list[dict[str, Any]]) -> dict[str, Any]:
+def _dataset_condition(
+    changes: list[DatasetChange], now: dt.datetime, previous: list[dict[str, Any]]
+) -> dict[str, Any]:
     if not changes:
-        return _condition("DatasetChanged", False, "AsApproved",
-                          "every mounted dataset matches its approved manifest", now, previous)
+        return _condition(
+            "DatasetChanged",
+            False,
+            "AsApproved",
+            "every mounted dataset matches its approved manifest",
+            now,
+            previous,
+        )
     detail = "; ".join(
         f"{c.dataset}: approved {c.approved_sha256[:12] or 'nothing'}, now "
-        f"{(c.current_sha256 or 'unverified')[:12]}" for c in changes)
-    return _condition("DatasetChanged", True, "ManifestMismatch",
-                      f"not mounted until re-approved: {detail}", now, previous)
+        f"{(c.current_sha256 or 'unverified')[:12]}"
+        for c in changes
+    )
+    return _condition(
+        "DatasetChanged",
+        True,
+        "ManifestMismatch",
+        f"not mounted until re-approved: {detail}",
+        now,
+        previous,
+    )
 
 
 def _stop_notebooks(kube: Kube, namespace: str) -> None:

@@ -38,8 +38,11 @@ class Binaries:
     kubectl: Path
 
     def missing(self) -> list[Path]:
-        return [p for p in (self.etcd, self.kube_apiserver, self.kube_controller_manager,
-                            self.kubectl) if not os.access(p, os.X_OK)]
+        return [
+            p
+            for p in (self.etcd, self.kube_apiserver, self.kube_controller_manager, self.kubectl)
+            if not os.access(p, os.X_OK)
+        ]
 
 
 def pinned_binaries() -> Binaries:
@@ -66,11 +69,18 @@ def ensure_binaries(progress: Callable[[str], None]) -> Binaries:
         f"building kube-apiserver, kube-controller-manager, kubectl {K8S_VERSION} and etcd "
         f"{ETCD_VERSION} from their Go modules (first run only; 10-25 min on 2 cores)"
     )
-    env = {**os.environ, "K8S_VERSION": K8S_VERSION, "ETCD_VERSION": ETCD_VERSION,
-           "TRE_CACHE_DIR": str(cache_dir())}
+    env = {
+        **os.environ,
+        "K8S_VERSION": K8S_VERSION,
+        "ETCD_VERSION": ETCD_VERSION,
+        "TRE_CACHE_DIR": str(cache_dir()),
+    }
     with subprocess.Popen(
-        ["bash", str(BUILD_SCRIPT)], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
+        ["bash", str(BUILD_SCRIPT)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         assert proc.stderr is not None
         tail: list[str] = []
@@ -79,9 +89,7 @@ def ensure_binaries(progress: Callable[[str], None]) -> Binaries:
             if line.startswith("[build-binaries"):
                 progress(line.rstrip())
     if proc.returncode != 0 or binaries.missing():
-        raise DevClusterError(
-            "building the control-plane binaries failed:\n" + "\n".join(tail)
-        )
+        raise DevClusterError("building the control-plane binaries failed:\n" + "\n".join(tail))
     return binaries
 
 

@@ -103,9 +103,15 @@ def _issue(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -141,8 +147,13 @@ def ensure_pki(paths: PkiPaths) -> None:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
     ]
     serving = _issue(
-        _name("kube-apiserver"), serving_key, ca_name, ca_key, ca=False,
-        usages=[ExtendedKeyUsageOID.SERVER_AUTH], sans=sans,
+        _name("kube-apiserver"),
+        serving_key,
+        ca_name,
+        ca_key,
+        ca=False,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
+        sans=sans,
     )
     _write(paths.serving_key, _key_pem(serving_key))
     _write(paths.serving_cert, serving.public_bytes(serialization.Encoding.PEM))
@@ -150,7 +161,11 @@ def ensure_pki(paths: PkiPaths) -> None:
     for stem, (user, groups) in CLIENT_IDENTITIES.items():
         client_key = ec.generate_private_key(ec.SECP256R1())
         cert = _issue(
-            _name(user, groups), client_key, ca_name, ca_key, ca=False,
+            _name(user, groups),
+            client_key,
+            ca_name,
+            ca_key,
+            ca=False,
             usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
         )
         _write(paths.client_key(stem), _key_pem(client_key))

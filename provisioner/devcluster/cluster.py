@@ -91,18 +91,17 @@ class DevCluster:
     def status(self) -> list[ComponentStatus]:
         result = []
         for proc in self.processes():
-            result.append(ComponentStatus(
-                proc.name, proc.alive(), proc.pid, f"log {proc.log}"))
+            result.append(ComponentStatus(proc.name, proc.alive(), proc.pid, f"log {proc.log}"))
         s3 = s3_status(self.state_dir / "s3")
-        result.append(ComponentStatus(
-            "s3", s3 is not None, None, s3.url if s3 else "not running"))
+        result.append(ComponentStatus("s3", s3 is not None, None, s3.url if s3 else "not running"))
         return result
 
     def s3(self) -> S3Endpoint:
         endpoint = s3_status(self.state_dir / "s3")
         if endpoint is None:
-            raise DevClusterError(f"the S3 server of {self.state_dir} is not running; run "
-                                  "'tre dev up'")
+            raise DevClusterError(
+                f"the S3 server of {self.state_dir} is not running; run 'tre dev up'"
+            )
         return endpoint
 
     def env(self) -> dict[str, str]:
@@ -129,8 +128,10 @@ class DevCluster:
         binaries = ensure_binaries(progress)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ensure_pki(self.pki)
-        ports = {name: free_port() for name in
-                 ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager")}
+        ports = {
+            name: free_port()
+            for name in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager")
+        }
         self._ports_file.write_text(json.dumps(ports))
         started: list[Process] = []
         try:
@@ -144,8 +145,10 @@ class DevCluster:
             progress("starting kube-controller-manager")
             started.append(self._start_controller_manager(binaries, ports))
             # The ServiceAccount controller creating `default` proves the manager works.
-            self._wait(started[-1], lambda: self._get(
-                "/api/v1/namespaces/default/serviceaccounts/default") == 200)
+            self._wait(
+                started[-1],
+                lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default") == 200,
+            )
             progress("starting the S3 server")
             start_s3(self.state_dir / "s3")
         except BaseException:
@@ -177,83 +180,110 @@ class DevCluster:
     def _start_etcd(self, b: Binaries, ports: dict[str, int]) -> Process:
         client = f"http://127.0.0.1:{ports['etcd']}"
         peer = f"http://127.0.0.1:{ports['etcd-peer']}"
-        return spawn("etcd", [
-            str(b.etcd),
-            "--name=dev",
-            f"--data-dir={self.state_dir / 'etcd'}",
-            f"--listen-client-urls={client}",
-            f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=dev={peer}",
-            "--unsafe-no-fsync",  # throwaway data: durability is not worth the latency here
-            "--log-level=warn",
-        ], self.state_dir / "etcd.log")
+        return spawn(
+            "etcd",
+            [
+                str(b.etcd),
+                "--name=dev",
+                f"--data-dir={self.state_dir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=dev={peer}",
+                "--unsafe-no-fsync",  # throwaway data: durability is not worth the latency here
+                "--log-level=warn",
+            ],
+            self.state_dir / "etcd.log",
+        )
 
     def _start_apiserver(self, b: Binaries, ports: dict[str, int]) -> Process:
         p = self.pki
-        return spawn("kube-apiserver", [
-            str(b.kube_apiserver),
-            f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={ports['kube-apiserver']}",
-            f"--tls-cert-file={p.serving_cert}",
-            f"--tls-private-key-file={p.serving_key}",
-            f"--client-ca-file={p.ca_cert}",
-            "--service-account-issuer=https://kubernetes.default.svc",
-            f"--service-account-key-file={p.sa_public}",
-            f"--service-account-signing-key-file={p.sa_private}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC",
-            # On by default in 1.36; named so that a default change cannot silently drop them.
-            "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,"
-            "ValidatingAdmissionPolicy,ResourceQuota,LimitRanger,NodeRestriction",
-            # Privileged pods must be refused by PodSecurity, not by this switch, so that the
-            # PSA tests prove what they claim.
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v=1",
-        ], self.state_dir / "kube-apiserver.log")
+        return spawn(
+            "kube-apiserver",
+            [
+                str(b.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={ports['kube-apiserver']}",
+                f"--tls-cert-file={p.serving_cert}",
+                f"--tls-private-key-file={p.serving_key}",
+                f"--client-ca-file={p.ca_cert}",
+                "--service-account-issuer=https://kubernetes.default.svc",
+                f"--service-account-key-file={p.sa_public}",
+                f"--service-account-signing-key-file={p.sa_private}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--authorization-mode=Node,RBAC",
+                # On by default in 1.36; named so that a default change cannot silently drop them.
+                "--enable-admission-plugins=NamespaceLifecycle,ServiceAccount,PodSecurity,"
+                "ValidatingAdmissionPolicy,ResourceQuota,LimitRanger,NodeRestriction",
+                # Privileged pods must be refused by PodSecurity, not by this switch, so that the
+                # PSA tests prove what they claim.
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ],
+            self.state_dir / "kube-apiserver.log",
+        )
 
     def _start_controller_manager(self, b: Binaries, ports: dict[str, int]) -> Process:
         p = self.pki
         kubeconfig = self.state_dir / "controller-manager.kubeconfig"
-        return spawn("kube-controller-manager", [
-            str(b.kube_controller_manager),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={ports['kube-controller-manager']}",
-            f"--cert-dir={self.state_dir / 'controller-manager-certs'}",
-            f"--service-account-private-key-file={p.sa_private}",
-            f"--root-ca-file={p.ca_cert}",
-            "--use-service-account-credentials=true",
-            f"--cluster-signing-cert-file={p.ca_cert}",
-            f"--cluster-signing-key-file={p.ca_key}",
-            "--leader-elect=false",  # one replica; no need to wait for a lease
-            "--profiling=false",
-            "--v=1",
-        ], self.state_dir / "kube-controller-manager.log")
+        return spawn(
+            "kube-controller-manager",
+            [
+                str(b.kube_controller_manager),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={ports['kube-controller-manager']}",
+                f"--cert-dir={self.state_dir / 'controller-manager-certs'}",
+                f"--service-account-private-key-file={p.sa_private}",
+                f"--root-ca-file={p.ca_cert}",
+                "--use-service-account-credentials=true",
+                f"--cluster-signing-cert-file={p.ca_cert}",
+                f"--cluster-signing-key-file={p.ca_key}",
+                "--leader-elect=false",  # one replica; no need to wait for a lease
+                "--profiling=false",
+                "--v=1",
+            ],
+            self.state_dir / "kube-controller-manager.log",
+        )
 
     def _write_kubeconfigs(self, ports: dict[str, int]) -> None:
         server = f"https://127.0.0.1:{ports['kube-apiserver']}"
         for stem, path, user in (
             ("admin", self.kubeconfig, "tre-admin"),
-            ("controller-manager", self.state_dir / "controller-manager.kubeconfig",
-             "kube-controller-manager"),
+            (
+                "controller-manager",
+                self.state_dir / "controller-manager.kubeconfig",
+                "kube-controller-manager",
+            ),
         ):
             config = {
                 "apiVersion": "v1",
                 "kind": "Config",
-                "clusters": [{"name": "tre-dev", "cluster": {
-                    "server": server, "certificate-authority": str(self.pki.ca_cert)}}],
-                "users": [{"name": user, "user": {
-                    "client-certificate": str(self.pki.client_cert(stem)),
-                    "client-key": str(self.pki.client_key(stem))}}],
-                "contexts": [{"name": "tre-dev", "context": {"cluster": "tre-dev",
-                                                             "user": user}}],
+                "clusters": [
+                    {
+                        "name": "tre-dev",
+                        "cluster": {
+                            "server": server,
+                            "certificate-authority": str(self.pki.ca_cert),
+                        },
+                    }
+                ],
+                "users": [
+                    {
+                        "name": user,
+                        "user": {
+                            "client-certificate": str(self.pki.client_cert(stem)),
+                            "client-key": str(self.pki.client_key(stem)),
+                        },
+                    }
+                ],
+                "contexts": [{"name": "tre-dev", "context": {"cluster": "tre-dev", "user": user}}],
                 "current-context": "tre-dev",
             }
             path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -72,8 +72,9 @@ class Process:
 
     @classmethod
     def from_json(cls, data: dict[str, object]) -> Process:
-        return cls(str(data["name"]), int(str(data["pid"])), str(data["exe"]),
-                   Path(str(data["log"])))
+        return cls(
+            str(data["name"]), int(str(data["pid"])), str(data["exe"]), Path(str(data["log"]))
+        )
 
 
 def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
@@ -81,8 +82,13 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env=env, close_fds=True,
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
         )
     return Process(name, proc.pid, os.path.realpath(argv[0]), log)
 

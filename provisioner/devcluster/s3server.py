@@ -19,10 +19,18 @@ bound to 127.0.0.1 (``-ip`` and ``-ip.bind``), so two servers (the dev platform 
 run) never collide. Each gRPC port is its HTTP port + 10000 because SeaweedFS 4.48 itself
 assumes that offset in places: its built-in worker dials the admin server at admin HTTP port
 + 10000 whatever ``-admin.port.grpc`` says. HTTP ports are drawn from below the kernel's
-ephemeral range so that their +10000 partners stay below it too. WebDAV, the Iceberg and Lance
-catalogs and the admin web UI are switched off, telemetry is off, buckets are never created
-implicitly by a PUT (``-s3.autoCreateBucket=false``) and a non-empty bucket cannot be deleted
+ephemeral range so that their +10000 partners stay below it too. WebDAV and the Iceberg and
+Lance catalogs are switched off; the admin server keeps its two ports but without its web UI
+(it answers 404). Telemetry is off, buckets are never created implicitly by a PUT
+(``-s3.autoCreateBucket=false``) and a non-empty bucket cannot be deleted
 (``-s3.allowDeleteBucketNotEmpty=false``), as on AWS.
+
+Only the S3 API checks credentials: the master, volume and filer ports are unauthenticated in
+this configuration (no security.toml JWT keys), so any local user of the machine can read the
+data through them. That is acceptable for a development server on 127.0.0.1 and is why it must
+never hold real data. weed also puts unix sockets in /tmp named by port
+(``/tmp/seaweedfs-<component>-grpc-<port>.sock``); the filer's and the S3 gateway's HTTP ones
+are moved into the state directory, and `stop_s3` removes those weed leaves behind.
 
 The server outlives the process that starts it (`tre dev up` returns), so it is started in a
 session of its own and re-parented away from us; we find it again by the pid file and check
@@ -39,6 +47,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import string
 import subprocess
 import sys
@@ -58,7 +67,7 @@ if TYPE_CHECKING:
 
 REGION = "us-east-1"  # SeaweedFS accepts any region in the signature; this is boto3's default
 START_TIMEOUT = 60.0  # seconds; weed mini is ready in about 1 s, more on a loaded machine
-STOP_TIMEOUT = 15.0  # seconds after SIGTERM before SIGKILL; a clean stop takes about 4 s
+STOP_TIMEOUT = 15.0  # seconds after SIGTERM before SIGKILL; a clean stop takes 2-4 s
 GRPC_OFFSET = 10000
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 _BIND = "127.0.0.1"
@@ -66,6 +75,7 @@ _START_ATTEMPTS = 3  # new ports when a chosen one was taken between our check a
 _LOWEST_PORT = 10000
 _UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes; leave weed's default /tmp path if longer
 _LOG_TAIL_LINES = 30
+_PORT_REUSE_WAIT = 3.0  # seconds to wait for last run's ports before choosing new ones
 
 
 @dataclass(frozen=True)
@@ -166,7 +176,9 @@ def start_s3(
             try:
                 _wait_until_ready(paths, pid, endpoint, timeout, log_offset=log_offset)
             except DevClusterError:
+                _wait_for_exit(paths, pid, STOP_TIMEOUT)
                 paths.pid.unlink(missing_ok=True)
+                _remove_leftover_sockets(paths)
                 port_taken = "address already in use" in _log_tail(paths, log_offset)
                 if port is None and port_taken and attempt < _START_ATTEMPTS:
                     continue  # someone took one of our ports after we checked it: new ports
@@ -196,6 +208,7 @@ def stop_s3(state_dir: Path, *, timeout: float = STOP_TIMEOUT) -> bool:
                     f"weed mini (pid {pid}) of {paths.state_dir} survived SIGKILL; stop it by hand"
                 )
         paths.pid.unlink(missing_ok=True)
+        _remove_leftover_sockets(paths)
         return True
 
 
@@ -210,9 +223,7 @@ def s3_status(state_dir: Path) -> S3Endpoint | None:
     if pid is None or ports is None or credentials is None:
         return None
     endpoint = _endpoint(ports, *credentials)
-    return (
-        endpoint if _probe(endpoint.client(connect_timeout=1.0, read_timeout=2.0)) is None else None
-    )
+    return endpoint if _answers(endpoint) is None else None
 
 
 def find_weed() -> Path:
@@ -229,7 +240,7 @@ def find_weed() -> Path:
     )
 
 
-def weed_arguments(state_dir: Path, ports: dict[str, int]) -> list[str]:
+def _weed_arguments(state_dir: Path, ports: dict[str, int]) -> list[str]:
     """The `weed` command line (without the binary) for the server of `state_dir`."""
     paths = _Paths(state_dir)
     args = [
@@ -283,7 +294,7 @@ def _launch(weed: Path, paths: _Paths, ports: dict[str, int]) -> int:
         script,
         str(paths.log),
         str(weed),
-        *weed_arguments(paths.state_dir, ports),
+        *_weed_arguments(paths.state_dir, ports),
     ]
     try:
         launched = subprocess.run(
@@ -306,7 +317,6 @@ def _wait_until_ready(
     paths: _Paths, pid: int, endpoint: S3Endpoint, timeout: float, *, log_offset: int
 ) -> None:
     """Poll until the S3 API answers a signed ListBuckets with our credentials."""
-    client = endpoint.client(connect_timeout=1.0, read_timeout=2.0)
     deadline = time.monotonic() + timeout
     while True:
         if not _is_our_weed(paths, pid):
@@ -314,13 +324,12 @@ def _wait_until_ready(
                 f"weed mini (pid {pid}) exited while starting the S3 server on {endpoint.url}; "
                 f"last lines of {paths.log}:\n{_log_tail(paths, log_offset)}"
             )
-        problem = _probe(client)
+        problem = _answers(endpoint)
         if problem is None:
             return
         if time.monotonic() > deadline:
-            with contextlib.suppress(DevClusterError):
-                _signal(pid, signal.SIGKILL)  # we started it and it is of no use
-                _wait_for_exit(paths, pid, 5.0)
+            _signal(pid, signal.SIGKILL)  # we started it and it is of no use
+            _wait_for_exit(paths, pid, 5.0)
             raise DevClusterError(
                 f"the S3 server on {endpoint.url} did not answer within {timeout:.0f}s "
                 f"({problem}); last lines of {paths.log}:\n{_log_tail(paths, log_offset)}"
@@ -328,14 +337,19 @@ def _wait_until_ready(
         time.sleep(0.2)
 
 
-def _probe(client: S3Client) -> str | None:
+def _answers(endpoint: S3Endpoint) -> str | None:
     """None when the S3 API answers a signed request; otherwise what went wrong."""
+    client = endpoint.client(connect_timeout=1.0, read_timeout=2.0)
     try:
         client.list_buckets()
     except ClientError as exc:
         return f"it answers but refuses our credentials: {error_code(exc)}"
     except BotoCoreError as exc:
         return str(exc)
+    finally:
+        # No pooled keep-alive connection may outlive the probe: it would hold the port of a
+        # stopped server for a while and make a restart pick new ports.
+        client.close()
     return None
 
 
@@ -345,10 +359,16 @@ def _choose_ports(paths: _Paths, s3_port: int | None) -> dict[str, int]:
     The ports of the previous run are reused when they are all still free.
     """
     previous = _read_ports(paths)
-    if previous is not None and (s3_port is None or previous.get("s3") == s3_port):
-        wanted = [previous.get(c, 0) for c in COMPONENTS]
-        if all(_pair_free(p) for p in wanted) and len(set(wanted)) == len(wanted):
-            return dict(zip(COMPONENTS, wanted, strict=True))
+    if previous is not None and (s3_port is None or previous["s3"] == s3_port):
+        wanted = [previous[c] for c in COMPONENTS]
+        # Just after a stop the kernel may hold a port for a moment (closing connections).
+        deadline = time.monotonic() + _PORT_REUSE_WAIT
+        while len(set(wanted)) == len(wanted):
+            if all(_pair_free(p) for p in wanted):
+                return dict(zip(COMPONENTS, wanted, strict=True))
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     chosen: dict[str, int] = {}
     if s3_port is not None:
         if not _pair_free(s3_port):
@@ -518,14 +538,35 @@ def _wait_for_exit(paths: _Paths, pid: int, timeout: float) -> bool:
 def _start_time(pid: int) -> int | None:
     """Start time of a live (not zombie) `pid` from /proc/<pid>/stat; None when it is gone."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        proc_stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # Fields after the parenthesised command name: state is the 1st, starttime the 20th.
-    fields = stat[stat.rindex(")") + 2 :].split()
+    fields = proc_stat[proc_stat.rindex(")") + 2 :].split()
     if fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
+
+
+def _remove_leftover_sockets(paths: _Paths) -> None:
+    """Delete the unix sockets a stopped weed leaves in /tmp (named by its ports).
+
+    weed mini always makes /tmp/seaweedfs-<component>-grpc-<port>.sock and does not remove
+    all of them on exit; only call this once our server has exited.
+    """
+    ports = _read_ports(paths)
+    if ports is None:
+        return
+    for component, port in ports.items():
+        for name in (
+            f"seaweedfs-{component}-{port}.sock",
+            f"seaweedfs-{component}-grpc-{port + GRPC_OFFSET}.sock",
+        ):
+            path = Path("/tmp") / name  # noqa: S108 - weed's fixed location, not a temp file
+            with contextlib.suppress(OSError):
+                info = path.lstat()
+                if stat.S_ISSOCK(info.st_mode) and info.st_uid == os.getuid():
+                    path.unlink()
 
 
 def _log_tail(paths: _Paths, offset: int) -> str:

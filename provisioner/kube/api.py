@@ -65,7 +65,8 @@ class Kube:
     ) -> Manifest:
         try:
             response = self.api.call_api(
-                path, method,
+                path,
+                method,
                 query_params=query or [],
                 header_params={"Content-Type": content_type, "Accept": "application/json"},
                 body=body,
@@ -76,8 +77,7 @@ class Kube:
         except ApiException as exc:
             raise translate(exc, what or f"{method} {path}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise TemporaryError(
-                f"{what or path}: cannot reach the API server ({exc})") from exc
+            raise TemporaryError(f"{what or path}: cannot reach the API server ({exc})") from exc
         data = response[0].data
         return json.loads(data) if data else {}
 
@@ -97,8 +97,10 @@ class Kube:
         cont = ""
         while True:
             page = self.request(
-                "GET", resource.path(namespace),
-                query=[*query, ("limit", "500"), *([("continue", cont)] if cont else [])])
+                "GET",
+                resource.path(namespace),
+                query=[*query, ("limit", "500"), *([("continue", cont)] if cont else [])],
+            )
             items.extend(page.get("items", []))
             cont = page.get("metadata", {}).get("continue", "")
             if not cont:
@@ -117,10 +119,13 @@ class Kube:
         if dry_run:
             query.append(("dryRun", "All"))
         return self.request(
-            "PATCH", resource.path(meta.get("namespace"), meta["name"]),
-            query=query, body=json.dumps(manifest),
+            "PATCH",
+            resource.path(meta.get("namespace"), meta["name"]),
+            query=query,
+            body=json.dumps(manifest),
             content_type="application/apply-patch+yaml",
-            what=f"apply {manifest['kind']} {meta['name']}")
+            what=f"apply {manifest['kind']} {meta['name']}",
+        )
 
     def create(self, manifest: Manifest, *, dry_run: bool = False) -> Manifest:
         resource = resource_for(manifest)
@@ -128,33 +133,45 @@ class Kube:
         if dry_run:
             query.append(("dryRun", "All"))
         return self.request(
-            "POST", resource.path(manifest["metadata"].get("namespace")),
-            query=query, body=manifest,
-            what=f"create {manifest['kind']} {manifest['metadata'].get('name', '')}")
+            "POST",
+            resource.path(manifest["metadata"].get("namespace")),
+            query=query,
+            body=manifest,
+            what=f"create {manifest['kind']} {manifest['metadata'].get('name', '')}",
+        )
 
     def replace(self, manifest: Manifest) -> Manifest:
         """PUT with the object's resourceVersion: fails with ConflictError if it changed."""
         resource = resource_for(manifest)
         meta = manifest["metadata"]
         return self.request(
-            "PUT", resource.path(meta.get("namespace"), meta["name"]),
-            query=[("fieldManager", self.field_manager)], body=manifest,
-            what=f"update {manifest['kind']} {meta['name']}")
+            "PUT",
+            resource.path(meta.get("namespace"), meta["name"]),
+            query=[("fieldManager", self.field_manager)],
+            body=manifest,
+            what=f"update {manifest['kind']} {meta['name']}",
+        )
 
     def patch_status(
         self, resource: Resource, name: str, status: Manifest, namespace: str | None = None
     ) -> Manifest:
         return self.request(
-            "PATCH", resource.path(namespace, name) + "/status",
+            "PATCH",
+            resource.path(namespace, name) + "/status",
             query=[("fieldManager", self.field_manager)],
-            body={"status": status}, content_type="application/merge-patch+json",
-            what=f"update status of {resource.kind} {name}")
+            body={"status": status},
+            content_type="application/merge-patch+json",
+            what=f"update status of {resource.kind} {name}",
+        )
 
     def delete(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
         """Delete; returns False if it was already gone."""
         try:
-            self.request("DELETE", resource.path(namespace, name),
-                         query=[("propagationPolicy", "Background")])
+            self.request(
+                "DELETE",
+                resource.path(namespace, name),
+                query=[("propagationPolicy", "Background")],
+            )
         except NotFoundError:
             return False
         return True

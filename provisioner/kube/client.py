@@ -34,7 +34,7 @@ def api_client(
     except (ConfigException, OSError) as exc:
         raise PermanentError(
             f"cannot load Kubernetes credentials ({exc}); set KUBECONFIG, for a local "
-            "platform: eval \"$(tre dev env)\""
+            'platform: eval "$(tre dev env)"'
         ) from exc
     if as_groups and not as_user:
         raise InvalidInputError("--as-group: needs --as USER as well")

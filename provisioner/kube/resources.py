@@ -40,12 +40,21 @@ _KNOWN = [
     Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False),
     Resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False),
-    Resource("apiextensions.k8s.io/v1", "CustomResourceDefinition",
-             "customresourcedefinitions", False),
-    Resource("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy",
-             "validatingadmissionpolicies", False),
-    Resource("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding",
-             "validatingadmissionpolicybindings", False),
+    Resource(
+        "apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False
+    ),
+    Resource(
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        False,
+    ),
+    Resource(
+        "admissionregistration.k8s.io/v1",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        False,
+    ),
     Resource("coordination.k8s.io/v1", "Lease", "leases", True),
     Resource(f"{API_GROUP}/{API_VERSION}", "Dataset", "datasets", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "AccessRequest", "accessrequests", False),
@@ -75,5 +84,6 @@ def resource_for(manifest: dict[str, object]) -> Resource:
     try:
         return RESOURCES[key]
     except KeyError:
-        raise PermanentError(f"unknown kind {key[1]} ({key[0]}): add it to kube/resources.py") \
-            from None
+        raise PermanentError(
+            f"unknown kind {key[1]} ({key[0]}): add it to kube/resources.py"
+        ) from None

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from enum import StrEnum
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -57,8 +57,11 @@ class CustomResource(KubeModel):
     def from_object(cls, obj: Mapping[str, Any]) -> Self:
         """Parse a live object as the API server returns it."""
         return cls.model_validate(
-            {"name": obj["metadata"]["name"], "spec": obj.get("spec", {}),
-             "status": obj.get("status") or {}}
+            {
+                "name": obj["metadata"]["name"],
+                "spec": obj.get("spec", {}),
+                "status": obj.get("status") or {},
+            }
         )
 
     def to_object(self, *, with_status: bool = False) -> dict[str, Any]:

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
         description="Kubeconfig file. Default: $KUBECONFIG, then in-cluster credentials.",
     )
 
+    controller_user: str = Field(
+        default="system:serviceaccount:tre-system:tre-controller",
+        description="The identity the controller acts as. Only it may write Workspaces "
+        "(admission policy); in a cluster it is the controller's ServiceAccount, locally "
+        "`tre controller run --as <this>` impersonates it.",
+    )
+
     # --- Approval rules (mirrored by the ValidatingAdmissionPolicies) -----------------------
     approver_group: str = Field(
         default="tre:approvers",

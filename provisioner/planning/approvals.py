@@ -84,21 +84,28 @@ def evaluate_request(
     for decision in decisions:
         if decision.action is DecisionAction.REVOKE:
             return RequestEvaluation(
-                RequestPhase.REVOKED, "Revoked",
+                RequestPhase.REVOKED,
+                "Revoked",
                 f"revoked by {decision.by} at {decision.at:%Y-%m-%d %H:%M}Z: "
-                f"{decision.comment or 'no comment'}", effective_end_date=end)
+                f"{decision.comment or 'no comment'}",
+                effective_end_date=end,
+            )
     for decision in decisions:
         if decision.action is DecisionAction.REJECT:
             return RequestEvaluation(
-                RequestPhase.REJECTED, "Rejected",
+                RequestPhase.REJECTED,
+                "Rejected",
                 f"rejected by {decision.by}: {decision.comment or 'no comment'}",
-                effective_end_date=end)
+                effective_end_date=end,
+            )
     missing = [name for name in spec.datasets if name not in datasets]
     if missing:
         return RequestEvaluation(
-            RequestPhase.PENDING, "UnknownDataset",
-            f"dataset(s) {', '.join(missing)} do not exist; register them or amend the "
-            "request", effective_end_date=end)
+            RequestPhase.PENDING,
+            "UnknownDataset",
+            f"dataset(s) {', '.join(missing)} do not exist; register them or amend the request",
+            effective_end_date=end,
+        )
     excluded = {spec.requester, spec.lead}
     approvers: list[str] = []
     pinned: dict[str, str] = {}
@@ -110,15 +117,32 @@ def evaluate_request(
     needed = required_approvers(request, datasets, settings)
     if len(approvers) < needed:
         return RequestEvaluation(
-            RequestPhase.PENDING, "AwaitingApproval",
-            f"{len(approvers)} of {needed} distinct approvals", tuple(approvers), needed, end)
+            RequestPhase.PENDING,
+            "AwaitingApproval",
+            f"{len(approvers)} of {needed} distinct approvals",
+            tuple(approvers),
+            needed,
+            end,
+        )
     if today > end:
         return RequestEvaluation(
-            RequestPhase.EXPIRED, "Expired", f"ended on {end}", tuple(approvers), needed, end,
-            pinned)
+            RequestPhase.EXPIRED,
+            "Expired",
+            f"ended on {end}",
+            tuple(approvers),
+            needed,
+            end,
+            pinned,
+        )
     return RequestEvaluation(
-        RequestPhase.APPROVED, "Approved", f"approved by {', '.join(approvers)}",
-        tuple(approvers), needed, end, pinned)
+        RequestPhase.APPROVED,
+        "Approved",
+        f"approved by {', '.join(approvers)}",
+        tuple(approvers),
+        needed,
+        end,
+        pinned,
+    )
 
 
 @dataclass(frozen=True)
@@ -161,8 +185,11 @@ def plan_workspace_spec(
                 changes[name] = DatasetChange(name, approved or "", current)
                 continue
             chosen[name] = WorkspaceDataset(
-                name=name, manifest_sha256=approved,
-                classification=dataset.spec.classification, source=dataset.spec.source)
+                name=name,
+                manifest_sha256=approved,
+                classification=dataset.spec.classification,
+                source=dataset.spec.source,
+            )
     for name in chosen:  # approved by another active request with the current content
         changes.pop(name, None)
     spec = WorkspaceSpec(

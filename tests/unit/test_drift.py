@@ -7,6 +7,7 @@ label is drift.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -22,8 +23,6 @@ DESIRED: dict[str, Any] = {
 
 
 def live(**changes: Any) -> dict[str, Any]:
-    import copy
-
     obj = copy.deepcopy(DESIRED)
     obj["metadata"]["uid"] = "1234"
     obj["metadata"]["resourceVersion"] = "7"
@@ -50,8 +49,14 @@ def live(**changes: Any) -> dict[str, Any]:
         (live(metadata__labels={}), True),
         (live(metadata__labels={"a": "1", "extra": "x"}), False),
     ],
-    ids=["missing", "server-fields-only", "changed-value", "extra-rule", "label-removed",
-         "foreign-label"],
+    ids=[
+        "missing",
+        "server-fields-only",
+        "changed-value",
+        "extra-rule",
+        "label-removed",
+        "foreign-label",
+    ],
 )
 def test_needs_apply(live_object: dict[str, Any] | None, expected: bool) -> None:
     assert needs_apply(DESIRED, live_object) is expected

@@ -1,0 +1,71 @@
+"""Install the platform's cluster-wide objects: CRDs, admission policies, RBAC, tre-system.
+
+Idempotent (server-side apply). Waits until the CRDs are Established and the admission
+policies are loaded, so that nothing is accepted before the rules that guard it exist.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from provisioner.errors import TemporaryError
+from provisioner.kube.api import Kube
+from provisioner.kube.resources import RESOURCES
+from provisioner.models.settings import Settings
+from provisioner.planning.admission import plan_admission_policies
+from provisioner.planning.crds import plan_crds
+from provisioner.planning.names import LABEL_MANAGED_BY, MANAGED_BY
+from provisioner.planning.rbac import plan_platform_rbac
+
+CRDS = RESOURCES[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
+SYSTEM_NAMESPACE = "tre-system"
+
+
+def plan_platform(settings: Settings) -> list[dict[str, Any]]:
+    namespace = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": SYSTEM_NAMESPACE,
+            "labels": {
+                LABEL_MANAGED_BY: MANAGED_BY,
+                "pod-security.kubernetes.io/enforce": "restricted",
+                "pod-security.kubernetes.io/enforce-version": settings.psa_version,
+            },
+        },
+    }
+    return [
+        namespace,
+        *plan_crds(),
+        *plan_admission_policies(settings, controller_user=settings.controller_user),
+        *plan_platform_rbac(settings),
+    ]
+
+
+def install_platform(
+    kube: Kube, settings: Settings, progress: Callable[[str], None], *, timeout: float = 60.0
+) -> None:
+    objects = plan_platform(settings)
+    crds = [o for o in objects if o["kind"] == "CustomResourceDefinition"]
+    for obj in crds:
+        kube.apply(obj)
+    progress(f"applied {len(crds)} CustomResourceDefinitions; waiting until Established")
+    deadline = time.monotonic() + timeout
+    for obj in crds:
+        while not _established(kube.get(CRDS, obj["metadata"]["name"])):
+            if time.monotonic() > deadline:
+                raise TemporaryError(
+                    f"CRD {obj['metadata']['name']} not Established after {timeout:.0f}s"
+                )
+            time.sleep(0.2)
+    rest = [o for o in objects if o["kind"] != "CustomResourceDefinition"]
+    for obj in rest:
+        kube.apply(obj)
+    progress(f"applied {len(rest)} namespace, admission policy and RBAC objects")
+
+
+def _established(crd: dict[str, Any] | None) -> bool:
+    conditions = (crd or {}).get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)

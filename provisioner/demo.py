@@ -1,0 +1,194 @@
+"""`make demo`: the platform's main job, end to end, on the local platform.
+
+1. bring up the local platform (control plane + S3) and install CRDs, policies and RBAC;
+2. put a small synthetic dataset into S3 and register it as the data steward;
+3. file an access request as the project lead;
+4. approve it as two approvers (the dataset is `sensitive`, so one is not enough);
+5. run the controller until the workspace is Ready, and show the workspace and its objects.
+
+Every step runs the real `tre` command, printed before it runs, with the identity it acts as
+(`--as`, Kubernetes impersonation). The platform keeps running afterwards.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import random
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from provisioner.cli.common import admin_kube
+from provisioner.controller.install import install_platform
+from provisioner.devcluster.binaries import pinned_binaries
+from provisioner.devcluster.cluster import DevCluster, default_state_dir
+from provisioner.models.settings import Settings
+from provisioner.storage.s3 import ensure_bucket, s3_client
+
+TRE = str(Path(sys.executable).with_name("tre"))
+BUCKET = "demo-datasets"
+PREFIX = "cardio-cohort-2026/"
+PROJECT = "heart-failure-ml"
+
+
+def say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+def tre(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    print(f"$ tre {shlex.join(args)}", flush=True)
+    done = subprocess.run([TRE, *args], text=True, capture_output=True, check=False)
+    out = (done.stdout + done.stderr).rstrip()
+    if out:
+        print("  " + out.replace("\n", "\n  "), flush=True)
+    if check and done.returncode != 0:
+        raise SystemExit(f"demo step failed (exit {done.returncode}): tre {shlex.join(args)}")
+    return done
+
+
+def synthetic_admissions(seed: int, rows: int) -> bytes:
+    """Fake, reproducible patient-like rows: nothing here is real data."""
+    rng = random.Random(seed)
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["pseudo_id", "age", "sex", "ejection_fraction", "nt_pro_bnp", "readmitted"])
+    for i in range(rows):
+        writer.writerow(
+            [
+                f"P{seed:02d}{i:05d}",
+                rng.randint(40, 95),
+                rng.choice("FM"),
+                rng.randint(15, 70),
+                rng.randint(50, 9000),
+                rng.random() < 0.2,
+            ]
+        )
+    return buf.getvalue().encode()
+
+
+def main() -> None:
+    cluster = DevCluster(default_state_dir())
+    say("starting the local platform (etcd, kube-apiserver, controller-manager, S3)")
+    cluster.up(lambda m: print(f"  {m}", flush=True))
+    os.environ.update(cluster.env())
+    settings = Settings()
+
+    say("installing CRDs, admission policies and RBAC")
+    install_platform(admin_kube(), settings, lambda m: print(f"  {m}", flush=True))
+
+    say(f"uploading a synthetic dataset to s3://{BUCKET}/{PREFIX}")
+    s3 = s3_client(settings)
+    ensure_bucket(s3, BUCKET, versioning=True)
+    for site in range(3):
+        key = f"{PREFIX}site-{site + 1}/admissions.csv"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_admissions(site, 500))
+        print(f"  put s3://{BUCKET}/{key}")
+
+    say("the data steward registers it (content manifest recorded)")
+    if tre("dataset", "show", "cardio-cohort", check=False).returncode != 0:
+        tre(
+            "--as",
+            "dana.steward",
+            "--as-group",
+            "tre:stewards",
+            "dataset",
+            "register",
+            "cardio-cohort",
+            "--title",
+            "Heart-failure admissions 2026 (synthetic)",
+            "--steward",
+            "dana.steward",
+            "--classification",
+            "sensitive",
+            "--bucket",
+            BUCKET,
+            "--prefix",
+            PREFIX,
+        )
+
+    say("the project lead files an access request")
+    today = dt.date.today()
+    request = {
+        "project": PROJECT,
+        "lead": "lena.lead",
+        "members": ["lena.lead", "rik.researcher"],
+        "datasets": ["cardio-cohort"],
+        "computeTier": "medium",
+        "purpose": "Predict 30-day readmission after heart-failure admission.",
+        "startDate": today.isoformat(),
+        "endDate": (today + dt.timedelta(days=180)).isoformat(),
+    }
+    name = f"{PROJECT}-demo"
+    if tre("request", "show", name, check=False).returncode != 0:
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            yaml.safe_dump(request, f)
+        tre("--as", "lena.lead", "request", "submit", "-f", f.name, "--name", name)
+        Path(f.name).unlink()
+
+        say("two approvers decide (sensitive data needs four eyes)")
+        tre(
+            "--as",
+            "arjen.approver",
+            "--as-group",
+            "tre:approvers",
+            "request",
+            "approve",
+            name,
+            "-m",
+            "DPIA on file; purpose matches consent",
+        )
+        tre(
+            "--as",
+            "bea.approver",
+            "--as-group",
+            "tre:approvers",
+            "request",
+            "approve",
+            name,
+            "-m",
+            "second review ok",
+        )
+
+    say("the controller provisions the workspace")
+    tre("controller", "run", "--once")
+    tre("workspace", "list")
+    tre("request", "list")
+
+    say(f"objects in namespace tre-{PROJECT}")
+    subprocess.run(
+        [
+            str(pinned_binaries().kubectl),
+            "get",
+            "networkpolicies,resourcequotas,limitranges,serviceaccounts,"
+            "persistentvolumeclaims,rolebindings",
+            "-n",
+            f"tre-{PROJECT}",
+        ],
+        check=False,
+    )
+    subprocess.run(
+        [
+            str(pinned_binaries().kubectl),
+            "get",
+            "persistentvolumes",
+            "-l",
+            f"tre.ucloud.org/project={PROJECT}",
+        ],
+        check=False,
+    )
+    tre("audit", "verify")
+
+    say("done: the platform keeps running")
+    print(f'  use it:   eval "$({TRE} dev env)"   then e.g.  {TRE} workspace show {PROJECT}')
+    print("  stop it:  make down")
+
+
+if __name__ == "__main__":
+    main()

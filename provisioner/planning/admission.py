@@ -1,0 +1,433 @@
+"""ValidatingAdmissionPolicies: who may write what, enforced by the API server itself.
+
+The CRDs (`provisioner.planning.crds`) check the *shape* of an object. These policies check the
+*caller* (`request.userInfo`), which no schema can see, so the four-eyes rule holds for every
+client: `tre`, `kubectl`, or a script with a stolen token. Each policy has a binding of the
+same name with `validationActions: [Deny]` and `failurePolicy: Fail` (a policy that cannot be
+evaluated refuses rather than waves through). Messages name the field and the fix.
+
+AccessRequest (`tre-accessrequest-*`):
+- create: `spec.requester` is the caller; no decisions yet; `endDate - startDate` is at most
+  `settings.max_request_days`.
+- update (the main resource; the controller writes `status` through its subresource): nothing
+  in `spec` changes except `spec.decisions`, which only grows, by one entry per update, and
+  never rewrites an earlier entry. The new entry's `by` is the caller, who is in
+  `settings.approver_group` and is neither the requester nor the lead of the request. Nobody
+  approves twice; nothing is approved or extended after a reject or revoke; nothing is revoked
+  twice; an extension stays within `settings.max_request_days` of `startDate`.
+- status set to phase Approved: at least one approval by someone other than the requester and
+  the lead, and no reject or revoke. If the request names a dataset at or above
+  `settings.two_approver_tier`, two *distinct* such approvers. That last rule needs the
+  Datasets' classifications: the policy takes the Dataset kind as its parameter and the binding
+  selects every Dataset, so the API server evaluates the rule once per Dataset and reads
+  `spec.classification` itself. A label selector on a classification label would evaluate
+  fewer Datasets, but a missing or wrong label would then silently skip the check. (A
+  request naming a Dataset that does not exist is not checked here; the controller keeps such
+  requests Pending.)
+
+Dataset (`tre-dataset-classification-label`): the optional `tre.ucloud.org/classification`
+label, used to list datasets by tier with `kubectl get -l`, must equal `spec.classification`.
+
+Workspace (`tre-workspace-controller-only`): only `controller_user` creates, updates or
+deletes Workspaces (JupyterHub trusts them). An administrator who must intervene by hand
+deletes that binding first, which the API server's audit log records.
+
+CEL notes (checked against kube-apiserver 1.36): in admission policies, custom-resource dates
+are plain strings, so a date becomes a timestamp as `timestamp(d + 'T00:00:00Z')`;
+`list.slice(a, b)` exists but fails on an out-of-range bound, so its use is guarded by a size
+check; `cel.bind` is not available, `variables` are used instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Final
+
+from provisioner import API_GROUP, API_VERSION
+from provisioner.models.resources import DecisionAction, RequestPhase
+from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier
+
+ADMISSION_API_VERSION: Final = "admissionregistration.k8s.io/v1"
+PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
+CLASSIFICATION_LABEL: Final = f"{API_GROUP}/classification"
+# The controller's ServiceAccount as the Helm chart installs it.
+DEFAULT_CONTROLLER_USER: Final = "system:serviceaccount:tre-system:tre-controller"
+
+CREATE_REQUEST_POLICY: Final = "tre-accessrequest-create"
+DECISIONS_POLICY: Final = "tre-accessrequest-decisions"
+APPROVED_PHASE_POLICY: Final = "tre-accessrequest-approved"
+FOUR_EYES_POLICY: Final = "tre-accessrequest-four-eyes"
+DATASET_LABEL_POLICY: Final = "tre-dataset-classification-label"
+WORKSPACE_POLICY: Final = "tre-workspace-controller-only"
+
+_APPROVE = DecisionAction.APPROVE.value
+_EXTEND = DecisionAction.EXTEND.value
+_FINAL_ACTIONS = (DecisionAction.REJECT.value, DecisionAction.REVOKE.value)
+
+
+def plan_admission_policies(
+    settings: Settings, *, controller_user: str = DEFAULT_CONTROLLER_USER
+) -> list[dict[str, Any]]:
+    """Every policy followed by its binding, in apply order."""
+    policies = [
+        _create_request_policy(settings),
+        _decisions_policy(settings),
+        _approved_phase_policy(),
+        _four_eyes_policy(settings),
+        _dataset_label_policy(),
+        _workspace_policy(controller_user),
+    ]
+    planned: list[dict[str, Any]] = []
+    for policy in policies:
+        planned += [policy, _binding(policy)]
+    return planned
+
+
+def high_tiers(settings: Settings) -> list[ClassificationTier]:
+    """The tiers whose datasets need two distinct approvers."""
+    return [t for t in ClassificationTier if t.rank >= settings.two_approver_tier.rank]
+
+
+# --- AccessRequest -----------------------------------------------------------------------------
+
+
+def _date(field: str) -> str:
+    """CEL: a `YYYY-MM-DD` field as its text.
+
+    At run time the API server hands admission policies custom-resource dates as strings, but
+    its type checker reads the CRD's `format: date` as a timestamp; `string(x)` is valid for
+    both, and the first ten characters are the date either way.
+    """
+    return f"string({field}).substring(0, 10)"
+
+
+def _days_between(start: str, end: str) -> str:
+    """CEL: whole days from one `YYYY-MM-DD` text to another."""
+    return f"(timestamp({end} + 'T00:00:00Z') - timestamp({start} + 'T00:00:00Z')).getHours() / 24"
+
+
+def _create_request_policy(settings: Settings) -> dict[str, Any]:
+    max_days = settings.max_request_days
+    return _policy(
+        CREATE_REQUEST_POLICY,
+        _rules("accessrequests", ["CREATE"]),
+        variables={
+            "startDate": _date("object.spec.startDate"),
+            "endDate": _date("object.spec.endDate"),
+            "days": _days_between("variables.startDate", "variables.endDate"),
+        },
+        validations=[
+            _validation(
+                "object.spec.requester == request.userInfo.username",
+                "'spec.requester: must be the caller ' + request.userInfo.username + "
+                "' (got ' + object.spec.requester + '); "
+                "file the request under your own name'",
+            ),
+            _validation(
+                "!has(object.spec.decisions) || size(object.spec.decisions) == 0",
+                message="spec.decisions: must be empty when a request is filed; approvers "
+                "append their decisions afterwards",
+                reason="Invalid",
+            ),
+            _validation(
+                f"variables.days <= {max_days}",
+                f"'spec.endDate: must be within {max_days} days of spec.startDate ' + "
+                "variables.startDate + ' (got ' + variables.endDate + ', ' + "
+                "string(variables.days) + ' days); ask for an extension instead'",
+                reason="Invalid",
+            ),
+        ],
+    )
+
+
+def _decisions_policy(settings: Settings) -> dict[str, Any]:
+    group = settings.approver_group
+    max_days = settings.max_request_days
+    entry = "variables.entry"
+    index = "string(size(variables.decisions) - 1)"
+    appended = "!variables.appended || "
+    extend = f"{appended}{entry}.action != '{_EXTEND}' || "
+    return _policy(
+        DECISIONS_POLICY,
+        _rules("accessrequests", ["UPDATE"]),
+        variables={
+            "oldDecisions": "has(oldObject.spec.decisions) ? oldObject.spec.decisions : []",
+            "decisions": "has(object.spec.decisions) ? object.spec.decisions : []",
+            # Spec fields (other than decisions) that were changed, added or removed.
+            "changedFields": "oldObject.spec.filter(k, k != 'decisions' && "
+            "(!(k in object.spec) || object.spec[k] != oldObject.spec[k])) + "
+            "object.spec.filter(k, k != 'decisions' && !(k in oldObject.spec))",
+            "appended": "size(variables.decisions) > size(variables.oldDecisions)",
+            "entry": "variables.decisions[size(variables.decisions) - 1]",
+            "finalDecisions": "variables.oldDecisions.filter(d, d.action in "
+            f"{_cel_list(_FINAL_ACTIONS)})",
+            # Only read when the new entry is an extension (which has an endDate).
+            "startDate": _date("object.spec.startDate"),
+            "endDate": _date("object.spec.endDate"),
+            "extendedTo": _date(f"{entry}.endDate"),
+            "extendedDays": _days_between("variables.startDate", "variables.extendedTo"),
+        },
+        validations=[
+            _validation(
+                "size(variables.changedFields) == 0",
+                "'spec.' + variables.changedFields.join(', spec.') + ': cannot change once the "
+                "request is filed (only spec.decisions grows); file a new access request "
+                "instead'",
+            ),
+            _validation(
+                # slice() fails on a bound beyond the list: check the size first.
+                "size(variables.decisions) >= size(variables.oldDecisions) && "
+                "variables.decisions.slice(0, size(variables.oldDecisions)) == "
+                "variables.oldDecisions",
+                message="spec.decisions: earlier decisions cannot be changed or removed; "
+                "append a new decision instead",
+            ),
+            _validation(
+                "size(variables.decisions) <= size(variables.oldDecisions) + 1",
+                "'spec.decisions: append one decision per update (got ' + "
+                "string(size(variables.decisions) - size(variables.oldDecisions)) + ' new)'",
+                reason="Invalid",
+            ),
+            _validation(
+                f"{appended}{entry}.by == request.userInfo.username",
+                f"'spec.decisions[' + {index} + '].by: must be the caller ' + "
+                f"request.userInfo.username + ' (got ' + {entry}.by + '); record "
+                "decisions under your own name'",
+            ),
+            _validation(
+                f"{appended}{_cel_str(group)} in request.userInfo.groups",
+                "'spec.decisions: ' + request.userInfo.username + ' is not in group "
+                f"{group}, so may not decide on access requests; ask a member of the "
+                "data-access committee'",
+            ),
+            _validation(
+                f"{appended}request.userInfo.username != object.spec.requester && "
+                "request.userInfo.username != object.spec.lead",
+                "'spec.decisions: ' + request.userInfo.username + ' is the ' + "
+                "(request.userInfo.username == object.spec.requester ? 'requester' : 'lead') "
+                "+ ' of this request and may not decide on it (four eyes); another approver "
+                "must decide'",
+            ),
+            _validation(
+                f"{appended}{entry}.action != '{_APPROVE}' || "
+                f"!variables.oldDecisions.exists(d, d.action == '{_APPROVE}' && "
+                f"d.by == {entry}.by)",
+                "'spec.decisions: ' + variables.entry.by + ' has already approved this "
+                "request; a further approval must come from another approver'",
+            ),
+            _validation(
+                f"{appended}!({entry}.action in ['{_APPROVE}', '{_EXTEND}']) || "
+                "size(variables.finalDecisions) == 0",
+                "'spec.decisions: this request was ' + variables.finalDecisions[0].action + "
+                "'d by ' + variables.finalDecisions[0].by + ' and cannot be ' + "
+                f"({entry}.action == '{_APPROVE}' ? 'approved' : 'extended') + '; "
+                "file a new access request instead'",
+            ),
+            _validation(
+                f"{appended}{entry}.action != 'revoke' || "
+                "!variables.oldDecisions.exists(d, d.action == 'revoke')",
+                message="spec.decisions: this request is already revoked; nothing to do",
+            ),
+            _validation(
+                # `YYYY-MM-DD` texts order like the dates they name.
+                f"{extend}variables.extendedTo > variables.endDate",
+                f"'spec.decisions[' + {index} + '].endDate: an extension must end after "
+                "spec.endDate ' + variables.endDate + ' (got ' + variables.extendedTo + ')'",
+                reason="Invalid",
+            ),
+            _validation(
+                f"{extend}variables.extendedDays <= {max_days}",
+                f"'spec.decisions[' + {index} + '].endDate: must be within {max_days} days of "
+                "spec.startDate ' + variables.startDate + ' (got ' + variables.extendedTo + "
+                "', ' + string(variables.extendedDays) + ' days); file a new access request "
+                "for the rest of the project'",
+                reason="Invalid",
+            ),
+        ],
+    )
+
+
+# Approvals that count: not by the requester or the lead (the decisions policy refuses those
+# anyway; this holds even for decisions written before that policy was installed).
+_COUNTED_APPROVERS: Final = (
+    f"variables.decisions.filter(d, d.action == '{_APPROVE}' && "
+    "d.by != object.spec.requester && d.by != object.spec.lead).map(d, d.by)"
+)
+_DECISIONS: Final = "has(object.spec.decisions) ? object.spec.decisions : []"
+_SETS_APPROVED: Final = [
+    {
+        "name": "sets-phase-approved",
+        "expression": "has(object.status) && has(object.status.phase) && "
+        f"object.status.phase == '{RequestPhase.APPROVED.value}'",
+    }
+]
+
+
+def _approved_phase_policy() -> dict[str, Any]:
+    return _policy(
+        APPROVED_PHASE_POLICY,
+        _rules("accessrequests/status", ["UPDATE"]),
+        match_conditions=_SETS_APPROVED,
+        variables={"decisions": _DECISIONS, "approvers": _COUNTED_APPROVERS},
+        validations=[
+            _validation(
+                "size(variables.approvers) >= 1",
+                message="status.phase: Approved needs an approve decision in spec.decisions "
+                "by someone other than the requester and the lead",
+            ),
+            _validation(
+                f"!variables.decisions.exists(d, d.action in {_cel_list(_FINAL_ACTIONS)})",
+                message="status.phase: a rejected or revoked request cannot be Approved",
+            ),
+        ],
+    )
+
+
+def _four_eyes_policy(settings: Settings) -> dict[str, Any]:
+    tiers = [t.value for t in high_tiers(settings)]
+    threshold = settings.two_approver_tier.value
+    return _policy(
+        FOUR_EYES_POLICY,
+        _rules("accessrequests/status", ["UPDATE"]),
+        match_conditions=_SETS_APPROVED,
+        param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Dataset"},
+        variables={
+            "decisions": _DECISIONS,
+            "approvers": f"({_COUNTED_APPROVERS}).distinct()",
+            "needsTwo": "params.metadata.name in object.spec.datasets && "
+            f"params.spec.classification in {_cel_list(tiers)}",
+        },
+        validations=[
+            _validation(
+                "!variables.needsTwo || size(variables.approvers) >= 2",
+                "'status.phase: Approved needs approvals by two different people, because "
+                "dataset ' + params.metadata.name + ' is ' + params.spec.classification + "
+                f"' (tier {threshold} or above); approved so far by: ' + "
+                "(size(variables.approvers) == 0 ? 'nobody' : variables.approvers.join(', ')) "
+                "+ '; a second approver must approve first'",
+            ),
+        ],
+    )
+
+
+# --- Dataset and Workspace ---------------------------------------------------------------------
+
+
+def _dataset_label_policy() -> dict[str, Any]:
+    label = f"object.metadata.labels[{_cel_str(CLASSIFICATION_LABEL)}]"
+    return _policy(
+        DATASET_LABEL_POLICY,
+        _rules("datasets", ["CREATE", "UPDATE"]),
+        validations=[
+            _validation(
+                "!has(object.metadata.labels) || "
+                f"!({_cel_str(CLASSIFICATION_LABEL)} in object.metadata.labels) || "
+                f"{label} == object.spec.classification",
+                f"\"metadata.labels['{CLASSIFICATION_LABEL}']: must equal "
+                "spec.classification '\" + object.spec.classification + \"' (got '\" + "
+                f'{label} + "\'); correct the label or remove it"',
+                reason="Invalid",
+            ),
+        ],
+    )
+
+
+def _workspace_policy(controller_user: str) -> dict[str, Any]:
+    return _policy(
+        WORKSPACE_POLICY,
+        _rules(["workspaces", "workspaces/status"], ["CREATE", "UPDATE", "DELETE"]),
+        validations=[
+            _validation(
+                f"request.userInfo.username == {_cel_str(controller_user)}",
+                "request.userInfo.username + ' may not write workspaces: only the "
+                f"controller ({controller_user}) does, from the approved access requests; "
+                "change the access requests instead'",
+            ),
+        ],
+    )
+
+
+# --- building blocks ---------------------------------------------------------------------------
+
+
+def _cel_str(value: str) -> str:
+    """A CEL string literal (JSON's double-quoted escapes are valid CEL)."""
+    return json.dumps(value)
+
+
+def _cel_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_cel_str(v) for v in values) + "]"
+
+
+def _validation(
+    expression: str,
+    message_expression: str | None = None,
+    *,
+    message: str | None = None,
+    reason: str = "Forbidden",
+) -> dict[str, str]:
+    """A validation with a static `message` or a `messageExpression` (CEL string).
+
+    `reason` Forbidden (HTTP 403) for who may do what, Invalid (422) for what a value may be.
+    """
+    validation = {"expression": expression, "reason": reason}
+    if message_expression is not None:
+        validation["messageExpression"] = message_expression
+    if message is not None:
+        validation["message"] = message
+    return validation
+
+
+def _rules(resources: str | list[str], operations: list[str]) -> dict[str, Any]:
+    return {
+        "resourceRules": [
+            {
+                "apiGroups": [API_GROUP],
+                "apiVersions": [API_VERSION],
+                "operations": operations,
+                "resources": [resources] if isinstance(resources, str) else resources,
+            }
+        ]
+    }
+
+
+def _policy(
+    name: str,
+    match_constraints: dict[str, Any],
+    *,
+    validations: list[dict[str, str]],
+    variables: dict[str, str] | None = None,
+    match_conditions: list[dict[str, str]] | None = None,
+    param_kind: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"failurePolicy": "Fail"}
+    if param_kind is not None:
+        spec["paramKind"] = param_kind
+    spec["matchConstraints"] = match_constraints
+    if match_conditions is not None:
+        spec["matchConditions"] = match_conditions
+    if variables is not None:
+        spec["variables"] = [{"name": k, "expression": v} for k, v in variables.items()]
+    spec["validations"] = validations
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name, "labels": dict(PART_OF_LABEL)},
+        "spec": spec,
+    }
+
+
+def _binding(policy: dict[str, Any]) -> dict[str, Any]:
+    name = policy["metadata"]["name"]
+    spec: dict[str, Any] = {"policyName": name, "validationActions": ["Deny"]}
+    if "paramKind" in policy["spec"]:
+        # Every Dataset is a parameter: the rule runs once per Dataset; none at all is fine.
+        spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": "Allow"}
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": dict(PART_OF_LABEL)},
+        "spec": spec,
+    }

@@ -1,0 +1,414 @@
+"""The CustomResourceDefinitions of Dataset, AccessRequest and Workspace, generated from the models.
+
+The pydantic models in `provisioner.models.resources` are the single source of the schemas:
+`plan_crds()` takes their JSON Schema and turns it into the *structural* OpenAPI v3 schema that
+`apiextensions.k8s.io/v1` demands, so the API server and our code refuse the same objects:
+
+- `$defs`/`$ref` are inlined (structural schemas have no references);
+- `Optional[X]` (`anyOf: [X, null]`) becomes plain `X`: we never send nulls, `to_wire()`
+  leaves `None` out;
+- `Literal`/`const` becomes `enum`, `dict[str, str]` becomes `additionalProperties`;
+- `title` and `default` are dropped (defaults stay in the models, so an object written by an
+  older client is not silently changed by the server); JSON Schema 2020 `exclusiveMinimum: n`
+  becomes OpenAPI's `minimum: n` + `exclusiveMinimum: true`;
+- domain types (`ProjectSlug`, `Username`, ...) carry their validation in Python functions,
+  which JSON Schema cannot see; `_DOMAIN_TYPES` gives each its `pattern` (the very regex
+  the validator uses) and a `maxLength`, which CEL cost estimation needs anyway.
+
+What JSON Schema cannot say is added here, next to the model it belongs to: list semantics
+(`x-kubernetes-list-type: set` makes the API server itself refuse a member or dataset listed
+twice) and CEL rules for cross-field checks (dates in order, exactly one storage source, an
+`extend` decision carries its date, identity fields immutable). Anything in a model schema that
+has no structural equivalent raises `ValueError` rather than being dropped silently.
+
+Who may write what (requester is the caller, four eyes, append-only decisions) needs
+`request.userInfo` and is not a CRD concern: see `provisioner.planning.admission`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
+
+from provisioner import API_GROUP, API_VERSION
+from provisioner.models import types
+from provisioner.models.resources import (
+    AccessRequest,
+    AccessRequestSpec,
+    AccessRequestStatus,
+    Dataset,
+    DatasetSource,
+    DatasetSpec,
+    DatasetStatus,
+    Decision,
+    Workspace,
+    WorkspaceSpec,
+    WorkspaceStatus,
+)
+
+CRD_API_VERSION: Final = "apiextensions.k8s.io/v1"
+PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
+# `kubectl get tre` lists every kind of ours.
+CATEGORY: Final = "tre"
+
+# pattern and maxLength of each domain type, keyed by its validator. Lengths: a project slug
+# is 3-32 characters, a dataset name 3-40 (see the patterns); usernames and bucket names are
+# DNS-label sized; an S3 key is at most 1024 bytes.
+_DOMAIN_TYPES: Final[Mapping[Callable[..., Any], Mapping[str, Any]]] = {
+    types.validate_project_slug: {"pattern": types.PROJECT_SLUG_PATTERN, "maxLength": 32},
+    types.validate_dataset_name: {"pattern": types.DATASET_NAME_PATTERN, "maxLength": 40},
+    types.validate_username: {"pattern": types.USERNAME_PATTERN, "maxLength": 63},
+    types.validate_bucket_name: {"pattern": types.BUCKET_NAME_PATTERN, "maxLength": 63},
+    # No leading '/', no '.' or '..' segment (RE2 has no look-ahead, hence the spelled-out
+    # "segment that is not . or ..": starts with a non-dot, or one dot and a non-dot, or two
+    # dots and anything). The model also appends the trailing '/' the server cannot add.
+    types.validate_s3_prefix: {
+        "pattern": r"^(?:(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)/+)*"
+        r"(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)?$",
+        "maxLength": 1024,
+    },
+}
+
+# JSON Schema keywords that mean the same in a structural OpenAPI v3 schema.
+_KEPT_KEYWORDS: Final = frozenset(
+    {
+        "type",
+        "description",
+        "enum",
+        "format",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+        "minProperties",
+        "maxProperties",
+        "minimum",
+        "maximum",
+        "multipleOf",
+        "required",
+    }
+)
+_DROPPED_KEYWORDS: Final = frozenset({"title", "default", "$defs", "examples"})
+
+
+def _rule(rule: str, message: str, **extra: str) -> dict[str, str]:
+    return {"rule": rule, "message": message, **extra}
+
+
+_IMMUTABLE_REQUEST_FIELDS: Final = ("project", "requester", "lead", "startDate")
+
+# CEL rules per model: they travel with the model wherever its schema is inlined.
+_MODEL_VALIDATIONS: Final[Mapping[type[BaseModel], list[dict[str, str]]]] = {
+    DatasetSource: [
+        _rule(
+            "has(self.s3) != has(self.nfs)",
+            "set exactly one of 's3' and 'nfs'",
+        )
+    ],
+    Decision: [
+        _rule(
+            "self.action == 'extend' ? has(self.endDate) : !has(self.endDate)",
+            "required for action 'extend' (the new end date) and only for it",
+            fieldPath=".endDate",
+        )
+    ],
+    AccessRequestSpec: [
+        _rule(
+            "self.endDate > self.startDate",
+            # The server prefixes the path (spec.endDate). A static message: a
+            # messageExpression with string(date) makes the CRD's estimated CEL cost
+            # unbounded, and the server refuses the CRD.
+            "must be after startDate",
+            fieldPath=".endDate",
+            reason="FieldValueInvalid",
+        )
+    ],
+}
+
+
+@dataclass(frozen=True)
+class _Kind:
+    model: type[BaseModel]
+    description: str
+    spec: type[BaseModel]
+    status: type[BaseModel]
+    plural: str
+    singular: str
+    short_names: tuple[str, ...]
+    columns: tuple[dict[str, Any], ...]
+    # JSON path (property names from the spec/status root) -> extensions to merge in.
+    extensions: Mapping[tuple[str, ...], Mapping[str, Any]] = field(default_factory=dict)
+
+
+def _column(name: str, json_path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": kind, "jsonPath": json_path, **extra}
+
+
+_AGE: Final = _column("Age", ".metadata.creationTimestamp", "date")
+_SET: Final = {"x-kubernetes-list-type": "set"}
+_CONDITIONS: Final = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+
+_KINDS: Final = (
+    _Kind(
+        model=Dataset,
+        description="A dataset that access requests can name: its steward, sensitivity tier, "
+        "storage source and (in status) the verified content manifest that approvals pin.",
+        spec=DatasetSpec,
+        status=DatasetStatus,
+        plural="datasets",
+        singular="dataset",
+        # Not "ds": kubectl resolves that to DaemonSets.
+        short_names=("dset",),
+        columns=(
+            _column("Classification", ".spec.classification"),
+            _column("Objects", ".status.manifest.objectCount", "integer"),
+            _column("Bytes", ".status.manifest.bytes", "integer"),
+            _column("Steward", ".spec.steward", priority=1),
+            _AGE,
+        ),
+        extensions={("status", "conditions"): _CONDITIONS},
+    ),
+    _Kind(
+        model=AccessRequest,
+        description="A project's request for access to datasets, with its append-only list of "
+        "decisions. Admission policies check who may write what (see `tre` docs).",
+        spec=AccessRequestSpec,
+        status=AccessRequestStatus,
+        plural="accessrequests",
+        singular="accessrequest",
+        short_names=("ar",),
+        columns=(
+            _column("Project", ".spec.project"),
+            _column("Phase", ".status.phase"),
+            _column("Lead", ".spec.lead"),
+            _column("End", ".spec.endDate"),
+            _column("Requester", ".spec.requester", priority=1),
+            _AGE,
+        ),
+        extensions={
+            ("spec", "members"): _SET,
+            ("spec", "datasets"): _SET,
+            # Decisions are replaced as a whole; the admission policy checks that the old list
+            # is a prefix of the new one.
+            ("spec", "decisions"): {"x-kubernetes-list-type": "atomic"},
+            **{
+                ("spec", name): {
+                    "x-kubernetes-validations": [
+                        _rule(
+                            "self == oldSelf",
+                            f"{name} is immutable; file a new access request instead",
+                        )
+                    ]
+                }
+                for name in _IMMUTABLE_REQUEST_FIELDS
+            },
+            ("status", "conditions"): _CONDITIONS,
+        },
+    ),
+    _Kind(
+        model=Workspace,
+        description="The effective state of one project, written only by the controller: the "
+        "union of its approved, unexpired, unrevoked access requests.",
+        spec=WorkspaceSpec,
+        status=WorkspaceStatus,
+        plural="workspaces",
+        singular="workspace",
+        short_names=("ws",),
+        columns=(
+            _column("Namespace", ".spec.namespace"),
+            _column("Phase", ".status.phase"),
+            _column("Expires", ".spec.expiresAt"),
+            _AGE,
+        ),
+        extensions={
+            ("spec", "members"): _SET,
+            ("spec", "requests"): _SET,
+            ("spec", "datasets"): {
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["name"],
+            },
+            ("status", "conditions"): _CONDITIONS,
+        },
+    ),
+)
+
+
+def plan_crds() -> list[dict[str, Any]]:
+    """The three CustomResourceDefinitions, ready for server-side apply."""
+    return [_crd(kind) for kind in _KINDS]
+
+
+def crd_name(plural: str) -> str:
+    """`datasets` -> `datasets.tre.ucloud.org`."""
+    return f"{plural}.{API_GROUP}"
+
+
+def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of `model` (camelCase, as on the wire)."""
+    generated = model.model_json_schema(by_alias=True, schema_generator=_WireSchemaGenerator)
+    defs: dict[str, Any] = generated.get("$defs", {})
+    return _structural(generated, defs, model.__name__, ())
+
+
+# --- internals ---------------------------------------------------------------------------------
+
+
+def _crd(kind: _Kind) -> dict[str, Any]:
+    spec = structural_schema(kind.spec)
+    status = structural_schema(kind.status)
+    for path, extension in kind.extensions.items():
+        root = {"spec": spec, "status": status}[path[0]]
+        _at(root, path[1:], kind.spec.__name__).update(extension)
+    name_schema = _structural(
+        kind.model.model_json_schema(by_alias=True, schema_generator=_WireSchemaGenerator)[
+            "properties"
+        ]["name"],
+        {},
+        kind.model.__name__,
+        ("name",),
+    )
+    schema = {
+        "type": "object",
+        "description": kind.description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            # Structural schemas may constrain metadata.name only: it is the model's `name`.
+            "metadata": {"type": "object", "properties": {"name": name_schema}},
+            "spec": spec,
+            "status": status,
+        },
+    }
+    return {
+        "apiVersion": CRD_API_VERSION,
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": crd_name(kind.plural), "labels": dict(PART_OF_LABEL)},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": kind.model.__name__,
+                "listKind": f"{kind.model.__name__}List",
+                "plural": kind.plural,
+                "singular": kind.singular,
+                "shortNames": list(kind.short_names),
+                "categories": [CATEGORY],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": list(kind.columns),
+                }
+            ],
+        },
+    }
+
+
+def _at(schema: dict[str, Any], path: tuple[str, ...], where: str) -> dict[str, Any]:
+    node = schema
+    for name in path:
+        try:
+            node = node["properties"][name]
+        except KeyError:
+            raise ValueError(f"{where}: no property {'.'.join(path)!r} to extend") from None
+    return node
+
+
+class _WireSchemaGenerator(GenerateJsonSchema):
+    """Adds each domain type's pattern and maxLength, and marks models for their CEL rules."""
+
+    def function_after_schema(
+        self, schema: core_schema.AfterValidatorFunctionSchema
+    ) -> JsonSchemaValue:
+        json_schema = super().function_after_schema(schema)
+        function = schema["function"]["function"]
+        constraints = _DOMAIN_TYPES.get(function)
+        if constraints is not None:
+            return {**json_schema, **constraints}
+        if getattr(function, "__module__", None) == types.__name__:
+            raise ValueError(
+                f"domain type validator {function.__name__} has no entry in _DOMAIN_TYPES; "
+                "add its pattern and maxLength so the CRD checks it too"
+            )
+        return json_schema
+
+    def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
+        json_schema = super().model_schema(schema)
+        rules = _MODEL_VALIDATIONS.get(schema["cls"])
+        if rules:
+            json_schema["x-kubernetes-validations"] = [dict(rule) for rule in rules]
+        return json_schema
+
+
+def _structural(
+    node: Mapping[str, Any],
+    defs: Mapping[str, Any],
+    where: str,
+    path: tuple[str, ...],
+    expanding: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
+    at = f"{where}.{'.'.join(path)}" if path else where
+    if "$ref" in node:
+        name = node["$ref"].removeprefix("#/$defs/")
+        if name not in defs:
+            raise ValueError(f"{at}: unresolvable reference {node['$ref']!r}")
+        if name in expanding:
+            raise ValueError(f"{at}: recursive model {name!r} cannot be a structural schema")
+        merged = {**defs[name], **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs, where, path, expanding | {name})
+    if "anyOf" in node:
+        variants = [v for v in node["anyOf"] if v != {"type": "null"}]
+        if len(variants) != 1:
+            raise ValueError(
+                f"{at}: a union of {len(variants)} types has no structural schema; use one "
+                "type (Optional[X] is fine)"
+            )
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        return _structural({**variants[0], **rest}, defs, where, path, expanding)
+
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYWORDS:
+            continue
+        if key in _KEPT_KEYWORDS:
+            out[key] = list(value) if isinstance(value, list) else value
+        elif key == "const":
+            out["enum"] = [value]
+        elif key == "properties":
+            out["properties"] = {
+                name: _structural(sub, defs, where, (*path, name), expanding)
+                for name, sub in value.items()
+            }
+        elif key == "items":
+            out["items"] = _structural(value, defs, where, (*path, "[]"), expanding)
+        elif key == "additionalProperties":
+            if isinstance(value, Mapping):
+                out["additionalProperties"] = _structural(
+                    value, defs, where, (*path, "{}"), expanding
+                )
+            elif value is not False:
+                raise ValueError(f"{at}: free-form objects are not allowed; give a value type")
+            # `false`: a structural schema already prunes (or, with fieldValidation=Strict,
+            # refuses) unknown fields; apiextensions/v1 forbids spelling it out.
+        elif key in {"exclusiveMinimum", "exclusiveMaximum"}:
+            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+            out[bound] = value
+            out[key] = True
+        elif key == "x-kubernetes-validations":
+            out[key] = [dict(rule) for rule in value]
+        else:
+            raise ValueError(f"{at}: JSON Schema keyword {key!r} has no structural equivalent")
+    if "type" not in out:
+        raise ValueError(f"{at}: no type (structural schemas need one on every node)")
+    return out

@@ -1,0 +1,153 @@
+"""Who may do what to our custom resources (RBAC), cluster-wide.
+
+RBAC says which verbs a role has; the admission policies (admission.py) then say which
+*changes* are allowed. Together: anyone signed in may file and read requests, stewards
+register datasets, approvers may update requests (and the policies restrict an update to
+appending their own decision), and only the controller writes statuses and Workspaces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisioner import API_GROUP
+from provisioner.models.settings import Settings
+from provisioner.planning.names import HUB_CLUSTER_ROLE_NAME, LABEL_MANAGED_BY, MANAGED_BY
+
+STEWARD_GROUP = "tre:stewards"
+
+
+def _role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
+        "rules": rules,
+    }
+
+
+def _binding(name: str, role: str, group: str) -> dict[str, Any]:
+    return _subject_binding(
+        name, role, {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": group}
+    )
+
+
+def _subject_binding(name: str, role: str, subject: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": {LABEL_MANAGED_BY: MANAGED_BY}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [subject],
+    }
+
+
+def _user_subject(username: str) -> dict[str, str]:
+    """A ServiceAccount username becomes a ServiceAccount subject, anything else a User."""
+    parts = username.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        return {"kind": "ServiceAccount", "namespace": parts[2], "name": parts[3]}
+    return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": username}
+
+
+def _controller_rules() -> list[dict[str, Any]]:
+    read = ["get", "list", "watch"]
+    write = [*read, "create", "patch", "update", "delete"]
+    return [
+        {
+            "apiGroups": [""],
+            "resources": [
+                "namespaces",
+                "resourcequotas",
+                "limitranges",
+                "serviceaccounts",
+                "persistentvolumes",
+                "persistentvolumeclaims",
+            ],
+            "verbs": write,
+        },
+        # freezing a workspace stops its notebooks
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": write},
+        {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": write},
+        # binding the hub's role in a workspace needs `bind` on exactly that role
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["clusterroles"],
+            "verbs": ["bind"],
+            "resourceNames": [HUB_CLUSTER_ROLE_NAME],
+        },
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        },
+        {"apiGroups": [API_GROUP], "resources": ["datasets", "accessrequests"], "verbs": read},
+        {
+            "apiGroups": [API_GROUP],
+            "resources": ["accessrequests/status", "workspaces/status"],
+            "verbs": ["get", "patch", "update"],
+        },
+        {"apiGroups": [API_GROUP], "resources": ["workspaces"], "verbs": write},
+    ]
+
+
+def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
+    read = ["get", "list", "watch"]
+    return [
+        # researchers and leads: file requests, read what concerns the platform
+        _role(
+            "tre-requester",
+            [
+                {
+                    "apiGroups": [API_GROUP],
+                    "resources": ["accessrequests"],
+                    "verbs": [*read, "create"],
+                },
+                {"apiGroups": [API_GROUP], "resources": ["datasets", "workspaces"], "verbs": read},
+            ],
+        ),
+        _binding("tre-requester", "tre-requester", "system:authenticated"),
+        # data-access committee: append decisions (admission policies restrict the update)
+        _role(
+            "tre-approver",
+            [
+                {"apiGroups": [API_GROUP], "resources": ["accessrequests"], "verbs": ["update"]},
+            ],
+        ),
+        _binding("tre-approver", "tre-approver", settings.approver_group),
+        # data stewards: register datasets and record their verified manifests
+        _role(
+            "tre-steward",
+            [
+                {
+                    "apiGroups": [API_GROUP],
+                    "resources": ["datasets"],
+                    "verbs": [*read, "create", "update"],
+                },
+                {
+                    "apiGroups": [API_GROUP],
+                    "resources": ["datasets/status"],
+                    "verbs": ["get", "patch", "update"],
+                },
+            ],
+        ),
+        _binding("tre-steward", "tre-steward", STEWARD_GROUP),
+        # the controller: exactly what reconciling workspaces needs, nothing more
+        _role("tre-controller", _controller_rules()),
+        _subject_binding(
+            "tre-controller", "tre-controller", _user_subject(settings.controller_user)
+        ),
+        # the hub's ServiceAccount gets this only inside Ready workspaces (RoleBinding)
+        _role(
+            HUB_CLUSTER_ROLE_NAME,
+            [
+                {
+                    "apiGroups": [""],
+                    "resources": ["pods", "persistentvolumeclaims"],
+                    "verbs": [*read, "create", "delete"],
+                },
+                {"apiGroups": [""], "resources": ["events"], "verbs": read},
+            ],
+        ),
+    ]
