@@ -29,6 +29,7 @@ from provisioner.cli.common import admin_kube
 from provisioner.controller.install import install_platform
 from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
+from provisioner.errors import TreError
 from provisioner.models.settings import Settings
 from provisioner.storage.s3 import ensure_bucket, s3_client
 
@@ -157,7 +158,7 @@ def main() -> None:
         )
 
     say("the controller provisions the workspace")
-    tre("controller", "run", "--once")
+    tre("--as", settings.controller_user, "controller", "run", "--once")
     tre("workspace", "list")
     tre("request", "list")
 
@@ -191,4 +192,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except TreError as exc:
+        raise SystemExit(f"demo failed: {exc}") from exc

@@ -18,8 +18,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kubernetes import client, watch
-
 from provisioner.controller.leader import LeaderElector
 from provisioner.controller.reconcile import (
     Auditor,
@@ -68,40 +66,46 @@ def run_pass(
 
 
 def _watch(
-    kube: Kube, path: str, wake: threading.Event, stop: threading.Event, selector: str | None = None
+    kube: Kube,
+    path: str,
+    wake: threading.Event,
+    stop: threading.Event,
+    selector: str | None = None,
 ) -> None:
-    """Set `wake` on every event of the collection at `path`; reconnect on errors."""
+    """Set `wake` on every change of the collection at `path`; reconnect on errors.
+
+    Each round lists one item to learn the collection's resourceVersion, then watches from
+    there, so a reconnect does not replay every existing object as a fresh event.
+    """
+    query = [("labelSelector", selector)] if selector else []
     while not stop.is_set():
         try:
-            stream = watch.Watch().stream(
-                _raw_list(kube.api, path), label_selector=selector, timeout_seconds=60
+            listed = kube.request("GET", path, query=[*query, ("limit", "1")])
+            version = listed["metadata"]["resourceVersion"]
+            response = kube.api.call_api(
+                path,
+                "GET",
+                query_params=[
+                    *query,
+                    ("watch", "1"),
+                    ("resourceVersion", version),
+                    ("timeoutSeconds", "60"),
+                    ("allowWatchBookmarks", "false"),
+                ],
+                header_params={"Accept": "application/json"},
+                auth_settings=["BearerToken"],
+                _preload_content=False,
+                _request_timeout=90,
             )
-            for _ in stream:
-                wake.set()
+            raw = response[0] if isinstance(response, tuple) else response
+            for line in raw:
+                if line.strip():
+                    wake.set()
                 if stop.is_set():
                     return
         except Exception as exc:
             log.debug("watch %s restarting: %s", path, exc)
             stop.wait(2)
-
-
-def _raw_list(api: client.ApiClient, path: str) -> Callable[..., object]:
-    def list_fn(**kwargs: object) -> object:
-        query = [
-            (k, str(v).lower() if isinstance(v, bool) else str(v))
-            for k, v in kwargs.items()
-            if v is not None and not k.startswith("_")
-        ]
-        return api.call_api(
-            path,
-            "GET",
-            query_params=query,
-            auth_settings=["BearerToken"],
-            response_type="object",
-            _preload_content=False,
-        )[0]
-
-    return list_fn
 
 
 def run_controller(

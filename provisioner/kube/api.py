@@ -78,7 +78,10 @@ class Kube:
             raise translate(exc, what or f"{method} {path}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TemporaryError(f"{what or path}: cannot reach the API server ({exc})") from exc
-        data = response[0].data
+        # Without preloading, the client returns the raw urllib3 response (a tuple in some
+        # client versions): we decode JSON ourselves and skip its model deserialisation.
+        raw = response[0] if isinstance(response, tuple) else response
+        data = raw.data
         return json.loads(data) if data else {}
 
     # --- reads ------------------------------------------------------------------------------
@@ -122,7 +125,7 @@ class Kube:
             "PATCH",
             resource.path(meta.get("namespace"), meta["name"]),
             query=query,
-            body=json.dumps(manifest),
+            body=manifest,  # the client JSON-encodes it, and JSON is valid YAML
             content_type="application/apply-patch+yaml",
             what=f"apply {manifest['kind']} {meta['name']}",
         )

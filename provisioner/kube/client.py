@@ -7,6 +7,7 @@ against that person, so four-eyes rules hold even when one credential carries th
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kubernetes import client, config
@@ -22,6 +23,9 @@ def api_client(
     as_groups: tuple[str, ...] = (),
 ) -> client.ApiClient:
     """An ApiClient for `kubeconfig` (default: $KUBECONFIG, then in-cluster)."""
+    if kubeconfig is None and os.environ.get("KUBECONFIG"):
+        # Read now, not at import: the client library captures $KUBECONFIG when imported.
+        kubeconfig = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
     try:
         if kubeconfig is not None:
             api = config.new_client_from_config(config_file=str(kubeconfig))

@@ -28,14 +28,17 @@ AccessRequest (`tre-accessrequest-*`):
 Dataset (`tre-dataset-classification-label`): the optional `tre.ucloud.org/classification`
 label, used to list datasets by tier with `kubectl get -l`, must equal `spec.classification`.
 
-Workspace (`tre-workspace-controller-only`): only `controller_user` creates, updates or
+Workspace (`tre-workspace-controller-only`): only the controller identity creates, updates or
 deletes Workspaces (JupyterHub trusts them). An administrator who must intervene by hand
 deletes that binding first, which the API server's audit log records.
 
-CEL notes (checked against kube-apiserver 1.36): in admission policies, custom-resource dates
-are plain strings, so a date becomes a timestamp as `timestamp(d + 'T00:00:00Z')`;
-`list.slice(a, b)` exists but fails on an out-of-range bound, so its use is guarded by a size
-check; `cel.bind` is not available, `variables` are used instead.
+CEL notes (checked against kube-apiserver 1.36):
+- At run time admission policies see custom-resource dates as strings, but the type checker
+  reads the CRD's `format: date` as a timestamp; `string(d).substring(0, 10)` is right for
+  both, and `timestamp(text + 'T00:00:00Z')` turns it into a timestamp.
+- `list.slice(a, b)` exists but errors on a bound past the end, so a size check guards it;
+  `sort`, `distinct`, `join` exist too. `cel.bind` does not: `variables` are used instead.
+- `map.filter` iterates in no stable order: lists built from it are sorted before printing.
 """
 
 from __future__ import annotations
@@ -52,8 +55,6 @@ from provisioner.models.types import ClassificationTier
 ADMISSION_API_VERSION: Final = "admissionregistration.k8s.io/v1"
 PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
 CLASSIFICATION_LABEL: Final = f"{API_GROUP}/classification"
-# The controller's ServiceAccount as the Helm chart installs it.
-DEFAULT_CONTROLLER_USER: Final = "system:serviceaccount:tre-system:tre-controller"
 
 CREATE_REQUEST_POLICY: Final = "tre-accessrequest-create"
 DECISIONS_POLICY: Final = "tre-accessrequest-decisions"
@@ -68,16 +69,20 @@ _FINAL_ACTIONS = (DecisionAction.REJECT.value, DecisionAction.REVOKE.value)
 
 
 def plan_admission_policies(
-    settings: Settings, *, controller_user: str = DEFAULT_CONTROLLER_USER
+    settings: Settings, *, controller_user: str | None = None
 ) -> list[dict[str, Any]]:
-    """Every policy followed by its binding, in apply order."""
+    """Every policy followed by its binding, in apply order.
+
+    `controller_user` (default `settings.controller_user`) is the only identity that may
+    write Workspaces.
+    """
     policies = [
         _create_request_policy(settings),
         _decisions_policy(settings),
         _approved_phase_policy(),
         _four_eyes_policy(settings),
         _dataset_label_policy(),
-        _workspace_policy(controller_user),
+        _workspace_policy(controller_user or settings.controller_user),
     ]
     planned: list[dict[str, Any]] = []
     for policy in policies:
@@ -172,9 +177,10 @@ def _decisions_policy(settings: Settings) -> dict[str, Any]:
         validations=[
             _validation(
                 "size(variables.changedFields) == 0",
-                "'spec.' + variables.changedFields.join(', spec.') + ': cannot change once the "
-                "request is filed (only spec.decisions grows); file a new access request "
-                "instead'",
+                # Map order is not stable in CEL: sort for a repeatable message.
+                "'spec.' + variables.changedFields.sort().join(', spec.') + ': cannot change "
+                "once the request is filed (only spec.decisions grows); file a new access "
+                "request instead'",
             ),
             _validation(
                 # slice() fails on a bound beyond the list: check the size first.

@@ -23,8 +23,12 @@ def crds(admin_api: client.ApiClient) -> None:
     planned = plan_crds()
     for crd in planned:
         ext.patch_custom_resource_definition(
-            crd["metadata"]["name"], crd, field_manager=FIELD_MANAGER, force=True,
-            _content_type="application/apply-patch+yaml")
+            crd["metadata"]["name"],
+            crd,
+            field_manager=FIELD_MANAGER,
+            force=True,
+            _content_type="application/apply-patch+yaml",
+        )
     deadline = time.monotonic() + 60
     for crd in planned:
         name = crd["metadata"]["name"]

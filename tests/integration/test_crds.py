@@ -64,8 +64,7 @@ def custom(admin_api: client.ApiClient, crds: None) -> Iterator[client.CustomObj
     created: list[tuple[str, str]] = []
     real_create = api.create_cluster_custom_object
 
-    def create(group: str, version: str, plural: str, body: dict[str, Any],
-               **kwargs: Any) -> Any:
+    def create(group: str, version: str, plural: str, body: dict[str, Any], **kwargs: Any) -> Any:
         result = real_create(group, version, plural, body, **kwargs)
         if not kwargs.get("dry_run"):
             created.append((plural, body["metadata"]["name"]))
@@ -89,23 +88,25 @@ def unique(prefix: str) -> str:
 
 
 def condition(kind: str) -> Condition:
-    return Condition(type=kind, status="True", reason="AllGood", message="checked",
-                     last_transition_time=AT)
+    return Condition(
+        type=kind, status="True", reason="AllGood", message="checked", last_transition_time=AT
+    )
 
 
 def s3_dataset() -> Dataset:
     return Dataset(
         name=unique("admissions"),
         spec=DatasetSpec(
-            title="Hospital admissions 2020-2025", steward="dora",
+            title="Hospital admissions 2020-2025",
+            steward="dora",
             classification=ClassificationTier.SENSITIVE,
-            source=DatasetSource(s3=S3Source(bucket="tre-data", prefix="admissions/v2",
-                                             region="eu-west-1")),
+            source=DatasetSource(
+                s3=S3Source(bucket="tre-data", prefix="admissions/v2", region="eu-west-1")
+            ),
             description="Pseudonymised admissions",
         ),
         status=DatasetStatus(
-            manifest=DatasetManifest(object_count=3, bytes=123_456_789, sha256=SHA,
-                                     computed_at=AT),
+            manifest=DatasetManifest(object_count=3, bytes=123_456_789, sha256=SHA, computed_at=AT),
             conditions=[condition("Verified")],
         ),
     )
@@ -115,7 +116,9 @@ def nfs_dataset() -> Dataset:
     return Dataset(
         name=unique("registry"),
         spec=DatasetSpec(
-            title="Cancer registry", steward="erik", classification=ClassificationTier.INTERNAL,
+            title="Cancer registry",
+            steward="erik",
+            classification=ClassificationTier.INTERNAL,
             source=DatasetSource(nfs=NfsSource(server="nfs.example.org", path="/exports/reg")),
         ),
     )
@@ -123,23 +126,34 @@ def nfs_dataset() -> Dataset:
 
 def access_request(**changes: Any) -> AccessRequest:
     spec = AccessRequestSpec(
-        project="diabetes-2026", requester="alice", lead="bob",
-        members=["alice", "bob", "c.jansen@umc.nl"], datasets=["admissions", "registry"],
-        purpose="Risk factors of type 2 diabetes", start_date=dt.date(2026, 3, 1),
-        end_date=dt.date(2026, 12, 31), compute_tier=ComputeTier.MEDIUM,
+        project="diabetes-2026",
+        requester="alice",
+        lead="bob",
+        members=["alice", "bob", "c.jansen@umc.nl"],
+        datasets=["admissions", "registry"],
+        purpose="Risk factors of type 2 diabetes",
+        start_date=dt.date(2026, 3, 1),
+        end_date=dt.date(2026, 12, 31),
+        compute_tier=ComputeTier.MEDIUM,
         decisions=[
-            Decision(action=DecisionAction.APPROVE, by="carol", at=AT, comment="ok",
-                     manifest_hashes={"admissions": SHA}),
-            Decision(action=DecisionAction.EXTEND, by="dave", at=AT,
-                     end_date=dt.date(2027, 2, 28)),
+            Decision(
+                action=DecisionAction.APPROVE,
+                by="carol",
+                at=AT,
+                comment="ok",
+                manifest_hashes={"admissions": SHA},
+            ),
+            Decision(action=DecisionAction.EXTEND, by="dave", at=AT, end_date=dt.date(2027, 2, 28)),
         ],
     )
     return AccessRequest(
         name=unique("diabetes-2026"),
         spec=spec.model_copy(update=changes),
         status=AccessRequestStatus(
-            phase=RequestPhase.APPROVED, approvers=["carol"],
-            effective_end_date=dt.date(2027, 2, 28), observed_generation=1,
+            phase=RequestPhase.APPROVED,
+            approvers=["carol"],
+            effective_end_date=dt.date(2027, 2, 28),
+            observed_generation=1,
             conditions=[condition("Approved")],
         ),
     )
@@ -150,18 +164,27 @@ def workspace() -> Workspace:
     return Workspace(
         name=project,
         spec=WorkspaceSpec(
-            project=project, namespace=f"tre-{project}", members=["alice", "bob"],
-            datasets=[WorkspaceDataset(
-                name="admissions", manifest_sha256=SHA,
-                classification=ClassificationTier.SENSITIVE,
-                source=DatasetSource(s3=S3Source(bucket="tre-data", prefix="admissions/")),
-            )],
-            compute_tier=ComputeTier.LARGE, expires_at=dt.date(2027, 2, 28),
+            project=project,
+            namespace=f"tre-{project}",
+            members=["alice", "bob"],
+            datasets=[
+                WorkspaceDataset(
+                    name="admissions",
+                    manifest_sha256=SHA,
+                    classification=ClassificationTier.SENSITIVE,
+                    source=DatasetSource(s3=S3Source(bucket="tre-data", prefix="admissions/")),
+                )
+            ],
+            compute_tier=ComputeTier.LARGE,
+            expires_at=dt.date(2027, 2, 28),
             requests=["diabetes-2026-a", "diabetes-2026-b"],
         ),
         status=WorkspaceStatus(
-            phase=WorkspacePhase.FROZEN, frozen_at=AT, torn_down_at=AT,
-            observed_generation=3, conditions=[condition("Ready")],
+            phase=WorkspacePhase.FROZEN,
+            frozen_at=AT,
+            torn_down_at=AT,
+            observed_generation=3,
+            conditions=[condition("Ready")],
         ),
     )
 
@@ -171,7 +194,8 @@ def workspace() -> Workspace:
 
 def create(custom: client.CustomObjectsApi, resource: CustomResource, **kwargs: Any) -> Any:
     return custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, PLURALS[resource.kind], resource.to_object(), **kwargs)
+        API_GROUP, API_VERSION, PLURALS[resource.kind], resource.to_object(), **kwargs
+    )
 
 
 def refusal(call: Callable[[], Any]) -> tuple[int, str]:
@@ -190,8 +214,11 @@ def with_spec(resource: CustomResource, **fields: Any) -> dict[str, Any]:
 # --- tests ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("build", [s3_dataset, nfs_dataset, access_request, workspace],
-                         ids=["dataset-s3", "dataset-nfs", "accessrequest", "workspace"])
+@pytest.mark.parametrize(
+    "build",
+    [s3_dataset, nfs_dataset, access_request, workspace],
+    ids=["dataset-s3", "dataset-nfs", "accessrequest", "workspace"],
+)
 def test_round_trip_through_the_api_server_is_lossless(
     custom: client.CustomObjectsApi, build: Callable[[], CustomResource]
 ) -> None:
@@ -200,7 +227,8 @@ def test_round_trip_through_the_api_server_is_lossless(
     created = create(custom, original, field_validation="Strict")
     created["status"] = original.status.to_wire()
     custom.replace_cluster_custom_object_status(
-        API_GROUP, API_VERSION, plural, original.name, created, field_validation="Strict")
+        API_GROUP, API_VERSION, plural, original.name, created, field_validation="Strict"
+    )
 
     stored = custom.get_cluster_custom_object(API_GROUP, API_VERSION, plural, original.name)
 
@@ -216,23 +244,29 @@ def test_status_sent_to_the_main_resource_is_ignored(custom: client.CustomObject
     created = custom.create_cluster_custom_object(API_GROUP, API_VERSION, "accessrequests", body)
     assert "status" not in created
     updated = custom.replace_cluster_custom_object(
-        API_GROUP, API_VERSION, "accessrequests", request.name,
-        {**body, "metadata": created["metadata"]})
+        API_GROUP,
+        API_VERSION,
+        "accessrequests",
+        request.name,
+        {**body, "metadata": created["metadata"]},
+    )
     assert "status" not in updated
 
 
 def test_duplicate_member_is_refused(custom: client.CustomObjectsApi) -> None:
     obj = with_spec(access_request(), members=["alice", "bob", "alice"])
-    status, message = refusal(lambda: custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, "accessrequests", obj))
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(API_GROUP, API_VERSION, "accessrequests", obj)
+    )
     assert status == 422
     assert 'spec.members[2]: Duplicate value: "alice"' in message
 
 
 def test_duplicate_dataset_is_refused(custom: client.CustomObjectsApi) -> None:
     obj = with_spec(access_request(), datasets=["admissions", "admissions"])
-    status, message = refusal(lambda: custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, "accessrequests", obj))
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(API_GROUP, API_VERSION, "accessrequests", obj)
+    )
     assert status == 422
     assert 'spec.datasets[1]: Duplicate value: "admissions"' in message
 
@@ -242,8 +276,9 @@ def test_end_date_not_after_start_date_is_refused(
     custom: client.CustomObjectsApi, end: str
 ) -> None:
     obj = with_spec(access_request(), startDate="2026-03-01", endDate=end)
-    status, message = refusal(lambda: custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, "accessrequests", obj))
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(API_GROUP, API_VERSION, "accessrequests", obj)
+    )
     assert status == 422
     assert "spec.endDate: Invalid value" in message
     assert "must be after startDate" in message
@@ -253,8 +288,9 @@ def test_source_with_both_s3_and_nfs_is_refused(custom: client.CustomObjectsApi)
     dataset = s3_dataset()
     obj = dataset.to_object()
     obj["spec"]["source"]["nfs"] = {"server": "nfs.example.org", "path": "/exports/x"}
-    status, message = refusal(lambda: custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, "datasets", obj))
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(API_GROUP, API_VERSION, "datasets", obj)
+    )
     assert status == 422
     assert "spec.source: Invalid value" in message
     assert "set exactly one of 's3' and 'nfs'" in message
@@ -262,8 +298,9 @@ def test_source_with_both_s3_and_nfs_is_refused(custom: client.CustomObjectsApi)
 
 def test_source_with_neither_is_refused(custom: client.CustomObjectsApi) -> None:
     obj = with_spec(s3_dataset(), source={})
-    status, message = refusal(lambda: custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, "datasets", obj))
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(API_GROUP, API_VERSION, "datasets", obj)
+    )
     assert status == 422
     assert "set exactly one of 's3' and 'nfs'" in message
 
@@ -271,8 +308,9 @@ def test_source_with_neither_is_refused(custom: client.CustomObjectsApi) -> None
 def test_extend_decision_without_end_date_is_refused(custom: client.CustomObjectsApi) -> None:
     decision = {"action": "extend", "by": "carol", "at": "2026-05-04T10:30:15Z"}
     obj = with_spec(access_request(), decisions=[decision])
-    status, message = refusal(lambda: custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, "accessrequests", obj))
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(API_GROUP, API_VERSION, "accessrequests", obj)
+    )
     assert status == 422
     assert "spec.decisions[0].endDate: Invalid value" in message
     assert "required for action 'extend'" in message
@@ -280,8 +318,11 @@ def test_extend_decision_without_end_date_is_refused(custom: client.CustomObject
 
 def test_unknown_field_is_refused_in_strict_mode(custom: client.CustomObjectsApi) -> None:
     obj = with_spec(access_request(), approvedBy="mallory")
-    status, message = refusal(lambda: custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, "accessrequests", obj, field_validation="Strict"))
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(
+            API_GROUP, API_VERSION, "accessrequests", obj, field_validation="Strict"
+        )
+    )
     assert status == 400
     assert 'unknown field "spec.approvedBy"' in message
 
@@ -289,24 +330,33 @@ def test_unknown_field_is_refused_in_strict_mode(custom: client.CustomObjectsApi
 def test_name_outside_the_domain_pattern_is_refused(custom: client.CustomObjectsApi) -> None:
     obj = s3_dataset().to_object()
     obj["metadata"]["name"] = "x" + uuid.uuid4().hex[:4] + "-"
-    status, message = refusal(lambda: custom.create_cluster_custom_object(
-        API_GROUP, API_VERSION, "datasets", obj))
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(API_GROUP, API_VERSION, "datasets", obj)
+    )
     assert status == 422
     assert "metadata.name: Invalid value" in message
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("requester", "mallory"), ("lead", "mallory"), ("project", "other-project"),
-    ("startDate", "2026-01-01"),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("requester", "mallory"),
+        ("lead", "mallory"),
+        ("project", "other-project"),
+        ("startDate", "2026-01-01"),
+    ],
+)
 def test_identity_fields_are_immutable(
     custom: client.CustomObjectsApi, field: str, value: str
 ) -> None:
     request = access_request()
     created = create(custom, request)
     created["spec"][field] = value
-    status, message = refusal(lambda: custom.replace_cluster_custom_object(
-        API_GROUP, API_VERSION, "accessrequests", request.name, created))
+    status, message = refusal(
+        lambda: custom.replace_cluster_custom_object(
+            API_GROUP, API_VERSION, "accessrequests", request.name, created
+        )
+    )
     assert status == 422
     assert f"spec.{field}: Invalid value" in message
     assert f"{field} is immutable; file a new access request instead" in message
@@ -318,9 +368,13 @@ def test_table_view_shows_the_printer_columns(
     request = access_request()
     create(custom, request)
     response = admin_api.call_api(
-        f"/apis/{API_GROUP}/{API_VERSION}/accessrequests/{request.name}", "GET",
+        f"/apis/{API_GROUP}/{API_VERSION}/accessrequests/{request.name}",
+        "GET",
         header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
-        auth_settings=["BearerToken"], _preload_content=False, _return_http_data_only=True)
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _return_http_data_only=True,
+    )
     table = json.loads(response.data)
     columns = [c["name"] for c in table["columnDefinitions"]]
     assert columns == ["Name", "Project", "Phase", "Lead", "End", "Requester", "Age"]
