@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from functools import cache
 from typing import TYPE_CHECKING
 
 import typer
@@ -19,8 +18,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 
-@cache
 def settings() -> Settings:
+    # Built per call (cheap): tests and the demo change the environment between commands.
     return Settings()
 
 

@@ -104,7 +104,12 @@ class Kube:
                 resource.path(namespace),
                 query=[*query, ("limit", "500"), *([("continue", cont)] if cont else [])],
             )
-            items.extend(page.get("items", []))
+            for item in page.get("items", []):
+                # Items of a list carry no apiVersion/kind; put them back so an item
+                # compares equal to the manifest that declared it.
+                item.setdefault("apiVersion", resource.api_version)
+                item.setdefault("kind", resource.kind)
+                items.append(item)
             cont = page.get("metadata", {}).get("continue", "")
             if not cont:
                 return items

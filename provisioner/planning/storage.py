@@ -10,8 +10,11 @@ undone by a mistake in another:
 - the volumeMount: `readOnly`.
 
 Each (project, dataset) pair gets its own PV, reserved for exactly one PVC in the project's
-namespace (`claimRef` on the PV, `volumeName` on the PVC, `storageClassName: ""` on both so no
-default class and no other claim can take it). Access modes are only a matching hint in
+namespace (`claimRef` on the PV, `volumeName` on the PVC, and no storage class on either, so
+no default class and no other claim can take it). The PV leaves `storageClassName` out rather
+than setting "": the API server drops an empty class from a PV, and a declared field that never
+reads back would make every resync rewrite the PV. The PVC must say "" explicitly, or the
+default StorageClass would be filled in. Access modes are only a matching hint in
 Kubernetes; they do not protect anything on their own.
 
 This is the pure plan; `provisioner.storage` is the S3 I/O edge, a different thing.
@@ -79,7 +82,6 @@ def dataset_persistent_volume(project: str, dataset: WorkspaceDataset) -> dict[s
             "accessModes": ["ReadOnlyMany"],
             # Deleting the PV must never touch the data: Delete or Recycle would.
             "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
             "claimRef": {
                 "namespace": names.namespace_name(project),
                 "name": names.dataset_pvc_name(dataset.name),

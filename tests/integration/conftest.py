@@ -1,13 +1,75 @@
-"""Fixtures shared by the integration tests of our custom resources."""
+"""Fixtures shared by the integration tests.
+
+S3 (one real SeaweedFS `weed mini`, the one the session's dev platform started):
+- `s3_server_dir`: its state directory (pid file, log, credentials);
+- `s3_endpoint`: its `S3Endpoint` (URL on 127.0.0.1, credentials, region);
+- `s3_settings`: `Settings` pointing at it; `s3`: a boto3 client from `s3_client`;
+- `bucket`: a fresh, empty, versioned bucket for one test.
+Custom resources and the platform:
+- `crds`: our CRDs applied and Established;
+- `installed_platform`: CRDs, admission policies and RBAC installed and active.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from kubernetes import client
+from pydantic import SecretStr
 
+from provisioner.controller.install import install_platform
+from provisioner.devcluster.cluster import DevCluster
+from provisioner.devcluster.s3server import S3Endpoint
+from provisioner.errors import RefusedError
+from provisioner.kube.api import Kube
+from provisioner.kube.client import api_client
+from provisioner.models.resources import AccessRequest, AccessRequestSpec
+from provisioner.models.settings import Settings
 from provisioner.planning.crds import plan_crds
+from provisioner.storage.s3 import ensure_bucket, s3_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+
+@pytest.fixture(scope="session")
+def s3_server_dir(dev_platform: DevCluster) -> Path:
+    return dev_platform.state_dir / "s3"
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(dev_platform: DevCluster) -> S3Endpoint:
+    return dev_platform.s3()
+
+
+@pytest.fixture(scope="session")
+def s3_settings(s3_endpoint: S3Endpoint) -> Settings:
+    return Settings(
+        s3_endpoint_url=s3_endpoint.url,
+        s3_region=s3_endpoint.region,
+        s3_access_key_id=SecretStr(s3_endpoint.access_key),
+        s3_secret_access_key=SecretStr(s3_endpoint.secret_key),
+    )
+
+
+@pytest.fixture(scope="session")
+def s3(s3_settings: Settings) -> S3Client:
+    return s3_client(s3_settings)
+
+
+@pytest.fixture
+def bucket(s3: S3Client) -> str:
+    """A new versioned bucket, named for this test only."""
+    name = f"t-{uuid.uuid4().hex[:16]}"
+    ensure_bucket(s3, name, versioning=True)
+    return name
+
 
 FIELD_MANAGER = "tre-tests"
 
@@ -43,3 +105,47 @@ def crds(admin_api: client.ApiClient) -> None:
             if time.monotonic() > deadline:
                 pytest.fail(f"{name} not Established after 60s: {status}")
             time.sleep(0.2)
+
+
+# --- the installed platform (CRDs, admission policies, RBAC) on the session's control plane --
+
+
+@pytest.fixture(scope="module")
+def installed_platform(dev_platform: DevCluster) -> Settings:
+    """CRDs, admission policies and RBAC installed; the process environment points at the
+    session's platform (the CLI reads TRE_* and KUBECONFIG, as a person's shell would).
+
+    Module-scoped and idempotent (server-side apply), so a module that removes a policy for
+    its own purposes cannot leave the next module unguarded.
+    """
+    os.environ.update(dev_platform.env())
+    settings = Settings()
+    install_platform(Kube(api_client(dev_platform.kubeconfig)), settings, lambda _: None)
+    wait_for_policies(Kube(api_client(dev_platform.kubeconfig, as_user="probe-user")))
+    return settings
+
+
+def wait_for_policies(kube: Kube, timeout: float = 30.0) -> None:
+    """Admission policies load asynchronously: probe until a forged request is refused."""
+    probe = AccessRequest(
+        name=f"probe-{uuid.uuid4().hex[:8]}",
+        spec=AccessRequestSpec(
+            project="probe",
+            requester="someone-else",
+            lead="someone-else",
+            members=["someone-else"],
+            datasets=["probe-data"],
+            purpose="policy probe only",
+            start_date=dt.date.today(),
+            end_date=dt.date.today() + dt.timedelta(days=1),
+        ),
+    ).to_object()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            kube.create(probe, dry_run=True)
+        except RefusedError as exc:
+            if "requester" in str(exc):
+                return
+        time.sleep(0.25)
+    pytest.fail("the admission policies did not become active within 30s")

@@ -16,7 +16,8 @@ Behaviours under test:
   max_request_days of startDate; other spec fields cannot change.
 - status phase Approved (written through the status subresource, even by the admin): refused
   without an approval and after a reject; for a dataset at or above two_approver_tier refused
-  with one approver and accepted with two distinct ones; one approver suffices below it.
+  with one approver and accepted with two distinct ones; one approver suffices below it;
+  decisions smuggled into the body of a status write do not count.
 - a Dataset whose classification label differs from spec.classification is refused.
 - only the controller identity writes Workspaces; the admin is refused.
 - every policy type-checks cleanly against the CRD schemas.
@@ -58,6 +59,7 @@ SETTINGS = Settings(
     approver_group=APPROVERS,
     two_approver_tier=ClassificationTier.CONFIDENTIAL,
     max_request_days=365,
+    controller_user=CONTROLLER,
 )
 FIELD_MANAGER = "tre-tests"
 RBAC_NAME = "tre-test-admission"
@@ -278,7 +280,7 @@ def policies(admin_api: client.ApiClient, as_user: AsUser, crds: None) -> Iterat
     role, role_binding = _rbac(admin_api)
     rbac.create_cluster_role(role)
     rbac.create_cluster_role_binding(role_binding)
-    planned = plan_admission_policies(SETTINGS, controller_user=CONTROLLER)
+    planned = plan_admission_policies(SETTINGS)
     for manifest in planned:
         if manifest["kind"] == "ValidatingAdmissionPolicy":
             reg.patch_validating_admission_policy(
@@ -641,6 +643,30 @@ def test_high_tier_dataset_needs_two_distinct_approvers(
 
     world.decide("dave", name, "approve")
     assert world.set_phase(name, "Approved")["status"]["phase"] == "Approved"
+
+
+def test_decisions_smuggled_into_a_status_write_do_not_count(world: World) -> None:
+    """The status subresource resets spec before admission: the policy sees stored decisions."""
+    high = world.dataset(ClassificationTier.SENSITIVE)
+    name = world.file(datasets=[high])
+    world.decide("carol", name, "approve")
+    wait_until(
+        lambda: refused_by(
+            lambda: world.set_phase(name, "Approved", dry_run="All"), FOUR_EYES_POLICY
+        ),
+        f"dataset {high} seen by the policy",
+    )
+    obj = world.get(name)
+    obj["spec"]["decisions"].append(decision("approve", "dave"))
+    obj["status"] = {"phase": "Approved"}
+    assert_refused(
+        lambda: world.admin.replace_cluster_custom_object_status(*REQUESTS, name, obj),
+        403,
+        FOUR_EYES_POLICY,
+        f"status.phase: Approved needs approvals by two different people, because dataset "
+        f"{high} is sensitive (tier confidential or above); approved so far by: carol; a "
+        "second approver must approve first",
+    )
 
 
 # --- Dataset and Workspace --------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """The generated CRDs and the pydantic models agree, proven against the real kube-apiserver.
 
+Our admission policies are removed for this module if another one installed them: the schema
+alone is under test here (tests/integration/test_admission.py tests the policies).
+
 Behaviours under test:
 - the three CRDs from `plan_crds()` are accepted (structural, CEL within its cost budget) and
   become Established;
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -57,8 +61,44 @@ SHA = "0123456789abcdef" * 4
 PLURALS = {"Dataset": "datasets", "AccessRequest": "accessrequests", "Workspace": "workspaces"}
 
 
+@pytest.fixture(scope="module")
+def without_admission_policies(admin_api: client.ApiClient, crds: None) -> None:
+    """The schema alone decides here: remove our admission policies if a module installed them.
+
+    Round trips write what only approvers and the controller may write (decisions at create,
+    Workspaces as the admin). Modules that need the policies install them again themselves.
+    """
+    reg = client.AdmissionregistrationV1Api(admin_api)
+    ours = "app.kubernetes.io/part-of=ucloud-tre"
+    for binding in reg.list_validating_admission_policy_binding(label_selector=ours).items:
+        reg.delete_validating_admission_policy_binding(binding.metadata.name)
+    for policy in reg.list_validating_admission_policy(label_selector=ours).items:
+        reg.delete_validating_admission_policy(policy.metadata.name)
+    api = client.CustomObjectsApi(admin_api)
+    deadline = time.monotonic() + 30
+    while True:  # removal takes effect asynchronously, like installation
+        try:
+            api.create_cluster_custom_object(
+                API_GROUP, API_VERSION, "workspaces", workspace().to_object(), dry_run="All"
+            )
+            api.create_cluster_custom_object(
+                API_GROUP,
+                API_VERSION,
+                "accessrequests",
+                access_request().to_object(),
+                dry_run="All",
+            )
+            return
+        except ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
 @pytest.fixture
-def custom(admin_api: client.ApiClient, crds: None) -> Iterator[client.CustomObjectsApi]:
+def custom(
+    admin_api: client.ApiClient, without_admission_policies: None
+) -> Iterator[client.CustomObjectsApi]:
     """CustomObjectsApi as admin; every object the test created is deleted afterwards."""
     api = client.CustomObjectsApi(admin_api)
     created: list[tuple[str, str]] = []

@@ -1,0 +1,820 @@
+"""Issue 3 benchmark: provision N approved workspaces from nothing, then resync them unchanged.
+
+Run by hand (never from the test suite), from the repository root:
+
+    .venv/bin/python benchmarks/provision_workspaces.py --workspaces 200 --write-docs
+    .venv/bin/python benchmarks/provision_workspaces.py --workspaces 5        # smoke run
+
+What happens, on fresh local control planes (provisioner/devcluster), one after the other:
+
+1. Cluster A. Install the platform (CRDs, admission policies, RBAC). Setup, not timed:
+   register a few Datasets with a verified manifest (admin client), then N AccessRequests, each
+   filed by its requester and approved by two approvers, every one of them impersonated, as
+   the admission policies demand.
+   A (timed): `run_pass` as the controller identity until every workspace is Ready.
+   B (timed): unchanged resyncs, `run_pass` again (--resyncs times).
+2. Cluster B, the same platform and the same setup. The manifests the controller applied on A
+   (`plan_workspace` of every Workspace, plus the Workspace objects) are written to a file.
+   C (timed): one `kubectl apply --server-side` over all of them, then one over the same
+   statuses the controller wrote (AccessRequest and Workspace status, `--subresource=status`),
+   then the same two invocations again, unchanged.
+3. Cluster C (skip with --no-per-workspace): one kubectl invocation per workspace.
+
+Each kubectl side gets its own fresh cluster, because objects already in etcd would turn a
+"from nothing" apply into a no-op, and a fresh cluster with the same setup is the same starting
+point the controller had. kubectl acts as the same impersonated identity as the controller, so
+the same RBAC, admission policies and API priority-and-fairness flow apply to both.
+
+Requests are read from the apiserver's own /metrics (apiserver_request_total by verb and
+resource, etcd_requests_total by operation), sampled just before and just after each timed
+section, after waiting until the cluster has settled (no write for QUIET_SECONDS). Leases (the
+apiserver's own heartbeat) and non-resource paths (/metrics itself) are left out of the counts.
+Writes that the client under test did not send (kube-controller-manager binding volumes,
+creating the kube-root-ca.crt ConfigMap, the quota admission plugin updating quota usage) do
+show in the server counts: the per-verb tables say which is which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+import yaml
+
+from provisioner.controller.install import install_platform
+from provisioner.controller.loop import run_pass
+from provisioner.devcluster.binaries import K8S_VERSION, pinned_binaries
+from provisioner.devcluster.cluster import DevCluster
+from provisioner.kube.api import Kube, Manifest
+from provisioner.kube.client import api_client
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
+from provisioner.models.resources import (
+    AccessRequest,
+    AccessRequestSpec,
+    Condition,
+    Dataset,
+    DatasetManifest,
+    DatasetSource,
+    DatasetSpec,
+    DatasetStatus,
+    Decision,
+    DecisionAction,
+    S3Source,
+    Workspace,
+    WorkspacePhase,
+)
+from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier, ComputeTier
+from provisioner.planning.workspace import plan_workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "performance.md"
+SECTION_START = "<!-- provision_workspaces: start (benchmarks/provision_workspaces.py) -->"
+SECTION_END = "<!-- provision_workspaces: end -->"
+
+DATASETS_COUNT = 4
+REQUESTERS = 10
+APPROVERS = ("approver-ada", "approver-bo")
+SETUP_THREADS = 8
+QUIET_SECONDS = 2.0  # the cluster has settled when no write reached the apiserver this long
+READ_VERBS = ("GET", "LIST", "WATCH")
+WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
+BACKGROUND_RESOURCES = {"leases"}  # the apiserver's and controller-manager's own heartbeats
+MAX_PASSES = 5
+# API priority and fairness puts the (impersonated) controller ServiceAccount, and only it, in
+# this flow schema; kube-controller-manager's own ServiceAccounts live in kube-system and match
+# `kube-system-service-accounts` first. So this schema's count is the client under test's.
+CLIENT_FLOW_SCHEMA = "service-accounts"
+
+Progress = Callable[[str], None]
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- apiserver metrics ---------------------------------------------------------------------------
+
+_SAMPLE = re.compile(r"^(\w+)\{(.*)\} (\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class Metrics:
+    """Counters from the apiserver's /metrics (or the difference of two samples)."""
+
+    # (verb, resource, subresource) -> requests, from apiserver_request_total
+    requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    # (operation, resource) -> etcd requests, from etcd_requests_total
+    etcd: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # API priority and fairness flow schema -> dispatched requests
+    flows: Counter[str] = field(default_factory=Counter)
+
+    def __sub__(self, before: Metrics) -> Metrics:
+        return Metrics(
+            self.requests - before.requests, self.etcd - before.etcd, self.flows - before.flows
+        )
+
+    def counted(self) -> Counter[tuple[str, str, str]]:
+        """Resource requests without the heartbeats and non-resource paths."""
+        return Counter(
+            {k: v for k, v in self.requests.items() if k[1] and k[1] not in BACKGROUND_RESOURCES}
+        )
+
+    def by_verb(self) -> Counter[str]:
+        verbs: Counter[str] = Counter()
+        for (verb, _, _), n in self.counted().items():
+            verbs[verb] += n
+        return verbs
+
+    def reads(self) -> int:
+        verbs = self.by_verb()
+        return sum(verbs[v] for v in READ_VERBS)
+
+    def writes(self) -> int:
+        verbs = self.by_verb()
+        return sum(verbs[v] for v in WRITE_VERBS)
+
+    def client(self) -> int:
+        """Requests of the client under test: the controller identity's APF flow schema."""
+        return self.flows[CLIENT_FLOW_SCHEMA]
+
+    def etcd_writes(self) -> int:
+        return sum(
+            n
+            for (op, resource), n in self.etcd.items()
+            if op in ("create", "update", "delete") and resource not in BACKGROUND_RESOURCES
+        )
+
+
+def scrape(api: kubernetes.client.ApiClient) -> Metrics:
+    response = api.call_api(
+        "/metrics",
+        "GET",
+        header_params={"Accept": "text/plain"},
+        auth_settings=["BearerToken"],
+        _preload_content=False,
+        _request_timeout=30,
+    )
+    raw = response[0] if isinstance(response, tuple) else response
+    metrics = Metrics()
+    for line in raw.data.decode().splitlines():
+        match = _SAMPLE.match(line)
+        if not match:
+            continue
+        name, labels_text, value = match.groups()
+        if name not in (
+            "apiserver_request_total",
+            "etcd_requests_total",
+            "apiserver_flowcontrol_dispatched_requests_total",
+        ):
+            continue
+        labels = dict(_LABEL.findall(labels_text))
+        n = round(float(value))
+        if name == "apiserver_request_total":
+            metrics.requests[(labels["verb"], labels["resource"], labels["subresource"])] += n
+        elif name == "etcd_requests_total":
+            metrics.etcd[(labels["operation"], labels["resource"])] += n
+        else:
+            metrics.flows[labels["flow_schema"]] += n
+    return metrics
+
+
+def wait_until_quiet(api: kubernetes.client.ApiClient, timeout: float = 120.0) -> Metrics:
+    """Sample /metrics until no write has reached the apiserver for QUIET_SECONDS."""
+    deadline = time.monotonic() + timeout
+    last = scrape(api)
+    quiet_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = scrape(api)
+        if (now - last).writes() or (now - last).etcd_writes():
+            quiet_since = time.monotonic()
+        last = now
+        if time.monotonic() - quiet_since >= QUIET_SECONDS:
+            return last
+    say(f"warning: the cluster did not settle within {timeout:.0f}s; measuring anyway")
+    return last
+
+
+@dataclass
+class Window:
+    """One timed section: wall time and what the apiserver saw meanwhile."""
+
+    seconds: float
+    delta: Metrics
+
+
+@contextmanager
+def timed(api: kubernetes.client.ApiClient, into: list[Window]) -> Iterator[None]:
+    before = wait_until_quiet(api)
+    started = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - started
+    into.append(Window(seconds, scrape(api) - before))
+
+
+# --- the client under test, counted on our side too ----------------------------------------------
+
+
+class CountingKube(Kube):
+    """A Kube that also counts its own requests by method (a cross-check of /metrics)."""
+
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        super().__init__(api)
+        self.sent: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Manifest:
+        with self._lock:
+            self.sent[method] += 1
+        return super().request(method, path, **kwargs)
+
+
+# --- setup: datasets and approved access requests ------------------------------------------------
+
+
+def project_name(i: int) -> str:
+    return f"bench-{i:04d}"
+
+
+def register_datasets(admin: Kube, now: dt.datetime) -> dict[str, str]:
+    """DATASETS_COUNT sensitive S3 datasets with a verified manifest; name -> sha256."""
+    hashes = {}
+    for d in range(DATASETS_COUNT):
+        name = f"bench-cohort-{d + 1}"
+        sha = hashlib.sha256(name.encode()).hexdigest()
+        dataset = Dataset(
+            name=name,
+            spec=DatasetSpec(
+                title=f"Benchmark cohort {d + 1} (synthetic)",
+                steward="dana.steward",
+                classification=ClassificationTier.SENSITIVE,
+                source=DatasetSource(s3=S3Source(bucket="bench-data", prefix=f"cohort-{d + 1}/")),
+            ),
+        )
+        admin.create(dataset.to_object())
+        status = DatasetStatus(
+            manifest=DatasetManifest(
+                object_count=3, bytes=3 * 1024 * 1024, sha256=sha, computed_at=now
+            ),
+            conditions=[
+                Condition(
+                    type="Verified",
+                    status="True",
+                    reason="ManifestComputed",
+                    message="3 objects, 3145728 bytes",
+                    last_transition_time=now,
+                )
+            ],
+        )
+        admin.patch_status(DATASETS, name, status.to_wire())
+        hashes[name] = sha
+    return hashes
+
+
+def file_and_approve(
+    i: int,
+    requesters: list[Kube],
+    approvers: list[Kube],
+    hashes: dict[str, str],
+    today: dt.date,
+) -> None:
+    """Request i: filed by its requester, then one approval by each approver (four eyes)."""
+    names = sorted(hashes)
+    # One or two datasets per project, a mix of compute tiers: realistic variety.
+    datasets = [names[i % len(names)]] + ([names[(i + 1) % len(names)]] if i % 2 else [])
+    requester = f"researcher-{i % REQUESTERS:02d}"
+    lead = f"lead-{i % 7:02d}"
+    spec = AccessRequestSpec(
+        project=project_name(i),
+        requester=requester,
+        lead=lead,
+        members=sorted({requester, lead, f"researcher-{(i + 3) % REQUESTERS:02d}"}),
+        datasets=datasets,
+        purpose=f"Benchmark project {i}: synthetic workload for issue 3",
+        start_date=today,
+        end_date=today + dt.timedelta(days=180),
+        compute_tier=list(ComputeTier)[i % len(ComputeTier)],
+    )
+    request = AccessRequest(name=f"{project_name(i)}-access", spec=spec)
+    live = requesters[i % REQUESTERS].create(request.to_object())
+    for approver, kube in zip(APPROVERS, approvers, strict=True):
+        decision = Decision(
+            action=DecisionAction.APPROVE,
+            by=approver,
+            at=dt.datetime.now(dt.UTC).replace(microsecond=0),
+            comment="benchmark approval",
+            manifest_hashes={d: hashes[d] for d in datasets},
+        )
+        live["spec"]["decisions"] = [*live["spec"].get("decisions", []), decision.to_wire()]
+        live = kube.replace(live)
+
+
+@dataclass
+class Cluster:
+    dev: DevCluster
+    settings: Settings
+    admin_api: kubernetes.client.ApiClient
+    admin: Kube
+
+
+def prepare_cluster(state_dir: Path, settings_for: Callable[[Path], Settings], n: int) -> Cluster:
+    """A fresh platform with N approved access requests and nothing provisioned."""
+    cluster = DevCluster(state_dir)
+    cluster.up(lambda m: say(f"  {m}"))
+    settings = settings_for(cluster.kubeconfig)
+    admin_api = api_client(cluster.kubeconfig)
+    admin = Kube(admin_api)
+    install_platform(admin, settings, lambda m: say(f"  {m}"))
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    say(f"setup: {DATASETS_COUNT} datasets, {n} access requests filed and approved twice")
+    hashes = register_datasets(admin, now)
+    requesters = [
+        Kube(api_client(cluster.kubeconfig, as_user=f"researcher-{r:02d}"))
+        for r in range(REQUESTERS)
+    ]
+    approvers = [
+        Kube(api_client(cluster.kubeconfig, as_user=a, as_groups=(settings.approver_group,)))
+        for a in APPROVERS
+    ]
+    started = time.monotonic()
+    with ThreadPoolExecutor(SETUP_THREADS) as pool:
+        for future in [
+            pool.submit(file_and_approve, i, requesters, approvers, hashes, now.date())
+            for i in range(n)
+        ]:
+            future.result()
+    say(f"setup done in {time.monotonic() - started:.1f}s")
+    return Cluster(cluster, settings, admin_api, admin)
+
+
+# --- A and B: the controller ---------------------------------------------------------------------
+
+
+@dataclass
+class ControllerResult:
+    provision: Window
+    passes: int
+    applied: int
+    status_writes: int
+    client_sent: Counter[str]
+    resyncs: list[Window]
+    resync_applied: int
+    objects: list[Manifest]  # what kubectl will apply: the same objects
+    statuses: list[Manifest]  # the statuses the controller wrote, for --subresource=status
+
+
+def run_controller_side(c: Cluster, n: int, resyncs: int, workers: int | None) -> ControllerResult:
+    settings = c.settings
+    kube = CountingKube(api_client(c.dev.kubeconfig, as_user=settings.controller_user))
+    pass_kwargs: dict[str, Any] = {} if workers is None else {"workers": workers}
+    windows: list[Window] = []
+    passes = applied = status_writes = 0
+    say(f"A: run_pass as {settings.controller_user} until {n} workspaces are Ready")
+    with timed(c.admin_api, windows):
+        while passes < MAX_PASSES:
+            report = run_pass(kube, settings, dt.datetime.now(dt.UTC), **pass_kwargs)
+            passes += 1
+            applied += sum(len(r.applied) for r in report.results)
+            status_writes += sum(r.status_writes for r in report.results)
+            ready = sum(r.phase is WorkspacePhase.READY for r in report.results)
+            if report.errors:
+                say(f"  pass {passes}: {len(report.errors)} error(s), e.g. {report.errors}")
+            if ready == n and not report.errors:
+                break
+    sent = Counter(kube.sent)
+    live = c.admin.list(WORKSPACES)
+    phases = Counter((w.get("status") or {}).get("phase") for w in live)
+    if phases.get(WorkspacePhase.READY.value) != n:
+        raise SystemExit(f"benchmark failed: workspaces by phase after {passes} passes: {phases}")
+    say(f"A: {n} Ready in {windows[0].seconds:.2f}s ({passes} pass(es), {applied} applies)")
+
+    resync_windows: list[Window] = []
+    resync_applied = 0
+    for r in range(resyncs):
+        with timed(c.admin_api, resync_windows):
+            report = run_pass(kube, settings, dt.datetime.now(dt.UTC), **pass_kwargs)
+        resync_applied += sum(len(x.applied) + x.status_writes for x in report.results)
+        w = resync_windows[-1]
+        say(f"B{r + 1}: unchanged resync {w.seconds:.2f}s, {w.delta.writes()} write request(s)")
+
+    objects: list[Manifest] = []
+    statuses: list[Manifest] = []
+    for obj in sorted(live, key=lambda o: o["metadata"]["name"]):
+        workspace = Workspace.from_object(obj)
+        objects += [*plan_workspace(workspace, settings), workspace.to_object()]
+        statuses.append(_status_only(obj))
+    statuses = [_status_only(o) for o in c.admin.list(ACCESS_REQUESTS)] + statuses
+    return ControllerResult(
+        windows[0],
+        passes,
+        applied,
+        status_writes,
+        sent,
+        resync_windows,
+        resync_applied,
+        objects,
+        statuses,
+    )
+
+
+def _status_only(obj: Manifest) -> Manifest:
+    return {
+        "apiVersion": obj["apiVersion"],
+        "kind": obj["kind"],
+        "metadata": {"name": obj["metadata"]["name"]},
+        "status": obj["status"],
+    }
+
+
+# --- C: kubectl ----------------------------------------------------------------------------------
+
+
+@dataclass
+class KubectlResult:
+    objects: Window
+    statuses: Window
+    resync_objects: Window
+    resync_statuses: Window
+    version: str
+
+
+def kubectl_command(c: Cluster, cache_dir: Path, *args: str) -> list[str]:
+    return [
+        str(pinned_binaries().kubectl),
+        f"--kubeconfig={c.dev.kubeconfig}",
+        f"--cache-dir={cache_dir}",
+        f"--as={c.settings.controller_user}",
+        *args,
+    ]
+
+
+def kubectl_apply(c: Cluster, cache_dir: Path, file: Path, *extra: str) -> None:
+    command = kubectl_command(
+        c,
+        cache_dir,
+        "apply",
+        "--server-side",
+        "--force-conflicts",  # as the controller: it takes back fields others changed
+        "--field-manager=bench",
+        *extra,
+        "-f",
+        str(file),
+    )
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"kubectl failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    if "throttling" in done.stderr:
+        say("  note: kubectl reported client-side throttling")
+
+
+def write_manifests(path: Path, manifests: list[Manifest]) -> Path:
+    path.write_text(yaml.safe_dump_all(manifests, sort_keys=False))
+    return path
+
+
+def run_kubectl_side(c: Cluster, work: Path, ours: ControllerResult) -> KubectlResult:
+    cache_dir = work / "kubectl-cache"
+    objects = write_manifests(work / "objects.yaml", ours.objects)
+    statuses = write_manifests(work / "statuses.yaml", ours.statuses)
+    # A kubectl user has discovery cached already; fill the cache outside the timed section.
+    subprocess.run(kubectl_command(c, cache_dir, "api-resources"), capture_output=True, check=True)
+    version = json.loads(
+        subprocess.run(
+            [str(pinned_binaries().kubectl), "version", "--client", "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )["clientVersion"]["gitVersion"]
+    windows: list[Window] = []
+    say(f"C: kubectl apply --server-side of {len(ours.objects)} objects (one invocation)")
+    with timed(c.admin_api, windows):
+        kubectl_apply(c, cache_dir, objects)
+    say(f"C: objects {windows[-1].seconds:.2f}s; statuses ({len(ours.statuses)})")
+    with timed(c.admin_api, windows):
+        kubectl_apply(c, cache_dir, statuses, "--subresource=status")
+    say(f"C: statuses {windows[-1].seconds:.2f}s; unchanged re-apply of both")
+    with timed(c.admin_api, windows):
+        kubectl_apply(c, cache_dir, objects)
+    with timed(c.admin_api, windows):
+        kubectl_apply(c, cache_dir, statuses, "--subresource=status")
+    say(
+        f"C: unchanged re-apply {windows[2].seconds:.2f}s + {windows[3].seconds:.2f}s, "
+        f"{windows[2].delta.writes() + windows[3].delta.writes()} write request(s)"
+    )
+    objects_w, statuses_w, resync_objects_w, resync_statuses_w = windows
+    return KubectlResult(objects_w, statuses_w, resync_objects_w, resync_statuses_w, version)
+
+
+def run_kubectl_per_workspace(c: Cluster, work: Path, ours: ControllerResult) -> Window:
+    """One `kubectl apply --server-side` per workspace, in sequence (a shell loop's cost)."""
+    cache_dir = work / "kubectl-cache-per-workspace"
+    subprocess.run(kubectl_command(c, cache_dir, "api-resources"), capture_output=True, check=True)
+    files: list[Path] = []
+    batch: list[Manifest] = []
+    for manifest in ours.objects:
+        batch.append(manifest)
+        if manifest["kind"] == "Workspace":  # the last object of each workspace
+            files.append(write_manifests(work / f"ws-{len(files):04d}.yaml", batch))
+            batch = []
+    windows: list[Window] = []
+    say(f"C': {len(files)} kubectl invocations, one per workspace")
+    with timed(c.admin_api, windows):
+        for file in files:
+            kubectl_apply(c, cache_dir, file)
+    say(f"C': {windows[0].seconds:.2f}s")
+    return windows[0]
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def machine_facts() -> dict[str, str]:
+    cpu = "unknown"
+    with Path("/proc/cpuinfo").open() as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kb = 0
+    with Path("/proc/meminfo").open() as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {
+        "cpus (nproc)": str(os.cpu_count()),
+        "cpu model": cpu,
+        "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "kubernetes python client": kubernetes.__version__,
+        "control plane": f"kube-apiserver, kube-controller-manager {K8S_VERSION}, etcd "
+        "(provisioner/devcluster, all on 127.0.0.1)",
+    }
+
+
+def _per(n: int, count: float) -> str:
+    return f"{count / n:.1f}"
+
+
+def _verbs(delta: Metrics) -> str:
+    verbs = delta.by_verb()
+    return ", ".join(f"{v} {verbs[v]}" for v in (*READ_VERBS, *WRITE_VERBS) if verbs[v]) or "none"
+
+
+def _writes_detail(delta: Metrics) -> str:
+    rows = [
+        f"{verb} {resource}{'/' + sub if sub else ''} {n}"
+        for (verb, resource, sub), n in sorted(delta.counted().items())
+        if verb in WRITE_VERBS
+    ]
+    return ", ".join(rows) or "none"
+
+
+def render(
+    n: int,
+    ours: ControllerResult,
+    kubectl: KubectlResult,
+    per_workspace: Window | None,
+    command: str,
+    workers: int | None,
+) -> str:
+    a = ours.provision
+    resync = statistics.median(w.seconds for w in ours.resyncs)
+    resync_writes = max(w.delta.writes() for w in ours.resyncs)
+    resync_etcd = max(w.delta.etcd_writes() for w in ours.resyncs)
+    k_first = kubectl.objects.seconds
+    k_all = k_first + kubectl.statuses.seconds
+    k_resync = kubectl.resync_objects.seconds + kubectl.resync_statuses.seconds
+    k_first_delta = kubectl.objects.delta
+    k_all_reads = k_first_delta.reads() + kubectl.statuses.delta.reads()
+    k_all_writes = k_first_delta.writes() + kubectl.statuses.delta.writes()
+    k_resync_writes = kubectl.resync_objects.delta.writes() + kubectl.resync_statuses.delta.writes()
+    k_resync_etcd = (
+        kubectl.resync_objects.delta.etcd_writes() + kubectl.resync_statuses.delta.etcd_writes()
+    )
+    n_objects = len(ours.objects)
+    n_statuses = len(ours.statuses)
+    speedup_objects = k_first / a.seconds
+    speedup_all = k_all / a.seconds
+
+    def mark(ok: bool) -> str:
+        return "met" if ok else "**not met**"
+
+    lines = [
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with {n} workspaces "
+        f"({n_objects} objects: {n_objects // n if n else 0} per workspace on average, "
+        f"including the Workspace; plus {n_statuses} statuses)"
+        + (f", run_pass workers={workers}" if workers is not None else "")
+        + ".",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+        "| | ours: `run_pass` | kubectl, 1 invocation | ratio (kubectl / ours) |",
+        "|---|---:|---:|---:|",
+        f"| first provisioning, objects only (s) | {a.seconds:.2f} (objects and statuses) "
+        f"| {k_first:.2f} | {speedup_objects:.2f}x |",
+        f"| first provisioning, objects + statuses (s) | {a.seconds:.2f} | {k_all:.2f} "
+        f"(2 invocations) | {speedup_all:.2f}x |",
+        f"| API requests per workspace, first provisioning, all (reads / writes) "
+        f"| {_per(n, a.delta.reads())} / {_per(n, a.delta.writes())} "
+        f"| {_per(n, k_all_reads)} / {_per(n, k_all_writes)} | |",
+        f"| ... of which the client under test sent "
+        f"| {_per(n, a.delta.client())} "
+        f"| {_per(n, k_first_delta.client() + kubectl.statuses.delta.client())} | |",
+        f"| unchanged resync (s) | {resync:.2f} (median of {len(ours.resyncs)}) "
+        f"| {k_resync:.2f} | {k_resync / resync:.1f}x |",
+        f"| unchanged resync: write requests | {resync_writes} | {k_resync_writes} | |",
+        f"| unchanged resync: etcd writes | {resync_etcd} | {k_resync_etcd} | |",
+    ]
+    if per_workspace is not None:
+        lines.append(
+            f"| first provisioning, kubectl once per workspace (s) | | "
+            f"{per_workspace.seconds:.2f} ({n} invocations) "
+            f"| {per_workspace.seconds / a.seconds:.2f}x |"
+        )
+    lines += [
+        "",
+        f"Targets: at least 2x faster than kubectl at first provisioning: "
+        f"{mark(speedup_objects >= 2)} ({speedup_objects:.2f}x against kubectl's objects "
+        f"alone, {speedup_all:.2f}x against the same writes); unchanged resync of {n} "
+        f"workspaces under 2 s: {mark(resync < 2)} ({resync:.2f} s); zero writes in it: "
+        f"{mark(resync_writes == 0)} ({resync_writes}).",
+        "",
+        "Requests the apiserver counted in each timed section (apiserver_request_total, "
+        "without leases and non-resource paths):",
+        "",
+        "| section | wall (s) | requests by verb | write requests by resource | etcd writes |",
+        "|---|---:|---|---|---|",
+        f"| A ours, first provisioning ({ours.passes} pass(es)) | {a.seconds:.2f} "
+        f"| {_verbs(a.delta)} | {_writes_detail(a.delta)} | {_etcd_detail(a.delta)} |",
+    ]
+    for i, w in enumerate(ours.resyncs):
+        lines.append(
+            f"| B ours, unchanged resync {i + 1} | {w.seconds:.2f} | {_verbs(w.delta)} "
+            f"| {_writes_detail(w.delta)} | {_etcd_detail(w.delta)} |"
+        )
+    for label, w in (
+        ("C kubectl, objects", kubectl.objects),
+        ("C kubectl, statuses", kubectl.statuses),
+        ("C kubectl, unchanged objects", kubectl.resync_objects),
+        ("C kubectl, unchanged statuses", kubectl.resync_statuses),
+    ):
+        lines.append(
+            f"| {label} | {w.seconds:.2f} | {_verbs(w.delta)} | {_writes_detail(w.delta)} "
+            f"| {_etcd_detail(w.delta)} |"
+        )
+    if per_workspace is not None:
+        lines.append(
+            f"| C' kubectl, once per workspace | {per_workspace.seconds:.2f} "
+            f"| {_verbs(per_workspace.delta)} | {_writes_detail(per_workspace.delta)} "
+            f"| {_etcd_detail(per_workspace.delta)} |"
+        )
+    sent = ours.client_sent
+    lines += [
+        "",
+        f"Cross-check, counted in the controller's own client during A: "
+        f"{', '.join(f'{m} {sent[m]}' for m in sorted(sent))} "
+        f"({sum(sent.values())} requests; {ours.applied} applies and {ours.status_writes} "
+        f"status patches reported by run_pass). Requests dispatched for the controller's "
+        f"flow schema during A: {_flows(a.delta)}; during kubectl's objects: "
+        f"{_flows(k_first_delta)}.",
+        "",
+        "Machine and versions:",
+        "",
+        *(f"- {k}: {v}" for k, v in machine_facts().items()),
+        f"- kubectl: {kubectl.version} (built from the same Go module as the apiserver)",
+    ]
+    return "\n".join(lines)
+
+
+def _etcd_detail(delta: Metrics) -> str:
+    rows = [
+        f"{op} {resource} {n}"
+        for (op, resource), n in sorted(delta.etcd.items())
+        if op in ("create", "update", "delete") and resource not in BACKGROUND_RESOURCES
+    ]
+    return ", ".join(rows) or "none"
+
+
+def _flows(delta: Metrics) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(delta.flows.items()) if v) or "none"
+
+
+DOC_INTRO = """# Performance
+
+How fast the controller turns approved access requests into workspaces, measured by hand with
+`benchmarks/provision_workspaces.py` (never timed in the test suite: a shared CI machine is too
+noisy for timing assertions).
+
+What is measured (issue 3): N approved workspaces are provisioned from nothing on the local
+control plane (a fresh etcd + kube-apiserver + kube-controller-manager, `tre dev up`), by one
+controller pass after another (`run_pass`, as the controller's own identity) until every
+workspace is Ready; then the same workspaces are resynced unchanged. The comparison is
+`kubectl apply --server-side` of the very same objects (what `plan_workspace` produced for each
+workspace, plus the Workspace objects), by the same identity, on a second fresh cluster with the
+same setup, with kubectl built from the same Go module as the apiserver. The controller also
+writes 2N statuses (AccessRequest, Workspace) and lists everything first; kubectl's second
+invocation applies the same statuses through the status subresource, so the table gives the
+ratio against kubectl's objects alone (the harder comparison) and against the same writes.
+Request counts come from the apiserver's own `/metrics`, sampled before and after each timed
+section once the cluster has settled. The setup (datasets, requests filed and approved by
+impersonated users) is not timed.
+
+Targets: first provisioning at least 2x faster than kubectl; an unchanged resync of 200
+workspaces in under 2 seconds, with zero write requests.
+"""
+
+
+def write_docs(section: str) -> None:
+    block = f"{SECTION_START}\n## Provisioning workspaces\n\n{section}\n{SECTION_END}\n"
+    text = DOCS.read_text() if DOCS.exists() else DOC_INTRO
+    if SECTION_START in text and SECTION_END in text:
+        head, rest = text.split(SECTION_START, 1)
+        _, tail = rest.split(SECTION_END, 1)
+        text = head + block + tail.lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(text)
+    say(f"updated {DOCS.relative_to(ROOT)}")
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_cluster(
+    work: Path, name: str, n: int, settings_for: Callable[[Path], Settings]
+) -> Iterator[Cluster]:
+    say(f"cluster {name}: starting a fresh control plane")
+    state = work / f"cluster-{name}"
+    try:
+        yield prepare_cluster(state, settings_for, n)
+    finally:
+        say(f"cluster {name}: stopping")
+        DevCluster(state).down(lambda m: say(f"  {m}"), purge=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workspaces", type=int, default=200, help="N (default 200)")
+    parser.add_argument("--resyncs", type=int, default=3, help="unchanged resyncs to time")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="run_pass(workers=...) (default: run_pass's own default)",
+    )
+    parser.add_argument(
+        "--no-per-workspace",
+        action="store_true",
+        help="skip the third cluster with one kubectl invocation per workspace",
+    )
+    parser.add_argument("--write-docs", action="store_true", help=f"update {DOCS.name}")
+    args = parser.parse_args()
+    n = args.workspaces
+    command = ".venv/bin/python benchmarks/provision_workspaces.py " + " ".join(sys.argv[1:])
+
+    def settings_for(kubeconfig: Path) -> Settings:
+        return Settings(kubeconfig=kubeconfig)
+
+    with tempfile.TemporaryDirectory(prefix="tre-bench-") as tmp:
+        work = Path(tmp)
+        with fresh_cluster(work, "A", n, settings_for) as c:
+            ours = run_controller_side(c, n, args.resyncs, args.workers)
+        with fresh_cluster(work, "B", n, settings_for) as c:
+            kubectl = run_kubectl_side(c, work, ours)
+        per_workspace = None
+        if not args.no_per_workspace:
+            with fresh_cluster(work, "C", n, settings_for) as c:
+                per_workspace = run_kubectl_per_workspace(c, work, ours)
+    section = render(n, ours, kubectl, per_workspace, command, args.workers)
+    print(section)
+    if args.write_docs:
+        write_docs(section)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""A small world of people, datasets and requests for the workspace tests, driven through the
+real `tre` CLI (typer's CliRunner) and the real controller code, against the real platform."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from typer.testing import CliRunner, Result
+
+from provisioner.audit.log import AuditLog, ensure_audit_bucket
+from provisioner.cli.main import app
+from provisioner.controller.reconcile import ReconcileResult, read_snapshot, reconcile_project
+from provisioner.kube.api import Kube
+from provisioner.kube.client import api_client
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
+from provisioner.models.settings import Settings
+from provisioner.storage.s3 import ensure_bucket, s3_client
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+APPROVERS = "tre:approvers"
+STEWARDS = "tre:stewards"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class World:
+    settings: Settings
+    kubeconfig: Path
+    tmp: Path
+    runner: CliRunner = field(default_factory=CliRunner)
+
+    def __post_init__(self) -> None:
+        self.admin = Kube(api_client(self.kubeconfig))
+        self.controller = Kube(api_client(self.kubeconfig, as_user=self.settings.controller_user))
+        self.s3: S3Client = s3_client(self.settings)
+        ensure_audit_bucket(self.s3, self.settings.audit_bucket)
+        self.audit = AuditLog(self.s3, self.settings.audit_bucket)
+        self.bucket = unique("data")
+        ensure_bucket(self.s3, self.bucket, versioning=True)
+
+    # --- the CLI, as a person ----------------------------------------------------------------
+
+    def tre(self, *args: str, user: str | None = None, group: str | None = None) -> Result:
+        prefix = [*(["--as", user] if user else []), *(["--as-group", group] if group else [])]
+        return self.runner.invoke(app, [*prefix, *args])
+
+    def tre_json(self, *args: str, **who: Any) -> Any:
+        result = self.tre("-o", "json", *args, **who)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    # --- data, requests, decisions -------------------------------------------------------------
+
+    def dataset(self, classification: str = "internal", files: int = 2) -> str:
+        name = unique("ds")
+        for i in range(files):
+            self.s3.put_object(Bucket=self.bucket, Key=f"{name}/part-{i}.csv", Body=b"a,b\n1,2\n")
+        result = self.tre(
+            "dataset",
+            "register",
+            name,
+            "--title",
+            f"Test data {name}",
+            "--steward",
+            "sam",
+            "--classification",
+            classification,
+            "--bucket",
+            self.bucket,
+            "--prefix",
+            f"{name}/",
+            user="sam",
+            group=STEWARDS,
+        )
+        assert result.exit_code == 0, result.output
+        return name
+
+    def request_file(self, **fields: Any) -> Path:
+        today = dt.date.today()
+        body = {
+            "project": unique("proj"),
+            "lead": "lea",
+            "members": ["lea", "ravi"],
+            "datasets": [],
+            "purpose": "A test of the workspace controller.",
+            "startDate": today.isoformat(),
+            "endDate": (today + dt.timedelta(days=90)).isoformat(),
+            **fields,
+        }
+        path = self.tmp / f"{uuid.uuid4().hex}.yaml"
+        path.write_text(yaml.safe_dump(body))
+        return path
+
+    def submit(self, **fields: Any) -> tuple[str, str]:
+        """File a request as its lead; returns (request name, project)."""
+        path = self.request_file(**fields)
+        out = self.tre_json("request", "submit", "-f", str(path), user="lea")
+        return out["name"], out["project"]
+
+    def approve(self, name: str, *approvers: str) -> None:
+        for approver in approvers:
+            result = self.tre(
+                "request", "approve", name, "-m", "ok", user=approver, group=APPROVERS
+            )
+            assert result.exit_code == 0, result.output
+
+    def approved_project(self, classification: str = "internal") -> tuple[str, str, str]:
+        """(request, project, dataset) for a freshly approved request."""
+        dataset = self.dataset(classification)
+        name, project = self.submit(datasets=[dataset])
+        self.approve(name, "ann", "bob")
+        return name, project, dataset
+
+    # --- the controller ------------------------------------------------------------------------
+
+    def reconcile(
+        self,
+        project: str,
+        now: dt.datetime | None = None,
+        kube: Kube | None = None,
+        settings: Settings | None = None,
+    ) -> ReconcileResult:
+        k = kube or self.controller
+        return reconcile_project(
+            k,
+            settings or self.settings,
+            project,
+            read_snapshot(k),
+            now or dt.datetime.now(dt.UTC),
+            self.audit,
+        )
+
+    def workspace(self, project: str) -> dict[str, Any] | None:
+        return self.admin.get(WORKSPACES, project)
+
+    def request_object(self, name: str) -> dict[str, Any]:
+        obj = self.admin.get(ACCESS_REQUESTS, name)
+        assert obj is not None
+        return obj
+
+    def access_request_names(self) -> set[str]:
+        return {o["metadata"]["name"] for o in self.admin.list(ACCESS_REQUESTS)}
+
+    def dataset_names(self) -> set[str]:
+        return {o["metadata"]["name"] for o in self.admin.list(DATASETS)}

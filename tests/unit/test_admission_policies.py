@@ -1,0 +1,122 @@
+"""The planned admission policies are well-formed and follow the settings.
+
+Behaviours under test (what they enforce is proven against the real API server in
+tests/integration/test_admission.py):
+- every policy and binding passes the Kubernetes 1.36 JSON schemas (strict);
+- each policy fails closed (failurePolicy Fail) and has a Deny binding of the same name,
+  policies before their bindings;
+- the approver group, the maximum duration, the two-approver tiers and the controller
+  identity come from the settings; `controller_user` overrides the settings' identity;
+- the four-eyes policy takes Datasets as parameters and its binding selects every Dataset,
+  allowing the request when there is none.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate  # type: ignore[import-untyped]  # ships no type hints
+import pytest
+
+from provisioner import API_GROUP, API_VERSION
+from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier
+from provisioner.planning.admission import (
+    FOUR_EYES_POLICY,
+    WORKSPACE_POLICY,
+    high_tiers,
+    plan_admission_policies,
+)
+
+Manifest = dict[str, Any]
+
+
+def by_name(planned: list[Manifest], kind: str) -> dict[str, Manifest]:
+    return {m["metadata"]["name"]: m for m in planned if m["kind"] == kind}
+
+
+def cel(policy: Manifest) -> str:
+    """All CEL text of a policy, to look for values the settings put there."""
+    spec = policy["spec"]
+    parts = [v["expression"] for v in spec.get("variables", [])]
+    for validation in spec["validations"]:
+        parts += [validation["expression"], validation.get("messageExpression", "")]
+        parts.append(validation.get("message", ""))
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def planned() -> list[Manifest]:
+    return plan_admission_policies(
+        Settings(
+            approver_group="dac:members",
+            two_approver_tier=ClassificationTier.SENSITIVE,
+            max_request_days=90,
+            controller_user="system:serviceaccount:tre:ctl",
+        )
+    )
+
+
+def test_every_object_passes_the_kubernetes_schema(planned: list[Manifest]) -> None:
+    for manifest in planned:
+        kubernetes_validate.validate(manifest, "1.36", strict=True)
+
+
+def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]) -> None:
+    policies = by_name(planned, "ValidatingAdmissionPolicy")
+    bindings = by_name(planned, "ValidatingAdmissionPolicyBinding")
+    assert list(policies) == list(bindings)
+    assert len(policies) == 6
+    for name, policy in policies.items():
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert bindings[name]["spec"]["policyName"] == name
+        assert bindings[name]["spec"]["validationActions"] == ["Deny"]
+        assert planned.index(policy) < planned.index(bindings[name])
+        for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
+            assert rule["apiGroups"] == [API_GROUP]
+            assert rule["apiVersions"] == [API_VERSION]
+
+
+def test_settings_reach_the_rules(planned: list[Manifest]) -> None:
+    policies = by_name(planned, "ValidatingAdmissionPolicy")
+    decisions = cel(policies["tre-accessrequest-decisions"])
+    assert '"dac:members" in request.userInfo.groups' in decisions
+    assert "variables.extendedDays <= 90" in decisions
+    assert "variables.days <= 90" in cel(policies["tre-accessrequest-create"])
+    assert 'params.spec.classification in ["sensitive"]' in cel(policies[FOUR_EYES_POLICY])
+    assert 'request.userInfo.username == "system:serviceaccount:tre:ctl"' in cel(
+        policies[WORKSPACE_POLICY]
+    )
+
+
+def test_controller_user_argument_overrides_the_settings() -> None:
+    planned = plan_admission_policies(Settings(), controller_user="ctl-test")
+    policy = by_name(planned, "ValidatingAdmissionPolicy")[WORKSPACE_POLICY]
+    assert 'request.userInfo.username == "ctl-test"' in cel(policy)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "tiers"),
+    [
+        (ClassificationTier.PUBLIC, ["public", "internal", "confidential", "sensitive"]),
+        (ClassificationTier.CONFIDENTIAL, ["confidential", "sensitive"]),
+        (ClassificationTier.SENSITIVE, ["sensitive"]),
+    ],
+)
+def test_high_tiers_are_the_threshold_and_above(
+    threshold: ClassificationTier, tiers: list[str]
+) -> None:
+    assert [t.value for t in high_tiers(Settings(two_approver_tier=threshold))] == tiers
+
+
+def test_four_eyes_policy_reads_every_dataset(planned: list[Manifest]) -> None:
+    policy = by_name(planned, "ValidatingAdmissionPolicy")[FOUR_EYES_POLICY]
+    binding = by_name(planned, "ValidatingAdmissionPolicyBinding")[FOUR_EYES_POLICY]
+    assert policy["spec"]["paramKind"] == {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": "Dataset",
+    }
+    assert binding["spec"]["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Allow"}
+    assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [
+        "accessrequests/status"
+    ]
