@@ -175,6 +175,9 @@ def _decide(
     raise ConflictError(f"access request {name!r} kept changing; try again")
 
 
+_PAST_TENSE = {DecisionAction.REJECT: "rejected", DecisionAction.REVOKE: "revoked"}
+
+
 def _check_decision(request: AccessRequest, me: str, action: DecisionAction) -> None:
     spec = request.spec
     if me in (spec.requester, spec.lead):
@@ -186,7 +189,7 @@ def _check_decision(request: AccessRequest, me: str, action: DecisionAction) -> 
     ]
     if final and action is not DecisionAction.REVOKE:
         raise RefusedError(
-            f"request {request.name} was already {final[0].action.value}d by "
+            f"request {request.name} was already {_PAST_TENSE[final[0].action]} by "
             f"{final[0].by}; file a new request instead"
         )
     if action is DecisionAction.REVOKE and any(

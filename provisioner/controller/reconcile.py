@@ -48,6 +48,7 @@ from provisioner.planning.approvals import (
     plan_workspace_spec,
 )
 from provisioner.planning.drift import declared_fields_match, needs_apply
+from provisioner.planning.lifecycle import PhaseDecision, next_phase
 from provisioner.planning.names import LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY, namespace_name
 from provisioner.planning.workspace import plan_frozen_workspace, plan_workspace
 
@@ -164,113 +165,48 @@ def reconcile_project(
     today = now.date()
     requests = [r for r in snapshot.requests if r.spec.project == project]
     evaluated = [(r, evaluate_request(r, snapshot.datasets, settings, today)) for r in requests]
-
-    # 1. AccessRequest status
     result = ReconcileResult(project, None)
-    for request, ev in evaluated:
-        request_status = _request_status(ev, request, now)
-        if not _same_status(request_status, request.status.to_wire()):
-            kube.patch_status(ACCESS_REQUESTS, request.name, request_status)
-            result.status_writes += 1
-            if request.status.phase is not ev.phase or not request.status.conditions:
-                _audit(
-                    audit,
-                    "request.phase",
-                    f"accessrequest/{request.name}",
-                    {
-                        "project": project,
-                        "from": request.status.phase.value,
-                        "to": ev.phase.value,
-                        "reason": ev.reason,
-                    },
-                )
+    result.status_writes += _sync_request_statuses(kube, project, evaluated, now, audit)
 
-    # 2. What the workspace should be
     spec, changes = plan_workspace_spec(project, evaluated, snapshot.datasets, today)
     live_ws = snapshot.workspaces.get(project)
     live_status = WorkspaceStatus.model_validate((live_ws or {}).get("status") or {})
-    active = bool(spec.requests)
-    if active:
-        phase = WorkspacePhase.READY
-    elif live_ws is None:
-        return result  # nothing approved yet, nothing to freeze
-    elif live_status.phase is WorkspacePhase.TORN_DOWN:
+    decision = next_phase(
+        active=bool(spec.requests),
+        live_phase=live_status.phase if live_ws else None,
+        frozen_at=live_status.frozen_at,
+        now=now,
+        retention=dt.timedelta(days=settings.retention_days),
+    )
+    if decision is None:
         return result
-    else:
-        phase = WorkspacePhase.FROZEN
-    frozen_at = live_status.frozen_at if phase is WorkspacePhase.FROZEN else None
-    if phase is WorkspacePhase.FROZEN and frozen_at is None:
-        frozen_at = now
-    if (
-        phase is WorkspacePhase.FROZEN
-        and frozen_at is not None
-        and now - frozen_at >= dt.timedelta(days=settings.retention_days)
-    ):
-        phase = WorkspacePhase.TORN_DOWN
-    if not active and live_ws is not None:
-        # Keep the last known members/datasets out of the spec: a frozen workspace grants
-        # nothing, but keep the project and namespace so it can be found.
+    phase = decision.phase
+    if phase is not WorkspacePhase.READY:
+        # A frozen workspace grants nothing: no members, no datasets, only its identity.
         spec = WorkspaceSpec(
             project=project, namespace=namespace_name(project), compute_tier=spec.compute_tier
         )
-
     workspace = Workspace(name=project, spec=spec)
-    # 3. Objects
-    if phase is WorkspacePhase.TORN_DOWN:
-        desired: list[Manifest] = []
+    if phase is WorkspacePhase.READY:
+        desired = plan_workspace(workspace, settings)
     elif phase is WorkspacePhase.FROZEN:
         desired = plan_frozen_workspace(workspace, settings)
     else:
-        desired = plan_workspace(workspace, settings)
-    owned = snapshot.owned_by(project)
-    for manifest in desired:
-        if needs_apply(manifest, owned.get(_key(manifest))):
-            kube.apply(manifest)
-            result.applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
-    wanted = {_key(m) for m in desired}
-    prune_order = {(r.api_version, r.kind): i for i, r in enumerate(OWNED_KINDS)}
-    for key in sorted(set(owned) - wanted, key=lambda k: prune_order[(k[0], k[1])]):
-        api_version, kind, namespace, name = key
-        if kind == "Namespace" and phase is not WorkspacePhase.TORN_DOWN:
-            continue
-        kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
-        result.pruned.append(f"{kind}/{name}")
+        desired = []
+    _sync_objects(kube, desired, snapshot.owned_by(project), phase, result)
     if phase is WorkspacePhase.FROZEN and live_status.phase is not WorkspacePhase.FROZEN:
         _stop_notebooks(kube, namespace_name(project))
 
-    # 4. Workspace resource
-    ws_object = workspace.to_object()
-    if needs_apply(ws_object, live_ws):
-        kube.apply(ws_object)
-        result.applied.append(f"Workspace/{project}")
-    previous = (live_ws or {}).get("status", {}).get("conditions", [])
-    conditions = [
-        _condition(
-            "Ready",
-            phase is WorkspacePhase.READY,
-            phase.value,
-            _phase_message(phase, spec, settings),
-            now,
-            previous,
-        ),
-        _dataset_condition(changes, now, previous),
-    ]
     status = WorkspaceStatus(
         phase=phase,
-        frozen_at=frozen_at,
+        frozen_at=decision.frozen_at,
         torn_down_at=(live_status.torn_down_at or now)
         if phase is WorkspacePhase.TORN_DOWN
         else None,
-        conditions=[Condition.model_validate(c) for c in conditions],
-    ).to_wire()
-    live_status_wire = (live_ws or {}).get("status") or {}
-    stale = {
-        k: None for k in ("frozenAt", "tornDownAt") if k in live_status_wire and k not in status
-    }  # merge patch: null removes a field we no longer set
-    if stale or not _same_status(status, live_status_wire):
-        kube.patch_status(WORKSPACES, project, {**status, **stale})
-        result.status_writes += 1
-    if live_status.phase is not phase or live_ws is None:
+        conditions=_workspace_conditions(phase, spec, changes, settings, now, live_ws),
+    )
+    _sync_workspace(kube, workspace, status, live_ws, result)
+    if live_ws is None or live_status.phase is not phase:
         _audit(
             audit,
             "workspace.phase",
@@ -284,14 +220,116 @@ def reconcile_project(
             },
         )
     result.phase = phase
-
-    nxt = next_review_date(evaluated, today)
-    if nxt is not None:
-        result.requeue_at = dt.datetime.combine(nxt, dt.time(), tzinfo=dt.UTC)
-    if phase is WorkspacePhase.FROZEN and frozen_at is not None:
-        teardown = frozen_at + dt.timedelta(days=settings.retention_days)
-        result.requeue_at = min(filter(None, [result.requeue_at, teardown]))
+    result.requeue_at = _requeue_at(evaluated, decision, settings, today)
     return result
+
+
+def _sync_request_statuses(
+    kube: Kube,
+    project: str,
+    evaluated: list[tuple[AccessRequest, RequestEvaluation]],
+    now: dt.datetime,
+    audit: Auditor | None,
+) -> int:
+    writes = 0
+    for request, ev in evaluated:
+        desired = _request_status(ev, request, now)
+        if _same_status(desired, request.status.to_wire()):
+            continue
+        kube.patch_status(ACCESS_REQUESTS, request.name, desired)
+        writes += 1
+        if request.status.phase is not ev.phase or not request.status.conditions:
+            _audit(
+                audit,
+                "request.phase",
+                f"accessrequest/{request.name}",
+                {
+                    "project": project,
+                    "from": request.status.phase.value,
+                    "to": ev.phase.value,
+                    "reason": ev.reason,
+                },
+            )
+    return writes
+
+
+def _sync_objects(
+    kube: Kube,
+    desired: list[Manifest],
+    owned: dict[tuple[str, str, str, str], Manifest],
+    phase: WorkspacePhase,
+    result: ReconcileResult,
+) -> None:
+    """Apply what differs, in plan order; then prune leftovers, access-granting kinds first."""
+    for manifest in desired:
+        if needs_apply(manifest, owned.get(_key(manifest))):
+            kube.apply(manifest)
+            result.applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+    wanted = {_key(m) for m in desired}
+    prune_order = {(r.api_version, r.kind): i for i, r in enumerate(OWNED_KINDS)}
+    for key in sorted(set(owned) - wanted, key=lambda k: prune_order[(k[0], k[1])]):
+        api_version, kind, namespace, name = key
+        if kind == "Namespace" and phase is not WorkspacePhase.TORN_DOWN:
+            continue
+        kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
+        result.pruned.append(f"{kind}/{name}")
+
+
+def _workspace_conditions(
+    phase: WorkspacePhase,
+    spec: WorkspaceSpec,
+    changes: list[DatasetChange],
+    settings: Settings,
+    now: dt.datetime,
+    live_ws: Manifest | None,
+) -> list[Condition]:
+    previous = ((live_ws or {}).get("status") or {}).get("conditions") or []
+    ready = _condition(
+        "Ready",
+        phase is WorkspacePhase.READY,
+        phase.value,
+        _phase_message(phase, spec, settings),
+        now,
+        previous,
+    )
+    return [
+        Condition.model_validate(c) for c in (ready, _dataset_condition(changes, now, previous))
+    ]
+
+
+def _sync_workspace(
+    kube: Kube,
+    workspace: Workspace,
+    status: WorkspaceStatus,
+    live_ws: Manifest | None,
+    result: ReconcileResult,
+) -> None:
+    ws_object = workspace.to_object()
+    if needs_apply(ws_object, live_ws):
+        kube.apply(ws_object)
+        result.applied.append(f"Workspace/{workspace.name}")
+    wire = status.to_wire()
+    live = (live_ws or {}).get("status") or {}
+    # A merge patch only removes a field when told to: null out what we no longer set.
+    stale = {k: None for k in ("frozenAt", "tornDownAt") if k in live and k not in wire}
+    if stale or not _same_status(wire, live):
+        kube.patch_status(WORKSPACES, workspace.name, {**wire, **stale})
+        result.status_writes += 1
+
+
+def _requeue_at(
+    evaluated: list[tuple[AccessRequest, RequestEvaluation]],
+    decision: PhaseDecision,
+    settings: Settings,
+    today: dt.date,
+) -> dt.datetime | None:
+    """When this project must be looked at again even if nothing changes."""
+    candidates = []
+    if (day := next_review_date(evaluated, today)) is not None:
+        candidates.append(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC))
+    if decision.phase is WorkspacePhase.FROZEN and decision.frozen_at is not None:
+        candidates.append(decision.frozen_at + dt.timedelta(days=settings.retention_days))
+    return min(candidates, default=None)
 
 
 def _phase_message(phase: WorkspacePhase, spec: WorkspaceSpec, settings: Settings) -> str:
