@@ -25,8 +25,6 @@ from pathlib import Path
 
 import yaml
 
-from provisioner.cli.common import admin_kube
-from provisioner.controller.install import install_platform
 from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
 from provisioner.errors import TreError
@@ -82,7 +80,7 @@ def main() -> None:
     settings = Settings()
 
     say("installing CRDs, admission policies and RBAC")
-    install_platform(admin_kube(), settings, lambda m: print(f"  {m}", flush=True))
+    tre("install")
 
     say(f"uploading a synthetic dataset to s3://{BUCKET}/{PREFIX}")
     s3 = s3_client(settings)

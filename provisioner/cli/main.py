@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 from provisioner import __version__
 from provisioner.cli import audit, controller, dataset, dev, request, workspace
 from provisioner.cli.context import CliContext
+from provisioner.cli.install import install
 from provisioner.cli.output import OutputFormat, format_validation_error
 from provisioner.errors import TreError
 
@@ -38,6 +39,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("install")(install)
 app.add_typer(dataset.app, name="dataset", help="Register and verify datasets.")
 app.add_typer(request.app, name="request", help="File, decide and inspect data-access requests.")
 app.add_typer(workspace.app, name="workspace", help="Inspect, plan and reconcile workspaces.")

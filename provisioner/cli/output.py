@@ -32,7 +32,7 @@ def render(data: Any, fmt: OutputFormat, columns: Sequence[str] | None = None) -
         return "\n".join(f"{k}: {_cell(v)}" for k, v in data.items())
     rows = list(data)
     cols = list(columns) if columns else (list(rows[0]) if rows else [])
-    table = [[c.upper() for c in cols]] + [[_cell(r.get(c, "")) for c in cols] for r in rows]
+    table = [[c.upper() for c in cols]] + [[_cell(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

@@ -23,6 +23,12 @@ def api_client(
     as_groups: tuple[str, ...] = (),
 ) -> client.ApiClient:
     """An ApiClient for `kubeconfig` (default: $KUBECONFIG, then in-cluster)."""
+    if as_groups and not as_user:
+        raise InvalidInputError("--as-group: needs --as USER as well")
+    if len(as_groups) > 1:
+        # The Python client sends default headers as a dict, so it cannot repeat
+        # Impersonate-Group; refuse rather than silently drop a group.
+        raise InvalidInputError(f"--as-group: give at most one group (got {len(as_groups)})")
     if kubeconfig is None and os.environ.get("KUBECONFIG"):
         # Read now, not at import: the client library captures $KUBECONFIG when imported.
         kubeconfig = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
@@ -40,12 +46,6 @@ def api_client(
             f"cannot load Kubernetes credentials ({exc}); set KUBECONFIG, for a local "
             'platform: eval "$(tre dev env)"'
         ) from exc
-    if as_groups and not as_user:
-        raise InvalidInputError("--as-group: needs --as USER as well")
-    if len(as_groups) > 1:
-        # The Python client sends default headers as a dict, so it cannot repeat
-        # Impersonate-Group; refuse rather than silently drop a group.
-        raise InvalidInputError(f"--as-group: give at most one group (got {len(as_groups)})")
     if as_user:
         api.set_default_header("Impersonate-User", as_user)
     for group in as_groups:
