@@ -216,21 +216,39 @@ def wait_until_quiet(api: kubernetes.client.ApiClient, timeout: float = 120.0) -
     return last
 
 
+def cpu_seconds(dev: DevCluster) -> dict[str, float]:
+    """CPU time used so far by each control-plane process, this process and its children."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for proc in dev.processes():
+        # /proc/<pid>/stat: utime and stime are fields 14 and 15, after "pid (comm)"
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[proc.name] = (int(fields[11]) + int(fields[12])) / ticks
+    times = os.times()
+    used["python (client)"] = times.user + times.system
+    used["kubectl"] = times.children_user + times.children_system
+    return used
+
+
 @dataclass
 class Window:
-    """One timed section: wall time and what the apiserver saw meanwhile."""
+    """One timed section: wall time, what the apiserver saw, CPU seconds by process."""
 
     seconds: float
     delta: Metrics
+    cpu: dict[str, float]
 
 
 @contextmanager
-def timed(api: kubernetes.client.ApiClient, into: list[Window]) -> Iterator[None]:
+def timed(dev: DevCluster, api: kubernetes.client.ApiClient, into: list[Window]) -> Iterator[None]:
     before = wait_until_quiet(api)
+    cpu_before = cpu_seconds(dev)
     started = time.perf_counter()
     yield
     seconds = time.perf_counter() - started
-    into.append(Window(seconds, scrape(api) - before))
+    cpu_after = cpu_seconds(dev)
+    cpu = {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after}
+    into.append(Window(seconds, scrape(api) - before, cpu))
 
 
 # --- the client under test, counted on our side too ----------------------------------------------
@@ -391,7 +409,7 @@ def run_controller_side(c: Cluster, n: int, resyncs: int, workers: int | None) -
     windows: list[Window] = []
     passes = applied = status_writes = 0
     say(f"A: run_pass as {settings.controller_user} until {n} workspaces are Ready")
-    with timed(c.admin_api, windows):
+    with timed(c.dev, c.admin_api, windows):
         while passes < MAX_PASSES:
             report = run_pass(kube, settings, dt.datetime.now(dt.UTC), **pass_kwargs)
             passes += 1
@@ -412,7 +430,7 @@ def run_controller_side(c: Cluster, n: int, resyncs: int, workers: int | None) -
     resync_windows: list[Window] = []
     resync_applied = 0
     for r in range(resyncs):
-        with timed(c.admin_api, resync_windows):
+        with timed(c.dev, c.admin_api, resync_windows):
             report = run_pass(kube, settings, dt.datetime.now(dt.UTC), **pass_kwargs)
         resync_applied += sum(len(x.applied) + x.status_writes for x in report.results)
         w = resync_windows[-1]
@@ -509,15 +527,15 @@ def run_kubectl_side(c: Cluster, work: Path, ours: ControllerResult) -> KubectlR
     )["clientVersion"]["gitVersion"]
     windows: list[Window] = []
     say(f"C: kubectl apply --server-side of {len(ours.objects)} objects (one invocation)")
-    with timed(c.admin_api, windows):
+    with timed(c.dev, c.admin_api, windows):
         kubectl_apply(c, cache_dir, objects)
     say(f"C: objects {windows[-1].seconds:.2f}s; statuses ({len(ours.statuses)})")
-    with timed(c.admin_api, windows):
+    with timed(c.dev, c.admin_api, windows):
         kubectl_apply(c, cache_dir, statuses, "--subresource=status")
     say(f"C: statuses {windows[-1].seconds:.2f}s; unchanged re-apply of both")
-    with timed(c.admin_api, windows):
+    with timed(c.dev, c.admin_api, windows):
         kubectl_apply(c, cache_dir, objects)
-    with timed(c.admin_api, windows):
+    with timed(c.dev, c.admin_api, windows):
         kubectl_apply(c, cache_dir, statuses, "--subresource=status")
     say(
         f"C: unchanged re-apply {windows[2].seconds:.2f}s + {windows[3].seconds:.2f}s, "
@@ -540,7 +558,7 @@ def run_kubectl_per_workspace(c: Cluster, work: Path, ours: ControllerResult) ->
             batch = []
     windows: list[Window] = []
     say(f"C': {len(files)} kubectl invocations, one per workspace")
-    with timed(c.admin_api, windows):
+    with timed(c.dev, c.admin_api, windows):
         for file in files:
             kubectl_apply(c, cache_dir, file)
     say(f"C': {windows[0].seconds:.2f}s")
@@ -665,14 +683,15 @@ def render(
         "Requests the apiserver counted in each timed section (apiserver_request_total, "
         "without leases and non-resource paths):",
         "",
-        "| section | wall (s) | requests by verb | write requests by resource | etcd writes |",
-        "|---|---:|---|---|---|",
-        f"| A ours, first provisioning ({ours.passes} pass(es)) | {a.seconds:.2f} "
+        "| section | wall (s) | CPU seconds by process | requests by verb "
+        "| write requests by resource | etcd writes |",
+        "|---|---:|---|---|---|---|",
+        f"| A ours, first provisioning ({ours.passes} pass(es)) | {a.seconds:.2f} | {_cpu(a)} "
         f"| {_verbs(a.delta)} | {_writes_detail(a.delta)} | {_etcd_detail(a.delta)} |",
     ]
     for i, w in enumerate(ours.resyncs):
         lines.append(
-            f"| B ours, unchanged resync {i + 1} | {w.seconds:.2f} | {_verbs(w.delta)} "
+            f"| B ours, unchanged resync {i + 1} | {w.seconds:.2f} | {_cpu(w)} | {_verbs(w.delta)} "
             f"| {_writes_detail(w.delta)} | {_etcd_detail(w.delta)} |"
         )
     for label, w in (
@@ -682,12 +701,14 @@ def render(
         ("C kubectl, unchanged statuses", kubectl.resync_statuses),
     ):
         lines.append(
-            f"| {label} | {w.seconds:.2f} | {_verbs(w.delta)} | {_writes_detail(w.delta)} "
+            f"| {label} | {w.seconds:.2f} | {_cpu(w)} | {_verbs(w.delta)} "
+            f"| {_writes_detail(w.delta)} "
             f"| {_etcd_detail(w.delta)} |"
         )
     if per_workspace is not None:
         lines.append(
             f"| C' kubectl, once per workspace | {per_workspace.seconds:.2f} "
+            f"| {_cpu(per_workspace)} "
             f"| {_verbs(per_workspace.delta)} | {_writes_detail(per_workspace.delta)} "
             f"| {_etcd_detail(per_workspace.delta)} |"
         )
@@ -707,6 +728,23 @@ def render(
         f"- kubectl: {kubectl.version} (built from the same Go module as the apiserver)",
     ]
     return "\n".join(lines)
+
+
+def render_controller_only(n: int, ours: ControllerResult) -> str:
+    lines = [
+        f"{n} workspaces: first provisioning {ours.provision.seconds:.2f}s in {ours.passes} "
+        f"pass(es); CPU {_cpu(ours.provision)}; {_verbs(ours.provision.delta)}; client "
+        f"requests {ours.provision.delta.client()}",
+        *(
+            f"unchanged resync {i + 1}: {w.seconds:.2f}s, {w.delta.writes()} writes; CPU {_cpu(w)}"
+            for i, w in enumerate(ours.resyncs)
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _cpu(window: Window) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in window.cpu.items() if v >= 0.05) or "none"
 
 
 def _etcd_detail(delta: Metrics) -> str:
@@ -792,6 +830,11 @@ def main() -> None:
         action="store_true",
         help="skip the third cluster with one kubectl invocation per workspace",
     )
+    parser.add_argument(
+        "--only-controller",
+        action="store_true",
+        help="measure A and B only and print them (for profiling the controller; no kubectl)",
+    )
     parser.add_argument("--write-docs", action="store_true", help=f"update {DOCS.name}")
     args = parser.parse_args()
     n = args.workspaces
@@ -804,6 +847,9 @@ def main() -> None:
         work = Path(tmp)
         with fresh_cluster(work, "A", n, settings_for) as c:
             ours = run_controller_side(c, n, args.resyncs, args.workers)
+        if args.only_controller:
+            print(render_controller_only(n, ours))
+            return
         with fresh_cluster(work, "B", n, settings_for) as c:
             kubectl = run_kubectl_side(c, work, ours)
         per_workspace = None

@@ -50,9 +50,15 @@ def s3() -> S3Client:
 
 
 def audit_log() -> AuditLog:
+    config = settings()
     client = s3()
-    ensure_audit_bucket(client, settings().audit_bucket)
-    return AuditLog(client, settings().audit_bucket)
+    locked = ensure_audit_bucket(client, config.audit_bucket)
+    days = config.audit_retention_days
+    return AuditLog(
+        client,
+        config.audit_bucket,
+        retention=dt.timedelta(days=days) if locked and days else None,
+    )
 
 
 def utc_now() -> dt.datetime:

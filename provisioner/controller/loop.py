@@ -7,6 +7,13 @@ that no watch reports. Only the holder of the Lease acts.
 
 Errors in one project do not stop the others: a TemporaryError is retried with back-off on the
 next pass, a PermanentError is reported on that project and retried only when something changes.
+
+Projects are reconciled `workers` at a time. Within a project the order of writes is the one
+`reconcile_project` gives (confinement before the hub's RoleBinding); projects are independent
+of each other, so reconciling several at once changes nothing but the wall time. Nearly all of
+a reconcile is waiting for the API server, so threads suffice despite the GIL, and the server
+works on several requests at once (benchmarks/provision_workspaces.py, docs/performance.md).
+The snapshot is shared by every worker and is only read.
 """
 
 from __future__ import annotations
@@ -15,13 +22,16 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from provisioner.controller.leader import LeaderElector
 from provisioner.controller.reconcile import (
     Auditor,
     ReconcileResult,
+    Snapshot,
     read_snapshot,
     reconcile_project,
 )
@@ -33,6 +43,9 @@ from provisioner.planning.names import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("tre.controller")
 NETWORK_POLICIES = RESOURCES[("networking.k8s.io/v1", "NetworkPolicy")]
+# Projects reconciled at once. On a 2-core dev machine 8 keeps the API server busy without
+# queueing; the client's connection pool (kube/client.py) holds at least this many connections.
+DEFAULT_WORKERS = 8
 
 
 @dataclass
@@ -48,21 +61,74 @@ def run_pass(
     now: dt.datetime,
     audit: Auditor | None = None,
     projects: set[str] | None = None,
+    *,
+    workers: int = DEFAULT_WORKERS,
 ) -> PassReport:
-    """Reconcile every project (or `projects`) once."""
+    """Reconcile every project (or `projects`) once, `workers` projects at a time.
+
+    The report lists results and errors in project order, whatever order they finished in.
+    """
     snapshot = read_snapshot(kube)
+    names = sorted(projects or snapshot.projects())
+    outcomes: list[ReconcileResult | TreError]
+    if workers <= 1 or len(names) <= 1:
+        outcomes = [_reconcile(kube, settings, p, snapshot, now, audit) for p in names]
+    else:
+        serial_audit = _SerialAuditor(audit) if audit is not None else None
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool:
+            futures = [
+                pool.submit(_reconcile, kube, settings, p, snapshot, now, serial_audit)
+                for p in names
+            ]
+            try:
+                outcomes = [f.result() for f in futures]
+            except BaseException:
+                # A bug (not a TreError) stops the pass, as it would in sequence.
+                for f in futures:
+                    f.cancel()
+                raise
     report = PassReport()
-    for project in sorted(projects or snapshot.projects()):
-        try:
-            result = reconcile_project(kube, settings, project, snapshot, now, audit)
-        except TreError as exc:
-            report.errors[project] = str(exc)
-            log.warning("project %s: %s", project, exc)
+    for project, outcome in zip(names, outcomes, strict=True):
+        if isinstance(outcome, TreError):
+            report.errors[project] = str(outcome)
+            log.warning("project %s: %s", project, outcome)
             continue
-        report.results.append(result)
-        if result.requeue_at and (report.next_wake is None or result.requeue_at < report.next_wake):
-            report.next_wake = result.requeue_at
+        report.results.append(outcome)
+        if outcome.requeue_at and (
+            report.next_wake is None or outcome.requeue_at < report.next_wake
+        ):
+            report.next_wake = outcome.requeue_at
     return report
+
+
+def _reconcile(
+    kube: Kube,
+    settings: Settings,
+    project: str,
+    snapshot: Snapshot,
+    now: dt.datetime,
+    audit: Auditor | None,
+) -> ReconcileResult | TreError:
+    """One project's result, or its error: errors stay with their project."""
+    try:
+        return reconcile_project(kube, settings, project, snapshot, now, audit)
+    except TreError as exc:
+        return exc
+
+
+class _SerialAuditor:
+    """Hands appends to the audit log one at a time: concurrent appends would only race for
+    the next sequence number and retry."""
+
+    def __init__(self, audit: Auditor) -> None:
+        self._audit = audit
+        self._lock = threading.Lock()
+
+    def append(
+        self, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None
+    ) -> Any:
+        with self._lock:
+            return self._audit.append(actor, action, subject, details)
 
 
 def _watch(

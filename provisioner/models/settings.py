@@ -94,3 +94,10 @@ class Settings(BaseSettings):
     audit_bucket: str = Field(
         default="tre-audit", description="Bucket of the hash-chained audit log."
     )
+    audit_retention_days: int = Field(
+        default=3650,
+        ge=0,
+        description="Days. Each audit entry is locked (S3 object lock, COMPLIANCE mode) this "
+        "long where the bucket supports it, so nobody, admins included, can delete or "
+        "overwrite it. 0 writes entries without a lock.",
+    )
