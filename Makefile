@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing Python dependencies (about 1 min)"
 	@test -x $(PY) || python3 -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -e '.[hub,dev]'
+	@# PYTHONWARNINGS: silences setuptools' generic notice about editable installs
+	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[hub,dev]'
 	@touch $@
 
 binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl (cached by version)
@@ -27,10 +28,10 @@ binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl 
 	@$(PY) -m provisioner.devcluster.binaries
 
 lint: venv
-	@echo "==> ruff, mypy --strict (provisioner), import-linter (layering)"
+	@echo "==> ruff, mypy --strict (provisioner, hub_config), import-linter (layering)"
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/ruff format --check .
-	@$(VENV)/bin/mypy provisioner
+	@$(VENV)/bin/mypy provisioner hub_config
 	@$(VENV)/bin/lint-imports
 
 unit: venv

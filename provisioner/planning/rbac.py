@@ -142,11 +142,9 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
         _role(
             HUB_CLUSTER_ROLE_NAME,
             [
-                {
-                    "apiGroups": [""],
-                    "resources": ["pods", "persistentvolumeclaims"],
-                    "verbs": [*read, "create", "delete"],
-                },
+                # pods only: storage comes from the workspace (the controller's PVCs), so the
+                # hub can neither create nor delete a claim, nor remove /project.
+                {"apiGroups": [""], "resources": ["pods"], "verbs": [*read, "create", "delete"]},
                 {"apiGroups": [""], "resources": ["events"], "verbs": read},
             ],
         ),

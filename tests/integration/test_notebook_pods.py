@@ -1,0 +1,122 @@
+"""Notebook pods as the hub would create them, against a workspace the controller made.
+
+Behaviours under test (security invariants 2, 3 and 4) on the real API server:
+- the pod KubeSpawner builds from our hub config for a member of a Ready workspace is admitted
+  in the workspace namespace (PSA `restricted` enforced), created by the hub's own
+  ServiceAccount identity; it mounts no ServiceAccount token, and every dataset is read-only
+  in the pod volume and the mount, bound to a PV that is read-only too;
+- the hub's identity cannot create that pod in a namespace it was not granted (another
+  project, or a frozen workspace whose RoleBinding was pruned);
+- KubeSpawner's default pod is refused by Pod Security Admission in the same namespace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes_asyncio.config import kube_config
+from traitlets.config import Config
+
+from hub_config import config as hub
+from hub_config.workspaces import make_profile_list
+from provisioner.devcluster.cluster import DevCluster
+from provisioner.errors import RefusedError
+from provisioner.kube.api import Kube
+from provisioner.kube.client import api_client
+from provisioner.kube.resources import RESOURCES
+from provisioner.models.resources import Workspace
+from provisioner.models.settings import Settings
+from provisioner.planning.names import dataset_pv_name, namespace_name
+from tests.integration.workspace_world import APPROVERS, World
+from tests.unit.test_hub_config import _pod_manifest, _reader, _spawner
+
+pytestmark = pytest.mark.integration
+PVS = RESOURCES[("v1", "PersistentVolume")]
+
+
+@pytest.fixture
+def world(
+    installed_platform: Settings,
+    dev_platform: DevCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> World:
+    # KubeSpawner(_mock=True) still loads a kubeconfig, through kubernetes_asyncio's copy of
+    # $KUBECONFIG taken at import: point both at the session's platform.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(dev_platform.kubeconfig))
+    return World(installed_platform, dev_platform.kubeconfig, tmp_path)
+
+
+def hub_identity(world: World) -> Kube:
+    settings = world.settings
+    user = f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"
+    return Kube(api_client(world.kubeconfig, as_user=user))
+
+
+def notebook_pod(
+    world: World, project: str, user: str, config: Config | None = None
+) -> dict[str, Any]:
+    obj = world.workspace(project)
+    assert obj is not None
+    workspace = Workspace.from_object(obj)
+    if config is None:
+        config = Config()
+        hub.apply_config(config, world.settings, workspace_reader=_reader([workspace]))
+
+    async def build() -> dict[str, Any]:
+        return await _pod_manifest(_spawner(config, user, project))
+
+    pod = asyncio.run(build())
+    pod["metadata"]["namespace"] = namespace_name(project)
+    return {"apiVersion": "v1", "kind": "Pod", **pod}
+
+
+def test_member_pod_is_admitted_read_only_and_tokenless(world: World) -> None:
+    _, project, dataset = world.approved_project()
+    world.reconcile(project)
+    created = hub_identity(world).create(notebook_pod(world, project, "ravi"))
+    spec = created["spec"]
+    assert spec["automountServiceAccountToken"] is False
+    assert not any("token" in v["name"] for v in spec["volumes"])
+    data = next(v for v in spec["volumes"] if v["name"] == f"ds-{dataset}")
+    assert data["persistentVolumeClaim"]["readOnly"] is True
+    (container,) = spec["containers"]
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == f"/data/{dataset}")
+    assert mount["readOnly"] is True
+    pv = world.admin.get(PVS, dataset_pv_name(project, dataset))
+    assert pv is not None and pv["spec"]["csi"]["readOnly"] is True
+    assert "read-only" in pv["spec"]["mountOptions"]
+
+
+def test_hub_cannot_spawn_outside_its_granted_workspaces(world: World) -> None:
+    request, project, _ = world.approved_project()
+    world.reconcile(project)
+    _, other, _ = world.approved_project()
+    world.reconcile(other)
+    pod = notebook_pod(world, project, "ravi")
+    pod["metadata"]["namespace"] = namespace_name(other) + "-nonexistent"
+    with pytest.raises(RefusedError, match='cannot create resource "pods"'):
+        hub_identity(world).create(pod)
+    # Freeze the project: its RoleBinding goes, and with it the hub's right to spawn there.
+    pod = notebook_pod(world, project, "ravi")
+    revoked = world.tre("request", "revoke", request, "-m", "ended", user="carl", group=APPROVERS)
+    assert revoked.exit_code == 0, revoked.output
+    world.reconcile(project)
+    with pytest.raises(RefusedError, match='cannot create resource "pods"'):
+        hub_identity(world).create(pod)
+
+
+def test_kubespawner_default_pod_is_refused_by_pod_security(world: World) -> None:
+    _, project, _ = world.approved_project()
+    world.reconcile(project)
+    obj = world.workspace(project)
+    assert obj is not None
+    config = Config()
+    config.KubeSpawner.profile_list = make_profile_list(_reader([Workspace.from_object(obj)]))
+    pod = notebook_pod(world, project, "ravi", config)
+    with pytest.raises(RefusedError, match=re.escape('violates PodSecurity "restricted:v1.36"')):
+        world.admin.create(pod, dry_run=True)
