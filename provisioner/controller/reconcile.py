@@ -47,7 +47,7 @@ from provisioner.planning.approvals import (
     next_review_date,
     plan_workspace_spec,
 )
-from provisioner.planning.drift import declared_fields_match, needs_apply
+from provisioner.planning.drift import declared_fields_match, needs_apply, needs_replace
 from provisioner.planning.lifecycle import PhaseDecision, next_phase
 from provisioner.planning.names import LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY, namespace_name
 from provisioner.planning.workspace import plan_frozen_workspace, plan_workspace
@@ -262,9 +262,18 @@ def _sync_objects(
 ) -> None:
     """Apply what differs, in plan order; then prune leftovers, access-granting kinds first."""
     for manifest in desired:
-        if needs_apply(manifest, owned.get(_key(manifest))):
+        live = owned.get(_key(manifest))
+        name = f"{manifest['kind']}/{manifest['metadata']['name']}"
+        if live is not None and needs_replace(manifest, live):
+            # Someone added to a security object: put back exactly what we planned.
+            version = live["metadata"]["resourceVersion"]
+            kube.replace(
+                {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
+            )
+            result.applied.append(name)
+        elif needs_apply(manifest, live):
             kube.apply(manifest)
-            result.applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+            result.applied.append(name)
     wanted = {_key(m) for m in desired}
     prune_order = {(r.api_version, r.kind): i for i, r in enumerate(OWNED_KINDS)}
     for key in sorted(set(owned) - wanted, key=lambda k: prune_order[(k[0], k[1])]):

@@ -28,6 +28,13 @@ AccessRequest (`tre-accessrequest-*`):
 Dataset (`tre-dataset-classification-label`): the optional `tre.ucloud.org/classification`
 label, used to list datasets by tier with `kubectl get -l`, must equal `spec.classification`.
 
+Pods in workspaces (`tre-pod-requires-deny-all`, security invariant 1): no pod is created in a
+project namespace (labelled `tre.ucloud.org/project`) unless that namespace's
+`default-deny-all` NetworkPolicy exists and still denies all ingress and egress for every pod. The policy takes NetworkPolicy as its
+parameter, looked up by name in the namespace of the pod (`paramRef` without a namespace), and
+a missing parameter means Deny; so deleting the policy by hand stops new pods at once, not at
+the next resync.
+
 Workspace (`tre-workspace-controller-only`): only the controller identity creates, updates or
 deletes Workspaces (JupyterHub trusts them). An administrator who must intervene by hand
 deletes that binding first, which the API server's audit log records.
@@ -51,6 +58,7 @@ from provisioner import API_GROUP, API_VERSION
 from provisioner.models.resources import DecisionAction, RequestPhase
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
+from provisioner.planning.names import LABEL_PROJECT, POLICY_DEFAULT_DENY
 
 ADMISSION_API_VERSION: Final = "admissionregistration.k8s.io/v1"
 PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
@@ -62,6 +70,9 @@ APPROVED_PHASE_POLICY: Final = "tre-accessrequest-approved"
 FOUR_EYES_POLICY: Final = "tre-accessrequest-four-eyes"
 DATASET_LABEL_POLICY: Final = "tre-dataset-classification-label"
 WORKSPACE_POLICY: Final = "tre-workspace-controller-only"
+POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
+# The planner's deny-all NetworkPolicy (planning.names.POLICY_DEFAULT_DENY).
+DENY_ALL_POLICY_NAME: Final = POLICY_DEFAULT_DENY
 
 _APPROVE = DecisionAction.APPROVE.value
 _EXTEND = DecisionAction.EXTEND.value
@@ -87,7 +98,8 @@ def plan_admission_policies(
     planned: list[dict[str, Any]] = []
     for policy in policies:
         planned += [policy, _binding(policy)]
-    return planned
+    deny_all = _pod_requires_deny_all_policy()
+    return [*planned, deny_all, _pod_requires_deny_all_binding(deny_all)]
 
 
 def high_tiers(settings: Settings) -> list[ClassificationTier]:
@@ -353,6 +365,62 @@ def _workspace_policy(controller_user: str) -> dict[str, Any]:
             ),
         ],
     )
+
+
+# --- Pods -----------------------------------------------------------------------------------
+
+
+def _pod_requires_deny_all_policy() -> dict[str, Any]:
+    spec = "params.spec"
+    return _policy(
+        POD_DENY_ALL_POLICY,
+        {
+            "resourceRules": [
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE"],
+                    "resources": ["pods"],
+                }
+            ]
+        },
+        param_kind={"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"},
+        validations=[
+            _validation(
+                # selects every pod, covers both directions, allows nothing
+                f"!has({spec}.podSelector.matchLabels) && "
+                f"!has({spec}.podSelector.matchExpressions) && "
+                f"has({spec}.policyTypes) && 'Ingress' in {spec}.policyTypes && "
+                f"'Egress' in {spec}.policyTypes && "
+                f"(!has({spec}.ingress) || size({spec}.ingress) == 0) && "
+                f"(!has({spec}.egress) || size({spec}.egress) == 0)",
+                message=f"NetworkPolicy {DENY_ALL_POLICY_NAME} of this namespace no longer "
+                "denies all traffic; no pod may start until the controller restores it",
+            ),
+        ],
+    )
+
+
+def _pod_requires_deny_all_binding(policy: dict[str, Any]) -> dict[str, Any]:
+    name = policy["metadata"]["name"]
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": dict(PART_OF_LABEL)},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            # The pod's own namespace is searched for the parameter (no namespace given);
+            # not found means Deny: a namespace without the policy gets no pods.
+            "paramRef": {"name": DENY_ALL_POLICY_NAME, "parameterNotFoundAction": "Deny"},
+            "matchResources": {
+                # project namespaces only: tre-system (controller, airlock) is not one
+                "namespaceSelector": {
+                    "matchExpressions": [{"key": LABEL_PROJECT, "operator": "Exists"}]
+                }
+            },
+        },
+    }
 
 
 # --- building blocks ---------------------------------------------------------------------------

@@ -32,3 +32,22 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
     if live is None:
         return True
     return not declared_fields_match(desired, live)
+
+
+# Kinds that are a security boundary: for these a field someone *added* is drift too (an extra
+# allow rule in a NetworkPolicy, an extra subject in a RoleBinding), and server-side apply alone
+# cannot remove it, because the added field belongs to another field manager. The controller
+# replaces such an object whole. Neither kind gets server-side defaults, so an exact
+# comparison of these fields is stable (an unchanged resync still writes nothing).
+EXACT_FIELDS: dict[str, tuple[str, ...]] = {
+    "NetworkPolicy": ("spec",),
+    "RoleBinding": ("roleRef", "subjects"),
+}
+
+
+def needs_replace(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
+    """True when `live` has content beyond the plan in a field that must match exactly."""
+    fields = EXACT_FIELDS.get(str(desired.get("kind")))
+    if live is None or not fields:
+        return False
+    return any(desired.get(name) != live.get(name) for name in fields)

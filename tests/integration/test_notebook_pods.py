@@ -1,6 +1,8 @@
 """Notebook pods as the hub would create them, against a workspace the controller made.
 
-Behaviours under test (security invariants 2, 3 and 4) on the real API server:
+Behaviours under test (security invariants 1 to 4) on the real API server:
+- no pod is admitted in a workspace namespace whose deny-all NetworkPolicy is missing or
+  weakened (admission policy), and pods are admitted again once the controller restores it;
 - the pod KubeSpawner builds from our hub config for a member of a Ready workspace is admitted
   in the workspace namespace (PSA `restricted` enforced), created by the hub's own
   ServiceAccount identity; it mounts no ServiceAccount token, and every dataset is read-only
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +34,13 @@ from provisioner.kube.client import api_client
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.resources import Workspace
 from provisioner.models.settings import Settings
-from provisioner.planning.names import dataset_pv_name, namespace_name
+from provisioner.planning.names import POLICY_DEFAULT_DENY, dataset_pv_name, namespace_name
 from tests.integration.workspace_world import APPROVERS, World
 from tests.unit.test_hub_config import _pod_manifest, _reader, _spawner
 
 pytestmark = pytest.mark.integration
 PVS = RESOURCES[("v1", "PersistentVolume")]
+NETWORK_POLICIES = RESOURCES[("networking.k8s.io/v1", "NetworkPolicy")]
 
 
 @pytest.fixture
@@ -120,3 +125,49 @@ def test_kubespawner_default_pod_is_refused_by_pod_security(world: World) -> Non
     pod = notebook_pod(world, project, "ravi", config)
     with pytest.raises(RefusedError, match=re.escape('violates PodSecurity "restricted:v1.36"')):
         world.admin.create(pod, dry_run=True)
+
+
+def test_no_pod_without_the_deny_all_network_policy(world: World) -> None:
+    """Invariant 1, enforced by the API server: delete deny-all, and pods are refused."""
+    _, project, _ = world.approved_project()
+    world.reconcile(project)
+    ns = namespace_name(project)
+    pod = notebook_pod(world, project, "ravi")
+    world.admin.create(pod, dry_run=True)  # admitted while the policy is in place
+    assert world.admin.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
+    refused_within(
+        lambda: hub_identity(world).create(pod, dry_run=True), "tre-pod-requires-deny-all"
+    )
+    # A weakened policy is no better than none.
+    world.reconcile(project)
+    weakened = world.admin.get(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
+    assert weakened is not None
+    weakened["spec"]["egress"] = [{}]  # allow all egress
+    world.admin.replace(weakened)
+    refused_within(
+        lambda: hub_identity(world).create(pod, dry_run=True), "no longer denies all traffic"
+    )
+    world.reconcile(project)  # the controller restores it, and pods are admitted again
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            hub_identity(world).create(pod)
+            break
+        except RefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def refused_within(create: Callable[[], object], message: str, timeout: float = 10) -> None:
+    """The API server reads parameters from an informer cache: a deletion takes effect within
+    moments, not at the same instant."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            create()
+        except RefusedError as exc:
+            assert message in str(exc)
+            return
+        time.sleep(0.2)
+    pytest.fail(f"still admitted after {timeout:.0f}s; expected a refusal naming {message!r}")

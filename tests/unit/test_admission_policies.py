@@ -23,6 +23,7 @@ from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.admission import (
     FOUR_EYES_POLICY,
+    POD_DENY_ALL_POLICY,
     WORKSPACE_POLICY,
     high_tiers,
     plan_admission_policies,
@@ -66,15 +67,30 @@ def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]
     policies = by_name(planned, "ValidatingAdmissionPolicy")
     bindings = by_name(planned, "ValidatingAdmissionPolicyBinding")
     assert list(policies) == list(bindings)
-    assert len(policies) == 6
+    assert len(policies) == 7
     for name, policy in policies.items():
         assert policy["spec"]["failurePolicy"] == "Fail"
         assert bindings[name]["spec"]["policyName"] == name
         assert bindings[name]["spec"]["validationActions"] == ["Deny"]
         assert planned.index(policy) < planned.index(bindings[name])
         for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
-            assert rule["apiGroups"] == [API_GROUP]
-            assert rule["apiVersions"] == [API_VERSION]
+            if name == POD_DENY_ALL_POLICY:
+                assert (rule["apiGroups"], rule["resources"]) == ([""], ["pods"])
+            else:
+                assert rule["apiGroups"] == [API_GROUP]
+                assert rule["apiVersions"] == [API_VERSION]
+
+
+def test_pods_need_the_deny_all_policy_of_their_own_namespace(planned: list[Manifest]) -> None:
+    binding = by_name(planned, "ValidatingAdmissionPolicyBinding")[POD_DENY_ALL_POLICY]
+    # no namespace in paramRef: looked up in the pod's namespace; missing means Deny
+    assert binding["spec"]["paramRef"] == {
+        "name": "default-deny-all",
+        "parameterNotFoundAction": "Deny",
+    }
+    assert binding["spec"]["matchResources"]["namespaceSelector"] == {
+        "matchExpressions": [{"key": "tre.ucloud.org/project", "operator": "Exists"}]
+    }
 
 
 def test_settings_reach_the_rules(planned: list[Manifest]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.planning.drift import needs_apply
+from provisioner.planning.drift import needs_apply, needs_replace
 
 DESIRED: dict[str, Any] = {
     "apiVersion": "networking.k8s.io/v1",
@@ -60,3 +60,16 @@ def live(**changes: Any) -> dict[str, Any]:
 )
 def test_needs_apply(live_object: dict[str, Any] | None, expected: bool) -> None:
     assert needs_apply(DESIRED, live_object) is expected
+
+
+def test_an_added_allow_rule_needs_a_replace() -> None:
+    loosened = live(spec__egress=[{"ports": [{"port": 53, "protocol": "UDP"}]}])
+    loosened["spec"]["ingress"] = [{}]  # someone allowed all ingress
+    assert needs_apply(DESIRED, loosened) is False  # every declared field still matches...
+    assert needs_replace(DESIRED, loosened) is True  # ...but the boundary moved
+
+
+def test_server_fields_alone_need_no_replace() -> None:
+    unchanged = live()
+    unchanged["spec"] = dict(DESIRED["spec"])
+    assert needs_replace(DESIRED, unchanged) is False
