@@ -30,10 +30,11 @@ label, used to list datasets by tier with `kubectl get -l`, must equal `spec.cla
 
 Pods in workspaces (`tre-pod-requires-deny-all`, security invariant 1): no pod is created in a
 project namespace (labelled `tre.ucloud.org/project`) unless that namespace's
-`default-deny-all` NetworkPolicy exists and still denies all ingress and egress for every pod. The policy takes NetworkPolicy as its
-parameter, looked up by name in the namespace of the pod (`paramRef` without a namespace), and
-a missing parameter means Deny; so deleting the policy by hand stops new pods at once, not at
-the next resync.
+`default-deny-all` NetworkPolicy exists and still denies all ingress and egress for every
+pod. The policy takes NetworkPolicy as its parameter, looked up by name in the namespace of
+the pod (`paramRef` without a namespace), and a missing parameter means Deny; so deleting the
+policy by hand stops new pods within moments (the server's parameter cache), not at the next
+resync.
 
 Workspace (`tre-workspace-controller-only`): only the controller identity creates, updates or
 deletes Workspaces (JupyterHub trusts them). An administrator who must intervene by hand
