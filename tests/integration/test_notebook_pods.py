@@ -35,7 +35,7 @@ from provisioner.kube.resources import RESOURCES
 from provisioner.models.resources import Workspace
 from provisioner.models.settings import Settings
 from provisioner.planning.names import POLICY_DEFAULT_DENY, dataset_pv_name, namespace_name
-from tests.integration.workspace_world import APPROVERS, World
+from tests.integration.workspace_world import APPROVERS, World, create_pod_when_admitted
 from tests.unit.test_hub_config import _pod_manifest, _reader, _spawner
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def notebook_pod(
 def test_member_pod_is_admitted_read_only_and_tokenless(world: World) -> None:
     _, project, dataset = world.approved_project()
     world.reconcile(project)
-    created = hub_identity(world).create(notebook_pod(world, project, "ravi"))
+    created = create_pod_when_admitted(hub_identity(world), notebook_pod(world, project, "ravi"))
     spec = created["spec"]
     assert spec["automountServiceAccountToken"] is False
     assert not any("token" in v["name"] for v in spec["volumes"])
@@ -133,7 +133,7 @@ def test_no_pod_without_the_deny_all_network_policy(world: World) -> None:
     world.reconcile(project)
     ns = namespace_name(project)
     pod = notebook_pod(world, project, "ravi")
-    world.admin.create(pod, dry_run=True)  # admitted while the policy is in place
+    create_pod_when_admitted(world.admin, pod, dry_run=True)  # admitted: the policy is there
     assert world.admin.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
     refused_within(
         lambda: hub_identity(world).create(pod, dry_run=True), "tre-pod-requires-deny-all"

@@ -39,7 +39,7 @@ from provisioner.planning.names import (
     namespace_name,
     project_pvc_name,
 )
-from tests.integration.workspace_world import World
+from tests.integration.workspace_world import World, create_pod_when_admitted
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +181,7 @@ def test_revoke_freezes_then_retention_tears_down(
 ) -> None:
     request, project, dataset = ready_project
     ns = namespace_name(project)
-    world.admin.create(_notebook_pod(ns))
+    create_pod_when_admitted(world.admin, _notebook_pod(ns))
     result = world.tre(
         "request", "revoke", request, "-m", "consent withdrawn", user="carl", group="tre:approvers"
     )

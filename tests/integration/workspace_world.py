@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from typer.testing import CliRunner, Result
 from provisioner.audit.log import AuditLog, ensure_audit_bucket
 from provisioner.cli.main import app
 from provisioner.controller.reconcile import ReconcileResult, read_snapshot, reconcile_project
+from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
@@ -154,3 +156,22 @@ class World:
 
     def dataset_names(self) -> set[str]:
         return {o["metadata"]["name"] for o in self.admin.list(DATASETS)}
+
+
+def create_pod_when_admitted(
+    kube: Kube, pod: dict[str, Any], *, dry_run: bool = False, timeout: float = 10.0
+) -> Any:
+    """Create a pod in a just-provisioned namespace.
+
+    The API server reads the deny-all NetworkPolicy that admission requires from an informer
+    cache, so for a moment after the controller created it a pod is still refused ("no params
+    found"). That is the platform failing closed; the hub sees the same and retries.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return kube.create(pod, dry_run=dry_run)
+        except RefusedError as exc:
+            if "no params found" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
