@@ -18,7 +18,11 @@ What happens, on fresh local control planes (provisioner/devcluster), one after 
    C (timed): one `kubectl apply --server-side` over all of them, then one over the same
    statuses the controller wrote (AccessRequest and Workspace status, `--subresource=status`),
    then the same two invocations again, unchanged.
-3. Cluster C (skip with --no-per-workspace): one kubectl invocation per workspace.
+3. Cluster C (skip with --no-per-workspace): one kubectl invocation per workspace, in sequence,
+   as a shell loop over workspaces would do it.
+
+kubectl runs with its discovery cache filled beforehand (a kubectl user has one), and with
+`--force-conflicts`, which is what the controller's apply does (`force=true`).
 
 Each kubectl side gets its own fresh cluster, because objects already in etcd would turn a
 "from nothing" apply into a no-op, and a fresh cluster with the same setup is the same starting
@@ -27,11 +31,16 @@ the same RBAC, admission policies and API priority-and-fairness flow apply to bo
 
 Requests are read from the apiserver's own /metrics (apiserver_request_total by verb and
 resource, etcd_requests_total by operation), sampled just before and just after each timed
-section, after waiting until the cluster has settled (no write for QUIET_SECONDS). Leases and
-Events (BACKGROUND_RESOURCES) and non-resource paths (/metrics itself) are left out.
+section, after waiting until the cluster has settled (no write for QUIET_SECONDS). What the
+control plane writes on its own schedule (BACKGROUND_RESOURCES: leases, events, the
+`kubernetes` endpoints) and non-resource paths (/metrics itself) are left out.
 Writes that the client under test did not send (kube-controller-manager binding volumes,
 creating the kube-root-ca.crt ConfigMap, the quota admission plugin updating quota usage) do
-show in the server counts: the per-verb tables say which is which.
+show in the server counts: the per-resource tables say which is which, and the requests of the
+client alone are the dispatch count of its priority-and-fairness flow schema. CPU seconds of
+each process (from /proc) are sampled with every window too: on a machine with few cores the
+control plane's CPU, not the client, sets the floor, and a busy neighbour shows up as "other
+processes".
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ import kubernetes
 import yaml
 
 from provisioner.controller.install import install_platform
-from provisioner.controller.loop import run_pass
+from provisioner.controller.loop import DEFAULT_WORKERS, run_pass
 from provisioner.devcluster.binaries import K8S_VERSION, pinned_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.kube.api import Kube, Manifest
@@ -98,18 +107,18 @@ SETUP_THREADS = 8
 QUIET_SECONDS = 2.0  # the cluster has settled when no write reached the apiserver this long
 READ_VERBS = ("GET", "LIST", "WATCH")
 WRITE_VERBS = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
-# Never written by either client under test: Leases are the control plane's own heartbeats;
-# Events come from kube-controller-manager's volume binder, which retries the unbound project
-# claims (the dev cluster has no StorageClass) every 15 s.
-BACKGROUND_RESOURCES = {"leases", "events"}
+# Never written by either client under test, and written by the control plane on its own
+# schedule: Leases are its heartbeats; the apiserver reconciles the Endpoints of the
+# `kubernetes` Service (and its apiServerIPInfo keys in etcd) every 10 s; Events come from
+# kube-controller-manager's volume binder, which retries the unbound project claims (the dev
+# cluster has no StorageClass) every 15 s.
+BACKGROUND_RESOURCES = {"leases", "events", "endpoints", "apiServerIPInfo", "apiServerPeerIPInfo"}
 MAX_PASSES = 5
 # API priority and fairness puts the (impersonated) controller ServiceAccount, and only it, in
 # this flow schema; kube-controller-manager's own ServiceAccounts live in kube-system and match
 # `kube-system-service-accounts` first. So this schema's count is the client under test's.
 CLIENT_FLOW_SCHEMA = "service-accounts"
 IDLE, STEAL, BUSY, OTHER = "idle", "steal", "busy", "other processes"
-
-Progress = Callable[[str], None]
 
 
 def say(message: str) -> None:
@@ -652,22 +661,26 @@ def render(
     def mark(ok: bool) -> str:
         return "met" if ok else "**not met**"
 
+    k_cpu = _busy(kubectl.objects) + _busy(kubectl.statuses)
+    k_idle = kubectl.objects.cpu.get(IDLE, 0) + kubectl.statuses.cpu.get(IDLE, 0)
     lines = [
-        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with {n} workspaces "
-        f"({n_objects} objects: {n_objects // n if n else 0} per workspace on average, "
-        f"including the Workspace; plus {n_statuses} statuses)"
-        + (f", run_pass workers={workers}" if workers is not None else "")
-        + ".",
+        f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC: {n} workspaces, "
+        f"{n_objects} objects ({n_objects / n if n else 0:.0f} per workspace, the Workspace "
+        f"included) and {n_statuses} statuses; `run_pass` with "
+        f"{workers if workers is not None else DEFAULT_WORKERS} workers.",
         "",
         f"Reproduce: `{command}`",
         "",
-        "| | ours: `run_pass` | kubectl, 1 invocation | ratio (kubectl / ours) |",
+        "| | ours: `run_pass` | kubectl `apply --server-side` | kubectl / ours |",
         "|---|---:|---:|---:|",
-        f"| first provisioning, objects only (s) | {a.seconds:.2f} (objects and statuses) "
-        f"| {k_first:.2f} | {speedup_objects:.2f}x |",
-        f"| first provisioning, objects + statuses (s) | {a.seconds:.2f} | {k_all:.2f} "
-        f"(2 invocations) | {speedup_all:.2f}x |",
-        f"| API requests per workspace, first provisioning, all (reads / writes) "
+        f"| first provisioning (s), kubectl applying the objects only, 1 invocation "
+        f"| {a.seconds:.2f} | {k_first:.2f} | {speedup_objects:.2f}x |",
+        f"| first provisioning (s), kubectl applying the same objects and statuses, "
+        f"2 invocations | {a.seconds:.2f} | {k_all:.2f} | {speedup_all:.2f}x |",
+        f"| ... machine CPU seconds busy / idle meanwhile "
+        f"| {_busy(a):.1f} / {a.cpu.get(IDLE, 0):.1f} "
+        f"| {k_cpu:.1f} / {k_idle:.1f} | |",
+        f"| API requests per workspace, all (reads / writes) "
         f"| {_per(n, a.delta.reads())} / {_per(n, a.delta.writes())} "
         f"| {_per(n, k_all_reads)} / {_per(n, k_all_writes)} | |",
         f"| ... of which the client under test sent "
@@ -693,7 +706,8 @@ def render(
         f"{mark(resync_writes == 0)} ({resync_writes}).",
         "",
         "Requests the apiserver counted in each timed section (apiserver_request_total, "
-        "without leases, events and non-resource paths):",
+        "without the control plane's own leases, events and endpoints, and without "
+        "non-resource paths):",
         "",
         "| section | wall (s) | CPU seconds by process | requests by verb "
         "| write requests by resource | etcd writes |",
@@ -754,6 +768,11 @@ def render_controller_only(n: int, ours: ControllerResult) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def _busy(window: Window) -> float:
+    """Busy CPU seconds of the whole machine in the window (ours, control plane, others)."""
+    return sum(v for k, v in window.cpu.items() if k not in (IDLE, STEAL))
 
 
 def _cpu(window: Window) -> str:
@@ -849,7 +868,7 @@ def main() -> None:
         "--workers",
         type=int,
         default=None,
-        help="run_pass(workers=...) (default: run_pass's own default)",
+        help=f"run_pass(workers=...) (default: run_pass's own, {DEFAULT_WORKERS})",
     )
     parser.add_argument(
         "--no-per-workspace",

@@ -29,9 +29,11 @@ from provisioner.devcluster.s3server import S3Endpoint
 from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
-from provisioner.models.resources import AccessRequest, AccessRequestSpec
+from provisioner.models.resources import AccessRequest, AccessRequestSpec, Workspace, WorkspaceSpec
 from provisioner.models.settings import Settings
 from provisioner.planning.crds import plan_crds
+from provisioner.planning.names import namespace_name
+from provisioner.planning.workspace import plan_workspace
 from provisioner.storage.s3 import ensure_bucket, s3_client
 
 if TYPE_CHECKING:
@@ -122,6 +124,7 @@ def installed_platform(dev_platform: DevCluster) -> Settings:
     settings = Settings()
     install_platform(Kube(api_client(dev_platform.kubeconfig)), settings, lambda _: None)
     wait_for_policies(Kube(api_client(dev_platform.kubeconfig, as_user="probe-user")))
+    wait_for_pod_policy(Kube(api_client(dev_platform.kubeconfig)), settings)
     return settings
 
 
@@ -149,3 +152,46 @@ def wait_for_policies(kube: Kube, timeout: float = 30.0) -> None:
                 return
         time.sleep(0.25)
     pytest.fail("the admission policies did not become active within 30s")
+
+
+def wait_for_pod_policy(kube: Kube, settings: Settings, timeout: float = 60.0) -> None:
+    """The pod policy reads NetworkPolicies through an informer the API server starts when
+    the binding is (re)created; until it has synced, every pod in a project namespace is
+    refused. Probe a project namespace of our own until a compliant pod is admitted."""
+    probe = Workspace(
+        name="policy-probe",
+        spec=WorkspaceSpec(project="policy-probe", namespace=namespace_name("policy-probe")),
+    )
+    plan = plan_workspace(probe, settings)
+    for manifest in plan:
+        if manifest["kind"] in ("Namespace", "NetworkPolicy"):
+            kube.apply(manifest)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "probe", "namespace": namespace_name("policy-probe")},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": "registry.invalid/probe:1",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            kube.create(pod, dry_run=True)
+            return
+        except RefusedError as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    pytest.fail(f"the pod admission policy did not become ready within {timeout:.0f}s: {last}")

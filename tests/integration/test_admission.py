@@ -47,6 +47,7 @@ from provisioner.planning.admission import (
     DATASET_LABEL_POLICY,
     DECISIONS_POLICY,
     FOUR_EYES_POLICY,
+    POD_DENY_ALL_POLICY,
     WORKSPACE_POLICY,
     plan_admission_policies,
 )
@@ -310,6 +311,10 @@ def policies(admin_api: client.ApiClient, as_user: AsUser, crds: None) -> Iterat
     finally:
         for manifest in reversed(planned):
             name = manifest["metadata"]["name"]
+            if name == POD_DENY_ALL_POLICY:
+                # It guards pods, not requests, and deleting its binding would break it until
+                # the API server restarts (upstream kubernetes#130887): it stays.
+                continue
             if manifest["kind"] == "ValidatingAdmissionPolicy":
                 reg.delete_validating_admission_policy(name)
             else:

@@ -53,6 +53,7 @@ from provisioner.models.resources import (
     WorkspaceStatus,
 )
 from provisioner.models.types import ClassificationTier, ComputeTier
+from provisioner.planning.admission import POD_DENY_ALL_POLICY
 
 pytestmark = pytest.mark.integration
 
@@ -70,10 +71,14 @@ def without_admission_policies(admin_api: client.ApiClient, crds: None) -> None:
     """
     reg = client.AdmissionregistrationV1Api(admin_api)
     ours = "app.kubernetes.io/part-of=ucloud-tre"
+    # The pod policy stays: it guards pods, not our resources, and deleting its binding
+    # would break it until the API server restarts (upstream kubernetes#130887).
     for binding in reg.list_validating_admission_policy_binding(label_selector=ours).items:
-        reg.delete_validating_admission_policy_binding(binding.metadata.name)
+        if binding.metadata.name != POD_DENY_ALL_POLICY:
+            reg.delete_validating_admission_policy_binding(binding.metadata.name)
     for policy in reg.list_validating_admission_policy(label_selector=ours).items:
-        reg.delete_validating_admission_policy(policy.metadata.name)
+        if policy.metadata.name != POD_DENY_ALL_POLICY:
+            reg.delete_validating_admission_policy(policy.metadata.name)
     api = client.CustomObjectsApi(admin_api)
     deadline = time.monotonic() + 30
     while True:  # removal takes effect asynchronously, like installation

@@ -69,6 +69,12 @@ def _exists(kube: Kube, resource: Any, name: str, namespace: str | None = None) 
     return kube.get(resource, name, namespace) is not None
 
 
+def _gone(kube: Kube, resource: Any, name: str, namespace: str | None = None) -> bool:
+    """Deleted, or being deleted (PV and PVC protection finalizers finish asynchronously)."""
+    live = kube.get(resource, name, namespace)
+    return live is None or bool(live["metadata"].get("deletionTimestamp"))
+
+
 def test_approved_request_becomes_ready_workspace(
     world: World, ready_project: tuple[str, str, str]
 ) -> None:
@@ -191,8 +197,8 @@ def test_revoke_freezes_then_retention_tears_down(
     assert frozen.phase is not None and frozen.phase.value == "Frozen"
     assert world.request_object(request)["status"]["phase"] == "Revoked"
     assert not _exists(world.admin, ROLE_BINDINGS, HUB_ROLE_BINDING_NAME, ns)
-    assert not _exists(world.admin, PVS, dataset_pv_name(project, dataset))
-    assert not _exists(world.admin, PVCS, dataset_pvc_name(dataset), ns)
+    assert _gone(world.admin, PVS, dataset_pv_name(project, dataset))
+    assert _gone(world.admin, PVCS, dataset_pvc_name(dataset), ns)
     assert _exists(world.admin, PVCS, project_pvc_name(), ns)  # outputs are kept
     assert _exists(world.admin, NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
     pod = world.admin.get(PODS, "jupyter-lea", ns)
@@ -230,7 +236,7 @@ def test_changed_dataset_is_withheld(world: World, ready_project: tuple[str, str
     changed = next(c for c in ws["status"]["conditions"] if c["type"] == "DatasetChanged")
     assert changed["status"] == "True"
     assert dataset in changed["message"]
-    assert not _exists(world.admin, PVS, dataset_pv_name(project, dataset))
+    assert _gone(world.admin, PVS, dataset_pv_name(project, dataset))
 
 
 def test_sensitive_dataset_needs_two_distinct_approvers(world: World) -> None:
