@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from provisioner.kube.api import Kube, Manifest
@@ -77,11 +78,18 @@ class Snapshot:
         return {r.spec.project for r in self.requests} | set(self.workspaces)
 
     def owned_by(self, project: str) -> dict[tuple[str, str, str, str], Manifest]:
-        return {
-            k: v
-            for k, v in self.owned.items()
-            if v["metadata"].get("labels", {}).get(LABEL_PROJECT) == project
-        }
+        return self._by_project.get(project, {})
+
+    @cached_property
+    def _by_project(self) -> dict[str, dict[tuple[str, str, str, str], Manifest]]:
+        # Built once per snapshot: scanning every owned object per project would make a
+        # resync grow with the square of the number of workspaces.
+        index: dict[str, dict[tuple[str, str, str, str], Manifest]] = {}
+        for key, obj in self.owned.items():
+            project = (obj["metadata"].get("labels") or {}).get(LABEL_PROJECT)
+            if project:
+                index.setdefault(project, {})[key] = obj
+        return index
 
 
 def read_snapshot(kube: Kube) -> Snapshot:

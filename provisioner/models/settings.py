@@ -8,13 +8,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from provisioner.models.types import ClassificationTier
 
 
 class Settings(BaseSettings):
+    @field_validator("project_storage_size")
+    @classmethod
+    def _canonical_quantity(cls, value: str) -> str:
+        number, unit = int(value[:-2]), value[-2:]
+        bigger = {"Mi": "Gi", "Gi": "Ti"}.get(unit)
+        if bigger and number % 1024 == 0:
+            raise ValueError(
+                f"write {number // 1024}{bigger} instead of {value}: the API server stores "
+                "the canonical form"
+            )
+        return value
+
     model_config = SettingsConfigDict(env_prefix="TRE_", extra="ignore", frozen=True)
 
     # --- Kubernetes -------------------------------------------------------------------------
@@ -78,7 +90,11 @@ class Settings(BaseSettings):
         "repairs drift (for example a NetworkPolicy deleted by hand).",
     )
     project_storage_size: str = Field(
-        default="10Gi", description="Size of each project's shared /project volume."
+        default="10Gi",
+        pattern=r"^[1-9][0-9]*(Mi|Gi|Ti)$",
+        description="Size of each project's shared /project volume, in the API server's "
+        "canonical form (e.g. 10Gi, not 10240Mi): the server rewrites other spellings, and a "
+        "value that never reads back as written would be re-applied on every resync.",
     )
     project_storage_class: str | None = Field(
         default=None, description="StorageClass of project storage. None: cluster default."

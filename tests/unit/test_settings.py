@@ -1,0 +1,42 @@
+"""Settings: defaults are safe, the environment is read with the TRE_ prefix, secrets stay
+secret, and a storage size the API server would rewrite is refused with the canonical form."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier
+
+
+def test_safe_defaults() -> None:
+    settings = Settings()
+    assert settings.two_approver_tier is ClassificationTier.CONFIDENTIAL
+    assert settings.max_request_days == 365
+    assert settings.audit_retention_days == 3650
+    assert settings.controller_user == "system:serviceaccount:tre-system:tre-controller"
+
+
+def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRE_APPROVER_GROUP", "dac")
+    monkeypatch.setenv("TRE_S3_SECRET_ACCESS_KEY", "hunter2")
+    settings = Settings()
+    assert settings.approver_group == "dac"
+    assert isinstance(settings.s3_secret_access_key, SecretStr)
+    assert "hunter2" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("size", "hint"),
+    [("10240Mi", "write 10Gi instead of 10240Mi"), ("2048Gi", "write 2Ti instead of 2048Gi")],
+)
+def test_non_canonical_storage_size_is_refused(size: str, hint: str) -> None:
+    with pytest.raises(ValidationError, match=hint):
+        Settings(project_storage_size=size)
+
+
+@pytest.mark.parametrize("size", ["10G", "0Gi", "1.5Gi", "ten"])
+def test_malformed_storage_size_is_refused(size: str) -> None:
+    with pytest.raises(ValidationError, match="project_storage_size"):
+        Settings(project_storage_size=size)
