@@ -132,28 +132,21 @@ def main() -> None:
         Path(f.name).unlink()
 
         say("two approvers decide (sensitive data needs four eyes)")
-        tre(
-            "--as",
-            "arjen.approver",
-            "--as-group",
-            "tre:approvers",
-            "request",
-            "approve",
-            name,
-            "-m",
-            "DPIA on file; purpose matches consent",
-        )
-        tre(
-            "--as",
-            "bea.approver",
-            "--as-group",
-            "tre:approvers",
-            "request",
-            "approve",
-            name,
-            "-m",
-            "second review ok",
-        )
+        for approver, comment in (
+            ("arjen.approver", "DPIA on file; purpose matches consent"),
+            ("bea.approver", "second review ok"),
+        ):
+            tre(
+                "--as",
+                approver,
+                "--as-group",
+                "tre:approvers",
+                "request",
+                "approve",
+                name,
+                "-m",
+                comment,
+            )
 
     say("the controller provisions the workspace")
     tre("--as", settings.controller_user, "controller", "run", "--once")
