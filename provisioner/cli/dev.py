@@ -38,7 +38,7 @@ def _progress(message: str) -> None:
 def up(state_dir: StateDir = None) -> None:
     """Start etcd, kube-apiserver, kube-controller-manager and S3 in the background.
 
-    Builds the pinned binaries on first use (10-25 min on 2 cores, cached afterwards).
+    Builds the pinned binaries on first use (about 13 min on 2 cores, cached afterwards).
     Running it again while the platform is up is not an error.
     """
     cluster = _cluster(state_dir)
