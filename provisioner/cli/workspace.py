@@ -9,14 +9,11 @@ import typer
 from provisioner.cli import common
 from provisioner.cli.context import cli_context
 from provisioner.cli.output import emit
-from provisioner.controller.reconcile import read_snapshot, reconcile_project
+from provisioner.controller.reconcile import plan_project, read_snapshot, reconcile_project
 from provisioner.errors import NotFoundError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import WORKSPACES
 from provisioner.models.resources import Workspace
-from provisioner.planning.approvals import evaluate_request, plan_workspace_spec
-from provisioner.planning.drift import needs_apply
-from provisioner.planning.workspace import plan_workspace
 
 app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 COLUMNS = ["project", "namespace", "phase", "members", "datasets", "expires"]
@@ -55,63 +52,26 @@ def show(ctx: typer.Context, project: str) -> None:
 @app.command()
 def plan(ctx: typer.Context, project: str) -> None:
     """Show what a reconcile would change for PROJECT, object by object, and why."""
-    k = common.kube(ctx)
-    snapshot = read_snapshot(k)
-    now = common.utc_now()
-    settings = common.settings()
-    evaluated = [
-        (r, evaluate_request(r, snapshot.datasets, settings, now.date()))
-        for r in snapshot.requests
-        if r.spec.project == project
+    planned = plan_project(
+        common.settings(), project, read_snapshot(common.kube(ctx)), common.utc_now()
+    )
+    rows: list[dict[str, Any]] = [
+        {
+            "change": "status",
+            "object": f"AccessRequest/{request.name}",
+            "why": f"{ev.phase.value}: {ev.message}",
+        }
+        for request, ev in planned.evaluated
     ]
-    spec, changes = plan_workspace_spec(project, evaluated, snapshot.datasets, now.date())
-    rows: list[dict[str, Any]] = []
-    for request, ev in evaluated:
-        rows.append(
-            {
-                "change": "status",
-                "object": f"AccessRequest/{request.name}",
-                "why": f"{ev.phase.value}: {ev.message}",
-            }
-        )
-    desired = plan_workspace(Workspace(name=project, spec=spec), settings) if spec.requests else []
-    owned = snapshot.owned_by(project)
-    for m in desired:
-        key = (
-            m["apiVersion"],
-            m["kind"],
-            m["metadata"].get("namespace", ""),
-            m["metadata"]["name"],
-        )
-        live = owned.get(key)
-        if needs_apply(m, live):
-            rows.append(
-                {
-                    "change": "create" if live is None else "update",
-                    "object": f"{m['kind']}/{m['metadata']['name']}",
-                    "why": "missing" if live is None else "differs from the plan",
-                }
-            )
-    wanted = {
-        (m["apiVersion"], m["kind"], m["metadata"].get("namespace", ""), m["metadata"]["name"])
-        for m in desired
-    }
-    for key in sorted(set(owned) - wanted):
-        rows.append(
-            {
-                "change": "prune" if spec.requests else "freeze",
-                "object": f"{key[1]}/{key[3]}",
-                "why": "no longer granted",
-            }
-        )
-    for change in changes:
-        rows.append(
-            {
-                "change": "withhold",
-                "object": f"Dataset/{change.dataset}",
-                "why": "content differs from the approved manifest",
-            }
-        )
+    rows += [{"change": c.action, "object": c.name, "why": c.why} for c in planned.objects]
+    rows += [
+        {
+            "change": "withhold",
+            "object": f"Dataset/{c.dataset}",
+            "why": "content differs from the approved manifest",
+        }
+        for c in planned.dataset_changes
+    ]
     emit(rows, cli_context(ctx).output, ["change", "object", "why"])
 
 

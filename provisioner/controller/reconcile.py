@@ -162,21 +162,70 @@ def _same_status(desired: dict[str, Any], live: dict[str, Any]) -> bool:
     return declared_fields_match(desired, live)
 
 
-def reconcile_project(
-    kube: Kube,
-    settings: Settings,
-    project: str,
-    snapshot: Snapshot,
-    now: dt.datetime,
-    audit: Auditor | None = None,
-) -> ReconcileResult:
+@dataclass(frozen=True)
+class ObjectChange:
+    """One write a reconcile would make to an owned object, and why."""
+
+    action: str  # "create" or "update" (server-side apply), "replace" or "prune"
+    key: tuple[str, str, str, str]  # (apiVersion, kind, namespace, name)
+    manifest: Manifest | None  # None for a prune
+    why: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.key[1]}/{self.key[3]}"
+
+
+def object_changes(
+    desired: list[Manifest],
+    owned: dict[tuple[str, str, str, str], Manifest],
+    phase: WorkspacePhase,
+) -> list[ObjectChange]:
+    """What differs, in plan order; then leftovers to prune, access-granting kinds first."""
+    changes = []
+    for manifest in desired:
+        key = _key(manifest)
+        live = owned.get(key)
+        if live is not None and needs_replace(manifest, live):
+            # Someone added to a security object: put back exactly what we planned, as a
+            # whole-object update on top of the version we read.
+            version = live["metadata"]["resourceVersion"]
+            whole = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
+            changes.append(ObjectChange("replace", key, whole, "has additions not in the plan"))
+        elif live is None:
+            changes.append(ObjectChange("create", key, manifest, "missing"))
+        elif needs_apply(manifest, live):
+            changes.append(ObjectChange("update", key, manifest, "differs from the plan"))
+    wanted = {_key(m) for m in desired}
+    prune_order = {(r.api_version, r.kind): i for i, r in enumerate(OWNED_KINDS)}
+    for key in sorted(set(owned) - wanted, key=lambda k: prune_order[(k[0], k[1])]):
+        if key[1] == "Namespace" and phase is not WorkspacePhase.TORN_DOWN:
+            continue
+        changes.append(ObjectChange("prune", key, None, "no longer granted"))
+    return changes
+
+
+@dataclass(frozen=True)
+class ProjectPlan:
+    """Everything one reconcile decides for a project, before it writes anything."""
+
+    evaluated: list[tuple[AccessRequest, RequestEvaluation]]
+    dataset_changes: list[DatasetChange]
+    live_ws: Manifest | None
+    live_status: WorkspaceStatus
+    decision: PhaseDecision | None  # None: no workspace to provision, freeze or tear down
+    workspace: Workspace
+    objects: list[ObjectChange]
+
+
+def plan_project(
+    settings: Settings, project: str, snapshot: Snapshot, now: dt.datetime
+) -> ProjectPlan:
+    """Read-only: what `reconcile_project` would do (also `tre workspace plan`)."""
     today = now.date()
     requests = [r for r in snapshot.requests if r.spec.project == project]
     evaluated = [(r, evaluate_request(r, snapshot.datasets, settings, today)) for r in requests]
-    result = ReconcileResult(project, None)
-    result.status_writes += _sync_request_statuses(kube, project, evaluated, now, audit)
-
-    spec, changes = plan_workspace_spec(project, evaluated, snapshot.datasets, today)
+    spec, dataset_changes = plan_workspace_spec(project, evaluated, snapshot.datasets, today)
     live_ws = snapshot.workspaces.get(project)
     live_status = WorkspaceStatus.model_validate((live_ws or {}).get("status") or {})
     decision = next_phase(
@@ -186,10 +235,8 @@ def reconcile_project(
         now=now,
         retention=dt.timedelta(days=settings.retention_days),
     )
-    if decision is None:
-        return result
-    phase = decision.phase
-    if phase is not WorkspacePhase.READY:
+    phase = decision.phase if decision else None
+    if phase is not None and phase is not WorkspacePhase.READY:
         # A frozen workspace grants nothing: no members, no datasets, only its identity.
         spec = WorkspaceSpec(
             project=project, namespace=namespace_name(project), compute_tier=spec.compute_tier
@@ -201,17 +248,41 @@ def reconcile_project(
         desired = plan_frozen_workspace(workspace, settings)
     else:
         desired = []
-    _sync_objects(kube, desired, snapshot.owned_by(project), phase, result)
+    objects = (
+        object_changes(desired, snapshot.owned_by(project), phase) if phase is not None else []
+    )
+    return ProjectPlan(
+        evaluated, dataset_changes, live_ws, live_status, decision, workspace, objects
+    )
+
+
+def reconcile_project(
+    kube: Kube,
+    settings: Settings,
+    project: str,
+    snapshot: Snapshot,
+    now: dt.datetime,
+    audit: Auditor | None = None,
+) -> ReconcileResult:
+    plan = plan_project(settings, project, snapshot, now)
+    result = ReconcileResult(project, None)
+    result.status_writes += _sync_request_statuses(kube, project, plan.evaluated, now, audit)
+    if plan.decision is None:
+        return result
+    phase = plan.decision.phase
+    live_ws, live_status, workspace = plan.live_ws, plan.live_status, plan.workspace
+    spec = workspace.spec
+    _write_objects(kube, plan.objects, result)
     if phase is WorkspacePhase.FROZEN and live_status.phase is not WorkspacePhase.FROZEN:
         _stop_notebooks(kube, namespace_name(project))
 
     status = WorkspaceStatus(
         phase=phase,
-        frozen_at=decision.frozen_at,
+        frozen_at=plan.decision.frozen_at,
         torn_down_at=(live_status.torn_down_at or now)
         if phase is WorkspacePhase.TORN_DOWN
         else None,
-        conditions=_workspace_conditions(phase, spec, changes, settings, now, live_ws),
+        conditions=_workspace_conditions(phase, spec, plan.dataset_changes, settings, now, live_ws),
     )
     _sync_workspace(kube, workspace, status, live_ws, result)
     if live_ws is None or live_status.phase is not phase:
@@ -228,7 +299,7 @@ def reconcile_project(
             },
         )
     result.phase = phase
-    result.requeue_at = _requeue_at(evaluated, decision, settings, today)
+    result.requeue_at = _requeue_at(plan.evaluated, plan.decision, settings, now.date())
     return result
 
 
@@ -261,35 +332,19 @@ def _sync_request_statuses(
     return writes
 
 
-def _sync_objects(
-    kube: Kube,
-    desired: list[Manifest],
-    owned: dict[tuple[str, str, str, str], Manifest],
-    phase: WorkspacePhase,
-    result: ReconcileResult,
-) -> None:
-    """Apply what differs, in plan order; then prune leftovers, access-granting kinds first."""
-    for manifest in desired:
-        live = owned.get(_key(manifest))
-        name = f"{manifest['kind']}/{manifest['metadata']['name']}"
-        if live is not None and needs_replace(manifest, live):
-            # Someone added to a security object: put back exactly what we planned.
-            version = live["metadata"]["resourceVersion"]
-            kube.replace(
-                {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
-            )
-            result.applied.append(name)
-        elif needs_apply(manifest, live):
-            kube.apply(manifest)
-            result.applied.append(name)
-    wanted = {_key(m) for m in desired}
-    prune_order = {(r.api_version, r.kind): i for i, r in enumerate(OWNED_KINDS)}
-    for key in sorted(set(owned) - wanted, key=lambda k: prune_order[(k[0], k[1])]):
-        api_version, kind, namespace, name = key
-        if kind == "Namespace" and phase is not WorkspacePhase.TORN_DOWN:
+def _write_objects(kube: Kube, changes: list[ObjectChange], result: ReconcileResult) -> None:
+    for change in changes:
+        if change.action == "prune":
+            api_version, kind, namespace, name = change.key
+            kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
+            result.pruned.append(change.name)
             continue
-        kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
-        result.pruned.append(f"{kind}/{name}")
+        assert change.manifest is not None
+        if change.action == "replace":
+            kube.replace(change.manifest)  # carries the live resourceVersion
+        else:
+            kube.apply(change.manifest)
+        result.applied.append(change.name)
 
 
 def _workspace_conditions(
