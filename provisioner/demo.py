@@ -6,8 +6,9 @@
 4. approve it as two approvers (the dataset is `sensitive`, so one is not enough);
 5. run the controller until the workspace is Ready, and show the workspace and its objects.
 
-Every step runs the real `tre` command, printed before it runs, with the identity it acts as
-(`--as`, Kubernetes impersonation). The platform keeps running afterwards.
+Every step runs the real `tre` command, printed before it runs, with the identity it acts as:
+people through `--as` (Kubernetes impersonation), the controller with a token of its own
+ServiceAccount, as it has in a cluster. The platform keeps running afterwards.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import yaml
 from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
 from provisioner.errors import TreError
+from provisioner.kube.api import Kube
+from provisioner.kube.client import api_client, write_service_account_kubeconfig
 from provisioner.models.settings import Settings
 from provisioner.storage.s3 import ensure_bucket, s3_client
 
@@ -41,9 +44,14 @@ def say(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def tre(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    print(f"$ tre {shlex.join(args)}", flush=True)
-    done = subprocess.run([TRE, *args], text=True, capture_output=True, check=False)
+def tre(
+    *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
+    print(f"$ {prefix}tre {shlex.join(args)}", flush=True)
+    done = subprocess.run(
+        [TRE, *args], text=True, capture_output=True, check=False, env={**os.environ, **(env or {})}
+    )
     out = (done.stdout + done.stderr).rstrip()
     if out:
         print("  " + out.replace("\n", "\n  "), flush=True)
@@ -148,8 +156,14 @@ def main() -> None:
                 comment,
             )
 
-    say("the controller provisions the workspace")
-    tre("--as", settings.controller_user, "controller", "run", "--once")
+    say("the controller provisions the workspace, as its own ServiceAccount (a TokenRequest token)")
+    controller_kubeconfig = write_service_account_kubeconfig(
+        Kube(api_client(cluster.kubeconfig)),
+        cluster.kubeconfig,
+        settings.controller_user,
+        cluster.state_dir / "tre-controller.kubeconfig",
+    )
+    tre("controller", "run", "--once", env={"KUBECONFIG": str(controller_kubeconfig)})
     tre("workspace", "list")
     tre("request", "list")
 

@@ -38,9 +38,32 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
     }
     return [
         namespace,
+        *_controller_service_account(settings),
         *plan_crds(),
         *plan_admission_policies(settings, controller_user=settings.controller_user),
         *plan_platform_rbac(settings),
+    ]
+
+
+def _controller_service_account(settings: Settings) -> list[dict[str, Any]]:
+    """The controller's ServiceAccount, when `controller_user` names one in tre-system.
+
+    In a cluster the controller runs as this account; locally its token (TokenRequest) is how
+    a benchmark or a test acts exactly as the controller, without impersonation.
+    """
+    parts = settings.controller_user.split(":")
+    if len(parts) != 4 or parts[:3] != ["system", "serviceaccount", SYSTEM_NAMESPACE]:
+        return []
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": parts[3],
+                "namespace": SYSTEM_NAMESPACE,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+            },
+        }
     ]
 
 

@@ -196,6 +196,7 @@ def object_changes(
             changes.append(ObjectChange("create", key, manifest, "missing"))
         elif needs_apply(manifest, live):
             changes.append(ObjectChange("update", key, manifest, "differs from the plan"))
+    changes = _new_quota_after_new_claims(changes)
     wanted = {_key(m) for m in desired}
     prune_order = {(r.api_version, r.kind): i for i, r in enumerate(OWNED_KINDS)}
     for key in sorted(set(owned) - wanted, key=lambda k: prune_order[(k[0], k[1])]):
@@ -203,6 +204,25 @@ def object_changes(
             continue
         changes.append(ObjectChange("prune", key, None, "no longer granted"))
     return changes
+
+
+def _new_quota_after_new_claims(changes: list[ObjectChange]) -> list[ObjectChange]:
+    """Create a missing ResourceQuota after the claims the same reconcile creates.
+
+    The plan puts the quota before the claims, so that a raised claim limit is in force
+    before new claims need it. But a quota that exists while claims are created makes the
+    quota admission plugin rewrite the quota's status once per claim; created after them,
+    the quota controller counts them once (measured: about 500 fewer writes per 200 new
+    workspaces, docs/performance.md). The hub RoleBinding stays last, so the quota still
+    exists before any pod can.
+    """
+    quota = [c for c in changes if c.action == "create" and c.key[1] == "ResourceQuota"]
+    claims = [i for i, c in enumerate(changes) if c.key[1] == "PersistentVolumeClaim"]
+    if not quota or not claims:
+        return changes
+    rest = [c for c in changes if c not in quota]
+    after = max(i for i, c in enumerate(rest) if c.key[1] == "PersistentVolumeClaim") + 1
+    return [*rest[:after], *quota, *rest[after:]]
 
 
 @dataclass(frozen=True)

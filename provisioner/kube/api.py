@@ -35,11 +35,20 @@ def error_message(exc: ApiException) -> str:
         return str(exc.reason)
 
 
+# A server-side apply with a field the schema does not declare is answered with HTTP 500
+# (kubernetes#139253, fix proposed in #139255); it is the request's fault, and retrying it
+# cannot help.
+_APPLY_SCHEMA_ERROR = "failed to create typed patch object"
+
+
 def translate(exc: ApiException, what: str) -> TreError:
-    message = f"{what}: {error_message(exc)}"
+    server_says = error_message(exc)
+    message = f"{what}: {server_says}"
     if exc.status == 404:
         return NotFoundError(message)
     if exc.status in (400, 403, 422):
+        return RefusedError(message)
+    if exc.status == 500 and server_says.startswith(_APPLY_SCHEMA_ERROR):
         return RefusedError(message)
     if exc.status == 409:
         return ConflictError(message)
@@ -120,7 +129,10 @@ class Kube:
         """Server-side apply `manifest` as our field manager; returns the live object."""
         resource = resource_for(manifest)
         meta = manifest["metadata"]
-        query = [("fieldManager", self.field_manager)]
+        # fieldValidation=Ignore: for an apply the server's strict pass can only find duplicate
+        # keys (unknown fields fail the apply whatever this says), and a JSON-encoded dict has
+        # none; skipping it saves the server a second YAML parse of every body.
+        query = [("fieldManager", self.field_manager), ("fieldValidation", "Ignore")]
         if force:
             # We own these objects: take back fields someone changed by hand (drift repair).
             query.append(("force", "true"))

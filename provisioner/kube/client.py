@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from provisioner.errors import InvalidInputError, PermanentError
+from provisioner.kube.api import Kube
 
 # Connections kept open to the API server per client. The library's default is 5 per CPU (10 on
 # a 2-core machine); the controller holds up to 4 watches and reconciles 8 projects at once
@@ -67,3 +69,53 @@ def api_client(
     for group in as_groups:
         api.set_default_header("Impersonate-Group", group)
     return api
+
+
+def write_service_account_kubeconfig(
+    admin: Kube,
+    base_kubeconfig: Path,
+    username: str,
+    path: Path,
+    *,
+    expiration_seconds: int = 3600,
+) -> Path:
+    """Write a kubeconfig at `path` that authenticates as ServiceAccount `username`
+    (system:serviceaccount:NS:NAME) with a short-lived token from the TokenRequest API.
+
+    This is exactly the identity a pod of that account has in a cluster: no impersonation, so
+    no extra authorization check per request. `admin` must be allowed to create tokens.
+    """
+    parts = username.split(":")
+    if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
+        raise InvalidInputError(
+            f"{username!r} is not a ServiceAccount username; expected "
+            "system:serviceaccount:NAMESPACE:NAME"
+        )
+    namespace, name = parts[2], parts[3]
+    token = admin.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": expiration_seconds},
+        },
+        what=f"token for ServiceAccount {namespace}/{name}",
+    )["status"]["token"]
+    base = yaml.safe_load(base_kubeconfig.read_text())
+    context = base["current-context"]
+    cluster = next(c["context"]["cluster"] for c in base["contexts"] if c["name"] == context)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [c for c in base["clusters"] if c["name"] == cluster],
+        "users": [{"name": name, "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": cluster, "user": name}}],
+        "current-context": name,
+    }
+    # The token is a credential: the file is private from its first byte.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -34,6 +34,7 @@ from provisioner.models.settings import Settings
 from provisioner.planning.names import (
     HUB_ROLE_BINDING_NAME,
     POLICY_DEFAULT_DENY,
+    RESOURCE_QUOTA_NAME,
     dataset_pv_name,
     dataset_pvc_name,
     namespace_name,
@@ -49,6 +50,7 @@ PVS = RESOURCES[("v1", "PersistentVolume")]
 PVCS = RESOURCES[("v1", "PersistentVolumeClaim")]
 PODS = RESOURCES[("v1", "Pod")]
 NAMESPACES = RESOURCES[("v1", "Namespace")]
+RESOURCE_QUOTAS = RESOURCES[("v1", "ResourceQuota")]
 
 
 @pytest.fixture
@@ -138,15 +140,17 @@ class DiesAfter(Kube):
         return super().request(method, path, **kwargs)
 
 
-@pytest.mark.parametrize("writes_before_death", [1, 3, 6, 10])
+@pytest.mark.parametrize("writes_before_death", [1, 3, 6, 10, 13, 14])
 def test_reconcile_killed_half_way_converges(world: World, writes_before_death: int) -> None:
     _, project, dataset = world.approved_project()
     with pytest.raises(Killed):
         world.reconcile(project, kube=DiesAfter(world.controller, writes_before_death))
     ns = namespace_name(project)
-    # Whatever was made, the hub cannot spawn without the deny-all policy in place.
+    # Whatever was made, the hub cannot spawn without the deny-all policy and the quota in
+    # place (the quota of a new workspace is created late, after its claims).
     if _exists(world.admin, ROLE_BINDINGS, HUB_ROLE_BINDING_NAME, ns):
         assert _exists(world.admin, NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
+        assert _exists(world.admin, RESOURCE_QUOTAS, RESOURCE_QUOTA_NAME, ns)
     result = world.reconcile(project)
     assert result.phase is not None and result.phase.value == "Ready"
     assert _exists(world.admin, PVS, dataset_pv_name(project, dataset))

@@ -19,7 +19,7 @@ from provisioner.cli.main import app
 from provisioner.controller.reconcile import ReconcileResult, read_snapshot, reconcile_project
 from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
-from provisioner.kube.client import api_client
+from provisioner.kube.client import api_client, write_service_account_kubeconfig
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
 from provisioner.models.settings import Settings
 from provisioner.storage.s3 import ensure_bucket, s3_client
@@ -44,7 +44,18 @@ class World:
 
     def __post_init__(self) -> None:
         self.admin = Kube(api_client(self.kubeconfig))
-        self.controller = Kube(api_client(self.kubeconfig, as_user=self.settings.controller_user))
+        # The controller acts with a token of its own ServiceAccount, as it does in a cluster
+        # (no impersonation), so these tests prove that `tre install` gives it what it needs.
+        self.controller = Kube(
+            api_client(
+                write_service_account_kubeconfig(
+                    self.admin,
+                    self.kubeconfig,
+                    self.settings.controller_user,
+                    self.tmp / "controller.kubeconfig",
+                )
+            )
+        )
         self.s3: S3Client = s3_client(self.settings)
         ensure_audit_bucket(self.s3, self.settings.audit_bucket)
         self.audit = AuditLog(self.s3, self.settings.audit_bucket)
