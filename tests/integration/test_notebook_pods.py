@@ -25,7 +25,6 @@ import pytest
 from kubernetes_asyncio.config import kube_config
 from traitlets.config import Config
 
-from hub_config import config as hub
 from hub_config.workspaces import make_profile_list
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.errors import RefusedError
@@ -36,7 +35,12 @@ from provisioner.models.resources import Workspace
 from provisioner.models.settings import Settings
 from provisioner.planning.names import POLICY_DEFAULT_DENY, dataset_pv_name, namespace_name
 from tests.integration.workspace_world import APPROVERS, World, create_pod_when_admitted
-from tests.unit.test_hub_config import _pod_manifest, _reader, _spawner
+from tests.kubespawner_harness import (
+    hub_config_for,
+    make_spawner,
+    pod_manifest,
+    workspace_reader,
+)
 
 pytestmark = pytest.mark.integration
 PVS = RESOURCES[("v1", "PersistentVolume")]
@@ -69,11 +73,10 @@ def notebook_pod(
     assert obj is not None
     workspace = Workspace.from_object(obj)
     if config is None:
-        config = Config()
-        hub.apply_config(config, world.settings, workspace_reader=_reader([workspace]))
+        config = hub_config_for(world.settings, [workspace])
 
     async def build() -> dict[str, Any]:
-        return await _pod_manifest(_spawner(config, user, project))
+        return await pod_manifest(make_spawner(config, user, project))
 
     pod = asyncio.run(build())
     pod["metadata"]["namespace"] = namespace_name(project)
@@ -121,7 +124,9 @@ def test_kubespawner_default_pod_is_refused_by_pod_security(world: World) -> Non
     obj = world.workspace(project)
     assert obj is not None
     config = Config()
-    config.KubeSpawner.profile_list = make_profile_list(_reader([Workspace.from_object(obj)]))
+    config.KubeSpawner.profile_list = make_profile_list(
+        workspace_reader([Workspace.from_object(obj)])
+    )
     pod = notebook_pod(world, project, "ravi", config)
     with pytest.raises(RefusedError, match=re.escape('violates PodSecurity "restricted:v1.36"')):
         world.admin.create(pod, dry_run=True)

@@ -37,14 +37,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
-from jupyterhub import orm
 from jupyterhub.app import JupyterHub
-from kubernetes_asyncio.client import ApiClient
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
 from traitlets.config import Config
@@ -71,6 +68,13 @@ from provisioner.models.resources import (
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, ComputeTier
+from tests.kubespawner_harness import (
+    HubUser,
+    hub_config_for,
+    make_spawner,
+    pod_manifest,
+    workspace_reader,
+)
 
 PROJECT = "diabetes-2026"
 NAMESPACE = "tre-diabetes-2026"
@@ -189,46 +193,6 @@ def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-class HubUser:
-    """What KubeSpawner reads from JupyterHub's User wrapper."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.id = 7
-        self.url = f"/user/{name}/"
-
-
-def _reader(workspaces: Sequence[Workspace]) -> Any:
-    async def read() -> Sequence[Workspace]:
-        return list(workspaces)
-
-    return read
-
-
-def _hub_config(settings: Settings, workspaces: Sequence[Workspace]) -> Config:
-    c = Config()
-    hub.apply_config(c, settings, workspace_reader=_reader(workspaces))
-    return c
-
-
-def _spawner(c: Config, user: str, server_name: str) -> KubeSpawner:
-    # Needs a running event loop: KubeSpawner creates its shared API client in __init__.
-    return KubeSpawner(
-        config=c, user=HubUser(user), orm_spawner=orm.Spawner(name=server_name), _mock=True
-    )
-
-
-async def _pod_manifest(spawner: KubeSpawner) -> Manifest:
-    """The pod KubeSpawner would create, camelCase as the API server would receive it."""
-    await spawner.load_user_options()
-    pod = await spawner.get_pod_manifest()
-    if spawner.modify_pod_hook is not None:  # as KubeSpawner._start does, right before create
-        pod = spawner.modify_pod_hook(spawner, pod)
-    async with ApiClient() as api:
-        manifest: Manifest = api.sanitize_for_serialization(pod)
-    return manifest
-
-
 # --- PSA `restricted`, rule by rule (pod-security-admission policy/check_*.go) -----------------
 
 RESTRICTED_VOLUME_TYPES = {
@@ -300,7 +264,7 @@ def restricted_violations(pod: Manifest) -> list[str]:
 
 
 def test_apply_config_sets_the_spawner_and_named_servers(platform_settings: Settings) -> None:
-    c = _hub_config(platform_settings, [])
+    c = hub_config_for(platform_settings, [])
 
     assert c.JupyterHub.spawner_class == "kubespawner.KubeSpawner"
     assert c.JupyterHub.allow_named_servers is True
@@ -317,7 +281,7 @@ def test_apply_config_sets_the_spawner_and_named_servers(platform_settings: Sett
 
 
 def test_apply_config_sets_restricted_security_and_no_token(platform_settings: Settings) -> None:
-    c = _hub_config(platform_settings, [])
+    c = hub_config_for(platform_settings, [])
 
     assert c.KubeSpawner.pod_security_context == {
         "runAsNonRoot": True,
@@ -347,7 +311,7 @@ def test_apply_config_sets_restricted_security_and_no_token(platform_settings: S
 def test_apply_config_provisions_no_storage_and_keeps_the_policy_label(
     platform_settings: Settings,
 ) -> None:
-    c = _hub_config(platform_settings, [])
+    c = hub_config_for(platform_settings, [])
 
     assert c.KubeSpawner.storage_pvc_ensure is False
     assert c.KubeSpawner.delete_pvc is False
@@ -358,7 +322,7 @@ def test_apply_config_provisions_no_storage_and_keeps_the_policy_label(
 
 
 def test_apply_config_has_no_internet_facing_defaults(platform_settings: Settings) -> None:
-    c = _hub_config(platform_settings, [])
+    c = hub_config_for(platform_settings, [])
 
     assert c.KubeSpawner.disable_user_config is True
     assert c.KubeSpawner.image_pull_policy == "IfNotPresent"
@@ -370,7 +334,7 @@ def test_apply_config_has_no_internet_facing_defaults(platform_settings: Setting
 
 
 def test_apply_config_sets_only_real_configurable_traits(platform_settings: Settings) -> None:
-    c = _hub_config(platform_settings, [])
+    c = hub_config_for(platform_settings, [])
 
     assert set(c) == {"JupyterHub", "KubeSpawner"}
     spawner_traits = set(KubeSpawner.class_trait_names(config=True))
@@ -380,7 +344,7 @@ def test_apply_config_sets_only_real_configurable_traits(platform_settings: Sett
 
 
 def test_apply_config_is_deterministic(platform_settings: Settings) -> None:
-    reader = _reader([])
+    reader = workspace_reader([])
     first, second = Config(), Config()
     hub.apply_config(first, platform_settings, workspace_reader=reader)
     hub.apply_config(second, platform_settings, workspace_reader=reader)
@@ -590,7 +554,7 @@ def test_profile_list_reads_workspaces_on_every_call(approved_workspace: Workspa
 
 
 def test_profile_list_forbids_the_hub_and_airlock_namespaces(platform_settings: Settings) -> None:
-    c = _hub_config(platform_settings, [_workspace("system", members=["alice"])])
+    c = hub_config_for(platform_settings, [_workspace("system", members=["alice"])])
 
     with pytest.raises(SpawnRefused, match="expected 'tre-system' outside"):
         asyncio.run(c.KubeSpawner.profile_list(ServerStub("alice", "system")))
@@ -603,12 +567,12 @@ def test_profile_list_forbids_the_hub_and_airlock_namespaces(platform_settings: 
 def test_kubespawner_pod_for_a_member_passes_psa_restricted(
     platform_settings: Settings, all_workspaces: list[Workspace]
 ) -> None:
-    c = _hub_config(platform_settings, all_workspaces)
+    c = hub_config_for(platform_settings, all_workspaces)
 
     async def scenario() -> tuple[str, Manifest]:
-        spawner = _spawner(c, "alice", PROJECT)
+        spawner = make_spawner(c, "alice", PROJECT)
         assert spawner.namespace == "no-workspace-selected"  # before the profile step
-        pod = await _pod_manifest(spawner)
+        pod = await pod_manifest(spawner)
         return spawner.namespace, pod
 
     namespace, pod = asyncio.run(scenario())
@@ -653,10 +617,10 @@ def test_kubespawner_pod_for_a_member_passes_psa_restricted(
 def test_psa_check_rejects_kubespawner_defaults(approved_workspace: Workspace) -> None:
     """The rule-by-rule check is not vacuous: KubeSpawner's own defaults fail it."""
     c = Config()
-    c.KubeSpawner.profile_list = make_profile_list(_reader([approved_workspace]))
+    c.KubeSpawner.profile_list = make_profile_list(workspace_reader([approved_workspace]))
 
     async def scenario() -> Manifest:
-        return await _pod_manifest(_spawner(c, "alice", PROJECT))
+        return await pod_manifest(make_spawner(c, "alice", PROJECT))
 
     problems = restricted_violations(asyncio.run(scenario()))
 
@@ -669,10 +633,10 @@ def test_psa_check_rejects_kubespawner_defaults(approved_workspace: Workspace) -
 def test_kubespawner_refuses_a_non_member_before_any_pod(
     platform_settings: Settings, all_workspaces: list[Workspace]
 ) -> None:
-    c = _hub_config(platform_settings, all_workspaces)
+    c = hub_config_for(platform_settings, all_workspaces)
 
     async def scenario() -> None:
-        await _spawner(c, "alice", "cardio-study").load_user_options()
+        await make_spawner(c, "alice", "cardio-study").load_user_options()
 
     with pytest.raises(SpawnRefused, match="user 'alice' is not a member of project"):
         asyncio.run(scenario())
@@ -682,10 +646,10 @@ def test_kubespawner_refuses_a_non_member_before_any_pod(
 def test_kubespawner_rejects_a_profile_option_naming_another_project(
     platform_settings: Settings, all_workspaces: list[Workspace]
 ) -> None:
-    c = _hub_config(platform_settings, all_workspaces)
+    c = hub_config_for(platform_settings, all_workspaces)
 
     async def scenario() -> None:
-        spawner = _spawner(c, "alice", PROJECT)
+        spawner = make_spawner(c, "alice", PROJECT)
         spawner.user_options = {"profile": "alpha-study"}
         await spawner.load_user_options()
 
@@ -699,10 +663,10 @@ def test_kubespawner_rejects_a_profile_option_naming_another_project(
 def test_confine_pod_refuses_a_pod_outside_its_project(
     platform_settings: Settings, all_workspaces: list[Workspace]
 ) -> None:
-    c = _hub_config(platform_settings, all_workspaces)
+    c = hub_config_for(platform_settings, all_workspaces)
 
     async def scenario() -> None:
-        spawner = _spawner(c, "alice", PROJECT)
+        spawner = make_spawner(c, "alice", PROJECT)
         # get_pod_manifest without the profile step: the fallback namespace is still set.
         pod = await spawner.get_pod_manifest()
         confine_pod(spawner, pod)
@@ -720,11 +684,11 @@ def test_confine_pod_refuses_a_pod_outside_its_project(
 def test_confine_pod_refuses_a_service_account_token(
     platform_settings: Settings, all_workspaces: list[Workspace]
 ) -> None:
-    c = _hub_config(platform_settings, all_workspaces)
+    c = hub_config_for(platform_settings, all_workspaces)
     c.KubeSpawner.automount_service_account_token = True
 
     async def scenario() -> None:
-        await _pod_manifest(_spawner(c, "alice", PROJECT))
+        await pod_manifest(make_spawner(c, "alice", PROJECT))
 
     with pytest.raises(SpawnRefused, match="its pod would mount a ServiceAccount token"):
         asyncio.run(scenario())

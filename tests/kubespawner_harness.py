@@ -1,0 +1,64 @@
+"""Driving the real KubeSpawner without a running hub: what the unit tests of hub_config and
+the integration tests of notebook pods share.
+
+KubeSpawner is constructed with `_mock=True` (no hub database) but still loads a kubeconfig and
+needs a running event loop; the pod it would create is taken from `get_pod_manifest()` and
+`modify_pod_hook`, exactly as `KubeSpawner._start` does right before it calls the API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from jupyterhub import orm
+from kubernetes_asyncio.client import ApiClient
+from kubespawner import KubeSpawner
+from traitlets.config import Config
+
+from hub_config import config as hub
+from provisioner.models.resources import Workspace
+from provisioner.models.settings import Settings
+
+Manifest = dict[str, Any]
+
+
+class HubUser:
+    """What KubeSpawner reads from JupyterHub's User wrapper."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.id = 7
+        self.url = f"/user/{name}/"
+
+
+def workspace_reader(workspaces: Sequence[Workspace]) -> Any:
+    async def read() -> Sequence[Workspace]:
+        return list(workspaces)
+
+    return read
+
+
+def hub_config_for(settings: Settings, workspaces: Sequence[Workspace]) -> Config:
+    """Our hub configuration, applied to a bare traitlets Config, reading `workspaces`."""
+    c = Config()
+    hub.apply_config(c, settings, workspace_reader=workspace_reader(workspaces))
+    return c
+
+
+def make_spawner(c: Config, user: str, server_name: str) -> KubeSpawner:
+    # Needs a running event loop: KubeSpawner creates its shared API client in __init__.
+    return KubeSpawner(
+        config=c, user=HubUser(user), orm_spawner=orm.Spawner(name=server_name), _mock=True
+    )
+
+
+async def pod_manifest(spawner: KubeSpawner) -> Manifest:
+    """The pod KubeSpawner would create, camelCase as the API server would receive it."""
+    await spawner.load_user_options()
+    pod = await spawner.get_pod_manifest()
+    if spawner.modify_pod_hook is not None:  # as KubeSpawner._start does, right before create
+        pod = spawner.modify_pod_hook(spawner, pod)
+    async with ApiClient() as api:
+        manifest: Manifest = api.sanitize_for_serialization(pod)
+    return manifest
