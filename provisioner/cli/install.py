@@ -18,7 +18,8 @@ def install(
         bool, typer.Option("--dry-run", help="Server-side dry run: validate, change nothing.")
     ] = False,
 ) -> None:
-    """Install or update CRDs, admission policies, RBAC and the tre-system namespace.
+    """Install or update CRDs, admission policies, RBAC, the tre-system namespace and the
+    controller's ServiceAccount.
 
     Idempotent (server-side apply). Needs cluster-admin rights; run it as yourself, not --as.
     """

@@ -1,4 +1,5 @@
-"""Install the platform's cluster-wide objects: CRDs, admission policies, RBAC, tre-system.
+"""Install the platform's cluster-wide objects: CRDs, admission policies, RBAC, tre-system and
+the controller's ServiceAccount in it.
 
 Idempotent (server-side apply). Waits until the CRDs are Established and the admission
 policies are loaded, so that nothing is accepted before the rules that guard it exist.
@@ -86,7 +87,7 @@ def install_platform(
     rest = [o for o in objects if o["kind"] != "CustomResourceDefinition"]
     for obj in rest:
         kube.apply(obj)
-    progress(f"applied {len(rest)} namespace, admission policy and RBAC objects")
+    progress(f"applied {len(rest)} namespace, ServiceAccount, admission policy and RBAC objects")
 
 
 def _established(crd: dict[str, Any] | None) -> bool:

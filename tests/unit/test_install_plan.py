@@ -1,0 +1,38 @@
+"""What `tre install` applies (pure: `plan_platform`).
+
+Behaviours under test:
+- the controller's ServiceAccount is created when `controller_user` names one in tre-system
+  (the identity the controller runs as in a cluster), after the namespace it lives in;
+- no account is made up for any other identity (a person, or an account elsewhere, which
+  its own namespace's owner manages).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from provisioner.controller.install import SYSTEM_NAMESPACE, plan_platform
+from provisioner.models.settings import Settings
+
+
+def _service_accounts(settings: Settings) -> list[tuple[str, str]]:
+    return [
+        (o["metadata"]["namespace"], o["metadata"]["name"])
+        for o in plan_platform(settings)
+        if o["kind"] == "ServiceAccount"
+    ]
+
+
+def test_controller_service_account_is_installed_after_its_namespace() -> None:
+    settings = Settings(controller_user=f"system:serviceaccount:{SYSTEM_NAMESPACE}:tre-ctl")
+    objects = plan_platform(settings)
+    kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
+    assert _service_accounts(settings) == [(SYSTEM_NAMESPACE, "tre-ctl")]
+    assert kinds.index(("Namespace", SYSTEM_NAMESPACE)) < kinds.index(("ServiceAccount", "tre-ctl"))
+
+
+@pytest.mark.parametrize(
+    "user", ["ops-robot", "system:serviceaccount:elsewhere:tre-controller", "system:admin"]
+)
+def test_no_service_account_for_other_identities(user: str) -> None:
+    assert _service_accounts(Settings(controller_user=user)) == []
