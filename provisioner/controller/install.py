@@ -17,7 +17,7 @@ from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
 from provisioner.planning.admission import plan_admission_policies
 from provisioner.planning.crds import plan_crds
-from provisioner.planning.names import LABEL_MANAGED_BY, MANAGED_BY
+from provisioner.planning.names import LABEL_MANAGED_BY, MANAGED_BY, service_account_of
 from provisioner.planning.rbac import plan_platform_rbac
 
 CRDS = RESOURCES[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
@@ -52,15 +52,15 @@ def _controller_service_account(settings: Settings) -> list[dict[str, Any]]:
     In a cluster the controller runs as this account; locally its token (TokenRequest) is how
     a benchmark or a test acts exactly as the controller, without impersonation.
     """
-    parts = settings.controller_user.split(":")
-    if len(parts) != 4 or parts[:3] != ["system", "serviceaccount", SYSTEM_NAMESPACE]:
+    account = service_account_of(settings.controller_user)
+    if account is None or account[0] != SYSTEM_NAMESPACE:
         return []
     return [
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
             "metadata": {
-                "name": parts[3],
+                "name": account[1],
                 "namespace": SYSTEM_NAMESPACE,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
             },

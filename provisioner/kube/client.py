@@ -16,6 +16,7 @@ from kubernetes.config.config_exception import ConfigException
 
 from provisioner.errors import InvalidInputError, PermanentError
 from provisioner.kube.api import Kube
+from provisioner.planning.names import service_account_of
 
 # Connections kept open to the API server per client. The library's default is 5 per CPU (10 on
 # a 2-core machine); the controller holds up to 4 watches and reconciles 8 projects at once
@@ -85,13 +86,13 @@ def write_service_account_kubeconfig(
     This is exactly the identity a pod of that account has in a cluster: no impersonation, so
     no extra authorization check per request. `admin` must be allowed to create tokens.
     """
-    parts = username.split(":")
-    if len(parts) != 4 or parts[:2] != ["system", "serviceaccount"]:
+    account = service_account_of(username)
+    if account is None:
         raise InvalidInputError(
             f"{username!r} is not a ServiceAccount username; expected "
             "system:serviceaccount:NAMESPACE:NAME"
         )
-    namespace, name = parts[2], parts[3]
+    namespace, name = account
     token = admin.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",

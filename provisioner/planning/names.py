@@ -127,6 +127,15 @@ def object_metadata(
     return metadata
 
 
+def service_account_of(username: str) -> tuple[str, str] | None:
+    """(namespace, name) when `username` is a ServiceAccount's (system:serviceaccount:NS:NAME),
+    else None: the form the API server gives a ServiceAccount token's identity."""
+    parts = username.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        return parts[2], parts[3]
+    return None
+
+
 def _readable_or_hashed(prefix: str, parts: tuple[str, ...]) -> str:
     readable = prefix + _PART_SEPARATOR.join(parts)
     # Parts never start or end with '-', so without '--' inside a part the separator is the

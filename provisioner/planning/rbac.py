@@ -12,7 +12,12 @@ from typing import Any
 
 from provisioner import API_GROUP
 from provisioner.models.settings import Settings
-from provisioner.planning.names import HUB_CLUSTER_ROLE_NAME, LABEL_MANAGED_BY, MANAGED_BY
+from provisioner.planning.names import (
+    HUB_CLUSTER_ROLE_NAME,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    service_account_of,
+)
 
 STEWARD_GROUP = "tre:stewards"
 
@@ -44,9 +49,9 @@ def _subject_binding(name: str, role: str, subject: dict[str, str]) -> dict[str,
 
 def _user_subject(username: str) -> dict[str, str]:
     """A ServiceAccount username becomes a ServiceAccount subject, anything else a User."""
-    parts = username.split(":")
-    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
-        return {"kind": "ServiceAccount", "namespace": parts[2], "name": parts[3]}
+    account = service_account_of(username)
+    if account is not None:
+        return {"kind": "ServiceAccount", "namespace": account[0], "name": account[1]}
     return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": username}
 
 

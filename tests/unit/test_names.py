@@ -209,3 +209,17 @@ def test_owned_labels_and_selector() -> None:
 )
 def test_is_dns1123_label(value: str, valid: bool) -> None:
     assert names.is_dns1123_label(value) is valid
+
+
+@pytest.mark.parametrize(
+    ("username", "account"),
+    [
+        ("system:serviceaccount:tre-system:tre-controller", ("tre-system", "tre-controller")),
+        ("system:serviceaccount:tre-system", None),
+        ("system:serviceaccount:a:b:c", None),
+        ("system:admin", None),
+        ("lea", None),
+    ],
+)
+def test_service_account_of(username: str, account: tuple[str, str] | None) -> None:
+    assert names.service_account_of(username) == account
