@@ -217,11 +217,11 @@ def _new_quota_after_new_claims(changes: list[ObjectChange]) -> list[ObjectChang
     exists before any pod can.
     """
     quota = [c for c in changes if c.action == "create" and c.key[1] == "ResourceQuota"]
-    claims = [i for i, c in enumerate(changes) if c.key[1] == "PersistentVolumeClaim"]
+    rest = [c for c in changes if c not in quota]
+    claims = [i for i, c in enumerate(rest) if c.key[1] == "PersistentVolumeClaim"]
     if not quota or not claims:
         return changes
-    rest = [c for c in changes if c not in quota]
-    after = max(i for i, c in enumerate(rest) if c.key[1] == "PersistentVolumeClaim") + 1
+    after = claims[-1] + 1
     return [*rest[:after], *quota, *rest[after:]]
 
 
