@@ -471,24 +471,17 @@ def list_versions(client: S3Client, bucket: str, prefix: str) -> list[ObjectVers
     paginator = client.get_paginator("list_object_versions")
     with translated_errors(f"list versions of s3://{bucket}/{prefix}"):
         for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-            for version in page.get("Versions", []):
-                found.append(
-                    ObjectVersion(
-                        key=version["Key"],
-                        version_id=version.get("VersionId", "null"),
-                        is_latest=version.get("IsLatest", False),
-                        is_delete_marker=False,
-                        last_modified=version.get("LastModified"),
+            versions = page.get("Versions", [])
+            markers = page.get("DeleteMarkers", [])
+            for entries, is_delete_marker in ((versions, False), (markers, True)):
+                for entry in entries:
+                    found.append(
+                        ObjectVersion(
+                            key=entry["Key"],
+                            version_id=entry.get("VersionId", "null"),
+                            is_latest=entry.get("IsLatest", False),
+                            is_delete_marker=is_delete_marker,
+                            last_modified=entry.get("LastModified"),
+                        )
                     )
-                )
-            for marker in page.get("DeleteMarkers", []):
-                found.append(
-                    ObjectVersion(
-                        key=marker["Key"],
-                        version_id=marker.get("VersionId", "null"),
-                        is_latest=marker.get("IsLatest", False),
-                        is_delete_marker=True,
-                        last_modified=marker.get("LastModified"),
-                    )
-                )
     return found

@@ -85,14 +85,9 @@ def crds(admin_api: client.ApiClient) -> None:
     """
     ext = client.ApiextensionsV1Api(admin_api)
     planned = plan_crds()
+    apply = Kube(admin_api, FIELD_MANAGER).apply
     for crd in planned:
-        ext.patch_custom_resource_definition(
-            crd["metadata"]["name"],
-            crd,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
+        apply(crd)
     deadline = time.monotonic() + 60
     for crd in planned:
         name = crd["metadata"]["name"]

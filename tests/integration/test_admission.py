@@ -37,6 +37,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from provisioner import API_GROUP, API_VERSION
+from provisioner.kube.api import Kube
 from provisioner.models.resources import Decision, DecisionAction
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
@@ -282,23 +283,9 @@ def policies(admin_api: client.ApiClient, as_user: AsUser, crds: None) -> Iterat
     rbac.create_cluster_role(role)
     rbac.create_cluster_role_binding(role_binding)
     planned = plan_admission_policies(SETTINGS)
+    apply = Kube(admin_api, FIELD_MANAGER).apply
     for manifest in planned:
-        if manifest["kind"] == "ValidatingAdmissionPolicy":
-            reg.patch_validating_admission_policy(
-                manifest["metadata"]["name"],
-                manifest,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type="application/apply-patch+yaml",
-            )
-        else:
-            reg.patch_validating_admission_policy_binding(
-                manifest["metadata"]["name"],
-                manifest,
-                field_manager=FIELD_MANAGER,
-                force=True,
-                _content_type="application/apply-patch+yaml",
-            )
+        apply(manifest)
     world = World(admin_api, as_user)
     probes = _probes(world)
     try:
