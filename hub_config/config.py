@@ -155,7 +155,7 @@ def update_workspaces(
     # Called per server: the profile of the server's project, or a clear refusal.
     c.KubeSpawner.profile_list = make_profile_list(
         workspace_reader,
-        forbidden_namespaces=(settings.hub_namespace, settings.airlock_namespace),
+        forbidden_namespaces=names.platform_namespaces(settings),
     )
     c.KubeSpawner.modify_pod_hook = confine_pod
 

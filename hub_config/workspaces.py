@@ -39,6 +39,7 @@ Rules in order, each with its own message (`SpawnRefused`):
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
@@ -174,6 +175,13 @@ def _refusal(user: str, workspace: Workspace, forbidden_namespaces: Collection[s
             f"user {user!r} is not a member of project {project!r}; ask its project lead to "
             "add you with an amendment request"
         )
+    expires = workspace.spec.expires_at
+    if expires is not None and expires < dt.datetime.now(dt.UTC).date():
+        # The controller freezes it at the next pass; until then the end date still holds.
+        return (
+            f"project {project!r} ended on {expires.isoformat()}; ask its project lead to "
+            "request an extension"
+        )
     expected = names.namespace_name(project)
     if (
         workspace.spec.project != project
@@ -262,6 +270,11 @@ def confine_pod(spawner: Any, pod: Any) -> Any:
             f"cannot start server {server_name!r}: its pod would run in namespace "
             f"{spawner.namespace!r}, not the project's {expected!r}; tell the platform admins"
         )
+    # Admission and the controller match the pod to a member by this annotation.
+    pod.metadata.annotations = {
+        **(pod.metadata.annotations or {}),
+        names.ANNOTATION_USER: spawner.user.name,
+    }
     if pod.spec.automount_service_account_token is not False:
         raise SpawnRefused(
             f"cannot start server {server_name!r}: its pod would mount a ServiceAccount "

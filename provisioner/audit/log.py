@@ -35,9 +35,9 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import JsonValue, ValidationError
+from pydantic import ValidationError
 
 from provisioner.audit.chain import (
     GENESIS_HASH,
@@ -120,7 +120,9 @@ class AuditLog:
         actor: str,
         action: str,
         subject: str,
-        details: Mapping[str, JsonValue] | None = None,
+        details: Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
     ) -> AuditEntry:
         """Write the next entry and return it.
 
@@ -138,7 +140,7 @@ class AuditLog:
                 actor=actor,
                 action=action,
                 subject=subject,
-                details=dict(details or {}),
+                details={**(details or {}), **({"key": key} if key else {})},
                 at=self._clock(),
             )
             retain_until = entry.at + self._retention if self._retention is not None else None
@@ -163,6 +165,10 @@ class AuditLog:
             f"audit log {self._where()}: no append after {self._max_attempts} attempts, other "
             "writers kept taking the next seq; retry"
         )
+
+    def keys(self) -> set[str]:
+        """The idempotency keys of every entry in the log."""
+        return {str(e.details["key"]) for e in self.read_all() if "key" in e.details}
 
     def _create_head(self) -> None:
         if list_keys(self._client, self.bucket, ENTRY_PREFIX):

@@ -20,15 +20,15 @@ app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": [
 def run(
     ctx: typer.Context,
     once: Annotated[bool, typer.Option(help="One pass over every project, then exit.")] = False,
-    lease_namespace: Annotated[
-        str, typer.Option(help="Namespace of the leader-election Lease.")
-    ] = "tre-system",
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log every request and decision.")
+    ] = False,
 ) -> None:
     """Reconcile every project continuously (watches + periodic resync, leader-elected).
 
     Run it as the controller's identity: in a cluster its ServiceAccount; locally
-    `tre --as system:serviceaccount:tre-system:tre-controller controller run`.
+    `tre --as system:serviceaccount:tre-system:tre-controller controller run`. Its Lease
+    lives in TRE_SYSTEM_NAMESPACE, the only namespace where it may hold one.
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -42,7 +42,8 @@ def run(
         if report.errors:
             raise typer.Exit(1)
         return
-    run_controller(k, common.settings(), lease_namespace=lease_namespace, audit=audit)
+    settings = common.settings()
+    run_controller(k, settings, lease_namespace=settings.system_namespace, audit=audit)
 
 
 def _print(ctx: typer.Context, report: PassReport) -> None:
@@ -52,12 +53,17 @@ def _print(ctx: typer.Context, report: PassReport) -> None:
             "phase": r.phase.value if r.phase else None,
             "applied": len(r.applied),
             "pruned": len(r.pruned),
-            "error": None,
+            "stopped": len(r.stopped),
+            "error": r.conflict,
         }
         for r in report.results
     ]
     rows += [
-        {"project": p, "phase": None, "applied": 0, "pruned": 0, "error": e}
-        for p, e in report.errors.items()
+        {"project": p, "phase": None, "applied": 0, "pruned": 0, "stopped": 0, "error": e}
+        for p, e in {**report.errors, **report.unparsable}.items()
     ]
-    emit(rows, cli_context(ctx).output, ["project", "phase", "applied", "pruned", "error"])
+    emit(
+        rows,
+        cli_context(ctx).output,
+        ["project", "phase", "applied", "pruned", "stopped", "error"],
+    )

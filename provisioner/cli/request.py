@@ -1,8 +1,9 @@
 """`tre request`: file, decide and inspect data-access requests.
 
 Every decision is written with the caller's own identity (`--as` impersonates), and the API
-server's admission policies are the guarantee; the checks here only give a friendlier message
-first. Each decision is also appended to the audit log.
+server's admission policies are the guarantee; the checks here (the pure rules of
+`planning.approvals`) only give a friendlier message first. The controller, not this client,
+writes every filing and decision to the audit log, whichever client made it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from provisioner.cli.context import cli_context
 from provisioner.cli.output import emit, format_validation_error
 from provisioner.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
-from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
 from provisioner.models.resources import (
     AccessRequest,
     AccessRequestSpec,
@@ -29,7 +30,11 @@ from provisioner.models.resources import (
     Decision,
     DecisionAction,
     RequestPhase,
+    Workspace,
+    WorkspacePhase,
 )
+from provisioner.planning import names
+from provisioner.planning.approvals import decision_refusal, owner_refusal, reserved_slug_refusal
 
 app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -75,6 +80,23 @@ def check_request_rules(spec: AccessRequestSpec, k: Kube, today: dt.date) -> Non
         raise InvalidInputError(
             f"request.datasets: unknown dataset(s) {', '.join(missing)}; see 'tre dataset list'"
         )
+    refusal = reserved_slug_refusal(
+        spec.project, names.reserved_project_slugs(common.settings())
+    ) or owner_refusal(spec.project, _project_owner(k, spec.project), spec.requester)
+    if refusal:
+        raise RefusedError(refusal)
+
+
+def _workspace(k: Kube, project: str) -> Workspace | None:
+    obj = k.get(WORKSPACES, project)
+    return Workspace.from_object(obj) if obj is not None else None
+
+
+def _project_owner(k: Kube, project: str) -> str | None:
+    workspace = _workspace(k, project)
+    if workspace is None or workspace.status.phase is WorkspacePhase.TORN_DOWN:
+        return None
+    return workspace.spec.owner
 
 
 @app.command()
@@ -118,15 +140,6 @@ def submit(
     check_request_rules(spec, k, dt.date.today())
     request = AccessRequest(name=name or f"{spec.project}-{secrets.token_hex(3)}", spec=spec)
     k.create(request.to_object())
-    details: dict[str, Any] = {
-        "project": spec.project,
-        "datasets": spec.datasets,
-        "members": spec.members,
-        "endDate": spec.end_date.isoformat(),
-    }
-    common.audit_log().append(
-        spec.requester, "request.submit", f"accessrequest/{request.name}", details
-    )
     emit(
         {"name": request.name, "project": spec.project, "phase": "Pending"}, cli_context(ctx).output
     )
@@ -147,78 +160,50 @@ def _decide(
     me = common.whoami(k)
     for _ in range(5):  # optimistic concurrency: re-read and retry if someone wrote first
         request, obj = _load(k, name)
-        _check_decision(request, me, action)
-        hashes: dict[str, str] = {}
+        workspace = _workspace(k, request.spec.project)
+        members = frozenset(workspace.spec.members) if workspace else frozenset()
+        refusal = decision_refusal(request, me, action, project_members=members)
+        if refusal:
+            raise RefusedError(refusal)
+        seen: dict[str, Dataset] = {}
         if action is DecisionAction.APPROVE:
-            hashes = _current_manifests(k, request.spec.datasets)
+            seen = _current_datasets(k, request.spec.datasets)
         decision = Decision(
             action=action,
             by=me,
             at=common.utc_now(),
             comment=comment,
             end_date=end_date,
-            manifest_hashes=hashes,
+            manifest_hashes={
+                n: d.status.manifest.sha256 for n, d in seen.items() if d.status.manifest
+            },
+            classifications={n: d.spec.classification for n, d in seen.items()},
         )
         obj["spec"]["decisions"] = [*obj["spec"].get("decisions", []), decision.to_wire()]
         try:
             k.replace(obj)
         except ConflictError:
             continue
-        details: dict[str, Any] = {"project": request.spec.project, "comment": comment}
-        if hashes:
-            details["manifests"] = hashes
-        if end_date:
-            details["endDate"] = end_date.isoformat()
-        common.audit_log().append(me, f"request.{action.value}", f"accessrequest/{name}", details)
         emit({"name": name, "decision": action.value, "by": me}, cli_context(ctx).output)
         return
     raise ConflictError(f"access request {name!r} kept changing; try again")
 
 
-_PAST_TENSE = {DecisionAction.REJECT: "rejected", DecisionAction.REVOKE: "revoked"}
-
-
-def _check_decision(request: AccessRequest, me: str, action: DecisionAction) -> None:
-    spec = request.spec
-    if me in (spec.requester, spec.lead):
-        raise RefusedError(
-            f"you ({me}) filed or lead request {request.name}; another approver must decide"
-        )
-    final = [
-        d for d in spec.decisions if d.action in (DecisionAction.REJECT, DecisionAction.REVOKE)
-    ]
-    if final and action is not DecisionAction.REVOKE:
-        raise RefusedError(
-            f"request {request.name} was already {_PAST_TENSE[final[0].action]} by "
-            f"{final[0].by}; file a new request instead"
-        )
-    if action is DecisionAction.REVOKE and any(
-        d.action is DecisionAction.REVOKE for d in spec.decisions
-    ):
-        raise RefusedError(f"request {request.name} is already revoked")
-    if action is DecisionAction.APPROVE and any(
-        d.action is DecisionAction.APPROVE and d.by == me for d in spec.decisions
-    ):
-        raise RefusedError(
-            f"you ({me}) already approved request {request.name}; a second "
-            "approval must come from someone else"
-        )
-
-
-def _current_manifests(k: Kube, datasets: list[str]) -> dict[str, str]:
-    """The manifest hash of each dataset as the approver sees it now: the approval pins it."""
-    hashes = {}
+def _current_datasets(k: Kube, datasets: list[str]) -> dict[str, Dataset]:
+    """Each dataset as the approver sees it now: the approval pins its manifest and tier."""
+    found = {}
     for name in datasets:
         obj = k.get(DATASETS, name)
         if obj is None:
             raise InvalidInputError(f"dataset {name!r} does not exist; it cannot be approved")
-        manifest = Dataset.from_object(obj).status.manifest
-        if manifest is None:
+        dataset = Dataset.from_object(obj)
+        if dataset.status.manifest is None:
             raise InvalidInputError(
-                f"dataset {name!r} has no verified manifest; run 'tre dataset verify {name}'"
+                f"dataset {name!r} has no verified manifest yet; the controller verifies "
+                "every registered dataset, try again shortly"
             )
-        hashes[name] = manifest.sha256
-    return hashes
+        found[name] = dataset
+    return found
 
 
 Comment = Annotated[str, typer.Option("--comment", "-m", help="Why; goes to the audit log.")]
@@ -253,6 +238,11 @@ def extend(
     request, _ = _load(common.kube(ctx), name)
     new_end = until.date()
     max_days = common.settings().max_request_days
+    current = request.status.effective_end_date or request.spec.end_date
+    if new_end <= current:
+        raise InvalidInputError(
+            f"--until: must be after the current end date {current} (got {new_end})"
+        )
     if (new_end - request.spec.start_date).days > max_days:
         raise InvalidInputError(
             f"--until: must be within {max_days} days of startDate {request.spec.start_date} "
@@ -280,13 +270,24 @@ def list_(
 
 @app.command()
 def show(ctx: typer.Context, name: str) -> None:
-    """Show one request with its decisions."""
-    request, obj = _load(common.kube(ctx), name)
+    """Show one request with its decisions, and the workspace it would produce: approvers
+    judge the whole project, not only this request."""
+    k = common.kube(ctx)
+    request, obj = _load(k, name)
+    workspace = _workspace(k, request.spec.project)
+    live = workspace is not None and workspace.status.phase is not WorkspacePhase.TORN_DOWN
+    current_members = set(workspace.spec.members) if workspace and live else set()
+    current_datasets = {d.name for d in workspace.spec.datasets} if workspace and live else set()
     emit(
         {
             **_row(request),
             "purpose": request.spec.purpose,
             "conditions": obj.get("status", {}).get("conditions", []),
+            "projectOwner": workspace.spec.owner if workspace and live else None,
+            "resultingMembers": sorted(
+                current_members | {request.spec.lead, *request.spec.members}
+            ),
+            "resultingDatasets": sorted(current_datasets | set(request.spec.datasets)),
         },
         cli_context(ctx).output,
     )

@@ -9,11 +9,12 @@ import typer
 from provisioner.cli import common
 from provisioner.cli.context import cli_context
 from provisioner.cli.output import emit
-from provisioner.controller.reconcile import plan_project, read_snapshot, reconcile_project
+from provisioner.controller.reconcile import read_snapshot, reconcile_project
 from provisioner.errors import NotFoundError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import WORKSPACES
 from provisioner.models.resources import Workspace
+from provisioner.planning.project import describe, plan_project
 
 app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 COLUMNS = ["project", "namespace", "phase", "members", "datasets", "expires"]
@@ -52,27 +53,12 @@ def show(ctx: typer.Context, project: str) -> None:
 @app.command()
 def plan(ctx: typer.Context, project: str) -> None:
     """Show what a reconcile would change for PROJECT, object by object, and why."""
+    kube = common.kube(ctx)
+    audit = common.audit_log()
     planned = plan_project(
-        common.settings(), project, read_snapshot(common.kube(ctx)), common.utc_now()
+        common.settings(), project, read_snapshot(kube), common.utc_now(), frozenset(audit.keys())
     )
-    rows: list[dict[str, Any]] = [
-        {
-            "change": "status",
-            "object": f"AccessRequest/{request.name}",
-            "why": f"{ev.phase.value}: {ev.message}",
-        }
-        for request, ev in planned.evaluated
-    ]
-    rows += [{"change": c.action, "object": c.name, "why": c.why} for c in planned.objects]
-    rows += [
-        {
-            "change": "withhold",
-            "object": f"Dataset/{c.dataset}",
-            "why": "content differs from the approved manifest",
-        }
-        for c in planned.dataset_changes
-    ]
-    emit(rows, cli_context(ctx).output, ["change", "object", "why"])
+    emit(describe(planned), cli_context(ctx).output, ["change", "object", "why"])
 
 
 @app.command()
@@ -97,7 +83,10 @@ def reconcile(
             "phase": result.phase.value if result.phase else None,
             "applied": result.applied,
             "pruned": result.pruned,
+            "stopped": result.stopped,
             "statusWrites": result.status_writes,
+            "auditEntries": result.audited,
+            "conflict": result.conflict,
         },
         cli_context(ctx).output,
     )

@@ -21,7 +21,6 @@ from provisioner.planning.names import LABEL_MANAGED_BY, MANAGED_BY, service_acc
 from provisioner.planning.rbac import plan_platform_rbac
 
 CRDS = RESOURCES[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
-SYSTEM_NAMESPACE = "tre-system"
 
 
 def plan_platform(settings: Settings) -> list[dict[str, Any]]:
@@ -29,7 +28,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": SYSTEM_NAMESPACE,
+            "name": settings.system_namespace,
             "labels": {
                 LABEL_MANAGED_BY: MANAGED_BY,
                 "pod-security.kubernetes.io/enforce": "restricted",
@@ -41,8 +40,8 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         namespace,
         *_controller_service_account(settings),
         *plan_crds(),
-        *plan_admission_policies(settings, controller_user=settings.controller_user),
         *plan_platform_rbac(settings),
+        *plan_admission_policies(settings),
     ]
 
 
@@ -53,7 +52,7 @@ def _controller_service_account(settings: Settings) -> list[dict[str, Any]]:
     a benchmark or a test acts exactly as the controller, without impersonation.
     """
     account = service_account_of(settings.controller_user)
-    if account is None or account[0] != SYSTEM_NAMESPACE:
+    if account is None or account[0] != settings.system_namespace:
         return []
     return [
         {
@@ -61,7 +60,7 @@ def _controller_service_account(settings: Settings) -> list[dict[str, Any]]:
             "kind": "ServiceAccount",
             "metadata": {
                 "name": account[1],
-                "namespace": SYSTEM_NAMESPACE,
+                "namespace": settings.system_namespace,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
             },
         }

@@ -19,6 +19,8 @@ The snapshot is shared by every worker and is only read.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -35,14 +37,18 @@ from provisioner.controller.reconcile import (
     read_snapshot,
     reconcile_project,
 )
-from provisioner.errors import TreError
+from provisioner.errors import PermanentError, TreError
 from provisioner.kube.api import Kube
-from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, RESOURCES, WORKSPACES
+from provisioner.kube.resources import (
+    ACCESS_REQUESTS,
+    DATASETS,
+    NETWORK_POLICIES,
+    ROLE_BINDINGS,
+    WORKSPACES,
+)
 from provisioner.models.settings import Settings
-from provisioner.planning.names import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger("tre.controller")
-NETWORK_POLICIES = RESOURCES[("networking.k8s.io/v1", "NetworkPolicy")]
 # Projects reconciled at once. On a 2-core dev machine 8 keeps the API server busy without
 # queueing; the client's connection pool (kube/client.py) holds at least this many connections.
 DEFAULT_WORKERS = 8
@@ -53,6 +59,79 @@ class PassReport:
     results: list[ReconcileResult] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
     next_wake: dt.datetime | None = None
+    # objects the models refuse ("AccessRequest/x" -> why): left out of the pass
+    unparsable: dict[str, str] = field(default_factory=dict)
+    # projects not reconciled this pass: waiting out a back-off or for their inputs to change
+    held: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Failure:
+    permanent: bool
+    attempts: int
+    not_before: dt.datetime
+    inputs: str  # fingerprint of the project's inputs when it failed
+    error: str
+
+
+class ErrorMemory:
+    """Per project, the last failure, as kopf treats handler errors.
+
+    A temporary error (API server unavailable, conflict, audit log unreachable) is retried
+    with exponential back-off per project (1 s, 2 s, 4 s ... at most `max_backoff`); a
+    permanent one (input the rules refuse) is retried only once that project's inputs change.
+    Other projects are never held up by either.
+    """
+
+    def __init__(self, max_backoff: float = 300.0) -> None:
+        self._failures: dict[str, _Failure] = {}
+        self._max_backoff = max_backoff
+
+    def held(self, project: str, inputs: str, now: dt.datetime) -> str | None:
+        failure = self._failures.get(project)
+        if failure is None or failure.inputs != inputs:
+            return None
+        if failure.permanent:
+            return f"waiting for its inputs to change after: {failure.error}"
+        if now < failure.not_before:
+            return f"retrying at {failure.not_before:%H:%M:%S} after: {failure.error}"
+        return None
+
+    def failed(self, project: str, error: TreError, inputs: str, now: dt.datetime) -> None:
+        previous = self._failures.get(project)
+        attempts = previous.attempts + 1 if previous else 1
+        delay = min(self._max_backoff, 2.0 ** (attempts - 1))
+        self._failures[project] = _Failure(
+            permanent=isinstance(error, PermanentError),
+            attempts=attempts,
+            not_before=now + dt.timedelta(seconds=delay),
+            inputs=inputs,
+            error=str(error),
+        )
+
+    def succeeded(self, project: str) -> None:
+        self._failures.pop(project, None)
+
+    def next_retry(self) -> dt.datetime | None:
+        times = [f.not_before for f in self._failures.values() if not f.permanent]
+        return min(times, default=None)
+
+
+def project_inputs(snapshot: Snapshot, project: str) -> str:
+    """A fingerprint of everything a project's plan reads, to tell when it changed."""
+    requests = [r for r in snapshot.requests if r.spec.project == project]
+    datasets = sorted({d for r in requests for d in r.spec.datasets})
+    payload = {
+        "requests": [r.model_dump(mode="json") for r in requests],
+        "datasets": [
+            snapshot.datasets[d].model_dump(mode="json") for d in datasets if d in snapshot.datasets
+        ],
+        "workspace": snapshot.workspaces.get(project),
+        "owned": sorted(
+            o["metadata"].get("resourceVersion", "") for o in snapshot.owned_by(project).values()
+        ),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def run_pass(
@@ -60,25 +139,38 @@ def run_pass(
     settings: Settings,
     now: dt.datetime,
     audit: Auditor | None = None,
-    projects: set[str] | None = None,
     *,
     workers: int = DEFAULT_WORKERS,
+    errors: ErrorMemory | None = None,
 ) -> PassReport:
-    """Reconcile every project (or `projects`) once, `workers` projects at a time.
+    """Reconcile every project once, `workers` projects at a time.
 
     The report lists results and errors in project order, whatever order they finished in.
     """
     snapshot = read_snapshot(kube)
-    names = sorted(projects or snapshot.projects())
+    report = PassReport()
+    for bad in snapshot.unparsable:
+        report.unparsable[f"{bad.kind}/{bad.name}"] = bad.error
+        log.warning(
+            "%s %s is invalid and left out (%s); fix or delete it", bad.kind, bad.name, bad.error
+        )
+    keyed = audit if audit is None or isinstance(audit, KeyedAuditor) else KeyedAuditor(audit)
+    memory = errors or ErrorMemory()
+    inputs = {p: project_inputs(snapshot, p) for p in snapshot.projects()}
+    names = []
+    for project in sorted(inputs):
+        why = memory.held(project, inputs[project], now)
+        if why is None:
+            names.append(project)
+        else:
+            report.held[project] = why
     outcomes: list[ReconcileResult | TreError]
     if workers <= 1 or len(names) <= 1:
-        outcomes = [_reconcile(kube, settings, p, snapshot, now, audit) for p in names]
+        outcomes = [_reconcile(kube, settings, p, snapshot, now, keyed) for p in names]
     else:
-        serial_audit = _SerialAuditor(audit) if audit is not None else None
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile") as pool:
             futures = [
-                pool.submit(_reconcile, kube, settings, p, snapshot, now, serial_audit)
-                for p in names
+                pool.submit(_reconcile, kube, settings, p, snapshot, now, keyed) for p in names
             ]
             try:
                 outcomes = [f.result() for f in futures]
@@ -87,17 +179,23 @@ def run_pass(
                 for f in futures:
                     f.cancel()
                 raise
-    report = PassReport()
     for project, outcome in zip(names, outcomes, strict=True):
         if isinstance(outcome, TreError):
+            memory.failed(project, outcome, inputs[project], now)
             report.errors[project] = str(outcome)
             log.warning("project %s: %s", project, outcome)
             continue
+        memory.succeeded(project)
         report.results.append(outcome)
+        if outcome.conflict:
+            log.warning("project %s: %s", project, outcome.conflict)
         if outcome.requeue_at and (
             report.next_wake is None or outcome.requeue_at < report.next_wake
         ):
             report.next_wake = outcome.requeue_at
+    retry = memory.next_retry()
+    if retry is not None and (report.next_wake is None or retry < report.next_wake):
+        report.next_wake = retry
     return report
 
 
@@ -107,28 +205,61 @@ def _reconcile(
     project: str,
     snapshot: Snapshot,
     now: dt.datetime,
-    audit: Auditor | None,
+    audit: KeyedAuditor | None,
 ) -> ReconcileResult | TreError:
     """One project's result, or its error: errors stay with their project."""
     try:
-        return reconcile_project(kube, settings, project, snapshot, now, audit)
+        return reconcile_project(
+            kube,
+            settings,
+            project,
+            snapshot,
+            now,
+            audit,
+            audit.known() if audit is not None else None,
+        )
     except TreError as exc:
         return exc
 
 
-class _SerialAuditor:
-    """Hands appends to the audit log one at a time: concurrent appends would only race for
-    the next sequence number and retry."""
+class KeyedAuditor:
+    """The audit log with the keys it holds, read once and then kept current.
+
+    Appends go one at a time (concurrent appends would only race for the next sequence
+    number); each project's plan sees the keys already written, so it plans only the events
+    still missing.
+    """
 
     def __init__(self, audit: Auditor) -> None:
         self._audit = audit
         self._lock = threading.Lock()
+        self._keys: set[str] | None = None
+
+    def known(self) -> frozenset[str]:
+        with self._lock:
+            if self._keys is None:
+                self._keys = set(self._audit.keys())
+            return frozenset(self._keys)
+
+    def keys(self) -> set[str]:
+        return set(self.known())
 
     def append(
-        self, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        details: Mapping[str, Any] | None = None,
+        *,
+        key: str,
     ) -> Any:
         with self._lock:
-            return self._audit.append(actor, action, subject, details)
+            if self._keys is not None and key in self._keys:
+                return None
+            entry = self._audit.append(actor, action, subject, details, key=key)
+            if self._keys is not None:
+                self._keys.add(key)
+            return entry
 
 
 def _watch(
@@ -170,7 +301,9 @@ def _watch(
                 if stop.is_set():
                     return
         except Exception as exc:
-            log.debug("watch %s restarting: %s", path, exc)
+            # An operator must see a watch that keeps failing: the controller then only
+            # acts at its resyncs.
+            log.warning("watch %s failed, restarting in 2 s: %s", path, exc)
             stop.wait(2)
 
 
@@ -187,11 +320,16 @@ def run_controller(
     stop = stop or threading.Event()
     wake = threading.Event()
     elector = LeaderElector(kube, lease_namespace)
+    keyed = KeyedAuditor(audit) if audit is not None else None
+    memory = ErrorMemory()
+    # Every NetworkPolicy and RoleBinding, not only ours: one added by hand in a project
+    # namespace is removed at once rather than at the next resync.
     watched = [
         (ACCESS_REQUESTS.path(), None),
         (DATASETS.path(), None),
         (WORKSPACES.path(), None),
-        (NETWORK_POLICIES.path(), f"{LABEL_MANAGED_BY}={MANAGED_BY}"),
+        (NETWORK_POLICIES.path(), None),
+        (ROLE_BINDINGS.path(), None),
     ]
     for path, selector in watched:
         threading.Thread(
@@ -216,7 +354,7 @@ def run_controller(
                 leading = True
             wake.clear()
             started = time.monotonic()
-            report = run_pass(kube, settings, clock(), audit)
+            report = run_pass(kube, settings, clock(), keyed, errors=memory)
             log.info(
                 "pass: %d project(s), %d error(s) in %.2fs",
                 len(report.results),
@@ -228,8 +366,6 @@ def run_controller(
             timeout = settings.resync_seconds
             if report.next_wake is not None:
                 timeout = min(timeout, max(1.0, (report.next_wake - clock()).total_seconds()))
-            if report.errors:
-                timeout = min(timeout, 5.0)
             # Renew the lease well before it expires, even when nothing happens.
             deadline = time.monotonic() + timeout
             while not stop.is_set() and not wake.is_set() and time.monotonic() < deadline:

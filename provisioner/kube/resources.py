@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from provisioner import API_GROUP, API_VERSION
 from provisioner.errors import PermanentError
+from provisioner.planning.workspace import PRUNE_ORDER
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ _KNOWN = [
     Resource("v1", "Pod", "pods", True),
     Resource("v1", "ConfigMap", "configmaps", True),
     Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
+    Resource("rbac.authorization.k8s.io/v1", "Role", "roles", True),
     Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),
     Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles", False),
     Resource("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "clusterrolebindings", False),
@@ -66,17 +68,13 @@ DATASETS = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "Dataset")]
 ACCESS_REQUESTS = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "AccessRequest")]
 WORKSPACES = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "Workspace")]
 
-# Kinds a workspace owns, in the order they are pruned (bindings first: access goes first).
-OWNED_KINDS = [
-    RESOURCES[("rbac.authorization.k8s.io/v1", "RoleBinding")],
-    RESOURCES[("v1", "PersistentVolumeClaim")],
-    RESOURCES[("v1", "PersistentVolume")],
-    RESOURCES[("networking.k8s.io/v1", "NetworkPolicy")],
-    RESOURCES[("v1", "ResourceQuota")],
-    RESOURCES[("v1", "LimitRange")],
-    RESOURCES[("v1", "ServiceAccount")],
-    RESOURCES[("v1", "Namespace")],
-]
+# Kinds a workspace owns, in the order they are pruned (planning.workspace.PRUNE_ORDER).
+OWNED_KINDS = [next(r for r in _KNOWN if r.kind == kind) for kind in PRUNE_ORDER]
+PODS = RESOURCES[("v1", "Pod")]
+NAMESPACES = RESOURCES[("v1", "Namespace")]
+NETWORK_POLICIES = RESOURCES[("networking.k8s.io/v1", "NetworkPolicy")]
+ROLE_BINDINGS = RESOURCES[("rbac.authorization.k8s.io/v1", "RoleBinding")]
+CONFIG_MAPS = RESOURCES[("v1", "ConfigMap")]
 
 
 def resource_for(manifest: dict[str, object]) -> Resource:

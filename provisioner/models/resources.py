@@ -52,13 +52,20 @@ class CustomResource(KubeModel):
     name: str
     spec: Any
     status: Any
+    # Set by the API server, read from live objects; never sent (see to_object). The uid keys
+    # audit entries; the creation time orders a project's requests.
+    uid: str = ""
+    created_at: dt.datetime | None = None
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Self:
         """Parse a live object as the API server returns it."""
+        meta = obj["metadata"]
         return cls.model_validate(
             {
-                "name": obj["metadata"]["name"],
+                "name": meta["name"],
+                "uid": meta.get("uid", ""),
+                "created_at": meta.get("creationTimestamp"),
                 "spec": obj.get("spec", {}),
                 "status": obj.get("status") or {},
             }
@@ -167,8 +174,13 @@ class Decision(KubeModel):
     # For `extend`: the new end date.
     end_date: dt.date | None = None
     # For `approve`: dataset name -> manifest sha256 that the approver saw. A workspace only
-    # mounts data whose current manifest still matches.
+    # mounts data whose current manifest still matches (admission policy: it is the current
+    # one when the approval is made).
     manifest_hashes: dict[str, str] = Field(default_factory=dict)
+    # For `approve`: dataset name -> the tier it had when approved. The number of approvers a
+    # request needs follows the highest tier recorded or current, so lowering a tier later
+    # cannot lower the bar (admission policy: it is the current tier when recorded).
+    classifications: dict[str, ClassificationTier] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _extend_has_date(self) -> Self:
@@ -252,6 +264,10 @@ class WorkspaceSpec(KubeModel):
     """The effective state of one project: the union of its active access requests."""
 
     project: ProjectSlug
+    # The lead of the project's first approved request. Only the owner's later requests
+    # (amendments) join the workspace; a slug stays with its owner until TornDown.
+    owner: Username | None = None
+    founding_request: str | None = Field(default=None, max_length=63)
     namespace: str = Field(max_length=63)
     members: list[Username] = Field(default_factory=list)
     datasets: list[WorkspaceDataset] = Field(default_factory=list)
@@ -264,6 +280,9 @@ class WorkspaceStatus(KubeModel):
     phase: WorkspacePhase = WorkspacePhase.PROVISIONING
     frozen_at: dt.datetime | None = None
     torn_down_at: dt.datetime | None = None
+    # The uid of the namespace the controller created for this workspace: a namespace of the
+    # same name with another uid is not ours, and nothing is written into it.
+    namespace_uid: str | None = Field(default=None, max_length=64)
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
 

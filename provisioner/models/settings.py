@@ -68,7 +68,16 @@ class Settings(BaseSettings):
     )
     hub_api_port: int = Field(default=8081, description="TCP port of the hub's API.")
     notebook_port: int = Field(default=8888, description="TCP port of the notebook server.")
-    airlock_namespace: str = Field(default="tre-system", description="Namespace of airlock.")
+    airlock_namespace: str = Field(
+        default="tre-airlock",
+        description="Namespace of the airlock service: its own, apart from the controller's, "
+        "so that whoever can run pods for the airlock gets nothing of the controller's.",
+    )
+    system_namespace: str = Field(
+        default="tre-system",
+        description="Namespace of the controller: its ServiceAccount, its Lease and the "
+        "published audit head. No project may use it (nor the hub's or the airlock's).",
+    )
     airlock_port: int = Field(default=8080, description="TCP port of the airlock service.")
     psa_version: str = Field(
         default="v1.36",

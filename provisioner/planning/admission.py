@@ -59,7 +59,9 @@ from provisioner import API_GROUP, API_VERSION
 from provisioner.models.resources import DecisionAction, RequestPhase
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
+from provisioner.planning import names
 from provisioner.planning.names import LABEL_PROJECT, POLICY_DEFAULT_DENY
+from provisioner.planning.storage import S3_CSI_DRIVER
 
 ADMISSION_API_VERSION: Final = "admissionregistration.k8s.io/v1"
 PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
@@ -71,7 +73,27 @@ APPROVED_PHASE_POLICY: Final = "tre-accessrequest-approved"
 FOUR_EYES_POLICY: Final = "tre-accessrequest-four-eyes"
 DATASET_LABEL_POLICY: Final = "tre-dataset-classification-label"
 WORKSPACE_POLICY: Final = "tre-workspace-controller-only"
+PROJECT_OWNER_POLICY: Final = "tre-accessrequest-project-owner"
+NOT_PROJECT_MEMBER_POLICY: Final = "tre-accessrequest-approver-not-member"
+DECISION_PINS_POLICY: Final = "tre-accessrequest-approval-pins"
+PROJECT_FOUR_EYES_POLICY: Final = "tre-accessrequest-four-eyes-project"
+PROJECT_NAMESPACE_POLICY: Final = "tre-project-namespaces"
+PROJECT_OBJECTS_POLICY: Final = "tre-project-objects-controller-only"
+CONTROLLER_SCOPE_POLICY: Final = "tre-controller-scope"
+POD_ACCESS_POLICY: Final = "tre-pod-workspace-access"
+POD_NO_EXEC_POLICY: Final = "tre-pod-no-exec"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
+# Room kept in spec.decisions (CRD maxItems) for a revoke: revocation can never be blocked by
+# a list filled with other decisions.
+MAX_DECISIONS: Final = 64
+MAX_DECISIONS_BEFORE_REVOKE: Final = MAX_DECISIONS - 4
+# Identities of the cluster's own control plane (kube-controller-manager's controllers): they
+# create every namespace's default ServiceAccount and root CA ConfigMap, bind claims, and
+# empty a namespace that is being deleted. Whoever can act as them owns the cluster anyway.
+_CLUSTER_ITSELF: Final = (
+    "request.userInfo.username.startsWith('system:serviceaccount:kube-system:') || "
+    "request.userInfo.username == 'system:kube-controller-manager'"
+)
 # The planner's deny-all NetworkPolicy (planning.names.POLICY_DEFAULT_DENY).
 DENY_ALL_POLICY_NAME: Final = POLICY_DEFAULT_DENY
 
@@ -88,19 +110,32 @@ def plan_admission_policies(
     `controller_user` (default `settings.controller_user`) is the only identity that may
     write Workspaces.
     """
+    controller = controller_user or settings.controller_user
     policies = [
         _create_request_policy(settings),
+        _project_owner_policy(),
         _decisions_policy(settings),
-        _approved_phase_policy(),
+        _not_project_member_policy(),
+        _approval_pins_policy(),
+        _approved_phase_policy(settings),
         _four_eyes_policy(settings),
+        _project_four_eyes_policy(settings),
         _dataset_label_policy(),
-        _workspace_policy(controller_user or settings.controller_user),
+        _workspace_policy(controller),
+        _project_namespace_policy(settings, controller),
+        _controller_scope_policy(settings, controller),
     ]
     planned: list[dict[str, Any]] = []
     for policy in policies:
         planned += [policy, _binding(policy)]
+    objects = _project_objects_policy(controller)
+    planned += [objects, _project_namespaces_binding(objects)]
+    no_exec = _pod_no_exec_policy()
+    planned += [no_exec, _project_namespaces_binding(no_exec)]
+    access = _pod_access_policy(settings)
+    planned += [access, _pod_param_binding(access, names.WORKSPACE_ACCESS_NAME)]
     deny_all = _pod_requires_deny_all_policy()
-    return [*planned, deny_all, _pod_requires_deny_all_binding(deny_all)]
+    return [*planned, deny_all, _pod_param_binding(deny_all, DENY_ALL_POLICY_NAME)]
 
 
 def high_tiers(settings: Settings) -> list[ClassificationTier]:
@@ -144,6 +179,13 @@ def _create_request_policy(settings: Settings) -> dict[str, Any]:
                 "file the request under your own name'",
             ),
             _validation(
+                f"!(object.spec.project in {_cel_list(names.reserved_project_slugs(settings))})",
+                "'spec.project: ' + object.spec.project + ' would use the platform namespace "
+                f"{names.NAMESPACE_PREFIX}' + object.spec.project + '; choose another project "
+                "slug'",
+                reason="Invalid",
+            ),
+            _validation(
                 "!has(object.spec.decisions) || size(object.spec.decisions) == 0",
                 message="spec.decisions: must be empty when a request is filed; approvers "
                 "append their decisions afterwards",
@@ -185,6 +227,13 @@ def _decisions_policy(settings: Settings) -> dict[str, Any]:
             "startDate": _date("object.spec.startDate"),
             "endDate": _date("object.spec.endDate"),
             "extendedTo": _date(f"{entry}.endDate"),
+            # The end date in force: spec.endDate, or the later one the controller computed
+            # from extensions that have enough approvers.
+            "recordedEnd": "has(oldObject.status) && has(oldObject.status.effectiveEndDate) ? "
+            + _date("oldObject.status.effectiveEndDate")
+            + " : ''",
+            "currentEnd": "variables.recordedEnd > variables.endDate ? variables.recordedEnd : "
+            "variables.endDate",
             "extendedDays": _days_between("variables.startDate", "variables.extendedTo"),
         },
         validations=[
@@ -222,19 +271,33 @@ def _decisions_policy(settings: Settings) -> dict[str, Any]:
                 "data-access committee'",
             ),
             _validation(
-                f"{appended}request.userInfo.username != object.spec.requester && "
-                "request.userInfo.username != object.spec.lead",
+                # Granting decisions only: anyone in the group may reject or revoke.
+                f"{appended}!({entry}.action in ['{_APPROVE}', '{_EXTEND}']) || "
+                "!(request.userInfo.username == object.spec.requester || "
+                "request.userInfo.username == object.spec.lead || "
+                "request.userInfo.username in object.spec.members)",
                 "'spec.decisions: ' + request.userInfo.username + ' is the ' + "
-                "(request.userInfo.username == object.spec.requester ? 'requester' : 'lead') "
-                "+ ' of this request and may not decide on it (four eyes); another approver "
-                "must decide'",
+                "(request.userInfo.username == object.spec.requester ? 'requester' : "
+                "request.userInfo.username == object.spec.lead ? 'lead' : 'a member') + "
+                "' of this request and may not ' + variables.entry.action + ' it: nobody "
+                "approves their own access (four eyes); another approver must decide'",
             ),
             _validation(
+                # A second approval by the same person counts only for content they had not
+                # seen: it must pin different manifests (re-approval after a data change).
                 f"{appended}{entry}.action != '{_APPROVE}' || "
                 f"!variables.oldDecisions.exists(d, d.action == '{_APPROVE}' && "
-                f"d.by == {entry}.by)",
+                f"d.by == {entry}.by && {_pins('d')} == {_pins(entry)})",
                 "'spec.decisions: ' + variables.entry.by + ' has already approved this "
-                "request; a further approval must come from another approver'",
+                "request as it is; a further approval must come from another approver'",
+            ),
+            _validation(
+                f"{appended}{entry}.action == 'revoke' || "
+                f"size(variables.decisions) <= {MAX_DECISIONS_BEFORE_REVOKE}",
+                f"'spec.decisions: at most {MAX_DECISIONS_BEFORE_REVOKE} decisions other than "
+                "a revoke (the rest of the list is kept free so that a revoke always fits); "
+                "file a new access request'",
+                reason="Invalid",
             ),
             _validation(
                 f"{appended}!({entry}.action in ['{_APPROVE}', '{_EXTEND}']) || "
@@ -251,9 +314,10 @@ def _decisions_policy(settings: Settings) -> dict[str, Any]:
             ),
             _validation(
                 # `YYYY-MM-DD` texts order like the dates they name.
-                f"{extend}variables.extendedTo > variables.endDate",
-                f"'spec.decisions[' + {index} + '].endDate: an extension must end after "
-                "spec.endDate ' + variables.endDate + ' (got ' + variables.extendedTo + ')'",
+                f"{extend}variables.extendedTo > variables.currentEnd",
+                f"'spec.decisions[' + {index} + '].endDate: an extension must end after the "
+                "current end date ' + variables.currentEnd + ' (got ' + variables.extendedTo + "
+                "')'",
                 reason="Invalid",
             ),
             _validation(
@@ -268,13 +332,23 @@ def _decisions_policy(settings: Settings) -> dict[str, Any]:
     )
 
 
-# Approvals that count: not by the requester or the lead (the decisions policy refuses those
-# anyway; this holds even for decisions written before that policy was installed).
+# Approvals that count: not by the requester, the lead or a member (the decisions policy
+# refuses those anyway; this holds even for decisions written before that policy existed).
 _COUNTED_APPROVERS: Final = (
     f"variables.decisions.filter(d, d.action == '{_APPROVE}' && "
-    "d.by != object.spec.requester && d.by != object.spec.lead).map(d, d.by)"
+    "d.by != object.spec.requester && d.by != object.spec.lead && "
+    "!(d.by in object.spec.members)).map(d, d.by)"
 )
 _DECISIONS: Final = "has(object.spec.decisions) ? object.spec.decisions : []"
+_OLD_DECISIONS: Final = "has(oldObject.spec.decisions) ? oldObject.spec.decisions : []"
+# The entry an update appends (policies that take parameters only judge appends).
+_APPENDS: Final = [
+    {
+        "name": "appends-a-decision",
+        "expression": f"size({_DECISIONS}) > size({_OLD_DECISIONS})",
+    }
+]
+_NEW_ENTRY: Final = f"({_DECISIONS})[size({_DECISIONS}) - 1]"
 _SETS_APPROVED: Final = [
     {
         "name": "sets-phase-approved",
@@ -284,21 +358,34 @@ _SETS_APPROVED: Final = [
 ]
 
 
-def _approved_phase_policy() -> dict[str, Any]:
+def _approved_phase_policy(settings: Settings) -> dict[str, Any]:
+    tiers = [t.value for t in high_tiers(settings)]
     return _policy(
         APPROVED_PHASE_POLICY,
         _rules("accessrequests/status", ["UPDATE"]),
         match_conditions=_SETS_APPROVED,
-        variables={"decisions": _DECISIONS, "approvers": _COUNTED_APPROVERS},
+        variables={
+            "decisions": _DECISIONS,
+            "approvers": _COUNTED_APPROVERS,
+            # A tier recorded at approval time counts even if the dataset's tier is lower now.
+            "recordedHigh": "variables.decisions.exists(d, has(d.classifications) && "
+            f"d.classifications.exists(k, d.classifications[k] in {_cel_list(tiers)}))",
+        },
         validations=[
             _validation(
                 "size(variables.approvers) >= 1",
                 message="status.phase: Approved needs an approve decision in spec.decisions "
-                "by someone other than the requester and the lead",
+                "by someone other than the requester, the lead and the members",
             ),
             _validation(
                 f"!variables.decisions.exists(d, d.action in {_cel_list(_FINAL_ACTIONS)})",
                 message="status.phase: a rejected or revoked request cannot be Approved",
+            ),
+            _validation(
+                "!variables.recordedHigh || size(variables.approvers.distinct()) >= 2",
+                "'status.phase: Approved needs approvals by two different people, because an "
+                "approval recorded a dataset at a two-approver tier; approved so far by: ' + "
+                "variables.approvers.distinct().join(', ')",
             ),
         ],
     )
@@ -326,6 +413,132 @@ def _four_eyes_policy(settings: Settings) -> dict[str, Any]:
                 f"' (tier {threshold} or above); approved so far by: ' + "
                 "(size(variables.approvers) == 0 ? 'nobody' : variables.approvers.join(', ')) "
                 "+ '; a second approver must approve first'",
+            ),
+        ],
+    )
+
+
+def _project_owner_policy() -> dict[str, Any]:
+    """A request for a project that has an owner must be filed by that owner (an amendment).
+
+    Evaluated once per Workspace (parameter); a project without a Workspace, or whose
+    Workspace was torn down, is free. The controller applies the same rule to requests filed
+    before the project had an owner: they stay Pending (NotProjectOwner)."""
+    return _policy(
+        PROJECT_OWNER_POLICY,
+        _rules("accessrequests", ["CREATE"]),
+        param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Workspace"},
+        validations=[
+            _validation(
+                "params.metadata.name != object.spec.project || !has(params.spec.owner) || "
+                "params.spec.owner == request.userInfo.username || (has(params.status) && "
+                "has(params.status.phase) && params.status.phase == 'TornDown')",
+                "'spec.project: project ' + object.spec.project + ' belongs to ' + "
+                "params.spec.owner + ', and only its owner may file further requests for it; "
+                "ask ' + params.spec.owner + ' to file an amendment, or choose another project "
+                "slug'",
+            ),
+        ],
+    )
+
+
+def _not_project_member_policy() -> dict[str, Any]:
+    """Nobody approves or extends access to a project they are already a member of."""
+    entry = "variables.entry"
+    return _policy(
+        NOT_PROJECT_MEMBER_POLICY,
+        _rules("accessrequests", ["UPDATE"]),
+        param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Workspace"},
+        match_conditions=_APPENDS,
+        variables={"entry": _NEW_ENTRY},
+        validations=[
+            _validation(
+                f"!({entry}.action in ['{_APPROVE}', '{_EXTEND}']) || "
+                "params.metadata.name != object.spec.project || !has(params.spec.members) || "
+                "!(request.userInfo.username in params.spec.members)",
+                "'spec.decisions: ' + request.userInfo.username + ' is a member of project ' + "
+                "object.spec.project + ' and may not ' + variables.entry.action + ' access "
+                "to it (nobody approves access to their own project); another approver must "
+                "decide'",
+            ),
+        ],
+    )
+
+
+def _approval_pins_policy() -> dict[str, Any]:
+    """An approval records, per dataset, the current manifest hash and tier, so approvers
+    approve exactly the content and tier that exist (the controller counts an approval only
+    for the content it pinned, and the highest tier recorded or current)."""
+    entry = "variables.entry"
+    name = "params.metadata.name"
+    return _policy(
+        DECISION_PINS_POLICY,
+        _rules("accessrequests", ["UPDATE"]),
+        param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Dataset"},
+        match_conditions=_APPENDS,
+        variables={
+            "entry": _NEW_ENTRY,
+            "applies": f"{entry}.action == '{_APPROVE}' && {name} in object.spec.datasets",
+            "current": "has(params.status) && has(params.status.manifest) ? "
+            "params.status.manifest.sha256 : ''",
+        },
+        validations=[
+            _validation(
+                "!variables.applies || variables.current != ''",
+                "'spec.decisions: dataset ' + params.metadata.name + ' has no verified "
+                "manifest yet; wait until the controller has verified it, then approve'",
+            ),
+            _validation(
+                f"!variables.applies || (has({entry}.manifestHashes) && {name} in "
+                f"{entry}.manifestHashes && {entry}.manifestHashes[{name}] == "
+                "variables.current)",
+                "'spec.decisions: the approval must pin the current manifest of dataset ' + "
+                "params.metadata.name + ' (manifestHashes[' + params.metadata.name + '] = ' + "
+                "variables.current + '); look at the data again and approve what is there now'",
+                reason="Invalid",
+            ),
+            _validation(
+                f"!variables.applies || (has({entry}.classifications) && {name} in "
+                f"{entry}.classifications && {entry}.classifications[{name}] == "
+                "params.spec.classification)",
+                "'spec.decisions: the approval must record the current tier of dataset ' + "
+                "params.metadata.name + ' (classifications[' + params.metadata.name + '] = ' + "
+                "params.spec.classification + ')'",
+                reason="Invalid",
+            ),
+        ],
+    )
+
+
+def _project_four_eyes_policy(settings: Settings) -> dict[str, Any]:
+    """An amendment to a project that holds a two-approver dataset needs two approvers too."""
+    tiers = [t.value for t in high_tiers(settings)]
+    return _policy(
+        PROJECT_FOUR_EYES_POLICY,
+        _rules("accessrequests/status", ["UPDATE"]),
+        match_conditions=[
+            *_SETS_APPROVED,
+            {
+                # Judged when a request becomes Approved, against the workspace it joins.
+                "name": "becomes-approved",
+                "expression": "!has(oldObject.status) || !has(oldObject.status.phase) || "
+                f"oldObject.status.phase != '{RequestPhase.APPROVED.value}'",
+            },
+        ],
+        param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Workspace"},
+        variables={
+            "decisions": _DECISIONS,
+            "approvers": f"({_COUNTED_APPROVERS}).distinct()",
+            "needsTwo": "params.metadata.name == object.spec.project && "
+            "has(params.spec.datasets) && params.spec.datasets.exists(d, d.classification in "
+            f"{_cel_list(tiers)})",
+        },
+        validations=[
+            _validation(
+                "!variables.needsTwo || size(variables.approvers) >= 2",
+                "'status.phase: Approved needs approvals by two different people, because "
+                "project ' + object.spec.project + ' already holds data at a two-approver "
+                "tier; approved so far by: ' + variables.approvers.join(', ')",
             ),
         ],
     )
@@ -368,23 +581,264 @@ def _workspace_policy(controller_user: str) -> dict[str, Any]:
     )
 
 
+# --- Project namespaces ------------------------------------------------------------------------
+
+
+def _project_namespace_policy(settings: Settings, controller: str) -> dict[str, Any]:
+    """Only the controller creates, changes or deletes a project namespace.
+
+    A project namespace is one carrying the project label (before or after the change) or
+    named with the project prefix outside the platform's own namespaces. So nobody can squat
+    `tre-<slug>` before a project gets it, label a namespace of theirs as a project, or remove
+    the label that puts a namespace under the project policies.
+    """
+    platform = sorted(names.platform_namespaces(settings))
+    label = _cel_str(LABEL_PROJECT)
+    return _policy(
+        PROJECT_NAMESPACE_POLICY,
+        _core_rules(["namespaces"], ["CREATE", "UPDATE", "DELETE"]),
+        variables={
+            "labelled": f"(object != null && has(object.metadata.labels) && {label} in "
+            f"object.metadata.labels) || (oldObject != null && "
+            f"has(oldObject.metadata.labels) && {label} in oldObject.metadata.labels)",
+            "name": "object != null ? object.metadata.name : oldObject.metadata.name",
+            "project": f"variables.labelled || (variables.name.startsWith("
+            f"{_cel_str(names.NAMESPACE_PREFIX)}) && !(variables.name in {_cel_list(platform)}))",
+        },
+        validations=[
+            _validation(
+                f"!variables.project || request.userInfo.username == {_cel_str(controller)} "
+                f"|| {_CLUSTER_ITSELF}",
+                "'namespace ' + variables.name + ': project namespaces (label "
+                f"{LABEL_PROJECT} or prefix {names.NAMESPACE_PREFIX}) are created, changed and "
+                "deleted by the controller only; file an access request for a project, or "
+                "choose a name without that prefix'",
+            ),
+        ],
+    )
+
+
+_PROJECT_OBJECT_RESOURCES: Final = {
+    "": [
+        "persistentvolumeclaims",
+        "serviceaccounts",
+        "resourcequotas",
+        "limitranges",
+        "configmaps",
+        "secrets",
+    ],
+    "networking.k8s.io": ["networkpolicies"],
+    "rbac.authorization.k8s.io": ["roles", "rolebindings"],
+}
+
+
+def _project_objects_policy(controller: str) -> dict[str, Any]:
+    """In project namespaces only the controller writes the objects that confine or grant:
+    NetworkPolicies, Roles and RoleBindings, claims, ServiceAccounts (and their token
+    Secrets), quotas, limits, the workspace access ConfigMap."""
+    rules = [
+        {
+            "apiGroups": [group],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": resources,
+        }
+        for group, resources in _PROJECT_OBJECT_RESOURCES.items()
+    ]
+    return _policy(
+        PROJECT_OBJECTS_POLICY,
+        {"resourceRules": rules},
+        validations=[
+            _validation(
+                f"request.userInfo.username == {_cel_str(controller)} || {_CLUSTER_ITSELF}",
+                "request.userInfo.username + ' may not ' + request.operation.lowerAscii() + "
+                "' ' + request.resource.resource + ' in project namespace ' + "
+                "request.namespace + ': only the controller writes there, from the approved "
+                "access requests; change the access requests instead'",
+            ),
+        ],
+    )
+
+
+def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, Any]:
+    """The controller's own writes are confined to project namespaces and its own
+    PersistentVolumes, so its credential cannot be used against the rest of the cluster
+    (a RoleBinding in kube-system, a PV onto any bucket, another team's NetworkPolicies)."""
+    label = _cel_str(LABEL_PROJECT)
+    prefix = _cel_str(names.NAMESPACE_PREFIX)
+    target = "(object != null ? object : oldObject)"
+    rules = [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": [
+                "namespaces",
+                "persistentvolumes",
+                "persistentvolumeclaims",
+                "serviceaccounts",
+                "resourcequotas",
+                "limitranges",
+                "configmaps",
+                "pods",
+            ],
+        },
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": ["networkpolicies"],
+        },
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "resources": ["rolebindings"],
+        },
+    ]
+    own = _cel_str(settings.system_namespace)
+    return _policy(
+        CONTROLLER_SCOPE_POLICY,
+        {"resourceRules": rules},
+        match_conditions=[
+            {
+                "name": "by-the-controller",
+                "expression": f"request.userInfo.username == {_cel_str(controller)}",
+            }
+        ],
+        variables={
+            "target": target,
+            "inProject": f"namespaceObject != null && has(namespaceObject.metadata.labels) && "
+            f"{label} in namespaceObject.metadata.labels",
+            # Its own namespace: only the ConfigMap that publishes the audit head.
+            "ownObject": f"namespaceObject != null && namespaceObject.metadata.name == {own} "
+            "&& request.resource.resource == 'configmaps' && "
+            f"request.name == {_cel_str(names.AUDIT_HEAD_NAME)}",
+            "projectNamespace": f"has(variables.target.metadata.labels) && {label} in "
+            f"variables.target.metadata.labels && variables.target.metadata.name == {prefix} "
+            f"+ variables.target.metadata.labels[{label}]",
+            "datasetVolume": f"variables.target.metadata.name.startsWith({prefix}) && "
+            "has(variables.target.spec.claimRef) && has(variables.target.spec.claimRef.namespace) "
+            f"&& variables.target.spec.claimRef.namespace.startsWith({prefix}) && "
+            "((has(variables.target.spec.csi) && variables.target.spec.csi.driver == "
+            f"{_cel_str(S3_CSI_DRIVER)}) || has(variables.target.spec.nfs))",
+        },
+        validations=[
+            _validation(
+                "request.resource.resource == 'namespaces' || "
+                "request.resource.resource == 'persistentvolumes' || variables.inProject || "
+                "variables.ownObject",
+                "'the controller may not ' + request.operation.lowerAscii() + ' ' + "
+                "request.resource.resource + ' in namespace ' + request.namespace + ': it "
+                "writes only in project namespaces'",
+            ),
+            _validation(
+                "request.resource.resource != 'namespaces' || variables.projectNamespace",
+                "'the controller may not ' + request.operation.lowerAscii() + ' namespace ' + "
+                f"request.name + ': only {names.NAMESPACE_PREFIX}<project> namespaces carrying "
+                f"the label {LABEL_PROJECT}'",
+            ),
+            _validation(
+                "request.resource.resource != 'persistentvolumes' || variables.datasetVolume",
+                "'the controller may not ' + request.operation.lowerAscii() + ' "
+                f"PersistentVolume ' + request.name + ': only {names.NAMESPACE_PREFIX}* dataset "
+                "volumes of the S3 or NFS driver, claimed from a project namespace'",
+            ),
+        ],
+    )
+
+
 # --- Pods -----------------------------------------------------------------------------------
+
+
+def _pod_access_policy(settings: Settings) -> dict[str, Any]:
+    """Pods in a project namespace: only from the hub, only while the workspace is Ready,
+    only for a member, only with the project's claims (dataset claims read-only) and the few
+    ephemeral volume kinds a notebook needs. The parameter is the namespace's workspace
+    access ConfigMap, which only the controller writes; no ConfigMap, no pod."""
+    hub = f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"
+    user = f"object.metadata.annotations[{_cel_str(names.ANNOTATION_USER)}]"
+    claim = "v.persistentVolumeClaim"
+    return _policy(
+        POD_ACCESS_POLICY,
+        _core_rules(["pods"], ["CREATE"]),
+        param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
+        variables={
+            "members": "params.data.members.split(',')",
+            "claims": "params.data.claims.split(',')",
+            "volumes": "has(object.spec.volumes) ? object.spec.volumes : []",
+        },
+        validations=[
+            _validation(
+                f"request.userInfo.username == {_cel_str(hub)}",
+                "request.userInfo.username + ' may not start pods in project namespace ' + "
+                "request.namespace + ': only JupyterHub does, for members of a Ready "
+                "workspace; start a server from the hub'",
+            ),
+            _validation(
+                "params.data.phase == 'Ready'",
+                "'project namespace ' + request.namespace + ' is ' + params.data.phase + "
+                "': no server may start until its workspace is Ready'",
+            ),
+            _validation(
+                "has(object.metadata.annotations) && "
+                f"{_cel_str(names.ANNOTATION_USER)} in object.metadata.annotations && "
+                f"{user} != '' && {user} in variables.members",
+                f"'metadata.annotations[{names.ANNOTATION_USER}]: the pod must belong to a "
+                "member of the workspace in ' + request.namespace",
+            ),
+            _validation(
+                f"variables.volumes.all(v, has(v.persistentVolumeClaim) ? "
+                f"({claim}.claimName in variables.claims && "
+                f"(!{claim}.claimName.startsWith('ds-') || "
+                f"(has({claim}.readOnly) && {claim}.readOnly))) : "
+                "(has(v.emptyDir) || has(v.downwardAPI)))",
+                "'spec.volumes: only the workspace claims (' + params.data.claims + ', dataset "
+                "claims read-only), emptyDir and downwardAPI volumes are allowed in project "
+                "namespace ' + request.namespace",
+            ),
+        ],
+    )
+
+
+def _pod_no_exec_policy() -> dict[str, Any]:
+    """Nobody attaches to, execs in, port-forwards to or adds a container to a running
+    notebook: the data leaves a workspace only through the airlock. An admin who must
+    debug one deletes this binding first, which the API server's audit log records."""
+    return _policy(
+        POD_NO_EXEC_POLICY,
+        {
+            "resourceRules": [
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["CONNECT"],
+                    "resources": ["pods/exec", "pods/attach", "pods/portforward"],
+                },
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["UPDATE", "CREATE"],
+                    "resources": ["pods/ephemeralcontainers"],
+                },
+            ]
+        },
+        validations=[
+            _validation(
+                "false",
+                message="pods in project namespaces cannot be exec'd into, attached to, "
+                "port-forwarded or given extra containers: data leaves a workspace only "
+                "through the airlock",
+            ),
+        ],
+    )
 
 
 def _pod_requires_deny_all_policy() -> dict[str, Any]:
     spec = "params.spec"
     return _policy(
         POD_DENY_ALL_POLICY,
-        {
-            "resourceRules": [
-                {
-                    "apiGroups": [""],
-                    "apiVersions": ["v1"],
-                    "operations": ["CREATE"],
-                    "resources": ["pods"],
-                }
-            ]
-        },
+        _core_rules(["pods"], ["CREATE"]),
         param_kind={"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"},
         validations=[
             _validation(
@@ -402,7 +856,12 @@ def _pod_requires_deny_all_policy() -> dict[str, Any]:
     )
 
 
-def _pod_requires_deny_all_binding(policy: dict[str, Any]) -> dict[str, Any]:
+_PROJECT_NAMESPACES: Final = {
+    "namespaceSelector": {"matchExpressions": [{"key": LABEL_PROJECT, "operator": "Exists"}]}
+}
+
+
+def _pod_param_binding(policy: dict[str, Any], param_name: str) -> dict[str, Any]:
     name = policy["metadata"]["name"]
     return {
         "apiVersion": ADMISSION_API_VERSION,
@@ -412,19 +871,47 @@ def _pod_requires_deny_all_binding(policy: dict[str, Any]) -> dict[str, Any]:
             "policyName": name,
             "validationActions": ["Deny"],
             # The pod's own namespace is searched for the parameter (no namespace given);
-            # not found means Deny: a namespace without the policy gets no pods.
-            "paramRef": {"name": DENY_ALL_POLICY_NAME, "parameterNotFoundAction": "Deny"},
-            "matchResources": {
-                # project namespaces only: tre-system (controller, airlock) is not one
-                "namespaceSelector": {
-                    "matchExpressions": [{"key": LABEL_PROJECT, "operator": "Exists"}]
-                }
-            },
+            # not found means Deny: a namespace without it gets no pods.
+            "paramRef": {"name": param_name, "parameterNotFoundAction": "Deny"},
+            # project namespaces only: the platform's own namespaces are not
+            "matchResources": _PROJECT_NAMESPACES,
         },
     }
 
 
+def _project_namespaces_binding(policy: dict[str, Any]) -> dict[str, Any]:
+    name = policy["metadata"]["name"]
+    return {
+        "apiVersion": ADMISSION_API_VERSION,
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": dict(PART_OF_LABEL)},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": _PROJECT_NAMESPACES,
+        },
+    }
+
+
+def _core_rules(resources: list[str], operations: list[str]) -> dict[str, Any]:
+    return {
+        "resourceRules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": operations,
+                "resources": resources,
+            }
+        ]
+    }
+
+
 # --- building blocks ---------------------------------------------------------------------------
+
+
+def _pins(decision: str) -> str:
+    """CEL: a decision's manifestHashes, or an empty map."""
+    return f"(has({decision}.manifestHashes) ? {decision}.manifestHashes : {{}})"
 
 
 def _cel_str(value: str) -> str:

@@ -1,29 +1,38 @@
-"""Pure rules: what an AccessRequest's decisions mean, and what a project's workspace holds.
+"""Pure rules: what a project's AccessRequests mean, and what its workspace holds.
 
 The API server guarantees who may write which decision (admission policies); this module
-decides what the decisions *mean*, the same way for the controller, the CLI and the tests:
+decides what the decisions *mean*, the same way for the controller, the CLI and the tests.
 
-- A request is **Revoked** after a revoke decision and **Rejected** after a reject, whatever
-  came before: both are final.
-- It is **Approved** once it has approvals from enough distinct people: one, or two when any
-  of its datasets is at or above `settings.two_approver_tier`. Approvals by the requester or
-  the lead never count (the API server refuses them anyway; this is defence in depth).
-- It is **Expired** the day after its effective end date: the latest of `spec.endDate` and
-  any `extend` decision.
-- A request that names a dataset that does not exist stays **Pending**: nobody can approve
-  access to data we cannot describe.
+A project is the unit of authorisation:
+- Its **owner** is the lead of its first approved request (recorded by the controller in the
+  Workspace, kept until the workspace is TornDown). Every other request for the project is an
+  **amendment** and counts only when the owner filed it; any other request stays **Pending**
+  with reason `NotProjectOwner`: it is never merged into someone else's workspace.
+- A request is judged against the workspace it would produce: the project's earlier active
+  requests (by creation time) plus itself. Its approvers may not be members of that union
+  (nor its requester or lead), and it needs two distinct approvers when any dataset of that
+  union is at or above `settings.two_approver_tier`, by the highest tier recorded in an
+  approval or current.
 
-A workspace is the union of a project's *active* requests (Approved, started, not expired):
-members (plus each lead), datasets pinned to the manifest hash the approvers saw, the largest
-compute tier and the latest end date. A dataset whose current manifest no longer matches the
-approved hash is left out and reported, never silently shown with new content.
+A request is:
+- **Revoked** after a revoke decision and **Rejected** after a reject, whatever came before;
+- **Pending** while it names a dataset that does not exist, lacks enough counted approvals,
+  or is an amendment by someone other than the owner;
+- **Approved** once enough distinct counted approvers approved it;
+- **Expired** the day after its effective end date: `spec.endDate`, or a later date that as
+  many distinct counted approvers extended it to as its approval needed.
+
+A dataset of an active request is mounted only with content that enough of its approvers
+saw: for a two-approver tier, two distinct approvals must pin the dataset's *current*
+manifest hash. Otherwise it is withheld and reported (`DatasetChanged`), never silently shown
+with new content.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from provisioner.models.resources import (
     AccessRequest,
@@ -34,10 +43,19 @@ from provisioner.models.resources import (
     WorkspaceSpec,
 )
 from provisioner.models.settings import Settings
-from provisioner.models.types import ComputeTier
+from provisioner.models.types import ClassificationTier, ComputeTier
 from provisioner.planning.names import namespace_name
 
 _TIER_ORDER = list(ComputeTier)
+NOT_PROJECT_OWNER = "NotProjectOwner"
+
+
+@dataclass(frozen=True)
+class ProjectUnion:
+    """The workspace a request would join: its project's earlier active requests."""
+
+    members: frozenset[str] = frozenset()
+    datasets: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -48,8 +66,12 @@ class RequestEvaluation:
     approvers: tuple[str, ...] = ()
     required_approvers: int = 1
     effective_end_date: dt.date | None = None
-    # dataset -> manifest sha256 pinned by the latest approval that named it
-    pinned_manifests: Mapping[str, str] = field(default_factory=dict)
+    # dataset -> the current manifest sha256, for datasets enough approvers saw as they are
+    mounted_manifests: Mapping[str, str] = field(default_factory=dict)
+    # dataset -> the hash its approvers pinned ("" if none), for datasets withheld
+    withheld: Mapping[str, str] = field(default_factory=dict)
+    # when the approval that made it Approved was given (the owner is the first one's lead)
+    approved_at: dt.datetime | None = None
 
     def active_on(self, request: AccessRequest, today: dt.date) -> bool:
         return (
@@ -60,16 +82,52 @@ class RequestEvaluation:
         )
 
 
-def required_approvers(
-    request: AccessRequest, datasets: Mapping[str, Dataset], settings: Settings
-) -> int:
-    threshold = settings.two_approver_tier.rank
-    sensitive = any(
-        datasets[name].spec.classification.rank >= threshold
-        for name in request.spec.datasets
+def excluded_approvers(request: AccessRequest, union: ProjectUnion) -> frozenset[str]:
+    """Who may not approve or extend `request`: everyone it would give access to."""
+    spec = request.spec
+    return frozenset({spec.requester, spec.lead, *spec.members, *union.members})
+
+
+def highest_tier(
+    request: AccessRequest, datasets: Mapping[str, Dataset], union: ProjectUnion
+) -> ClassificationTier | None:
+    """The strictest tier of the data the request's workspace would hold: the current tier
+    of every dataset of the request and of the union, and every tier an approval recorded."""
+    tiers = [
+        datasets[name].spec.classification
+        for name in {*request.spec.datasets, *union.datasets}
         if name in datasets
-    )
-    return 2 if sensitive else 1
+    ]
+    for decision in request.spec.decisions:
+        tiers.extend(decision.classifications.values())
+    return max(tiers, key=lambda t: t.rank, default=None)
+
+
+def required_approvers(
+    request: AccessRequest,
+    datasets: Mapping[str, Dataset],
+    settings: Settings,
+    union: ProjectUnion = ProjectUnion(),
+) -> int:
+    tier = highest_tier(request, datasets, union)
+    return 2 if tier is not None and tier.rank >= settings.two_approver_tier.rank else 1
+
+
+def effective_end_date(request: AccessRequest, excluded: frozenset[str], needed: int) -> dt.date:
+    """`spec.endDate`, moved to the latest date that `needed` distinct counted approvers all
+    extended the request to (at least)."""
+    furthest: dict[str, dt.date] = {}
+    for decision in request.spec.decisions:
+        if (
+            decision.action is DecisionAction.EXTEND
+            and decision.end_date is not None
+            and decision.by not in excluded
+        ):
+            furthest[decision.by] = max(decision.end_date, furthest.get(decision.by, dt.date.min))
+    agreed = sorted(furthest.values(), reverse=True)
+    if len(agreed) < needed:
+        return request.spec.end_date
+    return max(request.spec.end_date, agreed[needed - 1])
 
 
 def evaluate_request(
@@ -77,11 +135,14 @@ def evaluate_request(
     datasets: Mapping[str, Dataset],
     settings: Settings,
     today: dt.date,
+    union: ProjectUnion = ProjectUnion(),
 ) -> RequestEvaluation:
+    """The phase of one request, judged against the workspace it would join (`union`)."""
     spec = request.spec
-    decisions = spec.decisions
-    end = max([spec.end_date, *(d.end_date for d in decisions if d.end_date)])
-    for decision in decisions:
+    excluded = excluded_approvers(request, union)
+    needed = required_approvers(request, datasets, settings, union)
+    end = effective_end_date(request, excluded, needed)
+    for decision in spec.decisions:
         if decision.action is DecisionAction.REVOKE:
             return RequestEvaluation(
                 RequestPhase.REVOKED,
@@ -90,7 +151,7 @@ def evaluate_request(
                 f"{decision.comment or 'no comment'}",
                 effective_end_date=end,
             )
-    for decision in decisions:
+    for decision in spec.decisions:
         if decision.action is DecisionAction.REJECT:
             return RequestEvaluation(
                 RequestPhase.REJECTED,
@@ -106,43 +167,195 @@ def evaluate_request(
             f"dataset(s) {', '.join(missing)} do not exist; register them or amend the request",
             effective_end_date=end,
         )
-    excluded = {spec.requester, spec.lead}
     approvers: list[str] = []
-    pinned: dict[str, str] = {}
-    for decision in decisions:
-        if decision.action is DecisionAction.APPROVE and decision.by not in excluded:
-            if decision.by not in approvers:
-                approvers.append(decision.by)
-            pinned.update(decision.manifest_hashes)
-    needed = required_approvers(request, datasets, settings)
+    approved_at: dt.datetime | None = None
+    for decision in spec.decisions:
+        counted = decision.action is DecisionAction.APPROVE and decision.by not in excluded
+        if counted and decision.by not in approvers:
+            approvers.append(decision.by)
+            if len(approvers) == needed:
+                approved_at = decision.at
     if len(approvers) < needed:
         return RequestEvaluation(
             RequestPhase.PENDING,
             "AwaitingApproval",
-            f"{len(approvers)} of {needed} distinct approvals",
-            tuple(approvers),
-            needed,
-            end,
+            f"{len(approvers)} of {needed} distinct approvals by people outside the project",
+            approvers=tuple(approvers),
+            required_approvers=needed,
+            effective_end_date=end,
         )
-    if today > end:
-        return RequestEvaluation(
-            RequestPhase.EXPIRED,
-            "Expired",
-            f"ended on {end}",
-            tuple(approvers),
-            needed,
-            end,
-            pinned,
-        )
-    return RequestEvaluation(
+    mounted, withheld = _content_approved(request, datasets, excluded, settings)
+    approved = RequestEvaluation(
         RequestPhase.APPROVED,
         "Approved",
         f"approved by {', '.join(approvers)}",
-        tuple(approvers),
-        needed,
-        end,
-        pinned,
+        approvers=tuple(approvers),
+        required_approvers=needed,
+        effective_end_date=end,
+        mounted_manifests=mounted,
+        withheld=withheld,
+        approved_at=approved_at,
     )
+    if today > end:
+        return replace(
+            approved, phase=RequestPhase.EXPIRED, reason="Expired", message=f"ended on {end}"
+        )
+    return approved
+
+
+def _content_approved(
+    request: AccessRequest,
+    datasets: Mapping[str, Dataset],
+    excluded: frozenset[str],
+    settings: Settings,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(mounted, withheld): per dataset, whether enough counted approvers pinned its current
+    manifest (two for a two-approver tier, by the highest tier recorded or current)."""
+    mounted: dict[str, str] = {}
+    withheld: dict[str, str] = {}
+    threshold = settings.two_approver_tier.rank
+    for name in request.spec.datasets:
+        dataset = datasets[name]
+        current = dataset.status.manifest.sha256 if dataset.status.manifest else None
+        pins: dict[str, set[str]] = {}
+        tiers = [dataset.spec.classification]
+        last_pin = ""
+        for decision in request.spec.decisions:
+            if decision.action is not DecisionAction.APPROVE or decision.by in excluded:
+                continue
+            if name in decision.classifications:
+                tiers.append(decision.classifications[name])
+            if name in decision.manifest_hashes:
+                last_pin = decision.manifest_hashes[name]
+                pins.setdefault(last_pin, set()).add(decision.by)
+        need = 2 if max(t.rank for t in tiers) >= threshold else 1
+        if current is not None and len(pins.get(current, ())) >= need:
+            mounted[name] = current
+        else:
+            withheld[name] = last_pin
+    return mounted, withheld
+
+
+def evaluate_project(
+    requests: Sequence[AccessRequest],
+    datasets: Mapping[str, Dataset],
+    settings: Settings,
+    today: dt.date,
+    *,
+    owner: str | None,
+    founding_request: str | None,
+) -> tuple[list[tuple[AccessRequest, RequestEvaluation]], str | None, str | None]:
+    """Every request of one project, judged in creation order against the union of the
+    earlier active ones; returns them with the project's owner and founding request.
+
+    `owner`/`founding_request`: as recorded in the live Workspace (None when the project has
+    none yet, or its workspace was TornDown). Without one, the lead of the request that was
+    approved first founds the project.
+    """
+    ordered = sorted(requests, key=lambda r: (r.created_at or dt.datetime.min, r.name))
+    if owner is None:
+        founding = _first_approved(ordered, datasets, settings, today)
+        if founding is not None:
+            owner, founding_request = founding.spec.lead, founding.name
+    union = ProjectUnion()
+    evaluated: list[tuple[AccessRequest, RequestEvaluation]] = []
+    for request in ordered:
+        if (
+            owner is not None
+            and request.name != founding_request
+            and (request.spec.requester != owner)
+        ):
+            evaluation = _not_owner(request, owner)
+        else:
+            evaluation = evaluate_request(request, datasets, settings, today, union)
+        evaluated.append((request, evaluation))
+        if evaluation.active_on(request, today):
+            union = ProjectUnion(
+                members=union.members | {request.spec.lead, *request.spec.members},
+                datasets=union.datasets | set(request.spec.datasets),
+            )
+    return evaluated, owner, founding_request
+
+
+def _first_approved(
+    ordered: Sequence[AccessRequest],
+    datasets: Mapping[str, Dataset],
+    settings: Settings,
+    today: dt.date,
+) -> AccessRequest | None:
+    """The request whose approval completed first (judged on its own), if any is approved."""
+    approved = []
+    for index, request in enumerate(ordered):
+        evaluation = evaluate_request(request, datasets, settings, today)
+        if evaluation.phase is RequestPhase.APPROVED and evaluation.approved_at is not None:
+            approved.append((evaluation.approved_at, index, request))
+    return min(approved, key=lambda t: (t[0], t[1]))[2] if approved else None
+
+
+def _not_owner(request: AccessRequest, owner: str) -> RequestEvaluation:
+    return RequestEvaluation(
+        RequestPhase.PENDING,
+        NOT_PROJECT_OWNER,
+        f"project {request.spec.project!r} belongs to {owner}, and only its owner may file "
+        f"further requests for it (filed by {request.spec.requester}); ask {owner} to file an "
+        "amendment, or choose another project slug",
+    )
+
+
+def decision_refusal(
+    request: AccessRequest,
+    me: str,
+    action: DecisionAction,
+    *,
+    project_members: frozenset[str] = frozenset(),
+) -> str | None:
+    """Why `me` may not append `action` to `request`, or None: the rules the admission
+    policies enforce, for a friendly message before the API server says the same."""
+    spec = request.spec
+    granting = action in (DecisionAction.APPROVE, DecisionAction.EXTEND)
+    if granting and me in (spec.requester, spec.lead, *spec.members):
+        role = "requester" if me == spec.requester else "lead" if me == spec.lead else "a member"
+        return (
+            f"you ({me}) are {role} of request {request.name} and may not {action.value} it: "
+            "nobody approves their own access; another approver must decide"
+        )
+    if granting and me in project_members:
+        return (
+            f"you ({me}) are a member of project {spec.project} and may not {action.value} "
+            "access to it; another approver must decide"
+        )
+    final = [
+        d for d in spec.decisions if d.action in (DecisionAction.REJECT, DecisionAction.REVOKE)
+    ]
+    if final and action is not DecisionAction.REVOKE:
+        return (
+            f"request {request.name} was already {final[0].action.value}d by {final[0].by}; "
+            "file a new request instead"
+        )
+    if action is DecisionAction.REVOKE and any(
+        d.action is DecisionAction.REVOKE for d in spec.decisions
+    ):
+        return f"request {request.name} is already revoked"
+    return None
+
+
+def reserved_slug_refusal(project: str, reserved: Sequence[str]) -> str | None:
+    if project in reserved:
+        return (
+            f"request.project: {project!r} would use the platform namespace "
+            f"{namespace_name(project)}; choose another project slug"
+        )
+    return None
+
+
+def owner_refusal(project: str, owner: str | None, me: str) -> str | None:
+    if owner is not None and owner != me:
+        return (
+            f"request.project: project {project!r} belongs to {owner}, and only its owner may "
+            f"file further requests for it; ask {owner} to file an amendment, or choose "
+            "another project slug"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -159,6 +372,9 @@ def plan_workspace_spec(
     requests: Iterable[tuple[AccessRequest, RequestEvaluation]],
     datasets: Mapping[str, Dataset],
     today: dt.date,
+    *,
+    owner: str | None = None,
+    founding_request: str | None = None,
 ) -> tuple[WorkspaceSpec, list[DatasetChange]]:
     """The effective state of `project`: the union of its active requests."""
     members: set[str] = set()
@@ -177,16 +393,14 @@ def plan_workspace_spec(
             tier = request.spec.compute_tier
         end = evaluation.effective_end_date
         expires = end if expires is None or (end and end > expires) else expires
-        for name in request.spec.datasets:
+        for name, approved in evaluation.withheld.items():
+            manifest = datasets[name].status.manifest
+            changes[name] = DatasetChange(name, approved, manifest.sha256 if manifest else None)
+        for name, sha256 in evaluation.mounted_manifests.items():
             dataset = datasets[name]
-            approved = evaluation.pinned_manifests.get(name)
-            current = dataset.status.manifest.sha256 if dataset.status.manifest else None
-            if approved is None or approved != current:
-                changes[name] = DatasetChange(name, approved or "", current)
-                continue
             chosen[name] = WorkspaceDataset(
                 name=name,
-                manifest_sha256=approved,
+                manifest_sha256=sha256,
                 classification=dataset.spec.classification,
                 source=dataset.spec.source,
             )
@@ -194,6 +408,8 @@ def plan_workspace_spec(
         changes.pop(name, None)
     spec = WorkspaceSpec(
         project=project,
+        owner=owner,
+        founding_request=founding_request,
         namespace=namespace_name(project),
         members=sorted(members),
         datasets=[chosen[n] for n in sorted(chosen)],

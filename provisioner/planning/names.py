@@ -27,6 +27,7 @@ import re
 from typing import Any, Final
 
 from provisioner import API_GROUP
+from provisioner.models.settings import Settings
 from provisioner.models.types import validate_dataset_name, validate_project_slug
 
 # --- Labels and annotations ------------------------------------------------------------------
@@ -39,6 +40,9 @@ LABEL_DATASET: Final = f"{API_GROUP}/dataset"
 ANNOTATION_MANIFEST: Final = f"{API_GROUP}/manifest-sha256"
 # One field manager for every server-side apply, so fields we stop declaring are removed.
 FIELD_MANAGER: Final = "ucloud-tre"
+# On a notebook pod: the JupyterHub user it was started for (set by the hub; labels cannot
+# hold every username). Admission and the controller compare it with the members.
+ANNOTATION_USER: Final = f"{API_GROUP}/user"
 
 # --- Fixed names inside a project namespace ---------------------------------------------------
 
@@ -54,6 +58,11 @@ POLICY_ALLOW_HUB_API: Final = "allow-notebook-to-hub-api"
 POLICY_ALLOW_AIRLOCK: Final = "allow-notebook-to-airlock"
 POLICY_ALLOW_FROM_HUB_PROXY: Final = "allow-hub-proxy-to-notebook"
 PROJECT_VOLUME_NAME: Final = "project"
+# Per project namespace, written only by the controller: what admission needs to judge a pod
+# (phase, members, claims). The pod admission policy reads it as its parameter.
+WORKSPACE_ACCESS_NAME: Final = "tre-workspace-access"
+# In the controller's namespace: the audit chain's head, published where only it can write.
+AUDIT_HEAD_NAME: Final = "tre-audit-head"
 
 MAX_NAME_LENGTH: Final = 63
 DNS1123_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -68,6 +77,9 @@ _HASH_LENGTH = 16
 
 def is_dns1123_label(value: str) -> bool:
     return len(value) <= MAX_NAME_LENGTH and re.fullmatch(DNS1123_LABEL_PATTERN, value) is not None
+
+
+NAMESPACE_PREFIX: Final = _NAMESPACE_PREFIX
 
 
 def namespace_name(project: str) -> str:
@@ -125,6 +137,25 @@ def object_metadata(
     if annotations:
         metadata["annotations"] = dict(annotations)
     return metadata
+
+
+def platform_namespaces(settings: Settings) -> frozenset[str]:
+    """Namespaces no project may get: the controller's (and its Lease's), the hub's, the
+    airlock's, and the one of the controller's ServiceAccount if that is elsewhere."""
+    account = service_account_of(settings.controller_user)
+    found = {settings.system_namespace, settings.hub_namespace, settings.airlock_namespace}
+    if account is not None:
+        found.add(account[0])
+    return frozenset(found)
+
+
+def reserved_project_slugs(settings: Settings) -> list[str]:
+    """Slugs whose namespace `tre-<slug>` would be a platform namespace."""
+    return sorted(
+        ns[len(_NAMESPACE_PREFIX) :]
+        for ns in platform_namespaces(settings)
+        if ns.startswith(_NAMESPACE_PREFIX)
+    )
 
 
 def service_account_of(username: str) -> tuple[str, str] | None:

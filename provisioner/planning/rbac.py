@@ -68,10 +68,12 @@ def _controller_rules() -> list[dict[str, Any]]:
                 "serviceaccounts",
                 "persistentvolumes",
                 "persistentvolumeclaims",
+                "configmaps",
             ],
             "verbs": write,
         },
-        # freezing a workspace stops its notebooks
+        # notebooks that lose access are stopped; admission confines the deletes to project
+        # namespaces (policy tre-controller-scope), as it does every write above
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": write},
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": write},
@@ -81,11 +83,6 @@ def _controller_rules() -> list[dict[str, Any]]:
             "resources": ["clusterroles"],
             "verbs": ["bind"],
             "resourceNames": [HUB_CLUSTER_ROLE_NAME],
-        },
-        {
-            "apiGroups": ["coordination.k8s.io"],
-            "resources": ["leases"],
-            "verbs": ["get", "create", "update"],
         },
         {"apiGroups": [API_GROUP], "resources": ["datasets", "accessrequests"], "verbs": read},
         {
@@ -143,6 +140,38 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
         _subject_binding(
             "tre-controller", "tre-controller", _user_subject(settings.controller_user)
         ),
+        # its Lease (leader election) only in its own namespace
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {
+                "name": "tre-controller-lease",
+                "namespace": settings.system_namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+            },
+            "rules": [
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "create", "update"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {
+                "name": "tre-controller-lease",
+                "namespace": settings.system_namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+            },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "tre-controller-lease",
+            },
+            "subjects": [_user_subject(settings.controller_user)],
+        },
         # the hub's ServiceAccount gets this only inside Ready workspaces (RoleBinding)
         _role(
             HUB_CLUSTER_ROLE_NAME,

@@ -10,6 +10,7 @@ the RoleBinding and dataset volumes when a workspace is frozen).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Final
 
 from provisioner.errors import InvalidInputError
@@ -26,6 +27,19 @@ from provisioner.planning.storage import (
 from provisioner.planning.tiers import limit_range, resource_quota
 
 PSA_LEVEL: Final = "restricted"
+# Kinds a workspace owns, in the order they are pruned: what grants access goes first (the
+# hub's RoleBinding, then the dataset claims and volumes), the namespace last.
+PRUNE_ORDER: Final = (
+    "RoleBinding",
+    "PersistentVolumeClaim",
+    "PersistentVolume",
+    "ConfigMap",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "ServiceAccount",
+    "Namespace",
+)
 PSA_MODES: Final = ("enforce", "audit", "warn")
 
 
@@ -41,8 +55,10 @@ def plan_workspace(workspace: Workspace, settings: Settings) -> list[dict[str, A
             dataset_claim(project, dataset),
         )
     ]
+    claims = [*(names.dataset_pvc_name(d.name) for d in datasets), names.project_pvc_name()]
     return [
         *_confinement(workspace, settings, planned_claims=len(datasets) + 1),
+        workspace_access(workspace, "Ready", claims),
         *dataset_volumes,
         project_storage_claim(project, settings),
         hub_role_binding(project, settings),
@@ -55,8 +71,44 @@ def plan_frozen_workspace(workspace: Workspace, settings: Settings) -> list[dict
     project = _checked_project(workspace, settings)
     return [
         *_confinement(workspace, settings, planned_claims=1),
+        workspace_access(workspace, "Frozen", []),
         project_storage_claim(project, settings),
     ]
+
+
+def workspace_access(workspace: Workspace, phase: str, claims: list[str]) -> dict[str, Any]:
+    """What the pod admission policy needs to judge a pod in this namespace.
+
+    Only the controller may write it (admission policy), and a namespace without it admits no
+    pod. `phase` other than Ready admits no pod either, so freezing a workspace stops new
+    pods at once, whatever the hub's RBAC cache still allows. Lists are comma-separated:
+    usernames and claim names cannot contain a comma.
+    """
+    members = workspace.spec.members if phase == "Ready" else []
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": names.object_metadata(
+            names.WORKSPACE_ACCESS_NAME,
+            workspace.spec.project,
+            namespace=names.namespace_name(workspace.spec.project),
+        ),
+        "data": {
+            "phase": phase,
+            "members": ",".join(sorted(members)),
+            "claims": ",".join(sorted(claims)),
+        },
+    }
+
+
+def workspace_claims(desired: Sequence[dict[str, Any]]) -> set[str]:
+    """The claims pods may mount, as the planned access object says (empty when frozen)."""
+    for manifest in desired:
+        if manifest["kind"] == "ConfigMap" and manifest["metadata"]["name"] == (
+            names.WORKSPACE_ACCESS_NAME
+        ):
+            return {c for c in manifest["data"]["claims"].split(",") if c}
+    return set()
 
 
 def namespace(project: str, settings: Settings) -> dict[str, Any]:
@@ -147,10 +199,10 @@ def _checked_project(workspace: Workspace, settings: Settings) -> str:
             f"workspace {workspace.name}: spec.namespace must be {expected!r} "
             f"(got {workspace.spec.namespace!r}); the namespace is derived from spec.project"
         )
-    if expected in {settings.hub_namespace, settings.airlock_namespace}:
+    if expected in names.platform_namespaces(settings):
         raise InvalidInputError(
-            f"workspace {workspace.name}: namespace {expected!r} is the hub's or the "
-            "airlock's own namespace (settings.hub_namespace, settings.airlock_namespace); "
-            "choose another project slug"
+            f"workspace {workspace.name}: namespace {expected!r} is a platform namespace "
+            "(settings.system_namespace, hub_namespace, airlock_namespace); choose another "
+            "project slug"
         )
     return project

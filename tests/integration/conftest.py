@@ -32,7 +32,7 @@ from provisioner.kube.client import api_client
 from provisioner.models.resources import AccessRequest, AccessRequestSpec, Workspace, WorkspaceSpec
 from provisioner.models.settings import Settings
 from provisioner.planning.crds import plan_crds
-from provisioner.planning.names import namespace_name
+from provisioner.planning.names import ANNOTATION_USER, namespace_name
 from provisioner.planning.workspace import plan_workspace
 from provisioner.storage.s3 import ensure_bucket, s3_client
 
@@ -119,7 +119,7 @@ def installed_platform(dev_platform: DevCluster) -> Settings:
     settings = Settings()
     install_platform(Kube(api_client(dev_platform.kubeconfig)), settings, lambda _: None)
     wait_for_policies(Kube(api_client(dev_platform.kubeconfig, as_user="probe-user")))
-    wait_for_pod_policy(Kube(api_client(dev_platform.kubeconfig)), settings)
+    wait_for_pod_policy(dev_platform.kubeconfig, settings)
     return settings
 
 
@@ -149,22 +149,29 @@ def wait_for_policies(kube: Kube, timeout: float = 30.0) -> None:
     pytest.fail("the admission policies did not become active within 30s")
 
 
-def wait_for_pod_policy(kube: Kube, settings: Settings, timeout: float = 60.0) -> None:
-    """The pod policy reads NetworkPolicies through an informer the API server starts when
-    the binding is (re)created; until it has synced, every pod in a project namespace is
-    refused. Probe a project namespace of our own until a compliant pod is admitted."""
+def wait_for_pod_policy(kubeconfig: Path, settings: Settings, timeout: float = 60.0) -> None:
+    """The pod policies read the deny-all NetworkPolicy and the workspace access ConfigMap
+    through informers the API server starts when their bindings are (re)created; until they
+    have synced, every pod in a project namespace is refused. Provision a project namespace of
+    our own as the controller and probe, as the hub, until a compliant pod is admitted."""
     probe = Workspace(
         name="policy-probe",
-        spec=WorkspaceSpec(project="policy-probe", namespace=namespace_name("policy-probe")),
+        spec=WorkspaceSpec(
+            project="policy-probe", namespace=namespace_name("policy-probe"), members=["probe"]
+        ),
     )
-    plan = plan_workspace(probe, settings)
-    for manifest in plan:
-        if manifest["kind"] in ("Namespace", "NetworkPolicy"):
-            kube.apply(manifest)
+    controller = Kube(api_client(kubeconfig, as_user=settings.controller_user))
+    for manifest in plan_workspace(probe, settings):
+        controller.apply(manifest)
+    hub = Kube(api_client(kubeconfig, as_user=hub_identity(settings)))
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "probe", "namespace": namespace_name("policy-probe")},
+        "metadata": {
+            "name": "probe",
+            "namespace": namespace_name("policy-probe"),
+            "annotations": {ANNOTATION_USER: "probe"},
+        },
         "spec": {
             "automountServiceAccountToken": False,
             "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
@@ -184,9 +191,13 @@ def wait_for_pod_policy(kube: Kube, settings: Settings, timeout: float = 60.0) -
     last = ""
     while time.monotonic() < deadline:
         try:
-            kube.create(pod, dry_run=True)
+            hub.create(pod, dry_run=True)
             return
         except RefusedError as exc:
             last = str(exc)
         time.sleep(0.25)
     pytest.fail(f"the pod admission policy did not become ready within {timeout:.0f}s: {last}")
+
+
+def hub_identity(settings: Settings) -> str:
+    return f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"

@@ -298,9 +298,10 @@ def policies(admin_api: client.ApiClient, as_user: AsUser, crds: None) -> Iterat
     finally:
         for manifest in reversed(planned):
             name = manifest["metadata"]["name"]
-            if name == POD_DENY_ALL_POLICY:
-                # It guards pods, not requests, and deleting its binding would break it until
-                # the API server restarts (upstream kubernetes#130887): it stays.
+            if not name.startswith(("tre-accessrequest", "tre-dataset", "tre-workspace")):
+                # The namespace and pod policies guard project namespaces, not our resources;
+                # deleting the binding of one whose parameter is a built-in kind would break
+                # it until the API server restarts (upstream kubernetes#130887): they stay.
                 continue
             if manifest["kind"] == "ValidatingAdmissionPolicy":
                 reg.delete_validating_admission_policy(name)

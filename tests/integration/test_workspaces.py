@@ -32,6 +32,7 @@ from provisioner.kube.api import Kube
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
+    ANNOTATION_USER,
     HUB_ROLE_BINDING_NAME,
     POLICY_DEFAULT_DENY,
     RESOURCE_QUOTA_NAME,
@@ -115,7 +116,9 @@ def test_networkpolicy_deleted_by_hand_is_restored(
 ) -> None:
     _, project, _ = ready_project
     ns = namespace_name(project)
-    assert world.admin.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
+    # Not even an admin may touch it (tests/integration/test_trust_model.py); drift can still
+    # come from the cluster's own controllers, so play one of them.
+    assert world.cluster_itself.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
     result = world.reconcile(project)
     assert result.applied == [f"NetworkPolicy/{POLICY_DEFAULT_DENY}"]
     assert _exists(world.admin, NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
@@ -140,7 +143,9 @@ class DiesAfter(Kube):
         return super().request(method, path, **kwargs)
 
 
-@pytest.mark.parametrize("writes_before_death", [1, 3, 6, 10, 13, 14])
+# Dying before every write of a new workspace's reconcile after the first (17 writes:
+# request status, Workspace, 14 objects, Workspace status).
+@pytest.mark.parametrize("writes_before_death", range(1, 17))
 def test_reconcile_killed_half_way_converges(world: World, writes_before_death: int) -> None:
     _, project, dataset = world.approved_project()
     with pytest.raises(Killed):
@@ -167,6 +172,7 @@ def _notebook_pod(namespace: str) -> dict[str, Any]:
             "name": "jupyter-lea",
             "namespace": namespace,
             "labels": {"component": "singleuser-server"},
+            "annotations": {ANNOTATION_USER: "lea"},
         },
         "spec": {
             "automountServiceAccountToken": False,
@@ -191,7 +197,7 @@ def test_revoke_freezes_then_retention_tears_down(
 ) -> None:
     request, project, dataset = ready_project
     ns = namespace_name(project)
-    create_pod_when_admitted(world.admin, _notebook_pod(ns))
+    create_pod_when_admitted(world.hub, _notebook_pod(ns))
     result = world.tre(
         "request", "revoke", request, "-m", "consent withdrawn", user="carl", group="tre:approvers"
     )
@@ -215,9 +221,12 @@ def test_revoke_freezes_then_retention_tears_down(
     assert torn.phase is not None and torn.phase.value == "TornDown"
     namespace = world.admin.get(NAMESPACES, ns)
     assert namespace is None or namespace["status"]["phase"] == "Terminating"
-    audit = world.tre("audit", "export").stdout
-    assert f'"subject":"workspace/{project}"' in audit
-    assert '"to":"Frozen"' in audit and '"to":"TornDown"' in audit
+    phases = [
+        e.details["phase"]
+        for e in world.audit.read_all()
+        if e.subject == f"workspace/{project}" and e.action == "workspace.phase"
+    ]
+    assert phases == ["Ready", "Frozen", "TornDown"]
 
 
 def test_request_expires_at_its_end_date(world: World, ready_project: tuple[str, str, str]) -> None:

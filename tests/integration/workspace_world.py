@@ -16,6 +16,7 @@ from typer.testing import CliRunner, Result
 
 from provisioner.audit.log import AuditLog, ensure_audit_bucket
 from provisioner.cli.main import app
+from provisioner.controller.loop import KeyedAuditor
 from provisioner.controller.reconcile import ReconcileResult, read_snapshot, reconcile_project
 from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
@@ -23,6 +24,7 @@ from provisioner.kube.client import api_client, write_service_account_kubeconfig
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
 from provisioner.models.settings import Settings
 from provisioner.storage.s3 import ensure_bucket, s3_client
+from tests.integration.conftest import hub_identity
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -56,9 +58,18 @@ class World:
                 )
             )
         )
+        # The hub spawns notebooks with its ServiceAccount; the cluster's own controllers
+        # (kube-system) may change project objects, e.g. to play drift.
+        self.hub = Kube(api_client(self.kubeconfig, as_user=hub_identity(self.settings)))
+        self.cluster_itself = Kube(
+            api_client(
+                self.kubeconfig, as_user="system:serviceaccount:kube-system:namespace-controller"
+            )
+        )
         self.s3: S3Client = s3_client(self.settings)
         ensure_audit_bucket(self.s3, self.settings.audit_bucket)
         self.audit = AuditLog(self.s3, self.settings.audit_bucket)
+        self.keyed_audit = KeyedAuditor(self.audit)
         self.bucket = unique("data")
         ensure_bucket(self.s3, self.bucket, versioning=True)
 
@@ -151,7 +162,8 @@ class World:
             project,
             read_snapshot(k),
             now or dt.datetime.now(dt.UTC),
-            self.audit,
+            self.keyed_audit,
+            self.keyed_audit.known(),
         )
 
     def workspace(self, project: str) -> dict[str, Any] | None:

@@ -67,18 +67,19 @@ def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]
     policies = by_name(planned, "ValidatingAdmissionPolicy")
     bindings = by_name(planned, "ValidatingAdmissionPolicyBinding")
     assert list(policies) == list(bindings)
-    assert len(policies) == 7
+    assert len(policies) == 16
     for name, policy in policies.items():
         assert policy["spec"]["failurePolicy"] == "Fail"
         assert bindings[name]["spec"]["policyName"] == name
         assert bindings[name]["spec"]["validationActions"] == ["Deny"]
         assert planned.index(policy) < planned.index(bindings[name])
+        ours = name.startswith(("tre-accessrequest", "tre-dataset", "tre-workspace"))
         for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
-            if name == POD_DENY_ALL_POLICY:
-                assert (rule["apiGroups"], rule["resources"]) == ([""], ["pods"])
-            else:
+            if ours:
                 assert rule["apiGroups"] == [API_GROUP]
                 assert rule["apiVersions"] == [API_VERSION]
+            else:
+                assert API_GROUP not in rule["apiGroups"]
 
 
 def test_pods_need_the_deny_all_policy_of_their_own_namespace(planned: list[Manifest]) -> None:

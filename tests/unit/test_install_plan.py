@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.controller.install import SYSTEM_NAMESPACE, plan_platform
+from provisioner.controller.install import plan_platform
 from provisioner.models.settings import Settings
 
 
@@ -24,11 +24,11 @@ def _service_accounts(settings: Settings) -> list[tuple[str, str]]:
 
 
 def test_controller_service_account_is_installed_after_its_namespace() -> None:
-    settings = Settings(controller_user=f"system:serviceaccount:{SYSTEM_NAMESPACE}:tre-ctl")
+    settings = Settings(controller_user=f"system:serviceaccount:tre-system:tre-ctl")
     objects = plan_platform(settings)
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
-    assert _service_accounts(settings) == [(SYSTEM_NAMESPACE, "tre-ctl")]
-    assert kinds.index(("Namespace", SYSTEM_NAMESPACE)) < kinds.index(("ServiceAccount", "tre-ctl"))
+    assert _service_accounts(settings) == [("tre-system", "tre-ctl")]
+    assert kinds.index(("Namespace", "tre-system")) < kinds.index(("ServiceAccount", "tre-ctl"))
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.controller.reconcile import ObjectChange, object_changes
+from provisioner.planning.project import ObjectChange, object_changes
 from provisioner.models.resources import (
     DatasetSource,
     S3Source,
@@ -81,7 +81,7 @@ def _index(changes: list[ObjectChange], kind: str) -> list[int]:
 
 def test_new_workspace_creates_its_quota_after_the_claims(settings: Settings) -> None:
     plan = _plan(settings, ["census", "admissions"])
-    changes = object_changes(plan, {}, WorkspacePhase.READY)
+    changes = object_changes(plan, {}, WorkspacePhase.READY, namespace_exists=False)
 
     assert {c.action for c in changes} == {"create"}
     assert sorted(c.key for c in changes) == sorted(_live(plan))  # every object, once

@@ -234,6 +234,7 @@ def test_ready_plan_holds_exactly_the_documented_objects(ready_plan: list[Manife
         "ResourceQuota",
         "LimitRange",
         "ServiceAccount",
+        "ConfigMap",
         *["PersistentVolume", "PersistentVolumeClaim"] * 2,
         "PersistentVolumeClaim",
         "RoleBinding",
@@ -250,6 +251,7 @@ def test_frozen_plan_drops_hub_access_and_datasets_but_keeps_outputs(
         "ResourceQuota",
         "LimitRange",
         "ServiceAccount",
+        "ConfigMap",
         "PersistentVolumeClaim",
     ]
     assert frozen_plan[-1]["metadata"]["name"] == names.project_pvc_name()
@@ -265,7 +267,7 @@ def test_object_identities_are_unique(ready_plan: list[Manifest]) -> None:
 
 def test_no_field_is_none_or_empty_except_select_all(ready_plan: list[Manifest]) -> None:
     for manifest in ready_plan:
-        assert set(manifest) <= {"apiVersion", "kind", "metadata", "spec"} | {
+        assert set(manifest) <= {"apiVersion", "kind", "metadata", "spec", "data"} | {
             "automountServiceAccountToken",
             "roleRef",
             "subjects",
@@ -589,7 +591,7 @@ def test_project_that_would_land_in_the_hub_namespace_is_refused(
 ) -> None:
     hub = Workspace(name="hub", spec=WorkspaceSpec(project="hub", namespace="tre-hub"))
 
-    with pytest.raises(InvalidInputError, match="hub's or the airlock's own namespace"):
+    with pytest.raises(InvalidInputError, match="is a platform namespace"):
         plan_frozen_workspace(hub, platform_settings)
 
 
