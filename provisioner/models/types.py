@@ -68,12 +68,13 @@ class DomainRule:
         for refusal in self.refusals:
             if re.search(refusal.regex, value):
                 raise ValueError(f"{self.what} {value!r} is invalid: {refusal.message}")
+        # The pattern's message names the length where there is one: it goes first.
+        if self.pattern is not None and not re.fullmatch(self.pattern[0], value):
+            raise ValueError(f"{self.what} {value!r} is invalid: {self.pattern[1]}")
         if len(value) > self.max_length:
             raise ValueError(
                 f"{self.what} {value!r} is invalid: use at most {self.max_length} characters"
             )
-        if self.pattern is not None and not re.fullmatch(self.pattern[0], value):
-            raise ValueError(f"{self.what} {value!r} is invalid: {self.pattern[1]}")
         if self.trailing_slash and value and not value.endswith("/"):
             value += "/"
         return value
