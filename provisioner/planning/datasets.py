@@ -84,3 +84,10 @@ def datasets_due_for_verification(
         if manifest is None or now - manifest.computed_at >= interval:
             due.append(dataset.name)
     return sorted(due)
+
+
+def next_verification_at(datasets: Iterable[Dataset], interval: dt.timedelta) -> dt.datetime | None:
+    """When the earliest recorded manifest falls due (for the loop's next wake-up), or None
+    when no dataset has one (those without are due at once: `datasets_due_for_verification`)."""
+    times = [d.status.manifest.computed_at for d in datasets if d.status.manifest is not None]
+    return min(times) + interval if times else None

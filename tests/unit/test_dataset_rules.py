@@ -4,7 +4,8 @@ Behaviours under test:
 - the manifest hash covers the source line: the same object lines under another prefix,
   bucket or NFS path give another hash; the hash is sha256 of the documented text; an NFS
   manifest is the source line alone (0 objects, 0 bytes) and needs no S3 client;
-- due for verification: no manifest, or one at least the interval old; sorted names;
+- due for verification: no manifest, or one at least the interval old; sorted names; the
+  next one falls due when the oldest manifest reaches the interval;
 - source locations end in '/', so 'cohort/' does not contain 'cohort-2/'; NFS server names
   compare case-insensitively;
 - overlap: a container at a lower tier than what it contains is refused either way round,
@@ -35,6 +36,7 @@ from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.datasets import (
     datasets_due_for_verification,
+    next_verification_at,
     overlap_refusal,
     source_location,
     source_uri,
@@ -112,6 +114,17 @@ def test_due_when_never_verified_or_at_least_the_interval_old() -> None:
     ]
     assert datasets_due_for_verification(datasets, NOW, hour) == ["alpha", "exactly", "zeta"]
     assert datasets_due_for_verification([], NOW, hour) == []
+
+
+def test_next_verification_is_when_the_oldest_manifest_falls_due() -> None:
+    hour = dt.timedelta(hours=1)
+    datasets = [
+        dataset("new-one", s3(prefix="n/")),
+        dataset("older", s3(prefix="o/"), computed_at=NOW - 2 * hour),
+        dataset("newer", s3(prefix="w/"), computed_at=NOW),
+    ]
+    assert next_verification_at(datasets, hour) == NOW - hour
+    assert next_verification_at(datasets[:1], hour) is None
 
 
 def test_verification_interval_defaults_to_an_hour() -> None:
