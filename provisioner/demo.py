@@ -1,7 +1,8 @@
 """`make demo`: the platform's main job, end to end, on the local platform.
 
 1. bring up the local platform (control plane + S3) and install CRDs, policies and RBAC;
-2. put a small synthetic dataset into S3 and register it as the data steward;
+2. put a small synthetic dataset into S3, register it as the data steward, and let the
+   controller (its own identity and S3 client) verify it and record its manifest;
 3. file an access request as the project lead;
 4. approve it as two approvers (the dataset is `sensitive`, so one is not enough);
 5. run the controller until the workspace is Ready, and show the workspace and its objects.
@@ -26,11 +27,14 @@ from pathlib import Path
 
 import yaml
 
+from provisioner.controller.datasets import verify_datasets
 from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
+from provisioner.kube.resources import DATASETS
+from provisioner.models.resources import Dataset
 from provisioner.models.settings import Settings
 from provisioner.storage.s3 import ensure_bucket, s3_client
 
@@ -98,7 +102,7 @@ def main() -> None:
         s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_admissions(site, 500))
         print(f"  put s3://{BUCKET}/{key}")
 
-    say("the data steward registers it (content manifest recorded)")
+    say("the data steward registers it")
     if tre("dataset", "show", "cardio-cohort", check=False).returncode != 0:
         tre(
             "--as",
@@ -119,6 +123,23 @@ def main() -> None:
             "--prefix",
             PREFIX,
         )
+
+    controller_kubeconfig = write_service_account_kubeconfig(
+        Kube(api_client(cluster.kubeconfig)),
+        cluster.kubeconfig,
+        settings.controller_user,
+        cluster.state_dir / "tre-controller.kubeconfig",
+    )
+    controller = Kube(api_client(controller_kubeconfig))
+    say(
+        "the controller verifies it: lists the data with its own S3 client and records the "
+        "manifest that approvals pin (what its loop does on every pass)"
+    )
+    datasets = [Dataset.from_object(o) for o in controller.list(DATASETS)]
+    for done in verify_datasets(controller, s3, datasets, dt.datetime.now(dt.UTC), settings):
+        if not done.ok:
+            raise SystemExit(f"demo step failed: dataset {done.name}: {done.error}")
+        print(f"  dataset {done.name}: manifest sha256 {done.sha256}", flush=True)
 
     say("the project lead files an access request")
     today = dt.date.today()
@@ -157,12 +178,6 @@ def main() -> None:
             )
 
     say("the controller provisions the workspace, as its own ServiceAccount (a TokenRequest token)")
-    controller_kubeconfig = write_service_account_kubeconfig(
-        Kube(api_client(cluster.kubeconfig)),
-        cluster.kubeconfig,
-        settings.controller_user,
-        cluster.state_dir / "tre-controller.kubeconfig",
-    )
     tre("controller", "run", "--once", env={"KUBECONFIG": str(controller_kubeconfig)})
     tre("workspace", "list")
     tre("request", "list")

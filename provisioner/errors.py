@@ -64,3 +64,10 @@ class AuditChainError(PermanentError):
     """The audit log failed verification: an entry was edited, dropped or reordered."""
 
     exit_code = 6
+
+
+class DataChangedError(PermanentError):
+    """A dataset's data no longer matches the manifest the controller recorded (and that
+    approvals pinned): workspaces withhold it once the controller re-verifies."""
+
+    exit_code = 7

@@ -1,4 +1,9 @@
-"""`tre dataset`: register datasets and verify that their content is what was approved."""
+"""`tre dataset`: register datasets and check that their content is what was recorded.
+
+Stewards register; the controller lists the data and records the manifest (approvals pin its
+hash). `verify` is a read-only check with the caller's own S3 credentials. Nothing here writes
+the audit log: the controller does.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,18 @@ import typer
 from provisioner.cli import common
 from provisioner.cli.context import cli_context
 from provisioner.cli.output import emit
-from provisioner.errors import InvalidInputError, NotFoundError
+from provisioner.errors import DataChangedError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import DATASETS
 from provisioner.models.resources import (
-    Condition,
     Dataset,
     DatasetSource,
     DatasetSpec,
-    DatasetStatus,
     NfsSource,
     S3Source,
 )
 from provisioner.models.types import ClassificationTier
+from provisioner.planning.datasets import overlap_refusal, source_uri
 from provisioner.storage.s3 import compute_manifest
 
 app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,45 +40,11 @@ def _row(ds: Dataset) -> dict[str, Any]:
         "title": ds.spec.title,
         "steward": ds.spec.steward,
         "classification": ds.spec.classification.value,
-        "source": f"s3://{src.s3.bucket}/{src.s3.prefix}"
-        if src.s3
-        else f"nfs://{src.nfs.server}{src.nfs.path}"
-        if src.nfs
-        else "-",
+        "source": source_uri(src),
         "objects": m.object_count if m else None,
         "bytes": m.bytes if m else None,
         "sha256": m.sha256[:12] if m else None,
     }
-
-
-def _verified_status(ds: Dataset) -> DatasetStatus:
-    """Recompute the manifest of an S3 dataset (NFS content is attested by its steward)."""
-    now = common.utc_now()
-    if ds.spec.source.s3 is None:
-        return DatasetStatus(
-            conditions=[
-                Condition(
-                    type="Verified",
-                    status="Unknown",
-                    reason="NotS3",
-                    message="NFS content is not listed by the platform",
-                    last_transition_time=now,
-                )
-            ]
-        )
-    manifest = compute_manifest(common.s3(), ds.spec.source.s3, now=now)
-    return DatasetStatus(
-        manifest=manifest,
-        conditions=[
-            Condition(
-                type="Verified",
-                status="True",
-                reason="ManifestComputed",
-                message=f"{manifest.object_count} objects, {manifest.bytes} bytes",
-                last_transition_time=now,
-            )
-        ],
-    )
 
 
 @app.command()
@@ -90,7 +60,10 @@ def register(
     nfs_path: Annotated[str | None, typer.Option(help="NFS export path.")] = None,
     description: Annotated[str, typer.Option(help="Longer description.")] = "",
 ) -> None:
-    """Register a dataset: checks the data exists and records its content manifest."""
+    """Register a dataset; the controller then lists its data and records its manifest.
+
+    The source cannot change afterwards and the classification can only be raised.
+    """
     if (bucket is None) == (nfs_server is None):
         raise InvalidInputError("give either --bucket (S3) or --nfs-server and --nfs-path")
     source = DatasetSource(
@@ -107,18 +80,19 @@ def register(
             description=description,
         ),
     )
-    status = _verified_status(ds)  # fails before anything is created if the data is missing
     k = common.kube(ctx)
+    # A friendly early answer; the API server's own policy (tre-dataset-no-overlap) decides.
+    refusal = overlap_refusal(ds, (Dataset.from_object(o) for o in k.list(DATASETS)))
+    if refusal is not None:
+        raise RefusedError(f"dataset {name}: {refusal}")
     k.create(ds.to_object())
-    k.patch_status(DATASETS, name, status.to_wire())
-    registered = ds.model_copy(update={"status": status})
-    common.audit_log().append(
-        common.whoami(k),
-        "dataset.register",
-        f"dataset/{name}",
-        {"classification": classification.value, **_row(registered)},
+    emit(
+        {
+            **_row(ds),
+            "verified": "pending: the controller lists the data and records its manifest",
+        },
+        cli_context(ctx).output,
     )
-    emit(_row(registered), cli_context(ctx).output)
 
 
 def _load(k: Kube, name: str) -> Dataset:
@@ -130,21 +104,28 @@ def _load(k: Kube, name: str) -> Dataset:
 
 @app.command()
 def verify(ctx: typer.Context, name: str) -> None:
-    """Recompute the manifest; a change shows as DatasetChanged on workspaces that use it."""
-    k = common.kube(ctx)
-    ds = _load(k, name)
-    status = _verified_status(ds)
-    before = ds.status.manifest.sha256 if ds.status.manifest else None
-    after = status.manifest.sha256 if status.manifest else None
-    k.patch_status(DATASETS, name, status.to_wire())
-    if before != after:
-        common.audit_log().append(
-            common.whoami(k), "dataset.changed", f"dataset/{name}", {"from": before, "to": after}
+    """Check, with your own S3 credentials, that the data still matches its recorded manifest.
+
+    Read-only: only the controller records manifests. Exits 7 when the data changed.
+    """
+    ds = _load(common.kube(ctx), name)
+    recorded = ds.status.manifest
+    if recorded is None:
+        raise NotFoundError(
+            f"dataset {name!r} has no manifest yet: the controller records it on its next "
+            "pass (see the Verified condition with 'tre dataset show')"
         )
-    emit(
-        {**_row(ds.model_copy(update={"status": status})), "changed": before != after},
-        cli_context(ctx).output,
-    )
+    now = compute_manifest(common.s3(), ds.spec.source)
+    if now.sha256 != recorded.sha256:
+        raise DataChangedError(
+            f"dataset {name!r}: the data at {source_uri(ds.spec.source)} no longer matches "
+            f"the manifest recorded at {recorded.computed_at.isoformat()} "
+            f"({recorded.object_count} objects, {recorded.bytes} bytes, sha256 "
+            f"{recorded.sha256[:12]}; now {now.object_count} objects, {now.bytes} bytes, "
+            f"sha256 {now.sha256[:12]}); workspaces withhold it once the controller "
+            "re-verifies it, and approvers must approve it again"
+        )
+    emit({**_row(ds), "matches": True}, cli_context(ctx).output)
 
 
 @app.command("list")
@@ -163,6 +144,10 @@ def show(ctx: typer.Context, name: str) -> None:
             **_row(ds),
             "description": ds.spec.description,
             "manifest": ds.status.manifest.to_wire() if ds.status.manifest else None,
+            "verified": next(
+                (f"{c.status}: {c.message}" for c in ds.status.conditions if c.type == "Verified"),
+                "pending: the controller has not verified it yet",
+            ),
         },
         cli_context(ctx).output,
     )

@@ -5,7 +5,9 @@ the OpenAPI schemas from them). Field names are camelCase on the wire, as everyw
 Kubernetes; Python code uses snake_case.
 
 Who writes what:
-- Dataset: data stewards write `spec`; `tre dataset register` writes `status.manifest`.
+- Dataset: data stewards write `spec` (only a dataset's own steward may change it; its source
+  never changes and its classification only goes up); only the controller writes
+  `status.manifest`, from its own listing of the data (`controller/datasets.py`).
 - AccessRequest: the requester writes `spec` on create; approvers only append to
   `spec.decisions` (enforced by ValidatingAdmissionPolicies); the controller writes `status`.
 - Workspace: only the controller writes it; JupyterHub reads it.
@@ -28,6 +30,7 @@ from provisioner.models.types import (
     ClassificationTier,
     ComputeTier,
     DatasetName,
+    NfsPath,
     ProjectSlug,
     S3Prefix,
     Username,
@@ -109,7 +112,7 @@ class NfsSource(KubeModel):
     """An NFS export, mounted read-only."""
 
     server: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")
-    path: str = Field(min_length=1, max_length=4096, pattern=r"^/")
+    path: NfsPath
 
 
 class DatasetSource(KubeModel):

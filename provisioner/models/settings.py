@@ -98,6 +98,14 @@ class Settings(BaseSettings):
         description="Seconds. Every workspace is reconciled at least this often, which "
         "repairs drift (for example a NetworkPolicy deleted by hand).",
     )
+    dataset_verify_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds. The controller re-lists each dataset's data and recomputes "
+        "its manifest at least this often (and at once for a new dataset), so data changed "
+        "in storage after approval is withheld from workspaces within this time. Each "
+        "verification lists every object of the dataset: shorter costs more S3 requests.",
+    )
     project_storage_size: str = Field(
         default="10Gi",
         pattern=r"^[1-9][0-9]*(Mi|Gi|Ti)$",

@@ -25,8 +25,21 @@ AccessRequest (`tre-accessrequest-*`):
   request naming a Dataset that does not exist is not checked here; the controller keeps such
   requests Pending.)
 
-Dataset (`tre-dataset-classification-label`): the optional `tre.ucloud.org/classification`
-label, used to list datasets by tier with `kubectl get -l`, must equal `spec.classification`.
+Dataset (`tre-dataset-*`):
+- `classification-label`: the optional `tre.ucloud.org/classification` label, used to list
+  datasets by tier with `kubectl get -l`, must equal `spec.classification`;
+- `steward-only`: only the dataset's own steward (`oldObject.spec.steward`) updates it; a
+  handover to another steward is an update by the old one. Creating needs the stewards group
+  (RBAC). The CRD adds that `spec.source` never changes and `spec.classification` only goes
+  up, and `status` is the controller's (RBAC: stewards have no `datasets/status`).
+- `no-overlap`: on create, and on an update that changes the classification, a dataset whose
+  source overlaps another's (same bucket and one prefix contains the other, '' being the
+  whole bucket; same NFS server and one path contains the other at '/' boundaries) is refused
+  unless the containing dataset's tier is at least the contained one's: otherwise the data
+  registered at a high tier would be readable through a dataset at a lower one. Like
+  four-eyes it takes every Dataset as a parameter and is evaluated once per Dataset. It reads
+  Datasets from the API server's cache: two overlapping registrations within the same moment
+  can both pass (known gap, docs/architecture.md).
 
 Pods in workspaces (`tre-pod-requires-deny-all`, security invariant 1): no pod is created in a
 project namespace (labelled `tre.ucloud.org/project`) unless that namespace's
@@ -72,6 +85,8 @@ DECISIONS_POLICY: Final = "tre-accessrequest-decisions"
 APPROVED_PHASE_POLICY: Final = "tre-accessrequest-approved"
 FOUR_EYES_POLICY: Final = "tre-accessrequest-four-eyes"
 DATASET_LABEL_POLICY: Final = "tre-dataset-classification-label"
+DATASET_STEWARD_POLICY: Final = "tre-dataset-steward-only"
+DATASET_OVERLAP_POLICY: Final = "tre-dataset-no-overlap"
 WORKSPACE_POLICY: Final = "tre-workspace-controller-only"
 PROJECT_OWNER_POLICY: Final = "tre-accessrequest-project-owner"
 NOT_PROJECT_MEMBER_POLICY: Final = "tre-accessrequest-approver-not-member"
@@ -121,6 +136,8 @@ def plan_admission_policies(
         _four_eyes_policy(settings),
         _project_four_eyes_policy(settings),
         _dataset_label_policy(),
+        _dataset_steward_policy(),
+        _dataset_overlap_policy(),
         _workspace_policy(controller),
         _project_namespace_policy(settings, controller),
         _controller_scope_policy(settings, controller),
@@ -561,6 +578,87 @@ def _dataset_label_policy() -> dict[str, Any]:
                 "spec.classification '\" + object.spec.classification + \"' (got '\" + "
                 f'{label} + "\'); correct the label or remove it"',
                 reason="Invalid",
+            ),
+        ],
+    )
+
+
+def _source_location(dataset: str) -> str:
+    """CEL: `s3://<bucket>/<prefix>` or `nfs://<server><path>`, always ending in '/'.
+
+    With the trailing '/', one location contains another exactly when it is a prefix of it
+    as text ('cohort/' does not contain 'cohort-2/'; '' is the whole bucket, '/' the whole
+    server). Bucket and server names hold no '/', so a name cannot run into the next one.
+    """
+    s3, nfs = f"{dataset}.spec.source.s3", f"{dataset}.spec.source.nfs"
+    prefix = f"(has({s3}.prefix) ? {s3}.prefix : '')"
+    path = f"{nfs}.path"
+    return (
+        f"has({s3}) ? 's3://' + {s3}.bucket + '/' + "
+        f"({prefix} == '' || {prefix}.endsWith('/') ? {prefix} : {prefix} + '/') : "
+        f"'nfs://' + {nfs}.server.lowerAscii() + ({path}.endsWith('/') ? {path} : {path} + '/')"
+    )
+
+
+_TIER_RANK: Final = "{" + ", ".join(f"'{t.value}': {t.rank}" for t in ClassificationTier) + "}"
+
+
+def _dataset_steward_policy() -> dict[str, Any]:
+    return _policy(
+        DATASET_STEWARD_POLICY,
+        _rules("datasets", ["UPDATE"]),
+        validations=[
+            _validation(
+                "oldObject.spec.steward == request.userInfo.username",
+                "request.userInfo.username + ' may not change dataset ' + "
+                "oldObject.metadata.name + ': only its steward ' + oldObject.spec.steward + "
+                "' may (a steward hands a dataset over by setting spec.steward); ask them'",
+            ),
+        ],
+    )
+
+
+def _dataset_overlap_policy() -> dict[str, Any]:
+    mine, theirs = "object", "params"
+    return _policy(
+        DATASET_OVERLAP_POLICY,
+        _rules("datasets", ["CREATE", "UPDATE"]),
+        match_conditions=[
+            {
+                "name": "creates-or-changes-classification",
+                "expression": "request.operation == 'CREATE' || "
+                "object.spec.classification != oldObject.spec.classification",
+            }
+        ],
+        param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Dataset"},
+        variables={
+            "other": f"{theirs}.metadata.name != {mine}.metadata.name",
+            "mine": _source_location(mine),
+            "theirs": _source_location(theirs),
+            "myRank": f"{_TIER_RANK}[{mine}.spec.classification]",
+            "theirRank": f"{_TIER_RANK}[{theirs}.spec.classification]",
+        },
+        validations=[
+            _validation(
+                "!variables.other || !variables.mine.startsWith(variables.theirs) || "
+                "variables.theirRank >= variables.myRank",
+                "'spec.source: ' + variables.mine + ' lies within ' + variables.theirs + "
+                "' of dataset ' + params.metadata.name + ' (' + params.spec.classification + "
+                "'), so the data of dataset ' + object.metadata.name + ' (' + "
+                "object.spec.classification + ') would be readable at the lower tier ' + "
+                "params.spec.classification + '; raise dataset ' + params.metadata.name + "
+                "' to ' + object.spec.classification + ' first, or register a source that "
+                "does not overlap'",
+            ),
+            _validation(
+                "!variables.other || !variables.theirs.startsWith(variables.mine) || "
+                "variables.myRank >= variables.theirRank",
+                "'spec.source: ' + variables.mine + ' contains ' + variables.theirs + "
+                "' of dataset ' + params.metadata.name + ' (' + params.spec.classification + "
+                "'), whose data would then be readable at the lower tier ' + "
+                "object.spec.classification + ' through dataset ' + object.metadata.name + "
+                "'; classify ' + object.metadata.name + ' as ' + params.spec.classification + "
+                "' or higher, or register a source that does not overlap'",
             ),
         ],
     )

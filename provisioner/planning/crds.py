@@ -11,14 +11,18 @@ The pydantic models in `provisioner.models.resources` are the single source of t
 - `title` and `default` are dropped (defaults stay in the models, so an object written by an
   older client is not silently changed by the server); JSON Schema 2020 `exclusiveMinimum: n`
   becomes OpenAPI's `minimum: n` + `exclusiveMinimum: true`;
-- domain types (`ProjectSlug`, `Username`, ...) carry their validation in Python functions,
-  which JSON Schema cannot see; `_DOMAIN_TYPES` gives each its `pattern` (the very regex
-  the validator uses) and a `maxLength`, which CEL cost estimation needs anyway.
+- domain types (`ProjectSlug`, `Username`, ...) carry their validation in a `DomainRule`
+  (`provisioner.models.types`), which JSON Schema cannot see; the rule itself supplies the
+  `pattern`, the `maxLength` (which CEL cost estimation needs anyway) and one CEL rule per
+  refusal (a bucket with '..', a prefix with a '..' segment, a 'system:' username), so the
+  schema and the validator are one declaration; dates and times get `types.DATE_PATTERN` and
+  `types.DATETIME_PATTERN`, because the server's own formats accept values Python refuses.
 
 What JSON Schema cannot say is added here, next to the model it belongs to: list semantics
 (`x-kubernetes-list-type: set` makes the API server itself refuse a member or dataset listed
 twice) and CEL rules for cross-field checks (dates in order, exactly one storage source, an
-`extend` decision carries its date, identity fields immutable). Anything in a model schema that
+`extend` decision carries its date, identity fields immutable, a dataset's source immutable
+and its classification only raised). Anything in a model schema that
 has no structural equivalent raises `ValueError` rather than being dropped silently.
 
 Who may write what (requester is the caller, four eyes, append-only decisions) needs
@@ -27,7 +31,7 @@ Who may write what (requester is the caller, four eyes, append-only decisions) n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -50,29 +54,13 @@ from provisioner.models.resources import (
     WorkspaceSpec,
     WorkspaceStatus,
 )
+from provisioner.models.types import ClassificationTier
 
 CRD_API_VERSION: Final = "apiextensions.k8s.io/v1"
 PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
 # `kubectl get tre` lists every kind of ours.
 CATEGORY: Final = "tre"
-
-# pattern and maxLength of each domain type, keyed by its validator. Lengths: a project slug
-# is 3-32 characters, a dataset name 3-40 (see the patterns); usernames and bucket names are
-# DNS-label sized; an S3 key is at most 1024 bytes.
-_DOMAIN_TYPES: Final[Mapping[Callable[..., Any], Mapping[str, Any]]] = {
-    types.validate_project_slug: {"pattern": types.PROJECT_SLUG_PATTERN, "maxLength": 32},
-    types.validate_dataset_name: {"pattern": types.DATASET_NAME_PATTERN, "maxLength": 40},
-    types.validate_username: {"pattern": types.USERNAME_PATTERN, "maxLength": 63},
-    types.validate_bucket_name: {"pattern": types.BUCKET_NAME_PATTERN, "maxLength": 63},
-    # No leading '/', no '.' or '..' segment (RE2 has no look-ahead, hence the spelled-out
-    # "segment that is not . or ..": starts with a non-dot, or one dot and a non-dot, or two
-    # dots and anything). The model also appends the trailing '/' the server cannot add.
-    types.validate_s3_prefix: {
-        "pattern": r"^(?:(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)/+)*"
-        r"(?:[^/.][^/]*|\.[^/.][^/]*|\.\.[^/]+)?$",
-        "maxLength": 1024,
-    },
-}
+WORKSPACE_MAX_DATASETS: Final = 100
 
 # JSON Schema keywords that mean the same in a structural OpenAPI v3 schema.
 _KEPT_KEYWORDS: Final = frozenset(
@@ -102,6 +90,10 @@ def _rule(rule: str, message: str, **extra: str) -> dict[str, str]:
 
 
 _IMMUTABLE_REQUEST_FIELDS: Final = ("project", "requester", "lead", "startDate")
+
+# Tier ranks as a CEL map literal, from the enum's order (public < ... < sensitive).
+_TIER_RANK: Final = "{" + ", ".join(f"'{t.value}': {t.rank}" for t in ClassificationTier) + "}"
+_TIER_ORDER: Final = " < ".join(t.value for t in ClassificationTier)
 
 # CEL rules per model: they travel with the model wherever its schema is inlined.
 _MODEL_VALIDATIONS: Final[Mapping[type[BaseModel], list[dict[str, str]]]] = {
@@ -172,7 +164,30 @@ _KINDS: Final = (
             _column("Steward", ".spec.steward", priority=1),
             _AGE,
         ),
-        extensions={("status", "conditions"): _CONDITIONS},
+        extensions={
+            # Approvals pin the data at this source: changing it would swap the data under
+            # every approval whose hash the controller then recomputes over the new place.
+            ("spec", "source"): {
+                "x-kubernetes-validations": [
+                    _rule(
+                        "self == oldSelf",
+                        "source is immutable: approvals were given for the data at this "
+                        "source; register a new dataset for other data",
+                    )
+                ]
+            },
+            # Lowering a tier would let a workspace with fewer approvers see the data.
+            ("spec", "classification"): {
+                "x-kubernetes-validations": [
+                    _rule(
+                        f"{_TIER_RANK}[self] >= {_TIER_RANK}[oldSelf]",
+                        f"classification may only be raised ({_TIER_ORDER}), never "
+                        "lowered; register a new dataset for a less sensitive release",
+                    )
+                ]
+            },
+            ("status", "conditions"): _CONDITIONS,
+        },
     ),
     _Kind(
         model=AccessRequest,
@@ -232,6 +247,11 @@ _KINDS: Final = (
             ("spec", "datasets"): {
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["name"],
+                # The sources' CEL rules (bucket, prefix, path) are costed per item: without
+                # a bound the API server refuses the CRD. Only the controller writes this, as
+                # the union of a project's active requests (each at most 20 datasets); a
+                # project beyond the bound gets a refused write, reported on that project.
+                "maxItems": WORKSPACE_MAX_DATASETS,
             },
             ("status", "conditions"): _CONDITIONS,
         },
@@ -264,7 +284,13 @@ def _crd(kind: _Kind) -> dict[str, Any]:
     status = structural_schema(kind.status)
     for path, extension in kind.extensions.items():
         root = {"spec": spec, "status": status}[path[0]]
-        _at(root, path[1:], kind.spec.__name__).update(extension)
+        node = _at(root, path[1:], kind.spec.__name__)
+        for key, value in extension.items():
+            if key == "x-kubernetes-validations":
+                # Added to the model's own rules (a source's "exactly one"), not replacing them.
+                node[key] = [*node.get(key, []), *value]
+            else:
+                node[key] = value
     name_schema = _structural(
         kind.model.model_json_schema(by_alias=True, schema_generator=_WireSchemaGenerator)[
             "properties"
@@ -326,22 +352,27 @@ def _at(schema: dict[str, Any], path: tuple[str, ...], where: str) -> dict[str, 
 
 
 class _WireSchemaGenerator(GenerateJsonSchema):
-    """Adds each domain type's pattern and maxLength, and marks models for their CEL rules."""
+    """Adds each domain type's rule, date and time patterns, and models' CEL rules."""
 
     def function_after_schema(
         self, schema: core_schema.AfterValidatorFunctionSchema
     ) -> JsonSchemaValue:
         json_schema = super().function_after_schema(schema)
         function = schema["function"]["function"]
-        constraints = _DOMAIN_TYPES.get(function)
-        if constraints is not None:
-            return {**json_schema, **constraints}
+        if isinstance(function, types.DomainRule):
+            return {**json_schema, **function.crd_schema()}
         if getattr(function, "__module__", None) == types.__name__:
             raise ValueError(
-                f"domain type validator {function.__name__} has no entry in _DOMAIN_TYPES; "
-                "add its pattern and maxLength so the CRD checks it too"
+                f"domain type validator {function.__name__} is not a DomainRule; declare it "
+                "as one so the CRD checks what the validator checks"
             )
         return json_schema
+
+    def date_schema(self, schema: core_schema.DateSchema) -> JsonSchemaValue:
+        return {**super().date_schema(schema), "pattern": types.DATE_PATTERN}
+
+    def datetime_schema(self, schema: core_schema.DatetimeSchema) -> JsonSchemaValue:
+        return {**super().datetime_schema(schema), "pattern": types.DATETIME_PATTERN}
 
     def model_schema(self, schema: core_schema.ModelSchema) -> JsonSchemaValue:
         json_schema = super().model_schema(schema)

@@ -34,6 +34,8 @@ from provisioner.models.resources import (
     AccessRequest,
     Condition,
     Dataset,
+    DatasetManifest,
+    DatasetSpec,
     RequestPhase,
     Workspace,
     WorkspacePhase,
@@ -49,6 +51,7 @@ from provisioner.planning.approvals import (
     next_review_date,
     plan_workspace_spec,
 )
+from provisioner.planning.datasets import source_uri
 from provisioner.planning.drift import declared_fields_match, needs_apply, needs_replace
 from provisioner.planning.lifecycle import PhaseDecision, next_phase
 from provisioner.planning.workspace import (
@@ -804,6 +807,38 @@ def workspace_grants_event(live_ws: Manifest) -> AuditEvent:
             "requests": list(spec.get("requests") or []),
         },
     )
+
+
+def dataset_manifest_event(
+    name: str, uid: str, spec: DatasetSpec, manifest: DatasetManifest
+) -> AuditEvent:
+    """A manifest the controller recorded, keyed by dataset uid and the time it was computed;
+    derived from each pass's snapshot too, so an append that failed is written later."""
+    return AuditEvent(
+        key=f"dataset/{uid or name}/manifest/{manifest.computed_at.isoformat()}",
+        actor=CONTROLLER_ACTOR,
+        action="dataset.verified",
+        subject=f"dataset/{name}",
+        details={
+            "source": source_uri(spec.source),
+            "classification": spec.classification.value,
+            "sha256": manifest.sha256,
+            "objects": manifest.object_count,
+            "bytes": manifest.bytes,
+        },
+    )
+
+
+def dataset_audit_events(
+    datasets: Mapping[str, Dataset], audited: frozenset[str]
+) -> list[AuditEvent]:
+    """The recorded manifest of every dataset, for those the log does not hold yet."""
+    events = [
+        dataset_manifest_event(d.name, d.uid, d.spec, d.status.manifest)
+        for d in sorted(datasets.values(), key=lambda d: d.name)
+        if d.status.manifest is not None
+    ]
+    return [e for e in events if e.key not in audited]
 
 
 def _unaudited(events: list[AuditEvent], audited: frozenset[str] | None) -> list[AuditEvent]:

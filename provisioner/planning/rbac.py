@@ -2,8 +2,9 @@
 
 RBAC says which verbs a role has; the admission policies (admission.py) then say which
 *changes* are allowed. Together: anyone signed in may file and read requests, stewards
-register datasets, approvers may update requests (and the policies restrict an update to
-appending their own decision), and only the controller writes statuses and Workspaces.
+register datasets (and the policies let only a dataset's own steward change it), approvers
+may update requests (and the policies restrict an update to appending their own decision),
+and only the controller writes statuses (dataset manifests included) and Workspaces.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def _controller_rules() -> list[dict[str, Any]]:
         {"apiGroups": [API_GROUP], "resources": ["datasets", "accessrequests"], "verbs": read},
         {
             "apiGroups": [API_GROUP],
-            "resources": ["accessrequests/status", "workspaces/status"],
+            # datasets/status: the controller verifies each dataset's content itself
+            "resources": ["accessrequests/status", "workspaces/status", "datasets/status"],
             "verbs": ["get", "patch", "update"],
         },
         {"apiGroups": [API_GROUP], "resources": ["workspaces"], "verbs": write},
@@ -118,7 +120,9 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
             ],
         ),
         _binding("tre-approver", "tre-approver", settings.approver_group),
-        # data stewards: register datasets and record their verified manifests
+        # data stewards: register datasets and change their own (admission policies). Not
+        # `datasets/status`: the manifest that approvals pin is the controller's own listing,
+        # so a steward cannot make a hash match data that changed.
         _role(
             "tre-steward",
             [
@@ -126,11 +130,6 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
                     "apiGroups": [API_GROUP],
                     "resources": ["datasets"],
                     "verbs": [*read, "create", "update"],
-                },
-                {
-                    "apiGroups": [API_GROUP],
-                    "resources": ["datasets/status"],
-                    "verbs": ["get", "patch", "update"],
                 },
             ],
         ),

@@ -8,10 +8,15 @@ throttling and 5xx are a `TemporaryError`; any other 4xx is a `PermanentError`.
 
 Manifest canonical form (`compute_manifest`). The hash that an approval pins is::
 
-    sha256( line_1 + line_2 + ... + line_n )    over UTF-8 bytes
+    sha256( source_line + line_1 + line_2 + ... + line_n )    over UTF-8 bytes
+    source_line = "source " + uri + "\\n"
+    uri  = "s3://<bucket>/<prefix>"  or  "nfs://<server><path>"   (`planning.datasets.source_uri`)
     line = json.dumps([relative_key, size, etag], ensure_ascii=False,
                       separators=(",", ":")) + "\\n"
 
+- the source line binds the hash to *where* the data is: the same objects under another
+  bucket or prefix give another hash, so a manifest can never vouch for a place it was not
+  computed for (the prefix is the model's, normalised to end with '/' unless empty);
 - one line per object under ``s3://<bucket>/<prefix>``, found by a paginated
   ListObjectsV2 of the whole prefix (no delimiter, so nested keys count);
 - ``relative_key`` is the key with the prefix removed; ``size`` is the size in bytes as an
@@ -22,13 +27,18 @@ Manifest canonical form (`compute_manifest`). The hash that an approval pins is:
 - lines are sorted by the UTF-8 bytes of ``relative_key`` (S3's own listing order), so the
   hash does not depend on how the server pages;
 - each line is a JSON array, so keys containing commas, tabs, quotes or newlines cannot make
-  two different listings produce the same text;
+  two different listings produce the same text (and no line can pass for the source line);
 - directory markers (zero-byte keys ending in ``/``, made by consoles and some tools) are left
   out: they hold no data, and creating one must not invalidate an approval;
-- an empty listing is an error (`NotFoundError`), never the hash of nothing.
+- an empty S3 listing is an error (`NotFoundError`), never the hash of nothing.
 
-Example: objects ``cohort/a.csv`` (3 bytes, ETag ``"900150983cd24fb0d6963f7d28e17f72"``) under
-prefix ``cohort/`` give the single line ``["a.csv",3,"900150983cd24fb0d6963f7d28e17f72"]\\n``.
+NFS datasets (known limitation): the controller cannot list an NFS export, so their manifest
+is the source line alone (object count 0, bytes 0). It pins *where* the data is, not its
+content: a change of files on the export is not detected; the steward answers for it.
+
+Example: objects ``cohort/a.csv`` (3 bytes, ETag ``"900150983cd24fb0d6963f7d28e17f72"``) in
+bucket ``tre-data`` under prefix ``cohort/`` hash the text
+``source s3://tre-data/cohort/\\n["a.csv",3,"900150983cd24fb0d6963f7d28e17f72"]\\n``.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
@@ -61,7 +71,8 @@ from provisioner.errors import (
     TemporaryError,
     TreError,
 )
-from provisioner.models.resources import DatasetManifest, S3Source
+from provisioner.models.resources import DatasetManifest, DatasetSource, S3Source
+from provisioner.planning.datasets import source_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -327,34 +338,51 @@ def manifest_line(relative_key: str, size: int, etag: str) -> str:
     return json.dumps([relative_key, size, etag], ensure_ascii=False, separators=(",", ":"))
 
 
+def manifest_sha256(source: DatasetSource, lines: Iterable[str]) -> str:
+    """The manifest hash of `source` with its object `lines`, already in canonical order."""
+    digest = hashlib.sha256(f"source {source_uri(source)}\n".encode())
+    for line in lines:
+        digest.update(line.encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
 def compute_manifest(
-    client: S3Client, source: S3Source, *, now: dt.datetime | None = None
+    client: S3Client, source: S3Source | DatasetSource, *, now: dt.datetime | None = None
 ) -> DatasetManifest:
     """Count, size and hash every object under `source` (canonical form: module docstring).
 
-    Raises NotFoundError naming the bucket when it does not exist, and naming bucket and
-    prefix when the prefix holds no objects (an empty dataset is always a mistake).
+    An NFS source gives the manifest of its source line alone (not listed; see the module
+    docstring). For S3, raises NotFoundError naming the bucket when it does not exist, and
+    naming bucket and prefix when the prefix holds no objects (an empty dataset is always a
+    mistake).
     """
-    where = f"s3://{source.bucket}/{source.prefix}"
+    full = source if isinstance(source, DatasetSource) else DatasetSource(s3=source)
+    computed_at = now or dt.datetime.now(dt.UTC)
+    if full.s3 is None:
+        return DatasetManifest(
+            object_count=0, bytes=0, sha256=manifest_sha256(full, []), computed_at=computed_at
+        )
+    s3 = full.s3
+    where = source_uri(full)
     rows: list[tuple[bytes, str]] = []
     total = 0
     paginator = client.get_paginator("list_objects_v2")
     try:
-        for page in paginator.paginate(Bucket=source.bucket, Prefix=source.prefix):
+        for page in paginator.paginate(Bucket=s3.bucket, Prefix=s3.prefix):
             for obj in page.get("Contents", []):
                 key, size = obj["Key"], int(obj.get("Size", 0))
-                if not key.startswith(source.prefix):
+                if not key.startswith(s3.prefix):
                     continue  # defensive: a server that ignores Prefix must not add data
                 if size == 0 and key.endswith("/"):
                     continue  # directory marker
-                relative = key[len(source.prefix) :]
+                relative = key[len(s3.prefix) :]
                 etag = obj.get("ETag", "").strip('"')
                 rows.append((relative.encode("utf-8"), manifest_line(relative, size, etag)))
                 total += size
     except ClientError as exc:
         if error_code(exc) == "NoSuchBucket" or _http_status(exc) == 404:
             raise NotFoundError(
-                f"dataset source {where}: bucket {source.bucket!r} does not exist; create it "
+                f"dataset source {where}: bucket {s3.bucket!r} does not exist; create it "
                 "or correct source.s3.bucket"
             ) from exc
         raise s3_error(exc, f"list {where}") from exc
@@ -362,18 +390,15 @@ def compute_manifest(
         raise s3_error(exc, f"list {where}") from exc
     if not rows:
         raise NotFoundError(
-            f"dataset source {where}: no objects under prefix {source.prefix!r} in bucket "
-            f"{source.bucket!r}; upload the data first or correct source.s3.prefix"
+            f"dataset source {where}: no objects under prefix {s3.prefix!r} in bucket "
+            f"{s3.bucket!r}; upload the data first or correct source.s3.prefix"
         )
     rows.sort(key=lambda row: row[0])
-    digest = hashlib.sha256()
-    for _, line in rows:
-        digest.update(line.encode("utf-8") + b"\n")
     return DatasetManifest(
         object_count=len(rows),
         bytes=total,
-        sha256=digest.hexdigest(),
-        computed_at=now or dt.datetime.now(dt.UTC),
+        sha256=manifest_sha256(full, (line for _, line in rows)),
+        computed_at=computed_at,
     )
 
 

@@ -48,7 +48,6 @@ from provisioner.planning.admission import (
     DATASET_LABEL_POLICY,
     DECISIONS_POLICY,
     FOUR_EYES_POLICY,
-    POD_DENY_ALL_POLICY,
     WORKSPACE_POLICY,
     plan_admission_policies,
 )

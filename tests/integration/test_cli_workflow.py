@@ -88,8 +88,9 @@ def test_audit_verify_detects_an_edited_entry(
 ) -> None:
     bucket = unique("audit")
     monkeypatch.setenv("TRE_AUDIT_BUCKET", bucket)
-    world.dataset()  # registration writes an audit entry into the fresh bucket
-    world.dataset()
+    dataset = world.dataset()
+    world.submit(datasets=[dataset])  # each submission writes an audit entry into the bucket
+    world.submit(datasets=[dataset])
     ok = world.tre("audit", "verify")
     assert ok.exit_code == 0, ok.output
     assert "ok: 2 entries, chain intact" in ok.stdout

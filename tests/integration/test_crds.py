@@ -13,6 +13,11 @@ Behaviours under test:
   source with both s3 and nfs, an `extend` decision without its date, an unknown field (with
   fieldValidation=Strict), a name outside the domain pattern, a changed requester;
 - status written through the main resource is ignored (the status subresource is on);
+- every domain type and every date and time (the table in tests/domain_values.py that the unit
+  tests run against the pydantic validators): good values are stored and read back by the
+  models, bad ones (a bucket 'a..b' or '10.0.0.1', a prefix with a '..' segment, a 'system:'
+  username, year 0000, a time without offset...) are refused by the API server, naming the
+  field; a dataset's source cannot change and its classification cannot go down;
 - `kubectl get` columns: the Table view of an AccessRequest shows Project, Phase, Lead, End.
 """
 
@@ -54,6 +59,7 @@ from provisioner.models.resources import (
 )
 from provisioner.models.types import ClassificationTier, ComputeTier
 from provisioner.planning.admission import POD_DENY_ALL_POLICY
+from tests.domain_values import DOMAIN_VALUES
 
 pytestmark = pytest.mark.integration
 
@@ -430,3 +436,66 @@ def test_table_view_shows_the_printer_columns(
     assert cells["Project"] == "diabetes-2026"
     assert cells["Lead"] == "bob"
     assert cells["End"] == "2026-12-31"
+
+
+# --- every domain type: the API server refuses what the models refuse ---------------------------
+
+
+def _object_with(name: str, value: str) -> tuple[str, dict[str, Any], type[CustomResource], str]:
+    """(plural, object, model, field path) with `value` in the place of domain type `name`."""
+    if name in {"project_slug", "dataset_name", "date", "date_time"}:
+        obj = access_request().to_object()
+        spec = obj["spec"]
+        if name == "project_slug":
+            spec["project"], path = value, "spec.project"
+        elif name == "dataset_name":
+            spec["datasets"], path = [value], "spec.datasets[0]"
+        elif name == "date":
+            spec["startDate"], spec["endDate"], path = value, "9999-12-31", "spec.startDate"
+        else:
+            spec["decisions"][0]["at"], path = value, "spec.decisions[0].at"
+        return "accessrequests", obj, AccessRequest, path
+    if name == "nfs_path":
+        obj = nfs_dataset().to_object()
+        obj["spec"]["source"]["nfs"]["path"] = value
+        return "datasets", obj, Dataset, "spec.source.nfs.path"
+    obj = s3_dataset().to_object()
+    if name == "username":
+        obj["spec"]["steward"] = value
+        return "datasets", obj, Dataset, "spec.steward"
+    field = {"bucket_name": "bucket", "s3_prefix": "prefix"}[name]
+    obj["spec"]["source"]["s3"][field] = value
+    return "datasets", obj, Dataset, f"spec.source.s3.{field}"
+
+
+def _values(which: str) -> list[Any]:
+    return [
+        pytest.param(case.name, value, id=f"{case.name}-{value[:20]!r}")
+        for case in DOMAIN_VALUES
+        for value in getattr(case, which)
+    ]
+
+
+@pytest.mark.parametrize(("name", "value"), _values("good"))
+def test_good_domain_values_are_stored_and_read_back_by_the_models(
+    custom: client.CustomObjectsApi, name: str, value: str
+) -> None:
+    plural, obj, model, _ = _object_with(name, value)
+    stored = custom.create_cluster_custom_object(API_GROUP, API_VERSION, plural, obj, dry_run="All")
+    model.from_object(stored)  # the controller can read what the server stored
+
+
+@pytest.mark.parametrize(("name", "value"), _values("bad") + _values("crd_only"))
+def test_bad_domain_values_are_refused_by_the_api_server(
+    custom: client.CustomObjectsApi, name: str, value: str
+) -> None:
+    """Each value the models refuse (tests/domain_values.py, also the unit tests' table), or
+    would misread, is refused by the API server itself, naming the field."""
+    plural, obj, _, path = _object_with(name, value)
+    status, message = refusal(
+        lambda: custom.create_cluster_custom_object(
+            API_GROUP, API_VERSION, plural, obj, dry_run="All"
+        )
+    )
+    assert status == 422, message
+    assert f"{path}: " in message, message

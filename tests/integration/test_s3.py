@@ -13,8 +13,8 @@ Behaviours under test:
 - errors map to our tree: missing bucket or key -> NotFoundError, bad credentials ->
   RefusedError, nothing listening -> TemporaryError;
 - compute_manifest: count, bytes and a hash equal to the documented canonical form computed by
-  hand; stable when nothing changes; different when one object changes; lists past one page
-  (1000 keys); leaves out directory markers; prefix 'a/' does not include 'ab/';
+  hand (source line first); stable when nothing changes; different when one object changes;
+  lists past one page (1000 keys); leaves out directory markers; prefix 'a/' does not include 'ab/';
   NotFoundError naming the bucket (missing bucket) or bucket and prefix (empty prefix);
 - the audit log: append, read back, verify and export round trip; concurrent writers get
   distinct seqs and one valid chain (create-only writes); an entry object edited in the
@@ -247,7 +247,11 @@ def test_manifest_counts_sizes_and_hashes_the_canonical_form(s3: S3Client, bucke
     _put(s3, bucket, "cohort/sub/", b"")  # a directory marker: not data
     _put(s3, bucket, "other/c.csv", b"zzz")
     manifest = compute_manifest(s3, S3Source(bucket=bucket, prefix="cohort"))
-    expected_text = f'["a.csv",3,"{etag_a}"]\n' + f'["sub/b,\\t\\"odd\\".csv",5,"{etag_b}"]\n'
+    expected_text = (
+        f"source s3://{bucket}/cohort/\n"
+        + f'["a.csv",3,"{etag_a}"]\n'
+        + f'["sub/b,\\t\\"odd\\".csv",5,"{etag_b}"]\n'
+    )
     assert (manifest.object_count, manifest.bytes) == (2, 8)
     assert manifest.sha256 == hashlib.sha256(expected_text.encode()).hexdigest()
     assert etag_a == hashlib.md5(b"abc").hexdigest()

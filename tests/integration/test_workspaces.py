@@ -11,7 +11,8 @@ Behaviours under test, each against the real API server and S3:
   notebook pods removed; NetworkPolicies and project storage kept); after the retention
   period it is torn down (namespace deleted) and both transitions are audited;
 - at the end date the request expires and the workspace freezes;
-- a dataset whose content changed after approval is withheld (DatasetChanged condition);
+- a dataset whose content changed after approval: `tre dataset verify` says so (exit 7) and,
+  once the controller has re-verified it, it is withheld (DatasetChanged condition);
 - a sensitive dataset needs two distinct approvers before anything is provisioned;
 - two controller replicas never both hold the lease.
 """
@@ -240,8 +241,15 @@ def test_request_expires_at_its_end_date(world: World, ready_project: tuple[str,
 def test_changed_dataset_is_withheld(world: World, ready_project: tuple[str, str, str]) -> None:
     _, project, dataset = ready_project
     world.s3.put_object(Bucket=world.bucket, Key=f"{dataset}/part-0.csv", Body=b"a,b\n9,9\n")
-    verified = world.tre_json("dataset", "verify", dataset, user="sam", group="tre:stewards")
-    assert verified["changed"] is True
+    check = world.tre("dataset", "verify", dataset, user="sam", group="tre:stewards")
+    assert check.exit_code == 7
+    assert f"dataset {dataset!r}: the data at s3://{world.bucket}/{dataset}/ no longer matches" in (
+        check.output
+    )
+    # the controller's next verification (once the interval has passed) records the change
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=world.settings.dataset_verify_seconds)
+    [verified] = [v for v in world.verify_datasets(later) if v.name == dataset]
+    assert verified.changed
     world.reconcile(project)
     ws = world.workspace(project)
     assert ws is not None

@@ -16,12 +16,14 @@ from typer.testing import CliRunner, Result
 
 from provisioner.audit.log import AuditLog, ensure_audit_bucket
 from provisioner.cli.main import app
+from provisioner.controller.datasets import DatasetVerification, verify_datasets
 from provisioner.controller.loop import KeyedAuditor
 from provisioner.controller.reconcile import ReconcileResult, read_snapshot, reconcile_project
 from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
+from provisioner.models.resources import Dataset
 from provisioner.models.settings import Settings
 from provisioner.storage.s3 import ensure_bucket, s3_client
 from tests.integration.conftest import hub_identity
@@ -108,7 +110,17 @@ class World:
             group=STEWARDS,
         )
         assert result.exit_code == 0, result.output
+        self.verify_datasets()
         return name
+
+    def verify_datasets(self, now: dt.datetime | None = None) -> list[DatasetVerification]:
+        """What the running controller does on its pass: record manifests of due datasets."""
+        datasets = [Dataset.from_object(o) for o in self.controller.list(DATASETS)]
+        done = verify_datasets(
+            self.controller, self.s3, datasets, now or dt.datetime.now(dt.UTC), self.settings
+        )
+        assert all(v.ok for v in done), done
+        return done
 
     def request_file(self, **fields: Any) -> Path:
         today = dt.date.today()

@@ -8,7 +8,9 @@ tests/integration/test_admission.py):
 - the approver group, the maximum duration, the two-approver tiers and the controller
   identity come from the settings; `controller_user` overrides the settings' identity;
 - the four-eyes policy takes Datasets as parameters and its binding selects every Dataset,
-  allowing the request when there is none.
+  allowing the request when there is none; so does the dataset overlap policy, which runs on
+  create and on a classification change only;
+- the dataset steward policy judges updates (not creates, not the status subresource).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from provisioner import API_GROUP, API_VERSION
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.admission import (
+    DATASET_OVERLAP_POLICY,
+    DATASET_STEWARD_POLICY,
     FOUR_EYES_POLICY,
     POD_DENY_ALL_POLICY,
     WORKSPACE_POLICY,
@@ -67,7 +71,7 @@ def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]
     policies = by_name(planned, "ValidatingAdmissionPolicy")
     bindings = by_name(planned, "ValidatingAdmissionPolicyBinding")
     assert list(policies) == list(bindings)
-    assert len(policies) == 16
+    assert len(policies) == 18
     for name, policy in policies.items():
         assert policy["spec"]["failurePolicy"] == "Fail"
         assert bindings[name]["spec"]["policyName"] == name
@@ -137,3 +141,25 @@ def test_four_eyes_policy_reads_every_dataset(planned: list[Manifest]) -> None:
     assert policy["spec"]["matchConstraints"]["resourceRules"][0]["resources"] == [
         "accessrequests/status"
     ]
+
+
+def test_dataset_overlap_policy_reads_every_dataset(planned: list[Manifest]) -> None:
+    policy = by_name(planned, "ValidatingAdmissionPolicy")[DATASET_OVERLAP_POLICY]
+    binding = by_name(planned, "ValidatingAdmissionPolicyBinding")[DATASET_OVERLAP_POLICY]
+    assert policy["spec"]["paramKind"]["kind"] == "Dataset"
+    assert binding["spec"]["paramRef"] == {"selector": {}, "parameterNotFoundAction": "Allow"}
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (["datasets"], ["CREATE", "UPDATE"])
+    [condition] = policy["spec"]["matchConditions"]
+    expression = condition["expression"]
+    assert "object.spec.classification != oldObject.spec.classification" in expression
+    assert "params.metadata.name != object.metadata.name" in cel(policy)
+
+
+def test_dataset_steward_policy_judges_updates_of_the_dataset_only(
+    planned: list[Manifest],
+) -> None:
+    policy = by_name(planned, "ValidatingAdmissionPolicy")[DATASET_STEWARD_POLICY]
+    [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["resources"], rule["operations"]) == (["datasets"], ["UPDATE"])
+    assert "oldObject.spec.steward == request.userInfo.username" in cel(policy)

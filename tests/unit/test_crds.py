@@ -13,7 +13,11 @@ Behaviours under test:
   a map keyed by name, conditions a map keyed by type;
 - CEL rules: dates in order, identity fields immutable, exactly one storage source (wherever a
   source appears), an `extend` decision has its date;
-- the S3 prefix pattern accepts and refuses what the model's validator does;
+- every domain type (and dates and times): the values of one shared table
+  (tests/domain_values.py) that the validator accepts, the CRD's pattern, maxLength and CEL
+  regexes accept, and the values it refuses they refuse; values the server's formats take but
+  the models would misread are refused by the CRD;
+- a dataset's source is immutable and its classification only goes up (transition rules);
 - the converter refuses what a structural schema cannot express (unions, free-form objects) and
   converts Optional, Literal, dict[str, str] and exclusive bounds;
 - the plan is deterministic.
@@ -21,13 +25,15 @@ Behaviours under test:
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import kubernetes_validate  # type: ignore[import-untyped]  # ships no type hints
 import pytest
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from provisioner import API_GROUP, API_VERSION
 from provisioner.models import types
@@ -41,6 +47,7 @@ from provisioner.models.resources import (
     WorkspaceStatus,
 )
 from provisioner.planning.crds import crd_name, plan_crds, structural_schema
+from tests.domain_values import DOMAIN_VALUES
 
 Schema = dict[str, Any]
 FORBIDDEN_KEYWORDS = {"$ref", "$defs", "anyOf", "oneOf", "allOf", "not", "const", "title",
@@ -206,7 +213,12 @@ def test_domain_types_carry_pattern_and_length(
 def test_dates_and_times_have_their_format(
     crds: dict[str, Schema], kind: str, path: str, fmt: str
 ) -> None:
-    assert without_rules(at(root(crds[kind]), path)) == {"type": "string", "format": fmt}
+    pattern = types.DATE_PATTERN if fmt == "date" else types.DATETIME_PATTERN
+    assert without_rules(at(root(crds[kind]), path)) == {
+        "type": "string",
+        "format": fmt,
+        "pattern": pattern,
+    }
 
 
 def test_optional_fields_are_plain_and_not_required(crds: dict[str, Schema]) -> None:
@@ -278,7 +290,7 @@ def test_identity_fields_are_immutable(crds: dict[str, Schema], field: str) -> N
 @pytest.mark.parametrize(("kind", "path"), [("Dataset", "spec.source"),
                                             ("Workspace", "spec.datasets[].source")])  # fmt: skip
 def test_source_has_exactly_one_backend(crds: dict[str, Schema], kind: str, path: str) -> None:
-    [rule] = at(root(crds[kind]), path)["x-kubernetes-validations"]
+    rule = at(root(crds[kind]), path)["x-kubernetes-validations"][0]
     assert rule == {"rule": "has(self.s3) != has(self.nfs)",
                     "message": "set exactly one of 's3' and 'nfs'"}  # fmt: skip
 
@@ -303,35 +315,122 @@ def test_only_the_documented_rules_exist(crds: dict[str, Schema]) -> None:
         "AccessRequest.spec.project",
         "AccessRequest.spec.requester",
         "AccessRequest.spec.startDate",
+        "Dataset.spec.classification",
         "Dataset.spec.source",
+        "Dataset.spec.source.nfs.path",
+        "Dataset.spec.source.s3.bucket",
+        "Dataset.spec.source.s3.prefix",
         "Workspace.spec.datasets[].source",
+        "Workspace.spec.datasets[].source.nfs.path",
+        "Workspace.spec.datasets[].source.s3.bucket",
+        "Workspace.spec.datasets[].source.s3.prefix",
     ]
 
 
-# --- the S3 prefix pattern mirrors its validator -------------------------------------------------
+def test_dataset_source_is_immutable(crds: dict[str, Schema]) -> None:
+    rules = at(root(crds["Dataset"]), "spec.source")["x-kubernetes-validations"]
+    assert rules[1:] == [
+        {"rule": "self == oldSelf",
+         "message": "source is immutable: approvals were given for the data at this source; "
+                    "register a new dataset for other data"}
+    ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "prefix",
-    ["", "a", "a/", "cohort/2026/", "a//b/", ".hidden/", "..x/", ".../", "a.b/c"],
-)
-def test_s3_prefix_pattern_accepts_what_the_validator_accepts(
-    crds: dict[str, Schema], prefix: str
+def test_dataset_classification_only_goes_up(crds: dict[str, Schema]) -> None:
+    [rule] = at(root(crds["Dataset"]), "spec.classification")["x-kubernetes-validations"]
+    rank = "{'public': 0, 'internal': 1, 'confidential': 2, 'sensitive': 3}"
+    assert rule["rule"] == f"{rank}[self] >= {rank}[oldSelf]"
+    assert "never lowered; register a new dataset" in rule["message"]
+
+
+# --- each domain type: the validator and the CRD refuse the same values ----------------------
+
+
+def _crd_accepts(schema: Schema, value: str) -> bool:
+    """What the CRD's pattern, maxLength and CEL regex rules say of `value` (run with `re`)."""
+    if "pattern" in schema and not re.fullmatch(schema["pattern"], value):
+        return False
+    if len(value) > schema.get("maxLength", len(value)):
+        return False
+    if schema.get("format") in {"date", "date-time"}:
+        try:  # the server's format check: a real calendar day
+            dt.date.fromisoformat(value[:10])
+        except ValueError:
+            return False
+    for rule in schema.get("x-kubernetes-validations", []):
+        if rule["rule"].startswith("!self.matches("):
+            regex = json.loads(rule["rule"].removeprefix("!self.matches(").removesuffix(")"))
+            if re.search(regex, value):
+                return False
+    return True
+
+
+def _validator(name: str) -> Callable[[str], Any]:
+    if name == "date":
+        return TypeAdapter(dt.date).validate_python
+    if name == "date_time":
+        return TypeAdapter(dt.datetime).validate_python
+    rule: Callable[[str], Any] = getattr(types, f"validate_{name}")
+    return rule
+
+
+# Where each domain type sits in a CRD (any one place: they all share one schema).
+CRD_PLACE = {
+    "project_slug": ("AccessRequest", "spec.project"),
+    "dataset_name": ("AccessRequest", "spec.datasets[]"),
+    "username": ("Dataset", "spec.steward"),
+    "bucket_name": ("Dataset", "spec.source.s3.bucket"),
+    "s3_prefix": ("Dataset", "spec.source.s3.prefix"),
+    "nfs_path": ("Dataset", "spec.source.nfs.path"),
+    "date": ("AccessRequest", "spec.startDate"),
+    "date_time": ("AccessRequest", "spec.decisions[].at"),
+}
+
+
+def _cases(which: str) -> list[Any]:
+    return [
+        pytest.param(case.name, value, id=f"{case.name}-{value[:20]!r}")
+        for case in DOMAIN_VALUES
+        for value in getattr(case, which)
+    ]
+
+
+def test_every_domain_type_has_a_table_and_a_place() -> None:
+    rules = {n.removeprefix("validate_") for n, v in vars(types).items()
+             if isinstance(v, types.DomainRule)}  # fmt: skip
+    assert {c.name for c in DOMAIN_VALUES} == rules | {"date", "date_time"} == set(CRD_PLACE)
+
+
+@pytest.mark.parametrize(("name", "value"), _cases("good"))
+def test_good_values_pass_the_validator_and_the_crd(
+    crds: dict[str, Schema], name: str, value: str
 ) -> None:
-    pattern = at(root(crds["Dataset"]), "spec.source.s3.prefix")["pattern"]
-    types.validate_s3_prefix(prefix)
-    assert re.fullmatch(pattern, prefix)
-    assert re.fullmatch(pattern, types.validate_s3_prefix(prefix))
+    _validator(name)(value)
+    kind, path = CRD_PLACE[name]
+    assert _crd_accepts(at(root(crds[kind]), path), value)
 
 
-@pytest.mark.parametrize("prefix", ["/a/", "./", "../", "a/./b/", "a/../", "a/..", "."])
-def test_s3_prefix_pattern_refuses_what_the_validator_refuses(
-    crds: dict[str, Schema], prefix: str
+@pytest.mark.parametrize(("name", "value"), _cases("bad"))
+def test_bad_values_fail_the_validator_and_the_crd(
+    crds: dict[str, Schema], name: str, value: str
 ) -> None:
-    pattern = at(root(crds["Dataset"]), "spec.source.s3.prefix")["pattern"]
-    with pytest.raises(ValueError, match="S3 prefix"):
-        types.validate_s3_prefix(prefix)
-    assert not re.fullmatch(pattern, prefix)
+    with pytest.raises(ValueError):
+        _validator(name)(value)
+    kind, path = CRD_PLACE[name]
+    assert not _crd_accepts(at(root(crds[kind]), path), value)
+
+
+@pytest.mark.parametrize(("name", "value"), _cases("crd_only"))
+def test_values_the_models_would_misread_fail_the_crd(
+    crds: dict[str, Schema], name: str, value: str
+) -> None:
+    kind, path = CRD_PLACE[name]
+    assert not _crd_accepts(at(root(crds[kind]), path), value)
+
+
+def test_s3_prefix_is_normalised_to_end_with_a_slash() -> None:
+    assert types.validate_s3_prefix("cohort") == "cohort/"
+    assert types.validate_s3_prefix("") == ""
 
 
 # --- the converter on its own --------------------------------------------------------------------

@@ -24,7 +24,7 @@ def _service_accounts(settings: Settings) -> list[tuple[str, str]]:
 
 
 def test_controller_service_account_is_installed_after_its_namespace() -> None:
-    settings = Settings(controller_user=f"system:serviceaccount:tre-system:tre-ctl")
+    settings = Settings(controller_user="system:serviceaccount:tre-system:tre-ctl")
     objects = plan_platform(settings)
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert _service_accounts(settings) == [("tre-system", "tre-ctl")]

@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from provisioner.planning.project import ObjectChange, object_changes
 from provisioner.models.resources import (
     DatasetSource,
     S3Source,
@@ -28,6 +27,7 @@ from provisioner.models.resources import (
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, ComputeTier
 from provisioner.planning.names import POLICY_DEFAULT_DENY
+from provisioner.planning.project import ObjectChange, object_changes
 from provisioner.planning.workspace import plan_workspace
 
 PROJECT = "diabetes-2026"

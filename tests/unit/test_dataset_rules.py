@@ -1,0 +1,216 @@
+"""Pure rules about datasets and the canonical manifest.
+
+Behaviours under test:
+- the manifest hash covers the source line: the same object lines under another prefix,
+  bucket or NFS path give another hash; the hash is sha256 of the documented text; an NFS
+  manifest is the source line alone (0 objects, 0 bytes) and needs no S3 client;
+- due for verification: no manifest, or one at least the interval old; sorted names; the
+  next one falls due when the oldest manifest reaches the interval;
+- source locations end in '/', so 'cohort/' does not contain 'cohort-2/'; NFS server names
+  compare case-insensitively;
+- overlap: a container at a lower tier than what it contains is refused either way round,
+  naming both datasets, both tiers and the fix; equal or higher container tiers, disjoint
+  sources, other buckets and the dataset itself are fine;
+- RBAC: stewards cannot write datasets/status, the controller can;
+- the verification interval setting defaults to an hour.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any, cast
+
+import pytest
+
+from provisioner.models.resources import (
+    Dataset,
+    DatasetManifest,
+    DatasetSource,
+    DatasetSpec,
+    DatasetStatus,
+    NfsSource,
+    S3Source,
+)
+from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier
+from provisioner.planning.datasets import (
+    datasets_due_for_verification,
+    next_verification_at,
+    overlap_refusal,
+    source_location,
+    source_uri,
+)
+from provisioner.planning.rbac import plan_platform_rbac
+from provisioner.storage.s3 import compute_manifest, manifest_line, manifest_sha256
+
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+LINES = [manifest_line("a.csv", 3, "900150983cd24fb0d6963f7d28e17f72")]
+
+
+def s3(bucket: str = "tre-data", prefix: str = "") -> DatasetSource:
+    return DatasetSource(s3=S3Source(bucket=bucket, prefix=prefix))
+
+
+def nfs(server: str = "nfs.example.org", path: str = "/exports") -> DatasetSource:
+    return DatasetSource(nfs=NfsSource(server=server, path=path))
+
+
+def dataset(
+    name: str,
+    source: DatasetSource,
+    tier: str = "internal",
+    computed_at: dt.datetime | None = None,
+) -> Dataset:
+    manifest = (
+        DatasetManifest(object_count=1, bytes=1, sha256="0" * 64, computed_at=computed_at)
+        if computed_at
+        else None
+    )
+    return Dataset(
+        name=name,
+        spec=DatasetSpec(
+            title="T", steward="sam", classification=ClassificationTier(tier), source=source
+        ),
+        status=DatasetStatus(manifest=manifest),
+    )
+
+
+# --- the canonical manifest ---------------------------------------------------------------------
+
+
+def test_manifest_hash_is_the_documented_text() -> None:
+    text = 'source s3://tre-data/cohort/\n["a.csv",3,"900150983cd24fb0d6963f7d28e17f72"]\n'
+    assert manifest_sha256(s3(prefix="cohort/"), LINES) == hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "other",
+    [s3(prefix="cohort-2/"), s3(prefix=""), s3(bucket="tre-data2", prefix="cohort/"),
+     nfs(path="/cohort/")],
+)  # fmt: skip
+def test_the_same_objects_at_another_source_hash_differently(other: DatasetSource) -> None:
+    assert manifest_sha256(s3(prefix="cohort/"), LINES) != manifest_sha256(other, LINES)
+
+
+def test_nfs_manifest_is_the_source_line_alone() -> None:
+    no_client = cast("Any", None)  # an NFS export is never listed
+    manifest = compute_manifest(no_client, nfs(path="/exports/reg"), now=NOW)
+    assert (manifest.object_count, manifest.bytes, manifest.computed_at) == (0, 0, NOW)
+    expected = hashlib.sha256(b"source nfs://nfs.example.org/exports/reg\n").hexdigest()
+    assert manifest.sha256 == expected
+
+
+# --- due for verification -----------------------------------------------------------------------
+
+
+def test_due_when_never_verified_or_at_least_the_interval_old() -> None:
+    hour = dt.timedelta(hours=1)
+    datasets = [
+        dataset("zeta", s3(prefix="z/")),
+        dataset("fresh", s3(prefix="f/"), computed_at=NOW - hour + dt.timedelta(seconds=1)),
+        dataset("exactly", s3(prefix="e/"), computed_at=NOW - hour),
+        dataset("alpha", s3(prefix="a/"), computed_at=NOW - 2 * hour),
+    ]
+    assert datasets_due_for_verification(datasets, NOW, hour) == ["alpha", "exactly", "zeta"]
+    assert datasets_due_for_verification([], NOW, hour) == []
+
+
+def test_next_verification_is_when_the_oldest_manifest_falls_due() -> None:
+    hour = dt.timedelta(hours=1)
+    datasets = [
+        dataset("new-one", s3(prefix="n/")),
+        dataset("older", s3(prefix="o/"), computed_at=NOW - 2 * hour),
+        dataset("newer", s3(prefix="w/"), computed_at=NOW),
+    ]
+    assert next_verification_at(datasets, hour) == NOW - hour
+    assert next_verification_at(datasets[:1], hour) is None
+
+
+def test_verification_interval_defaults_to_an_hour() -> None:
+    assert Settings().dataset_verify_seconds == 3600
+    field = Settings.model_fields["dataset_verify_seconds"]
+    assert field.description is not None and field.description.startswith("Seconds.")
+
+
+# --- sources and overlap ------------------------------------------------------------------------
+
+
+def test_source_uri_and_location() -> None:
+    assert source_uri(s3(prefix="cohort")) == "s3://tre-data/cohort/"
+    assert source_location(s3()) == "s3://tre-data/"
+    assert source_uri(nfs(server="NFS.example.org", path="/exports/reg")) == (
+        "nfs://NFS.example.org/exports/reg"
+    )
+    assert source_location(nfs(server="NFS.example.org", path="/exports/reg")) == (
+        "nfs://nfs.example.org/exports/reg/"
+    )
+
+
+def test_public_whole_bucket_over_a_sensitive_prefix_is_refused() -> None:
+    secret = dataset("secret", s3(prefix="patients/"), "sensitive")
+    wide = dataset("wide", s3(), "public")
+    assert overlap_refusal(wide, [secret]) == (
+        "spec.source: s3://tre-data/ contains s3://tre-data/patients/ of dataset secret "
+        "(sensitive), whose data would then be readable at the lower tier public through "
+        "dataset wide; classify wide as sensitive or higher, or register a source that does "
+        "not overlap"
+    )
+    assert overlap_refusal(secret, [wide]) == (
+        "spec.source: s3://tre-data/patients/ lies within s3://tre-data/ of dataset wide "
+        "(public), so the data of dataset secret (sensitive) would be readable at the lower "
+        "tier public; raise dataset wide to sensitive first, or register a source that does "
+        "not overlap"
+    )
+
+
+@pytest.mark.parametrize(
+    ("new", "existing"),
+    [
+        # a container at least as sensitive as what it contains
+        (dataset("wide", s3(), "sensitive"), dataset("part", s3(prefix="p/"), "public")),
+        (dataset("part", s3(prefix="p/"), "internal"), dataset("wide", s3(), "internal")),
+        # disjoint: 'cohort/' is not inside 'cohort-2/', other buckets, other servers
+        (dataset("aaa", s3(prefix="cohort/"), "public"),
+         dataset("bbb", s3(prefix="cohort-2/"), "sensitive")),
+        (dataset("aaa", s3(bucket="other"), "public"), dataset("bbb", s3(), "sensitive")),
+        (dataset("aaa", nfs(path="/exports"), "public"),
+         dataset("bbb", nfs(server="nfs2.example.org", path="/exports/x"), "sensitive")),
+        (dataset("aaa", nfs(path="/exports/ab"), "public"),
+         dataset("bbb", nfs(path="/exports/a"), "sensitive")),
+        # the same dataset (an update) is not compared with itself
+        (dataset("aaa", s3(), "public"), dataset("aaa", s3(prefix="x/"), "sensitive")),
+    ],
+)  # fmt: skip
+def test_allowed_overlaps_and_disjoint_sources(new: Dataset, existing: Dataset) -> None:
+    assert overlap_refusal(new, [existing]) is None
+
+
+def test_nfs_paths_overlap_at_slash_boundaries_whatever_the_server_case() -> None:
+    export = dataset("export", nfs(path="/exports/"), "internal")
+    inside = dataset("inside", nfs(server="NFS.EXAMPLE.ORG", path="/exports/reg"), "sensitive")
+    refusal = overlap_refusal(inside, [export])
+    assert refusal is not None
+    assert refusal.startswith(
+        "spec.source: nfs://nfs.example.org/exports/reg/ lies within "
+        "nfs://nfs.example.org/exports/ of dataset export (internal)"
+    )
+
+
+# --- RBAC ---------------------------------------------------------------------------------------
+
+
+def _rules(role: str) -> list[dict[str, Any]]:
+    [found] = [
+        r for r in plan_platform_rbac(Settings()) if r["kind"] == "ClusterRole"
+        and r["metadata"]["name"] == role
+    ]  # fmt: skip
+    rules: list[dict[str, Any]] = found["rules"]
+    return rules
+
+
+def test_only_the_controller_writes_dataset_status() -> None:
+    steward = [res for rule in _rules("tre-steward") for res in rule["resources"]]
+    assert "datasets/status" not in steward
+    [rule] = [r for r in _rules("tre-controller") if "datasets/status" in r["resources"]]
+    assert rule["verbs"] == ["get", "patch", "update"]
