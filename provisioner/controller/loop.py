@@ -1,7 +1,9 @@
 """`tre controller run`: the control loop around `reconcile_project`.
 
-Each pass reads a snapshot (one list per kind), then reconciles every project. A pass starts
-when a watched object changes (AccessRequests, Datasets, Workspaces, our NetworkPolicies),
+Each pass reads a snapshot (one list per kind), verifies the datasets that are due (their
+manifests, with the controller's own S3 client), then reconciles every project. A pass starts
+when a watched object changes (AccessRequests, Datasets, Workspaces, every NetworkPolicy and
+RoleBinding),
 when a request reaches a start or end date, or every `settings.resync_seconds` to repair drift
 that no watch reports. Only the holder of the Lease acts.
 
@@ -27,8 +29,9 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from provisioner.controller.datasets import verify_datasets
 from provisioner.controller.leader import LeaderElector
 from provisioner.controller.reconcile import (
     Auditor,
@@ -47,6 +50,11 @@ from provisioner.kube.resources import (
     WORKSPACES,
 )
 from provisioner.models.settings import Settings
+from provisioner.planning.datasets import next_verification_at
+from provisioner.planning.project import dataset_audit_events
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 log = logging.getLogger("tre.controller")
 # Projects reconciled at once. On a 2-core dev machine 8 keeps the API server busy without
@@ -142,6 +150,7 @@ def run_pass(
     *,
     workers: int = DEFAULT_WORKERS,
     errors: ErrorMemory | None = None,
+    s3: S3Client | None = None,
 ) -> PassReport:
     """Reconcile every project once, `workers` projects at a time.
 
@@ -149,14 +158,18 @@ def run_pass(
     """
     snapshot = read_snapshot(kube)
     report = PassReport()
+    keyed = audit if audit is None or isinstance(audit, KeyedAuditor) else KeyedAuditor(audit)
+    snapshot = _datasets_first(kube, settings, snapshot, now, keyed, s3, report)
     for bad in snapshot.unparsable:
         report.unparsable[f"{bad.kind}/{bad.name}"] = bad.error
         log.warning(
             "%s %s is invalid and left out (%s); fix or delete it", bad.kind, bad.name, bad.error
         )
-    keyed = audit if audit is None or isinstance(audit, KeyedAuditor) else KeyedAuditor(audit)
     memory = errors or ErrorMemory()
-    inputs = {p: project_inputs(snapshot, p) for p in snapshot.projects()}
+    # The day is part of the inputs: a project held for a permanent error is still looked at
+    # daily, so that nothing can keep it from expiring.
+    today = now.date().isoformat()
+    inputs = {p: project_inputs(snapshot, p) + today for p in snapshot.projects()}
     names = []
     for project in sorted(inputs):
         why = memory.held(project, inputs[project], now)
@@ -197,6 +210,38 @@ def run_pass(
     if retry is not None and (report.next_wake is None or retry < report.next_wake):
         report.next_wake = retry
     return report
+
+
+def _datasets_first(
+    kube: Kube,
+    settings: Settings,
+    snapshot: Snapshot,
+    now: dt.datetime,
+    keyed: KeyedAuditor | None,
+    s3: S3Client | None,
+    report: PassReport,
+) -> Snapshot:
+    """Verify the datasets that are due and audit recorded manifests; the snapshot to plan on.
+
+    Manifests come first: approvals and mounts are judged against what the data is now."""
+    if s3 is not None:
+        checked = verify_datasets(kube, s3, snapshot.datasets.values(), now, settings, audit=keyed)
+        for failed in (v for v in checked if not v.ok):
+            report.unparsable[f"Dataset/{failed.name}"] = f"not verified: {failed.error}"
+            log.warning("dataset %s not verified: %s", failed.name, failed.error)
+        if any(v.sha256 is not None for v in checked):
+            snapshot = read_snapshot(kube)
+        report.next_wake = next_verification_at(
+            snapshot.datasets.values(), dt.timedelta(seconds=settings.dataset_verify_seconds)
+        )
+    if keyed is not None:
+        for event in dataset_audit_events(snapshot.datasets, keyed.known()):
+            try:
+                keyed.append(event.actor, event.action, event.subject, event.details, key=event.key)
+            except TreError as exc:
+                log.warning("audit entry %s not written, retried next pass: %s", event.key, exc)
+                break
+    return snapshot
 
 
 def _reconcile(
@@ -313,6 +358,7 @@ def run_controller(
     *,
     lease_namespace: str,
     audit: Auditor | None = None,
+    s3: S3Client | None = None,
     stop: threading.Event | None = None,
     on_pass: Callable[[PassReport], None] | None = None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
@@ -354,7 +400,7 @@ def run_controller(
                 leading = True
             wake.clear()
             started = time.monotonic()
-            report = run_pass(kube, settings, clock(), keyed, errors=memory)
+            report = run_pass(kube, settings, clock(), keyed, errors=memory, s3=s3)
             log.info(
                 "pass: %d project(s), %d error(s) in %.2fs",
                 len(report.results),
