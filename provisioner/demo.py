@@ -163,7 +163,16 @@ def main() -> None:
         settings.controller_user,
         cluster.state_dir / "tre-controller.kubeconfig",
     )
-    tre("controller", "run", "--once", env={"KUBECONFIG": str(controller_kubeconfig)})
+    # Only the controller process gets the audit signing key (a Secret of its pod in a cluster).
+    tre(
+        "controller",
+        "run",
+        "--once",
+        env={
+            "KUBECONFIG": str(controller_kubeconfig),
+            "TRE_AUDIT_SIGNING_KEY_FILE": str(cluster.audit_signing_key_file),
+        },
+    )
     tre("workspace", "list")
     tre("request", "list")
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from provisioner.audit.log import AuditLog, ensure_audit_bucket
+from provisioner.audit.anchor import AnchoredAuditLog
+from provisioner.audit.log import AuditLog, open_audit_log
+from provisioner.audit.signing import SETTING as SIGNING_KEY_SETTING
+from provisioner.audit.signing import AuditSigner
 from provisioner.cli.context import cli_context
+from provisioner.errors import InvalidInputError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.models.settings import Settings
@@ -16,6 +21,8 @@ from provisioner.storage.s3 import s3_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from provisioner.audit.chain import AuditEntry
 
 
 def settings() -> Settings:
@@ -49,16 +56,72 @@ def s3() -> S3Client:
     return s3_client(settings())
 
 
-def audit_log() -> AuditLog:
+def s3_configured(config: Settings) -> bool:
+    """Whether S3 is set up for this process: an endpoint or keys in the settings (without
+    either, boto3 would fall back to whatever AWS credentials the machine happens to have)."""
+    return config.s3_endpoint_url is not None or config.s3_access_key_id is not None
+
+
+def audit_signer(config: Settings) -> AuditSigner | None:
+    """The controller's audit signing key, when this process holds it."""
+    path = config.audit_signing_key_file
+    return AuditSigner.from_file(path) if path is not None else None
+
+
+def audit_reader() -> AuditLog:
+    """The audit log, read-only: `tre audit verify|export` and anyone else but the controller."""
     config = settings()
-    client = s3()
-    locked = ensure_audit_bucket(client, config.audit_bucket)
-    days = config.audit_retention_days
-    return AuditLog(
-        client,
-        config.audit_bucket,
-        retention=dt.timedelta(days=days) if locked and days else None,
-    )
+    return open_audit_log(config, s3_client(config))
+
+
+def controller_audit_log(kube: Kube) -> AnchoredAuditLog:
+    """The audit log opened for writing with the controller's key; every append also publishes
+    the chain head (as `kube`, which must be the controller's identity).
+
+    InvalidInputError naming TRE_AUDIT_SIGNING_KEY_FILE when this process has no key; the
+    lock check of `open_audit_log` applies.
+    """
+    config = settings()
+    signer = audit_signer(config)
+    if signer is None:
+        raise InvalidInputError(
+            f"{SIGNING_KEY_SETTING}: not set; the controller signs every audit entry, so it "
+            "needs its key file (in a cluster: the mounted Secret; locally: "
+            "'<state dir>/audit-signing.key', which 'tre dev up' creates)"
+        )
+    return AnchoredAuditLog(open_audit_log(config, s3_client(config), signer=signer), kube, signer)
+
+
+class _UserAudit:
+    """Transitional, for the people's commands that still append their own events (request
+    submit and decisions, dataset register and verify) until the controller derives those
+    entries from the cluster, where they are kept anyway (append-only `spec.decisions`,
+    policed by admission; Dataset status).
+
+    Only the controller's key may sign entries, so a process without it records nothing here
+    and says so on stderr, rather than writing unsigned entries that `verify` would (rightly)
+    report as forged. A process that does hold the key (the controller's environment) signs.
+    """
+
+    def append(
+        self, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None
+    ) -> AuditEntry | None:
+        config = settings()
+        signer = audit_signer(config)
+        if signer is None:
+            typer.echo(
+                f"audit: {action} on {subject} is recorded by the controller, not by this "
+                f"command (only the controller holds {SIGNING_KEY_SETTING})",
+                err=True,
+            )
+            return None
+        log = open_audit_log(config, s3_client(config), signer=signer)
+        return log.append(actor, action, subject, details)
+
+
+def audit_log() -> _UserAudit:
+    """The audit log as the people's commands use it (see `_UserAudit`)."""
+    return _UserAudit()
 
 
 def utc_now() -> dt.datetime:

@@ -28,14 +28,16 @@ def run(
     """Reconcile every project continuously (watches + periodic resync, leader-elected).
 
     Run it as the controller's identity: in a cluster its ServiceAccount; locally
-    `tre --as system:serviceaccount:tre-system:tre-controller controller run`.
+    `tre --as system:serviceaccount:tre-system:tre-controller controller run`. It needs the
+    audit signing key (TRE_AUDIT_SIGNING_KEY_FILE): it signs every audit entry and publishes
+    the chain head in ConfigMap tre-system/tre-audit-head.
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     k = common.kube(ctx)
-    audit = common.audit_log()
+    audit = common.controller_audit_log(k)
     if once:
         report = run_pass(k, common.settings(), dt.datetime.now(dt.UTC), audit)
         _print(ctx, report)

@@ -79,7 +79,13 @@ def plan(ctx: typer.Context, project: str) -> None:
 def reconcile(
     ctx: typer.Context,
     project: str,
-    audit: Annotated[bool, typer.Option(help="Record transitions in the audit log.")] = True,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            help="Record transitions in the audit log (needs the controller's signing key, "
+            "TRE_AUDIT_SIGNING_KEY_FILE)."
+        ),
+    ] = True,
 ) -> None:
     """Reconcile PROJECT once, now (what the controller does on every pass)."""
     k: Kube = common.kube(ctx)
@@ -89,7 +95,7 @@ def reconcile(
         project,
         read_snapshot(k),
         common.utc_now(),
-        common.audit_log() if audit else None,
+        common.controller_audit_log(k) if audit else None,
     )
     emit(
         {

@@ -40,6 +40,14 @@ ANNOTATION_MANIFEST: Final = f"{API_GROUP}/manifest-sha256"
 # One field manager for every server-side apply, so fields we stop declaring are removed.
 FIELD_MANAGER: Final = "ucloud-tre"
 
+# --- Platform namespace -------------------------------------------------------------------------
+
+# Where the controller, its ServiceAccount and Lease, and the airlock live.
+SYSTEM_NAMESPACE: Final = "tre-system"
+# The ConfigMap in SYSTEM_NAMESPACE holding the audit chain head and the controller's public
+# key; only the controller may write it (planning/audit_anchor.py).
+AUDIT_HEAD_CONFIGMAP: Final = "tre-audit-head"
+
 # --- Fixed names inside a project namespace ---------------------------------------------------
 
 RESOURCE_QUOTA_NAME: Final = "tre-compute"
