@@ -17,12 +17,15 @@ Behaviours under test:
 - fail closed: opening the log for writing on a bucket without object lock while
   TRE_AUDIT_RETENTION_DAYS > 0 is refused naming the setting and the fix, and so is
   `ensure_audit_bucket`; readers may open it; a missing bucket is never created by opening;
-- no published head yet: `verify_against_published` says so in plain words.
+- no published head yet: `verify_against_published` says so in plain words;
+- the dev platform's key file is 0600 and only in the controller's environment, not in what
+  `tre dev env` prints.
 """
 
 from __future__ import annotations
 
 import json
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -297,3 +300,13 @@ def test_without_a_published_head_verify_says_so(world: World, settings: Setting
         "no audit head is published in ConfigMap tre-system/tre-audit-head yet, so "
         "signatures and entries cut off at the end cannot be checked"
     )
+
+
+def test_dev_platform_key_is_private_and_only_in_the_controllers_environment(
+    dev_platform: DevCluster,
+) -> None:
+    path = dev_platform.audit_signing_key_file
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    AuditSigner.from_file(path)  # a valid Ed25519 key
+    assert "TRE_AUDIT_SIGNING_KEY_FILE" not in dev_platform.env()  # what `tre dev env` prints
+    assert dev_platform.controller_env()["TRE_AUDIT_SIGNING_KEY_FILE"] == str(path)
