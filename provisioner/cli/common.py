@@ -110,8 +110,9 @@ class _UserAudit:
         signer = audit_signer(config)
         if signer is None:
             typer.echo(
-                f"audit: {action} on {subject} is recorded by the controller, not by this "
-                f"command (only the controller holds {SIGNING_KEY_SETTING})",
+                f"audit: {action} on {subject} not written to the audit log by this command: "
+                f"only the controller signs audit entries ({SIGNING_KEY_SETTING}); the change "
+                "itself is kept in the cluster",
                 err=True,
             )
             return None
