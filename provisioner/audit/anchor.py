@@ -23,7 +23,7 @@ moves the head forwards, and only when the log still reaches the head published 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,7 @@ from provisioner.planning.names import (
 )
 
 if TYPE_CHECKING:
-    from provisioner.audit.log import AuditLog
+    from provisioner.audit.log import AuditEvent, AuditLog
     from provisioner.audit.signing import AuditSigner
     from provisioner.kube.api import Kube
 
@@ -184,14 +184,38 @@ class AnchoredAuditLog:
         key: str | None = None,
     ) -> AuditEntry:
         entry = self.log.append(actor, action, subject, details, key=key)
-        try:
-            publish_head(self._kube, ChainAnchor.of(entry), self._signer.public_key, log=self.log)
-        except TemporaryError as exc:
-            _log.warning("audit head not published this time (next append retries): %s", exc)
+        self._publish(entry)
         return entry
 
     def keys(self) -> set[str]:
         return self.log.keys()
+
+    def append_missing(self, events: Iterable[AuditEvent], known: set[str]) -> list[AuditEntry]:
+        """`AuditLog.append_missing`, then one publish of the newest entry written (also when
+        an append failed part way: what was written is anchored)."""
+        written: list[AuditEntry] = []
+        try:
+            for event in events:
+                if event.key in known:
+                    continue
+                written.append(
+                    self.log.append(
+                        event.actor, event.action, event.subject, event.details, key=event.key
+                    )
+                )
+                known.add(event.key)
+        finally:
+            if written:
+                self._publish(written[-1])
+        return written
+
+    def _publish(self, entry: AuditEntry) -> None:
+        try:
+            publish_head(self._kube, ChainAnchor.of(entry), self._signer.public_key, log=self.log)
+        except TemporaryError as exc:
+            _log.warning(
+                "audit head not published this time (the next publish catches up): %s", exc
+            )
 
     def publish(self) -> PublishedHead | None:
         """Publish the log's current head (after a batch); None while the log is empty."""

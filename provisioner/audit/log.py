@@ -30,7 +30,8 @@ says what is signed), and a log opened without a signer is read-only. An entry t
 else put into the bucket, however well it chains, fails `verify` as UNSIGNED or BAD_SIGNATURE,
 and the controller refuses to build on it (`_tail`). Each entry carries the writer's
 idempotency `key`; `keys()` tells the controller which events are already recorded, so it can
-derive entries from cluster state on every pass and append only the missing ones.
+derive entries from cluster state on every pass and append only the missing ones
+(`append_missing`).
 
 Opening (`open_audit_log`) never creates anything; the bucket is made by `tre install` and
 `tre dev up` (`ensure_audit_bucket`). Both refuse, rather than silently writing unlocked
@@ -44,8 +45,9 @@ import datetime as dt
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from pydantic import JsonValue, ValidationError
@@ -90,6 +92,18 @@ ENTRY_PREFIX = "audit/v1/entries/"
 HEAD_KEY = "audit/v1/head.json"
 _ENTRY_KEY = re.compile(r"^audit/v1/entries/(\d{12})\.json$")
 _READ_THREADS = 8  # parallel GETs when reading the whole log; boto3 clients are thread-safe
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One event to record, with its idempotency key (e.g. ``decision/<request uid>/<index>``):
+    what a controller derives from cluster state on every pass."""
+
+    key: str
+    actor: str
+    action: str
+    subject: str
+    details: Mapping[str, JsonValue] = field(default_factory=dict)
 
 
 def entry_key(seq: int) -> str:
@@ -262,6 +276,23 @@ class AuditLog:
             f"audit log {self._where()}: no append after {self._max_attempts} attempts, other "
             "writers kept taking the next seq; retry"
         )
+
+    def append_missing(self, events: Iterable[AuditEvent], known: set[str]) -> list[AuditEntry]:
+        """Append, in order, each event whose key is not in `known` (the log's `keys()`, kept
+        by the caller across passes); adds the keys written to `known`. Returns the entries
+        written. If an append fails, the ones before it are written and in `known`, and the
+        rest are simply retried on the next call.
+        """
+        written: list[AuditEntry] = []
+        for event in events:
+            if event.key in known:
+                continue
+            entry = self.append(
+                event.actor, event.action, event.subject, event.details, key=event.key
+            )
+            known.add(event.key)
+            written.append(entry)
+        return written
 
     def _create_head(self) -> None:
         if list_keys(self._client, self.bucket, ENTRY_PREFIX):

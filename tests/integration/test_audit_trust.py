@@ -13,7 +13,8 @@ Behaviours under test:
   change or delete the head ConfigMap is refused by the API server with the policy's message;
   a user without rights is refused too;
 - idempotent: append with the key of the newest entry returns that entry and writes nothing;
-  `keys()` returns exactly the keys written;
+  `keys()` returns exactly the keys written; a pass that derives the same events again appends
+  only the missing ones (`append_missing`) and publishes the newest as the head;
 - fail closed: opening the log for writing on a bucket without object lock while
   TRE_AUDIT_RETENTION_DAYS > 0 is refused naming the setting and the fix, and so is
   `ensure_audit_bucket`; readers may open it; a missing bucket is never created by opening;
@@ -44,6 +45,7 @@ from provisioner.audit.anchor import (
 from provisioner.audit.chain import AuditEntry, ChainAnchor, ProblemKind, next_entry
 from provisioner.audit.log import (
     HEAD_KEY,
+    AuditEvent,
     AuditLog,
     ensure_audit_bucket,
     entry_key,
@@ -249,6 +251,28 @@ def test_append_with_the_tail_key_does_not_duplicate_and_keys_lists_what_was_wri
     assert (second.seq, unkeyed.key) == (2, None)
     assert log.keys() == {"phase/a", "dec/a/0"}
     assert log.log.verify() == []
+
+
+def test_controller_pass_appends_only_missing_events_and_publishes_once(
+    world: World, log: AnchoredAuditLog
+) -> None:
+    def events(*names: str) -> list[AuditEvent]:
+        return [
+            AuditEvent(f"decision/{n}/0", "tre-controller", "request.decision", f"ar/{n}")
+            for n in names
+        ]
+
+    known = log.keys()  # at start-up: empty log
+    assert known == set()
+    first = log.append_missing(events("a", "b"), known)
+    assert [e.key for e in first] == ["decision/a/0", "decision/b/0"]
+    # the next pass derives the same events again, plus one new (and one twice)
+    second = log.append_missing(events("a", "b", "c", "c"), known)
+    assert [(e.seq, e.key) for e in second] == [(3, "decision/c/0")]
+    assert log.append_missing(events("a", "b", "c"), known) == []
+    assert known == log.keys() == {"decision/a/0", "decision/b/0", "decision/c/0"}
+    published = read_published_head(world.admin)
+    assert published is not None and published.anchor == ChainAnchor.of(second[-1])
 
 
 def test_opening_for_writing_refuses_retention_on_an_unlocked_bucket(
