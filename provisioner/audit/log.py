@@ -20,8 +20,9 @@ The head record is the anchor against truncation (see chain.py): an append refus
 log whose recorded head entry has gone, and `verify` reports TRUNCATED when the entries end
 before the head. It lives in the same bucket, so it only catches someone who deletes entries
 without also rewriting head.json; on a bucket with object lock, the version history catches
-that too. For protection against a writer of the bucket, publish `head()` somewhere that
-writer cannot change (for example a Kubernetes object) and pass it back as `verify(anchor=)`.
+that too. Against a writer of the bucket who rewrites head.json as well, the controller
+publishes the head where that writer cannot change it (`provisioner.audit.anchor`, a
+controller-only ConfigMap) and `verify(anchor=...)` checks against that.
 The head is updated after the entry, compare-and-swap and only forwards; if that update is
 lost (crash, race), the head lags, which is harmless: an anchor only has to be reached.
 
