@@ -178,7 +178,16 @@ def main() -> None:
             )
 
     say("the controller provisions the workspace, as its own ServiceAccount (a TokenRequest token)")
-    tre("controller", "run", "--once", env={"KUBECONFIG": str(controller_kubeconfig)})
+    # Only the controller process gets the audit signing key (a Secret of its pod in a cluster).
+    tre(
+        "controller",
+        "run",
+        "--once",
+        env={
+            "KUBECONFIG": str(controller_kubeconfig),
+            "TRE_AUDIT_SIGNING_KEY_FILE": str(cluster.audit_signing_key_file),
+        },
+    )
     tre("workspace", "list")
     tre("request", "list")
 

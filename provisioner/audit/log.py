@@ -20,10 +20,23 @@ The head record is the anchor against truncation (see chain.py): an append refus
 log whose recorded head entry has gone, and `verify` reports TRUNCATED when the entries end
 before the head. It lives in the same bucket, so it only catches someone who deletes entries
 without also rewriting head.json; on a bucket with object lock, the version history catches
-that too. For protection against a writer of the bucket, publish `head()` somewhere that
-writer cannot change (for example a Kubernetes object) and pass it back as `verify(anchor=)`.
+that too. Against a writer of the bucket who rewrites head.json as well, the controller
+publishes the head where that writer cannot change it (`provisioner.audit.anchor`, a
+controller-only ConfigMap) and `verify(anchor=...)` checks against that.
 The head is updated after the entry, compare-and-swap and only forwards; if that update is
 lost (crash, race), the head lags, which is harmless: an anchor only has to be reached.
+
+Who writes. Only the controller: every entry is signed with its key (`AuditSigner`, chain.py
+says what is signed), and a log opened without a signer is read-only. An entry that someone
+else put into the bucket, however well it chains, fails `verify` as UNSIGNED or BAD_SIGNATURE,
+and the controller refuses to build on it (`_tail`). Each entry carries the writer's
+idempotency `key`; `keys()` tells the controller which events are already recorded, so it can
+derive entries from cluster state on every pass and append only the missing ones
+(`append_missing`).
+
+Opening (`open_audit_log`) never creates anything; the bucket is made by `tre install` and
+`tre dev up` (`ensure_audit_bucket`). Both refuse, rather than silently writing unlocked
+entries, when `TRE_AUDIT_RETENTION_DAYS` asks for retention and the bucket has no object lock.
 """
 
 from __future__ import annotations
@@ -33,11 +46,11 @@ import datetime as dt
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pydantic import ValidationError
+from pydantic import JsonValue, ValidationError
 
 from provisioner.audit.chain import (
     GENESIS_HASH,
@@ -47,20 +60,34 @@ from provisioner.audit.chain import (
     ProblemKind,
     check_anchor,
     next_entry,
+    signature_valid,
     verify_chain,
 )
-from provisioner.errors import AuditChainError, ConflictError, NotFoundError, TreError
+from provisioner.audit.signing import AuditSigner
+from provisioner.errors import (
+    AuditChainError,
+    ConflictError,
+    NotFoundError,
+    PermanentError,
+    TreError,
+)
+from provisioner.planning.project import AuditEvent
 from provisioner.storage.s3 import (
     LockMode,
+    bucket_exists,
     ensure_bucket,
     get_object,
     list_keys,
     list_versions,
+    object_lock_enabled,
     put_object,
 )
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from mypy_boto3_s3 import S3Client
+
+    from provisioner.models.settings import Settings
 
 ENTRY_PREFIX = "audit/v1/entries/"
 HEAD_KEY = "audit/v1/head.json"
@@ -81,9 +108,55 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def ensure_audit_bucket(client: S3Client, bucket: str) -> bool:
-    """Create the audit bucket (versioned, object lock asked for). Returns whether lock is on."""
-    return ensure_bucket(client, bucket, versioning=True, object_lock=True)
+def ensure_audit_bucket(client: S3Client, bucket: str, *, retention_days: int) -> bool:
+    """Create the audit bucket (versioned, object lock asked for); idempotent. Returns whether
+    object lock is on. For install and dev paths only: opening the log never creates it.
+
+    Raises PermanentError (and leaves the bucket as it is) when `retention_days` > 0 but the
+    bucket has no object lock: entries would otherwise be written unlocked, silently.
+    """
+    locked = ensure_bucket(client, bucket, versioning=True, object_lock=True)
+    _require_lock(bucket, retention_days, locked=locked)
+    return locked
+
+
+def _require_lock(bucket: str, retention_days: int, *, locked: bool) -> None:
+    if retention_days > 0 and not locked:
+        raise PermanentError(
+            f"TRE_AUDIT_RETENTION_DAYS={retention_days} asks for each audit entry to be "
+            f"locked, but bucket {bucket!r} does not have S3 object lock enabled, so entries "
+            "could be deleted or overwritten; enable object lock on the bucket (it can only be "
+            "enabled on a versioned bucket, or at creation), or set "
+            "TRE_AUDIT_RETENTION_DAYS=0 to write entries without a lock on purpose"
+        )
+
+
+def open_audit_log(
+    settings: Settings, s3: S3Client, *, signer: AuditSigner | None = None
+) -> AuditLog:
+    """The audit log of `settings.audit_bucket`. Creates nothing.
+
+    Without `signer` the log is read-only (`verify`, `read_all`, `export_jsonl`, `keys`), which
+    is all anyone but the controller needs. With it (the controller) the log is opened for
+    writing, and that refuses a bucket without object lock when
+    `settings.audit_retention_days` > 0 (PermanentError naming the setting and the fix).
+    NotFoundError when the bucket does not exist.
+    """
+    bucket = settings.audit_bucket
+    if not bucket_exists(s3, bucket):
+        raise NotFoundError(
+            f"audit bucket {bucket!r} (TRE_AUDIT_BUCKET) does not exist; 'tre install' creates "
+            "it with object lock (locally 'tre dev up' does)"
+        )
+    days = settings.audit_retention_days
+    if signer is not None:
+        _require_lock(bucket, days, locked=object_lock_enabled(s3, bucket))
+    return AuditLog(
+        s3,
+        bucket,
+        retention=dt.timedelta(days=days) if days > 0 else None,
+        signer=signer,
+    )
 
 
 class AuditLog:
@@ -91,6 +164,8 @@ class AuditLog:
 
     retention: how long each entry is locked (object lock, `lock_mode`) after it was written;
     None writes no retention (for buckets without object lock). clock: where `at` comes from.
+    signer: the controller's key; without it the log is read-only. Use `open_audit_log`,
+    which checks the bucket first.
     """
 
     def __init__(
@@ -102,6 +177,7 @@ class AuditLog:
         lock_mode: LockMode = "COMPLIANCE",
         clock: Callable[[], dt.datetime] = _utc_now,
         max_attempts: int = 10,
+        signer: AuditSigner | None = None,
     ) -> None:
         self._client = client
         self.bucket = bucket
@@ -109,6 +185,12 @@ class AuditLog:
         self._lock_mode: LockMode = lock_mode
         self._clock = clock
         self._max_attempts = max_attempts
+        self._signer = signer
+
+    @property
+    def public_key(self) -> Ed25519PublicKey | None:
+        """The key entries are checked against by default: the signer's, if this log has one."""
+        return self._signer.public_key if self._signer is not None else None
 
     def _where(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}"
@@ -120,28 +202,46 @@ class AuditLog:
         actor: str,
         action: str,
         subject: str,
-        details: Mapping[str, Any] | None = None,
+        details: Mapping[str, JsonValue] | None = None,
         *,
         key: str | None = None,
     ) -> AuditEntry:
-        """Write the next entry and return it.
+        """Write the next entry, signed, and return it.
 
-        Raises AuditChainError (and writes nothing) when the tail of the log is damaged, and
-        ConflictError when other writers kept winning the race for the next seq.
+        key: the event's idempotency key (e.g. ``decision/<request uid>/<index>``). When the
+        newest entry already carries it (a retry after a crash or a lost reply), that entry is
+        returned and nothing is written; older duplicates are the caller's to avoid with
+        `keys()`. None only for callers that have no stable key for their event (the CLI's
+        own entries, until the controller derives them from the cluster).
+
+        Raises PermanentError when the log was opened without a signer (read-only),
+        AuditChainError (and writes nothing) when the tail of the log is damaged or not signed
+        by this signer's key, and ConflictError when other writers kept winning the race for
+        the next seq.
         """
+        signer = self._signer
+        if signer is None:
+            raise PermanentError(
+                f"audit log {self._where()} is open read-only: only the controller writes "
+                "audit entries, signed with its key (TRE_AUDIT_SIGNING_KEY_FILE)"
+            )
         for attempt in range(self._max_attempts):
             head, head_etag = self._read_head()
             if head is None:
                 self._create_head()
                 continue
             prev = self._tail(head)
+            if key is not None and prev is not None and prev.key == key:
+                return prev  # already recorded: the retry of an append whose reply was lost
             entry = next_entry(
                 prev,
                 actor=actor,
                 action=action,
                 subject=subject,
-                details={**(details or {}), **({"key": key} if key else {})},
+                details=dict(details or {}),
                 at=self._clock(),
+                key=key,
+                sign=signer.sign_message,
             )
             retain_until = entry.at + self._retention if self._retention is not None else None
             try:
@@ -166,9 +266,22 @@ class AuditLog:
             "writers kept taking the next seq; retry"
         )
 
-    def keys(self) -> set[str]:
-        """The idempotency keys of every entry in the log."""
-        return {str(e.details["key"]) for e in self.read_all() if "key" in e.details}
+    def append_missing(self, events: Iterable[AuditEvent], known: set[str]) -> list[AuditEntry]:
+        """Append, in order, each event whose key is not in `known` (the log's `keys()`, kept
+        by the caller across passes); adds the keys written to `known`. Returns the entries
+        written. If an append fails, the ones before it are written and in `known`, and the
+        rest are simply retried on the next call.
+        """
+        written: list[AuditEntry] = []
+        for event in events:
+            if event.key in known:
+                continue
+            entry = self.append(
+                event.actor, event.action, event.subject, event.details, key=event.key
+            )
+            known.add(event.key)
+            written.append(entry)
+        return written
 
     def _create_head(self) -> None:
         if list_keys(self._client, self.bucket, ENTRY_PREFIX):
@@ -219,6 +332,9 @@ class AuditLog:
             damage = "its content does not match its hash"
         elif tail.seq == head.seq and tail.hash != head.hash:
             damage = "its hash differs from the head record"
+        elif self.public_key is not None and not signature_valid(tail, self.public_key):
+            # Building on it would hide a forged entry inside the controller's chain.
+            damage = "it is not signed by the controller's key: someone else wrote it"
         if damage:
             raise AuditChainError(
                 f"audit log {self._where(key)}: the newest entry is damaged ({damage}); "
@@ -274,6 +390,17 @@ class AuditLog:
         """
         return self._read_head()[0]
 
+    def reaches(self, anchor: ChainAnchor) -> bool:
+        """Whether the log still holds entry `anchor.seq` with `anchor.hash` (one GET)."""
+        if anchor.seq == 0:
+            return True
+        try:
+            body = get_object(self._client, self.bucket, entry_key(anchor.seq)).body
+            entry = AuditEntry.from_json_line(body)
+        except (NotFoundError, ValidationError):
+            return False
+        return entry.seq == anchor.seq and entry.hash == anchor.hash
+
     def _read_records(self) -> list[tuple[str, AuditEntry | str]]:
         """Every object under the entry prefix in key order: the entry, or why it is unreadable."""
         keys = list_keys(self._client, self.bucket, ENTRY_PREFIX)
@@ -302,19 +429,42 @@ class AuditLog:
             entries.append(parsed)
         return entries
 
+    def keys(self) -> set[str]:
+        """The idempotency keys of every entry in the log (reads the whole log, in parallel).
+
+        With a public key (a log opened with the controller's signer), only entries signed by
+        it count: a forged entry carrying a key must not make the controller skip the real
+        event. AuditChainError if an object is not a valid entry (run `verify`).
+        """
+        public_key = self.public_key
+        return {
+            e.key
+            for e in self.read_all()
+            if e.key is not None and (public_key is None or signature_valid(e, public_key))
+        }
+
     def export_jsonl(self) -> str:
         """The whole log as JSON Lines, one canonical entry per line, in seq order."""
         return "".join(entry.to_json_line() for entry in self.read_all())
 
     # --- verification --------------------------------------------------------------------------
 
-    def verify(self, *, anchor: ChainAnchor | None = None) -> list[ChainProblem]:
+    def verify(
+        self,
+        *,
+        anchor: ChainAnchor | None = None,
+        public_key: Ed25519PublicKey | None = None,
+    ) -> list[ChainProblem]:
         """Everything wrong with the stored log; empty when it is intact.
 
         Checks the chain (chain.verify_chain) against the head record, that every entry sits
         under its own seq's key, the version history of every entry object (more than one
-        version: overwritten; a delete marker: deleted), and the optional external `anchor`.
+        version: overwritten; a delete marker: deleted), the optional external `anchor` (the
+        published head), and every entry's signature against `public_key` (default: this
+        log's signer's; with neither, signatures are not checked: pass the published key).
         """
+        if public_key is None:
+            public_key = self.public_key
         problems: list[ChainProblem] = []
         records = self._read_records()
         entries: list[AuditEntry] = []
@@ -358,7 +508,7 @@ class AuditLog:
                     "cannot be detected",
                 )
             )
-        problems.extend(verify_chain(entries, anchor=head))
+        problems.extend(verify_chain(entries, anchor=head, public_key=public_key))
         if anchor is not None:
             problems.extend(check_anchor(entries, anchor))
         problems.extend(self._history_problems())

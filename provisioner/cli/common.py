@@ -7,8 +7,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from provisioner.audit.log import AuditLog, ensure_audit_bucket
+from provisioner.audit.anchor import AnchoredAuditLog
+from provisioner.audit.log import AuditLog, open_audit_log
+from provisioner.audit.signing import SETTING as SIGNING_KEY_SETTING
+from provisioner.audit.signing import AuditSigner
 from provisioner.cli.context import cli_context
+from provisioner.errors import InvalidInputError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.models.settings import Settings
@@ -49,16 +53,40 @@ def s3() -> S3Client:
     return s3_client(settings())
 
 
-def audit_log() -> AuditLog:
+def s3_configured(config: Settings) -> bool:
+    """Whether S3 is set up for this process: an endpoint or keys in the settings (without
+    either, boto3 would fall back to whatever AWS credentials the machine happens to have)."""
+    return config.s3_endpoint_url is not None or config.s3_access_key_id is not None
+
+
+def audit_signer(config: Settings) -> AuditSigner | None:
+    """The controller's audit signing key, when this process holds it."""
+    path = config.audit_signing_key_file
+    return AuditSigner.from_file(path) if path is not None else None
+
+
+def audit_reader() -> AuditLog:
+    """The audit log, read-only: `tre audit verify|export` and anyone else but the controller."""
     config = settings()
-    client = s3()
-    locked = ensure_audit_bucket(client, config.audit_bucket)
-    days = config.audit_retention_days
-    return AuditLog(
-        client,
-        config.audit_bucket,
-        retention=dt.timedelta(days=days) if locked and days else None,
-    )
+    return open_audit_log(config, s3_client(config))
+
+
+def controller_audit_log(kube: Kube) -> AnchoredAuditLog:
+    """The audit log opened for writing with the controller's key; every append also publishes
+    the chain head (as `kube`, which must be the controller's identity).
+
+    InvalidInputError naming TRE_AUDIT_SIGNING_KEY_FILE when this process has no key; the
+    lock check of `open_audit_log` applies.
+    """
+    config = settings()
+    signer = audit_signer(config)
+    if signer is None:
+        raise InvalidInputError(
+            f"{SIGNING_KEY_SETTING}: not set; the controller signs every audit entry, so it "
+            "needs its key file (in a cluster: the mounted Secret; locally: "
+            "'<state dir>/audit-signing.key', which 'tre dev up' creates)"
+        )
+    return AnchoredAuditLog(open_audit_log(config, s3_client(config), signer=signer), kube, signer)
 
 
 def utc_now() -> dt.datetime:

@@ -28,22 +28,26 @@ def run(
 
     Run it as the controller's identity: in a cluster its ServiceAccount; locally
     `tre --as system:serviceaccount:tre-system:tre-controller controller run`. Its Lease
-    lives in TRE_SYSTEM_NAMESPACE, the only namespace where it may hold one.
+    lives in TRE_SYSTEM_NAMESPACE, the only namespace where it may hold one. It needs the
+    audit signing key (TRE_AUDIT_SIGNING_KEY_FILE): it signs every audit entry and publishes
+    the chain head in ConfigMap tre-system/tre-audit-head.
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     k = common.kube(ctx)
-    audit = common.audit_log()
+    settings = common.settings()
+    audit = common.controller_audit_log(k)
+    # The controller lists the datasets itself, with its own S3 credentials.
+    s3 = common.s3()
     if once:
-        report = run_pass(k, common.settings(), dt.datetime.now(dt.UTC), audit)
+        report = run_pass(k, settings, dt.datetime.now(dt.UTC), audit, s3=s3)
         _print(ctx, report)
         if report.errors:
             raise typer.Exit(1)
         return
-    settings = common.settings()
-    run_controller(k, settings, lease_namespace=settings.system_namespace, audit=audit)
+    run_controller(k, settings, lease_namespace=settings.system_namespace, audit=audit, s3=s3)
 
 
 def _print(ctx: typer.Context, report: PassReport) -> None:

@@ -8,9 +8,12 @@ from typing import Annotated
 
 import typer
 
+from provisioner.audit.log import ensure_audit_bucket
+from provisioner.cli import common
 from provisioner.cli.context import cli_context
 from provisioner.cli.output import OutputFormat, emit
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
+from provisioner.storage.s3 import make_s3_client
 
 app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
 
@@ -43,7 +46,10 @@ def up(state_dir: StateDir = None) -> None:
     """
     cluster = _cluster(state_dir)
     cluster.up(_progress)
+    _ensure_audit_bucket(cluster)
     typer.echo(f"kubeconfig: {cluster.kubeconfig}")
+    # Not in `tre dev env` on purpose: only the controller signs audit entries.
+    typer.echo(f"controller: TRE_AUDIT_SIGNING_KEY_FILE={cluster.audit_signing_key_file}")
     typer.echo(f'use it:     eval "$(tre dev env{_dir_flag(state_dir)})"')
     typer.echo(f"stop it:    tre dev down{_dir_flag(state_dir)}")
 
@@ -83,6 +89,21 @@ def down(
     """Stop the platform and delete its data. Stopping a stopped platform is not an error."""
     was_running = _cluster(state_dir).down(_progress, purge=not keep)
     typer.echo("stopped" if was_running else "not running")
+
+
+def _ensure_audit_bucket(cluster: DevCluster) -> None:
+    """The audit bucket, with object lock: creating it is an install step, not something
+    opening the log does."""
+    config = common.settings()
+    endpoint = cluster.s3()
+    client = make_s3_client(
+        endpoint_url=endpoint.url,
+        region=endpoint.region,
+        access_key=endpoint.access_key,
+        secret_key=endpoint.secret_key,
+    )
+    ensure_audit_bucket(client, config.audit_bucket, retention_days=config.audit_retention_days)
+    _progress(f"audit bucket {config.audit_bucket!r} ready")
 
 
 def _dir_flag(state_dir: Path | None) -> str:

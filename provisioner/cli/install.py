@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from provisioner.audit.log import ensure_audit_bucket
 from provisioner.cli import common
 from provisioner.cli.context import cli_context
 from provisioner.cli.output import emit
@@ -18,8 +19,8 @@ def install(
         bool, typer.Option("--dry-run", help="Server-side dry run: validate, change nothing.")
     ] = False,
 ) -> None:
-    """Install or update CRDs, admission policies, RBAC, the tre-system namespace and the
-    controller's ServiceAccount.
+    """Install or update CRDs, admission policies, RBAC, the tre-system namespace, the
+    controller's ServiceAccount, and the audit bucket (with object lock) when S3 is configured.
 
     Idempotent (server-side apply). Needs cluster-admin rights; run it as yourself, not --as.
     """
@@ -32,7 +33,24 @@ def install(
             rows.append({"kind": obj["kind"], "name": obj["metadata"]["name"], "dryRun": "ok"})
         emit(rows, cli_context(ctx).output, ["kind", "name", "dryRun"])
         return
-    install_platform(
-        kube, settings, lambda message: typer.echo(f"tre install: {message}", err=True)
-    )
+
+    def progress(message: str) -> None:
+        typer.echo(f"tre install: {message}", err=True)
+
+    install_platform(kube, settings, progress)
+    if common.s3_configured(settings):
+        # Only here (and in `tre dev up`): opening the log never creates the bucket.
+        locked = ensure_audit_bucket(
+            common.s3(), settings.audit_bucket, retention_days=settings.audit_retention_days
+        )
+        progress(
+            f"audit bucket {settings.audit_bucket!r} ready "
+            f"({'object lock on' if locked else 'no object lock: TRE_AUDIT_RETENTION_DAYS=0'})"
+        )
+    else:
+        progress(
+            "S3 not configured (TRE_S3_ENDPOINT_URL / TRE_S3_ACCESS_KEY_ID unset): audit "
+            f"bucket {settings.audit_bucket!r} not created; create it with object lock, or set "
+            "them and run 'tre install' again"
+        )
     typer.echo("installed")

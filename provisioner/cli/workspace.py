@@ -54,7 +54,7 @@ def show(ctx: typer.Context, project: str) -> None:
 def plan(ctx: typer.Context, project: str) -> None:
     """Show what a reconcile would change for PROJECT, object by object, and why."""
     kube = common.kube(ctx)
-    audit = common.audit_log()
+    audit = common.audit_reader()
     planned = plan_project(
         common.settings(), project, read_snapshot(kube), common.utc_now(), frozenset(audit.keys())
     )
@@ -65,7 +65,13 @@ def plan(ctx: typer.Context, project: str) -> None:
 def reconcile(
     ctx: typer.Context,
     project: str,
-    audit: Annotated[bool, typer.Option(help="Record transitions in the audit log.")] = True,
+    audit: Annotated[
+        bool,
+        typer.Option(
+            help="Record transitions in the audit log (needs the controller's signing key, "
+            "TRE_AUDIT_SIGNING_KEY_FILE)."
+        ),
+    ] = True,
 ) -> None:
     """Reconcile PROJECT once, now (what the controller does on every pass)."""
     k: Kube = common.kube(ctx)
@@ -75,7 +81,7 @@ def reconcile(
         project,
         read_snapshot(k),
         common.utc_now(),
-        common.audit_log() if audit else None,
+        common.controller_audit_log(k) if audit else None,
     )
     emit(
         {

@@ -16,8 +16,13 @@ from provisioner.kube.api import Kube
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
 from provisioner.planning.admission import plan_admission_policies
+from provisioner.planning.audit_anchor import plan_audit_anchor
 from provisioner.planning.crds import plan_crds
-from provisioner.planning.names import LABEL_MANAGED_BY, MANAGED_BY, service_account_of
+from provisioner.planning.names import (
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    service_account_of,
+)
 from provisioner.planning.rbac import plan_platform_rbac
 
 CRDS = RESOURCES[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
@@ -42,6 +47,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         *plan_crds(),
         *plan_platform_rbac(settings),
         *plan_admission_policies(settings),
+        *plan_audit_anchor(settings),
     ]
 
 

@@ -206,6 +206,12 @@ def run_pass(
             report.next_wake is None or outcome.requeue_at < report.next_wake
         ):
             report.next_wake = outcome.requeue_at
+    if keyed is not None:
+        try:
+            keyed.flush()
+        except TreError as exc:
+            report.errors["audit"] = f"audit head not published: {exc}"
+            log.warning("audit head not published: %s", exc)
     retry = memory.next_retry()
     if retry is not None and (report.next_wake is None or retry < report.next_wake):
         report.next_wake = retry
@@ -276,9 +282,20 @@ class KeyedAuditor:
     """
 
     def __init__(self, audit: Auditor) -> None:
-        self._audit = audit
+        # An anchored log publishes its head after each append; within a pass we append to
+        # the log beneath it and publish once, in `flush` (one ConfigMap write per pass).
+        self._anchored = audit
+        self._audit: Auditor = getattr(audit, "log", audit)
         self._lock = threading.Lock()
         self._keys: set[str] | None = None
+        self._dirty = False
+
+    def flush(self) -> None:
+        """Publish the chain head once after a pass's appends, if the log publishes one."""
+        publish = getattr(self._anchored, "publish", None)
+        if self._dirty and publish is not None:
+            publish()
+        self._dirty = False
 
     def known(self) -> frozenset[str]:
         with self._lock:
@@ -302,6 +319,7 @@ class KeyedAuditor:
             if self._keys is not None and key in self._keys:
                 return None
             entry = self._audit.append(actor, action, subject, details, key=key)
+            self._dirty = True
             if self._keys is not None:
                 self._keys.add(key)
             return entry

@@ -6,6 +6,7 @@ Everything binds to 127.0.0.1 on free ports and lives in one state directory:
     <state>/etcd/          etcd data (fsync off: throwaway data, much faster)
     <state>/kubeconfig     admin kubeconfig (user tre-admin, group system:masters)
     <state>/s3/            the S3 server (see s3server.py)
+    <state>/audit-signing.key  the controller's audit signing key (Ed25519, PEM, 0600)
     <state>/processes.json pids of what we started; `down` stops exactly those
     <state>/*.log          one log per component
 
@@ -30,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioner.devcluster.binaries import Binaries, ensure_binaries
 from provisioner.devcluster.certs import PkiPaths, ensure_pki
@@ -73,6 +76,12 @@ class DevCluster:
         self._processes_file = state_dir / "processes.json"
         self._ports_file = state_dir / "ports.json"
 
+    @property
+    def audit_signing_key_file(self) -> Path:
+        """The controller's audit signing key, made by `up`. For the controller process only
+        (TRE_AUDIT_SIGNING_KEY_FILE, see `controller_env`); `env` does not export it."""
+        return self.state_dir / "audit-signing.key"
+
     # --- queries ----------------------------------------------------------------------------
 
     def processes(self) -> list[Process]:
@@ -105,7 +114,12 @@ class DevCluster:
         return endpoint
 
     def env(self) -> dict[str, str]:
-        """Variables that point the CLI, the controller and boto3 at this platform."""
+        """Variables that point the CLI, the controller and boto3 at this platform.
+
+        Not the audit signing key: people's shells get this (`tre dev env`), and only the
+        controller may sign audit entries. In a cluster only the controller's pod mounts the
+        key's Secret; locally `controller_env` adds it for the controller process.
+        """
         s3 = self.s3()
         return {
             "KUBECONFIG": str(self.kubeconfig),
@@ -114,6 +128,10 @@ class DevCluster:
             "TRE_S3_ACCESS_KEY_ID": s3.access_key,
             "TRE_S3_SECRET_ACCESS_KEY": s3.secret_key,
         }
+
+    def controller_env(self) -> dict[str, str]:
+        """`env` plus the audit signing key: for the controller process only."""
+        return {**self.env(), "TRE_AUDIT_SIGNING_KEY_FILE": str(self.audit_signing_key_file)}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -128,6 +146,7 @@ class DevCluster:
         binaries = ensure_binaries(progress)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         ensure_pki(self.pki)
+        _ensure_audit_signing_key(self.audit_signing_key_file)
         ports = {
             name: free_port()
             for name in ("etcd", "etcd-peer", "kube-apiserver", "kube-controller-manager")
@@ -324,6 +343,21 @@ class DevCluster:
             f"{proc.name} was not ready after {START_TIMEOUT:.0f}s; last lines of "
             f"{proc.log}:\n{proc.log_tail()}"
         )
+
+
+def _ensure_audit_signing_key(path: Path) -> None:
+    """A new Ed25519 key as PEM (PKCS#8), mode 0600 from the start; an existing one is kept
+    (a new key would make the entries signed with the old one unverifiable)."""
+    if path.exists():
+        return
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        encoding=serialization.Encoding.PEM,
+        format=serialization.PrivateFormat.PKCS8,
+        encryption_algorithm=serialization.NoEncryption(),
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
 
 
 def _http_ok(url: str) -> bool:

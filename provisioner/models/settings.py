@@ -132,5 +132,15 @@ class Settings(BaseSettings):
         ge=0,
         description="Days. Each audit entry is locked (S3 object lock, COMPLIANCE mode) this "
         "long where the bucket supports it, so nobody, admins included, can delete or "
-        "overwrite it. 0 writes entries without a lock.",
+        "overwrite it. 0 writes entries without a lock. Above 0, a bucket without object "
+        "lock is refused (by `tre install` and when the controller opens the log), never "
+        "silently written unlocked.",
+    )
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="File with the controller's Ed25519 audit signing key (PEM PKCS#8, 32 raw "
+        "bytes, or their base64), mode 0600 or 0400. Only the controller needs it and only "
+        "the controller's pod should mount it (a Secret): every audit entry is signed with it, "
+        "so an entry written by anyone else who can write the bucket is reported as forged. "
+        "None: this process cannot write the audit log (readers, people's CLI).",
     )

@@ -44,6 +44,14 @@ FIELD_MANAGER: Final = "ucloud-tre"
 # hold every username). Admission and the controller compare it with the members.
 ANNOTATION_USER: Final = f"{API_GROUP}/user"
 
+# --- Platform namespace -------------------------------------------------------------------------
+
+# Where the controller, its ServiceAccount and Lease, and the airlock live.
+SYSTEM_NAMESPACE: Final = "tre-system"
+# The ConfigMap in SYSTEM_NAMESPACE holding the audit chain head and the controller's public
+# key; only the controller may write it (planning/audit_anchor.py).
+AUDIT_HEAD_CONFIGMAP: Final = "tre-audit-head"
+
 # --- Fixed names inside a project namespace ---------------------------------------------------
 
 RESOURCE_QUOTA_NAME: Final = "tre-compute"

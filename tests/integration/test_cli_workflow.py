@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.audit.anchor import AnchoredAuditLog
+from provisioner.audit.log import ensure_audit_bucket, open_audit_log
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.models.settings import Settings
 from tests.integration.workspace_world import APPROVERS, World, unique
@@ -88,12 +90,17 @@ def test_audit_verify_detects_an_edited_entry(
 ) -> None:
     bucket = unique("audit")
     monkeypatch.setenv("TRE_AUDIT_BUCKET", bucket)
-    dataset = world.dataset()
-    world.submit(datasets=[dataset])  # each submission writes an audit entry into the bucket
-    world.submit(datasets=[dataset])
+    settings = world.settings.model_copy(update={"audit_bucket": bucket})
+    ensure_audit_bucket(world.s3, bucket, retention_days=settings.audit_retention_days)
+    # The controller writes (signed) and publishes the head, as its own ServiceAccount.
+    log = AnchoredAuditLog(
+        open_audit_log(settings, world.s3, signer=world.signer), world.controller, world.signer
+    )
+    for name in ("a", "b"):
+        log.append("tre-controller", "dataset.register", f"dataset/{name}", key=f"ds/{name}")
     ok = world.tre("audit", "verify")
     assert ok.exit_code == 0, ok.output
-    assert "ok: 2 entries, chain intact" in ok.stdout
+    assert "ok: 2 entries, chain intact and signed by the controller" in ok.stdout
     key = "audit/v1/entries/000000000001.json"
     entry = json.loads(world.s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     entry["actor"] = "someone-else"

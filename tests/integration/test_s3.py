@@ -43,6 +43,7 @@ from botocore.exceptions import ClientError
 
 from provisioner.audit.chain import ChainAnchor, ProblemKind, next_entry
 from provisioner.audit.log import AuditLog, ensure_audit_bucket, entry_key
+from provisioner.audit.signing import AuditSigner
 from provisioner.devcluster.s3server import S3Endpoint, s3_status, start_s3, stop_s3
 from provisioner.errors import (
     AuditChainError,
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 pytestmark = pytest.mark.integration
+SIGNER = AuditSigner.generate()  # the controller's key, for the logs of this module
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -301,8 +303,8 @@ def test_manifest_of_missing_bucket_or_empty_prefix_is_not_found(s3: S3Client, b
 def audit_log(s3: S3Client) -> AuditLog:
     """An audit log in a fresh bucket with object lock, each entry retained for a day."""
     name = f"audit-{uuid.uuid4().hex[:12]}"
-    assert ensure_audit_bucket(s3, name) is True
-    return AuditLog(s3, name, retention=dt.timedelta(days=1))
+    assert ensure_audit_bucket(s3, name, retention_days=1) is True
+    return AuditLog(s3, name, retention=dt.timedelta(days=1), signer=SIGNER)
 
 
 def _fill(log: AuditLog, n: int) -> None:
@@ -326,7 +328,9 @@ def test_concurrent_writers_get_distinct_seqs_and_one_chain(audit_log: AuditLog)
     barrier = threading.Barrier(4)
 
     def writer(name: str) -> None:
-        log = AuditLog(audit_log._client, audit_log.bucket, retention=dt.timedelta(days=1))
+        log = AuditLog(
+            audit_log._client, audit_log.bucket, retention=dt.timedelta(days=1), signer=SIGNER
+        )
         barrier.wait()
         for i in range(5):
             log.append(name, "workspace.reconcile", f"workspace/w{i}")
@@ -417,7 +421,7 @@ def test_external_anchor_catches_a_rewritten_log(audit_log: AuditLog, s3: S3Clie
 def test_log_in_a_bucket_without_versioning_still_detects_edits(s3: S3Client) -> None:
     name = f"plain-{uuid.uuid4().hex[:12]}"
     ensure_bucket(s3, name, versioning=False)
-    log = AuditLog(s3, name)
+    log = AuditLog(s3, name, signer=SIGNER)
     _fill(log, 3)
     assert log.verify() == []
     forged = log.read_all()[1].model_copy(update={"details": {"i": 99}})

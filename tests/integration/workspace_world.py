@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from typer.testing import CliRunner, Result
 
-from provisioner.audit.log import AuditLog, ensure_audit_bucket
+from provisioner.audit.log import AuditLog, ensure_audit_bucket, open_audit_log
+from provisioner.audit.signing import AuditSigner
 from provisioner.cli.main import app
 from provisioner.controller.datasets import DatasetVerification, verify_datasets
 from provisioner.controller.loop import KeyedAuditor
 from provisioner.controller.reconcile import ReconcileResult, read_snapshot, reconcile_project
+from provisioner.devcluster.cluster import DevCluster
 from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
@@ -69,8 +71,15 @@ class World:
             )
         )
         self.s3: S3Client = s3_client(self.settings)
-        ensure_audit_bucket(self.s3, self.settings.audit_bucket)
-        self.audit = AuditLog(self.s3, self.settings.audit_bucket)
+        ensure_audit_bucket(
+            self.s3, self.settings.audit_bucket, retention_days=self.settings.audit_retention_days
+        )
+        # The controller's audit key, made by `tre dev up` in the platform's state directory
+        # (the kubeconfig lives there too); only the controller's log gets it.
+        self.signer = AuditSigner.from_file(
+            DevCluster(self.kubeconfig.parent).audit_signing_key_file
+        )
+        self.audit: AuditLog = open_audit_log(self.settings, self.s3, signer=self.signer)
         self.keyed_audit = KeyedAuditor(self.audit)
         self.bucket = unique("data")
         ensure_bucket(self.s3, self.bucket, versioning=True)

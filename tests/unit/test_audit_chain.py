@@ -15,27 +15,48 @@ Behaviours under test (pure: no S3):
 - truncation of the tail is NOT detectable from the entries alone (documented limitation),
   and neither is rewriting an entry together with everything after it; an anchor (seq and hash
   of a head seen earlier) detects both (TRUNCATED, REWRITTEN), and a lagging anchor is fine;
-- invalid entries (bad action, naive time) are refused by the model.
+- invalid entries (bad action, naive time) are refused by the model;
+- signatures: entries signed with the controller's key verify; a forged entry that chains
+  perfectly (valid hash and link) but has no signature is named UNSIGNED, one signed with
+  another key or carrying someone else's signature is named BAD_SIGNATURE; editing a signed
+  entry's key (idempotency key) breaks its hash; the signature is over the documented message;
+- the key (idempotency key) is covered by the hash and left out when unset, so entries from
+  before keys existed keep their hash;
+- key files: PEM, raw and base64 keys load to the same signer; public keys round-trip through
+  their published base64; a key file readable by others, or not an Ed25519 key, is refused
+  naming TRE_AUDIT_SIGNING_KEY_FILE and the fix.
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
+import stat
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from provisioner.audit.chain import (
     GENESIS_HASH,
+    SIGNATURE_CONTEXT,
     AuditEntry,
     ChainAnchor,
     ChainProblem,
     ProblemKind,
     next_entry,
+    public_key_from_b64,
+    public_key_to_b64,
+    sign_entry,
+    signature_valid,
     verify_chain,
 )
+from provisioner.audit.signing import AuditSigner
+from provisioner.errors import InvalidInputError, NotFoundError
 
 T0 = dt.datetime(2026, 3, 1, 9, 30, tzinfo=dt.UTC)
 
@@ -227,3 +248,194 @@ def test_invalid_entries_are_refused(field: str, value: object) -> None:
     data[field] = value
     with pytest.raises(ValidationError):
         AuditEntry.model_validate(data)
+
+
+# --- signatures and idempotency keys -----------------------------------------------------------
+
+CONTROLLER = AuditSigner(Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
+MALLORY = AuditSigner(Ed25519PrivateKey.from_private_bytes(bytes(range(32, 64))))
+
+
+def _signed_chain(n: int, signer: AuditSigner = CONTROLLER) -> list[AuditEntry]:
+    entries: list[AuditEntry] = []
+    prev = None
+    for i in range(n):
+        prev = next_entry(
+            prev,
+            actor="tre-controller",
+            action="request.phase",
+            subject=f"accessrequest/req-{i}",
+            details={"to": "Approved"},
+            at=T0 + dt.timedelta(minutes=i),
+            key=f"phase/uid-{i}/Approved",
+            sign=signer.sign_message,
+        )
+        entries.append(prev)
+    return entries
+
+
+def test_signed_chain_verifies_with_the_controllers_public_key() -> None:
+    entries = _signed_chain(4)
+    assert verify_chain(entries, public_key=CONTROLLER.public_key) == []
+    assert all(signature_valid(e, CONTROLLER.public_key) for e in entries)
+    again = [AuditEntry.from_json_line(e.to_json_line()) for e in entries]
+    assert again == entries  # signature and key survive the stored form
+
+
+def test_signature_is_ed25519_over_the_context_and_the_hash() -> None:
+    entry = _signed_chain(1)[0]
+    assert entry.signature is not None
+    raw = base64.b64decode(entry.signature)
+    CONTROLLER.public_key.verify(raw, SIGNATURE_CONTEXT + entry.hash.encode("ascii"))
+    assert CONTROLLER.sign(entry.hash) == entry.signature
+
+
+def test_forged_entry_with_a_valid_hash_but_no_signature_is_named() -> None:
+    entries = _signed_chain(3)
+    # Someone with write access to the bucket appends an entry that chains perfectly.
+    forged = next_entry(
+        entries[-1],
+        actor="tre-controller",
+        action="request.phase",
+        subject="accessrequest/mine",
+        details={"to": "Approved"},
+        at=T0 + dt.timedelta(hours=1),
+        key="phase/uid-mine/Approved",
+    )
+    problems = verify_chain([*entries, forged], public_key=CONTROLLER.public_key)
+    assert _kinds(problems) == [(4, ProblemKind.UNSIGNED)]
+    assert problems[0].message == (
+        "entry 4 (request.phase by tre-controller) is not signed: it was not written by the "
+        "controller, which signs every entry (forged?)"
+    )
+    # Without the public key the chain itself looks intact: that is why verify needs it.
+    assert verify_chain([*entries, forged]) == []
+
+
+def test_entry_signed_with_another_key_is_named() -> None:
+    entries = _signed_chain(2)
+    forged = next_entry(
+        entries[-1],
+        actor="tre-controller",
+        action="workspace.phase",
+        subject="workspace/x",
+        details={},
+        at=T0 + dt.timedelta(hours=1),
+        sign=MALLORY.sign_message,
+    )
+    problems = verify_chain([*entries, forged], public_key=CONTROLLER.public_key)
+    assert _kinds(problems) == [(3, ProblemKind.BAD_SIGNATURE)]
+    assert "does not verify" in problems[0].message
+
+
+def test_signature_copied_from_another_entry_is_named() -> None:
+    first, second = _signed_chain(2)
+    swapped = second.model_copy(update={"signature": first.signature})
+    assert _kinds(verify_chain([first, swapped], public_key=CONTROLLER.public_key)) == [
+        (2, ProblemKind.BAD_SIGNATURE)
+    ]
+
+
+def test_edited_key_breaks_the_hash_and_a_rehash_breaks_the_signature() -> None:
+    first, second = _signed_chain(2)
+    edited = second.model_copy(update={"key": "phase/other/Approved"})
+    assert _kinds(verify_chain([first, edited], public_key=CONTROLLER.public_key)) == [
+        (2, ProblemKind.EDITED)
+    ]
+    rehashed = _rehash(edited)
+    assert _kinds(verify_chain([first, rehashed], public_key=CONTROLLER.public_key)) == [
+        (2, ProblemKind.BAD_SIGNATURE)
+    ]
+
+
+def test_key_is_hashed_when_set_and_left_out_when_not() -> None:
+    unkeyed = _chain(1)[0]
+    assert "key" not in json.loads(unkeyed.to_json_line())
+    assert "signature" not in json.loads(unkeyed.to_json_line())
+    keyed = next_entry(
+        None,
+        actor=unkeyed.actor,
+        action=unkeyed.action,
+        subject=unkeyed.subject,
+        details=unkeyed.details,
+        at=unkeyed.at,
+        key="decision/uid-1/0",
+    )
+    assert keyed.content() == {**unkeyed.content(), "key": "decision/uid-1/0"}
+    assert keyed.hash == hashlib.sha256(canonical(keyed.content())).hexdigest()
+    assert keyed.hash != unkeyed.hash
+
+
+def canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_sign_entry_adds_only_the_signature() -> None:
+    entry = _chain(1)[0]
+    signed = sign_entry(entry, CONTROLLER.sign_message)
+    assert signed.model_copy(update={"signature": None}) == entry
+    assert signed.computed_hash() == entry.hash
+
+
+def test_public_key_round_trips_through_its_published_form() -> None:
+    text = CONTROLLER.public_key_b64
+    assert text == public_key_to_b64(CONTROLLER.public_key)
+    assert len(base64.b64decode(text)) == 32
+    entry = _signed_chain(1)[0]
+    assert signature_valid(entry, public_key_from_b64(text))
+    with pytest.raises(ValueError, match="32 bytes"):
+        public_key_from_b64(base64.b64encode(b"short").decode())
+
+
+@pytest.mark.parametrize("form", ["pem", "raw", "base64"])
+def test_key_file_forms_load_the_same_key(form: str, tmp_path: Path) -> None:
+    private = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    path = tmp_path / "key"
+    if form == "pem":
+        AuditSigner(private).write(path)
+        assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    else:
+        raw = private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        path.write_bytes(raw if form == "raw" else base64.b64encode(raw) + b"\n")
+        path.chmod(0o600)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    loaded = AuditSigner.from_file(path)
+    assert loaded.public_key_b64 == CONTROLLER.public_key_b64
+    assert "PRIVATE" not in repr(loaded)
+
+
+def test_signer_never_overwrites_a_key_file(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    CONTROLLER.write(path)
+    with pytest.raises(FileExistsError):
+        MALLORY.write(path)
+    assert AuditSigner.from_file(path).public_key_b64 == CONTROLLER.public_key_b64
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    CONTROLLER.write(path)
+    path.chmod(0o644)
+    with pytest.raises(InvalidInputError) as refused:
+        AuditSigner.from_file(path)
+    assert str(refused.value) == (
+        f"TRE_AUDIT_SIGNING_KEY_FILE: {path} has mode 0644, so users other than the "
+        "controller may read or change the audit signing key; run 'chmod 600 "
+        f"{path}' (a mounted Secret: set defaultMode: 0400)"
+    )
+    path.chmod(0o440)  # group read: kubelet's fsGroup handling of a mounted Secret
+    assert AuditSigner.from_file(path).public_key_b64 == CONTROLLER.public_key_b64
+
+
+def test_key_file_that_is_not_an_ed25519_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "key"
+    path.write_bytes(b"not a key")
+    path.chmod(0o600)
+    with pytest.raises(InvalidInputError, match=r"TRE_AUDIT_SIGNING_KEY_FILE: .* is not an "):
+        AuditSigner.from_file(path)
+    with pytest.raises(NotFoundError, match=r"TRE_AUDIT_SIGNING_KEY_FILE: .* does not exist"):
+        AuditSigner.from_file(tmp_path / "missing")
