@@ -177,7 +177,7 @@ class AuditEvent:
     actor: str
     action: str
     subject: str
-    details: Mapping[str, Any]
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ Behaviours under test:
 - decisions: a non-approver, the requester and the lead (even when they are approvers) cannot
   decide; `by` must be the caller; earlier decisions cannot be rewritten, removed or
   reordered; one decision per update; nobody approves twice; nothing is approved or extended
-  after a reject or revoke; no second revoke; an extension must end after endDate and within
+  after a reject or revoke; no second revoke; an extension must end after the current end
+  date and within
   max_request_days of startDate; other spec fields cannot change.
 - status phase Approved (written through the status subresource, even by the admin): refused
   without an approval and after a reject; for a dataset at or above two_approver_tier refused
@@ -26,6 +27,7 @@ Behaviours under test:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import time
 import uuid
@@ -49,6 +51,7 @@ from provisioner.planning.admission import (
     DECISIONS_POLICY,
     FOUR_EYES_POLICY,
     WORKSPACE_POLICY,
+    guards_custom_resources,
     plan_admission_policies,
 )
 
@@ -164,9 +167,40 @@ class World:
         }
         if label is not None:
             body["metadata"]["labels"] = {CLASSIFICATION_LABEL: label}
-        self.admin.create_cluster_custom_object(API_GROUP, API_VERSION, "datasets", body)
+        created = self.admin.create_cluster_custom_object(API_GROUP, API_VERSION, "datasets", body)
         self.created.append(("datasets", name))
+        # What the controller records after listing the data (approvals must pin it).
+        created["status"] = {
+            "manifest": {
+                "objectCount": 1,
+                "bytes": 1,
+                "sha256": hashlib.sha256(name.encode()).hexdigest(),
+                "computedAt": "2026-01-01T00:00:00Z",
+            }
+        }
+        self.admin.replace_cluster_custom_object_status(
+            API_GROUP, API_VERSION, "datasets", name, created
+        )
         return name
+
+    def pins(self, name: str) -> dict[str, Any]:
+        """What an honest approval of request `name` records: each dataset's current manifest
+        hash and tier."""
+        hashes, tiers = {}, {}
+        for dataset in self.get(name)["spec"]["datasets"]:
+            try:
+                obj = self.admin.get_cluster_custom_object(
+                    API_GROUP, API_VERSION, "datasets", dataset
+                )
+            except ApiException as exc:
+                if exc.status == 404:
+                    continue  # not registered: nothing to pin
+                raise
+            manifest = (obj.get("status") or {}).get("manifest")
+            if manifest:
+                hashes[dataset] = manifest["sha256"]
+            tiers[dataset] = obj["spec"]["classification"]
+        return {"manifest_hashes": hashes, "classifications": tiers}
 
     def get(self, name: str) -> dict[str, Any]:
         result: dict[str, Any] = self.admin.get_cluster_custom_object(
@@ -197,7 +231,10 @@ class World:
         by: str | None = None,
         **fields: Any,
     ) -> Any:
-        """`user` appends one decision (recorded as `by`, default: themselves)."""
+        """`user` appends one decision (recorded as `by`, default: themselves); an approval
+        pins the current manifests and tiers unless `fields` say otherwise."""
+        if action == "approve" and "manifest_hashes" not in fields:
+            fields = {**self.pins(name), **fields}
         entry = decision(action, by or user, **fields)
         return self.update_decisions(self.api(user, group), name, lambda ds: [*ds, entry])
 
@@ -297,11 +334,8 @@ def policies(admin_api: client.ApiClient, as_user: AsUser, crds: None) -> Iterat
     finally:
         for manifest in reversed(planned):
             name = manifest["metadata"]["name"]
-            if not name.startswith(("tre-accessrequest", "tre-dataset", "tre-workspace")):
-                # The namespace and pod policies guard project namespaces, not our resources;
-                # deleting the binding of one whose parameter is a built-in kind would break
-                # it until the API server restarts (upstream kubernetes#130887): they stay.
-                continue
+            if not guards_custom_resources(name):
+                continue  # stays (guards_custom_resources says why)
             if manifest["kind"] == "ValidatingAdmissionPolicy":
                 reg.delete_validating_admission_policy(name)
             else:
@@ -430,8 +464,8 @@ def test_requester_and_lead_cannot_decide_on_their_own_request(
         lambda: world.decide(user, name, "approve"),
         403,
         DECISIONS_POLICY,
-        f"spec.decisions: {user} is the {role} of this request and may not decide on it "
-        "(four eyes); another approver must decide",
+        f"spec.decisions: {user} is the {role} of this request and may not approve it: nobody "
+        "approves their own access (four eyes); another approver must decide",
     )
 
 
@@ -487,8 +521,8 @@ def test_nobody_approves_twice(world: World) -> None:
         lambda: world.decide("carol", name, "approve"),
         403,
         DECISIONS_POLICY,
-        "spec.decisions: carol has already approved this request; a further approval must "
-        "come from another approver",
+        "spec.decisions: carol has already approved this request as it is; a further approval "
+        "must come from another approver",
     )
 
 
@@ -548,8 +582,8 @@ def test_extension_must_end_after_the_end_date(world: World) -> None:
         lambda: world.decide("carol", name, "extend", end_date=dt.date(2026, 12, 31)),
         422,
         DECISIONS_POLICY,
-        "spec.decisions[0].endDate: an extension must end after spec.endDate 2026-12-31 "
-        "(got 2026-12-31)",
+        "spec.decisions[0].endDate: an extension must end after the current end date "
+        "2026-12-31 (got 2026-12-31)",
     )
 
 
@@ -585,7 +619,7 @@ def test_approved_without_any_approval_is_refused(world: World) -> None:
         403,
         APPROVED_PHASE_POLICY,
         "status.phase: Approved needs an approve decision in spec.decisions by someone other "
-        "than the requester and the lead",
+        "than the requester, the lead and the members",
     )
 
 

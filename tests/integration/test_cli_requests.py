@@ -19,6 +19,7 @@ from provisioner.devcluster.cluster import DevCluster
 from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
+from provisioner.kube.resources import DATASETS
 from provisioner.models.settings import Settings
 from tests.integration.workspace_world import APPROVERS, World
 
@@ -117,13 +118,25 @@ def test_self_approval_is_refused_by_cli_and_by_the_api_server(
     name, _ = world.submit(datasets=[dataset])
     result = world.tre("request", "approve", name, user="lea", group=APPROVERS)
     assert result.exit_code == 4
-    assert f"you (lea) filed or lead request {name}; another approver must decide" in (
-        result.output
-    )
+    assert (
+        f"you (lea) are requester of request {name} and may not approve it: nobody approves "
+        "their own access; another approver must decide"
+    ) in result.output
     # Skipping the CLI does not help: the API server refuses the same write.
     lea = Kube(api_client(dev_platform.kubeconfig, as_user="lea", as_groups=(APPROVERS,)))
     obj = world.request_object(name)
-    obj["spec"]["decisions"] = [{"action": "approve", "by": "lea", "at": "2026-01-01T00:00:00Z"}]
+    current = world.admin.get(DATASETS, dataset)
+    assert current is not None
+    obj["spec"]["decisions"] = [
+        {
+            "action": "approve",
+            "by": "lea",
+            "at": "2026-01-01T00:00:00Z",
+            # pinned honestly, so only the self-approval rule can refuse it
+            "manifestHashes": {dataset: current["status"]["manifest"]["sha256"]},
+            "classifications": {dataset: current["spec"]["classification"]},
+        }
+    ]
     with pytest.raises(RefusedError, match="tre-accessrequest-decisions"):
         lea.replace(obj)
     assert _decisions(world, name) == []
@@ -134,7 +147,8 @@ def test_approving_twice_is_refused(world: World, dataset: str) -> None:
     world.approve(name, "ann")
     result = world.tre("request", "approve", name, user="ann", group=APPROVERS)
     assert result.exit_code == 4
-    assert "you (ann) already approved request" in result.output
+    # The API server refuses it: an approval may repeat only for content not seen before.
+    assert "ann has already approved this request as it is" in result.output
     assert len(_decisions(world, name)) == 1
 
 

@@ -90,7 +90,7 @@ def test_controller_provisions_new_approval_and_repairs_drift(
         "workspace Ready through the AccessRequest watch",
     )
     ns = namespace_name(project)
-    assert world.admin.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
+    assert world.cluster_itself.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
     wait_until(
         lambda: world.admin.get(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns) is not None,
         "deny-all restored through the NetworkPolicy watch",

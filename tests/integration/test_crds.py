@@ -58,7 +58,7 @@ from provisioner.models.resources import (
     WorkspaceStatus,
 )
 from provisioner.models.types import ClassificationTier, ComputeTier
-from provisioner.planning.admission import POD_DENY_ALL_POLICY
+from provisioner.planning.admission import guards_custom_resources
 from tests.domain_values import DOMAIN_VALUES
 
 pytestmark = pytest.mark.integration
@@ -77,13 +77,12 @@ def without_admission_policies(admin_api: client.ApiClient, crds: None) -> None:
     """
     reg = client.AdmissionregistrationV1Api(admin_api)
     ours = "app.kubernetes.io/part-of=ucloud-tre"
-    # The pod policy stays: it guards pods, not our resources, and deleting its binding
-    # would break it until the API server restarts (upstream kubernetes#130887).
+    # Policies guarding namespaces and pods stay (guards_custom_resources says why).
     for binding in reg.list_validating_admission_policy_binding(label_selector=ours).items:
-        if binding.metadata.name != POD_DENY_ALL_POLICY:
+        if guards_custom_resources(binding.metadata.name):
             reg.delete_validating_admission_policy_binding(binding.metadata.name)
     for policy in reg.list_validating_admission_policy(label_selector=ours).items:
-        if policy.metadata.name != POD_DENY_ALL_POLICY:
+        if guards_custom_resources(policy.metadata.name):
             reg.delete_validating_admission_policy(policy.metadata.name)
     api = client.CustomObjectsApi(admin_api)
     deadline = time.monotonic() + 30
