@@ -171,7 +171,8 @@ def _decide(
         decision = Decision(
             action=action,
             by=me,
-            at=common.utc_now(),
+            # to the microsecond: the first approval completed founds a project
+            at=dt.datetime.now(dt.UTC),
             comment=comment,
             end_date=end_date,
             manifest_hashes={

@@ -27,6 +27,7 @@ from provisioner.kube.client import api_client, write_service_account_kubeconfig
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
 from provisioner.models.resources import Dataset
 from provisioner.models.settings import Settings
+from provisioner.planning.names import ANNOTATION_USER
 from provisioner.storage.s3 import ensure_bucket, s3_client
 from tests.integration.conftest import hub_identity
 
@@ -35,6 +36,9 @@ if TYPE_CHECKING:
 
 APPROVERS = "tre:approvers"
 STEWARDS = "tre:stewards"
+
+
+_DATA_BUCKETS: dict[str, str] = {}
 
 
 def unique(prefix: str) -> str:
@@ -81,7 +85,10 @@ class World:
         )
         self.audit: AuditLog = open_audit_log(self.settings, self.s3, signer=self.signer)
         self.keyed_audit = KeyedAuditor(self.audit)
-        self.bucket = unique("data")
+        # One data bucket per S3 server for the whole session (datasets live under their own
+        # prefixes): SeaweedFS gives every bucket volumes of its own, and a bucket per test
+        # would run the local server out of volumes.
+        self.bucket = _DATA_BUCKETS.setdefault(str(self.settings.s3_endpoint_url), unique("data"))
         ensure_bucket(self.s3, self.bucket, versioning=True)
 
     # --- the CLI, as a person ----------------------------------------------------------------
@@ -147,10 +154,10 @@ class World:
         path.write_text(yaml.safe_dump(body))
         return path
 
-    def submit(self, **fields: Any) -> tuple[str, str]:
-        """File a request as its lead; returns (request name, project)."""
+    def submit(self, by: str = "lea", **fields: Any) -> tuple[str, str]:
+        """File a request as `by` (default lea, the default lead); returns (name, project)."""
         path = self.request_file(**fields)
-        out = self.tre_json("request", "submit", "-f", str(path), user="lea")
+        out = self.tre_json("request", "submit", "-f", str(path), user=by)
         return out["name"], out["project"]
 
     def approve(self, name: str, *approvers: str) -> None:
@@ -200,6 +207,49 @@ class World:
 
     def dataset_names(self) -> set[str]:
         return {o["metadata"]["name"] for o in self.admin.list(DATASETS)}
+
+
+def notebook_pod(
+    namespace: str, user: str, claims: list[str] | None = None, *, read_only: bool = True
+) -> dict[str, Any]:
+    """A pod as the hub starts it for `user`: restricted, tokenless, mounting `claims`
+    (dataset claims read-only unless `read_only` is False)."""
+    volumes = [
+        {
+            "name": f"v{i}",
+            "persistentVolumeClaim": {
+                "claimName": claim,
+                **({"readOnly": True} if read_only and claim.startswith("ds-") else {}),
+            },
+        }
+        for i, claim in enumerate(claims or [])
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"jupyter-{user}",
+            "namespace": namespace,
+            "labels": {"component": "singleuser-server"},
+            "annotations": {ANNOTATION_USER: user},
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "volumes": volumes,
+            "containers": [
+                {
+                    "name": "notebook",
+                    "image": "registry.invalid/notebook:1",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "runAsNonRoot": True,
+                        "capabilities": {"drop": ["ALL"]},
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                }
+            ],
+        },
+    }
 
 
 def create_pod_when_admitted(
