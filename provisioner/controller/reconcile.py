@@ -76,8 +76,8 @@ def read_snapshot(kube: Kube) -> Snapshot:
     Dataset as missing, so the requests naming it stay Pending); it never stops the pass.
     """
     unparsable: list[Unparsable] = []
-    requests = _parsed(kube.list(ACCESS_REQUESTS), AccessRequest, unparsable)
-    datasets = {d.name: d for d in _parsed(kube.list(DATASETS), Dataset, unparsable)}
+    requests = parse_each(kube.list(ACCESS_REQUESTS), AccessRequest, unparsable)
+    datasets = {d.name: d for d in parse_each(kube.list(DATASETS), Dataset, unparsable)}
     workspaces = {o["metadata"]["name"]: o for o in kube.list(WORKSPACES)}
     owned: dict[tuple[str, str, str, str], Manifest] = {}
     for resource in OWNED_KINDS:
@@ -125,7 +125,7 @@ def _is_ours(obj: Manifest) -> bool:
 _Parsed = TypeVar("_Parsed", AccessRequest, Dataset)
 
 
-def _parsed(
+def parse_each(
     objects: list[Manifest], model: type[_Parsed], unparsable: list[Unparsable]
 ) -> list[_Parsed]:
     parsed: list[_Parsed] = []

@@ -112,7 +112,7 @@ def _workspace(
             members=members,
             datasets=datasets or [],
             compute_tier=ComputeTier.MEDIUM,
-            expires_at=dt.date(2026, 12, 31),
+            expires_at=dt.date(2099, 12, 31),  # far ahead: the hub refuses ended projects
         ),
         status=WorkspaceStatus(phase=phase),
     )
@@ -382,7 +382,7 @@ def test_profile_overrides_namespace_and_mounts_data_read_only(
         "display_name": f"Project {PROJECT}",
         "description": (
             "Approved data, read-only: /data/census, /data/hospital-admissions; "
-            "shared project files: /project; compute tier: medium; approved until 2026-12-31."
+            "shared project files: /project; compute tier: medium; approved until 2099-12-31."
         ),
         "default": True,
         "kubespawner_override": {
@@ -485,6 +485,23 @@ REFUSALS = [
         id="not-a-member",
     ),
 ]
+
+
+def test_choose_workspace_refuses_a_project_past_its_end_date(
+    approved_workspace: Workspace,
+) -> None:
+    """Even while the status still says Ready (the controller freezes it at its next pass)."""
+    ended = approved_workspace.model_copy(
+        update={
+            "spec": approved_workspace.spec.model_copy(update={"expires_at": dt.date(2020, 1, 1)})
+        }
+    )
+    with pytest.raises(SpawnRefused) as refused:
+        choose_workspace("alice", PROJECT, [ended])
+    assert str(refused.value) == (
+        f"cannot start server {PROJECT!r}: project {PROJECT!r} ended on 2020-01-01; ask its "
+        "project lead to request an extension"
+    )
 
 
 @pytest.mark.parametrize(("user", "server_name", "message"), REFUSALS)
@@ -611,6 +628,8 @@ def test_kubespawner_pod_for_a_member_passes_psa_restricted(
     assert labels["component"] == "singleuser-server"
     assert labels["tre.ucloud.org/project"] == PROJECT
     assert pod["metadata"]["name"] == f"jupyter-alice--{PROJECT}"
+    # admission and the controller match the pod to a member by this annotation
+    assert pod["metadata"]["annotations"]["tre.ucloud.org/user"] == "alice"
 
 
 @pytest.mark.usefixtures("kubeconfig")
