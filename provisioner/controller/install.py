@@ -1,8 +1,10 @@
 """Install the platform's cluster-wide objects: CRDs, admission policies, RBAC, tre-system and
 the controller's ServiceAccount in it.
 
-Idempotent (server-side apply). Waits until the CRDs are Established and the admission
-policies are loaded, so that nothing is accepted before the rules that guard it exist.
+Idempotent (server-side apply). Waits until the CRDs are Established. The API server loads
+admission policies asynchronously, a moment after they are applied: the tests probe until a
+forged write is refused (tests/integration/conftest.py); an installer that opens the platform
+to users right away should do the same.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ with new content.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -257,24 +258,39 @@ def evaluate_project(
         founding = _first_approved(ordered, datasets, settings, today)
         if founding is not None:
             owner, founding_request = founding.spec.lead, founding.name
+    # The founding request comes first: every amendment is judged with it in the union.
+    ordered.sort(key=lambda r: r.name != founding_request)
     union = ProjectUnion()
     evaluated: list[tuple[AccessRequest, RequestEvaluation]] = []
-    for request in ordered:
-        if (
-            owner is not None
-            and request.name != founding_request
-            and (request.spec.requester != owner)
-        ):
-            evaluation = _not_owner(request, owner)
-        else:
-            evaluation = evaluate_request(request, datasets, settings, today, union)
-        evaluated.append((request, evaluation))
-        if evaluation.active_on(request, today):
-            union = ProjectUnion(
-                members=union.members | {request.spec.lead, *request.spec.members},
-                datasets=union.datasets | set(request.spec.datasets),
-            )
+    for _, group in itertools.groupby(
+        ordered, key=lambda r: (r.name != founding_request, r.created_at)
+    ):
+        # Requests filed in the same second have no order: each is judged with the others'
+        # people and data in its union, which can only make it stricter.
+        same_time = list(group)
+        for request in same_time:
+            if owner is not None and request.name != founding_request and (
+                request.spec.requester != owner
+            ):
+                evaluation = _not_owner(request, owner)
+            else:
+                others = [o for o in same_time if o is not request]
+                evaluation = evaluate_request(
+                    request, datasets, settings, today, _joined(union, others)
+                )
+            evaluated.append((request, evaluation))
+        union = _joined(
+            union, [r for r, e in evaluated[-len(same_time) :] if e.active_on(r, today)]
+        )
     return evaluated, owner, founding_request
+
+
+def _joined(union: ProjectUnion, requests: Iterable[AccessRequest]) -> ProjectUnion:
+    members, names = set(union.members), set(union.datasets)
+    for request in requests:
+        members.update({request.spec.lead, *request.spec.members})
+        names.update(request.spec.datasets)
+    return ProjectUnion(members=frozenset(members), datasets=frozenset(names))
 
 
 def _first_approved(

@@ -44,6 +44,7 @@ from provisioner.kube.resources import DATASETS
 from provisioner.models.resources import Dataset
 from provisioner.models.settings import Settings
 from provisioner.planning.admission import DATASET_OVERLAP_POLICY, DATASET_STEWARD_POLICY
+from provisioner.storage.s3 import ensure_bucket
 from tests.integration.workspace_world import STEWARDS, World
 
 pytestmark = pytest.mark.integration
@@ -433,6 +434,9 @@ def test_cli_verify_is_read_only_and_reports_changed_data(world: World) -> None:
 
 
 def test_cli_register_refuses_an_overlap_before_asking(world: World) -> None:
+    # A bucket of its own: the whole-bucket dataset below must overlap exactly one dataset.
+    world.bucket = unique("own")
+    ensure_bucket(world.s3, world.bucket, versioning=True)
     secret = unique("vds")
     world.s3.put_object(Bucket=world.bucket, Key=f"{secret}/a.csv", Body=b"a")
     result = world.tre(

@@ -325,3 +325,16 @@ def test_friendly_refusals_name_who_and_why(me: str, action: DecisionAction, fra
 def test_anyone_in_the_group_may_revoke_even_a_member() -> None:
     r = request("r", ["labs"], members=["lea", "ravi"])
     assert decision_refusal(r, "ravi", DecisionAction.REVOKE) is None
+
+
+def test_requests_filed_in_the_same_second_are_judged_with_each_other() -> None:
+    """Creation times have one-second resolution: an amendment that sorts before the founding
+    request by name still needs the founding request's tier."""
+    founding = request(
+        "zz-first", ["cohort"], [approve("ann", COHORT), approve("bob", COHORT)], created=5
+    )
+    amendment = request("aa-amend", ["open-data"], [approve("carl", OPEN)], created=5)
+    evaluated, owner, _ = _project([amendment, founding], owner="lea", founding="zz-first")
+    reasons = {r.name: (e.reason, e.required_approvers) for r, e in evaluated}
+    assert owner == "lea"
+    assert reasons == {"zz-first": ("Approved", 2), "aa-amend": ("AwaitingApproval", 2)}
