@@ -73,6 +73,13 @@ class Settings(BaseSettings):
         description="Namespace of the airlock service: its own, apart from the controller's, "
         "so that whoever can run pods for the airlock gets nothing of the controller's.",
     )
+    forbid_inline_nfs: bool = Field(
+        default=True,
+        description="Refuse, cluster-wide, pods that mount an NFS export directly (admission "
+        "policy tre-no-inline-nfs): a namespace with a looser Pod Security level could "
+        "otherwise mount a dataset's export by server and path, bypassing every approval. "
+        "Turn off only where other workloads need inline NFS.",
+    )
     system_namespace: str = Field(
         default="tre-system",
         description="Namespace of the controller: its ServiceAccount, its Lease and the "

@@ -97,6 +97,7 @@ PROJECT_OBJECTS_POLICY: Final = "tre-project-objects-controller-only"
 CONTROLLER_SCOPE_POLICY: Final = "tre-controller-scope"
 POD_ACCESS_POLICY: Final = "tre-pod-workspace-access"
 POD_NO_EXEC_POLICY: Final = "tre-pod-no-exec"
+INLINE_NFS_POLICY: Final = "tre-no-inline-nfs"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
 # Room kept in spec.decisions (CRD maxItems) for a revoke: revocation can never be blocked by
 # a list filled with other decisions.
@@ -149,6 +150,9 @@ def plan_admission_policies(
     planned += [objects, _project_namespaces_binding(objects)]
     no_exec = _pod_no_exec_policy()
     planned += [no_exec, _project_namespaces_binding(no_exec)]
+    if settings.forbid_inline_nfs:
+        nfs = _inline_nfs_policy()
+        planned += [nfs, _binding(nfs)]
     access = _pod_access_policy(settings)
     planned += [access, _pod_param_binding(access, names.WORKSPACE_ACCESS_NAME)]
     deny_all = _pod_requires_deny_all_policy()
@@ -935,6 +939,26 @@ def _pod_no_exec_policy() -> dict[str, Any]:
                 message="pods in project namespaces cannot be exec'd into, attached to, "
                 "port-forwarded or given extra containers: data leaves a workspace only "
                 "through the airlock",
+            ),
+        ],
+    )
+
+
+def _inline_nfs_policy() -> dict[str, Any]:
+    """No pod anywhere mounts an NFS export directly. Restricted pods cannot anyway, but any
+    namespace with a looser Pod Security level could mount a dataset's export by its server and
+    path, bypassing every approval; datasets reach pods only through the controller's
+    read-only PersistentVolumes (`TRE_FORBID_INLINE_NFS=false` turns this off for clusters
+    that need inline NFS elsewhere)."""
+    return _policy(
+        INLINE_NFS_POLICY,
+        _core_rules(["pods"], ["CREATE"]),
+        validations=[
+            _validation(
+                "!has(object.spec.volumes) || !object.spec.volumes.exists(v, has(v.nfs))",
+                "'spec.volumes: pods may not mount NFS exports directly (' + "
+                "object.spec.volumes.filter(v, has(v.nfs)).map(v, v.name).join(', ') + '); "
+                "datasets are mounted through their approved, read-only volumes'",
             ),
         ],
     )

@@ -22,6 +22,7 @@ undone, with the message, and that nothing was created or leaked:
    removed and audited; the controller's own credential cannot write outside them.
 6. Decisions made with the raw API are audited by the controller.
 8. `tre workspace plan` shows exactly the writes of the next pass.
+9. No pod anywhere mounts an NFS export directly (datasets only through approved volumes).
 """
 
 from __future__ import annotations
@@ -646,3 +647,17 @@ def test_the_plan_is_exactly_what_the_next_pass_writes(world: World) -> None:
         world.keyed_audit.known(),
     )
     assert describe(again) == []
+
+
+def test_no_pod_anywhere_mounts_an_nfs_export_directly(world: World, namespace: str) -> None:
+    """A team namespace with a looser Pod Security level cannot mount a dataset's export by
+    its server and path, bypassing the approvals (the project namespaces are `restricted`)."""
+    pod = notebook_pod(namespace, "mallory")
+    pod["spec"]["volumes"] = [
+        {"name": "cohort", "nfs": {"server": "nfs.hospital.example", "path": "/exports/cohort"}}
+    ]
+    refused(
+        lambda: world.admin.create(pod, dry_run=True),
+        "tre-no-inline-nfs",
+        "spec.volumes: pods may not mount NFS exports directly (cohort)",
+    )

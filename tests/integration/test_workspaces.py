@@ -33,7 +33,6 @@ from provisioner.kube.api import Kube
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
-    ANNOTATION_USER,
     HUB_ROLE_BINDING_NAME,
     POLICY_DEFAULT_DENY,
     RESOURCE_QUOTA_NAME,
@@ -42,7 +41,7 @@ from provisioner.planning.names import (
     namespace_name,
     project_pvc_name,
 )
-from tests.integration.workspace_world import World, create_pod_when_admitted
+from tests.integration.workspace_world import World, create_pod_when_admitted, notebook_pod
 
 pytestmark = pytest.mark.integration
 
@@ -165,40 +164,12 @@ def test_reconcile_killed_half_way_converges(world: World, writes_before_death: 
     assert (again.applied, again.pruned, again.status_writes) == ([], [], 0)
 
 
-def _notebook_pod(namespace: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": "jupyter-lea",
-            "namespace": namespace,
-            "labels": {"component": "singleuser-server"},
-            "annotations": {ANNOTATION_USER: "lea"},
-        },
-        "spec": {
-            "automountServiceAccountToken": False,
-            "containers": [
-                {
-                    "name": "notebook",
-                    "image": "registry.invalid/notebook:1",
-                    "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "runAsNonRoot": True,
-                        "capabilities": {"drop": ["ALL"]},
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                }
-            ],
-        },
-    }
-
-
 def test_revoke_freezes_then_retention_tears_down(
     world: World, ready_project: tuple[str, str, str]
 ) -> None:
     request, project, dataset = ready_project
     ns = namespace_name(project)
-    create_pod_when_admitted(world.hub, _notebook_pod(ns))
+    create_pod_when_admitted(world.hub, notebook_pod(ns, "lea"))
     result = world.tre(
         "request", "revoke", request, "-m", "consent withdrawn", user="carl", group="tre:approvers"
     )
