@@ -269,8 +269,10 @@ def evaluate_project(
         # people and data in its union, which can only make it stricter.
         same_time = list(group)
         for request in same_time:
-            if owner is not None and request.name != founding_request and (
-                request.spec.requester != owner
+            if (
+                owner is not None
+                and request.name != founding_request
+                and (request.spec.requester != owner)
             ):
                 evaluation = _not_owner(request, owner)
             else:
