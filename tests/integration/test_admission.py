@@ -263,6 +263,16 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30) -> Non
         time.sleep(0.25)
 
 
+def assert_refused_by_one_of(call: Callable[[], Any], status: int, policies: list[str]) -> str:
+    """`call` fails with HTTP `status`, refused by one of `policies`; returns the message."""
+    with pytest.raises(ApiException) as refused:
+        call()
+    assert refused.value.status == status
+    message: str = json.loads(refused.value.body)["message"]
+    assert any(denied_by(p) in message for p in policies), message
+    return message
+
+
 def refused_by(call: Callable[[], Any], policy: str) -> bool:
     """Whether `call` is refused by `policy` right now (policies take effect asynchronously)."""
     try:
@@ -285,7 +295,7 @@ def _rbac(admin_api: client.ApiClient) -> tuple[dict[str, Any], dict[str, Any]]:
         "rules": [
             {
                 "apiGroups": [API_GROUP],
-                "resources": ["accessrequests", "workspaces"],
+                "resources": ["accessrequests", "workspaces", "datasets"],
                 "verbs": ["create", "get", "list", "update", "patch", "delete"],
             }
         ],
@@ -650,25 +660,43 @@ def test_high_tier_dataset_needs_two_distinct_approvers(
     high = world.dataset(tier)
     name = world.file(datasets=[low, high])
     world.decide("carol", name, "approve")
-    # The policy reads Datasets from an informer: wait until it knows the new one.
+    # Two policies refuse it: four-eyes (the dataset's current tier) and the approved-phase
+    # policy (the tier carol's approval recorded); the API server names the first it runs.
+    message = assert_refused_by_one_of(
+        lambda: world.set_phase(name, "Approved"), 403, [FOUR_EYES_POLICY, APPROVED_PHASE_POLICY]
+    )
+    assert "status.phase: Approved needs approvals by two different people, because" in message
+    assert "approved so far by: carol" in message
+
+    world.decide("dave", name, "approve")
+    assert world.set_phase(name, "Approved")["status"]["phase"] == "Approved"
+
+
+def test_a_tier_raised_after_the_approval_needs_a_second_approver(world: World) -> None:
+    """carol's approval recorded `internal`; the steward raises the dataset to `sensitive`:
+    four eyes follow the current tier too (the highest recorded or current)."""
+    dataset = world.dataset(ClassificationTier.INTERNAL)
+    name = world.file(datasets=[dataset])
+    world.decide("carol", name, "approve")
+    raised = world.admin.get_cluster_custom_object(API_GROUP, API_VERSION, "datasets", dataset)
+    raised["spec"]["classification"] = "sensitive"
+    world.api("dora").replace_cluster_custom_object(
+        API_GROUP, API_VERSION, "datasets", dataset, raised
+    )
     wait_until(
         lambda: refused_by(
             lambda: world.set_phase(name, "Approved", dry_run="All"), FOUR_EYES_POLICY
         ),
-        f"dataset {high} seen by the policy",
+        f"dataset {dataset} seen as sensitive by the policy",
     )
-
     assert_refused(
         lambda: world.set_phase(name, "Approved"),
         403,
         FOUR_EYES_POLICY,
         f"status.phase: Approved needs approvals by two different people, because dataset "
-        f"{high} is {tier.value} (tier confidential or above); approved so far by: carol; a "
+        f"{dataset} is sensitive (tier confidential or above); approved so far by: carol; a "
         "second approver must approve first",
     )
-
-    world.decide("dave", name, "approve")
-    assert world.set_phase(name, "Approved")["status"]["phase"] == "Approved"
 
 
 def test_decisions_smuggled_into_a_status_write_do_not_count(world: World) -> None:
@@ -676,23 +704,15 @@ def test_decisions_smuggled_into_a_status_write_do_not_count(world: World) -> No
     high = world.dataset(ClassificationTier.SENSITIVE)
     name = world.file(datasets=[high])
     world.decide("carol", name, "approve")
-    wait_until(
-        lambda: refused_by(
-            lambda: world.set_phase(name, "Approved", dry_run="All"), FOUR_EYES_POLICY
-        ),
-        f"dataset {high} seen by the policy",
-    )
     obj = world.get(name)
     obj["spec"]["decisions"].append(decision("approve", "dave"))
     obj["status"] = {"phase": "Approved"}
-    assert_refused(
+    message = assert_refused_by_one_of(
         lambda: world.admin.replace_cluster_custom_object_status(*REQUESTS, name, obj),
         403,
-        FOUR_EYES_POLICY,
-        f"status.phase: Approved needs approvals by two different people, because dataset "
-        f"{high} is sensitive (tier confidential or above); approved so far by: carol; a "
-        "second approver must approve first",
+        [FOUR_EYES_POLICY, APPROVED_PHASE_POLICY],
     )
+    assert "approved so far by: carol" in message  # dave's smuggled approval did not count
 
 
 # --- Dataset and Workspace --------------------------------------------------------------------
