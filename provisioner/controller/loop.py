@@ -37,10 +37,11 @@ from provisioner.controller.reconcile import (
     Auditor,
     ReconcileResult,
     Snapshot,
+    read_project_snapshot,
     read_snapshot,
     reconcile_project,
 )
-from provisioner.errors import PermanentError, TreError
+from provisioner.errors import PermanentError, TemporaryError, TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
@@ -48,9 +49,11 @@ from provisioner.kube.resources import (
     NETWORK_POLICIES,
     ROLE_BINDINGS,
     WORKSPACES,
+    Resource,
 )
 from provisioner.models.settings import Settings
 from provisioner.planning.datasets import next_verification_at
+from provisioner.planning.names import NAMESPACE_PREFIX
 from provisioner.planning.project import dataset_audit_events
 
 if TYPE_CHECKING:
@@ -325,28 +328,76 @@ class KeyedAuditor:
             return entry
 
 
+class Dirty:
+    """What the watches say needs a look: some projects, or everything (a Dataset changed, or
+    a watch reconnected and may have missed events). Thread-safe; `event` wakes the loop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._projects: set[str] = set()
+        self._everything = False
+        self.event = threading.Event()
+
+    def projects(self, names: set[str]) -> None:
+        if names:
+            with self._lock:
+                self._projects |= names
+            self.event.set()
+
+    def everything(self) -> None:
+        with self._lock:
+            self._everything = True
+        self.event.set()
+
+    def take(self) -> tuple[bool, set[str]]:
+        with self._lock:
+            everything, projects = self._everything, self._projects
+            self._everything, self._projects = False, set()
+            self.event.clear()
+        return everything, projects
+
+
+def projects_of_event(kind: str, obj: Mapping[str, Any]) -> set[str] | None:
+    """The projects a watch event concerns; None: possibly any (look at everything)."""
+    meta = obj.get("metadata") or {}
+    if kind == "AccessRequest":
+        project = (obj.get("spec") or {}).get("project")
+        return {project} if isinstance(project, str) else None
+    if kind == "Workspace":
+        return {meta["name"]} if "name" in meta else None
+    if kind in ("NetworkPolicy", "RoleBinding"):
+        namespace = str(meta.get("namespace", ""))
+        if namespace.startswith(NAMESPACE_PREFIX):
+            return {namespace[len(NAMESPACE_PREFIX) :]}
+        return set()  # not a project namespace
+    return None  # a Dataset may concern any project that names it
+
+
 def _watch(
     kube: Kube,
-    path: str,
-    wake: threading.Event,
+    resource: Resource,
+    dirty: Dirty,
     stop: threading.Event,
-    selector: str | None = None,
 ) -> None:
-    """Set `wake` on every change of the collection at `path`; reconnect on errors.
+    """Report every change of `resource` to `dirty`, by project; reconnect on errors.
 
     Each round lists one item to learn the collection's resourceVersion, then watches from
-    there, so a reconnect does not replay every existing object as a fresh event.
+    there, so a reconnect does not replay every existing object as a fresh event; what
+    happened while it was away is caught by looking at everything once.
     """
-    query = [("labelSelector", selector)] if selector else []
+    path = resource.path()
+    first = True
     while not stop.is_set():
         try:
-            listed = kube.request("GET", path, query=[*query, ("limit", "1")])
+            listed = kube.request("GET", path, query=[("limit", "1")])
             version = listed["metadata"]["resourceVersion"]
+            if not first:
+                dirty.everything()
+            first = False
             response = kube.api.call_api(
                 path,
                 "GET",
                 query_params=[
-                    *query,
                     ("watch", "1"),
                     ("resourceVersion", version),
                     ("timeoutSeconds", "60"),
@@ -360,7 +411,14 @@ def _watch(
             raw = response[0] if isinstance(response, tuple) else response
             for line in raw:
                 if line.strip():
-                    wake.set()
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        raise TemporaryError(f"watch error: {event.get('object')}")
+                    concerned = projects_of_event(resource.kind, event.get("object") or {})
+                    if concerned is None:
+                        dirty.everything()
+                    else:
+                        dirty.projects(concerned)
                 if stop.is_set():
                     return
         except Exception as exc:
@@ -368,6 +426,52 @@ def _watch(
             # acts at its resyncs.
             log.warning("watch %s failed, restarting in 2 s: %s", path, exc)
             stop.wait(2)
+
+
+def run_projects(
+    kube: Kube,
+    settings: Settings,
+    projects: set[str],
+    now: dt.datetime,
+    audit: Auditor | None = None,
+    *,
+    workers: int = DEFAULT_WORKERS,
+    errors: ErrorMemory | None = None,
+) -> PassReport:
+    """Reconcile only `projects`, each from a snapshot of its own (read_project_snapshot):
+    what a watch event triggers, at a cost that does not grow with the number of projects."""
+    keyed = audit if audit is None or isinstance(audit, KeyedAuditor) else KeyedAuditor(audit)
+    memory = errors or ErrorMemory()
+    names = sorted(projects)
+
+    def one(project: str) -> tuple[ReconcileResult | TreError, str | None]:
+        try:
+            snapshot = read_project_snapshot(kube, project)
+        except TreError as exc:
+            return exc, None
+        inputs = project_inputs(snapshot, project) + now.date().isoformat()
+        if (why := memory.held(project, inputs, now)) is not None:
+            return PermanentError(why), None
+        return _reconcile(kube, settings, project, snapshot, now, keyed), inputs
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="reconcile") as pool:
+        outcomes = list(pool.map(one, names))
+    report = PassReport()
+    for project, (outcome, inputs) in zip(names, outcomes, strict=True):
+        if isinstance(outcome, TreError):
+            if inputs is not None:
+                memory.failed(project, outcome, inputs, now)
+            report.errors[project] = str(outcome)
+            log.warning("project %s: %s", project, outcome)
+            continue
+        memory.succeeded(project)
+        report.results.append(outcome)
+    if keyed is not None:
+        try:
+            keyed.flush()
+        except TreError as exc:
+            report.errors["audit"] = f"audit head not published: {exc}"
+    return report
 
 
 def run_controller(
@@ -381,34 +485,32 @@ def run_controller(
     on_pass: Callable[[PassReport], None] | None = None,
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
 ) -> None:
+    """Lead, then: a full pass at start, every `settings.resync_seconds`, at the next date
+    any project needs looking at, and whenever a watch may have missed something; in between,
+    only the projects the watch events name, each from its own small snapshot."""
     stop = stop or threading.Event()
-    wake = threading.Event()
+    dirty = Dirty()
     elector = LeaderElector(kube, lease_namespace)
     keyed = KeyedAuditor(audit) if audit is not None else None
     memory = ErrorMemory()
     # Every NetworkPolicy and RoleBinding, not only ours: one added by hand in a project
     # namespace is removed at once rather than at the next resync.
-    watched = [
-        (ACCESS_REQUESTS.path(), None),
-        (DATASETS.path(), None),
-        (WORKSPACES.path(), None),
-        (NETWORK_POLICIES.path(), None),
-        (ROLE_BINDINGS.path(), None),
-    ]
-    for path, selector in watched:
+    for resource in (ACCESS_REQUESTS, DATASETS, WORKSPACES, NETWORK_POLICIES, ROLE_BINDINGS):
         threading.Thread(
             target=_watch,
-            args=(kube, path, wake, stop, selector),
+            args=(kube, resource, dirty, stop),
             daemon=True,
-            name=f"watch {path}",
+            name=f"watch {resource.plural}",
         ).start()
     leading = False
+    full_at = time.monotonic()  # the first pass looks at everything
     try:
         while not stop.is_set():
             if not elector.try_acquire():
                 if leading:
                     log.error("lost the lease to %s; stopping work", elector.holder())
                 leading = False
+                full_at = time.monotonic()  # whoever led meanwhile: look at everything
                 stop.wait(elector.duration_seconds / 3)
                 continue
             if not leading:
@@ -416,26 +518,37 @@ def run_controller(
                     "acquired lease %s/%s as %s", lease_namespace, elector.name, elector.identity
                 )
                 leading = True
-            wake.clear()
+            everything, projects = dirty.take()
             started = time.monotonic()
-            report = run_pass(kube, settings, clock(), keyed, errors=memory, s3=s3)
+            if everything or started >= full_at:
+                report = run_pass(kube, settings, clock(), keyed, errors=memory, s3=s3)
+                timeout = settings.resync_seconds
+                if report.next_wake is not None:
+                    until = (report.next_wake - clock()).total_seconds()
+                    timeout = min(timeout, max(1.0, until))
+                full_at = started + timeout
+                what = "pass"
+            else:
+                report = run_projects(kube, settings, projects, clock(), keyed, errors=memory)
+                what = f"{len(projects)} project(s) on watch events"
+                retry = memory.next_retry()
+                if retry is not None:  # a project that failed is retried by a full pass
+                    until = max(0.5, (retry - clock()).total_seconds())
+                    full_at = min(full_at, started + until)
             log.info(
-                "pass: %d project(s), %d error(s) in %.2fs",
+                "%s: %d reconciled, %d error(s) in %.2fs",
+                what,
                 len(report.results),
                 len(report.errors),
                 time.monotonic() - started,
             )
             if on_pass:
                 on_pass(report)
-            timeout = settings.resync_seconds
-            if report.next_wake is not None:
-                timeout = min(timeout, max(1.0, (report.next_wake - clock()).total_seconds()))
             # Renew the lease well before it expires, even when nothing happens.
-            deadline = time.monotonic() + timeout
-            while not stop.is_set() and not wake.is_set() and time.monotonic() < deadline:
-                wake.wait(min(elector.duration_seconds / 3, deadline - time.monotonic()))
-                if not wake.is_set() and not elector.try_acquire():
+            while not stop.is_set() and not dirty.event.is_set() and time.monotonic() < full_at:
+                dirty.event.wait(min(elector.duration_seconds / 3, full_at - time.monotonic()))
+                if not dirty.event.is_set() and not elector.try_acquire():
                     break
-            time.sleep(0.2)  # let a burst of events settle into one pass
+            time.sleep(0.05)  # let a burst of events settle into one round
     finally:
         elector.release()

@@ -49,7 +49,14 @@ from provisioner.planning.project import (
 log = logging.getLogger("tre.controller")
 _MANAGED = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
-__all__ = ["Auditor", "ReconcileResult", "Snapshot", "read_snapshot", "reconcile_project"]
+__all__ = [
+    "Auditor",
+    "ReconcileResult",
+    "Snapshot",
+    "read_project_snapshot",
+    "read_snapshot",
+    "reconcile_project",
+]
 
 
 class Auditor(Protocol):
@@ -111,6 +118,57 @@ def read_snapshot(kube: Kube) -> Snapshot:
         workspaces,
         owned,
         namespaces=namespaces,
+        foreign=foreign,
+        pods=pods,
+        unparsable=unparsable,
+    )
+
+
+def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
+    """What `read_snapshot` would hold for one project, read with about a dozen requests
+    whatever the number of projects: its requests (a field selector on spec.project), the
+    datasets they name, its Workspace and namespace, and what is in the namespace.
+
+    The watch-driven path: an approval or a revoke is acted on without listing the world.
+    """
+    unparsable: list[Unparsable] = []
+    listed = kube.list(ACCESS_REQUESTS, fields=f"spec.project={project}")
+    requests = parse_each(listed, AccessRequest, unparsable)
+    names = sorted({name for r in requests for name in r.spec.datasets})
+    found = [obj for name in names if (obj := kube.get(DATASETS, name)) is not None]
+    datasets = {d.name: d for d in parse_each(found, Dataset, unparsable)}
+    workspace = kube.get(WORKSPACES, project)
+    namespace_name_ = f"{NAMESPACE_PREFIX}{project}"
+    namespace = kube.get(NAMESPACES, namespace_name_)
+    owned: dict[tuple[str, str, str, str], Manifest] = {}
+    foreign: list[Manifest] = []
+    pods: list[Manifest] = []
+    if namespace is not None:
+        if _is_ours(namespace):
+            owned[object_key(namespace)] = namespace
+        for resource in OWNED_KINDS:
+            if not resource.namespaced:
+                continue
+            whole = resource in (NETWORK_POLICIES, ROLE_BINDINGS)
+            for obj in kube.list(
+                resource, namespace=namespace_name_, selector=None if whole else _MANAGED
+            ):
+                if _is_ours(obj):
+                    owned[object_key(obj)] = obj
+                elif whole:
+                    foreign.append(obj)
+        pods = kube.list(PODS, namespace=namespace_name_)
+    for resource in OWNED_KINDS:
+        if not resource.namespaced and resource is not NAMESPACES:
+            selector = f"{_MANAGED},{LABEL_PROJECT}={project}"
+            for obj in kube.list(resource, selector=selector):
+                owned[object_key(obj)] = obj
+    return Snapshot(
+        requests,
+        datasets,
+        {project: workspace} if workspace is not None else {},
+        owned,
+        namespaces={namespace_name_: namespace} if namespace is not None else {},
         foreign=foreign,
         pods=pods,
         unparsable=unparsable,

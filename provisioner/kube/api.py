@@ -102,9 +102,16 @@ class Kube:
             return None
 
     def list(
-        self, resource: Resource, *, namespace: str | None = None, selector: str | None = None
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        selector: str | None = None,
+        fields: str | None = None,
     ) -> list[Manifest]:
         query = [("labelSelector", selector)] if selector else []
+        if fields:
+            query.append(("fieldSelector", fields))
         items: list[Manifest] = []
         cont = ""
         while True:

@@ -136,6 +136,9 @@ class _Kind:
     columns: tuple[dict[str, Any], ...]
     # JSON path (property names from the spec/status root) -> extensions to merge in.
     extensions: Mapping[tuple[str, ...], Mapping[str, Any]] = field(default_factory=dict)
+    # Fields a LIST may select on (`fieldSelector`), so the controller reads one project's
+    # requests without listing every request.
+    selectable: tuple[str, ...] = ()
 
 
 def _column(name: str, json_path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
@@ -195,6 +198,7 @@ _KINDS: Final = (
         "decisions. Admission policies check who may write what (see `tre` docs).",
         spec=AccessRequestSpec,
         status=AccessRequestStatus,
+        selectable=(".spec.project",),
         plural="accessrequests",
         singular="accessrequest",
         short_names=("ar",),
@@ -335,6 +339,11 @@ def _crd(kind: _Kind) -> dict[str, Any]:
                     "schema": {"openAPIV3Schema": schema},
                     "subresources": {"status": {}},
                     "additionalPrinterColumns": list(kind.columns),
+                    **(
+                        {"selectableFields": [{"jsonPath": p} for p in kind.selectable]}
+                        if kind.selectable
+                        else {}
+                    ),
                 }
             ],
         },

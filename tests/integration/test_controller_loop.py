@@ -3,7 +3,8 @@
 Behaviours under test against the real API server: a controller started in the background
 provisions a newly approved request without being asked (AccessRequest watch); a
 NetworkPolicy deleted by hand comes back long before the periodic resync (NetworkPolicy
-watch); a second controller started beside it does nothing while the first holds the lease.
+watch); a revoke stops the removed member's notebook through the watch, reconciling that
+project alone; a second controller started beside it does nothing while the first holds the lease.
 """
 
 from __future__ import annotations
@@ -19,11 +20,17 @@ from provisioner.controller.loop import PassReport, run_controller
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
-from provisioner.planning.names import POLICY_DEFAULT_DENY, namespace_name
-from tests.integration.workspace_world import World
+from provisioner.planning.names import POLICY_DEFAULT_DENY, namespace_name, project_pvc_name
+from tests.integration.workspace_world import (
+    APPROVERS,
+    World,
+    create_pod_when_admitted,
+    notebook_pod,
+)
 
 pytestmark = pytest.mark.integration
 NETWORK_POLICIES = RESOURCES[("networking.k8s.io/v1", "NetworkPolicy")]
+PODS = RESOURCES[("v1", "Pod")]
 
 
 @pytest.fixture
@@ -105,3 +112,39 @@ def test_second_replica_waits_for_the_lease(
         time.sleep(3)
         assert second.passes == []
     assert controller.passes
+
+
+def test_a_revoke_stops_the_members_notebook_through_the_watch(
+    world: World, controller: Controller
+) -> None:
+    """Only the revoked request's project is looked at (its own small snapshot), and the
+    removed member's notebook is gone while the workspace stays Ready."""
+    dataset, extra = world.dataset(), world.dataset()
+    first, project = world.submit(datasets=[dataset])
+    world.approve(first, "ann")
+    second, _ = world.submit(project=project, datasets=[extra], members=["nina"])
+    world.approve(second, "bob")
+    ns = namespace_name(project)
+    wait_until(
+        lambda: "nina" in ((world.workspace(project) or {}).get("spec") or {}).get("members", []),
+        "nina in the workspace",
+    )
+    create_pod_when_admitted(world.hub, notebook_pod(ns, "nina", [project_pvc_name()]))
+    seen = len(controller.passes)
+    revoked = world.tre("request", "revoke", second, "-m", "left", user="carl", group=APPROVERS)
+    assert revoked.exit_code == 0, revoked.output
+    wait_until(
+        lambda: world.admin.get(PODS, "jupyter-nina", ns) is None,
+        "nina's notebook stopped through the AccessRequest watch",
+    )
+    assert (world.workspace(project) or {})["status"]["phase"] == "Ready"
+
+    def stopped_in_a_round_of_its_own() -> bool:
+        return any(
+            [r.project for r in report.results] == [project]
+            and "jupyter-nina: nina is no longer a member" in report.results[0].stopped
+            for report in controller.passes[seen:]
+        )
+
+    # the round's report is handed over just after its writes
+    wait_until(stopped_in_a_round_of_its_own, "a round of that project alone stopped it", 5)

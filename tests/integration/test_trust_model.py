@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.controller.reconcile import read_snapshot
+from provisioner.controller.reconcile import read_project_snapshot, read_snapshot
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.errors import ConflictError, RefusedError
 from provisioner.kube.api import Kube
@@ -661,3 +661,24 @@ def test_no_pod_anywhere_mounts_an_nfs_export_directly(world: World, namespace: 
         "tre-no-inline-nfs",
         "spec.volumes: pods may not mount NFS exports directly (cohort)",
     )
+
+
+def test_a_projects_own_snapshot_plans_like_the_whole_world(world: World) -> None:
+    """The watch-driven path reads one project with a dozen requests; it must decide exactly
+    what a full pass decides, foreign objects and pods included."""
+    dataset, extra = world.dataset(), world.dataset()
+    first, project = world.submit(datasets=[dataset])
+    world.approve(first, "ann")
+    world.reconcile(project)
+    second, _ = world.submit(project=project, datasets=[extra], members=["nina"])
+    world.approve(second, "bob")
+    ns = namespace_name(project)
+    create_pod_when_admitted(world.hub, notebook_pod(ns, "lea", [project_pvc_name()]))
+    now = dt.datetime.now(dt.UTC)
+    known = world.keyed_audit.known()
+    whole = plan_project(world.settings, project, read_snapshot(world.controller), now, known)
+    own = plan_project(
+        world.settings, project, read_project_snapshot(world.controller, project), now, known
+    )
+    assert describe(own) == describe(whole)
+    assert any(r["object"] == f"AccessRequest/{second}" for r in describe(own))

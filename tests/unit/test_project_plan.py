@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from provisioner.controller.loop import ErrorMemory
+from provisioner.controller.loop import Dirty, ErrorMemory, projects_of_event
 from provisioner.controller.reconcile import parse_each
 from provisioner.errors import InvalidInputError, TemporaryError
 from provisioner.models.resources import (
@@ -166,3 +166,31 @@ def test_an_object_the_models_refuse_is_reported_and_left_out() -> None:
     assert parse_each([bad], AccessRequest, unparsable) == []
     assert [(u.kind, u.name) for u in unparsable] == [("AccessRequest", "broken")]
     assert "project" in unparsable[0].error
+
+
+@pytest.mark.parametrize(
+    ("kind", "obj", "projects"),
+    [
+        ("AccessRequest", {"metadata": {"name": "r"}, "spec": {"project": "cardio"}}, {"cardio"}),
+        ("Workspace", {"metadata": {"name": "cardio"}}, {"cardio"}),
+        ("NetworkPolicy", {"metadata": {"name": "x", "namespace": "tre-cardio"}}, {"cardio"}),
+        ("RoleBinding", {"metadata": {"name": "x", "namespace": "kube-system"}}, set()),
+        ("Dataset", {"metadata": {"name": "cohort"}}, None),
+    ],
+    ids=["request", "workspace", "policy-in-project", "binding-elsewhere", "dataset-any"],
+)
+def test_watch_events_name_the_projects_they_concern(
+    kind: str, obj: dict[str, Any], projects: set[str] | None
+) -> None:
+    assert projects_of_event(kind, obj) == projects
+
+
+def test_dirty_hands_over_what_accumulated_once() -> None:
+    dirty = Dirty()
+    dirty.projects({"a"})
+    dirty.projects({"b"})
+    assert dirty.event.is_set()
+    assert dirty.take() == (False, {"a", "b"})
+    assert not dirty.event.is_set()
+    dirty.everything()
+    assert dirty.take() == (True, set())
