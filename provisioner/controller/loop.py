@@ -46,6 +46,7 @@ from provisioner.kube.api import Kube
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
     DATASETS,
+    EXPORT_REQUESTS,
     NETWORK_POLICIES,
     ROLE_BINDINGS,
     WORKSPACES,
@@ -365,7 +366,7 @@ def projects_of_event(kind: str, obj: Mapping[str, Any]) -> set[str] | None:
         return {project} if isinstance(project, str) else None
     if kind == "Workspace":
         return {meta["name"]} if "name" in meta else None
-    if kind in ("NetworkPolicy", "RoleBinding"):
+    if kind in ("NetworkPolicy", "RoleBinding", "ExportRequest"):
         namespace = str(meta.get("namespace", ""))
         if namespace.startswith(NAMESPACE_PREFIX):
             return {namespace[len(NAMESPACE_PREFIX) :]}
@@ -495,7 +496,15 @@ def run_controller(
     memory = ErrorMemory()
     # Every NetworkPolicy and RoleBinding, not only ours: one added by hand in a project
     # namespace is removed at once rather than at the next resync.
-    for resource in (ACCESS_REQUESTS, DATASETS, WORKSPACES, NETWORK_POLICIES, ROLE_BINDINGS):
+    watched = (
+        ACCESS_REQUESTS,
+        DATASETS,
+        WORKSPACES,
+        EXPORT_REQUESTS,
+        NETWORK_POLICIES,
+        ROLE_BINDINGS,
+    )
+    for resource in watched:
         threading.Thread(
             target=_watch,
             args=(kube, resource, dirty, stop),

@@ -23,6 +23,7 @@ from provisioner.kube.api import Kube, Manifest
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
     DATASETS,
+    EXPORT_REQUESTS,
     NAMESPACES,
     NETWORK_POLICIES,
     OWNED_KINDS,
@@ -31,7 +32,7 @@ from provisioner.kube.resources import (
     ROLE_BINDINGS,
     WORKSPACES,
 )
-from provisioner.models.resources import AccessRequest, Dataset, WorkspacePhase
+from provisioner.models.resources import AccessRequest, Dataset, ExportRequest, WorkspacePhase
 from provisioner.models.settings import Settings
 from provisioner.planning.names import LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY, NAMESPACE_PREFIX
 from provisioner.planning.project import (
@@ -112,6 +113,11 @@ def read_snapshot(kube: Kube) -> Snapshot:
             else:
                 foreign.append(obj)
     pods = [p for p in kube.list(PODS) if p["metadata"].get("namespace") in namespaces]
+    exports = parse_each(
+        [e for e in kube.list(EXPORT_REQUESTS) if e["metadata"].get("namespace") in namespaces],
+        ExportRequest,
+        unparsable,
+    )
     return Snapshot(
         requests,
         datasets,
@@ -121,6 +127,7 @@ def read_snapshot(kube: Kube) -> Snapshot:
         foreign=foreign,
         pods=pods,
         unparsable=unparsable,
+        exports=exports,
     )
 
 
@@ -143,6 +150,7 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
     owned: dict[tuple[str, str, str, str], Manifest] = {}
     foreign: list[Manifest] = []
     pods: list[Manifest] = []
+    exports: list[ExportRequest] = []
     if namespace is not None:
         if _is_ours(namespace):
             owned[object_key(namespace)] = namespace
@@ -158,6 +166,8 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
                 elif whole:
                     foreign.append(obj)
         pods = kube.list(PODS, namespace=namespace_name_)
+        listed_exports = kube.list(EXPORT_REQUESTS, namespace=namespace_name_)
+        exports = parse_each(listed_exports, ExportRequest, unparsable)
     for resource in OWNED_KINDS:
         if not resource.namespaced and resource is not NAMESPACES:
             selector = f"{_MANAGED},{LABEL_PROJECT}={project}"
@@ -172,6 +182,7 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
         foreign=foreign,
         pods=pods,
         unparsable=unparsable,
+        exports=exports,
     )
 
 
@@ -180,7 +191,7 @@ def _is_ours(obj: Manifest) -> bool:
     return labels.get(LABEL_MANAGED_BY) == MANAGED_BY and LABEL_PROJECT in labels
 
 
-_Parsed = TypeVar("_Parsed", AccessRequest, Dataset)
+_Parsed = TypeVar("_Parsed", AccessRequest, Dataset, ExportRequest)
 
 
 def parse_each(
@@ -237,6 +248,9 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
     result = ReconcileResult(plan.project, plan.phase, conflict=plan.conflict)
     for write in plan.request_statuses:
         kube.patch_status(ACCESS_REQUESTS, write.name, write.status)
+        result.status_writes += 1
+    for export in plan.export_statuses:
+        kube.patch_status(EXPORT_REQUESTS, export.name, export.status, export.namespace)
         result.status_writes += 1
     applied_ws: Manifest | None = None
     if plan.bootstrap is not None:

@@ -61,12 +61,14 @@ _KNOWN = [
     Resource(f"{API_GROUP}/{API_VERSION}", "Dataset", "datasets", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "AccessRequest", "accessrequests", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "Workspace", "workspaces", False),
+    Resource(f"{API_GROUP}/{API_VERSION}", "ExportRequest", "exportrequests", True),
 ]
 RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _KNOWN}
 
 DATASETS = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "Dataset")]
 ACCESS_REQUESTS = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "AccessRequest")]
 WORKSPACES = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "Workspace")]
+EXPORT_REQUESTS = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "ExportRequest")]
 
 # Kinds a workspace owns, in the order they are pruned (planning.workspace.PRUNE_ORDER).
 OWNED_KINDS = [next(r for r in _KNOWN if r.kind == kind) for kind in PRUNE_ORDER]

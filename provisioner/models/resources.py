@@ -59,6 +59,7 @@ class CustomResource(KubeModel):
     # audit entries; the creation time orders a project's requests.
     uid: str = ""
     created_at: dt.datetime | None = None
+    namespace: str = ""  # namespaced kinds only (ExportRequest)
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Self:
@@ -69,6 +70,7 @@ class CustomResource(KubeModel):
                 "name": meta["name"],
                 "uid": meta.get("uid", ""),
                 "created_at": meta.get("creationTimestamp"),
+                "namespace": meta.get("namespace", ""),
                 "spec": obj.get("spec", {}),
                 "status": obj.get("status") or {},
             }
@@ -79,7 +81,10 @@ class CustomResource(KubeModel):
         obj: dict[str, Any] = {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": self.kind,
-            "metadata": {"name": self.name},
+            "metadata": {
+                "name": self.name,
+                **({"namespace": self.namespace} if self.namespace else {}),
+            },
             "spec": self.spec.to_wire(),
         }
         if with_status:
@@ -295,3 +300,86 @@ class Workspace(CustomResource):
     name: ProjectSlug
     spec: WorkspaceSpec
     status: WorkspaceStatus = Field(default_factory=WorkspaceStatus)
+
+
+# --- ExportRequest ------------------------------------------------------------------------------
+
+
+class ExportFileKind(StrEnum):
+    OUTPUT = "output"  # leaves the workspace if approved
+    SUPPORTING = "supporting"  # shown to reviewers (code, logs), never released
+
+
+class ExportFile(KubeModel):
+    """One file offered for export: where it is in project storage and what it is."""
+
+    path: str = Field(min_length=1, max_length=1024, pattern=r"^[^/\x00][^\x00]*$")
+    size: int = Field(ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    kind: ExportFileKind = ExportFileKind.OUTPUT
+    description: str = Field(min_length=1, max_length=2000)
+
+
+class Vote(StrEnum):
+    APPROVE = "approve"
+    CHANGES = "changes"  # request changes: the author may submit a new request
+    REJECT = "reject"
+
+
+class FileVote(KubeModel):
+    path: str = Field(min_length=1, max_length=1024)
+    vote: Vote
+    comment: str = Field(default="", max_length=2000)
+
+
+class ExportReview(KubeModel):
+    """One output checker's review of every file, appended to `spec.reviews` (policy-checked:
+    by the caller, an output checker who is neither the author nor a project member)."""
+
+    by: Username
+    at: dt.datetime
+    votes: list[FileVote] = Field(min_length=1, max_length=50)
+
+
+class ExportPhase(StrEnum):
+    SUBMITTED = "Submitted"
+    RETURNED = "Returned"
+    APPROVED = "Approved"
+    REJECTED = "Rejected"
+    RELEASED = "Released"
+    WITHDRAWN = "Withdrawn"
+    REVOKED = "Revoked"
+
+
+class ExportRequestSpec(KubeModel):
+    project: ProjectSlug
+    author: Username
+    files: list[ExportFile] = Field(min_length=1, max_length=50)
+    # What a reviewer needs to judge disclosure risk: the population, the method, the cells.
+    context: str = Field(min_length=10, max_length=8000)
+    reviews: list[ExportReview] = Field(default_factory=list, max_length=16)
+    # Set once by the author; nothing is decided after it.
+    withdrawn: bool = False
+
+    @field_validator("files")
+    @classmethod
+    def _unique_paths(cls, files: list[ExportFile]) -> list[ExportFile]:
+        duplicates = sorted(p for p, n in Counter(f.path for f in files).items() if n > 1)
+        if duplicates:
+            raise ValueError(f"duplicate paths {duplicates}; list each file once")
+        return files
+
+
+class ExportRequestStatus(KubeModel):
+    phase: ExportPhase = ExportPhase.SUBMITTED
+    reviewers: list[Username] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, max_length=16)
+
+
+class ExportRequest(CustomResource):
+    """Namespaced, in the project's namespace: its members' requests to take files out."""
+
+    kind: ClassVar[str] = "ExportRequest"
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    spec: ExportRequestSpec
+    status: ExportRequestStatus = Field(default_factory=ExportRequestStatus)

@@ -53,6 +53,16 @@ class Settings(BaseSettings):
         description="Requests for a dataset at or above this tier need two distinct "
         "approvers (four eyes).",
     )
+    output_checker_group: str = Field(
+        default="tre:output-checkers",
+        description="Kubernetes group whose members review export requests (output "
+        "checkers). A checker never reviews an export of a project they are a member of.",
+    )
+    export_reviewers_by_tier: dict[ClassificationTier, int] = Field(
+        default_factory=lambda: {tier: 2 for tier in ClassificationTier},
+        description="Distinct output checkers an export needs, by the highest classification "
+        "of the datasets in its workspace; never fewer than 2 (two independent reviews).",
+    )
     max_request_days: int = Field(
         default=365,
         ge=1,

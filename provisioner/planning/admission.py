@@ -98,6 +98,9 @@ CONTROLLER_SCOPE_POLICY: Final = "tre-controller-scope"
 POD_ACCESS_POLICY: Final = "tre-pod-workspace-access"
 POD_NO_EXEC_POLICY: Final = "tre-pod-no-exec"
 INLINE_NFS_POLICY: Final = "tre-no-inline-nfs"
+EXPORT_CREATE_POLICY: Final = "tre-exportrequest-create"
+EXPORT_UPDATE_POLICY: Final = "tre-exportrequest-reviews"
+EXPORT_STATUS_POLICY: Final = "tre-exportrequest-approved"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
 # Room kept in spec.decisions (CRD maxItems) for a revoke: revocation can never be blocked by
 # a list filled with other decisions.
@@ -154,9 +157,18 @@ def plan_admission_policies(
         nfs = _inline_nfs_policy()
         planned += [nfs, _binding(nfs)]
     access = _pod_access_policy(settings)
-    planned += [access, _pod_param_binding(access, names.WORKSPACE_ACCESS_NAME)]
+    planned += [access, _workspace_param_binding(access, names.WORKSPACE_ACCESS_NAME)]
+    for export_policy in (
+        _export_create_policy(),
+        _export_update_policy(settings),
+        _export_status_policy(controller),
+    ):
+        planned += [
+            export_policy,
+            _workspace_param_binding(export_policy, names.WORKSPACE_ACCESS_NAME),
+        ]
     deny_all = _pod_requires_deny_all_policy()
-    return [*planned, deny_all, _pod_param_binding(deny_all, DENY_ALL_POLICY_NAME)]
+    return [*planned, deny_all, _workspace_param_binding(deny_all, DENY_ALL_POLICY_NAME)]
 
 
 def guards_custom_resources(policy: str) -> bool:
@@ -944,6 +956,169 @@ def _pod_no_exec_policy() -> dict[str, Any]:
     )
 
 
+# --- ExportRequests (in project namespaces; the workspace access ConfigMap as parameter) ------
+
+
+def _export_create_policy() -> dict[str, Any]:
+    """A member of a Ready workspace files an export in their own name, in that workspace's
+    namespace, with no reviews yet."""
+    label = _cel_str(LABEL_PROJECT)
+    return _policy(
+        EXPORT_CREATE_POLICY,
+        _rules(["exportrequests"], ["CREATE"]),
+        param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
+        validations=[
+            _validation(
+                "object.spec.author == request.userInfo.username",
+                "'spec.author: must be the caller ' + request.userInfo.username + ' (got ' + "
+                "object.spec.author + '); submit exports under your own name'",
+            ),
+            _validation(
+                "params.data.phase == 'Ready' && "
+                "object.spec.author in params.data.members.split(',')",
+                "'spec.author: ' + object.spec.author + ' is not a member of a Ready workspace "
+                "in ' + request.namespace + '; only its members export from it'",
+            ),
+            _validation(
+                f"object.spec.project == namespaceObject.metadata.labels[{label}]",
+                "'spec.project: must be the project of namespace ' + request.namespace",
+                reason="Invalid",
+            ),
+            _validation(
+                "(!has(object.spec.reviews) || size(object.spec.reviews) == 0) && "
+                "(!has(object.spec.withdrawn) || !object.spec.withdrawn)",
+                message="spec.reviews: must be empty when an export is submitted; output "
+                "checkers append their reviews afterwards",
+                reason="Invalid",
+            ),
+        ],
+    )
+
+
+_EXPORT_FINAL: Final = ("Approved", "Rejected", "Returned", "Released", "Withdrawn", "Revoked")
+
+
+def _export_update_policy(settings: Settings) -> dict[str, Any]:
+    """Only reviews grow, one per update, each by the caller, an output checker who is neither
+    the author nor a member of the project, once per checker, covering every file, and none
+    after a decision; only the author withdraws, once."""
+    group = settings.output_checker_group
+    entry = "variables.entry"
+    appended = "!variables.appended || "
+    return _policy(
+        EXPORT_UPDATE_POLICY,
+        _rules(["exportrequests"], ["UPDATE"]),
+        param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
+        variables={
+            "old": "has(oldObject.spec.reviews) ? oldObject.spec.reviews : []",
+            "reviews": "has(object.spec.reviews) ? object.spec.reviews : []",
+            "appended": "size(variables.reviews) > size(variables.old)",
+            "entry": "variables.reviews[size(variables.reviews) - 1]",
+            "wasWithdrawn": "has(oldObject.spec.withdrawn) && oldObject.spec.withdrawn",
+            "withdraws": "has(object.spec.withdrawn) && object.spec.withdrawn && "
+            "!variables.wasWithdrawn",
+            "decided": "has(oldObject.status) && has(oldObject.status.phase) && "
+            f"oldObject.status.phase in {_cel_list(_EXPORT_FINAL)}",
+            "changedFields": "oldObject.spec.filter(k, !(k in ['reviews', 'withdrawn']) && "
+            "(!(k in object.spec) || object.spec[k] != oldObject.spec[k])) + "
+            "object.spec.filter(k, !(k in ['reviews', 'withdrawn']) && !(k in oldObject.spec))",
+        },
+        validations=[
+            _validation(
+                "size(variables.changedFields) == 0",
+                "'spec.' + variables.changedFields.sort().join(', spec.') + ': cannot change "
+                "once the export is submitted; submit a new export instead'",
+            ),
+            _validation(
+                "size(variables.reviews) >= size(variables.old) && "
+                "variables.reviews.slice(0, size(variables.old)) == variables.old && "
+                "size(variables.reviews) <= size(variables.old) + 1",
+                message="spec.reviews: append one review per update; earlier reviews cannot "
+                "be changed or removed",
+            ),
+            _validation(
+                "!variables.wasWithdrawn || (has(object.spec.withdrawn) && "
+                "object.spec.withdrawn && !variables.appended)",
+                message="spec.withdrawn: this export was withdrawn; nothing more is decided",
+            ),
+            _validation(
+                "!variables.withdraws || request.userInfo.username == object.spec.author",
+                "'spec.withdrawn: only the author ' + object.spec.author + ' withdraws this "
+                "export'",
+            ),
+            _validation(
+                f"{appended}!variables.decided",
+                "'spec.reviews: this export is already ' + oldObject.status.phase + '; no "
+                "further review counts'",
+            ),
+            _validation(
+                f"{appended}{entry}.by == request.userInfo.username",
+                f"'spec.reviews: by must be the caller ' + request.userInfo.username + "
+                f"' (got ' + {entry}.by + ')'",
+            ),
+            _validation(
+                f"{appended}{_cel_str(group)} in request.userInfo.groups",
+                "request.userInfo.username + ' is not in group "
+                f"{group}, so may not review exports'",
+            ),
+            _validation(
+                f"{appended}request.userInfo.username != object.spec.author && "
+                "!(request.userInfo.username in params.data.members.split(','))",
+                "'spec.reviews: ' + request.userInfo.username + ' is the author or a member of "
+                "project ' + object.spec.project + ' and may not review its exports (reviews "
+                "are independent); another output checker must review'",
+            ),
+            _validation(
+                f"{appended}!variables.old.exists(r, r.by == request.userInfo.username)",
+                "'spec.reviews: ' + request.userInfo.username + ' has already reviewed this "
+                "export; a second review must come from another output checker'",
+            ),
+            _validation(
+                f"{appended}object.spec.files.all(f, {entry}.votes.exists(v, v.path == f.path))"
+                f" && {entry}.votes.all(v, object.spec.files.exists(f, f.path == v.path))",
+                message="spec.reviews: a review votes on every file of the export, and on "
+                "nothing else",
+                reason="Invalid",
+            ),
+        ],
+    )
+
+
+def _export_status_policy(controller: str) -> dict[str, Any]:
+    """Only the controller writes an export's status, and Approved needs as many distinct
+    output checkers as the workspace's data asks (the access ConfigMap says how many), each
+    approving every output file, none the author or a member."""
+    outputs = "object.spec.files.filter(f, !has(f.kind) || f.kind == 'output').map(f, f.path)"
+    return _policy(
+        EXPORT_STATUS_POLICY,
+        _rules(["exportrequests/status"], ["UPDATE"]),
+        param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
+        variables={
+            "reviews": "has(object.spec.reviews) ? object.spec.reviews : []",
+            "approvers": "variables.reviews.filter(r, r.by != object.spec.author && "
+            "!(r.by in params.data.members.split(',')) && "
+            f"{outputs}.all(p, r.votes.exists(v, v.path == p && v.vote == 'approve'))"
+            ").map(r, r.by).distinct()",
+            "approving": "has(object.status) && has(object.status.phase) && "
+            "object.status.phase == 'Approved'",
+        },
+        validations=[
+            _validation(
+                f"request.userInfo.username == {_cel_str(controller)}",
+                "request.userInfo.username + ' may not write the status of exports: the "
+                f"controller ({controller}) does, from the reviews'",
+            ),
+            _validation(
+                "!variables.approving || "
+                "size(variables.approvers) >= int(params.data.exportReviewers)",
+                "'status.phase: Approved needs ' + params.data.exportReviewers + ' independent "
+                "output checkers approving every output file; so far: ' + "
+                "(size(variables.approvers) == 0 ? 'nobody' : variables.approvers.join(', '))",
+            ),
+        ],
+    )
+
+
 def _inline_nfs_policy() -> dict[str, Any]:
     """No pod anywhere mounts an NFS export directly. Restricted pods cannot anyway, but any
     namespace with a looser Pod Security level could mount a dataset's export by its server and
@@ -991,7 +1166,7 @@ _PROJECT_NAMESPACES: Final = {
 }
 
 
-def _pod_param_binding(policy: dict[str, Any], param_name: str) -> dict[str, Any]:
+def _workspace_param_binding(policy: dict[str, Any], param_name: str) -> dict[str, Any]:
     name = policy["metadata"]["name"]
     return {
         "apiVersion": ADMISSION_API_VERSION,

@@ -50,6 +50,9 @@ from provisioner.models.resources import (
     DatasetSpec,
     DatasetStatus,
     Decision,
+    ExportRequest,
+    ExportRequestSpec,
+    ExportRequestStatus,
     Workspace,
     WorkspaceSpec,
     WorkspaceStatus,
@@ -139,6 +142,7 @@ class _Kind:
     # Fields a LIST may select on (`fieldSelector`), so the controller reads one project's
     # requests without listing every request.
     selectable: tuple[str, ...] = ()
+    scope: str = "Cluster"
 
 
 def _column(name: str, json_path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
@@ -263,9 +267,34 @@ _KINDS: Final = (
 )
 
 
+_EXPORTS: Final = _Kind(
+    model=ExportRequest,
+    description="A project member's request to take files out of the workspace, with the "
+    "output checkers' append-only reviews. Lives in the project's namespace; admission "
+    "policies check who may write what.",
+    spec=ExportRequestSpec,
+    status=ExportRequestStatus,
+    plural="exportrequests",
+    singular="exportrequest",
+    short_names=("xr",),
+    scope="Namespaced",
+    columns=(
+        _column("Phase", ".status.phase"),
+        _column("Author", ".spec.author"),
+        _AGE,
+    ),
+    extensions={
+        # Replaced as a whole; the admission policy checks the old list is a prefix.
+        ("spec", "reviews"): {"x-kubernetes-list-type": "atomic"},
+        ("status", "conditions"): _CONDITIONS,
+    },
+)
+_ALL_KINDS: Final = (*_KINDS, _EXPORTS)
+
+
 def plan_crds() -> list[dict[str, Any]]:
-    """The three CustomResourceDefinitions, ready for server-side apply."""
-    return [_crd(kind) for kind in _KINDS]
+    """The CustomResourceDefinitions, ready for server-side apply."""
+    return [_crd(kind) for kind in _ALL_KINDS]
 
 
 def crd_name(plural: str) -> str:
@@ -322,7 +351,7 @@ def _crd(kind: _Kind) -> dict[str, Any]:
         "metadata": {"name": crd_name(kind.plural), "labels": dict(PART_OF_LABEL)},
         "spec": {
             "group": API_GROUP,
-            "scope": "Cluster",
+            "scope": kind.scope,
             "names": {
                 "kind": kind.model.__name__,
                 "listKind": f"{kind.model.__name__}List",

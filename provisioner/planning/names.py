@@ -60,6 +60,8 @@ DEFAULT_SERVICE_ACCOUNT_NAME: Final = "default"
 # The RoleBinding and the ClusterRole it binds (shipped by the Helm chart) share one name.
 HUB_ROLE_BINDING_NAME: Final = "tre-hub-spawner"
 HUB_CLUSTER_ROLE_NAME: Final = "tre-hub-spawner"
+# Members of a Ready workspace file ExportRequests in its namespace (RoleBinding of this role).
+EXPORT_AUTHOR_ROLE_NAME: Final = "tre-export-author"
 POLICY_DEFAULT_DENY: Final = "default-deny-all"
 POLICY_ALLOW_DNS: Final = "allow-dns"
 POLICY_ALLOW_HUB_API: Final = "allow-notebook-to-hub-api"

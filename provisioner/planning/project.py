@@ -36,6 +36,8 @@ from provisioner.models.resources import (
     Dataset,
     DatasetManifest,
     DatasetSpec,
+    ExportPhase,
+    ExportRequest,
     RequestPhase,
     Workspace,
     WorkspacePhase,
@@ -53,6 +55,7 @@ from provisioner.planning.approvals import (
 )
 from provisioner.planning.datasets import source_uri
 from provisioner.planning.drift import declared_fields_match, needs_apply, needs_replace
+from provisioner.planning.exports import evaluate_export, required_reviewers
 from provisioner.planning.lifecycle import PhaseDecision, next_phase
 from provisioner.planning.workspace import (
     PRUNE_ORDER,
@@ -98,6 +101,8 @@ class Snapshot:
     foreign: list[Manifest] = field(default_factory=list)
     pods: list[Manifest] = field(default_factory=list)
     unparsable: list[Unparsable] = field(default_factory=list)
+    # ExportRequests in project namespaces
+    exports: list[ExportRequest] = field(default_factory=list)
 
     def projects(self) -> set[str]:
         return {r.spec.project for r in self.requests} | set(self.workspaces)
@@ -110,6 +115,9 @@ class Snapshot:
 
     def pods_in(self, namespace: str) -> list[Manifest]:
         return self._pod_index.get(namespace, [])
+
+    def exports_in(self, namespace: str) -> list[ExportRequest]:
+        return [e for e in self.exports if e.namespace == namespace]
 
     @cached_property
     def _owned_index(self) -> dict[str, dict[Key, Manifest]]:
@@ -163,6 +171,14 @@ class RequestStatusWrite:
 
 
 @dataclass(frozen=True)
+class ExportStatusWrite:
+    namespace: str
+    name: str
+    status: Manifest
+    why: str
+
+
+@dataclass(frozen=True)
 class PodStop:
     namespace: str
     name: str
@@ -191,6 +207,7 @@ class ProjectPlan:
     workspace: Workspace | None
     conflict: str | None = None  # why the project namespace is not ours
     request_statuses: list[RequestStatusWrite] = field(default_factory=list)
+    export_statuses: list[ExportStatusWrite] = field(default_factory=list)
     bootstrap: Manifest | None = None
     writes: list[ObjectChange] = field(default_factory=list)
     pod_stops: list[PodStop] = field(default_factory=list)
@@ -210,11 +227,108 @@ class ProjectPlan:
         return self.decision.phase if self.decision else None
 
 
+def plan_export_statuses(
+    exports: Sequence[ExportRequest],
+    workspace: WorkspaceSpec,
+    settings: Settings,
+    now: dt.datetime,
+) -> list[ExportStatusWrite]:
+    """The status each export's reviews give it (planning/exports.py), where it differs."""
+    required = required_reviewers(
+        {d.classification for d in workspace.datasets}, settings.export_reviewers_by_tier
+    )
+    writes = []
+    for export in sorted(exports, key=lambda e: e.name):
+        evaluation = evaluate_export(export, workspace.members, required)
+        previous = [c.to_wire() for c in export.status.conditions]
+        decided = evaluation.phase is not ExportPhase.SUBMITTED
+        status = {
+            "phase": evaluation.phase.value,
+            "reviewers": list(evaluation.reviewers),
+            "conditions": [
+                condition(
+                    "Decided", decided, evaluation.phase.value, evaluation.message, now, previous
+                )
+            ],
+        }
+        if not declared_fields_match(status, export.status.to_wire()):
+            writes.append(
+                ExportStatusWrite(
+                    export.namespace,
+                    export.name,
+                    status,
+                    f"{export.status.phase.value} -> {evaluation.phase.value}",
+                )
+            )
+    return writes
+
+
+def _export_audit_events(
+    project: str,
+    exports: Sequence[ExportRequest],
+    planned: Sequence[ExportStatusWrite],
+    now: dt.datetime,
+) -> list[AuditEvent]:
+    """Every submission and review (keyed by the export's uid and the review's index) and
+    every export phase since its last transition."""
+    statuses = {w.name: w.status for w in planned}
+    events: list[AuditEvent] = []
+    for export in exports:
+        subject = f"exportrequest/{export.namespace}/{export.name}"
+        uid = export.uid or export.name
+        events.append(
+            AuditEvent(
+                key=f"export/{uid}/submitted",
+                actor=export.spec.author,
+                action="export.submit",
+                subject=subject,
+                details={
+                    "project": project,
+                    "files": [
+                        {"path": f.path, "sha256": f.sha256, "kind": f.kind.value}
+                        for f in export.spec.files
+                    ],
+                },
+            )
+        )
+        for index, review in enumerate(export.spec.reviews):
+            events.append(
+                AuditEvent(
+                    key=f"export/{uid}/review/{index}",
+                    actor=review.by,
+                    action="export.review",
+                    subject=subject,
+                    details={
+                        "project": project,
+                        "votes": {v.path: v.vote.value for v in review.votes},
+                    },
+                )
+            )
+        status = statuses.get(export.name) or export.status.to_wire()
+        conditions = status.get("conditions") or []
+        since = conditions[0].get("lastTransitionTime") if conditions else None
+        since_text = since.isoformat() if isinstance(since, dt.datetime) else str(since or now)
+        events.append(
+            AuditEvent(
+                key=f"export/{uid}/phase/{status.get('phase')}/{since_text}",
+                actor=CONTROLLER_ACTOR,
+                action="export.phase",
+                subject=subject,
+                details={"project": project, "phase": status.get("phase")},
+            )
+        )
+    return events
+
+
 def describe(plan: ProjectPlan) -> list[dict[str, str]]:
     """Every write of `plan` as a row (change, object, why), in the order they happen."""
     rows = [
         {"change": "status", "object": f"AccessRequest/{w.name}", "why": w.why}
         for w in plan.request_statuses
+    ]
+    rows += [
+        {"change": "status", "object": f"ExportRequest/{w.name}", "why": w.why}
+        for w in plan.export_statuses
     ]
     if plan.conflict:
         rows.append(
@@ -355,6 +469,11 @@ def plan_project(
         conflict,
         live_ns,
     )
+    exports = (
+        plan_export_statuses(snapshot.exports_in(namespace), spec, settings, now)
+        if conflict is None and live_ns is not None
+        else []
+    )
     live_status_wire = (live_ws or {}).get("status") or {}
     stale = {
         k: None
@@ -367,6 +486,8 @@ def plan_project(
         else None
     )
     audit_events += _workspace_audit_events(project, live_ws, status, prunes)
+    if conflict is None and live_ns is not None:
+        audit_events += _export_audit_events(project, snapshot.exports_in(namespace), exports, now)
     return ProjectPlan(
         project,
         evaluated,
@@ -375,6 +496,7 @@ def plan_project(
         workspace,
         conflict=conflict,
         request_statuses=request_statuses,
+        export_statuses=exports,
         bootstrap=ws_object if live_ws is None else None,
         writes=writes,
         pod_stops=stops,

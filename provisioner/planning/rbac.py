@@ -14,6 +14,7 @@ from typing import Any
 from provisioner import API_GROUP
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
+    EXPORT_AUTHOR_ROLE_NAME,
     HUB_CLUSTER_ROLE_NAME,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -78,12 +79,12 @@ def _controller_rules() -> list[dict[str, Any]]:
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": write},
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": write},
-        # binding the hub's role in a workspace needs `bind` on exactly that role
+        # binding the hub's and the export authors' roles in a workspace needs `bind` on them
         {
             "apiGroups": ["rbac.authorization.k8s.io"],
             "resources": ["clusterroles"],
             "verbs": ["bind"],
-            "resourceNames": [HUB_CLUSTER_ROLE_NAME],
+            "resourceNames": [HUB_CLUSTER_ROLE_NAME, EXPORT_AUTHOR_ROLE_NAME],
         },
         {"apiGroups": [API_GROUP], "resources": ["datasets", "accessrequests"], "verbs": read},
         {
@@ -93,6 +94,12 @@ def _controller_rules() -> list[dict[str, Any]]:
             "verbs": ["get", "patch", "update"],
         },
         {"apiGroups": [API_GROUP], "resources": ["workspaces"], "verbs": write},
+        {"apiGroups": [API_GROUP], "resources": ["exportrequests"], "verbs": read},
+        {
+            "apiGroups": [API_GROUP],
+            "resources": ["exportrequests/status"],
+            "verbs": ["get", "patch", "update"],
+        },
     ]
 
 
@@ -171,6 +178,29 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
             },
             "subjects": [_user_subject(settings.controller_user)],
         },
+        # members of a Ready workspace, through its RoleBinding: file and withdraw exports
+        _role(
+            EXPORT_AUTHOR_ROLE_NAME,
+            [
+                {
+                    "apiGroups": [API_GROUP],
+                    "resources": ["exportrequests"],
+                    "verbs": [*read, "create", "update"],
+                }
+            ],
+        ),
+        # output checkers: read exports everywhere, append reviews (admission restricts how)
+        _role(
+            "tre-output-checker",
+            [
+                {
+                    "apiGroups": [API_GROUP],
+                    "resources": ["exportrequests"],
+                    "verbs": [*read, "update"],
+                }
+            ],
+        ),
+        _binding("tre-output-checker", "tre-output-checker", settings.output_checker_group),
         # the hub's ServiceAccount gets this only inside Ready workspaces (RoleBinding)
         _role(
             HUB_CLUSTER_ROLE_NAME,

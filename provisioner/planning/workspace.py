@@ -17,6 +17,7 @@ from provisioner.errors import InvalidInputError
 from provisioner.models.resources import Workspace
 from provisioner.models.settings import Settings
 from provisioner.planning import names
+from provisioner.planning.exports import required_reviewers
 from provisioner.planning.network_policies import network_policies
 from provisioner.planning.storage import (
     dataset_claim,
@@ -58,9 +59,17 @@ def plan_workspace(workspace: Workspace, settings: Settings) -> list[dict[str, A
     claims = [*(names.dataset_pvc_name(d.name) for d in datasets), names.project_pvc_name()]
     return [
         *_confinement(workspace, settings, planned_claims=len(datasets) + 1),
-        workspace_access(workspace, "Ready", claims),
+        workspace_access(
+            workspace,
+            "Ready",
+            claims,
+            export_reviewers=required_reviewers(
+                {d.classification for d in datasets}, settings.export_reviewers_by_tier
+            ),
+        ),
         *dataset_volumes,
         project_storage_claim(project, settings),
+        export_authors_binding(workspace),
         hub_role_binding(project, settings),
     ]
 
@@ -71,13 +80,15 @@ def plan_frozen_workspace(workspace: Workspace, settings: Settings) -> list[dict
     project = _checked_project(workspace, settings)
     return [
         *_confinement(workspace, settings, planned_claims=1),
-        workspace_access(workspace, "Frozen", []),
+        workspace_access(workspace, "Frozen", [], export_reviewers=2),
         project_storage_claim(project, settings),
     ]
 
 
-def workspace_access(workspace: Workspace, phase: str, claims: list[str]) -> dict[str, Any]:
-    """What the pod admission policy needs to judge a pod in this namespace.
+def workspace_access(
+    workspace: Workspace, phase: str, claims: list[str], *, export_reviewers: int = 2
+) -> dict[str, Any]:
+    """What the pod and export admission policies need to judge a write in this namespace.
 
     Only the controller may write it (admission policy), and a namespace without it admits no
     pod. `phase` other than Ready admits no pod either, so freezing a workspace stops new
@@ -97,6 +108,8 @@ def workspace_access(workspace: Workspace, phase: str, claims: list[str]) -> dic
             "phase": phase,
             "members": ",".join(sorted(members)),
             "claims": ",".join(sorted(claims)),
+            # distinct output checkers an ExportRequest here needs before it is Approved
+            "exportReviewers": str(export_reviewers),
         },
     }
 
@@ -138,6 +151,28 @@ def default_service_account(project: str) -> dict[str, Any]:
             names.DEFAULT_SERVICE_ACCOUNT_NAME, project, namespace=names.namespace_name(project)
         ),
         "automountServiceAccountToken": False,
+    }
+
+
+def export_authors_binding(workspace: Workspace) -> dict[str, Any]:
+    """Lets the workspace's members file ExportRequests here (admission then checks each one:
+    in their own name, while the workspace is Ready)."""
+    project = workspace.spec.project
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": names.object_metadata(
+            names.EXPORT_AUTHOR_ROLE_NAME, project, namespace=names.namespace_name(project)
+        ),
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": names.EXPORT_AUTHOR_ROLE_NAME,
+        },
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": member}
+            for member in sorted(workspace.spec.members)
+        ],
     }
 
 

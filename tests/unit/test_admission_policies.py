@@ -71,13 +71,15 @@ def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]
     policies = by_name(planned, "ValidatingAdmissionPolicy")
     bindings = by_name(planned, "ValidatingAdmissionPolicyBinding")
     assert list(policies) == list(bindings)
-    assert len(policies) == 19
+    assert len(policies) == 22
     for name, policy in policies.items():
         assert policy["spec"]["failurePolicy"] == "Fail"
         assert bindings[name]["spec"]["policyName"] == name
         assert bindings[name]["spec"]["validationActions"] == ["Deny"]
         assert planned.index(policy) < planned.index(bindings[name])
-        ours = name.startswith(("tre-accessrequest", "tre-dataset", "tre-workspace"))
+        ours = name.startswith(
+            ("tre-accessrequest", "tre-dataset", "tre-workspace", "tre-exportrequest")
+        )
         for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
             if ours:
                 assert rule["apiGroups"] == [API_GROUP]

@@ -238,6 +238,7 @@ def test_ready_plan_holds_exactly_the_documented_objects(ready_plan: list[Manife
         *["PersistentVolume", "PersistentVolumeClaim"] * 2,
         "PersistentVolumeClaim",
         "RoleBinding",
+        "RoleBinding",
     ]
     assert ready_plan[1]["metadata"]["name"] == names.POLICY_DEFAULT_DENY
 
@@ -334,7 +335,7 @@ def test_default_service_account_mounts_no_token(ready_plan: list[Manifest]) -> 
 
 
 def test_hub_may_spawn_only_in_this_namespace(ready_plan: list[Manifest]) -> None:
-    (binding,) = _of_kind(ready_plan, "RoleBinding")
+    authors, binding = _of_kind(ready_plan, "RoleBinding")
 
     assert binding["metadata"]["namespace"] == NAMESPACE
     assert binding["roleRef"] == {
@@ -346,6 +347,9 @@ def test_hub_may_spawn_only_in_this_namespace(ready_plan: list[Manifest]) -> Non
         {"kind": "ServiceAccount", "name": "hub", "namespace": "tre-hub"}
     ]
     assert _of_kind(ready_plan, "ClusterRoleBinding") == []
+    # the members may file exports here, and nothing else through this binding
+    assert authors["roleRef"]["name"] == "tre-export-author"
+    assert [s["name"] for s in authors["subjects"]] == ["alice", "bob", "carol"]
 
 
 # --- datasets ---------------------------------------------------------------------------------
@@ -468,7 +472,7 @@ def test_project_storage_uses_the_configured_class(
         update={"project_storage_class": "cephfs", "project_storage_size": "50Gi"}
     )
 
-    claim = plan_workspace(approved_workspace, settings)[-2]
+    claim = plan_workspace(approved_workspace, settings)[-3]
 
     assert claim["metadata"]["name"] == "project-storage"
     assert claim["spec"] == {
