@@ -143,9 +143,9 @@ class DiesAfter(Kube):
         return super().request(method, path, **kwargs)
 
 
-# Dying before every write of a new workspace's reconcile after the first (17 writes:
-# request status, Workspace, 14 objects, Workspace status).
-@pytest.mark.parametrize("writes_before_death", range(1, 17))
+# Dying before every write of a new workspace's reconcile after the first (18 writes:
+# request status, Workspace, 15 objects, Workspace status).
+@pytest.mark.parametrize("writes_before_death", range(1, 18))
 def test_reconcile_killed_half_way_converges(world: World, writes_before_death: int) -> None:
     _, project, dataset = world.approved_project()
     with pytest.raises(Killed):
