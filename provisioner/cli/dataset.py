@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
 from provisioner.errors import DataChangedError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
@@ -28,7 +28,7 @@ from provisioner.models.types import ClassificationTier
 from provisioner.planning.datasets import overlap_refusal, source_uri
 from provisioner.storage.s3 import compute_manifest
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 COLUMNS = ["name", "title", "classification", "source", "objects", "bytes", "sha256"]
 
 

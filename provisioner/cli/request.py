@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit, format_validation_error
 from provisioner.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
@@ -36,7 +36,7 @@ from provisioner.models.resources import (
 from provisioner.planning import names
 from provisioner.planning.approvals import decision_refusal, owner_refusal, reserved_slug_refusal
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
 COLUMNS = ["name", "project", "phase", "requester", "lead", "datasets", "end", "approvers"]
 

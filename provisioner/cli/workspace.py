@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
 from provisioner.controller.reconcile import read_snapshot, reconcile_project
 from provisioner.errors import NotFoundError
@@ -16,7 +16,7 @@ from provisioner.kube.resources import WORKSPACES
 from provisioner.models.resources import Workspace
 from provisioner.planning.project import describe, plan_project
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 COLUMNS = ["project", "namespace", "phase", "members", "datasets", "expires"]
 
 
