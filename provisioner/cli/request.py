@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 
 from provisioner.cli import common
 from provisioner.cli.context import cli_context, new_app
+from provisioner.cli.inputs import load_mapping
 from provisioner.cli.output import emit, format_validation_error
 from provisioner.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
@@ -38,6 +38,20 @@ from provisioner.planning.approvals import decision_refusal, owner_refusal, rese
 
 app = new_app()
 
+# What a request file may hold (camelCase, as in the API; the requester and the decisions are
+# not the filer's to write).
+REQUEST_FILE_FIELDS = frozenset(
+    {
+        "project",
+        "lead",
+        "members",
+        "datasets",
+        "purpose",
+        "startDate",
+        "endDate",
+        "computeTier",
+    }
+)
 COLUMNS = ["name", "project", "phase", "requester", "lead", "datasets", "end", "approvers"]
 
 
@@ -107,9 +121,8 @@ def submit(
         typer.Option(
             "--file",
             "-f",
-            help="YAML file with the request "
-            "(project, lead, members, datasets, purpose, startDate, "
-            "endDate, computeTier).",
+            help="YAML file with the request (project, lead, members, datasets, purpose, "
+            "startDate, endDate, computeTier); '-' reads standard input.",
             exists=False,
         ),
     ],
@@ -118,18 +131,19 @@ def submit(
     ] = None,
 ) -> None:
     """File a data-access request as yourself (or as --as USER)."""
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise InvalidInputError(f"--file: {file} does not exist") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+    raw = load_mapping(file, "request fields")
+    given_by_tre = sorted(set(raw) & {"requester", "decisions"})
+    if given_by_tre:
         raise InvalidInputError(
-            f"--file: {file} is not valid YAML{at}: {getattr(exc, 'problem', exc)}"
-        ) from exc
-    if not isinstance(raw, dict):
-        raise InvalidInputError(f"--file: {file} must hold a mapping of request fields")
+            f"--file: {file}: remove {', '.join(given_by_tre)}: tre sets the requester (who "
+            "you are) and only approvers add decisions"
+        )
+    unknown = sorted(set(raw) - REQUEST_FILE_FIELDS)
+    if unknown:
+        raise InvalidInputError(
+            f"--file: {file}: unknown field(s) {', '.join(unknown)}; a request has "
+            + ", ".join(sorted(REQUEST_FILE_FIELDS))
+        )
     k = common.kube(ctx)
     raw = {**raw, "requester": common.whoami(k), "decisions": []}
     raw.setdefault("startDate", dt.date.today().isoformat())
