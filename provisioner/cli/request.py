@@ -20,6 +20,7 @@ from provisioner.cli import common
 from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.inputs import load_mapping
 from provisioner.cli.output import emit, format_validation_error
+from provisioner.cli.params import RequestArg, object_name_option, project_option
 from provisioner.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
@@ -127,7 +128,7 @@ def submit(
         ),
     ],
     name: Annotated[
-        str | None, typer.Option(help="Object name [default: <project>-<random>].")
+        str | None, object_name_option("Object name [default: <project>-<random>].")
     ] = None,
 ) -> None:
     """File a data-access request as yourself (or as --as USER)."""
@@ -225,19 +226,19 @@ Comment = Annotated[str, typer.Option("--comment", "-m", help="Why; goes to the 
 
 
 @app.command()
-def approve(ctx: typer.Context, name: str, comment: Comment = "") -> None:
+def approve(ctx: typer.Context, name: RequestArg, comment: Comment = "") -> None:
     """Approve a request (pins each dataset's current manifest)."""
     _decide(ctx, name, DecisionAction.APPROVE, comment)
 
 
 @app.command()
-def reject(ctx: typer.Context, name: str, comment: Comment) -> None:
+def reject(ctx: typer.Context, name: RequestArg, comment: Comment) -> None:
     """Reject a request (final)."""
     _decide(ctx, name, DecisionAction.REJECT, comment)
 
 
 @app.command()
-def revoke(ctx: typer.Context, name: str, comment: Comment) -> None:
+def revoke(ctx: typer.Context, name: RequestArg, comment: Comment) -> None:
     """Revoke a request: its members and datasets leave the workspace at the next reconcile."""
     _decide(ctx, name, DecisionAction.REVOKE, comment)
 
@@ -245,7 +246,7 @@ def revoke(ctx: typer.Context, name: str, comment: Comment) -> None:
 @app.command()
 def extend(
     ctx: typer.Context,
-    name: str,
+    name: RequestArg,
     until: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="New end date.")],
     comment: Comment = "",
 ) -> None:
@@ -269,7 +270,7 @@ def extend(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    project: Annotated[str | None, project_option("Only this project.")] = None,
     phase: Annotated[RequestPhase | None, typer.Option(help="Only this phase.")] = None,
 ) -> None:
     """List access requests."""
@@ -284,7 +285,7 @@ def list_(
 
 
 @app.command()
-def show(ctx: typer.Context, name: str) -> None:
+def show(ctx: typer.Context, name: RequestArg) -> None:
     """Show one request with its decisions, and the workspace it would produce: approvers
     judge the whole project, not only this request."""
     k = common.kube(ctx)
