@@ -207,17 +207,3 @@ class ComputeTier(StrEnum):
     SMALL = "small"
     MEDIUM = "medium"
     LARGE = "large"
-
-
-# The name of an object (metadata.name of an AccessRequest): what the API server accepts,
-# an RFC 1123 subdomain. Said here so `tre` refuses a bad name before it asks the server.
-OBJECT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$"
-validate_object_name: Final = DomainRule(
-    "object name",
-    max_length=253,
-    pattern=(
-        OBJECT_NAME_PATTERN,
-        "use lower-case a-z, 0-9, '-' and '.', starting and ending with a letter or digit "
-        "(for example 'heart-study-3f2a1c')",
-    ),
-)

@@ -77,14 +77,11 @@ def test_bucket_name(bucket: str) -> None:
 
 
 def test_s3_prefix_and_nfs_path() -> None:
-    assert refused([*REGISTER, "--steward", "sam", "--bucket", "b12", "--prefix", "/x", "ds1"]) == (
-        "error: --prefix: S3 prefix '/x' is invalid: remove the leading '/'\n"
-    )
-    assert (
-        refused(
-            [*REGISTER, "--steward", "sam", "--nfs-server", "n", "--nfs-path", "/a/../b", "ds1"]
-        )
-        == "error: --nfs-path: NFS path '/a/../b' is invalid: '.' and '..' segments are not allowed\n"
+    s3 = [*REGISTER, "--steward", "sam", "--bucket", "b12", "--prefix", "/x", "ds1"]
+    assert refused(s3) == "error: --prefix: S3 prefix '/x' is invalid: remove the leading '/'\n"
+    nfs = [*REGISTER, "--steward", "sam", "--nfs-server", "n", "--nfs-path", "/a/../b", "ds1"]
+    assert refused(nfs) == (
+        "error: --nfs-path: NFS path '/a/../b' is invalid: '.' and '..' segments are not allowed\n"
     )
 
 
