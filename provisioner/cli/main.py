@@ -39,6 +39,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("provisioner.cli.audit", "Verify and export the audit log."),
     "controller": ("provisioner.cli.controller", "Run the workspace controller."),
     "dev": ("provisioner.cli.dev", "Run the local development platform (control plane + S3)."),
+    "whoami": ("provisioner.cli.whoami", "Show the username and groups the API server sees."),
 }
 
 # Options of the root command that may also be written after the subcommand.
