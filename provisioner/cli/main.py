@@ -79,14 +79,20 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
     return front + rest
 
 
+# Commands that are one command, not a group of them (`tre install`, not `tre install x`).
+_SINGLE_COMMANDS = frozenset({"install", "whoami"})
+
+
 def _load(name: str) -> click.Command:
     module_name, help_text = LAZY_COMMANDS[name]
     module = importlib.import_module(module_name)
-    command = typer.main.get_command(module.app)
-    command.name = name
-    if isinstance(command, TyperGroup):
-        command.help = help_text
-    return command
+    if name in _SINGLE_COMMANDS:
+        return typer.main.get_command(module.app)
+    # a group even when it holds one command (`tre controller run`)
+    group = typer.main.get_group(module.app)
+    group.name = name
+    group.help = help_text
+    return group
 
 
 class TreGroup(TyperGroup):
