@@ -295,7 +295,7 @@ async def read_workspaces_from_cluster() -> list[Workspace]:
 
 
 def _list_workspaces() -> list[Workspace]:
-    from provisioner.kube.resources import WORKSPACES  # noqa: PLC0415  # I/O edge, loaded late
+    from provisioner.kube.resources import WORKSPACES  # I/O edge, loaded late
 
     workspaces: list[Workspace] = []
     for obj in _cluster().list(WORKSPACES):
@@ -311,7 +311,7 @@ def _list_workspaces() -> list[Workspace]:
 def _cluster() -> Kube:
     # Imported here, not at module level: importing hub_config must not load a Kubernetes
     # client or read credentials (the config functions are pure; tests need no cluster).
-    from provisioner.kube.api import Kube  # noqa: PLC0415
-    from provisioner.kube.client import api_client  # noqa: PLC0415
+    from provisioner.kube.api import Kube
+    from provisioner.kube.client import api_client
 
     return Kube(api_client())

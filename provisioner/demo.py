@@ -33,7 +33,7 @@ from provisioner.devcluster.cluster import DevCluster, default_state_dir
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
-from provisioner.kube.resources import DATASETS
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS
 from provisioner.models.resources import Dataset
 from provisioner.models.settings import Settings
 from provisioner.storage.s3 import ensure_bucket, s3_client
@@ -48,20 +48,24 @@ def say(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
 
-def tre(
-    *args: str, check: bool = True, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
+def tre(*args: str, env: dict[str, str] | None = None) -> None:
+    """Run `tre`, printing the command and then each line it writes as it writes it: its
+    progress (standard error) and its result (standard output) on one stream, so they appear
+    in the order they happen. A failure ends the demo."""
     prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
     print(f"$ {prefix}tre {shlex.join(args)}", flush=True)
-    done = subprocess.run(
-        [TRE, *args], text=True, capture_output=True, check=False, env={**os.environ, **(env or {})}
-    )
-    out = (done.stdout + done.stderr).rstrip()
-    if out:
-        print("  " + out.replace("\n", "\n  "), flush=True)
-    if check and done.returncode != 0:
-        raise SystemExit(f"demo step failed (exit {done.returncode}): tre {shlex.join(args)}")
-    return done
+    with subprocess.Popen(
+        [TRE, *args],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            print("  " + line.rstrip("\n"), flush=True)
+    if process.returncode != 0:
+        raise SystemExit(f"demo step failed (exit {process.returncode}): tre {shlex.join(args)}")
 
 
 def synthetic_admissions(seed: int, rows: int) -> bytes:
@@ -102,8 +106,13 @@ def main() -> None:
         s3.put_object(Bucket=BUCKET, Key=key, Body=synthetic_admissions(site, 500))
         print(f"  put s3://{BUCKET}/{key}")
 
+    # What exists already (the demo can run again on a running platform): asked quietly,
+    # so a first run prints no "does not exist" error.
+    admin = Kube(api_client(cluster.kubeconfig))
     say("the data steward registers it")
-    if tre("dataset", "show", "cardio-cohort", check=False).returncode != 0:
+    if admin.get(DATASETS, "cardio-cohort") is not None:
+        print("  dataset cardio-cohort is registered already", flush=True)
+    else:
         tre(
             "--as",
             "dana.steward",
@@ -125,7 +134,7 @@ def main() -> None:
         )
 
     controller_kubeconfig = write_service_account_kubeconfig(
-        Kube(api_client(cluster.kubeconfig)),
+        admin,
         cluster.kubeconfig,
         settings.controller_user,
         cluster.state_dir / "tre-controller.kubeconfig",
@@ -154,7 +163,9 @@ def main() -> None:
         "endDate": (today + dt.timedelta(days=180)).isoformat(),
     }
     name = f"{PROJECT}-demo"
-    if tre("request", "show", name, check=False).returncode != 0:
+    if admin.get(ACCESS_REQUESTS, name) is not None:
+        print(f"  request {name} is filed and decided already", flush=True)
+    else:
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
             yaml.safe_dump(request, f)
         tre("--as", "lena.lead", "request", "submit", "-f", f.name, "--name", name)
@@ -215,9 +226,15 @@ def main() -> None:
     )
     tre("audit", "verify")
 
+    _done(cluster)
+
+
+def _done(cluster: DevCluster) -> None:
     say("done: the platform keeps running")
-    print(f'  use it:   eval "$({TRE} dev env)"   then e.g.  {TRE} workspace show {PROJECT}')
-    print("  stop it:  make down")
+    custom = "TRE_DEV_DIR" in os.environ
+    where = f" --state-dir {shlex.quote(str(cluster.state_dir))}" if custom else ""
+    print(f'  use it:   eval "$({TRE} dev env{where})"   then e.g.  {TRE} workspace show {PROJECT}')
+    print(f"  stop it:  {TRE} dev down{where}" if custom else "  stop it:  make down")
 
 
 if __name__ == "__main__":

@@ -11,11 +11,11 @@ import typer
 
 from provisioner.audit.anchor import WHERE, read_published_head, verify_against_published
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import OutputFormat, emit
 from provisioner.errors import AuditChainError
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
 
 @app.command()

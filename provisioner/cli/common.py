@@ -1,4 +1,8 @@
-"""What every command needs: settings, an API client for the caller, S3, the audit log."""
+"""What every command needs: settings, an API client for the caller, S3, the audit log.
+
+S3 (boto3) and the audit log are imported inside the functions that open them: most
+commands talk only to the API server and should not pay for them at start-up.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,18 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from provisioner.audit.anchor import AnchoredAuditLog
-from provisioner.audit.log import AuditLog, open_audit_log
-from provisioner.audit.signing import SETTING as SIGNING_KEY_SETTING
-from provisioner.audit.signing import AuditSigner
 from provisioner.cli.context import cli_context
 from provisioner.errors import InvalidInputError
 from provisioner.kube.api import Kube
-from provisioner.kube.client import api_client
+from provisioner.kube.client import api_client, cli_client
 from provisioner.models.settings import Settings
-from provisioner.storage.s3 import s3_client
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from provisioner.audit.anchor import AnchoredAuditLog
+    from provisioner.audit.log import AuditLog
+    from provisioner.audit.signing import AuditSigner
 
 
 def settings() -> Settings:
@@ -27,10 +30,15 @@ def settings() -> Settings:
     return Settings()
 
 
-def kube(ctx: typer.Context) -> Kube:
-    """The API as the caller: the kubeconfig user, or `--as` (impersonation)."""
+def kube(ctx: typer.Context, *, official_client: bool = False) -> Kube:
+    """The API as the caller: the kubeconfig user, or `--as` (impersonation).
+
+    Through the light `HttpClient` (fast start-up), unless `official_client`: the
+    controller's watches stream with the official library's client.
+    """
     c = cli_context(ctx)
-    return Kube(api_client(settings().kubeconfig, as_user=c.as_user, as_groups=c.as_groups))
+    make = api_client if official_client else cli_client
+    return Kube(make(settings().kubeconfig, as_user=c.as_user, as_groups=c.as_groups))
 
 
 def admin_kube() -> Kube:
@@ -50,6 +58,8 @@ def whoami(k: Kube) -> str:
 
 
 def s3() -> S3Client:
+    from provisioner.storage.s3 import s3_client  # boto3: about 0.2 s
+
     return s3_client(settings())
 
 
@@ -61,14 +71,18 @@ def s3_configured(config: Settings) -> bool:
 
 def audit_signer(config: Settings) -> AuditSigner | None:
     """The controller's audit signing key, when this process holds it."""
+    from provisioner.audit.signing import AuditSigner
+
     path = config.audit_signing_key_file
     return AuditSigner.from_file(path) if path is not None else None
 
 
 def audit_reader() -> AuditLog:
     """The audit log, read-only: `tre audit verify|export` and anyone else but the controller."""
+    from provisioner.audit.log import open_audit_log
+
     config = settings()
-    return open_audit_log(config, s3_client(config))
+    return open_audit_log(config, s3())
 
 
 def controller_audit_log(kube: Kube) -> AnchoredAuditLog:
@@ -78,6 +92,10 @@ def controller_audit_log(kube: Kube) -> AnchoredAuditLog:
     InvalidInputError naming TRE_AUDIT_SIGNING_KEY_FILE when this process has no key; the
     lock check of `open_audit_log` applies.
     """
+    from provisioner.audit.anchor import AnchoredAuditLog
+    from provisioner.audit.log import open_audit_log
+    from provisioner.audit.signing import SETTING as SIGNING_KEY_SETTING
+
     config = settings()
     signer = audit_signer(config)
     if signer is None:
@@ -86,7 +104,7 @@ def controller_audit_log(kube: Kube) -> AnchoredAuditLog:
             "needs its key file (in a cluster: the mounted Secret; locally: "
             "'<state dir>/audit-signing.key', which 'tre dev up' creates)"
         )
-    return AnchoredAuditLog(open_audit_log(config, s3_client(config), signer=signer), kube, signer)
+    return AnchoredAuditLog(open_audit_log(config, s3(), signer=signer), kube, signer)
 
 
 def utc_now() -> dt.datetime:

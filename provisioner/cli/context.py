@@ -1,8 +1,10 @@
-"""What the root command's global options hand to every subcommand."""
+"""What the root command's global options hand to every subcommand, and the one way the
+command groups are made."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import typer
 
@@ -21,3 +23,17 @@ class CliContext:
 def cli_context(ctx: typer.Context) -> CliContext:
     obj = ctx.find_root().obj
     return obj if isinstance(obj, CliContext) else CliContext()
+
+
+def new_app(*, add_completion: bool = False, **kwargs: Any) -> typer.Typer:
+    """A command group: `-h` as well as `--help`, plain help text (no rich: it costs start-up
+    time and changes nothing a terminal needs), no traceback decoration; shell completion is
+    installed from the root command only (`tre --install-completion`)."""
+    return typer.Typer(
+        no_args_is_help=True,
+        add_completion=add_completion,
+        rich_markup_mode=None,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+        **kwargs,
+    )

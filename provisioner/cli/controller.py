@@ -9,11 +9,11 @@ from typing import Annotated
 import typer
 
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
 from provisioner.controller.loop import PassReport, run_controller, run_pass
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
 
 @app.command()
@@ -36,7 +36,7 @@ def run(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    k = common.kube(ctx)
+    k = common.kube(ctx, official_client=True)
     settings = common.settings()
     audit = common.controller_audit_log(k)
     # The controller lists the datasets itself, with its own S3 credentials.

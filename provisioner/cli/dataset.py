@@ -12,8 +12,15 @@ from typing import Annotated, Any
 import typer
 
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
+from provisioner.cli.params import (
+    DatasetArg,
+    bucket_option,
+    nfs_path_option,
+    s3_prefix_option,
+    username_option,
+)
 from provisioner.errors import DataChangedError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import DATASETS
@@ -26,9 +33,8 @@ from provisioner.models.resources import (
 )
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.datasets import overlap_refusal, source_uri
-from provisioner.storage.s3 import compute_manifest
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 COLUMNS = ["name", "title", "classification", "source", "objects", "bytes", "sha256"]
 
 
@@ -50,14 +56,14 @@ def _row(ds: Dataset) -> dict[str, Any]:
 @app.command()
 def register(
     ctx: typer.Context,
-    name: str,
+    name: DatasetArg,
     title: Annotated[str, typer.Option(help="Human-readable title.")],
-    steward: Annotated[str, typer.Option(help="Username of the data steward.")],
+    steward: Annotated[str, username_option("--steward", "Username of the data steward.")],
     classification: Annotated[ClassificationTier, typer.Option(help="Sensitivity tier.")],
-    bucket: Annotated[str | None, typer.Option(help="S3 bucket holding the data.")] = None,
-    prefix: Annotated[str, typer.Option(help="Key prefix inside the bucket.")] = "",
+    bucket: Annotated[str | None, bucket_option("S3 bucket holding the data.")] = None,
+    prefix: Annotated[str, s3_prefix_option("Key prefix inside the bucket.")] = "",
     nfs_server: Annotated[str | None, typer.Option(help="NFS server (instead of S3).")] = None,
-    nfs_path: Annotated[str | None, typer.Option(help="NFS export path.")] = None,
+    nfs_path: Annotated[str | None, nfs_path_option("NFS export path.")] = None,
     description: Annotated[str, typer.Option(help="Longer description.")] = "",
 ) -> None:
     """Register a dataset; the controller then lists its data and records its manifest.
@@ -103,7 +109,7 @@ def _load(k: Kube, name: str) -> Dataset:
 
 
 @app.command()
-def verify(ctx: typer.Context, name: str) -> None:
+def verify(ctx: typer.Context, name: DatasetArg) -> None:
     """Check, with your own S3 credentials, that the data still matches its recorded manifest.
 
     Read-only: only the controller records manifests. Exits 7 when the data changed.
@@ -115,6 +121,8 @@ def verify(ctx: typer.Context, name: str) -> None:
             f"dataset {name!r} has no manifest yet: the controller records it on its next "
             "pass (see the Verified condition with 'tre dataset show')"
         )
+    from provisioner.storage.s3 import compute_manifest  # boto3: only this command
+
     now = compute_manifest(common.s3(), ds.spec.source)
     if now.sha256 != recorded.sha256:
         raise DataChangedError(
@@ -136,7 +144,7 @@ def list_(ctx: typer.Context) -> None:
 
 
 @app.command()
-def show(ctx: typer.Context, name: str) -> None:
+def show(ctx: typer.Context, name: DatasetArg) -> None:
     """Show one dataset."""
     ds = _load(common.kube(ctx), name)
     emit(

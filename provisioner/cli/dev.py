@@ -8,14 +8,12 @@ from typing import Annotated
 
 import typer
 
-from provisioner.audit.log import ensure_audit_bucket
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import OutputFormat, emit
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
-from provisioner.storage.s3 import make_s3_client
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
 StateDir = Annotated[
     Path | None,
@@ -94,6 +92,9 @@ def down(
 def _ensure_audit_bucket(cluster: DevCluster) -> None:
     """The audit bucket, with object lock: creating it is an install step, not something
     opening the log does."""
+    from provisioner.audit.log import ensure_audit_bucket
+    from provisioner.storage.s3 import make_s3_client
+
     config = common.settings()
     endpoint = cluster.s3()
     client = make_s3_client(

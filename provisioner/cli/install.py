@@ -8,7 +8,7 @@ import typer
 
 from provisioner.audit.log import ensure_audit_bucket
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
 from provisioner.controller.install import install_platform, plan_platform
 
@@ -54,3 +54,7 @@ def install(
             "them and run 'tre install' again"
         )
     typer.echo("installed")
+
+
+app = new_app()
+app.command("install")(install)

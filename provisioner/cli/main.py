@@ -1,24 +1,129 @@
-"""The `tre` command: the only place where errors become exit codes."""
+"""The `tre` command: the only place where errors become exit codes.
+
+Start-up is kept short (an admin runs dozens of these a day): this module imports only typer
+and the command table; each command group is imported when it is run (`LAZY_COMMANDS`), and
+the groups import the Kubernetes client, boto3 and the planner only inside the commands that
+use them. `tests/unit/test_cli_startup.py` fails when `tre --help` imports a heavy module.
+
+The global options (`-o/--output`, `--as`, `--as-group`) are accepted before or after the
+subcommand, as in kubectl: `TreGroup.parse_args` moves them in front (`hoist_global_options`).
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from typer._click import core as click  # typer 0.29 vendors click
+from typer._click import exceptions as click_exceptions
+from typer._click.formatting import HelpFormatter
 from typer.core import TyperGroup
 
 from provisioner import __version__
-from provisioner.cli import audit, controller, dataset, dev, request, workspace
-from provisioner.cli.context import CliContext
-from provisioner.cli.install import install
-from provisioner.cli.output import OutputFormat, format_validation_error
-from provisioner.errors import TreError
+from provisioner.cli.context import CliContext, new_app
+from provisioner.cli.output import OutputFormat
+from provisioner.errors import InvalidInputError, TreError
+
+# name: (module, help). The module's `app` is a typer.Typer; it is imported only when the
+# command runs (or when completion or the reference needs it).
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "install": (
+        "provisioner.cli.install",
+        "Install or update CRDs, admission policies, RBAC and the audit bucket.",
+    ),
+    "dataset": ("provisioner.cli.dataset", "Register and verify datasets."),
+    "request": ("provisioner.cli.request", "File, decide and inspect data-access requests."),
+    "workspace": ("provisioner.cli.workspace", "Inspect, plan and reconcile workspaces."),
+    "audit": ("provisioner.cli.audit", "Verify and export the audit log."),
+    "controller": ("provisioner.cli.controller", "Run the workspace controller."),
+    "dev": ("provisioner.cli.dev", "Run the local development platform (control plane + S3)."),
+    "whoami": ("provisioner.cli.whoami", "Show the username and groups the API server sees."),
+}
+
+# Options of the root command that may also be written after the subcommand.
+_VALUE_OPTIONS = ("-o", "--output", "--as", "--as-group")
+_FORMATS = frozenset(f.value for f in OutputFormat)
+
+
+def hoist_global_options(args: Sequence[str]) -> list[str]:
+    """`args` with every global option (and its value) moved in front, order kept.
+
+    `tre workspace list -o json --as ann` becomes `tre -o json --as ann workspace list`, so
+    the root command parses them wherever they were written. Stops at `--`. ValueError
+    naming the option when its value is missing.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if arg in _VALUE_OPTIONS:
+            if i + 1 == len(args):
+                raise ValueError(arg)
+            front.extend(args[i : i + 2])
+            i += 2
+            continue
+        long_with_value = name in _VALUE_OPTIONS and name.startswith("--")  # --output=json
+        short_with_value = arg.startswith("-o") and arg[2:] in _FORMATS  # -ojson
+        if long_with_value or short_with_value:
+            front.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+# Commands that are one command, not a group of them (`tre install`, not `tre install x`).
+_SINGLE_COMMANDS = frozenset({"install", "whoami"})
+
+
+def _load(name: str) -> click.Command:
+    module_name, help_text = LAZY_COMMANDS[name]
+    module = importlib.import_module(module_name)
+    if name in _SINGLE_COMMANDS:
+        return typer.main.get_command(module.app)
+    # a group even when it holds one command (`tre controller run`)
+    group = typer.main.get_group(module.app)
+    group.name = name
+    group.help = help_text
+    return group
 
 
 class TreGroup(TyperGroup):
-    """Turns our errors into a message on stderr and an exit code, once, for every command."""
+    """The root command: loads command groups on first use, accepts the global options
+    anywhere, and turns our errors into a message on stderr and an exit code, once, for
+    every command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            hoisted = hoist_global_options(args)
+        except ValueError as exc:
+            raise click_exceptions.BadOptionUsage(
+                str(exc), f"Option '{exc}' requires an argument.", ctx=ctx
+            ) from None
+        return super().parse_args(ctx, hoisted)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in LAZY_COMMANDS:
+            command = self.commands[cmd_name] = _load(cmd_name)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: HelpFormatter) -> None:
+        # From the table, without importing every group just to print its help line.
+        with formatter.section("Commands"):
+            formatter.write_dl(
+                [(name, help_text) for name, (_, help_text) in LAZY_COMMANDS.items()]
+            )
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -26,26 +131,24 @@ class TreGroup(TyperGroup):
         except TreError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(exc.exit_code) from exc
-        except ValidationError as exc:
+        except Exception as exc:
+            # pydantic is imported only by the commands that need it
+            from pydantic import ValidationError
+
+            if not isinstance(exc, ValidationError):
+                raise
+            from provisioner.cli.output import format_validation_error
+
             typer.echo("error: invalid input\n" + format_validation_error(exc), err=True)
             raise typer.Exit(2) from exc
 
 
-app = typer.Typer(
+app = new_app(
     name="tre",
     cls=TreGroup,
+    add_completion=True,
     help="U-Cloud TRE: turn approved data-access requests into isolated research workspaces.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("install")(install)
-app.add_typer(dataset.app, name="dataset", help="Register and verify datasets.")
-app.add_typer(request.app, name="request", help="File, decide and inspect data-access requests.")
-app.add_typer(workspace.app, name="workspace", help="Inspect, plan and reconcile workspaces.")
-app.add_typer(audit.app, name="audit", help="Verify and export the audit log.")
-app.add_typer(controller.app, name="controller", help="Run the workspace controller.")
-app.add_typer(dev.app, name="dev", help="Run the local development platform (control plane + S3).")
 
 
 def _version(value: bool) -> None:
@@ -58,24 +161,34 @@ def _version(value: bool) -> None:
 def root(
     ctx: typer.Context,
     output: Annotated[
-        OutputFormat, typer.Option("--output", "-o", help="Output format.")
+        OutputFormat,
+        typer.Option("--output", "-o", help="Output format (before or after the subcommand)."),
     ] = OutputFormat.TABLE,
     as_user: Annotated[
         str | None,
         typer.Option(
-            "--as", help="Act as this user (Kubernetes impersonation, like kubectl --as)."
+            "--as",
+            help="Act as this user (Kubernetes impersonation, like kubectl --as).",
+            metavar="USER",
         ),
     ] = None,
     as_group: Annotated[
         list[str] | None,
-        typer.Option("--as-group", help="Group for --as; repeat for several."),
+        typer.Option("--as-group", help="Group for --as; repeat for several.", metavar="GROUP"),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
-    ctx.obj = CliContext(output=output, as_user=as_user, as_groups=tuple(as_group or ()))
+    groups = tuple(as_group or ())
+    if groups and not as_user:
+        raise InvalidInputError("--as-group: needs --as USER as well")
+    ctx.obj = CliContext(output=output, as_user=as_user, as_groups=groups)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

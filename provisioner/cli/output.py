@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
-from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class OutputFormat(StrEnum):
@@ -27,6 +28,8 @@ def render(data: Any, fmt: OutputFormat, columns: Sequence[str] | None = None) -
     if fmt is OutputFormat.JSON:
         return json.dumps(data, indent=2, sort_keys=False, default=str)
     if fmt is OutputFormat.YAML:
+        import yaml  # only here: most commands print a table or JSON
+
         return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False).rstrip()
     if isinstance(data, Mapping):
         return "\n".join(f"{k}: {_cell(v)}" for k, v in data.items())

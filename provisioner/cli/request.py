@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from pydantic import ValidationError
 
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
+from provisioner.cli.inputs import load_mapping
 from provisioner.cli.output import emit, format_validation_error
+from provisioner.cli.params import RequestArg, object_name_option, project_option
 from provisioner.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
@@ -36,8 +37,22 @@ from provisioner.models.resources import (
 from provisioner.planning import names
 from provisioner.planning.approvals import decision_refusal, owner_refusal, reserved_slug_refusal
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 
+# What a request file may hold (camelCase, as in the API; the requester and the decisions are
+# not the filer's to write).
+REQUEST_FILE_FIELDS = frozenset(
+    {
+        "project",
+        "lead",
+        "members",
+        "datasets",
+        "purpose",
+        "startDate",
+        "endDate",
+        "computeTier",
+    }
+)
 COLUMNS = ["name", "project", "phase", "requester", "lead", "datasets", "end", "approvers"]
 
 
@@ -107,29 +122,29 @@ def submit(
         typer.Option(
             "--file",
             "-f",
-            help="YAML file with the request "
-            "(project, lead, members, datasets, purpose, startDate, "
-            "endDate, computeTier).",
+            help="YAML file with the request (project, lead, members, datasets, purpose, "
+            "startDate, endDate, computeTier); '-' reads standard input.",
             exists=False,
         ),
     ],
     name: Annotated[
-        str | None, typer.Option(help="Object name [default: <project>-<random>].")
+        str | None, object_name_option("Object name [default: <project>-<random>].")
     ] = None,
 ) -> None:
     """File a data-access request as yourself (or as --as USER)."""
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except FileNotFoundError:
-        raise InvalidInputError(f"--file: {file} does not exist") from None
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+    raw = load_mapping(file, "request fields")
+    given_by_tre = sorted(set(raw) & {"requester", "decisions"})
+    if given_by_tre:
         raise InvalidInputError(
-            f"--file: {file} is not valid YAML{at}: {getattr(exc, 'problem', exc)}"
-        ) from exc
-    if not isinstance(raw, dict):
-        raise InvalidInputError(f"--file: {file} must hold a mapping of request fields")
+            f"--file: {file}: remove {', '.join(given_by_tre)}: tre sets the requester (who "
+            "you are) and only approvers add decisions"
+        )
+    unknown = sorted(set(raw) - REQUEST_FILE_FIELDS)
+    if unknown:
+        raise InvalidInputError(
+            f"--file: {file}: unknown field(s) {', '.join(unknown)}; a request has "
+            + ", ".join(sorted(REQUEST_FILE_FIELDS))
+        )
     k = common.kube(ctx)
     raw = {**raw, "requester": common.whoami(k), "decisions": []}
     raw.setdefault("startDate", dt.date.today().isoformat())
@@ -211,19 +226,19 @@ Comment = Annotated[str, typer.Option("--comment", "-m", help="Why; goes to the 
 
 
 @app.command()
-def approve(ctx: typer.Context, name: str, comment: Comment = "") -> None:
+def approve(ctx: typer.Context, name: RequestArg, comment: Comment = "") -> None:
     """Approve a request (pins each dataset's current manifest)."""
     _decide(ctx, name, DecisionAction.APPROVE, comment)
 
 
 @app.command()
-def reject(ctx: typer.Context, name: str, comment: Comment) -> None:
+def reject(ctx: typer.Context, name: RequestArg, comment: Comment) -> None:
     """Reject a request (final)."""
     _decide(ctx, name, DecisionAction.REJECT, comment)
 
 
 @app.command()
-def revoke(ctx: typer.Context, name: str, comment: Comment) -> None:
+def revoke(ctx: typer.Context, name: RequestArg, comment: Comment) -> None:
     """Revoke a request: its members and datasets leave the workspace at the next reconcile."""
     _decide(ctx, name, DecisionAction.REVOKE, comment)
 
@@ -231,7 +246,7 @@ def revoke(ctx: typer.Context, name: str, comment: Comment) -> None:
 @app.command()
 def extend(
     ctx: typer.Context,
-    name: str,
+    name: RequestArg,
     until: Annotated[dt.datetime, typer.Option(formats=["%Y-%m-%d"], help="New end date.")],
     comment: Comment = "",
 ) -> None:
@@ -255,7 +270,7 @@ def extend(
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    project: Annotated[str | None, typer.Option(help="Only this project.")] = None,
+    project: Annotated[str | None, project_option("Only this project.")] = None,
     phase: Annotated[RequestPhase | None, typer.Option(help="Only this phase.")] = None,
 ) -> None:
     """List access requests."""
@@ -270,7 +285,7 @@ def list_(
 
 
 @app.command()
-def show(ctx: typer.Context, name: str) -> None:
+def show(ctx: typer.Context, name: RequestArg) -> None:
     """Show one request with its decisions, and the workspace it would produce: approvers
     judge the whole project, not only this request."""
     k = common.kube(ctx)

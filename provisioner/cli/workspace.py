@@ -7,16 +7,15 @@ from typing import Annotated, Any
 import typer
 
 from provisioner.cli import common
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
-from provisioner.controller.reconcile import read_snapshot, reconcile_project
+from provisioner.cli.params import ProjectArg
 from provisioner.errors import NotFoundError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import WORKSPACES
 from provisioner.models.resources import Workspace
-from provisioner.planning.project import describe, plan_project
 
-app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app = new_app()
 COLUMNS = ["project", "namespace", "phase", "members", "datasets", "expires"]
 
 
@@ -42,7 +41,7 @@ def list_(ctx: typer.Context) -> None:
 
 
 @app.command()
-def show(ctx: typer.Context, project: str) -> None:
+def show(ctx: typer.Context, project: ProjectArg) -> None:
     """Show one workspace with its conditions."""
     obj = common.kube(ctx).get(WORKSPACES, project)
     if obj is None:
@@ -51,8 +50,12 @@ def show(ctx: typer.Context, project: str) -> None:
 
 
 @app.command()
-def plan(ctx: typer.Context, project: str) -> None:
+def plan(ctx: typer.Context, project: ProjectArg) -> None:
     """Show what a reconcile would change for PROJECT, object by object, and why."""
+    # the planner and the controller: only the commands that plan import them
+    from provisioner.controller.reconcile import read_snapshot
+    from provisioner.planning.project import describe, plan_project
+
     kube = common.kube(ctx)
     audit = common.audit_reader()
     planned = plan_project(
@@ -64,7 +67,7 @@ def plan(ctx: typer.Context, project: str) -> None:
 @app.command()
 def reconcile(
     ctx: typer.Context,
-    project: str,
+    project: ProjectArg,
     audit: Annotated[
         bool,
         typer.Option(
@@ -74,6 +77,8 @@ def reconcile(
     ] = True,
 ) -> None:
     """Reconcile PROJECT once, now (what the controller does on every pass)."""
+    from provisioner.controller.reconcile import read_snapshot, reconcile_project
+
     k: Kube = common.kube(ctx)
     result = reconcile_project(
         k,

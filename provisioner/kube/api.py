@@ -8,11 +8,7 @@ stops declaring are removed by the server, and fields other managers own are lef
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import urllib3
-from kubernetes import client
-from kubernetes.client.rest import ApiException
+from typing import TYPE_CHECKING, Any, Protocol
 
 from provisioner.errors import (
     ConflictError,
@@ -21,13 +17,25 @@ from provisioner.errors import (
     TemporaryError,
     TreError,
 )
+from provisioner.kube.http import HttpClient, HttpError
 from provisioner.kube.resources import Resource, resource_for
 from provisioner.planning.names import FIELD_MANAGER
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 Manifest = dict[str, Any]
 
 
-def error_message(exc: ApiException) -> str:
+class HttpFailure(Protocol):
+    """An answer outside 2xx: the official client's ApiException or our HttpError."""
+
+    status: int
+    reason: str
+    body: Any
+
+
+def error_message(exc: HttpFailure) -> str:
     """The server's own message (admission policies put the field and the fix there)."""
     try:
         return str(json.loads(exc.body)["message"])
@@ -41,7 +49,7 @@ def error_message(exc: ApiException) -> str:
 _APPLY_SCHEMA_ERROR = "failed to create typed patch object"
 
 
-def translate(exc: ApiException, what: str) -> TreError:
+def translate(exc: HttpFailure, what: str) -> TreError:
     server_says = error_message(exc)
     message = f"{what}: {server_says}"
     if exc.status == 404:
@@ -58,8 +66,12 @@ def translate(exc: ApiException, what: str) -> TreError:
 class Kube:
     """One identity's view of the API server."""
 
-    def __init__(self, api: client.ApiClient, field_manager: str = FIELD_MANAGER) -> None:
-        self.api = api
+    def __init__(
+        self, api: client.ApiClient | HttpClient, field_manager: str = FIELD_MANAGER
+    ) -> None:
+        # Any: the official client ships no types; the controller's watches call `call_api`
+        # on it directly, which only the official client has (`tre controller` uses it).
+        self.api: Any = api
         self.field_manager = field_manager
 
     def request(
@@ -72,6 +84,20 @@ class Kube:
         content_type: str = "application/json",
         what: str | None = None,
     ) -> Manifest:
+        if isinstance(self.api, HttpClient):
+            try:
+                data = self.api.send(
+                    method, path, query=query or [], body=body, content_type=content_type
+                )
+            except HttpError as exc:
+                raise translate(exc, what or f"{method} {path}") from exc
+            except TemporaryError as exc:
+                raise TemporaryError(f"{what or path}: {exc}") from exc
+            return json.loads(data) if data else {}
+        # The official client (the controller, tests): imported only where it is used.
+        import urllib3
+        from kubernetes.client.rest import ApiException
+
         try:
             response = self.api.call_api(
                 path,

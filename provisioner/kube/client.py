@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from kubernetes import client, config
-from kubernetes.config.config_exception import ConfigException
 
 from provisioner.errors import InvalidInputError, PermanentError
 from provisioner.kube.api import Kube
+from provisioner.kube.http import HttpClient, default_kubeconfig, load_kubeconfig
 from provisioner.planning.names import service_account_of
+
+if TYPE_CHECKING:
+    from kubernetes import client
 
 # Connections kept open to the API server per client. The library's default is 5 per CPU (10 on
 # a 2-core machine); the controller holds up to 4 watches and reconciles 8 projects at once
@@ -25,6 +28,8 @@ CONNECTION_POOL_SIZE = 32
 
 
 def _configuration() -> client.Configuration:
+    from kubernetes import client  # heavy: imported only where it is used
+
     configuration = client.Configuration()
     configuration.connection_pool_maxsize = max(
         configuration.connection_pool_maxsize, CONNECTION_POOL_SIZE
@@ -38,13 +43,13 @@ def api_client(
     as_user: str | None = None,
     as_groups: tuple[str, ...] = (),
 ) -> client.ApiClient:
-    """An ApiClient for `kubeconfig` (default: $KUBECONFIG, then in-cluster)."""
+    """An ApiClient of the official library for `kubeconfig` (default: $KUBECONFIG, then
+    in-cluster): the controller, the installers and the tests use it."""
+    from kubernetes import client, config  # about 2 s of imports
+    from kubernetes.config.config_exception import ConfigException
+
     if as_groups and not as_user:
         raise InvalidInputError("--as-group: needs --as USER as well")
-    if len(as_groups) > 1:
-        # The Python client sends default headers as a dict, so it cannot repeat
-        # Impersonate-Group; refuse rather than silently drop a group.
-        raise InvalidInputError(f"--as-group: give at most one group (got {len(as_groups)})")
     if kubeconfig is None and os.environ.get("KUBECONFIG"):
         # Read now, not at import: the client library captures $KUBECONFIG when imported.
         kubeconfig = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0])
@@ -67,9 +72,50 @@ def api_client(
         ) from exc
     if as_user:
         api.set_default_header("Impersonate-User", as_user)
-    for group in as_groups:
-        api.set_default_header("Impersonate-Group", group)
+    if as_groups:
+        _send_groups(api, as_groups)
     return api
+
+
+def _send_groups(api: client.ApiClient, groups: tuple[str, ...]) -> None:
+    """Send `Impersonate-Group` once per group on every request of `api`.
+
+    The library keeps default headers in a dict, which holds one value per name; the API
+    server reads each header line as one group, so a joined "a, b" would be one group named
+    "a, b". Its REST layer hands the headers to urllib3, whose HTTPHeaderDict sends a header
+    once per value: the groups are added there.
+    """
+    import urllib3
+
+    rest = api.rest_client
+    send = rest.request
+
+    def request(
+        method: str, url: str, query_params: Any = None, headers: Any = None, **kwargs: Any
+    ) -> Any:
+        merged = urllib3.HTTPHeaderDict(headers or {})
+        for group in groups:
+            merged.add("Impersonate-Group", group)
+        return send(method, url, query_params=query_params, headers=merged, **kwargs)
+
+    rest.request = request
+
+
+def cli_client(
+    kubeconfig: Path | None = None,
+    *,
+    as_user: str | None = None,
+    as_groups: tuple[str, ...] = (),
+) -> HttpClient | client.ApiClient:
+    """The client of the `tre` command: the light `HttpClient` for every kubeconfig it can
+    serve, else (exec plugins, auth providers, in-cluster) the official library's."""
+    if as_groups and not as_user:
+        raise InvalidInputError("--as-group: needs --as USER as well")
+    path = kubeconfig or default_kubeconfig()
+    light = load_kubeconfig(path) if path is not None else None
+    if light is None:
+        return api_client(kubeconfig, as_user=as_user, as_groups=as_groups)
+    return light.with_impersonation(as_user, as_groups) if as_user else light
 
 
 def write_service_account_kubeconfig(

@@ -32,7 +32,8 @@ class Settings(BaseSettings):
     # --- Kubernetes -------------------------------------------------------------------------
     kubeconfig: Path | None = Field(
         default=None,
-        description="Kubeconfig file. Default: $KUBECONFIG, then in-cluster credentials.",
+        description="Kubeconfig file. Default: $KUBECONFIG (its first file), then "
+        "~/.kube/config, then in-cluster credentials.",
     )
 
     controller_user: str = Field(

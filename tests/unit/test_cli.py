@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -12,7 +13,8 @@ from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
 
 from provisioner import __version__
-from provisioner.cli.main import app
+from provisioner.cli.context import CliContext, cli_context
+from provisioner.cli.main import app, hoist_global_options
 from provisioner.cli.output import OutputFormat, format_validation_error, render
 from provisioner.models.types import ProjectSlug
 
@@ -80,3 +82,105 @@ def test_validation_errors_name_field_and_input() -> None:
         "starting with a letter and not ending with '-' (for example 'diabetes-2026') "
         "(got 'Bad_Slug')"
     )
+
+
+# --- global options before or after the subcommand (kubectl style) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["workspace", "list", "-o", "json"], ["-o", "json", "workspace", "list"]),
+        (["workspace", "list", "-ojson"], ["-ojson", "workspace", "list"]),
+        (["request", "list", "--output=yaml"], ["--output=yaml", "request", "list"]),
+        (
+            [
+                "request",
+                "approve",
+                "r1",
+                "--as",
+                "ann",
+                "--as-group",
+                "a",
+                "-m",
+                "ok",
+                "--as-group=b",
+            ],
+            [
+                "--as",
+                "ann",
+                "--as-group",
+                "a",
+                "--as-group=b",
+                "request",
+                "approve",
+                "r1",
+                "-m",
+                "ok",
+            ],
+        ),
+        (["--as", "ann", "request", "list"], ["--as", "ann", "request", "list"]),
+        # after `--` nothing is an option; a value that only starts with -o is not moved
+        (
+            ["request", "reject", "r1", "-m", "-overdue", "--", "-o"],
+            ["request", "reject", "r1", "-m", "-overdue", "--", "-o"],
+        ),
+    ],
+)
+def test_global_options_are_moved_in_front(args: list[str], expected: list[str]) -> None:
+    assert hoist_global_options(args) == expected
+
+
+def test_output_option_after_the_subcommand(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["dev", "status", "--state-dir", str(tmp_path), "-o", "json"])
+    assert result.exit_code == 1, result.output  # nothing runs there
+    assert [row["running"] for row in json.loads(result.stdout)] == [False]
+
+
+def test_bad_output_format_after_the_subcommand_is_refused() -> None:
+    result = runner.invoke(app, ["workspace", "list", "-o", "xml"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--output' / '-o'" in result.output
+    assert "'xml' is not one of 'table', 'json', 'yaml'" in result.output
+
+
+def test_output_option_without_a_value_is_refused() -> None:
+    result = runner.invoke(app, ["workspace", "list", "-o"])
+    assert result.exit_code == 2
+    assert result.output.endswith("Error: Option '-o' requires an argument.\n")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--as-group", "tre:approvers", "request", "list"],
+        ["request", "list", "--as-group", "tre:approvers"],
+    ],
+)
+def test_as_group_without_as_is_refused_wherever_written(
+    monkeypatch: pytest.MonkeyPatch, args: list[str]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent")
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert result.output == "error: --as-group: needs --as USER as well\n"
+
+
+def test_repeated_as_group_reaches_the_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[CliContext] = []
+    monkeypatch.setattr(
+        "provisioner.cli.common.kube", lambda ctx: seen.append(cli_context(ctx)) or _no_kube()
+    )
+    result = runner.invoke(
+        app, ["request", "list", "--as", "ann", "--as-group", "a", "-o", "json", "--as-group", "b"]
+    )
+    assert result.exit_code == 0, result.output
+    assert seen == [CliContext(output=OutputFormat.JSON, as_user="ann", as_groups=("a", "b"))]
+
+
+def _no_kube() -> Any:
+    class Empty:
+        def list(self, *_: Any, **__: Any) -> list[Any]:
+            return []
+
+    return Empty()

@@ -207,7 +207,7 @@ def test_pip_requirements_are_pinned(instructions: list[Instruction]) -> None:
 
 
 def test_singleuser_matches_the_hub_version(instructions: list[Instruction]) -> None:
-    from jupyterhub import __version__ as hub_version  # noqa: PLC0415
+    from jupyterhub import __version__ as hub_version
 
     pins = " ".join(r.arguments for r in _runs(instructions))
 

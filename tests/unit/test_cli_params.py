@@ -1,0 +1,99 @@
+"""Arguments typed by the domain: `tre` refuses a bad project, dataset, user, bucket or
+request name with the models' own words, exit code 2, before any call to the API server
+(KUBECONFIG points nowhere: a check that ran later would say so instead)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import BaseModel, ValidationError
+from typer.testing import CliRunner
+
+from provisioner.cli.main import app
+from provisioner.models.types import BucketName, DatasetName, ProjectSlug, Username
+from tests.domain_values import DOMAIN_VALUES
+
+runner = CliRunner()
+BAD = {v.name: v.bad for v in DOMAIN_VALUES}
+
+
+@pytest.fixture(autouse=True)
+def _no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+
+
+class Model(BaseModel):
+    project: ProjectSlug = "ab1"
+    dataset: DatasetName = "abc"
+    user: Username = "ann"
+    bucket: BucketName = "bucket"
+
+
+def model_says(field: str, value: str) -> str:
+    """What the model (and so the API server's CRD message) says about `value`."""
+    with pytest.raises(ValidationError) as err:
+        Model.model_validate({field: value})
+    return str(err.value.errors()[0]["msg"]).removeprefix("Value error, ")
+
+
+def refused(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    return result.output
+
+
+REGISTER = ["dataset", "register", "--title", "T", "--classification", "public"]
+
+
+@pytest.mark.parametrize("slug", BAD["project_slug"])
+@pytest.mark.parametrize(
+    ("command", "label"),
+    [
+        (["workspace", "show"], "PROJECT"),
+        (["workspace", "plan"], "PROJECT"),
+        (["workspace", "reconcile"], "PROJECT"),
+        (["request", "list", "--project"], "--project"),
+    ],
+)
+def test_project_slug(command: list[str], label: str, slug: str) -> None:
+    assert refused([*command, slug]) == f"error: {label}: {model_says('project', slug)}\n"
+
+
+@pytest.mark.parametrize("name", BAD["dataset_name"])
+@pytest.mark.parametrize("command", [["dataset", "show"], ["dataset", "verify"]])
+def test_dataset_name(command: list[str], name: str) -> None:
+    assert refused([*command, name]) == f"error: NAME: {model_says('dataset', name)}\n"
+
+
+@pytest.mark.parametrize("user", BAD["username"])
+def test_steward_username(user: str) -> None:
+    output = refused([*REGISTER, "--steward", user, "--bucket", "bucket", "ds-one"])
+    assert output == f"error: --steward: {model_says('user', user)}\n"
+
+
+@pytest.mark.parametrize("bucket", ["ab", "a..b", "10.0.0.1", "Bucket"])
+def test_bucket_name(bucket: str) -> None:
+    output = refused([*REGISTER, "--steward", "sam", "--bucket", bucket, "ds-one"])
+    assert output == f"error: --bucket: {model_says('bucket', bucket)}\n"
+
+
+def test_s3_prefix_and_nfs_path() -> None:
+    s3 = [*REGISTER, "--steward", "sam", "--bucket", "b12", "--prefix", "/x", "ds1"]
+    assert refused(s3) == "error: --prefix: S3 prefix '/x' is invalid: remove the leading '/'\n"
+    nfs = [*REGISTER, "--steward", "sam", "--nfs-server", "n", "--nfs-path", "/a/../b", "ds1"]
+    assert refused(nfs) == (
+        "error: --nfs-path: NFS path '/a/../b' is invalid: '.' and '..' segments are not allowed\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["request", "show"], ["request", "approve"]])
+def test_request_name(command: list[str]) -> None:
+    assert refused([*command, "Heart_Study"]) == (
+        "error: NAME: object name 'Heart_Study' is invalid: use lower-case a-z, 0-9, '-' and "
+        "'.', starting and ending with a letter or digit (for example 'heart-study-3f2a1c')\n"
+    )
+
+
+def test_good_values_get_as_far_as_the_api_server() -> None:
+    result = runner.invoke(app, ["workspace", "show", "diabetes-2026"])
+    assert result.exit_code == 1
+    assert "cannot load Kubernetes credentials" in result.output
