@@ -8,9 +8,11 @@ Run by hand (never from the test suite), from the repository root:
 What happens, on fresh local control planes (provisioner/devcluster), one after the other:
 
 1. Cluster A. Install the platform (CRDs, admission policies, RBAC). Setup, not timed:
-   register a few Datasets with a verified manifest (admin client), then N AccessRequests, each
-   filed by its requester and approved by two approvers, every one of them impersonated, as
-   the admission policies demand.
+   a few Datasets registered by their steward and verified by the controller (its own S3
+   client lists the data on the dev platform's S3 server and records the manifest, as on a
+   pass), then N AccessRequests, each filed by its requester and approved by two approvers,
+   every one of them impersonated, as the admission policies demand; each approval pins the
+   datasets' current manifest hash and tier, as `tre request approve` does.
    A (timed): `run_pass` as the controller identity until every workspace is Ready.
    B (timed): unchanged resyncs, `run_pass` again (--resyncs times).
 2. Cluster B, the same platform and the same setup. The manifests the controller applied on A
@@ -58,7 +60,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import os
 import platform
@@ -79,10 +80,11 @@ from typing import Any
 
 import kubernetes
 import yaml
+from pydantic import SecretStr
 
+from provisioner.controller.datasets import verify_datasets
 from provisioner.controller.install import install_platform
 from provisioner.controller.loop import DEFAULT_WORKERS, run_pass
-from provisioner.controller.reconcile import object_changes
 from provisioner.devcluster.binaries import K8S_VERSION, pinned_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.kube.api import Kube, Manifest
@@ -91,12 +93,9 @@ from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, RESOURCES, WOR
 from provisioner.models.resources import (
     AccessRequest,
     AccessRequestSpec,
-    Condition,
     Dataset,
-    DatasetManifest,
     DatasetSource,
     DatasetSpec,
-    DatasetStatus,
     Decision,
     DecisionAction,
     S3Source,
@@ -105,7 +104,10 @@ from provisioner.models.resources import (
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, ComputeTier
+from provisioner.planning.project import object_changes
+from provisioner.planning.rbac import STEWARD_GROUP
 from provisioner.planning.workspace import plan_workspace
+from provisioner.storage.s3 import ensure_bucket, s3_client
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "performance.md"
@@ -113,6 +115,8 @@ SECTION_START = "<!-- provision_workspaces: start (benchmarks/provision_workspac
 SECTION_END = "<!-- provision_workspaces: end -->"
 
 DATASETS_COUNT = 4
+DATA_BUCKET = "bench-data"
+STEWARD = "dana.steward"
 REQUESTERS = 10
 APPROVERS = ("approver-ada", "approver-bo")
 SETUP_THREADS = 8
@@ -327,50 +331,50 @@ def project_name(i: int) -> str:
     return f"bench-{i:04d}"
 
 
-def register_datasets(admin: Kube, now: dt.datetime) -> dict[str, str]:
-    """DATASETS_COUNT sensitive S3 datasets with a verified manifest; name -> sha256."""
-    hashes = {}
+def register_datasets(
+    steward: Kube, controller: Kube, settings: Settings, now: dt.datetime
+) -> dict[str, Dataset]:
+    """DATASETS_COUNT sensitive S3 datasets, registered by their steward and verified by the
+    controller as it does on a pass (it lists the data with its own S3 client and records the
+    manifest through the status subresource); name -> the dataset as verified."""
+    s3 = s3_client(settings)
+    ensure_bucket(s3, DATA_BUCKET, versioning=True)
+    names = []
     for d in range(DATASETS_COUNT):
         name = f"bench-cohort-{d + 1}"
-        sha = hashlib.sha256(name.encode()).hexdigest()
+        for part in range(3):
+            s3.put_object(
+                Bucket=DATA_BUCKET, Key=f"cohort-{d + 1}/part-{part}.csv", Body=b"a,b\n1,2\n"
+            )
         dataset = Dataset(
             name=name,
             spec=DatasetSpec(
                 title=f"Benchmark cohort {d + 1} (synthetic)",
-                steward="dana.steward",
+                steward=STEWARD,
                 classification=ClassificationTier.SENSITIVE,
-                source=DatasetSource(s3=S3Source(bucket="bench-data", prefix=f"cohort-{d + 1}/")),
+                source=DatasetSource(s3=S3Source(bucket=DATA_BUCKET, prefix=f"cohort-{d + 1}/")),
             ),
         )
-        admin.create(dataset.to_object())
-        status = DatasetStatus(
-            manifest=DatasetManifest(
-                object_count=3, bytes=3 * 1024 * 1024, sha256=sha, computed_at=now
-            ),
-            conditions=[
-                Condition(
-                    type="Verified",
-                    status="True",
-                    reason="ManifestComputed",
-                    message="3 objects, 3145728 bytes",
-                    last_transition_time=now,
-                )
-            ],
-        )
-        admin.patch_status(DATASETS, name, status.to_wire())
-        hashes[name] = sha
-    return hashes
+        steward.create(dataset.to_object())
+        names.append(name)
+    registered = [Dataset.from_object(o) for o in controller.list(DATASETS)]
+    checked = verify_datasets(controller, s3, registered, now, settings)
+    if not checked or not all(v.ok for v in checked):
+        raise SystemExit(f"benchmark setup: dataset verification failed: {checked}")
+    verified = {d.name: d for d in (Dataset.from_object(o) for o in controller.list(DATASETS))}
+    return {name: verified[name] for name in names}
 
 
 def file_and_approve(
     i: int,
     requesters: list[Kube],
     approvers: list[Kube],
-    hashes: dict[str, str],
+    datasets_by_name: dict[str, Dataset],
     today: dt.date,
 ) -> None:
-    """Request i: filed by its requester, then one approval by each approver (four eyes)."""
-    names = sorted(hashes)
+    """Request i: filed by its requester, then one approval by each approver (four eyes),
+    each pinning the datasets' current manifest and tier as `tre request approve` does."""
+    names = sorted(datasets_by_name)
     # One or two datasets per project, a mix of compute tiers: realistic variety.
     datasets = [names[i % len(names)]] + ([names[(i + 1) % len(names)]] if i % 2 else [])
     requester = f"researcher-{i % REQUESTERS:02d}"
@@ -394,10 +398,16 @@ def file_and_approve(
             by=approver,
             at=dt.datetime.now(dt.UTC).replace(microsecond=0),
             comment="benchmark approval",
-            manifest_hashes={d: hashes[d] for d in datasets},
+            manifest_hashes={d: _manifest_sha(datasets_by_name[d]) for d in datasets},
+            classifications={d: datasets_by_name[d].spec.classification for d in datasets},
         )
         live["spec"]["decisions"] = [*live["spec"].get("decisions", []), decision.to_wire()]
         live = kube.replace(live)
+
+
+def _manifest_sha(dataset: Dataset) -> str:
+    assert dataset.status.manifest is not None  # verified in register_datasets
+    return dataset.status.manifest.sha256
 
 
 @dataclass
@@ -409,17 +419,23 @@ class Cluster:
     controller_kubeconfig: Path  # the controller's ServiceAccount token, as in a cluster
 
 
-def prepare_cluster(state_dir: Path, settings_for: Callable[[Path], Settings], n: int) -> Cluster:
+def prepare_cluster(
+    state_dir: Path, settings_for: Callable[[DevCluster], Settings], n: int
+) -> Cluster:
     """A fresh platform with N approved access requests and nothing provisioned."""
     cluster = DevCluster(state_dir)
     cluster.up(lambda m: say(f"  {m}"))
-    settings = settings_for(cluster.kubeconfig)
+    settings = settings_for(cluster)
     admin_api = api_client(cluster.kubeconfig)
     admin = Kube(admin_api)
     install_platform(admin, settings, lambda m: say(f"  {m}"))
+    controller_kubeconfig = write_service_account_kubeconfig(
+        admin, cluster.kubeconfig, settings.controller_user, state_dir / "controller.kubeconfig"
+    )
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     say(f"setup: {DATASETS_COUNT} datasets, {n} access requests filed and approved twice")
-    hashes = register_datasets(admin, now)
+    steward = Kube(api_client(cluster.kubeconfig, as_user=STEWARD, as_groups=(STEWARD_GROUP,)))
+    datasets = register_datasets(steward, Kube(api_client(controller_kubeconfig)), settings, now)
     requesters = [
         Kube(api_client(cluster.kubeconfig, as_user=f"researcher-{r:02d}"))
         for r in range(REQUESTERS)
@@ -431,15 +447,25 @@ def prepare_cluster(state_dir: Path, settings_for: Callable[[Path], Settings], n
     started = time.monotonic()
     with ThreadPoolExecutor(SETUP_THREADS) as pool:
         for future in [
-            pool.submit(file_and_approve, i, requesters, approvers, hashes, now.date())
+            pool.submit(file_and_approve, i, requesters, approvers, datasets, now.date())
             for i in range(n)
         ]:
             future.result()
     say(f"setup done in {time.monotonic() - started:.1f}s")
-    controller_kubeconfig = write_service_account_kubeconfig(
-        admin, cluster.kubeconfig, settings.controller_user, state_dir / "controller.kubeconfig"
-    )
     return Cluster(cluster, settings, admin_api, admin, controller_kubeconfig)
+
+
+def dev_settings(cluster: DevCluster) -> Settings:
+    """Settings for the dev platform: its kubeconfig and its S3 server (what `tre dev env`
+    exports), never the audit signing key."""
+    s3 = cluster.s3()
+    return Settings(
+        kubeconfig=cluster.kubeconfig,
+        s3_endpoint_url=s3.url,
+        s3_region=s3.region,
+        s3_access_key_id=SecretStr(s3.access_key),
+        s3_secret_access_key=SecretStr(s3.secret_key),
+    )
 
 
 # --- A and B: the controller ---------------------------------------------------------------------
@@ -504,7 +530,10 @@ def run_controller_side(c: Cluster, n: int, resyncs: int, workers: int | None) -
         workspace = Workspace.from_object(obj)
         plan = plan_workspace(workspace, settings)
         # The order the controller creates them in (it defers a new quota past the claims).
-        created = [c.manifest for c in object_changes(plan, {}, WorkspacePhase.READY)]
+        created = [
+            c.manifest
+            for c in object_changes(plan, {}, WorkspacePhase.READY, namespace_exists=False)
+        ]
         objects += [*(m for m in created if m is not None), workspace.to_object()]
         plan_order += [*plan, workspace.to_object()]
         statuses.append(_status_only(obj))
@@ -924,7 +953,7 @@ def write_docs(section: str) -> None:
 
 @contextmanager
 def fresh_cluster(
-    work: Path, name: str, n: int, settings_for: Callable[[Path], Settings]
+    work: Path, name: str, n: int, settings_for: Callable[[DevCluster], Settings]
 ) -> Iterator[Cluster]:
     say(f"cluster {name}: starting a fresh control plane")
     state = work / f"cluster-{name}"
@@ -986,9 +1015,7 @@ def main() -> None:
     n = args.workspaces
     command = ".venv/bin/python benchmarks/provision_workspaces.py " + " ".join(sys.argv[1:])
 
-    def settings_for(kubeconfig: Path) -> Settings:
-        return Settings(kubeconfig=kubeconfig)
-
+    settings_for = dev_settings
     busy = machine_busy()
     if busy > 0.2:
         say(

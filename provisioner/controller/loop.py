@@ -27,6 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -301,11 +302,13 @@ class KeyedAuditor:
             publish()
         self._dirty = False
 
-    def known(self) -> frozenset[str]:
+    def known(self) -> AbstractSet[str]:
+        """The keys in the log, as a live read-only view: copying thousands of keys for every
+        project of a pass would make a pass grow with the log times the projects."""
         with self._lock:
             if self._keys is None:
                 self._keys = set(self._audit.keys())
-            return frozenset(self._keys)
+            return self._keys
 
     def keys(self) -> set[str]:
         return set(self.known())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -233,7 +234,7 @@ def reconcile_project(
     snapshot: Snapshot,
     now: dt.datetime,
     audit: Auditor | None = None,
-    audited: frozenset[str] | None = None,
+    audited: AbstractSet[str] | None = None,
 ) -> ReconcileResult:
     """Plan `project` and execute the plan. `audited`: keys already in the audit log
     (default: `audit.keys()`)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final, Literal
@@ -378,7 +379,7 @@ def plan_project(
     project: str,
     snapshot: Snapshot,
     now: dt.datetime,
-    audited: frozenset[str] | None = None,
+    audited: AbstractSet[str] | None = None,
 ) -> ProjectPlan:
     """Read-only: what the next reconcile of `project` writes. `audited`: the idempotency keys
     already in the audit log (None: plan no audit events)."""
@@ -952,7 +953,7 @@ def dataset_manifest_event(
 
 
 def dataset_audit_events(
-    datasets: Mapping[str, Dataset], audited: frozenset[str]
+    datasets: Mapping[str, Dataset], audited: AbstractSet[str]
 ) -> list[AuditEvent]:
     """The recorded manifest of every dataset, for those the log does not hold yet."""
     events = [
@@ -963,7 +964,7 @@ def dataset_audit_events(
     return [e for e in events if e.key not in audited]
 
 
-def _unaudited(events: list[AuditEvent], audited: frozenset[str] | None) -> list[AuditEvent]:
+def _unaudited(events: list[AuditEvent], audited: AbstractSet[str] | None) -> list[AuditEvent]:
     if audited is None:
         return []
     return [e for e in events if e.key not in audited]
