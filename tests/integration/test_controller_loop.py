@@ -126,8 +126,11 @@ def test_a_revoke_stops_the_members_notebook_through_the_watch(
     world.approve(second, "bob")
     ns = namespace_name(project)
     wait_until(
-        lambda: "nina" in ((world.workspace(project) or {}).get("spec") or {}).get("members", []),
-        "nina in the workspace",
+        lambda: (
+            "nina" in ((world.workspace(project) or {}).get("spec") or {}).get("members", [])
+            and (world.workspace(project) or {}).get("status", {}).get("phase") == "Ready"
+        ),
+        "nina in the Ready workspace",
     )
     create_pod_when_admitted(world.hub, notebook_pod(ns, "nina", [project_pvc_name()]))
     seen = len(controller.passes)

@@ -259,13 +259,16 @@ def create_pod_when_admitted(
 
     The API server reads the deny-all NetworkPolicy that admission requires from an informer
     cache, so for a moment after the controller created it a pod is still refused ("no params
-    found"). That is the platform failing closed; the hub sees the same and retries.
+    found"), and its RBAC authorizer learns the hub's new RoleBinding the same way. That is
+    the platform failing closed; the hub sees the same and retries.
     """
     deadline = time.monotonic() + timeout
     while True:
         try:
             return kube.create(pod, dry_run=dry_run)
         except RefusedError as exc:
-            if "no params found" not in str(exc) or time.monotonic() > deadline:
+            # the RBAC authorizer's cache lags a new RoleBinding the same way
+            lagging = "no params found" in str(exc) or 'cannot create resource "pods"' in str(exc)
+            if not lagging or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
