@@ -88,7 +88,7 @@ from provisioner.models.resources import (
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ComputeTier
-from provisioner.planning.names import ANNOTATION_USER, namespace_name
+from provisioner.planning.names import ANNOTATION_USER, SYSTEM_NAMESPACE, namespace_name
 from provisioner.planning.rbac import STEWARD_GROUP
 from provisioner.storage.s3 import s3_client
 
@@ -647,7 +647,7 @@ class Controller:
             target=run_controller,
             args=(w.controller, w.settings),
             kwargs={
-                "lease_namespace": w.settings.system_namespace,
+                "lease_namespace": SYSTEM_NAMESPACE,
                 "audit": self.audit,
                 "s3": self.s3,
                 "stop": self.stop,

@@ -12,6 +12,7 @@ from provisioner.cli import common
 from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
 from provisioner.controller.loop import PassReport, run_controller, run_pass
+from provisioner.planning.names import SYSTEM_NAMESPACE
 
 app = new_app()
 
@@ -28,9 +29,9 @@ def run(
 
     Run it as the controller's identity: in a cluster its ServiceAccount; locally
     `tre --as system:serviceaccount:tre-system:tre-controller controller run`. Its Lease
-    lives in TRE_SYSTEM_NAMESPACE, the only namespace where it may hold one. It needs the
-    audit signing key (TRE_AUDIT_SIGNING_KEY_FILE): it signs every audit entry and publishes
-    the chain head in ConfigMap tre-system/tre-audit-head.
+    lives in the platform namespace tre-system, the only namespace where it may hold one. It
+    needs the audit signing key (TRE_AUDIT_SIGNING_KEY_FILE): it signs every audit entry and
+    publishes the chain head in ConfigMap tre-system/tre-audit-head.
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -47,7 +48,7 @@ def run(
         if report.errors:
             raise typer.Exit(1)
         return
-    run_controller(k, settings, lease_namespace=settings.system_namespace, audit=audit, s3=s3)
+    run_controller(k, settings, lease_namespace=SYSTEM_NAMESPACE, audit=audit, s3=s3)
 
 
 def _print(ctx: typer.Context, report: PassReport) -> None:

@@ -23,6 +23,7 @@ from provisioner.planning.crds import plan_crds
 from provisioner.planning.names import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
+    SYSTEM_NAMESPACE,
     service_account_of,
 )
 from provisioner.planning.rbac import plan_platform_rbac
@@ -35,7 +36,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": settings.system_namespace,
+            "name": SYSTEM_NAMESPACE,
             "labels": {
                 LABEL_MANAGED_BY: MANAGED_BY,
                 "pod-security.kubernetes.io/enforce": "restricted",
@@ -60,7 +61,7 @@ def _controller_service_account(settings: Settings) -> list[dict[str, Any]]:
     a benchmark or a test acts exactly as the controller, without impersonation.
     """
     account = service_account_of(settings.controller_user)
-    if account is None or account[0] != settings.system_namespace:
+    if account is None or account[0] != SYSTEM_NAMESPACE:
         return []
     return [
         {
@@ -68,7 +69,7 @@ def _controller_service_account(settings: Settings) -> list[dict[str, Any]]:
             "kind": "ServiceAccount",
             "metadata": {
                 "name": account[1],
-                "namespace": settings.system_namespace,
+                "namespace": SYSTEM_NAMESPACE,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
             },
         }

@@ -91,11 +91,6 @@ class Settings(BaseSettings):
         "otherwise mount a dataset's export by server and path, bypassing every approval. "
         "Turn off only where other workloads need inline NFS.",
     )
-    system_namespace: str = Field(
-        default="tre-system",
-        description="Namespace of the controller: its ServiceAccount, its Lease and the "
-        "published audit head. No project may use it (nor the hub's or the airlock's).",
-    )
     airlock_port: int = Field(default=8080, description="TCP port of the airlock service.")
     psa_version: str = Field(
         default="v1.36",

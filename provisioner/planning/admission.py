@@ -818,7 +818,7 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             "resources": ["rolebindings"],
         },
     ]
-    own = _cel_str(settings.system_namespace)
+    own = _cel_str(names.SYSTEM_NAMESPACE)
     return _policy(
         CONTROLLER_SCOPE_POLICY,
         {"resourceRules": rules},
@@ -835,7 +835,7 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             # Its own namespace: only the ConfigMap that publishes the audit head.
             "ownObject": f"namespaceObject != null && namespaceObject.metadata.name == {own} "
             "&& request.resource.resource == 'configmaps' && "
-            f"request.name == {_cel_str(names.AUDIT_HEAD_NAME)}",
+            f"request.name == {_cel_str(names.AUDIT_HEAD_CONFIGMAP)}",
             "projectNamespace": f"has(variables.target.metadata.labels) && {label} in "
             f"variables.target.metadata.labels && variables.target.metadata.name == {prefix} "
             f"+ variables.target.metadata.labels[{label}]",

@@ -71,8 +71,6 @@ PROJECT_VOLUME_NAME: Final = "project"
 # Per project namespace, written only by the controller: what admission needs to judge a pod
 # (phase, members, claims). The pod admission policy reads it as its parameter.
 WORKSPACE_ACCESS_NAME: Final = "tre-workspace-access"
-# In the controller's namespace: the audit chain's head, published where only it can write.
-AUDIT_HEAD_NAME: Final = "tre-audit-head"
 
 MAX_NAME_LENGTH: Final = 63
 DNS1123_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -153,7 +151,7 @@ def platform_namespaces(settings: Settings) -> frozenset[str]:
     """Namespaces no project may get: the controller's (and its Lease's), the hub's, the
     airlock's, and the one of the controller's ServiceAccount if that is elsewhere."""
     account = service_account_of(settings.controller_user)
-    found = {settings.system_namespace, settings.hub_namespace, settings.airlock_namespace}
+    found = {SYSTEM_NAMESPACE, settings.hub_namespace, settings.airlock_namespace}
     if account is not None:
         found.add(account[0])
     return frozenset(found)

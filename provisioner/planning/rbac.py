@@ -18,6 +18,7 @@ from provisioner.planning.names import (
     HUB_CLUSTER_ROLE_NAME,
     LABEL_MANAGED_BY,
     MANAGED_BY,
+    SYSTEM_NAMESPACE,
     service_account_of,
 )
 
@@ -152,7 +153,7 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
             "kind": "Role",
             "metadata": {
                 "name": "tre-controller-lease",
-                "namespace": settings.system_namespace,
+                "namespace": SYSTEM_NAMESPACE,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
             },
             "rules": [
@@ -168,7 +169,7 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
             "kind": "RoleBinding",
             "metadata": {
                 "name": "tre-controller-lease",
-                "namespace": settings.system_namespace,
+                "namespace": SYSTEM_NAMESPACE,
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
             },
             "roleRef": {

@@ -237,7 +237,7 @@ def _checked_project(workspace: Workspace, settings: Settings) -> str:
     if expected in names.platform_namespaces(settings):
         raise InvalidInputError(
             f"workspace {workspace.name}: namespace {expected!r} is a platform namespace "
-            "(settings.system_namespace, hub_namespace, airlock_namespace); choose another "
+            "(tre-system, settings.hub_namespace, settings.airlock_namespace); choose another "
             "project slug"
         )
     return project
