@@ -148,16 +148,19 @@ def plan_admission_policies(
     ]
     planned: list[dict[str, Any]] = []
     for policy in policies:
-        planned += [policy, _binding(policy)]
+        planned += [policy, policy_binding(policy)]
     objects = _project_objects_policy(controller)
-    planned += [objects, _project_namespaces_binding(objects)]
+    planned += [objects, policy_binding(objects, in_project_namespaces=True)]
     no_exec = _pod_no_exec_policy()
-    planned += [no_exec, _project_namespaces_binding(no_exec)]
+    planned += [no_exec, policy_binding(no_exec, in_project_namespaces=True)]
     if settings.forbid_inline_nfs:
         nfs = _inline_nfs_policy()
-        planned += [nfs, _binding(nfs)]
+        planned += [nfs, policy_binding(nfs)]
     access = _pod_access_policy(settings)
-    planned += [access, _workspace_param_binding(access, names.WORKSPACE_ACCESS_NAME)]
+    planned += [
+        access,
+        policy_binding(access, param_name=names.WORKSPACE_ACCESS_NAME, in_project_namespaces=True),
+    ]
     for export_policy in (
         _export_create_policy(),
         _export_update_policy(settings),
@@ -165,10 +168,16 @@ def plan_admission_policies(
     ):
         planned += [
             export_policy,
-            _workspace_param_binding(export_policy, names.WORKSPACE_ACCESS_NAME),
+            policy_binding(
+                export_policy, param_name=names.WORKSPACE_ACCESS_NAME, in_project_namespaces=True
+            ),
         ]
     deny_all = _pod_requires_deny_all_policy()
-    return [*planned, deny_all, _workspace_param_binding(deny_all, DENY_ALL_POLICY_NAME)]
+    return [
+        *planned,
+        deny_all,
+        policy_binding(deny_all, param_name=DENY_ALL_POLICY_NAME, in_project_namespaces=True),
+    ]
 
 
 def guards_custom_resources(policy: str) -> bool:
@@ -306,7 +315,7 @@ def _decisions_policy(settings: Settings) -> dict[str, Any]:
                 "decisions under your own name'",
             ),
             _validation(
-                f"{appended}{_cel_str(group)} in request.userInfo.groups",
+                f"{appended}{cel_str(group)} in request.userInfo.groups",
                 "'spec.decisions: ' + request.userInfo.username + ' is not in group "
                 f"{group}, so may not decide on access requests; ask a member of the "
                 "data-access committee'",
@@ -589,14 +598,14 @@ def _project_four_eyes_policy(settings: Settings) -> dict[str, Any]:
 
 
 def _dataset_label_policy() -> dict[str, Any]:
-    label = f"object.metadata.labels[{_cel_str(CLASSIFICATION_LABEL)}]"
+    label = f"object.metadata.labels[{cel_str(CLASSIFICATION_LABEL)}]"
     return _policy(
         DATASET_LABEL_POLICY,
         _rules("datasets", ["CREATE", "UPDATE"]),
         validations=[
             _validation(
                 "!has(object.metadata.labels) || "
-                f"!({_cel_str(CLASSIFICATION_LABEL)} in object.metadata.labels) || "
+                f"!({cel_str(CLASSIFICATION_LABEL)} in object.metadata.labels) || "
                 f"{label} == object.spec.classification",
                 f"\"metadata.labels['{CLASSIFICATION_LABEL}']: must equal "
                 "spec.classification '\" + object.spec.classification + \"' (got '\" + "
@@ -694,7 +703,7 @@ def _workspace_policy(controller_user: str) -> dict[str, Any]:
         _rules(["workspaces", "workspaces/status"], ["CREATE", "UPDATE", "DELETE"]),
         validations=[
             _validation(
-                f"request.userInfo.username == {_cel_str(controller_user)}",
+                f"request.userInfo.username == {cel_str(controller_user)}",
                 "request.userInfo.username + ' may not write workspaces: only the "
                 f"controller ({controller_user}) does, from the approved access requests; "
                 "change the access requests instead'",
@@ -715,21 +724,21 @@ def _project_namespace_policy(settings: Settings, controller: str) -> dict[str, 
     the label that puts a namespace under the project policies.
     """
     platform = sorted(names.platform_namespaces(settings))
-    label = _cel_str(LABEL_PROJECT)
+    label = cel_str(LABEL_PROJECT)
     return _policy(
         PROJECT_NAMESPACE_POLICY,
-        _core_rules(["namespaces"], ["CREATE", "UPDATE", "DELETE"]),
+        _rules(["namespaces"], ["CREATE", "UPDATE", "DELETE"], group="", version="v1"),
         variables={
             "labelled": f"(object != null && has(object.metadata.labels) && {label} in "
             f"object.metadata.labels) || (oldObject != null && "
             f"has(oldObject.metadata.labels) && {label} in oldObject.metadata.labels)",
             "name": "object != null ? object.metadata.name : oldObject.metadata.name",
             "project": f"variables.labelled || (variables.name.startsWith("
-            f"{_cel_str(names.NAMESPACE_PREFIX)}) && !(variables.name in {_cel_list(platform)}))",
+            f"{cel_str(names.NAMESPACE_PREFIX)}) && !(variables.name in {_cel_list(platform)}))",
         },
         validations=[
             _validation(
-                f"!variables.project || request.userInfo.username == {_cel_str(controller)} "
+                f"!variables.project || request.userInfo.username == {cel_str(controller)} "
                 f"|| {_CLUSTER_ITSELF}",
                 "'namespace ' + variables.name + ': project namespaces (label "
                 f"{LABEL_PROJECT} or prefix {names.NAMESPACE_PREFIX}) are created, changed and "
@@ -772,7 +781,7 @@ def _project_objects_policy(controller: str) -> dict[str, Any]:
         {"resourceRules": rules},
         validations=[
             _validation(
-                f"request.userInfo.username == {_cel_str(controller)} || {_CLUSTER_ITSELF}",
+                f"request.userInfo.username == {cel_str(controller)} || {_CLUSTER_ITSELF}",
                 "request.userInfo.username + ' may not ' + request.operation.lowerAscii() + "
                 "' ' + request.resource.resource + ' in project namespace ' + "
                 "request.namespace + ': only the controller writes there, from the approved "
@@ -786,8 +795,8 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
     """The controller's own writes are confined to project namespaces and its own
     PersistentVolumes, so its credential cannot be used against the rest of the cluster
     (a RoleBinding in kube-system, a PV onto any bucket, another team's NetworkPolicies)."""
-    label = _cel_str(LABEL_PROJECT)
-    prefix = _cel_str(names.NAMESPACE_PREFIX)
+    label = cel_str(LABEL_PROJECT)
+    prefix = cel_str(names.NAMESPACE_PREFIX)
     target = "(object != null ? object : oldObject)"
     rules = [
         {
@@ -818,14 +827,14 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             "resources": ["rolebindings"],
         },
     ]
-    own = _cel_str(names.SYSTEM_NAMESPACE)
+    own = cel_str(names.SYSTEM_NAMESPACE)
     return _policy(
         CONTROLLER_SCOPE_POLICY,
         {"resourceRules": rules},
         match_conditions=[
             {
                 "name": "by-the-controller",
-                "expression": f"request.userInfo.username == {_cel_str(controller)}",
+                "expression": f"request.userInfo.username == {cel_str(controller)}",
             }
         ],
         variables={
@@ -835,7 +844,7 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             # Its own namespace: only the ConfigMap that publishes the audit head.
             "ownObject": f"namespaceObject != null && namespaceObject.metadata.name == {own} "
             "&& request.resource.resource == 'configmaps' && "
-            f"request.name == {_cel_str(names.AUDIT_HEAD_CONFIGMAP)}",
+            f"request.name == {cel_str(names.AUDIT_HEAD_CONFIGMAP)}",
             "projectNamespace": f"has(variables.target.metadata.labels) && {label} in "
             f"variables.target.metadata.labels && variables.target.metadata.name == {prefix} "
             f"+ variables.target.metadata.labels[{label}]",
@@ -843,7 +852,7 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             "has(variables.target.spec.claimRef) && has(variables.target.spec.claimRef.namespace) "
             f"&& variables.target.spec.claimRef.namespace.startsWith({prefix}) && "
             "((has(variables.target.spec.csi) && variables.target.spec.csi.driver == "
-            f"{_cel_str(S3_CSI_DRIVER)}) || has(variables.target.spec.nfs))",
+            f"{cel_str(S3_CSI_DRIVER)}) || has(variables.target.spec.nfs))",
         },
         validations=[
             _validation(
@@ -879,11 +888,11 @@ def _pod_access_policy(settings: Settings) -> dict[str, Any]:
     ephemeral volume kinds a notebook needs. The parameter is the namespace's workspace
     access ConfigMap, which only the controller writes; no ConfigMap, no pod."""
     hub = f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"
-    user = f"object.metadata.annotations[{_cel_str(names.ANNOTATION_USER)}]"
+    user = f"object.metadata.annotations[{cel_str(names.ANNOTATION_USER)}]"
     claim = "v.persistentVolumeClaim"
     return _policy(
         POD_ACCESS_POLICY,
-        _core_rules(["pods"], ["CREATE"]),
+        _rules(["pods"], ["CREATE"], group="", version="v1"),
         param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
         variables={
             "members": "params.data.members.split(',')",
@@ -892,7 +901,7 @@ def _pod_access_policy(settings: Settings) -> dict[str, Any]:
         },
         validations=[
             _validation(
-                f"request.userInfo.username == {_cel_str(hub)}",
+                f"request.userInfo.username == {cel_str(hub)}",
                 "request.userInfo.username + ' may not start pods in project namespace ' + "
                 "request.namespace + ': only JupyterHub does, for members of a Ready "
                 "workspace; start a server from the hub'",
@@ -904,7 +913,7 @@ def _pod_access_policy(settings: Settings) -> dict[str, Any]:
             ),
             _validation(
                 "has(object.metadata.annotations) && "
-                f"{_cel_str(names.ANNOTATION_USER)} in object.metadata.annotations && "
+                f"{cel_str(names.ANNOTATION_USER)} in object.metadata.annotations && "
                 f"{user} != '' && {user} in variables.members",
                 f"'metadata.annotations[{names.ANNOTATION_USER}]: the pod must belong to a "
                 "member of the workspace in ' + request.namespace",
@@ -962,7 +971,7 @@ def _pod_no_exec_policy() -> dict[str, Any]:
 def _export_create_policy() -> dict[str, Any]:
     """A member of a Ready workspace files an export in their own name, in that workspace's
     namespace, with no reviews yet."""
-    label = _cel_str(LABEL_PROJECT)
+    label = cel_str(LABEL_PROJECT)
     return _policy(
         EXPORT_CREATE_POLICY,
         _rules(["exportrequests"], ["CREATE"]),
@@ -1057,7 +1066,7 @@ def _export_update_policy(settings: Settings) -> dict[str, Any]:
                 f"' (got ' + {entry}.by + ')'",
             ),
             _validation(
-                f"{appended}{_cel_str(group)} in request.userInfo.groups",
+                f"{appended}{cel_str(group)} in request.userInfo.groups",
                 "request.userInfo.username + ' is not in group "
                 f"{group}, so may not review exports'",
             ),
@@ -1104,7 +1113,7 @@ def _export_status_policy(controller: str) -> dict[str, Any]:
         },
         validations=[
             _validation(
-                f"request.userInfo.username == {_cel_str(controller)}",
+                f"request.userInfo.username == {cel_str(controller)}",
                 "request.userInfo.username + ' may not write the status of exports: the "
                 f"controller ({controller}) does, from the reviews'",
             ),
@@ -1127,7 +1136,7 @@ def _inline_nfs_policy() -> dict[str, Any]:
     that need inline NFS elsewhere)."""
     return _policy(
         INLINE_NFS_POLICY,
-        _core_rules(["pods"], ["CREATE"]),
+        _rules(["pods"], ["CREATE"], group="", version="v1"),
         validations=[
             _validation(
                 "!has(object.spec.volumes) || !object.spec.volumes.exists(v, has(v.nfs))",
@@ -1143,7 +1152,7 @@ def _pod_requires_deny_all_policy() -> dict[str, Any]:
     spec = "params.spec"
     return _policy(
         POD_DENY_ALL_POLICY,
-        _core_rules(["pods"], ["CREATE"]),
+        _rules(["pods"], ["CREATE"], group="", version="v1"),
         param_kind={"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy"},
         validations=[
             _validation(
@@ -1166,51 +1175,6 @@ _PROJECT_NAMESPACES: Final = {
 }
 
 
-def _workspace_param_binding(policy: dict[str, Any], param_name: str) -> dict[str, Any]:
-    name = policy["metadata"]["name"]
-    return {
-        "apiVersion": ADMISSION_API_VERSION,
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": dict(PART_OF_LABEL)},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            # The pod's own namespace is searched for the parameter (no namespace given);
-            # not found means Deny: a namespace without it gets no pods.
-            "paramRef": {"name": param_name, "parameterNotFoundAction": "Deny"},
-            # project namespaces only: the platform's own namespaces are not
-            "matchResources": _PROJECT_NAMESPACES,
-        },
-    }
-
-
-def _project_namespaces_binding(policy: dict[str, Any]) -> dict[str, Any]:
-    name = policy["metadata"]["name"]
-    return {
-        "apiVersion": ADMISSION_API_VERSION,
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": dict(PART_OF_LABEL)},
-        "spec": {
-            "policyName": name,
-            "validationActions": ["Deny"],
-            "matchResources": _PROJECT_NAMESPACES,
-        },
-    }
-
-
-def _core_rules(resources: list[str], operations: list[str]) -> dict[str, Any]:
-    return {
-        "resourceRules": [
-            {
-                "apiGroups": [""],
-                "apiVersions": ["v1"],
-                "operations": operations,
-                "resources": resources,
-            }
-        ]
-    }
-
-
 # --- building blocks ---------------------------------------------------------------------------
 
 
@@ -1219,13 +1183,13 @@ def _pins(decision: str) -> str:
     return f"(has({decision}.manifestHashes) ? {decision}.manifestHashes : {{}})"
 
 
-def _cel_str(value: str) -> str:
+def cel_str(value: str) -> str:
     """A CEL string literal (JSON's double-quoted escapes are valid CEL)."""
     return json.dumps(value)
 
 
 def _cel_list(values: Sequence[str]) -> str:
-    return "[" + ", ".join(_cel_str(v) for v in values) + "]"
+    return "[" + ", ".join(cel_str(v) for v in values) + "]"
 
 
 def _validation(
@@ -1247,12 +1211,18 @@ def _validation(
     return validation
 
 
-def _rules(resources: str | list[str], operations: list[str]) -> dict[str, Any]:
+def _rules(
+    resources: str | list[str],
+    operations: list[str],
+    *,
+    group: str = API_GROUP,
+    version: str = API_VERSION,
+) -> dict[str, Any]:
     return {
         "resourceRules": [
             {
-                "apiGroups": [API_GROUP],
-                "apiVersions": [API_VERSION],
+                "apiGroups": [group],
+                "apiVersions": [version],
                 "operations": operations,
                 "resources": [resources] if isinstance(resources, str) else resources,
             }
@@ -1286,12 +1256,27 @@ def _policy(
     }
 
 
-def _binding(policy: dict[str, Any]) -> dict[str, Any]:
+def policy_binding(
+    policy: dict[str, Any],
+    *,
+    param_name: str | None = None,
+    in_project_namespaces: bool = False,
+) -> dict[str, Any]:
+    """The Deny binding of `policy`, named like it.
+
+    A policy with a parameter kind gets every object of that kind as parameter (the rule runs
+    once per object; none at all is fine), or with `param_name` the one of that name in the
+    request's own namespace, where "not found" means Deny: a namespace without it admits
+    nothing. `in_project_namespaces` limits the binding to project namespaces (the platform's
+    own namespaces are not)."""
     name = policy["metadata"]["name"]
     spec: dict[str, Any] = {"policyName": name, "validationActions": ["Deny"]}
-    if "paramKind" in policy["spec"]:
-        # Every Dataset is a parameter: the rule runs once per Dataset; none at all is fine.
+    if param_name is not None:
+        spec["paramRef"] = {"name": param_name, "parameterNotFoundAction": "Deny"}
+    elif "paramKind" in policy["spec"]:
         spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": "Allow"}
+    if in_project_namespaces:
+        spec["matchResources"] = _PROJECT_NAMESPACES
     return {
         "apiVersion": ADMISSION_API_VERSION,
         "kind": "ValidatingAdmissionPolicyBinding",

@@ -28,18 +28,20 @@ Workspaces; the API server's audit log records that.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
 from provisioner.models.settings import Settings
-from provisioner.planning.admission import ADMISSION_API_VERSION, PART_OF_LABEL
+from provisioner.planning.admission import (
+    ADMISSION_API_VERSION,
+    PART_OF_LABEL,
+    cel_str,
+    policy_binding,
+)
 from provisioner.planning.names import (
     AUDIT_HEAD_CONFIGMAP,
-    LABEL_MANAGED_BY,
-    MANAGED_BY,
     SYSTEM_NAMESPACE,
-    service_account_of,
 )
+from provisioner.planning.rbac import system_role, system_role_binding, user_subject
 
 AUDIT_HEAD_POLICY: Final = "tre-audit-head-controller-only"
 WRITER_ROLE: Final = "tre-audit-head-writer"
@@ -54,7 +56,7 @@ def plan_audit_anchor(settings: Settings) -> list[dict[str, Any]]:
     controller = settings.controller_user
     policy = _policy(controller)
     return [
-        _role(
+        system_role(
             WRITER_ROLE,
             [
                 {
@@ -67,8 +69,8 @@ def plan_audit_anchor(settings: Settings) -> list[dict[str, Any]]:
                 {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]},
             ],
         ),
-        _role_binding(WRITER_ROLE, _subject(controller)),
-        _role(
+        system_role_binding(WRITER_ROLE, user_subject(controller)),
+        system_role(
             READER_ROLE,
             [
                 {
@@ -79,7 +81,7 @@ def plan_audit_anchor(settings: Settings) -> list[dict[str, Any]]:
                 }
             ],
         ),
-        _role_binding(
+        system_role_binding(
             READER_ROLE,
             {
                 "apiGroup": "rbac.authorization.k8s.io",
@@ -88,12 +90,12 @@ def plan_audit_anchor(settings: Settings) -> list[dict[str, Any]]:
             },
         ),
         policy,
-        _policy_binding(policy),
+        policy_binding(policy),
     ]
 
 
 def _policy(controller_user: str) -> dict[str, Any]:
-    controller = _cel_str(controller_user)
+    controller = cel_str(controller_user)
     where = f"{SYSTEM_NAMESPACE}/{AUDIT_HEAD_CONFIGMAP}"
     return {
         "apiVersion": ADMISSION_API_VERSION,
@@ -120,14 +122,14 @@ def _policy(controller_user: str) -> dict[str, Any]:
                     # The name from the object itself: a create by POST has no name in the URL.
                     # A generated name (generateName) never equals a fixed one.
                     "expression": "(request.operation == 'DELETE' ? oldObject : object)"
-                    f".metadata.name == {_cel_str(AUDIT_HEAD_CONFIGMAP)}",
+                    f".metadata.name == {cel_str(AUDIT_HEAD_CONFIGMAP)}",
                 }
             ],
             "validations": [
                 {
                     "expression": f"request.userInfo.username == {controller} || "
                     "(request.operation == 'DELETE' && "
-                    f"request.userInfo.username == {_cel_str(NAMESPACE_CONTROLLER)})",
+                    f"request.userInfo.username == {cel_str(NAMESPACE_CONTROLLER)})",
                     "reason": "Forbidden",
                     "messageExpression": f"request.userInfo.username + ' may not "
                     f"' + request.operation.lowerAscii() + ' ConfigMap {where}: only the "
@@ -139,53 +141,3 @@ def _policy(controller_user: str) -> dict[str, Any]:
             ],
         },
     }
-
-
-def _policy_binding(policy: dict[str, Any]) -> dict[str, Any]:
-    name = policy["metadata"]["name"]
-    return {
-        "apiVersion": ADMISSION_API_VERSION,
-        "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": name, "labels": dict(PART_OF_LABEL)},
-        "spec": {"policyName": name, "validationActions": ["Deny"]},
-    }
-
-
-def _role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {
-            "name": name,
-            "namespace": SYSTEM_NAMESPACE,
-            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
-        },
-        "rules": rules,
-    }
-
-
-def _role_binding(role: str, subject: dict[str, str]) -> dict[str, Any]:
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {
-            "name": role,
-            "namespace": SYSTEM_NAMESPACE,
-            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
-        },
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
-        "subjects": [subject],
-    }
-
-
-def _subject(username: str) -> dict[str, str]:
-    """A ServiceAccount username becomes a ServiceAccount subject, anything else a User."""
-    account = service_account_of(username)
-    if account is not None:
-        return {"kind": "ServiceAccount", "namespace": account[0], "name": account[1]}
-    return {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": username}
-
-
-def _cel_str(value: str) -> str:
-    """A CEL string literal (JSON's double-quoted escapes are valid CEL)."""
-    return json.dumps(value)

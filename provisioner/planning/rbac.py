@@ -50,7 +50,36 @@ def _subject_binding(name: str, role: str, subject: dict[str, str]) -> dict[str,
     }
 
 
-def _user_subject(username: str) -> dict[str, str]:
+def system_role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """A Role in the platform's own namespace (tre-system)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {
+            "name": name,
+            "namespace": SYSTEM_NAMESPACE,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+        },
+        "rules": rules,
+    }
+
+
+def system_role_binding(role: str, subject: dict[str, str]) -> dict[str, Any]:
+    """A RoleBinding of `system_role(role)` to one subject, named like the role."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": role,
+            "namespace": SYSTEM_NAMESPACE,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+        "subjects": [subject],
+    }
+
+
+def user_subject(username: str) -> dict[str, str]:
     """A ServiceAccount username becomes a ServiceAccount subject, anything else a User."""
     account = service_account_of(username)
     if account is not None:
@@ -145,40 +174,20 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
         # the controller: exactly what reconciling workspaces needs, nothing more
         _role("tre-controller", _controller_rules()),
         _subject_binding(
-            "tre-controller", "tre-controller", _user_subject(settings.controller_user)
+            "tre-controller", "tre-controller", user_subject(settings.controller_user)
         ),
         # its Lease (leader election) only in its own namespace
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "Role",
-            "metadata": {
-                "name": "tre-controller-lease",
-                "namespace": SYSTEM_NAMESPACE,
-                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
-            },
-            "rules": [
+        system_role(
+            "tre-controller-lease",
+            [
                 {
                     "apiGroups": ["coordination.k8s.io"],
                     "resources": ["leases"],
                     "verbs": ["get", "create", "update"],
                 }
             ],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "RoleBinding",
-            "metadata": {
-                "name": "tre-controller-lease",
-                "namespace": SYSTEM_NAMESPACE,
-                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
-            },
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "Role",
-                "name": "tre-controller-lease",
-            },
-            "subjects": [_user_subject(settings.controller_user)],
-        },
+        ),
+        system_role_binding("tre-controller-lease", user_subject(settings.controller_user)),
         # members of a Ready workspace, through its RoleBinding: file and withdraw exports
         _role(
             EXPORT_AUTHOR_ROLE_NAME,
