@@ -21,6 +21,7 @@ The snapshot is shared by every worker and is only read.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -100,9 +101,11 @@ class ErrorMemory:
         self._failures: dict[str, _Failure] = {}
         self._max_backoff = max_backoff
 
-    def held(self, project: str, inputs: str, now: dt.datetime) -> str | None:
+    def held(self, project: str, inputs: Callable[[], str], now: dt.datetime) -> str | None:
+        """Why `project` waits, or None. `inputs` gives its fingerprint now; it is computed
+        only for a project that failed before (most never did)."""
         failure = self._failures.get(project)
-        if failure is None or failure.inputs != inputs:
+        if failure is None or failure.inputs != inputs():
             return None
         if failure.permanent:
             return f"waiting for its inputs to change after: {failure.error}"
@@ -128,6 +131,12 @@ class ErrorMemory:
     def next_retry(self) -> dt.datetime | None:
         times = [f.not_before for f in self._failures.values() if not f.permanent]
         return min(times, default=None)
+
+
+def fingerprint(snapshot: Snapshot, project: str, now: dt.datetime) -> str:
+    """`project_inputs` and the day: a project held for a permanent error is still looked at
+    daily, so that nothing can keep it from expiring."""
+    return project_inputs(snapshot, project) + now.date().isoformat()
 
 
 def project_inputs(snapshot: Snapshot, project: str) -> str:
@@ -171,13 +180,9 @@ def run_pass(
             "%s %s is invalid and left out (%s); fix or delete it", bad.kind, bad.name, bad.error
         )
     memory = errors or ErrorMemory()
-    # The day is part of the inputs: a project held for a permanent error is still looked at
-    # daily, so that nothing can keep it from expiring.
-    today = now.date().isoformat()
-    inputs = {p: project_inputs(snapshot, p) + today for p in snapshot.projects()}
     names = []
-    for project in sorted(inputs):
-        why = memory.held(project, inputs[project], now)
+    for project in sorted(snapshot.projects()):
+        why = memory.held(project, functools.partial(fingerprint, snapshot, project, now), now)
         if why is None:
             names.append(project)
         else:
@@ -199,7 +204,7 @@ def run_pass(
                 raise
     for project, outcome in zip(names, outcomes, strict=True):
         if isinstance(outcome, TreError):
-            memory.failed(project, outcome, inputs[project], now)
+            memory.failed(project, outcome, fingerprint(snapshot, project, now), now)
             report.errors[project] = str(outcome)
             log.warning("project %s: %s", project, outcome)
             continue
@@ -453,10 +458,11 @@ def run_projects(
             snapshot = read_project_snapshot(kube, project)
         except TreError as exc:
             return exc, None
-        inputs = project_inputs(snapshot, project) + now.date().isoformat()
-        if (why := memory.held(project, inputs, now)) is not None:
+        if why := memory.held(project, lambda: fingerprint(snapshot, project, now), now):
             return PermanentError(why), None
-        return _reconcile(kube, settings, project, snapshot, now, keyed), inputs
+        outcome = _reconcile(kube, settings, project, snapshot, now, keyed)
+        failed = isinstance(outcome, TreError)
+        return outcome, fingerprint(snapshot, project, now) if failed else None
 
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="reconcile") as pool:
         outcomes = list(pool.map(one, names))

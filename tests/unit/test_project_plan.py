@@ -147,16 +147,16 @@ def test_foreign_network_policies_and_bindings_are_pruned() -> None:
 def test_temporary_failures_back_off_and_permanent_ones_wait_for_new_inputs() -> None:
     memory = ErrorMemory(max_backoff=8)
     memory.failed("a", TemporaryError("API server away"), "in-1", NOW)
-    assert memory.held("a", "in-1", NOW) is not None
-    assert memory.held("a", "in-1", NOW + dt.timedelta(seconds=1)) is None
+    assert memory.held("a", lambda: "in-1", NOW) is not None
+    assert memory.held("a", lambda: "in-1", NOW + dt.timedelta(seconds=1)) is None
     memory.failed("a", TemporaryError("still away"), "in-1", NOW)
-    assert memory.held("a", "in-1", NOW + dt.timedelta(seconds=1)) is not None  # 2 s now
+    assert memory.held("a", lambda: "in-1", NOW + dt.timedelta(seconds=1)) is not None  # 2 s now
     memory.failed("b", InvalidInputError("bad"), "in-2", NOW)
-    assert memory.held("b", "in-2", NOW + dt.timedelta(days=1)) is not None
-    assert memory.held("b", "in-3", NOW) is None  # its inputs changed
-    assert memory.held("c", "in-4", NOW) is None  # never failed
+    assert memory.held("b", lambda: "in-2", NOW + dt.timedelta(days=1)) is not None
+    assert memory.held("b", lambda: "in-3", NOW) is None  # its inputs changed
+    assert memory.held("c", lambda: "in-4", NOW) is None  # never failed
     memory.succeeded("a")
-    assert memory.held("a", "in-1", NOW) is None
+    assert memory.held("a", lambda: "in-1", NOW) is None
     assert memory.next_retry() is None  # only b, which waits for new inputs
 
 
