@@ -24,6 +24,7 @@ def _row(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "project": ws.name,
         "namespace": ws.spec.namespace,
+        "owner": ws.spec.owner,
         "phase": ws.status.phase.value,
         "members": ws.spec.members,
         "datasets": [d.name for d in ws.spec.datasets],
