@@ -50,6 +50,7 @@ from provisioner.kube.resources import (
     DATASETS,
     EXPORT_REQUESTS,
     NETWORK_POLICIES,
+    PODS,
     ROLE_BINDINGS,
     WORKSPACES,
     Resource,
@@ -374,7 +375,7 @@ def projects_of_event(kind: str, obj: Mapping[str, Any]) -> set[str] | None:
         return {project} if isinstance(project, str) else None
     if kind == "Workspace":
         return {meta["name"]} if "name" in meta else None
-    if kind in ("NetworkPolicy", "RoleBinding", "ExportRequest"):
+    if kind in ("NetworkPolicy", "RoleBinding", "ExportRequest", "Pod"):
         namespace = str(meta.get("namespace", ""))
         if namespace.startswith(NAMESPACE_PREFIX):
             return {namespace[len(NAMESPACE_PREFIX) :]}
@@ -504,7 +505,8 @@ def run_controller(
     keyed = KeyedAuditor(audit) if audit is not None else None
     memory = ErrorMemory()
     # Every NetworkPolicy and RoleBinding, not only ours: one added by hand in a project
-    # namespace is removed at once rather than at the next resync.
+    # namespace is removed at once rather than at the next resync. Pods: a notebook's start
+    # and stop reach the audit log when they happen, not at the next resync.
     watched = (
         ACCESS_REQUESTS,
         DATASETS,
@@ -512,6 +514,7 @@ def run_controller(
         EXPORT_REQUESTS,
         NETWORK_POLICIES,
         ROLE_BINDINGS,
+        PODS,
     )
     for resource in watched:
         threading.Thread(

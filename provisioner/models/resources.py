@@ -284,6 +284,18 @@ class WorkspaceSpec(KubeModel):
     requests: list[str] = Field(default_factory=list)
 
 
+class NotebookRecord(KubeModel):
+    """A notebook pod the controller has seen in the project namespace.
+
+    Kept in the status until the pod is gone *and* its stop is in the audit log, so a stop is
+    audited even when the pod vanished between two passes or the append failed once.
+    """
+
+    pod: str = Field(min_length=1, max_length=253)
+    uid: str = Field(min_length=1, max_length=64)
+    user: str = Field(max_length=256)
+
+
 class WorkspaceStatus(KubeModel):
     phase: WorkspacePhase = WorkspacePhase.PROVISIONING
     frozen_at: dt.datetime | None = None
@@ -293,6 +305,9 @@ class WorkspaceStatus(KubeModel):
     namespace_uid: str | None = Field(default=None, max_length=64)
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    # The notebook pods running (or stopped and not yet audited), sorted by pod name. Bounded
+    # by the namespace's pod quota in practice; the cap keeps a status object small.
+    notebooks: list[NotebookRecord] = Field(default_factory=list, max_length=256)
 
 
 class Workspace(CustomResource):

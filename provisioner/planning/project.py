@@ -39,6 +39,7 @@ from provisioner.models.resources import (
     DatasetSpec,
     ExportPhase,
     ExportRequest,
+    NotebookRecord,
     RequestPhase,
     Workspace,
     WorkspacePhase,
@@ -475,6 +476,14 @@ def plan_project(
         if conflict is None and live_ns is not None
         else []
     )
+    notebooks, notebook_events = notebook_audit(
+        project,
+        snapshot.pods_in(namespace) if conflict is None else [],
+        live_status.notebooks,
+        live_spec,
+        audited,
+    )
+    status["notebooks"] = [n.to_wire() for n in notebooks]
     live_status_wire = (live_ws or {}).get("status") or {}
     stale = {
         k: None
@@ -487,6 +496,7 @@ def plan_project(
         else None
     )
     audit_events += _workspace_audit_events(project, live_ws, status, prunes)
+    audit_events += notebook_events
     if conflict is None and live_ns is not None:
         audit_events += _export_audit_events(project, snapshot.exports_in(namespace), exports, now)
     return ProjectPlan(
@@ -909,6 +919,82 @@ def _workspace_audit_events(
                 )
             )
     return events
+
+
+def notebook_audit(
+    project: str,
+    pods: Sequence[Manifest],
+    recorded: Sequence[NotebookRecord],
+    live_spec: Mapping[str, Any],
+    audited: AbstractSet[str] | None,
+) -> tuple[list[NotebookRecord], list[AuditEvent]]:
+    """Every notebook start and stop, derived from the pods in the project namespace.
+
+    A pod seen for the first time is a start, with its user and the datasets it mounts (name
+    and the manifest the workspace pins). A pod listed in the Workspace status and gone from
+    the namespace is a stop. The status keeps listing a stopped pod until its stop is in the
+    log, so a stop between two passes, or one whose append failed, is still written. Returns
+    the status list and the events (filtered by `audited` later, like every event).
+    """
+    pinned = {
+        names.dataset_pvc_name(d["name"]): (d["name"], d.get("manifestSha256"))
+        for d in live_spec.get("datasets") or []
+    }
+    subject = f"workspace/{project}"
+    running: list[NotebookRecord] = []
+    exited: list[NotebookRecord] = []
+    events: list[AuditEvent] = []
+    for pod in sorted(pods, key=lambda p: p["metadata"]["name"]):
+        meta = pod["metadata"]
+        spec = pod.get("spec") or {}
+        record = NotebookRecord(
+            pod=meta["name"],
+            uid=meta.get("uid") or meta["name"],
+            user=(meta.get("annotations") or {}).get(ANNOTATION_USER, ""),
+        )
+        claims = [
+            claim
+            for volume in spec.get("volumes") or []
+            if (claim := (volume.get("persistentVolumeClaim") or {}).get("claimName"))
+        ]
+        events.append(
+            AuditEvent(
+                key=_notebook_key(project, record, "started"),
+                actor=CONTROLLER_ACTOR,
+                action="notebook.started",
+                subject=subject,
+                details={
+                    "user": record.user,
+                    "pod": record.pod,
+                    "datasets": {pinned[c][0]: pinned[c][1] for c in claims if c in pinned},
+                    "image": next((c.get("image") for c in spec.get("containers") or []), None),
+                },
+            )
+        )
+        # An exited pod (its object may linger) has stopped, whether or not we saw it run.
+        exited_phase = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        (exited if exited_phase else running).append(record)
+    running_uids = {record.uid for record in running}
+    recorded_uids = {record.uid for record in recorded}
+    stopped = [r for r in recorded if r.uid not in running_uids]
+    stopped += [r for r in exited if r.uid not in recorded_uids]
+    pending: list[NotebookRecord] = []
+    for record in stopped:
+        stop = AuditEvent(
+            key=_notebook_key(project, record, "stopped"),
+            actor=CONTROLLER_ACTOR,
+            action="notebook.stopped",
+            subject=subject,
+            details={"user": record.user, "pod": record.pod},
+        )
+        events.append(stop)
+        if audited is not None and stop.key not in audited:
+            pending.append(record)
+    return sorted([*running, *pending], key=lambda r: (r.pod, r.uid)), events
+
+
+def _notebook_key(project: str, record: NotebookRecord, what: str) -> str:
+    return f"notebook/{project}/{record.uid}/{what}"
 
 
 def workspace_grants_event(live_ws: Manifest) -> AuditEvent:

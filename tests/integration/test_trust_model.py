@@ -620,6 +620,36 @@ def test_a_decision_made_with_the_raw_api_is_audited_by_the_controller(world: Wo
     assert len([e for e in world.audit.read_all() if e.key == f"decision/{uid}/0"]) == 1
 
 
+def test_every_notebook_start_and_stop_reaches_the_audit_log(world: World) -> None:
+    """Whoever's client made or removed the pod, the controller logs the start (user,
+    datasets mounted with the manifests they pin) and the stop, once each."""
+    _, project, dataset = world.approved_project()
+    world.reconcile(project)
+    ns = namespace_name(project)
+    pod = create_pod_when_admitted(
+        world.hub, notebook_pod(ns, "lea", [dataset_pvc_name(dataset), project_pvc_name()])
+    )
+    uid = pod["metadata"]["uid"]
+    world.reconcile(project)
+    pinned = {d["name"]: d["manifestSha256"] for d in world.workspace(project)["spec"]["datasets"]}
+    started = [e for e in world.audit.read_all() if e.key == f"notebook/{project}/{uid}/started"]
+    assert [(e.action, e.details["user"], e.details["datasets"]) for e in started] == [
+        ("notebook.started", "lea", {dataset: pinned[dataset]})
+    ]
+    assert world.workspace(project)["status"]["notebooks"] == [
+        {"pod": "jupyter-lea", "uid": uid, "user": "lea"}
+    ]
+    world.hub.delete(PODS, "jupyter-lea", ns)  # the hub stops the server
+    world.reconcile(project)
+    world.reconcile(project)
+    entries = [e for e in world.audit.read_all() if e.key.startswith(f"notebook/{project}/")]
+    assert [(e.action, e.details["user"]) for e in entries] == [
+        ("notebook.started", "lea"),
+        ("notebook.stopped", "lea"),
+    ]
+    assert world.workspace(project)["status"]["notebooks"] == []
+
+
 # --- 8. one plan, executed ----------------------------------------------------------------------
 
 

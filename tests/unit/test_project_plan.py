@@ -10,7 +10,10 @@ Behaviours under test:
 - NetworkPolicies and RoleBindings the controller did not make are pruned;
 - a project's failure is held: a temporary one with growing back-off, a permanent one until
   its inputs change; other projects are never held up;
-- a custom resource the models refuse is reported and left out, never stops the pass.
+- a custom resource the models refuse is reported and left out, never stops the pass;
+- every notebook start is audited with its user and the datasets (and pinned manifests) it
+  mounts; a notebook whose pod is gone or exited is audited as stopped, and stays listed in
+  the Workspace status until that stop is in the log.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from provisioner.controller.reconcile import parse_each
 from provisioner.errors import InvalidInputError, TemporaryError
 from provisioner.models.resources import (
     AccessRequest,
+    NotebookRecord,
     Workspace,
     WorkspacePhase,
     WorkspaceSpec,
@@ -33,6 +37,7 @@ from provisioner.planning.project import (
     Unparsable,
     foreign_prunes,
     namespace_conflict,
+    notebook_audit,
     pods_to_stop,
 )
 from provisioner.planning.workspace import workspace_access
@@ -175,9 +180,19 @@ def test_an_object_the_models_refuse_is_reported_and_left_out() -> None:
         ("Workspace", {"metadata": {"name": "cardio"}}, {"cardio"}),
         ("NetworkPolicy", {"metadata": {"name": "x", "namespace": "tre-cardio"}}, {"cardio"}),
         ("RoleBinding", {"metadata": {"name": "x", "namespace": "kube-system"}}, set()),
+        ("Pod", {"metadata": {"name": "jupyter-a", "namespace": "tre-cardio"}}, {"cardio"}),
+        ("Pod", {"metadata": {"name": "x", "namespace": "kube-system"}}, set()),
         ("Dataset", {"metadata": {"name": "cohort"}}, None),
     ],
-    ids=["request", "workspace", "policy-in-project", "binding-elsewhere", "dataset-any"],
+    ids=[
+        "request",
+        "workspace",
+        "policy-in-project",
+        "binding-elsewhere",
+        "pod-in-project",
+        "pod-elsewhere",
+        "dataset-any",
+    ],
 )
 def test_watch_events_name_the_projects_they_concern(
     kind: str, obj: dict[str, Any], projects: set[str] | None
@@ -194,3 +209,67 @@ def test_dirty_hands_over_what_accumulated_once() -> None:
     assert not dirty.event.is_set()
     dirty.everything()
     assert dirty.take() == (True, set())
+
+
+def notebook(name: str, uid: str, user: str, phase: str = "Running") -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "uid": uid,
+            "namespace": "tre-cardio",
+            "annotations": {"tre.ucloud.org/user": user},
+        },
+        "spec": {
+            "containers": [{"name": "notebook", "image": "ucloud-tre/notebook:1"}],
+            "volumes": [
+                {"name": "d", "persistentVolumeClaim": {"claimName": "ds-cohort"}},
+                {"name": "p", "persistentVolumeClaim": {"claimName": "project"}},
+            ],
+        },
+        "status": {"phase": phase},
+    }
+
+
+PINNED_SPEC = {"datasets": [{"name": "cohort", "manifestSha256": "a" * 64}]}
+
+
+def test_a_notebook_start_is_audited_with_user_and_pinned_datasets() -> None:
+    running, events = notebook_audit(
+        "cardio", [notebook("jupyter-alice", "u1", "alice")], [], PINNED_SPEC, set()
+    )
+    assert running == [NotebookRecord(pod="jupyter-alice", uid="u1", user="alice")]
+    assert [(e.key, e.action) for e in events] == [
+        ("notebook/cardio/u1/started", "notebook.started")
+    ]
+    assert events[0].details == {
+        "user": "alice",
+        "pod": "jupyter-alice",
+        "datasets": {"cohort": "a" * 64},
+        "image": "ucloud-tre/notebook:1",
+    }
+
+
+def test_a_stop_is_audited_and_kept_in_status_until_it_is_in_the_log() -> None:
+    seen = [NotebookRecord(pod="jupyter-alice", uid="u1", user="alice")]
+    started = {"notebook/cardio/u1/started"}
+    # The pod is gone: a stop, and the record stays while the stop is not logged ...
+    running, events = notebook_audit("cardio", [], seen, PINNED_SPEC, started)
+    assert running == seen
+    assert [(e.key, e.details) for e in events] == [
+        ("notebook/cardio/u1/stopped", {"user": "alice", "pod": "jupyter-alice"})
+    ]
+    # ... and goes once it is.
+    running, _ = notebook_audit(
+        "cardio", [], seen, PINNED_SPEC, {*started, "notebook/cardio/u1/stopped"}
+    )
+    assert running == []
+    # Without an audit log nothing is kept waiting.
+    assert notebook_audit("cardio", [], seen, PINNED_SPEC, None)[0] == []
+
+
+def test_an_exited_pod_is_a_stop_even_if_never_seen_running() -> None:
+    running, events = notebook_audit(
+        "cardio", [notebook("jupyter-bob", "u2", "bob", phase="Failed")], [], PINNED_SPEC, set()
+    )
+    assert [e.key for e in events] == ["notebook/cardio/u2/started", "notebook/cardio/u2/stopped"]
+    assert running == [NotebookRecord(pod="jupyter-bob", uid="u2", user="bob")]  # until logged
