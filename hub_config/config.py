@@ -19,7 +19,8 @@ Areas:
   NetworkPolicies select and the controller uses to stop notebooks of a frozen workspace;
 - workspaces: the profile list and the last check before a pod is created;
 - offline: nothing in the notebook tries the internet by default, and users cannot override
-  the image's Jupyter config from their home directory.
+  the image's Jupyter config from their home directory;
+- dns: the platform's non-forwarding resolver is the notebook's only nameserver.
 """
 
 from __future__ import annotations
@@ -171,6 +172,23 @@ def update_offline(c: Config, settings: Settings) -> None:
     }
 
 
+def update_dns(c: Config, settings: Settings) -> None:
+    # Never the cluster's DNS: kube-dns forwards what it does not know to the internet, and a
+    # lookup of <data>.attacker.example would carry data out. The project NetworkPolicies
+    # allow port 53 to the platform's resolver only; without one, no nameserver at all.
+    nameservers = [str(settings.dns_resolver_ip)] if settings.dns_resolver_ip else []
+    c.KubeSpawner.extra_pod_config = {
+        "dnsPolicy": "None",
+        "dnsConfig": {
+            # The kubelet requires one nameserver with dnsPolicy None; a loopback address
+            # inside the pod answers nothing, which is what "no resolver" means.
+            "nameservers": nameservers or ["127.0.0.1"],
+            "searches": [],
+            "options": [{"name": "ndots", "value": "1"}],
+        },
+    }
+
+
 def apply_config(
     c: Config,
     settings: Settings,
@@ -186,3 +204,4 @@ def apply_config(
     update_labels(c, settings)
     update_workspaces(c, settings, workspace_reader=workspace_reader)
     update_offline(c, settings)
+    update_dns(c, settings)

@@ -6,6 +6,7 @@ in a log line or a traceback.
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -92,6 +93,25 @@ class Settings(BaseSettings):
         "Turn off only where other workloads need inline NFS.",
     )
     airlock_port: int = Field(default=8080, description="TCP port of the airlock service.")
+    dns_resolver_ip: IPv4Address | None = Field(
+        default=None,
+        description="Address of the platform's own DNS resolver, the only nameserver of "
+        "notebooks (dnsPolicy None): it answers the names the platform serves (the hub, the "
+        "airlock) and never forwards a query, so DNS cannot carry data out. In a cluster, "
+        "the ClusterIP of a CoreDNS with the kubernetes plugin and no forward plugin (pods "
+        "labelled app.kubernetes.io/name=tre-dns in dns_namespace); locally, the node's "
+        "resolver. Unset: notebooks get no nameserver and no DNS traffic is allowed.",
+    )
+    dns_namespace: str = Field(
+        default="tre-system",
+        description="Namespace of the platform's resolver pods (NetworkPolicy peer).",
+    )
+    platform_host_ip: IPv4Address | None = Field(
+        default=None,
+        description="Set only when the hub, its proxy, the airlock and the DNS resolver run "
+        "on one host outside the pod network (the local development node): the project "
+        "NetworkPolicies then admit exactly this address (a /32) instead of those pods.",
+    )
     psa_version: str = Field(
         default="v1.36",
         pattern=r"^v1\.\d+$",

@@ -1,18 +1,24 @@
 """NetworkPolicies of a project namespace: deny everything, then allow four arrows.
 
-    notebook --> kube-dns            UDP/TCP 53
+    notebook --> platform resolver   UDP/TCP 53
     notebook --> hub API             settings.hub_api_port
     notebook --> airlock             settings.airlock_port
     hub, proxy --> notebook          settings.notebook_port
 
 Policies are additive unions, so the deny-all policy isolates every pod in both directions
-and each allow policy opens exactly one arrow. There is no ipBlock anywhere: the internet,
-cloud metadata (169.254.169.254) and other projects stay unreachable. Namespaces are selected
-only by `kubernetes.io/metadata.name`, which the control plane sets and nobody can change;
-any other namespace label can be set by whoever may label namespaces.
+and each allow policy opens exactly one arrow. Namespaces are selected only by
+`kubernetes.io/metadata.name`, which the control plane sets and nobody can change; any other
+namespace label can be set by whoever may label namespaces.
 
-Known gap, by design of plain NetworkPolicy: DNS to kube-dns can still carry data out through
-recursive lookups. Closing it needs a non-forwarding resolver or a DNS-aware CNI policy.
+DNS goes to the platform's own resolver only, never to kube-dns: kube-dns forwards every name
+it does not serve to the internet, so a recursive lookup of `<data>.attacker.example` would
+carry data out. The platform's resolver answers only the names the platform serves and
+forwards nothing (settings.dns_resolver_ip).
+
+The peers are pods, selected by namespace and labels. Only where the hub, proxy, airlock and
+resolver run on a host outside the pod network (the local development node,
+settings.platform_host_ip) is the peer that one address, as a /32 ipBlock; there is no other
+ipBlock, so the internet, cloud metadata (169.254.169.254) and other projects stay unreachable.
 """
 
 from __future__ import annotations
@@ -26,14 +32,14 @@ from provisioner.planning import names
 
 NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
 # Labels set by others: KubeSpawner on notebook pods, zero-to-jupyterhub on hub and proxy
-# pods, kube-dns's own manifests, and our Helm chart on the airlock.
+# pods, and our Helm chart on the airlock and the resolver.
 NOTEBOOK_POD_LABELS: Final = {"component": "singleuser-server"}
 HUB_POD_LABELS: Final = {"component": "hub"}
 HUB_AND_PROXY_PODS: Final = {
     "matchExpressions": [{"key": "component", "operator": "In", "values": ["hub", "proxy"]}]
 }
-KUBE_DNS_NAMESPACE: Final = "kube-system"
-KUBE_DNS_POD_LABELS: Final = {"k8s-app": "kube-dns"}
+# The platform's non-forwarding resolver (a CoreDNS the Helm chart runs in dns_namespace).
+DNS_POD_LABELS: Final = {"app.kubernetes.io/name": "tre-dns"}
 AIRLOCK_POD_LABELS: Final = {"app.kubernetes.io/name": "tre-airlock"}
 
 
@@ -53,9 +59,9 @@ def network_policies(project: str, settings: Settings) -> list[dict[str, Any]]:
                 "podSelector": _notebook_pods(),
                 "policyTypes": ["Egress"],
                 "egress": [
-                    # notebook --> kube-dns (name lookups; TCP for answers too large for UDP)
+                    # notebook --> platform resolver (TCP for answers too large for UDP)
                     {
-                        "to": [_peer(KUBE_DNS_NAMESPACE, {"matchLabels": KUBE_DNS_POD_LABELS})],
+                        "to": [_peer(settings, settings.dns_namespace, DNS_POD_LABELS)],
                         "ports": [_port(53, "UDP"), _port(53, "TCP")],
                     }
                 ],
@@ -70,7 +76,7 @@ def network_policies(project: str, settings: Settings) -> list[dict[str, Any]]:
                 "egress": [
                     # notebook --> hub API (activity reports, OAuth token checks)
                     {
-                        "to": [_peer(settings.hub_namespace, {"matchLabels": HUB_POD_LABELS})],
+                        "to": [_peer(settings, settings.hub_namespace, HUB_POD_LABELS)],
                         "ports": [_port(settings.hub_api_port)],
                     }
                 ],
@@ -85,9 +91,7 @@ def network_policies(project: str, settings: Settings) -> list[dict[str, Any]]:
                 "egress": [
                     # notebook --> airlock (the only way out for results: reviewed exports)
                     {
-                        "to": [
-                            _peer(settings.airlock_namespace, {"matchLabels": AIRLOCK_POD_LABELS})
-                        ],
+                        "to": [_peer(settings, settings.airlock_namespace, AIRLOCK_POD_LABELS)],
                         "ports": [_port(settings.airlock_port)],
                     }
                 ],
@@ -103,7 +107,7 @@ def network_policies(project: str, settings: Settings) -> list[dict[str, Any]]:
                     # hub --> notebook (start-up and health checks)
                     # proxy --> notebook (the researcher's browser traffic)
                     {
-                        "from": [_peer(settings.hub_namespace, HUB_AND_PROXY_PODS)],
+                        "from": [_peer(settings, settings.hub_namespace, HUB_AND_PROXY_PODS)],
                         "ports": [_port(settings.notebook_port)],
                     }
                 ],
@@ -125,12 +129,17 @@ def _notebook_pods() -> dict[str, Any]:
     return {"matchLabels": dict(NOTEBOOK_POD_LABELS)}
 
 
-def _peer(namespace: str, pod_selector: Mapping[str, Any]) -> dict[str, Any]:
+def _peer(settings: Settings, namespace: str, pods: Mapping[str, Any]) -> dict[str, Any]:
+    """The platform component as a peer: its pods (`pods`: labels, or a whole selector with
+    matchExpressions), or its host's single address where it runs outside the pod network."""
+    if settings.platform_host_ip is not None:
+        return {"ipBlock": {"cidr": f"{settings.platform_host_ip}/32"}}
+    selector = dict(pods) if "matchExpressions" in pods else {"matchLabels": dict(pods)}
     # Both selectors in one peer mean AND: these pods, in that namespace only. Copies, so no
     # two manifests share a mutable dict.
     return {
         "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
-        "podSelector": copy.deepcopy(dict(pod_selector)),
+        "podSelector": copy.deepcopy(selector),
     }
 
 

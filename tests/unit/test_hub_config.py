@@ -630,6 +630,28 @@ def test_kubespawner_pod_for_a_member_passes_psa_restricted(
     assert pod["metadata"]["name"] == f"jupyter-alice--{PROJECT}"
     # admission and the controller match the pod to a member by this annotation
     assert pod["metadata"]["annotations"]["tre.ucloud.org/user"] == "alice"
+    # no nameserver but the platform's (none configured here: a loopback that answers nothing)
+    assert spec["dnsPolicy"] == "None"
+    assert spec["dnsConfig"]["nameservers"] == ["127.0.0.1"]
+
+
+@pytest.mark.usefixtures("kubeconfig")
+def test_the_platform_resolver_is_the_only_nameserver(
+    platform_settings: Settings, all_workspaces: list[Workspace]
+) -> None:
+    settings = platform_settings.model_copy(update={"dns_resolver_ip": "10.99.0.1"})
+    c = hub_config_for(settings, all_workspaces)
+
+    async def scenario() -> Manifest:
+        return await pod_manifest(make_spawner(c, "alice", PROJECT))
+
+    pod = asyncio.run(scenario())
+    assert pod["spec"]["dnsPolicy"] == "None"
+    assert pod["spec"]["dnsConfig"] == {
+        "nameservers": ["10.99.0.1"],
+        "searches": [],
+        "options": [{"name": "ndots", "value": "1"}],
+    }
 
 
 @pytest.mark.usefixtures("kubeconfig")

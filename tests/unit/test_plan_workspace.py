@@ -13,7 +13,8 @@ Behaviours under test:
 - S3 mount options carry prefix and region only when the dataset has them;
 - the deny-all policy selects every pod in both directions; no policy opens an ipBlock, an
   empty peer list or an empty port list; namespaces are selected only by
-  `kubernetes.io/metadata.name`;
+  `kubernetes.io/metadata.name`; only where the platform runs on one host outside the pod
+  network is every peer that host's single address, and nothing else changes;
 - every object carries the owned labels and lives in the project namespace (PVs aside);
 - the plan is deterministic and does not depend on the order of the datasets;
 - no field is None or empty, except `podSelector: {}` meaning "every pod";
@@ -504,6 +505,29 @@ def test_no_policy_opens_more_than_named_peers_and_ports(ready_plan: list[Manife
     assert "0.0.0.0" not in _as_yaml(ready_plan, sort_keys=True)
 
 
+def test_a_platform_on_a_host_is_admitted_by_its_one_address(
+    approved_workspace: Workspace, platform_settings: Settings, ready_plan: list[Manifest]
+) -> None:
+    on_host = platform_settings.model_copy(update={"platform_host_ip": "10.99.0.1"})
+    plan = plan_workspace(approved_workspace, on_host)
+    peers = [
+        peer
+        for policy in _of_kind(plan, "NetworkPolicy")
+        for direction, key in (("egress", "to"), ("ingress", "from"))
+        for rule in policy["spec"].get(direction, [])
+        for peer in rule[key]
+    ]
+    assert len(peers) == 4
+    assert all(peer == {"ipBlock": {"cidr": "10.99.0.1/32"}} for peer in peers)
+    # Same policies, same ports, same deny-all: only the peers differ.
+    assert [p["metadata"]["name"] for p in _of_kind(plan, "NetworkPolicy")] == [
+        p["metadata"]["name"] for p in _of_kind(ready_plan, "NetworkPolicy")
+    ]
+    assert [m for m in plan if m["kind"] != "NetworkPolicy"] == [
+        m for m in ready_plan if m["kind"] != "NetworkPolicy"
+    ]
+
+
 def test_namespaces_are_selected_only_by_their_immutable_name(ready_plan: list[Manifest]) -> None:
     selectors = [
         value
@@ -530,7 +554,7 @@ def test_allowed_arrows(ready_plan: list[Manifest]) -> None:
         }  # fmt: skip
 
     assert arrows("egress", "to") == {
-        ("kube-system", "{'matchLabels': {'k8s-app': 'kube-dns'}}", 53),
+        ("tre-system", "{'matchLabels': {'app.kubernetes.io/name': 'tre-dns'}}", 53),
         ("tre-hub", "{'matchLabels': {'component': 'hub'}}", 8081),
         ("tre-system", "{'matchLabels': {'app.kubernetes.io/name': 'tre-airlock'}}", 8080),
     }
