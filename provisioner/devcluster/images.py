@@ -26,6 +26,7 @@ file lookup.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -42,7 +43,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 from provisioner import __version__
 from provisioner.devcluster.dockerfile import LOCAL_BASE_ENV, NotebookRecipe, notebook_recipe
@@ -122,7 +123,7 @@ class _Layer:
     diff_id: str  # sha256:<hex> of the uncompressed tar
 
 
-def _sha256_of_stream(stream: BinaryIO) -> tuple[str, int]:
+def _sha256_of_stream(stream: IO[bytes]) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     while chunk := stream.read(_CHUNK):
@@ -131,25 +132,31 @@ def _sha256_of_stream(stream: BinaryIO) -> tuple[str, int]:
     return f"sha256:{digest.hexdigest()}", size
 
 
-def _describe_layer(path: Path) -> _Layer:
-    """Digest, size, media type and diff_id of a layer tar, gzip or not (told by its magic)."""
-    with path.open("rb") as stream:
+def _layer_identity(open_layer: Callable[[], IO[bytes]], name: str) -> tuple[Descriptor, str]:
+    """Descriptor (digest and size of the bytes as stored, media type told by the gzip magic)
+    and diff_id (digest of the uncompressed tar) of a layer, read as a stream twice at most:
+    a layer can be a gigabyte. ``open_layer`` opens it from the start each time."""
+    with open_layer() as stream:
         compressed = stream.read(2) == _GZIP_MAGIC
-        stream.seek(0)
+    with open_layer() as stream:
         digest, size = _sha256_of_stream(stream)
+    diff_id = digest
     if compressed:
         try:
-            with gzip.open(path, "rb") as plain:
+            with open_layer() as stream, gzip.GzipFile(fileobj=stream, mode="rb") as plain:
                 diff_id, _ = _sha256_of_stream(plain)  # type: ignore[arg-type]
         except (OSError, EOFError) as exc:
             raise DevClusterError(
-                f"layer {path} starts like gzip but does not unpack: {exc}"
+                f"layer {name} starts like gzip but does not unpack: {exc}"
             ) from exc
-    else:
-        diff_id = digest
-    _check_is_tar(path)
     media_type = MEDIA_TYPE_LAYER_GZIP if compressed else MEDIA_TYPE_LAYER
-    return _Layer(path, Descriptor(media_type, digest, size), diff_id)
+    return Descriptor(media_type, digest, size), diff_id
+
+
+def _describe_layer(path: Path) -> _Layer:
+    descriptor, diff_id = _layer_identity(lambda: path.open("rb"), str(path))
+    _check_is_tar(path)
+    return _Layer(path, descriptor, diff_id)
 
 
 def _check_is_tar(path: Path) -> None:
@@ -298,23 +305,24 @@ def read_oci_archive(path: Path) -> ArchiveSummary:
     with tarfile.open(path, "r:") as archive:
         members = {m.name: m for m in archive.getmembers()}
 
-        def blob(digest: str) -> bytes:
+        def open_blob(digest: str) -> IO[bytes]:
             member = members.get(f"blobs/sha256/{digest.removeprefix('sha256:')}")
-            if member is None:
+            stream = archive.extractfile(member) if member is not None else None
+            if stream is None:
                 raise DevClusterError(f"{path}: blob {digest} is missing")
-            stream = archive.extractfile(member)
-            assert stream is not None
-            data = stream.read()
-            actual = f"sha256:{hashlib.sha256(data).hexdigest()}"
-            if actual != digest:
-                raise DevClusterError(f"{path}: blob {digest} holds bytes of digest {actual}")
-            return data
+            return stream
 
-        def document(descriptor: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-            data = blob(descriptor["digest"])
-            if len(data) != descriptor["size"]:
-                raise DevClusterError(f"{path}: {descriptor['digest']} size is not {len(data)}")
-            return json.loads(data), data
+        def document(descriptor: dict[str, Any]) -> dict[str, Any]:
+            with open_blob(descriptor["digest"]) as stream:
+                data = stream.read()
+            actual = _blob_descriptor(descriptor["mediaType"], data)
+            if (actual.digest, actual.size) != (descriptor["digest"], descriptor["size"]):
+                raise DevClusterError(
+                    f"{path}: blob {descriptor['digest']} holds bytes of digest {actual.digest}"
+                    f" and size {actual.size}"
+                )
+            loaded: dict[str, Any] = json.loads(data)
+            return loaded
 
         def named(name: str) -> dict[str, Any]:
             stream = archive.extractfile(members[name]) if name in members else None
@@ -331,23 +339,24 @@ def read_oci_archive(path: Path) -> ArchiveSummary:
         _, tag = split_reference(ref)
         if annotations.get(ANNOTATION_REF_NAME) != tag:
             raise DevClusterError(f"{path}: {ANNOTATION_REF_NAME} is not the tag {tag!r}")
-        manifest, _ = document(entry)
-        config, _ = document(manifest["config"])
+        manifest = document(entry)
+        config = document(manifest["config"])
         diff_ids = config["rootfs"]["diff_ids"]
         if len(diff_ids) != len(manifest["layers"]):
             raise DevClusterError(
                 f"{path}: {len(diff_ids)} diff_ids for {len(manifest['layers'])} layers"
             )
         for layer, diff_id in zip(manifest["layers"], diff_ids, strict=True):
-            data = blob(layer["digest"])
-            compressed = data[:2] == _GZIP_MAGIC
-            expected_type = MEDIA_TYPE_LAYER_GZIP if compressed else MEDIA_TYPE_LAYER
-            if layer["mediaType"] != expected_type:
+            digest = layer["digest"]
+            actual, actual_diff_id = _layer_identity(functools.partial(open_blob, digest), digest)
+            if (actual.digest, actual.size) != (digest, layer["size"]):
                 raise DevClusterError(
-                    f"{path}: layer {layer['digest']} is not {layer['mediaType']}"
+                    f"{path}: blob {digest} holds bytes of digest {actual.digest}"
+                    f" and size {actual.size}"
                 )
-            plain = gzip.decompress(data) if compressed else data
-            if f"sha256:{hashlib.sha256(plain).hexdigest()}" != diff_id:
+            if actual.media_type != layer["mediaType"]:
+                raise DevClusterError(f"{path}: layer {digest} is not {layer['mediaType']}")
+            if actual_diff_id != diff_id:
                 raise DevClusterError(f"{path}: diff_id {diff_id} does not match its layer")
         return ArchiveSummary(
             ref=ref,
