@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv binaries lint unit integration down clean lock
+.PHONY: demo test venv binaries images lint unit integration down clean lock
 
 demo: venv binaries  ## bring up the local platform and run the main job on it
 	@$(PY) -m provisioner.demo
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml requirements.lock
 binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl (cached by version)
 	@echo "==> control-plane binaries (built once from their Go modules, then cached)"
 	@$(PY) -m provisioner.devcluster.binaries
+
+images: venv  ## the dev node's pause and notebook images as OCI archives (root, mmdebstrap; cached by inputs)
+	@echo "==> node images (notebook: about 4 min the first time, then cached)"
+	@$(PY) -m provisioner.devcluster.images
 
 lint: venv
 	@echo "==> ruff, mypy --strict (provisioner, hub_config), import-linter (layering)"
