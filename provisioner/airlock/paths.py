@@ -77,7 +77,19 @@ class ConfinedFile:
             )
 
 
-def _open_error(exc: OSError, path: str, name: str) -> PermanentError:
+def _is_link(parent: int, name: str) -> bool:
+    """Whether `name` in directory `parent` is a symbolic link (for the message only: the open
+    was already refused)."""
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_error(exc: OSError, path: str, name: str, parent: int) -> PermanentError:
+    # O_DIRECTORY | O_NOFOLLOW on a link answers ENOTDIR, not ELOOP: look before naming it.
+    if exc.errno == errno.ENOTDIR and _is_link(parent, name.rsplit("/", 1)[-1]):
+        exc = OSError(errno.ELOOP, os.strerror(errno.ELOOP))
     if exc.errno == errno.ENOENT:
         return NotFoundError(
             f"file {path!r}: {name!r} does not exist in project storage; check the path"
@@ -116,14 +128,15 @@ def open_confined(root: Path, path: str, *, max_bytes: int) -> Iterator[Confined
         for name in directories:
             walked.append(name)
             try:
-                parent = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                opened = os.open(name, _DIR_FLAGS, dir_fd=parent)
             except OSError as exc:
-                raise _open_error(exc, normal, "/".join(walked)) from exc
+                raise _open_error(exc, normal, "/".join(walked), parent) from exc
+            parent = opened
             stack.callback(os.close, parent)
         try:
             fd = os.open(leaf, _FILE_FLAGS, dir_fd=parent)
         except OSError as exc:
-            raise _open_error(exc, normal, normal) from exc
+            raise _open_error(exc, normal, normal, parent) from exc
         stack.callback(os.close, fd)
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
