@@ -218,7 +218,8 @@ class Settings(BaseSettings):
     airlock_allowed_types: list[str] = Field(
         default_factory=lambda: ["csv", "tsv", "txt", "png", "pdf", "json", "ipynb", "md"],
         min_length=1,
-        description="File extensions (lower case, no dot) an export may carry, from "
+        description="File extensions (lower case, no dot; a JSON list in the environment, "
+        'e.g. ["csv","png"]) an export may carry, from '
         "csv, tsv, txt, md, log, py, r, sql, json, ipynb, png, pdf: each is checked by "
         "extension and by content (text types must be UTF-8 text, PNG and PDF must carry "
         "their magic numbers), so only types the airlock knows how to sniff can be allowed.",
