@@ -12,8 +12,8 @@ Behaviours under test:
   copy of a dataset object in the workspace is flagged (only same-size objects are hashed);
 - release exactly once: interrupted after the first copy, or after every copy but before
   the manifest, a rerun completes with one version of each egress copy and one manifest; a
-  rerun after completion changes nothing; a quarantined object changed after review is never
-  released; supporting files never leave;
+  rerun after completion changes nothing; two releases racing write one manifest; a
+  quarantined object changed after review is never released; supporting files never leave;
 - release while S3 is unreachable fails with TemporaryError and leaves no manifest;
 - download: the presigned link serves the released bytes, and stops working after
   `airlock_link_expiry_seconds`;
@@ -32,8 +32,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -373,6 +374,22 @@ def test_a_release_interrupted_and_rerun_completes_exactly_once(
     assert again == manifest
     assert versions(s3, egress, ref.files_prefix) == dict.fromkeys(keys, 1)
     assert versions(s3, egress, ref.prefix)[ref.manifest_key] == 1
+
+
+def test_two_releases_racing_write_one_manifest(
+    s3: S3Client, airlock: Settings, project: Path
+) -> None:
+    request, _ = two_files(s3, airlock, project)
+    reports = reports_of(s3, airlock, request)
+
+    def release(who: str) -> dict[str, Any]:
+        return release_export(s3, airlock, request, WORKSPACE, reports, released_by=who, now=NOW)
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(release, ["lea", "omar"])
+    assert first == second  # the loser returns the winner's manifest
+    ref = ExportRef.of(request)
+    assert versions(s3, airlock.airlock_egress_bucket, ref.prefix)[ref.manifest_key] == 1
 
 
 def test_a_quarantined_file_changed_after_review_is_never_released(
