@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,15 +34,17 @@ from provisioner.airlock.checks import (
     inspect_file,
     type_refusal,
 )
-from provisioner.airlock.keys import ExportRef, normalise_export_path
-from provisioner.airlock.paths import ConfinedFile
+from provisioner.airlock.keys import ExportRef, normalise_export_path, refuse_collisions
+from provisioner.airlock.paths import ConfinedFile, open_confined
 from provisioner.errors import InvalidInputError, NotFoundError, RefusedError
-from provisioner.models.resources import ExportFile
+from provisioner.models.resources import ExportFile, ExportFileKind, ExportRequest
 from provisioner.storage.s3 import error_code, s3_error, translated_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+    from provisioner.models.settings import Settings
 
 PART_BYTES = 8 << 20  # S3 wants parts of at least 5 MiB (but the last); 8 MiB as boto3 uses
 META_SHA256 = "sha256"  # x-amz-meta-sha256: the declared hash the upload was checked against
@@ -222,3 +225,53 @@ def inspect_quarantined(
         rules=rules,
         comparison=comparison,
     )
+
+
+def declare_file(
+    root: Path,
+    path: str,
+    *,
+    description: str,
+    kind: ExportFileKind = ExportFileKind.OUTPUT,
+    max_bytes: int,
+    part_bytes: int = PART_BYTES,
+) -> ExportFile:
+    """What an ExportRequest declares for one file: its normalised path, size and sha256, read
+    through the same confined open as the upload (`tre export submit` does this first)."""
+    digest = hashlib.sha256()
+    with open_confined(root, path, max_bytes=max_bytes) as source:
+        for part in source.read_parts(part_bytes):
+            digest.update(part)
+        return ExportFile(
+            path=source.path,
+            size=source.size,
+            sha256=digest.hexdigest(),
+            kind=kind,
+            description=description,
+        )
+
+
+def quarantine_request(
+    client: S3Client, settings: Settings, request: ExportRequest, root: Path
+) -> list[QuarantinedFile]:
+    """Upload every file of `request` from project storage `root` into quarantine.
+
+    Two paths naming one file are refused before anything is read. Each file is uploaded as
+    `quarantine_file` does; a rerun after a failure skips the files already stored.
+    """
+    ref = ExportRef.of(request)
+    refuse_collisions(f.path for f in request.spec.files)
+    stored = []
+    for file in request.spec.files:
+        with open_confined(root, file.path, max_bytes=settings.airlock_max_file_bytes) as source:
+            stored.append(
+                quarantine_file(
+                    client,
+                    settings.airlock_quarantine_bucket,
+                    ref,
+                    file,
+                    source,
+                    allowed_types=settings.airlock_allowed_types,
+                )
+            )
+    return stored

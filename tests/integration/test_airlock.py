@@ -1,6 +1,8 @@
 """The airlock's data path against the real S3 server (SeaweedFS on 127.0.0.1).
 
 Behaviours under test:
+- declare: path normalised, size and sha256 read through the confined open; two spellings of
+  one file in one request are refused before anything is uploaded;
 - submit: a file larger than one part streams into quarantine as a multipart upload; the
   stored bytes, their sha256 and the declared hash in the object's metadata agree; a second
   submission of the same bytes returns the stored object, another file under the same name
@@ -44,8 +46,10 @@ from provisioner.airlock.keys import ExportRef
 from provisioner.airlock.paths import ConfinedFile, open_confined
 from provisioner.airlock.quarantine import (
     META_SHA256,
+    declare_file,
     inspect_quarantined,
     quarantine_file,
+    quarantine_request,
 )
 from provisioner.airlock.release import (
     copy_and_verify,
@@ -145,20 +149,11 @@ WORKSPACE = Workspace(
 def submit(
     s3: S3Client, settings: Settings, root: Path, request: ExportRequest, contents: dict[str, bytes]
 ) -> None:
-    """Write each file into project storage and quarantine it, as `tre export submit` will."""
-    ref = ExportRef.of(request)
-    for file in request.spec.files:
-        (root / file.path).parent.mkdir(parents=True, exist_ok=True)
-        (root / file.path).write_bytes(contents[file.path])
-        with open_confined(root, file.path, max_bytes=settings.airlock_max_file_bytes) as source:
-            quarantine_file(
-                s3,
-                settings.airlock_quarantine_bucket,
-                ref,
-                file,
-                source,
-                allowed_types=ALLOWED,
-            )
+    """Write each file into project storage and quarantine them, as `tre export submit` will."""
+    for path, data in contents.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    quarantine_request(s3, settings, request, root)
 
 
 def reports_of(s3: S3Client, settings: Settings, request: ExportRequest) -> dict[str, FileReport]:
@@ -230,6 +225,27 @@ def test_a_file_larger_than_one_part_streams_into_quarantine(
         quarantine_file(s3, bucket, ref, declared("out/big.csv", other), src, allowed_types=ALLOWED)
     assert "already holds another file under the same name" in str(refused.value)
     assert sha256(s3.get_object(Bucket=bucket, Key=key)["Body"].read()) == file.sha256
+
+
+def test_a_request_is_declared_from_project_storage_and_collisions_are_refused(
+    s3: S3Client, airlock: Settings, project: Path
+) -> None:
+    data = b"region,n\nnorth,12\n"
+    (project / "out" / "a.csv").write_bytes(data)
+    file = declare_file(
+        project, "./out//a.csv", description="counts", max_bytes=airlock.airlock_max_file_bytes
+    )
+    assert (file.path, file.size, file.sha256) == ("out/a.csv", len(data), sha256(data))
+    twice = approved(file, file.model_copy(update={"path": "out//a.csv"}))
+    with pytest.raises(InvalidInputError, match=r"names the same file as 'out/a\.csv'"):
+        quarantine_request(s3, airlock, twice, project)
+    prefix = ExportRef.of(twice).prefix
+    assert (
+        s3.list_objects_v2(Bucket=airlock.airlock_quarantine_bucket, Prefix=prefix).get(
+            "KeyCount", 0
+        )
+        == 0
+    )
 
 
 def test_a_failed_submission_leaves_no_object_and_no_parts(
