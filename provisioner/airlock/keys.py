@@ -25,6 +25,7 @@ from provisioner.models.resources import ExportRequest
 
 MAX_PATH_CHARS = 1024  # ExportFile.path's maxLength
 MAX_SEGMENT_BYTES = 255  # NAME_MAX of Linux filesystems
+MAX_KEY_BYTES = 1024  # S3's limit on a key, in UTF-8 bytes
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UID = re.compile(r"^[0-9a-f][0-9a-f-]{7,63}$")
 
@@ -51,7 +52,15 @@ class ExportRef:
         return f"exports/{self.project}/{self.name}/{self.uid}/"
 
     def file_key(self, path: str) -> str:
-        return f"{self.prefix}files/{normalise_export_path(path)}"
+        normal = normalise_export_path(path)
+        key = f"{self.prefix}files/{normal}"
+        if len(key.encode("utf-8")) > MAX_KEY_BYTES:
+            room = MAX_KEY_BYTES - len(self.files_prefix.encode("utf-8"))
+            raise InvalidInputError(
+                f"file {path!r}: the path is {len(normal.encode('utf-8'))} bytes, over the "
+                f"{room} that fit in an S3 key after this request's prefix; shorten it"
+            )
+        return key
 
     @property
     def files_prefix(self) -> str:

@@ -137,6 +137,9 @@ def test_keys_give_each_request_its_own_prefix_and_keep_records_out_of_files() -
     assert ref.file_key("release.json") == f"exports/cardio/x1/{UID}/files/release.json"
     with pytest.raises(InvalidInputError, match="not the API server's uid"):
         ExportRef.of(export_request(uid=""))
+    long_path = "/".join(["ééééééééé"] * 60)  # 1139 bytes in 599 characters
+    with pytest.raises(InvalidInputError, match=r"over the 9\d\d that fit in an S3 key"):
+        ref.file_key(long_path)
 
 
 @pytest.fixture
