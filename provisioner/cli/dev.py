@@ -44,7 +44,7 @@ def up(state_dir: StateDir = None) -> None:
     """
     cluster = _cluster(state_dir)
     cluster.up(_progress)
-    _ensure_audit_bucket(cluster)
+    _ensure_buckets(cluster)
     typer.echo(f"kubeconfig: {cluster.kubeconfig}")
     # Not in `tre dev env` on purpose: only the controller signs audit entries.
     typer.echo(f"controller: TRE_AUDIT_SIGNING_KEY_FILE={cluster.audit_signing_key_file}")
@@ -89,9 +89,10 @@ def down(
     typer.echo("stopped" if was_running else "not running")
 
 
-def _ensure_audit_bucket(cluster: DevCluster) -> None:
-    """The audit bucket, with object lock: creating it is an install step, not something
-    opening the log does."""
+def _ensure_buckets(cluster: DevCluster) -> None:
+    """The audit bucket, with object lock, and the airlock's quarantine and egress buckets:
+    creating them is an install step, not something opening the log or a release does."""
+    from provisioner.airlock.release import ensure_airlock_buckets
     from provisioner.audit.log import ensure_audit_bucket
     from provisioner.storage.s3 import make_s3_client
 
@@ -105,6 +106,11 @@ def _ensure_audit_bucket(cluster: DevCluster) -> None:
     )
     ensure_audit_bucket(client, config.audit_bucket, retention_days=config.audit_retention_days)
     _progress(f"audit bucket {config.audit_bucket!r} ready")
+    ensure_airlock_buckets(client, config)
+    _progress(
+        f"airlock buckets {config.airlock_quarantine_bucket!r} and "
+        f"{config.airlock_egress_bucket!r} ready"
+    )
 
 
 def _dir_flag(state_dir: Path | None) -> str:

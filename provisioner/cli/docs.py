@@ -6,6 +6,7 @@ tests/unit/test_cli_docs.py fails when the page is not current."""
 from __future__ import annotations
 
 import enum
+import json
 import re
 import types
 import typing
@@ -161,6 +162,10 @@ def _constraints(field: FieldInfo) -> str:
 
 def _default(field: FieldInfo) -> str:
     value = field.default
+    if field.default_factory is not None:
+        # A list or mapping default: shown as the JSON the environment variable takes.
+        made = field.default_factory()  # type: ignore[call-arg]
+        return f"`{json.dumps(made, default=str, separators=(',', ':'))}`"
     if value is PydanticUndefined or value is None:
         return "unset"
     if isinstance(value, enum.Enum):

@@ -47,11 +47,18 @@ def install(
             f"audit bucket {settings.audit_bucket!r} ready "
             f"({'object lock on' if locked else 'no object lock: TRE_AUDIT_RETENTION_DAYS=0'})"
         )
+        from provisioner.airlock.release import ensure_airlock_buckets
+
+        ensure_airlock_buckets(common.s3(), settings)
+        progress(
+            f"airlock buckets {settings.airlock_quarantine_bucket!r} (quarantine) and "
+            f"{settings.airlock_egress_bucket!r} (egress, versioned) ready"
+        )
     else:
         progress(
             "S3 not configured (TRE_S3_ENDPOINT_URL / TRE_S3_ACCESS_KEY_ID unset): audit "
-            f"bucket {settings.audit_bucket!r} not created; create it with object lock, or set "
-            "them and run 'tre install' again"
+            f"bucket {settings.audit_bucket!r} and airlock buckets not created; create the "
+            "audit bucket with object lock, or set them and run 'tre install' again"
         )
     typer.echo("installed")
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 from pathlib import Path
+from typing import Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from provisioner.models.types import ClassificationTier
+from provisioner.models.types import BUCKET_NAME_PATTERN, EXPORT_FILE_TYPES, ClassificationTier
 
 
 class Settings(BaseSettings):
@@ -27,6 +28,27 @@ class Settings(BaseSettings):
                 "the canonical form"
             )
         return value
+
+    @field_validator("airlock_allowed_types")
+    @classmethod
+    def _known_export_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(EXPORT_FILE_TYPES))
+        if unknown:
+            raise ValueError(
+                f"unknown type(s) {unknown}: the airlock checks only "
+                f"{', '.join(EXPORT_FILE_TYPES)} (lower case, no dot)"
+            )
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _separate_airlock_buckets(self) -> Self:
+        if self.airlock_quarantine_bucket == self.airlock_egress_bucket:
+            raise ValueError(
+                "airlock_egress_bucket: must differ from airlock_quarantine_bucket "
+                f"({self.airlock_quarantine_bucket!r}): unreviewed files must never be "
+                "downloadable from where released ones are"
+            )
+        return self
 
     model_config = SettingsConfigDict(env_prefix="TRE_", extra="ignore", frozen=True)
 
@@ -169,6 +191,56 @@ class Settings(BaseSettings):
         "lock is refused (by `tre install` and when the controller opens the log), never "
         "silently written unlocked.",
     )
+    # --- Airlock (provisioner/airlock/) -------------------------------------------------------
+    airlock_quarantine_bucket: str = Field(
+        default="tre-quarantine",
+        pattern=BUCKET_NAME_PATTERN,
+        description="Bucket that receives every file submitted for export, before any review. "
+        "Only the airlock writes it; output checkers read it through the airlock, never "
+        "directly. Keys: exports/<project>/<request>/<uid>/files/<path>.",
+    )
+    airlock_egress_bucket: str = Field(
+        default="tre-egress",
+        pattern=BUCKET_NAME_PATTERN,
+        description="Bucket of released files, each under the same key as in quarantine, "
+        "with the release manifest (release.json) beside them and, after a revoke, the "
+        "revocation record (revocation.json). Project leads download through presigned links "
+        "only. Must differ from the quarantine bucket.",
+    )
+    airlock_max_file_bytes: int = Field(
+        default=1 << 30,
+        ge=1,
+        le=5 << 30,
+        description="Bytes. Largest file one export may carry (default 1 GiB). Results are "
+        "aggregates; a bigger file is more likely row-level data. At most 5 GiB: a release "
+        "copies each file with one server-side CopyObject, which S3 limits to 5 GiB.",
+    )
+    airlock_allowed_types: list[str] = Field(
+        default_factory=lambda: ["csv", "tsv", "txt", "png", "pdf", "json", "ipynb", "md"],
+        min_length=1,
+        description="File extensions (lower case, no dot; a JSON list in the environment, "
+        'e.g. ["csv","png"]) an export may carry, from '
+        "csv, tsv, txt, md, log, py, r, sql, json, ipynb, png, pdf: each is checked by "
+        "extension and by content (text types must be UTF-8 text, PNG and PDF must carry "
+        "their magic numbers), so only types the airlock knows how to sniff can be allowed.",
+    )
+    airlock_small_count_threshold: int = Field(
+        default=10,
+        ge=2,
+        le=1000,
+        description="Counts from 1 to this minus 1 in count-like CSV/TSV columns are flagged "
+        "to the reviewers as small-number disclosure risks (a finding, never a refusal). 10 "
+        "follows common statistical disclosure control guidance; use your data provider's.",
+    )
+    airlock_link_expiry_seconds: int = Field(
+        default=900,
+        ge=1,
+        le=604800,
+        description="Seconds a presigned download link of a released file stays valid "
+        "(default 15 minutes; at most 7 days, the S3 signature limit). Short, so a link "
+        "forwarded or left in a browser history stops working; the lead asks for a new one.",
+    )
+
     audit_signing_key_file: Path | None = Field(
         default=None,
         description="File with the controller's Ed25519 audit signing key (PEM PKCS#8, 32 raw "

@@ -180,6 +180,23 @@ DATETIME_PATTERN = (
 )
 
 
+# File types the airlock knows how to check by extension and content
+# (`provisioner.airlock.checks.FILE_TYPES`); TRE_AIRLOCK_ALLOWED_TYPES picks from these.
+EXPORT_FILE_TYPES: Final = (
+    "csv",
+    "tsv",
+    "txt",
+    "md",
+    "log",
+    "py",
+    "r",
+    "sql",
+    "json",
+    "ipynb",
+    "png",
+    "pdf",
+)
+
 ProjectSlug = Annotated[str, AfterValidator(validate_project_slug)]
 DatasetName = Annotated[str, AfterValidator(validate_dataset_name)]
 Username = Annotated[str, AfterValidator(validate_username)]
