@@ -128,6 +128,39 @@ def _name(common_name: str, groups: tuple[str, ...] = ()) -> x509.Name:
     return x509.Name(attrs)
 
 
+def _issue_client(
+    paths: PkiPaths,
+    stem: str,
+    user: str,
+    groups: tuple[str, ...],
+    ca_name: x509.Name,
+    ca_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        _name(user, groups),
+        client_key,
+        ca_name,
+        ca_key,
+        ca=False,
+        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    _write(paths.client_key(stem), _key_pem(client_key))
+    _write(paths.client_cert(stem), cert.public_bytes(serialization.Encoding.PEM))
+
+
+def ensure_client_cert(paths: PkiPaths, stem: str, user: str, groups: tuple[str, ...]) -> None:
+    """A client certificate signed by the platform's existing CA, made once (the node's
+    identities are issued when a node is added to a running platform, after `ensure_pki`)."""
+    if paths.client_cert(stem).exists() and paths.client_key(stem).exists():
+        return
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{paths.ca_key}: expected the EC key ensure_pki writes")
+    ca_name = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes()).subject
+    _issue_client(paths, stem, user, groups, ca_name, ca_key)
+
+
 def ensure_pki(paths: PkiPaths) -> None:
     """Create the CA, serving, client and ServiceAccount keys once; keep existing ones."""
     if paths.ca_cert.exists() and paths.sa_private.exists():
@@ -159,17 +192,7 @@ def ensure_pki(paths: PkiPaths) -> None:
     _write(paths.serving_cert, serving.public_bytes(serialization.Encoding.PEM))
 
     for stem, (user, groups) in CLIENT_IDENTITIES.items():
-        client_key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(
-            _name(user, groups),
-            client_key,
-            ca_name,
-            ca_key,
-            ca=False,
-            usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-        )
-        _write(paths.client_key(stem), _key_pem(client_key))
-        _write(paths.client_cert(stem), cert.public_bytes(serialization.Encoding.PEM))
+        _issue_client(paths, stem, user, groups, ca_name, ca_key)
 
     # ServiceAccount tokens are signed with RS256 by default: an RSA key.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
