@@ -13,10 +13,13 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provisioner.errors import DevClusterError
 
 _VALIDITY = dt.timedelta(days=30)  # a dev cluster lives hours; a short life limits leaks
 
@@ -156,7 +159,7 @@ def ensure_client_cert(paths: PkiPaths, stem: str, user: str, groups: tuple[str,
         return
     ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise TypeError(f"{paths.ca_key}: expected the EC key ensure_pki writes")
+        raise DevClusterError(f"{paths.ca_key}: not the EC key ensure_pki writes; 'tre dev down'")
     ca_name = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes()).subject
     _issue_client(paths, stem, user, groups, ca_name, ca_key)
 
@@ -203,3 +206,30 @@ def ensure_pki(paths: PkiPaths) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
+
+
+def write_kubeconfig(path: Path, server: str, pki: PkiPaths, stem: str, user: str) -> None:
+    """A kubeconfig (mode 0600) for the client certificate `stem`, trusting the platform CA."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "tre-dev",
+                "cluster": {"server": server, "certificate-authority": str(pki.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate": str(pki.client_cert(stem)),
+                    "client-key": str(pki.client_key(stem)),
+                },
+            }
+        ],
+        "contexts": [{"name": "tre-dev", "context": {"cluster": "tre-dev", "user": user}}],
+        "current-context": "tre-dev",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)

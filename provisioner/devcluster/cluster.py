@@ -30,12 +30,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provisioner.devcluster.binaries import Binaries, ensure_binaries
-from provisioner.devcluster.certs import PkiPaths, ensure_pki
+from provisioner.devcluster.binaries import (
+    Binaries,
+    cache_dir,
+    ensure_binaries,
+    ensure_node_binaries,
+)
+from provisioner.devcluster.certs import PkiPaths, ensure_pki, write_kubeconfig
+from provisioner.devcluster.images import build_pause_image
+from provisioner.devcluster.node import PROCESS_PREFIX, Node, NodeEndpoints, check_prerequisites
 from provisioner.devcluster.processes import (
     Process,
     free_port,
@@ -92,10 +98,30 @@ class DevCluster:
         return f"https://127.0.0.1:{ports['kube-apiserver']}"
 
     def is_ready(self) -> bool:
+        """The control plane and S3 answer, and every process we recorded (the node's too)
+        still runs."""
         procs = self.processes()
-        if len(procs) != 3 or not all(p.alive() for p in procs):
+        control_plane = [p for p in procs if not p.name.startswith(PROCESS_PREFIX)]
+        if len(control_plane) != 3 or not all(p.alive() for p in procs):
             return False
         return self._get("/readyz") == 200 and s3_status(self.state_dir / "s3") is not None
+
+    def has_node(self) -> bool:
+        return any(p.name.startswith(PROCESS_PREFIX) for p in self.processes())
+
+    def node(self) -> Node:
+        """The platform's node (its holder pid, `enter_argv`, `import_image`, ...)."""
+        return Node(self.state_dir)
+
+    def _node_endpoints(self) -> NodeEndpoints:
+        ports = json.loads(self._ports_file.read_text())
+        return NodeEndpoints(
+            state_dir=self.state_dir,
+            pki=self.pki,
+            api_port=int(ports["kube-apiserver"]),
+            s3_port=int(self.s3().url.rsplit(":", 1)[1].rstrip("/")),
+            service_cidr=SERVICE_CIDR,
+        )
 
     def status(self) -> list[ComponentStatus]:
         result = []
@@ -135,9 +161,15 @@ class DevCluster:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def up(self, progress: Progress) -> bool:
-        """Start everything and wait until ready. Returns False if it was already running."""
+    def up(self, progress: Progress, *, node: bool = False) -> bool:
+        """Start everything and wait until ready; with `node`, add a node (to a running
+        platform too). Returns False if it was already running as asked."""
+        if node:
+            check_prerequisites()  # before anything starts: root, packages, commands
         if self.is_ready():
+            if node and not self.has_node():
+                self.add_node(progress)
+                return True
             progress(f"already running (state in {self.state_dir})")
             return False
         if self.processes():
@@ -179,12 +211,60 @@ class DevCluster:
             raise
         save_processes(self._processes_file, started)
         progress(f"ready: kubeconfig {self.kubeconfig}")
+        if node:
+            self.add_node(progress)
         return True
+
+    def add_node(self, progress: Progress) -> None:
+        """Start a node (see node.py) beside the running control plane. On failure the node
+        is torn down again and the control plane keeps running."""
+        check_prerequisites()
+        node_binaries = ensure_node_binaries(progress)
+        pause = build_pause_image(cache_dir())
+        node = self.node()
+        try:
+            node.start(
+                self._node_endpoints(),
+                node_binaries,
+                ensure_binaries(progress).kubectl,
+                [pause],
+                self._record,
+                progress,
+            )
+        except BaseException:
+            self._stop_node(progress)
+            raise
+        progress("node: Ready")
+
+    def start_in_node(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> Process:
+        """Run an extra process inside the node's namespaces, recorded so `down` stops it."""
+        proc = self.node().start_in_node(name, argv, env=env)
+        self._record(proc)
+        return proc
+
+    def _record(self, proc: Process) -> None:
+        save_processes(self._processes_file, [*self.processes(), proc])
+
+    def _stop_node(self, progress: Progress) -> None:
+        procs = self.processes()
+        if (
+            not any(p.name.startswith(PROCESS_PREFIX) for p in procs)
+            and self.node().state() is None
+        ):
+            return
+        self.node().stop(procs, progress)
+        save_processes(
+            self._processes_file, [p for p in procs if not p.name.startswith(PROCESS_PREFIX)]
+        )
 
     def down(self, progress: Progress, *, purge: bool = True) -> bool:
         """Stop what we started (newest first). Returns False if nothing was running."""
         procs = self.processes()
         was_running = any(p.alive() for p in procs) or s3_status(self.state_dir / "s3") is not None
+        # The node first: its kubelet and relay need the apiserver and S3 to stop cleanly.
+        self._stop_node(progress)
         stop_s3(self.state_dir / "s3")
         for proc in reversed(procs):
             if proc.alive():
@@ -273,40 +353,14 @@ class DevCluster:
 
     def _write_kubeconfigs(self, ports: dict[str, int]) -> None:
         server = f"https://127.0.0.1:{ports['kube-apiserver']}"
-        for stem, path, user in (
-            ("admin", self.kubeconfig, "tre-admin"),
-            (
-                "controller-manager",
-                self.state_dir / "controller-manager.kubeconfig",
-                "kube-controller-manager",
-            ),
-        ):
-            config = {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "tre-dev",
-                        "cluster": {
-                            "server": server,
-                            "certificate-authority": str(self.pki.ca_cert),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": user,
-                        "user": {
-                            "client-certificate": str(self.pki.client_cert(stem)),
-                            "client-key": str(self.pki.client_key(stem)),
-                        },
-                    }
-                ],
-                "contexts": [{"name": "tre-dev", "context": {"cluster": "tre-dev", "user": user}}],
-                "current-context": "tre-dev",
-            }
-            path.write_text(yaml.safe_dump(config, sort_keys=False))
-            path.chmod(0o600)
+        write_kubeconfig(self.kubeconfig, server, self.pki, "admin", "tre-admin")
+        write_kubeconfig(
+            self.state_dir / "controller-manager.kubeconfig",
+            server,
+            self.pki,
+            "controller-manager",
+            "kube-controller-manager",
+        )
 
     # --- helpers ----------------------------------------------------------------------------
 

@@ -130,9 +130,7 @@ async def _relay(
         client_writer.close()  # the client sees a reset/EOF, as with a refused connection
         return
     target_reader, target_writer = await asyncio.open_connection(sock=sock)
-    await asyncio.gather(
-        _pipe(client_reader, target_writer), _pipe(target_reader, client_writer)
-    )
+    await asyncio.gather(_pipe(client_reader, target_writer), _pipe(target_reader, client_writer))
     for writer in (client_writer, target_writer):
         writer.close()
 
@@ -165,7 +163,8 @@ async def serve(node_netns: str, forwards: list[Forward]) -> None:
             await _relay(ns, forward, reader, writer)
 
         servers.append(await asyncio.start_server(handle, sock=_listener(ns, forward)))
-    print(READY_LINE, flush=True)
+    sys.stdout.write(READY_LINE + "\n")
+    sys.stdout.flush()
     await asyncio.gather(*(server.serve_forever() for server in servers))
 
 
@@ -181,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         asyncio.run(serve(args.netns, forwards))
     except OSError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+        sys.stderr.write(f"relay: {exc}\n")
         return 1
     return 0
 
