@@ -41,7 +41,15 @@ from provisioner.devcluster.binaries import (
 )
 from provisioner.devcluster.certs import PkiPaths, ensure_pki, write_kubeconfig
 from provisioner.devcluster.images import build_pause_image
-from provisioner.devcluster.node import PROCESS_PREFIX, Node, NodeEndpoints, check_prerequisites
+from provisioner.devcluster.node import (
+    COMPONENTS as NODE_COMPONENTS,
+)
+from provisioner.devcluster.node import (
+    PROCESS_PREFIX,
+    Node,
+    NodeEndpoints,
+    check_prerequisites,
+)
 from provisioner.devcluster.processes import (
     Process,
     free_port,
@@ -98,11 +106,14 @@ class DevCluster:
         return f"https://127.0.0.1:{ports['kube-apiserver']}"
 
     def is_ready(self) -> bool:
-        """The control plane and S3 answer, and every process we recorded (the node's too)
-        still runs."""
+        """The control plane and S3 answer, and its processes run; with a node, every node
+        component runs too (extra processes started in the node may come and go)."""
         procs = self.processes()
         control_plane = [p for p in procs if not p.name.startswith(PROCESS_PREFIX)]
-        if len(control_plane) != 3 or not all(p.alive() for p in procs):
+        node = [p for p in procs if p.name in NODE_COMPONENTS]
+        if len(control_plane) != 3 or (node and len(node) != len(NODE_COMPONENTS)):
+            return False
+        if not all(p.alive() for p in [*control_plane, *node]):
             return False
         return self._get("/readyz") == 200 and s3_status(self.state_dir / "s3") is not None
 

@@ -66,6 +66,11 @@ SANDBOX_IMAGE = "registry.k8s.io/pause:3.10.2"  # containerd 2.3.7's default; pi
 CNI_BIN_DIR = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 CGROUP_FS = Path("/sys/fs/cgroup")
 PROCESS_PREFIX = "node/"  # names of the node's entries in processes.json
+# The node's own components; processes started with `start_in_node` come and go beside them.
+COMPONENTS = tuple(
+    f"{PROCESS_PREFIX}{name}"
+    for name in ("holder", "relay", "kube-scheduler", "containerd", "kubelet", "kube-router")
+)
 PACKAGES_FILE = Path(__file__).with_name("node-packages.txt")
 INSTALL_SCRIPT = Path(__file__).with_name("node-packages.sh")
 READY_TIMEOUT = 120.0  # seconds; Ready ~3 s after the kubelet starts on an idle machine
@@ -371,11 +376,12 @@ class Node:
         cgroup_root = cgroup_root_for(ep.state_dir)
 
         progress("node: creating its network and mount namespaces")
+        host = _host_namespace_ids()
         holder = self._start_holder()
-        record(holder)
         # Recorded only once they are the holder's own: `stop` kills whatever shares them, so
         # recording them before unshare(2) ran would name the host's (and kill everything).
-        netns, mntns = _wait_for_own_namespaces(holder)
+        netns, mntns = _wait_for_own_namespaces(holder, host)
+        record(holder)
         self._state_file.write_text(
             json.dumps(NodeState(holder.pid, netns, mntns, cgroup_root).to_json())
         )
@@ -741,23 +747,32 @@ def _namespace_ids(pid: int | str) -> tuple[int, int]:
 
 
 def _host_namespace_ids() -> set[int]:
-    """The namespaces a node must never claim: ours and PID 1's."""
-    return {*_namespace_ids("self"), *_namespace_ids(1)}
+    """The namespaces a node must never claim: ours, and PID 1's where we may read them (a
+    sandbox's init may hide them)."""
+    ids = set(_namespace_ids("self"))
+    with contextlib.suppress(OSError):
+        ids.update(_namespace_ids(1))
+    return ids
 
 
-def _wait_for_own_namespaces(holder: Process, timeout: float = 10.0) -> tuple[int, int]:
-    """The holder's namespace ids once unshare(2) has given it new ones (between fork and
-    exec it still shares ours)."""
+def _wait_for_own_namespaces(
+    holder: Process, host: set[int], timeout: float = 10.0
+) -> tuple[int, int]:
+    """The holder's namespace ids, once `unshare` has exec'd `sleep` (so unshare(2) is done:
+    until then the pid shares the host's namespaces). On failure the holder, still our
+    unreaped child, is killed: its pid cannot belong to anyone else yet."""
     deadline = time.monotonic() + timeout
-    host = _host_namespace_ids()
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):
+        if holder.alive():
             netns, mntns = _namespace_ids(holder.pid)
             if netns not in host and mntns not in host:
                 return netns, mntns
-        if not holder.alive() and holder.exit_code() is not None:
+        elif holder.exit_code() is not None:
             break
         time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(holder.pid, signal.SIGKILL)
+    holder.exit_code()
     raise DevClusterError(
         f"the node's namespace holder (pid {holder.pid}) did not get namespaces of its own "
         f"within {timeout:.0f}s; last lines of {holder.log}:\n{holder.log_tail()}"
