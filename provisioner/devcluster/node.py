@@ -52,7 +52,7 @@ import yaml
 
 from provisioner.devcluster.binaries import NodeBinaries, pinned_node_binaries
 from provisioner.devcluster.certs import PkiPaths, ensure_client_cert, write_kubeconfig
-from provisioner.devcluster.processes import Process, spawn
+from provisioner.devcluster.processes import Process, spawn, wait_ready
 from provisioner.devcluster.relay import READY_LINE
 from provisioner.errors import DevClusterError
 
@@ -401,7 +401,7 @@ class Node:
         progress("node: starting containerd")
         containerd = self._start_containerd(binaries)
         record(containerd)
-        self._wait(containerd, lambda: self._ctr(binaries, ["version"]).returncode == 0, 60)
+        wait_ready(containerd, lambda: self._ctr(binaries, ["version"]).returncode == 0, 60)
         for image in images:
             progress(f"node: importing {image.name}")
             self.import_image(image)
@@ -410,7 +410,7 @@ class Node:
         kubelet = self._start_kubelet(binaries, ep.pki.ca_cert, cgroup_root)
         record(kubelet)
         progress(f"node: waiting for {NODE_NAME} to be Ready")
-        self._wait(
+        wait_ready(
             kubelet, lambda: _node_ready(kubectl, ep.state_dir / "kubeconfig"), READY_TIMEOUT
         )
         # After Ready: kube-router reads its node's address from the Node object and shuts
@@ -419,7 +419,7 @@ class Node:
         router = self._start_kube_router(binaries, ep.service_cidr)
         record(router)
         # Its filter chain exists once the policy controller has synced the first time.
-        self._wait(router, lambda: self._has_chain(holder.pid, "KUBE-ROUTER-INPUT"), 60)
+        wait_ready(router, lambda: self._has_chain(holder.pid, "KUBE-ROUTER-INPUT"), 60)
 
     def start_in_node(
         self, name: str, argv: list[str], *, mount: bool = True, env: dict[str, str] | None = None
@@ -535,7 +535,7 @@ class Node:
             self.dir / "logs" / "relay.log",
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
-        self._wait(relay, lambda: READY_LINE in _read(relay.log), 30)
+        wait_ready(relay, lambda: READY_LINE in _read(relay.log), 30)
         return relay
 
     def _start_scheduler(self, b: NodeBinaries) -> Process:
@@ -618,23 +618,6 @@ class Node:
             self.dir / "logs" / "kube-router.log",
             env=self._node_env(b),
             exe=b.kube_router,
-        )
-
-    def _wait(self, proc: Process, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            if not proc.alive():
-                code = proc.exit_code()
-                raise DevClusterError(
-                    f"{proc.name} exited{'' if code is None else f' with code {code}'} while "
-                    f"starting; last lines of {proc.log}:\n{proc.log_tail()}"
-                )
-            time.sleep(0.25)
-        raise DevClusterError(
-            f"{proc.name} was not ready after {timeout:.0f}s; last lines of {proc.log}:\n"
-            f"{proc.log_tail()}"
         )
 
     # --- stop --------------------------------------------------------------------------------

@@ -33,10 +33,12 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from provisioner.devcluster.binaries import pinned_node_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.node import NODE_IP, NODE_NAME, POD_CIDR, cgroup_root_for
 from provisioner.devcluster.processes import free_port
 from provisioner.devcluster.relay import READY_LINE
+from provisioner.errors import TreError
 from provisioner.kube.client import api_client
 from tests.integration.node_world import (
     busybox_image,
@@ -56,8 +58,14 @@ def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def node_platform(dev_platform: DevCluster, busybox_archive: Path) -> DevCluster:
     """The session's platform with a node added: started the first time a node test asks,
     so a run without node tests never pays for it. It stops with the platform."""
+    missing = pinned_node_binaries().missing()
+    if missing:  # a cold build (~11 min) would run into the per-test timeout: say what to do
+        pytest.fail(f"the node's binaries are not built ({missing[0]}): run 'make node-binaries'")
     if not dev_platform.has_node():
-        dev_platform.add_node(lambda message: print(f"[dev node] {message}"))
+        try:
+            dev_platform.add_node(lambda message: print(f"[dev node] {message}"))
+        except TreError as exc:
+            pytest.fail(f"the node did not start, so no node test can run:\n{exc}")
     dev_platform.node().import_image(busybox_archive)
     return dev_platform
 
