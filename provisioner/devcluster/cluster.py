@@ -255,6 +255,16 @@ class DevCluster:
         self._record(proc)
         return proc
 
+    def expose_from_node(self, name: str, host_port: int, address: str, port: int) -> Process:
+        """Show ADDRESS:PORT inside the node (e.g. the hub's proxy) on the host's
+        127.0.0.1:HOST_PORT through a relay, recorded so `down` stops it."""
+        node = self.node()
+        proc = node.start_relay(
+            name, node.holder_pid, ["--out-of-node", f"{host_port}={address}:{port}"]
+        )
+        self._record(proc)
+        return proc
+
     def _record(self, proc: Process) -> None:
         save_processes(self._processes_file, [*self.processes(), proc])
 

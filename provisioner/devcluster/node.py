@@ -519,20 +519,25 @@ class Node:
                 )
 
     def _start_relay(self, ep: NodeEndpoints, holder_pid: int) -> Process:
+        forwards = ["--into-node", str(ep.api_port), "--into-node", str(ep.s3_port)]
+        return self.start_relay("relay", holder_pid, forwards)
+
+    def start_relay(self, name: str, holder_pid: int, forwards: list[str]) -> Process:
+        """Start a relay (relay.py) with `forwards` (``--into-node PORT``, ``--out-of-node
+        HPORT=ADDR:PORT``) and wait until it listens. The caller records it."""
+        log = self.dir / "logs" / f"{name}.log"
+        log.unlink(missing_ok=True)  # its "ready" line must be this run's
         relay = spawn(
-            f"{PROCESS_PREFIX}relay",
+            f"{PROCESS_PREFIX}{name}",
             [
                 sys.executable,
                 "-m",
                 "provisioner.devcluster.relay",
                 "--netns",
                 f"/proc/{holder_pid}/ns/net",
-                "--into-node",
-                str(ep.api_port),
-                "--into-node",
-                str(ep.s3_port),
+                *forwards,
             ],
-            self.dir / "logs" / "relay.log",
+            log,
             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         )
         wait_ready(relay, lambda: READY_LINE in _read(relay.log), 30)
@@ -764,15 +769,21 @@ def _wait_for_own_namespaces(
 
 def select_node_pids(
     state: NodeState,
-    processes: list[tuple[int, tuple[int, int]]],
+    processes: list[tuple[int, tuple[int, int], str]],
     host_namespaces: set[int],
     own_pids: set[int],
+    *,
+    holder_holds_namespaces: bool,
+    node_executables: set[str],
 ) -> list[int]:
     """The pids the teardown kills: those sharing the node's network or mount namespace.
+    `processes`: (pid, (netns, mntns), executable) of every process.
 
     Refuses (raises) when the recorded namespaces are the host's: killing "everything in the
     node's namespace" would then kill every process on the machine. `own_pids` (this process,
-    PID 1, the holder) are never selected."""
+    PID 1, the holder) are never selected. Namespace ids are inode numbers the kernel reuses
+    once a namespace is gone: unless the holder still holds them (so they are still the
+    node's), only processes running one of the node's own executables are selected."""
     if state.netns_inode in host_namespaces or state.mntns_inode in host_namespaces:
         raise DevClusterError(
             f"refusing to kill by namespace: the node's recorded namespaces "
@@ -781,8 +792,10 @@ def select_node_pids(
         )
     return sorted(
         pid
-        for pid, (netns, mntns) in processes
-        if pid not in own_pids and (netns == state.netns_inode or mntns == state.mntns_inode)
+        for pid, (netns, mntns), exe in processes
+        if pid not in own_pids
+        and (netns == state.netns_inode or mntns == state.mntns_inode)
+        and (holder_holds_namespaces or exe in node_executables)
     )
 
 
@@ -793,9 +806,30 @@ def _pids_of_node(state: NodeState) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
-                listing.append((int(entry.name), _namespace_ids(entry.name)))
+                ids = _namespace_ids(entry.name)
+                exe = ""
+                with contextlib.suppress(OSError):
+                    exe = os.readlink(entry / "exe").removesuffix(" (deleted)")
+                listing.append((int(entry.name), ids, exe))
+    holds = False
+    with contextlib.suppress(OSError):
+        holder_exe = os.readlink(f"/proc/{state.holder_pid}/exe")
+        holds = Path(holder_exe).name == "sleep" and _namespace_ids(state.holder_pid) == (
+            state.netns_inode,
+            state.mntns_inode,
+        )
+    binaries = pinned_node_binaries()
     own = {os.getpid(), 1, state.holder_pid}
-    pids = set(select_node_pids(state, listing, _host_namespace_ids(), own))
+    pids = set(
+        select_node_pids(
+            state,
+            listing,
+            _host_namespace_ids(),
+            own,
+            holder_holds_namespaces=holds,
+            node_executables={os.path.realpath(p) for p in vars(binaries).values()},
+        )
+    )
     if not CGROUP_ROOT_PATTERN.fullmatch(state.cgroup_root):
         raise DevClusterError(
             f"refusing to kill by cgroup: {state.cgroup_root!r} is not a node's cgroupRoot"

@@ -37,7 +37,6 @@ from provisioner.devcluster.binaries import pinned_node_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.node import NODE_IP, NODE_NAME, POD_CIDR, cgroup_root_for
 from provisioner.devcluster.processes import free_port
-from provisioner.devcluster.relay import READY_LINE
 from provisioner.errors import TreError
 from provisioner.kube.client import api_client
 from tests.integration.node_world import (
@@ -274,23 +273,8 @@ def test_relay_shows_a_server_inside_the_node_on_the_host_loopback(
         [sys.executable, "-m", "http.server", "--bind", NODE_IP, str(inner)],
         env={"PATH": os.environ["PATH"]},
     )
-    node = node_platform.node()
-    relay = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "provisioner.devcluster.relay",
-            "--netns",
-            f"/proc/{node.holder_pid}/ns/net",
-            "--out-of-node",
-            f"{outer}={NODE_IP}:{inner}",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    relay = node_platform.expose_from_node("test-expose", outer, NODE_IP, inner)
     try:
-        assert relay.stdout is not None
-        assert relay.stdout.readline().strip() == READY_LINE
         body = ""
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not body:
@@ -301,16 +285,11 @@ def test_relay_shows_a_server_inside_the_node_on_the_host_loopback(
                 body = resp.read().decode()
             time.sleep(0.2)
         assert "Directory listing" in body
-        # The server is in the node only: the host has no route to the node IP.
-        route = subprocess.run(
-            ["ip", "route", "get", NODE_IP], capture_output=True, text=True, check=False
-        )
-        assert "dev eth0" in route.stdout or route.returncode != 0
     finally:
-        relay.terminate()
-        relay.wait(10)
+        relay.stop()
         server.stop()
-    assert any(p.name == "node/test-http" for p in node_platform.processes())
+    names = {p.name for p in node_platform.processes()}
+    assert {"node/test-http", "node/test-expose"} <= names
 
 
 def test_second_platform_with_a_node_runs_beside_and_down_leaves_the_host_as_found(

@@ -135,18 +135,41 @@ HOST_NET, HOST_MNT, NODE_NET, NODE_MNT, POD_NET = 1001, 1002, 2001, 2002, 3001
 NODE = NodeState(holder_pid=50, netns_inode=NODE_NET, mntns_inode=NODE_MNT, cgroup_root="/tre-0")
 
 
-def test_teardown_selects_only_the_nodes_processes() -> None:
-    processes = [
-        (1, (HOST_NET, HOST_MNT)),  # init
-        (10, (HOST_NET, HOST_MNT)),  # someone else's work on the host
-        (50, (NODE_NET, NODE_MNT)),  # the holder: stopped last, separately
-        (60, (NODE_NET, NODE_MNT)),  # a shim
-        (70, (POD_NET, NODE_MNT)),  # a pod's process that kept the node's mount namespace
-        (80, (NODE_NET, HOST_MNT)),  # something entered with nsenter -n only
-        (99, (NODE_NET, NODE_MNT)),  # this process (entered the node itself)
-    ]
-    chosen = select_node_pids(NODE, processes, {HOST_NET, HOST_MNT}, {99, 1, 50})
+SHIM = "/cache/containerd-v2.3.7/containerd-shim-runc-v2"
+PROCESSES = [
+    (1, (HOST_NET, HOST_MNT), "/process_api"),  # init
+    (10, (HOST_NET, HOST_MNT), "/usr/bin/make"),  # someone else's work on the host
+    (50, (NODE_NET, NODE_MNT), "/usr/bin/sleep"),  # the holder: stopped last, separately
+    (60, (NODE_NET, NODE_MNT), SHIM),  # a shim
+    (70, (POD_NET, NODE_MNT), "/bin/busybox"),  # a pod process in the node's mount namespace
+    (80, (NODE_NET, HOST_MNT), "/usr/bin/python3"),  # entered with nsenter -n only
+    (99, (NODE_NET, NODE_MNT), "/usr/bin/python3"),  # this process (entered the node itself)
+]
+
+
+def test_teardown_selects_the_processes_in_the_nodes_namespaces() -> None:
+    chosen = select_node_pids(
+        NODE,
+        PROCESSES,
+        {HOST_NET, HOST_MNT},
+        {99, 1, 50},
+        holder_holds_namespaces=True,
+        node_executables={SHIM},
+    )
     assert chosen == [60, 70, 80]
+
+
+def test_without_the_holder_only_the_nodes_own_executables_are_selected() -> None:
+    """The kernel reuses a freed namespace's inode number: a stranger may have it now."""
+    chosen = select_node_pids(
+        NODE,
+        PROCESSES,
+        {HOST_NET, HOST_MNT},
+        {99, 1, 50},
+        holder_holds_namespaces=False,
+        node_executables={SHIM},
+    )
+    assert chosen == [60]
 
 
 @pytest.mark.parametrize(
@@ -157,6 +180,12 @@ def test_teardown_selects_only_the_nodes_processes() -> None:
     ],
 )
 def test_teardown_refuses_when_the_recorded_namespaces_are_the_hosts(recorded: NodeState) -> None:
-    processes = [(10, (HOST_NET, HOST_MNT)), (60, (NODE_NET, NODE_MNT))]
     with pytest.raises(DevClusterError, match="refusing to kill by namespace"):
-        select_node_pids(recorded, processes, {HOST_NET, HOST_MNT}, set())
+        select_node_pids(
+            recorded,
+            PROCESSES,
+            {HOST_NET, HOST_MNT},
+            set(),
+            holder_holds_namespaces=True,
+            node_executables=set(),
+        )
