@@ -9,11 +9,13 @@ Everything binds to 127.0.0.1 on free ports and lives in one state directory:
     <state>/audit-signing.key  the controller's audit signing key (Ed25519, PEM, 0600)
     <state>/processes.json pids of what we started; `down` stops exactly those
     <state>/*.log          one log per component
+    <state>/node/          the node's state, configs and logs, when there is one (node.py)
+    <state>/egress-selector.yaml, node-egress.sock  the apiserver's way to the node's kubelet
 
 The apiserver runs RBAC authorization, PodSecurity and ValidatingAdmissionPolicy admission, and
 signs ServiceAccount tokens; the admin identity is in system:masters, so it may impersonate
-(``kubectl --as``). There is no node: pods stay Pending and NetworkPolicies are stored but not
-enforced (docs/development.md says how each is proven instead).
+(``kubectl --as``). Without a node (the default) pods stay Pending and NetworkPolicies are
+stored but not enforced; `up(node=True)` / `add_node` add a real one (node.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -38,16 +41,24 @@ from provisioner.devcluster.binaries import (
     ensure_binaries,
     ensure_node_binaries,
 )
-from provisioner.devcluster.certs import PkiPaths, ensure_pki, write_kubeconfig
+from provisioner.devcluster.certs import (
+    PkiPaths,
+    ensure_client_cert,
+    ensure_pki,
+    write_kubeconfig,
+)
 from provisioner.devcluster.images import build_pause_image
 from provisioner.devcluster.node import (
     COMPONENTS as NODE_COMPONENTS,
 )
 from provisioner.devcluster.node import (
+    KUBELET_CLIENT,
     PROCESS_PREFIX,
     Node,
     NodeEndpoints,
     check_prerequisites,
+    egress_selector_config,
+    node_egress_socket,
 )
 from provisioner.devcluster.processes import (
     Process,
@@ -319,6 +330,14 @@ class DevCluster:
 
     def _start_apiserver(self, b: Binaries, ports: dict[str, int]) -> Process:
         p = self.pki
+        # Reaching kubelets (exec, logs, port-forward): through the node's CONNECT proxy
+        # (relay.py), because the host has no route into the node. Without a node the socket
+        # does not exist and there is no kubelet to reach either.
+        egress = self.state_dir / "egress-selector.yaml"
+        egress.write_text(
+            yaml.safe_dump(egress_selector_config(node_egress_socket(self.state_dir)))
+        )
+        ensure_client_cert(p, KUBELET_CLIENT[0], KUBELET_CLIENT[1], KUBELET_CLIENT[2])
         return spawn(
             "kube-apiserver",
             [
@@ -341,6 +360,11 @@ class DevCluster:
                 # Privileged pods must be refused by PodSecurity, not by this switch, so that the
                 # PSA tests prove what they claim.
                 "--allow-privileged=true",
+                f"--egress-selector-config-file={egress}",
+                f"--kubelet-client-certificate={p.client_cert(KUBELET_CLIENT[0])}",
+                f"--kubelet-client-key={p.client_key(KUBELET_CLIENT[0])}",
+                # The proxy connects to addresses only (the node's name resolves nowhere).
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--v=1",
             ],

@@ -5,6 +5,7 @@ What runs where (all started by `tre dev up --node`, all recorded in ``processes
     host (127.0.0.1 only)            node namespaces (held by the "node/holder" process)
     ---------------------            ----------------------------------------------------
     kube-apiserver, etcd, S3    <--  relay: 127.0.0.1:<apiserver>, 127.0.0.1:<s3> inside
+    kube-apiserver (egress)     -->  relay: CONNECT proxy to the node IP and pods only
     kube-scheduler (host)            containerd (+ shims), runc, CNI bridge cni0 10.88.0.0/24
                                      kubelet (node tre-node, node IP 10.99.0.1 on veth node0)
                                      kube-router (NetworkPolicy firewall only)
@@ -19,7 +20,8 @@ What runs where (all started by `tre dev up --node`, all recorded in ``processes
   ``var-log`` bound on ``/var/lib`` and ``/var/log``: containerd, kubelet and CNI use their
   default paths without touching the host's.
 - **The relay** (relay.py) makes the host's apiserver and S3 reachable at the same
-  127.0.0.1 URLs inside the node, so the node's kubeconfigs equal the host's.
+  127.0.0.1 URLs inside the node, so the node's kubeconfigs equal the host's; and it is the
+  apiserver's CONNECT proxy (egress selector) to the kubelet for exec, logs, port-forward.
 - **cgroups are not namespaced.** The kubelet gets a per-platform ``cgroupRoot``
   (``/tre-<hash of the state dir>``), created here in every hierarchy and removed by `down`,
   so two platforms on one machine never share ``/kubepods``.
@@ -308,6 +310,34 @@ def kube_router_rbac(user: str) -> list[dict[str, object]]:
     ]
 
 
+# The apiserver's identity towards kubelets (exec, logs): file stem, user, groups. In
+# system:masters, so the kubelet's webhook authorization lets it through.
+KUBELET_CLIENT = ("apiserver-kubelet-client", "kube-apiserver-kubelet-client", ("system:masters",))
+
+
+def node_egress_socket(state_dir: Path) -> Path:
+    """The unix socket of the node's CONNECT proxy (the relay), for the apiserver."""
+    return state_dir / "node-egress.sock"
+
+
+def egress_selector_config(socket_path: Path) -> dict[str, object]:
+    """The apiserver's EgressSelectorConfiguration: traffic to the cluster (kubelets, pods)
+    goes through the node's CONNECT proxy; the control plane and etcd are dialled directly."""
+    return {
+        "apiVersion": "apiserver.k8s.io/v1beta1",
+        "kind": "EgressSelectorConfiguration",
+        "egressSelections": [
+            {
+                "name": "cluster",
+                "connection": {
+                    "proxyProtocol": "HTTPConnect",
+                    "transport": {"uds": {"udsName": str(socket_path)}},
+                },
+            }
+        ],
+    }
+
+
 # Client identities of the node's components: file stem -> (user, groups).
 NODE_IDENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
     # The Node authorizer and NodeRestriction know a kubelet by exactly this name and group.
@@ -519,7 +549,12 @@ class Node:
                 )
 
     def _start_relay(self, ep: NodeEndpoints, holder_pid: int) -> Process:
-        forwards = ["--into-node", str(ep.api_port), "--into-node", str(ep.s3_port)]
+        forwards = [
+            *("--into-node", str(ep.api_port), "--into-node", str(ep.s3_port)),
+            # apiserver --> kubelet (exec, logs) and pods; nothing else in the node.
+            *("--connect-proxy", str(node_egress_socket(ep.state_dir))),
+            *("--connect-allow", f"{NODE_IP}/32", "--connect-allow", POD_CIDR),
+        ]
         return self.start_relay("relay", holder_pid, forwards)
 
     def start_relay(self, name: str, holder_pid: int, forwards: list[str]) -> Process:

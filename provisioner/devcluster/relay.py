@@ -9,6 +9,10 @@ address but 127.0.0.1. This one process joins the two loopbacks:
   node uses the very same URLs and kubeconfigs as the host does.
 - ``--out-of-node HPORT=ADDR:PORT``: listen on 127.0.0.1:HPORT on the host and connect to
   ADDR:PORT inside the node (e.g. a proxy that runs in the node, shown to the host's browser).
+- ``--connect-proxy PATH --connect-allow CIDR...``: an HTTP CONNECT proxy on a unix socket on
+  the host that connects inside the node, to allowed addresses only. The apiserver's egress
+  selector ("cluster") dials the kubelet (exec, logs, port-forward) through it: the host has
+  no route to the node IP, on purpose.
 
 A socket belongs to the network namespace its creating thread was in when it was created, for
 its whole life. So the relay switches its (only) thread into the node with setns(2), creates
@@ -26,11 +30,13 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import ipaddress
 import os
 import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 _CLONE_NEWNET = 0x40000000
 _LOOPBACK = "127.0.0.1"
@@ -67,6 +73,35 @@ def _port(value: str, flag: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise argparse.ArgumentTypeError(f"{flag}: {value!r} is not a TCP port (1-65535)")
     return int(value)
+
+
+@dataclass(frozen=True)
+class ConnectProxy:
+    """An HTTP CONNECT proxy on a unix socket (host) that dials into the node."""
+
+    socket_path: Path
+    allowed: tuple[ipaddress.IPv4Network, ...]
+
+
+def parse_connect_request(
+    head: bytes, allowed: tuple[ipaddress.IPv4Network, ...]
+) -> tuple[str, int]:
+    """The target of ``CONNECT a.b.c.d:port HTTP/1.1``; ValueError (with the reason) for any
+    other request, a name instead of an address, or an address outside `allowed`."""
+    request_line = head.split(b"\r\n", 1)[0].decode("ascii", errors="replace")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or parts[0] != "CONNECT" or not parts[2].startswith("HTTP/1."):
+        raise ValueError(f"not a CONNECT request: {request_line!r}")
+    host, _, port = parts[1].rpartition(":")
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError as exc:
+        raise ValueError(f"CONNECT target {parts[1]!r} is not an IPv4 address") from exc
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"CONNECT target {parts[1]!r} has no valid port")
+    if not any(address in network for network in allowed):
+        raise ValueError(f"CONNECT target {address} is outside {[str(n) for n in allowed]}")
+    return str(address), int(port)
 
 
 class Namespaces:
@@ -113,26 +148,63 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
+async def _connect(ns: Namespaces, *, in_node: bool, host: str, port: int) -> socket.socket:
+    sock = ns.socket(node=in_node)
+    sock.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def _splice(
+    sock: socket.socket, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter
+) -> None:
+    target_reader, target_writer = await asyncio.open_connection(sock=sock)
+    await asyncio.gather(_pipe(client_reader, target_writer), _pipe(target_reader, client_writer))
+    for writer in (client_writer, target_writer):
+        writer.close()
+
+
 async def _relay(
     ns: Namespaces,
     forward: Forward,
     client_reader: asyncio.StreamReader,
     client_writer: asyncio.StreamWriter,
 ) -> None:
-    sock = ns.socket(node=not forward.into_node)
-    sock.setblocking(False)
     try:
-        await asyncio.get_running_loop().sock_connect(
-            sock, (forward.target_host, forward.target_port)
+        sock = await _connect(
+            ns, in_node=not forward.into_node, host=forward.target_host, port=forward.target_port
         )
     except OSError:
-        sock.close()
         client_writer.close()  # the client sees a reset/EOF, as with a refused connection
         return
-    target_reader, target_writer = await asyncio.open_connection(sock=sock)
-    await asyncio.gather(_pipe(client_reader, target_writer), _pipe(target_reader, client_writer))
-    for writer in (client_writer, target_writer):
-        writer.close()
+    await _splice(sock, client_reader, client_writer)
+
+
+async def _proxy(
+    ns: Namespaces,
+    proxy: ConnectProxy,
+    client_reader: asyncio.StreamReader,
+    client_writer: asyncio.StreamWriter,
+) -> None:
+    try:
+        head = await asyncio.wait_for(client_reader.readuntil(b"\r\n\r\n"), 10)
+        host, port = parse_connect_request(head, proxy.allowed)
+    except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+        client_writer.write(b"HTTP/1.1 403 Forbidden\r\n\r\n")
+        client_writer.close()
+        return
+    try:
+        sock = await _connect(ns, in_node=True, host=host, port=port)
+    except OSError:
+        client_writer.write(b"HTTP/1.1 502 Bad Gateway\r\n\r\n")
+        client_writer.close()
+        return
+    client_writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    await _splice(sock, client_reader, client_writer)
 
 
 def _listener(ns: Namespaces, forward: Forward) -> socket.socket:
@@ -150,9 +222,24 @@ def _listener(ns: Namespaces, forward: Forward) -> socket.socket:
     return sock
 
 
-async def serve(node_netns: str, forwards: list[Forward]) -> None:
+async def serve(
+    node_netns: str, forwards: list[Forward], proxy: ConnectProxy | None = None
+) -> None:
     ns = Namespaces(node_netns)
     servers = []
+    if proxy is not None:
+
+        async def handle_proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await _proxy(ns, proxy, reader, writer)
+
+        proxy.socket_path.unlink(missing_ok=True)  # a stale socket of an earlier run
+        old_umask = os.umask(0o077)  # owner only: it reaches into the node
+        try:
+            servers.append(
+                await asyncio.start_unix_server(handle_proxy, path=str(proxy.socket_path))
+            )
+        finally:
+            os.umask(old_umask)
     for forward in forwards:
 
         async def handle(
@@ -173,12 +260,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--netns", required=True, help="the node's /proc/PID/ns/net")
     parser.add_argument("--into-node", type=parse_into_node, action="append", default=[])
     parser.add_argument("--out-of-node", type=parse_out_of_node, action="append", default=[])
+    parser.add_argument("--connect-proxy", type=Path, help="unix socket of the CONNECT proxy")
+    parser.add_argument("--connect-allow", type=ipaddress.IPv4Network, action="append", default=[])
     args = parser.parse_args(argv)
     forwards = [*args.into_node, *args.out_of_node]
-    if not forwards:
-        parser.error("nothing to relay: give --into-node and/or --out-of-node")
+    if not forwards and not args.connect_proxy:
+        parser.error("nothing to relay: give --into-node, --out-of-node or --connect-proxy")
+    if args.connect_proxy and not args.connect_allow:
+        parser.error("--connect-proxy needs --connect-allow CIDR (where it may connect)")
+    proxy = (
+        ConnectProxy(args.connect_proxy, tuple(args.connect_allow)) if args.connect_proxy else None
+    )
     try:
-        asyncio.run(serve(args.netns, forwards))
+        asyncio.run(serve(args.netns, forwards, proxy))
     except OSError as exc:
         sys.stderr.write(f"relay: {exc}\n")
         return 1

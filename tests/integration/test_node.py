@@ -9,6 +9,8 @@ Behaviours under test:
 - kube-router enforces NetworkPolicy: with an ingress policy a pod not allowed gets refused,
   an allowed one connects; without the policy both connect (so the refusal is the policy's);
 - the relay's other direction shows a server inside the node on the host's loopback;
+- the apiserver reaches the kubelet through the relay's CONNECT proxy (`kubectl logs`, `exec`
+  with stdin), and the proxy refuses anything but the node IP and the pod range;
 - a second platform with a node runs beside the session's (its own cgroupRoot), and
   `tre dev down` leaves the host as found: links, routes, node-related mounts, iptables and
   nft rules, cgroups, netns list, and no process of its node left.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -33,9 +36,15 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from provisioner.devcluster.binaries import pinned_node_binaries
+from provisioner.devcluster.binaries import pinned_binaries, pinned_node_binaries
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.devcluster.node import NODE_IP, NODE_NAME, POD_CIDR, cgroup_root_for
+from provisioner.devcluster.node import (
+    NODE_IP,
+    NODE_NAME,
+    POD_CIDR,
+    cgroup_root_for,
+    node_egress_socket,
+)
 from provisioner.devcluster.processes import free_port
 from provisioner.errors import TreError
 from provisioner.kube.client import api_client
@@ -290,6 +299,48 @@ def test_relay_shows_a_server_inside_the_node_on_the_host_loopback(
         server.stop()
     names = {p.name for p in node_platform.processes()}
     assert {"node/test-http", "node/test-expose"} <= names
+
+
+def test_kubectl_logs_and_exec_reach_the_pod_through_the_connect_proxy(
+    node_platform: DevCluster, core: client.CoreV1Api, restricted_namespace: str
+) -> None:
+    pod = restricted_pod("talker", "echo hello-from-the-log; sleep 3600")
+    core.create_namespaced_pod(restricted_namespace, pod)
+    wait_pod(core, restricted_namespace, "talker", {"Running"})
+    kubectl = [
+        str(pinned_binaries().kubectl),
+        f"--kubeconfig={node_platform.kubeconfig}",
+        f"--namespace={restricted_namespace}",
+    ]
+    deadline = time.monotonic() + 20
+    logs = ""
+    while "hello-from-the-log" not in logs and time.monotonic() < deadline:
+        logs = _run([*kubectl, "logs", "talker"]).stdout
+        time.sleep(0.5)
+    assert "hello-from-the-log" in logs
+    echoed = subprocess.run(
+        [*kubectl, "exec", "-i", "talker", "--", "cat"],
+        input="through-the-proxy\n",
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert echoed.stdout == "through-the-proxy\n", echoed.stderr
+
+
+def test_connect_proxy_refuses_the_nodes_loopback(node_platform: DevCluster) -> None:
+    """The apiserver's way in reaches the kubelet and pods only: not the relay's own
+    listeners on the node's loopback, nor anything addressed by name."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(node_egress_socket(node_platform.state_dir)))
+        sock.sendall(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 403")
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
 
 
 def test_second_platform_with_a_node_runs_beside_and_down_leaves_the_host_as_found(

@@ -5,7 +5,8 @@
 - the kubelet's config carries the per-platform cgroupRoot and the security-relevant fields;
 - the CNI conflist hands out POD_CIDR and masquerades nothing;
 - cgroupRoot is stable for one state dir and distinct for two;
-- the relay's flags refuse malformed forwards with the flag and an example;
+- the relay's flags refuse malformed forwards with the flag and an example; its CONNECT proxy
+  (the apiserver's way to the kubelet) connects only to allowed addresses, never to names;
 - the package list is what node-packages.sh installs;
 - the teardown selects only processes sharing the node's namespaces, never this process, PID 1
   or the holder, and refuses outright when the recorded namespaces are the host's (a teardown
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import tomllib
 from pathlib import Path
 
@@ -35,7 +37,12 @@ from provisioner.devcluster.node import (
     required_packages,
     select_node_pids,
 )
-from provisioner.devcluster.relay import Forward, parse_into_node, parse_out_of_node
+from provisioner.devcluster.relay import (
+    Forward,
+    parse_connect_request,
+    parse_into_node,
+    parse_out_of_node,
+)
 from provisioner.errors import DevClusterError
 
 
@@ -189,3 +196,31 @@ def test_teardown_refuses_when_the_recorded_namespaces_are_the_hosts(recorded: N
             holder_holds_namespaces=True,
             node_executables=set(),
         )
+
+
+NODE_ONLY = (ipaddress.IPv4Network("10.99.0.1/32"), ipaddress.IPv4Network("10.88.0.0/24"))
+
+
+def test_connect_proxy_accepts_the_node_and_its_pods() -> None:
+    head = b"CONNECT 10.99.0.1:10250 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    assert parse_connect_request(head, NODE_ONLY) == ("10.99.0.1", 10250)
+    assert parse_connect_request(b"CONNECT 10.88.0.7:8080 HTTP/1.1\r\n\r\n", NODE_ONLY) == (
+        "10.88.0.7",
+        8080,
+    )
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", "not a CONNECT request"),
+        (b"CONNECT tre-node:10250 HTTP/1.1\r\n\r\n", "is not an IPv4 address"),
+        (b"CONNECT 127.0.0.1:6443 HTTP/1.1\r\n\r\n", "outside"),  # the node's loopback
+        (b"CONNECT 10.99.0.2:10250 HTTP/1.1\r\n\r\n", "outside"),
+        (b"CONNECT 10.99.0.1:0 HTTP/1.1\r\n\r\n", "no valid port"),
+        (b"CONNECT 10.99.0.1:10250\r\n\r\n", "not a CONNECT request"),
+    ],
+)
+def test_connect_proxy_refuses(head: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_connect_request(head, NODE_ONLY)
