@@ -744,8 +744,9 @@ def _make_cgroup_root(cgroup_root: str) -> None:
         # A new cpuset cgroup starts with no CPUs and no memory nodes, and no task may join it
         # until both are set: inherit the parent's.
         for knob in ("cpuset.cpus", "cpuset.mems"):
-            if (path / knob).exists() and not (path / knob).read_text().strip():
-                (path / knob).write_text((hierarchy / knob).read_text())
+            parent = hierarchy / knob  # absent at a cgroup v2 root
+            if parent.exists() and (path / knob).exists() and not (path / knob).read_text().strip():
+                (path / knob).write_text(parent.read_text())
 
 
 def cgroup_dirs(cgroup_root: str) -> list[Path]:
