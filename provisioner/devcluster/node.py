@@ -668,8 +668,9 @@ class Node:
         state = self.state()
         holder = [p for p in processes if p.name == f"{PROCESS_PREFIX}holder"]
         for proc in reversed(processes):
-            if proc.name.startswith(PROCESS_PREFIX) and proc not in holder and proc.alive():
-                progress(f"stopping {proc.name} (pid {proc.pid})")
+            if proc.name.startswith(PROCESS_PREFIX) and proc not in holder:
+                if proc.alive():
+                    progress(f"stopping {proc.name} (pid {proc.pid})")
                 proc.stop()
         if state is not None:
             for _ in range(50):  # containers can fork while we kill; repeat until none is left

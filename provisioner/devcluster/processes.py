@@ -41,6 +41,17 @@ class Process:
         except OSError:
             return False
 
+    def starting(self) -> bool:
+        """Our own child, still running, but not (yet) the binary we recorded: between
+        ``nsenter``/``unshare`` and their exec. Only a child can be trusted this way: its pid
+        cannot be reused before we reap it."""
+        try:
+            # WNOWAIT: only look; exit_code() reaps it and reads the status later.
+            exited = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return exited is None and not self.alive()
+
     def exit_code(self) -> int | None:
         """The exit code if it was our child and has exited, else None."""
         try:
@@ -58,13 +69,13 @@ class Process:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, wait, then SIGKILL. Not an error if it is already gone."""
-        if not self.alive():
+        if not self.alive() and not self.starting():
             return
         os.kill(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.exit_code()  # reap it if it is our child, so it does not linger as a zombie
-            if not self.alive():
+            if not self.alive() and not self.starting():
                 return
             time.sleep(0.1)
         os.kill(self.pid, signal.SIGKILL)
@@ -86,7 +97,7 @@ def wait_ready(proc: Process, ready: Callable[[], bool], timeout: float) -> None
     while time.monotonic() < deadline:
         if ready():
             return
-        if not proc.alive():
+        if not proc.alive() and not proc.starting():
             code = proc.exit_code()
             raise DevClusterError(
                 f"{proc.name} exited{'' if code is None else f' with code {code}'} "

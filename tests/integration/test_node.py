@@ -45,7 +45,7 @@ from provisioner.devcluster.node import (
     cgroup_root_for,
     node_egress_socket,
 )
-from provisioner.devcluster.processes import free_port
+from provisioner.devcluster.processes import free_port, spawn
 from provisioner.errors import TreError
 from provisioner.kube.client import api_client
 from tests.integration.node_world import (
@@ -442,3 +442,33 @@ def test_node_needs_root_and_says_so() -> None:
     assert result.returncode == 5, result.stdout + result.stderr
     assert "a node needs root" in result.stderr
     assert "sudo tre dev up --node" in result.stderr
+
+
+def test_a_process_between_nsenter_and_its_exec_is_starting_not_dead(tmp_path: Path) -> None:
+    """Node daemons run as `nsenter ... -- daemon`: until nsenter execs, the pid runs another
+    binary. That must read as starting (not exited: kube-router once 'failed' that way), and
+    `stop` must still stop it."""
+    sleep = Path(shutil.which("sleep") or "/bin/sleep")
+    proc = spawn(
+        "late-exec", ["sh", "-c", f"sleep 1; exec {sleep} 30"], tmp_path / "log", exe=sleep
+    )
+    assert not proc.alive()
+    assert proc.starting()
+    deadline = time.monotonic() + 10
+    while not proc.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.alive()
+    assert not proc.starting()
+    proc.stop()
+    assert not proc.alive()
+    assert not proc.starting()
+
+
+def test_stop_stops_a_process_that_has_not_exec_d_yet(tmp_path: Path) -> None:
+    sleep = Path(shutil.which("sleep") or "/bin/sleep")
+    # One process (no child to orphan): Python waits, then would exec sleep.
+    wait_then_exec = f"import os, time; time.sleep(30); os.execv({str(sleep)!r}, ['sleep', '30'])"
+    proc = spawn("early", [sys.executable, "-c", wait_then_exec], tmp_path / "log", exe=sleep)
+    assert proc.starting()
+    proc.stop()
+    assert not Path(f"/proc/{proc.pid}").exists()
