@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv binaries node-binaries node-packages lint unit integration down clean lock
+.PHONY: demo test venv binaries node-binaries node-packages images lint unit integration down clean lock
 
 demo: venv binaries  ## bring up the local platform and run the main job on it
 	@$(PY) -m provisioner.demo
@@ -34,6 +34,10 @@ node-packages:  ## Debian packages the local node needs (root; idempotent: dpkg 
 node-binaries: venv  ## also kubelet, kube-scheduler, containerd, runc, kube-router (cold ~11 min, then cached)
 	@echo "==> node binaries (built once from their Go modules, then cached)"
 	@$(PY) -m provisioner.devcluster.binaries --node
+
+images: venv  ## the dev node's pause and notebook images as OCI archives (root, mmdebstrap; cached by inputs)
+	@echo "==> node images (notebook: about 4 min the first time, then cached)"
+	@$(PY) -m provisioner.devcluster.images
 
 lint: venv
 	@echo "==> ruff, mypy --strict (provisioner, hub_config), import-linter (layering)"

@@ -26,6 +26,7 @@ file lookup.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -35,14 +36,17 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
+from provisioner import __version__
+from provisioner.devcluster.dockerfile import LOCAL_BASE_ENV, NotebookRecipe, notebook_recipe
 from provisioner.errors import DevClusterError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -119,7 +123,7 @@ class _Layer:
     diff_id: str  # sha256:<hex> of the uncompressed tar
 
 
-def _sha256_of_stream(stream: BinaryIO) -> tuple[str, int]:
+def _sha256_of_stream(stream: IO[bytes]) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     while chunk := stream.read(_CHUNK):
@@ -128,25 +132,31 @@ def _sha256_of_stream(stream: BinaryIO) -> tuple[str, int]:
     return f"sha256:{digest.hexdigest()}", size
 
 
-def _describe_layer(path: Path) -> _Layer:
-    """Digest, size, media type and diff_id of a layer tar, gzip or not (told by its magic)."""
-    with path.open("rb") as stream:
+def _layer_identity(open_layer: Callable[[], IO[bytes]], name: str) -> tuple[Descriptor, str]:
+    """Descriptor (digest and size of the bytes as stored, media type told by the gzip magic)
+    and diff_id (digest of the uncompressed tar) of a layer, read as a stream twice at most:
+    a layer can be a gigabyte. ``open_layer`` opens it from the start each time."""
+    with open_layer() as stream:
         compressed = stream.read(2) == _GZIP_MAGIC
-        stream.seek(0)
+    with open_layer() as stream:
         digest, size = _sha256_of_stream(stream)
+    diff_id = digest
     if compressed:
         try:
-            with gzip.open(path, "rb") as plain:
+            with open_layer() as stream, gzip.GzipFile(fileobj=stream, mode="rb") as plain:
                 diff_id, _ = _sha256_of_stream(plain)  # type: ignore[arg-type]
         except (OSError, EOFError) as exc:
             raise DevClusterError(
-                f"layer {path} starts like gzip but does not unpack: {exc}"
+                f"layer {name} starts like gzip but does not unpack: {exc}"
             ) from exc
-    else:
-        diff_id = digest
-    _check_is_tar(path)
     media_type = MEDIA_TYPE_LAYER_GZIP if compressed else MEDIA_TYPE_LAYER
-    return _Layer(path, Descriptor(media_type, digest, size), diff_id)
+    return Descriptor(media_type, digest, size), diff_id
+
+
+def _describe_layer(path: Path) -> _Layer:
+    descriptor, diff_id = _layer_identity(lambda: path.open("rb"), str(path))
+    _check_is_tar(path)
+    return _Layer(path, descriptor, diff_id)
 
 
 def _check_is_tar(path: Path) -> None:
@@ -295,23 +305,24 @@ def read_oci_archive(path: Path) -> ArchiveSummary:
     with tarfile.open(path, "r:") as archive:
         members = {m.name: m for m in archive.getmembers()}
 
-        def blob(digest: str) -> bytes:
+        def open_blob(digest: str) -> IO[bytes]:
             member = members.get(f"blobs/sha256/{digest.removeprefix('sha256:')}")
-            if member is None:
+            stream = archive.extractfile(member) if member is not None else None
+            if stream is None:
                 raise DevClusterError(f"{path}: blob {digest} is missing")
-            stream = archive.extractfile(member)
-            assert stream is not None
-            data = stream.read()
-            actual = f"sha256:{hashlib.sha256(data).hexdigest()}"
-            if actual != digest:
-                raise DevClusterError(f"{path}: blob {digest} holds bytes of digest {actual}")
-            return data
+            return stream
 
-        def document(descriptor: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
-            data = blob(descriptor["digest"])
-            if len(data) != descriptor["size"]:
-                raise DevClusterError(f"{path}: {descriptor['digest']} size is not {len(data)}")
-            return json.loads(data), data
+        def document(descriptor: dict[str, Any]) -> dict[str, Any]:
+            with open_blob(descriptor["digest"]) as stream:
+                data = stream.read()
+            actual = _blob_descriptor(descriptor["mediaType"], data)
+            if (actual.digest, actual.size) != (descriptor["digest"], descriptor["size"]):
+                raise DevClusterError(
+                    f"{path}: blob {descriptor['digest']} holds bytes of digest {actual.digest}"
+                    f" and size {actual.size}"
+                )
+            loaded: dict[str, Any] = json.loads(data)
+            return loaded
 
         def named(name: str) -> dict[str, Any]:
             stream = archive.extractfile(members[name]) if name in members else None
@@ -328,23 +339,24 @@ def read_oci_archive(path: Path) -> ArchiveSummary:
         _, tag = split_reference(ref)
         if annotations.get(ANNOTATION_REF_NAME) != tag:
             raise DevClusterError(f"{path}: {ANNOTATION_REF_NAME} is not the tag {tag!r}")
-        manifest, _ = document(entry)
-        config, _ = document(manifest["config"])
+        manifest = document(entry)
+        config = document(manifest["config"])
         diff_ids = config["rootfs"]["diff_ids"]
         if len(diff_ids) != len(manifest["layers"]):
             raise DevClusterError(
                 f"{path}: {len(diff_ids)} diff_ids for {len(manifest['layers'])} layers"
             )
         for layer, diff_id in zip(manifest["layers"], diff_ids, strict=True):
-            data = blob(layer["digest"])
-            compressed = data[:2] == _GZIP_MAGIC
-            expected_type = MEDIA_TYPE_LAYER_GZIP if compressed else MEDIA_TYPE_LAYER
-            if layer["mediaType"] != expected_type:
+            digest = layer["digest"]
+            actual, actual_diff_id = _layer_identity(functools.partial(open_blob, digest), digest)
+            if (actual.digest, actual.size) != (digest, layer["size"]):
                 raise DevClusterError(
-                    f"{path}: layer {layer['digest']} is not {layer['mediaType']}"
+                    f"{path}: blob {digest} holds bytes of digest {actual.digest}"
+                    f" and size {actual.size}"
                 )
-            plain = gzip.decompress(data) if compressed else data
-            if f"sha256:{hashlib.sha256(plain).hexdigest()}" != diff_id:
+            if actual.media_type != layer["mediaType"]:
+                raise DevClusterError(f"{path}: layer {digest} is not {layer['mediaType']}")
+            if actual_diff_id != diff_id:
                 raise DevClusterError(f"{path}: diff_id {diff_id} does not match its layer")
         return ArchiveSummary(
             ref=ref,
@@ -417,3 +429,363 @@ def build_pause_image(cache_dir: Path) -> Path:
             [layer],
         )
     return out
+
+
+# --- the notebook image ------------------------------------------------------------------------
+
+NOTEBOOK_SOURCE_DIR = IMAGES_SOURCE_DIR / "notebook"
+NOTEBOOK_REF = f"docker.io/ucloud-tre/notebook:{__version__}"
+
+# What the Dockerfile's python base image brings and a Debian minbase does not, one a line:
+LOCAL_BASE_PACKAGES = (
+    "python3",  # the interpreter: Debian's, where the Dockerfile has the python image's own
+    "python3-venv",  # `python3 -m venv` (ensurepip), which the Dockerfile's first RUN uses
+)
+# The official slim bases drop manuals and documentation the same way; copyright files stay
+# (licence terms travel with the binaries).
+_DPKG_EXCLUDES = (
+    "path-exclude=/usr/share/man/*",
+    "path-exclude=/usr/share/doc/*",
+    "path-include=/usr/share/doc/*/copyright",
+    "path-exclude=/usr/share/info/*",
+)
+# Where the build inputs wait inside the image during the build (removed before packing).
+_STAGING = "/tmp/notebook"  # noqa: S108 - a path inside the image being built, not on this host
+# Bumped when the steps below change in a way the hashed input files do not show.
+NOTEBOOK_BUILD_VERSION = "1"
+
+# The target interpreter's wheel tags, asked of the target itself so that the wheels pip
+# downloads on the host are the ones its pip will accept. pip's vendored `packaging` is the
+# code pip uses to decide the same thing.
+_TAGS_PROGRAM = """
+import json, sys
+from pip._vendor.packaging.tags import sys_tags
+tags = list(sys_tags())
+print(json.dumps({
+    "python_version": "%d.%d" % sys.version_info[:2],
+    "implementation": tags[0].interpreter[:2],
+    "abis": list(dict.fromkeys(t.abi for t in tags)),
+    "platforms": list(dict.fromkeys(t.platform for t in tags)),
+}))
+"""
+
+
+@dataclass(frozen=True)
+class DebianSources:
+    """Where this machine's apt gets Debian from; the local build uses the same places."""
+
+    archive: str  # URI of the main archive (suites <codename>, <codename>-updates)
+    security: str | None  # URI of the security archive (<codename>-security), if configured
+
+
+def _deb822_stanzas(text: str) -> list[dict[str, str]]:
+    stanzas = []
+    for block in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        for line in block.splitlines():
+            if line.startswith("#") or ":" not in line or line[:1].isspace():
+                continue
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.strip()
+        if fields:
+            stanzas.append(fields)
+    return stanzas
+
+
+def debian_sources(files: dict[str, str], codename: str) -> DebianSources:
+    """The Debian archive and security URIs among apt source files (name -> text): deb822
+    ``*.sources`` and one-line ``*.list``, the entries whose suite is ``codename`` (main
+    archive) or ``<codename>-security``. Pure, so tests give it files."""
+    entries: list[tuple[str, str, str]] = []  # (type, uri, suite)
+    for name, text in files.items():
+        if name.endswith(".sources"):
+            for stanza in _deb822_stanzas(text):
+                if stanza.get("enabled", "yes").lower() == "no":
+                    continue
+                for kind in stanza.get("types", "").split():
+                    for uri in stanza.get("uris", "").split():
+                        entries += [(kind, uri, s) for s in stanza.get("suites", "").split()]
+        elif name.endswith(".list"):
+            for line in text.splitlines():
+                words = re.sub(r"\[[^]]*\]", "", line.split("#")[0]).split()
+                if len(words) >= 3:
+                    entries.append((words[0], words[1], words[2]))
+    uris = {suite: uri.rstrip("/") for kind, uri, suite in entries if kind == "deb"}
+    if codename not in uris:
+        raise DevClusterError(
+            f"no Debian archive for {codename!r} in this machine's apt sources "
+            f"({', '.join(sorted(files)) or 'none found'}); the notebook image is built from the "
+            "same archive apt uses here: configure one (a 'deb' entry for the Debian archive) "
+            "and run again"
+        )
+    return DebianSources(archive=uris[codename], security=uris.get(f"{codename}-security"))
+
+
+def host_debian_sources(apt_dir: Path = Path("/etc/apt")) -> DebianSources:
+    files = {
+        str(path): path.read_text()
+        for path in [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*"))]
+        if path.is_file() and path.suffix in {".list", ".sources"}
+    }
+    os_release = Path("/etc/os-release").read_text() if Path("/etc/os-release").exists() else ""
+    codename = re.search(r"^VERSION_CODENAME=(\S+)$", os_release, re.MULTILINE)
+    if codename is None:
+        raise DevClusterError(
+            "building the notebook image needs a Debian host (its apt sources and keyring): "
+            "/etc/os-release names no VERSION_CODENAME"
+        )
+    return debian_sources(files, codename[1])
+
+
+def apt_source_lines(sources: DebianSources, suite: str) -> list[str]:
+    """One-line apt sources for ``suite`` from the same archives."""
+    lines = [f"deb {sources.archive} {suite} main", f"deb {sources.archive} {suite}-updates main"]
+    if sources.security is not None:
+        lines.append(f"deb {sources.security} {suite}-security main")
+    return lines
+
+
+def _run(command: list[str | Path], what: str, **kwargs: Any) -> str:
+    """Run a build step; on failure, an error naming the step with the tail of its output."""
+    result = subprocess.run(command, check=False, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).splitlines()[-30:])
+        raise DevClusterError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    stdout: str = result.stdout
+    return stdout
+
+
+def run_in_rootfs(
+    rootfs: Path,
+    command: list[str],
+    what: str,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+) -> str:
+    """Run ``command`` inside ``rootfs`` as ``user`` (``uid:gid``, default root) with ``env``
+    (default: the base PATH and LANG) and return its output: its own mount namespace with
+    /proc and /dev (gone when the command ends, so nothing stays mounted under a directory we later
+    delete) and no network (every build step inside the image is offline by construction)."""
+    userspec = [f"--userspec={user}"] if user else []
+    # /dev as a container runtime makes it: a tmpfs with the six devices OCI runtimes provide.
+    script = (
+        'mount -t proc proc "$0/proc" && mount -t tmpfs -o mode=755 dev "$0/dev" && '
+        "for d in null zero full random urandom tty; do "
+        'touch "$0/dev/$d" && mount --bind "/dev/$d" "$0/dev/$d" || exit 1; done && '
+        'exec chroot "$@"'
+    )
+    unshare: list[str | Path] = [
+        "unshare",
+        "--mount",
+        "--net",
+        "--fork",
+        "sh",
+        "-c",
+        script,
+        rootfs,
+    ]
+    return _run([*unshare, *userspec, rootfs, *command], what, env=env or dict(LOCAL_BASE_ENV))
+
+
+def _require_build_tools() -> None:
+    if os.geteuid() != 0:
+        raise DevClusterError(
+            "building the notebook image needs root (a chroot, device nodes, files owned by "
+            "root in the image); run it as root, as the dev node runs"
+        )
+    missing = [
+        tool for tool in ("mmdebstrap", "unshare", "chroot", "tar") if not shutil.which(tool)
+    ]
+    if missing:
+        raise DevClusterError(
+            f"building the notebook image needs {', '.join(missing)}: apt-get install "
+            "mmdebstrap (util-linux, coreutils and tar are part of every Debian)"
+        )
+
+
+def _download_wheels(rootfs: Path, venv: str, requirements: Path, into: Path) -> None:
+    """Wheels for the target interpreter, fetched by this machine's own pip (its index and
+    certificates), so nothing inside the image ever talks to the network."""
+    tags = json.loads(
+        run_in_rootfs(rootfs, [f"{venv}/bin/python", "-c", _TAGS_PROGRAM], "reading the wheel tags")
+    )
+    target = [
+        "--python-version",
+        tags["python_version"],
+        "--implementation",
+        tags["implementation"],
+    ]
+    target += [arg for abi in tags["abis"] for arg in ("--abi", abi)]
+    target += [arg for platform_ in tags["platforms"] for arg in ("--platform", platform_)]
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--only-binary=:all:",
+            *target,
+            "--dest",
+            into,
+            "--requirement",
+            requirements,
+        ],
+        f"downloading the wheels of {requirements}",
+    )
+
+
+def _notebook_inputs(recipe: NotebookRecipe) -> list[bytes]:
+    return [
+        (NOTEBOOK_SOURCE_DIR / "Dockerfile").read_bytes(),
+        (NOTEBOOK_SOURCE_DIR / recipe.requirements).read_bytes(),
+        (NOTEBOOK_SOURCE_DIR / recipe.configure_script).read_bytes(),
+        NOTEBOOK_REF.encode(),
+        WRITER_VERSION.encode(),
+        NOTEBOOK_BUILD_VERSION.encode(),
+        host_architecture().encode(),
+        json.dumps([LOCAL_BASE_PACKAGES, _DPKG_EXCLUDES]).encode(),
+    ]
+
+
+def notebook_archive_path(cache_dir: Path) -> tuple[Path, NotebookRecipe]:
+    """Where the notebook archive for the current inputs is (or will be) cached."""
+    recipe = notebook_recipe((NOTEBOOK_SOURCE_DIR / "Dockerfile").read_text())
+    key = _inputs_hash(*_notebook_inputs(recipe))
+    return cache_dir / "images" / f"notebook-{__version__}-{key}.oci.tar", recipe
+
+
+def build_notebook_image(cache_dir: Path, progress: Callable[[str], None]) -> Path:
+    """The notebook image archive, built from Debian and PyPI packages as
+    ``images/notebook/Dockerfile`` says (see ``provisioner.devcluster.dockerfile``), and
+    cached under ``<cache_dir>/images/`` by a hash of the Dockerfile, the requirements file,
+    the configuration script and the build steps. The Debian and PyPI packages themselves are
+    what the archives serve on the day of the first build (as with ``docker build``)."""
+    out, recipe = notebook_archive_path(cache_dir)
+    if out.is_file():
+        return out
+    _require_build_tools()
+    sources = host_debian_sources()
+    work = Path(tempfile.mkdtemp(prefix=".build-notebook-", dir=_mkdir(cache_dir / "images")))
+    rootfs = work / "rootfs"
+    try:
+        packages = [*LOCAL_BASE_PACKAGES, *recipe.apt_packages]
+        progress(
+            f"Debian {recipe.debian_suite} root file system with {', '.join(packages)} "
+            "(about 1.5 min)"
+        )
+        _run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--mode=root",
+                f"--include={','.join(packages)}",
+                *(f"--dpkgopt={option}" for option in _DPKG_EXCLUDES),
+                recipe.debian_suite,
+                rootfs,
+                *apt_source_lines(sources, recipe.debian_suite),
+            ],
+            f"mmdebstrap {recipe.debian_suite}",
+        )
+        _forget_the_build_host(rootfs)
+        progress(f"venv {recipe.venv} and the wheels of {recipe.requirements}")
+        run_in_rootfs(rootfs, ["python3", "-m", "venv", recipe.venv], "creating the venv")
+        staging = rootfs / _STAGING.lstrip("/")
+        staging.mkdir()
+        for name in (recipe.requirements, recipe.configure_script):
+            shutil.copyfile(NOTEBOOK_SOURCE_DIR / name, staging / name)
+        _download_wheels(rootfs, recipe.venv, staging / recipe.requirements, staging / "wheels")
+        progress(f"installing {recipe.requirements} into {recipe.venv} (offline, in the image)")
+        run_in_rootfs(
+            rootfs,
+            [
+                f"{recipe.venv}/bin/pip",
+                "install",
+                "--no-index",
+                f"--find-links={_STAGING}/wheels",
+                *recipe.pip_options,
+                "--requirement",
+                f"{_STAGING}/{recipe.requirements}",
+            ],
+            f"pip install --requirement {recipe.requirements}",
+        )
+        run_in_rootfs(
+            rootfs,
+            ["sh", f"{_STAGING}/{recipe.configure_script}", recipe.venv],
+            recipe.configure_script,
+        )
+        run_in_rootfs(rootfs, ["sh", "-c", recipe.create_user], recipe.create_user)
+        shutil.rmtree(staging)
+        progress("packing the image")
+        layer = work / "rootfs.tar"
+        _run(
+            [
+                "tar",
+                "--create",
+                "--file",
+                layer,
+                "--directory",
+                rootfs,
+                "--sort=name",
+                "--numeric-owner",
+                "--xattrs",
+                "--xattrs-include=security.capability",
+                # the runtime mounts its own /dev, /proc and /sys
+                "--exclude=./dev/*",
+                "--exclude=./proc/*",
+                "--exclude=./sys/*",
+                ".",
+            ],
+            "packing the root file system",
+        )
+        write_oci_archive(out, NOTEBOOK_REF, recipe.runtime_config, [layer])
+    finally:
+        _remove_build_dir(work, rootfs)
+    return out
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _forget_the_build_host(rootfs: Path) -> None:
+    """mmdebstrap leaves the build host's name, resolver and apt sources in the tree. The
+    container runtime mounts its own /etc/hostname and /etc/resolv.conf, and a workspace has
+    no package archive to reach, so none of the three belongs in the image."""
+    for name in ("etc/hostname", "etc/resolv.conf", "etc/apt/sources.list"):
+        (rootfs / name).unlink(missing_ok=True)
+
+
+def _remove_build_dir(work: Path, rootfs: Path) -> None:
+    # Never recurse into a live mount (a /proc left by an interrupted mmdebstrap).
+    mounted = [p for p in (rootfs / "proc", rootfs / "sys", rootfs / "dev") if os.path.ismount(p)]
+    if mounted:
+        raise DevClusterError(
+            f"not removing {work}: {', '.join(map(str, mounted))} still mounted; unmount "
+            "them (umount --lazy) and delete the directory"
+        )
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def build_node_images(cache_dir: Path, progress: Callable[[str], None]) -> dict[str, Path]:
+    """Both images the dev node imports, by reference: pause, then notebook."""
+    return {
+        PAUSE_REF: build_pause_image(cache_dir),
+        NOTEBOOK_REF: build_notebook_image(cache_dir, progress),
+    }
+
+
+if __name__ == "__main__":  # `python -m provisioner.devcluster.images`: build both, print paths
+    from provisioner.devcluster.binaries import cache_dir as platform_cache_dir
+
+    def _progress(message: str) -> None:
+        print(f"[images] {message}", file=sys.stderr, flush=True)
+
+    try:
+        built = build_node_images(platform_cache_dir(), _progress)
+    except DevClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    for ref, path in built.items():
+        print(f"{ref}\t{path}")

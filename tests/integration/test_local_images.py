@@ -3,16 +3,20 @@
 Behaviours under test:
 - the pause image is a valid OCI archive named registry.k8s.io/pause:3.10.2, running /pause as
   65535:65535; its one file is a static executable (no interpreter: it runs in an empty root)
-  that exits 0 on SIGTERM and on SIGINT and keeps running otherwise;
+  that exits 0 on SIGTERM and on SIGINT and keeps running otherwise, and as PID 1 of a PID
+  namespace reaps the orphans re-parented to it;
 - a second build is a cache hit: the same path, not rewritten.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
 import subprocess
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,3 +86,38 @@ def test_pause_exits_zero_on_termination_signals(pause_binary: Path, sig: signal
             proc.wait(timeout=0.5)  # it waits: pause() in a loop
         proc.send_signal(sig)
         assert proc.wait(timeout=5) == 0
+
+
+def children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_pause_as_pid_1_reaps_orphans(pause_binary: Path) -> None:
+    """In a pod sharing its PID namespace, orphans are re-parented to pause; unreaped they
+    would stay zombies for the pod's lifetime."""
+    # --kill-child: if the test fails half-way, killing unshare takes pause with it.
+    namespace = subprocess.Popen(["unshare", "--pid", "--fork", "--kill-child", pause_binary])
+    try:
+        assert wait_for(lambda: bool(children(namespace.pid)), 5)
+        (pause_pid,) = children(namespace.pid)
+        # sh starts a sleep and exits at once: the sleep is orphaned inside the namespace.
+        subprocess.run(
+            ["nsenter", f"--target={pause_pid}", "--pid", "--", "sh", "-c", "sleep 1 &"],
+            check=True,
+        )
+        assert wait_for(lambda: bool(children(pause_pid)), 0.9), "the orphan did not reach pause"
+        assert wait_for(lambda: not children(pause_pid), 5), "pause left a zombie"
+        os.kill(pause_pid, signal.SIGTERM)
+        assert namespace.wait(timeout=5) == 0
+    finally:
+        namespace.kill()
+        namespace.wait()

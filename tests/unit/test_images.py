@@ -8,8 +8,10 @@ Behaviours under test:
   to root after it;
 - nothing is piped from the network into a shell, and nothing is ADDed from a URL;
 - apt installs without recommends, cleans its lists, and a comment precedes every package;
-- every pip requirement is pinned with `==`, pip keeps no cache and takes wheels only;
-- the JupyterLab exfiltration controls are there: the download, export and extension-manager
+- pip installs requirements.txt and nothing else, keeps no cache and takes wheels only, and
+  every requirement there is pinned with `==` (the local build installs the same file);
+- the JupyterLab exfiltration controls are there (configure-jupyterlab.sh, which the Dockerfile
+  runs on the venv and the local build runs too): the download, export and extension-manager
   plugins are disabled and locked, the extension manager is read-only, no news or update check,
   and the config is written where Jupyter Server reads it (not to jupyter_server_config.d/);
 - the entry point is tini, the command jupyterhub-singleuser, the exposed port the notebook
@@ -21,16 +23,19 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from provisioner.devcluster.dockerfile import Instruction, apt_package_lines, parse
 from provisioner.models.settings import Settings
 from provisioner.planning.storage import NOTEBOOK_GID, NOTEBOOK_UID
 
 IMAGE_DIR = Path(__file__).resolve().parents[2] / "images" / "notebook"
 DOCKERFILE = IMAGE_DIR / "Dockerfile"
+# Shared with the local build of the dev node (provisioner/devcluster/images.py).
+REQUIREMENTS = IMAGE_DIR / "requirements.txt"
+CONFIGURE_SCRIPT = IMAGE_DIR / "configure-jupyterlab.sh"
 
 EXFILTRATION_PLUGINS = [
     "@jupyterlab/docmanager-extension:download",
@@ -38,37 +43,6 @@ EXFILTRATION_PLUGINS = [
     "@jupyterlab/notebook-extension:export",
     "@jupyterlab/extensionmanager-extension:plugin",
 ]
-
-
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str  # upper case
-    arguments: str  # continuation lines joined, comment lines removed
-    raw_lines: tuple[str, ...]  # as written, comments inside continuations included
-
-
-def parse(text: str) -> list[Instruction]:
-    """Dockerfile instructions. Comment lines, also inside a continuation, are not part of
-    the instruction (as Docker itself treats them)."""
-    instructions: list[Instruction] = []
-    raw: list[str] = []
-    parts: list[str] = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if not raw and (not stripped or stripped.startswith("#")):
-            continue
-        raw.append(line)
-        if stripped.startswith("#"):
-            continue
-        continued = stripped.endswith("\\")
-        parts.append(stripped.removesuffix("\\").strip())
-        if not continued:
-            keyword, _, first = parts[0].partition(" ")
-            arguments = " ".join([first, *parts[1:]]).strip()
-            instructions.append(Instruction(keyword.upper(), arguments, tuple(raw)))
-            raw, parts = [], []
-    assert not raw, "the Dockerfile ends inside a continuation"
-    return instructions
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +136,7 @@ def test_apt_installs_commented_packages_only(instructions: list[Instruction]) -
     for run in apt_runs:
         assert "--no-install-recommends" in run.arguments
         assert "rm -rf /var/lib/apt/lists/*" in run.arguments
-        assert _apt_package_lines(run.raw_lines), "no packages found after apt-get install"
+        assert apt_package_lines(run.raw_lines), "no packages found after apt-get install"
         assert uncommented_apt_packages(run) == []
 
 
@@ -170,78 +144,78 @@ def uncommented_apt_packages(run: Instruction) -> list[str]:
     """Packages of an `apt-get install` whose line does not follow a comment line."""
     return [
         line.removesuffix("\\").strip()
-        for index, line in _apt_package_lines(run.raw_lines)
+        for index, line in apt_package_lines(run.raw_lines)
         if not run.raw_lines[index - 1].strip().startswith("#")
     ]
 
 
-def _apt_package_lines(raw_lines: tuple[str, ...]) -> list[tuple[int, str]]:
-    """(index, line) of each package line after `apt-get install`, one package a line."""
-    start = next(n for n, line in enumerate(raw_lines) if "apt-get install" in line)
-    assert raw_lines[start].rstrip().endswith("\\"), "list apt packages one a line"
-    found: list[tuple[int, str]] = []
-    for index in range(start + 1, len(raw_lines)):
-        line = raw_lines[index].strip()
-        if line.startswith("#"):
-            continue
-        if line.startswith("&&") or not line:
-            break
-        name = line.removesuffix("\\").strip()
-        assert re.fullmatch(r"[a-z0-9][a-z0-9.+-]*(=[^\s]+)?", name), f"one package a line: {line}"
-        found.append((index, line))
-    return found
+def requirement_lines() -> list[str]:
+    lines = [line.split("#")[0].strip() for line in REQUIREMENTS.read_text().splitlines()]
+    return [line for line in lines if line]
 
 
-def test_pip_requirements_are_pinned(instructions: list[Instruction]) -> None:
+def test_pip_installs_the_requirements_file_as_wheels(instructions: list[Instruction]) -> None:
     pip_runs = [r for r in _runs(instructions) if re.search(r"\bpip install\b", r.arguments)]
 
-    assert pip_runs
-    for run in pip_runs:
-        words = shlex.split(run.arguments)
-        assert "--no-cache-dir" in words
-        assert "--only-binary=:all:" in words
-        requirements = [w for w in words[words.index("install") + 1 :] if not w.startswith("-")]
-        assert requirements
-        for requirement in requirements:
-            assert re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][0-9A-Za-z.]*", requirement), requirement
+    assert len(pip_runs) == 1
+    words = shlex.split(pip_runs[0].arguments)
+    assert "--no-cache-dir" in words
+    assert "--only-binary=:all:" in words
+    assert words[words.index("--requirement") + 1] == "/tmp/notebook/requirements.txt"
+    assert [w for w in words[words.index("install") + 1 :] if not w.startswith("-")] == [
+        "/tmp/notebook/requirements.txt"
+    ], "every package comes from requirements.txt, the list the local build installs too"
 
 
-def test_singleuser_matches_the_hub_version(instructions: list[Instruction]) -> None:
+def test_requirements_are_pinned() -> None:
+    requirements = requirement_lines()
+
+    assert requirements
+    for requirement in requirements:
+        assert re.fullmatch(r"[A-Za-z0-9._-]+==[0-9][0-9A-Za-z.]*", requirement), requirement
+
+
+def test_singleuser_matches_the_hub_version() -> None:
     from jupyterhub import __version__ as hub_version
 
-    pins = " ".join(r.arguments for r in _runs(instructions))
-
-    assert f"jupyterhub=={hub_version}" in pins
+    assert f"jupyterhub=={hub_version}" in requirement_lines()
 
 
 # --- JupyterLab controls ------------------------------------------------------------------------
 
 
-def test_download_export_and_extension_manager_are_disabled_and_locked(
-    instructions: list[Instruction],
-) -> None:
-    commands = [
-        shlex.split(part)
-        for run in _runs(instructions)
-        for part in run.arguments.split("&&")
-        if "labextension" in part
-    ]
+def script_commands() -> list[str]:
+    """The configuration script's commands, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", CONFIGURE_SCRIPT.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip()[:1] not in ("", "#")]
+
+
+def test_the_configuration_script_runs_on_the_venv(instructions: list[Instruction]) -> None:
+    runs = [r.arguments for r in _runs(instructions) if "configure-jupyterlab.sh" in r.arguments]
+
+    assert runs == ["sh /tmp/notebook/configure-jupyterlab.sh /opt/venv"]
+    assert "set -eu" in script_commands(), "a failing step must fail the build"
+
+
+def test_download_export_and_extension_manager_are_disabled_and_locked() -> None:
+    commands = [shlex.split(c) for c in script_commands() if "labextension" in c]
     by_action = {words[words.index("labextension") + 1]: words for words in commands}
 
     for action in ("disable", "lock"):
         words = by_action[action]
+        assert words[0] == "$venv/bin/jupyter"
         assert "--level=sys_prefix" in words, f"{action}: at the venv level jovyan cannot write"
         assert set(EXFILTRATION_PLUGINS) <= set(words), f"{action}: missing plugins"
 
 
 def test_lab_makes_no_internet_calls_and_installs_nothing(instructions: list[Instruction]) -> None:
-    text = " ".join(r.arguments for r in _runs(instructions))
+    text = " ".join(script_commands())
 
     assert '"extension_manager": "readonly"' in text
     assert '"news_url": null' in text
     assert '"check_for_updates_class": "jupyterlab.NeverCheckForUpdate"' in text
     # Jupyter Server reads jupyter_server_config.d/ only for its extension list.
-    assert "> /opt/venv/etc/jupyter/jupyter_server_config.json" in text
+    assert '> "$venv/etc/jupyter/jupyter_server_config.json"' in text
     env = " ".join(i.arguments for i in _of(instructions, "ENV"))
     assert "PIP_NO_INDEX=1" in env
 
@@ -276,7 +250,7 @@ def test_parser_drops_comments_inside_continuations() -> None:
 
     assert run.arguments == "apt-get install tini && true"
     assert run.raw_lines[1].strip() == "# why"
-    assert _apt_package_lines(run.raw_lines) == [(2, "tini \\")]
+    assert apt_package_lines(run.raw_lines) == [(2, "tini \\")]
     assert uncommented_apt_packages(run) == []
 
 

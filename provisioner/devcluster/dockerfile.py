@@ -1,0 +1,253 @@
+"""What the notebook image's Dockerfile says, read so that the local build follows it.
+
+``images/notebook/Dockerfile`` is the one definition of the notebook image. There is no Docker
+engine on the development machines, so the dev node's copy is built from Debian and PyPI
+packages by ``provisioner.devcluster.images``; this module turns the Dockerfile into the
+``NotebookRecipe`` that build follows: the Debian suite of the base, the system packages, the
+venv, the requirements file and configuration script it copies in, the user it creates, and
+the runtime config (ENV, USER, WORKDIR, ENTRYPOINT, CMD, EXPOSE).
+
+Fail closed: an instruction this module does not understand is an error naming its line and
+the fix, so a change to the Dockerfile can never be silently missing from the local build.
+Pure: text in, recipe out.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from provisioner.errors import DevClusterError
+
+# The environment of the base the Dockerfile starts from that the local build must supply
+# itself: Debian's default PATH (the python image puts /usr/local/bin first; our Python is
+# Debian's, in /usr/bin) and the python image's LANG.
+LOCAL_BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LANG": "C.UTF-8",
+}
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str  # upper case
+    arguments: str  # continuation lines joined, comment lines removed
+    raw_lines: tuple[str, ...]  # as written, comments inside continuations included
+    line: int  # 1-based line of the keyword, for error messages
+
+
+def parse(text: str) -> list[Instruction]:
+    """Dockerfile instructions. Comment lines, also inside a continuation, are not part of
+    the instruction (as Docker itself treats them)."""
+    instructions: list[Instruction] = []
+    raw: list[str] = []
+    parts: list[str] = []
+    start = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not raw and (not stripped or stripped.startswith("#")):
+            continue
+        if not raw:
+            start = number
+        raw.append(line)
+        if stripped.startswith("#"):
+            continue
+        continued = stripped.endswith("\\")
+        parts.append(stripped.removesuffix("\\").strip())
+        if not continued:
+            keyword, _, first = parts[0].partition(" ")
+            arguments = " ".join([first, *parts[1:]]).strip()
+            instructions.append(Instruction(keyword.upper(), arguments, tuple(raw), start))
+            raw, parts = [], []
+    if raw:
+        raise DevClusterError(f"Dockerfile line {start}: the file ends inside a continuation")
+    return instructions
+
+
+def apt_package_lines(raw_lines: tuple[str, ...]) -> list[tuple[int, str]]:
+    """(index, line) of each package line after ``apt-get install``, one package a line."""
+    start = next((n for n, line in enumerate(raw_lines) if "apt-get install" in line), None)
+    if start is None:
+        raise DevClusterError("no 'apt-get install' in this instruction")
+    if not raw_lines[start].rstrip().endswith("\\"):
+        raise DevClusterError("list apt packages one a line after 'apt-get install ... \\'")
+    found: list[tuple[int, str]] = []
+    for index in range(start + 1, len(raw_lines)):
+        line = raw_lines[index].strip()
+        if line.startswith("#"):
+            continue
+        if line.startswith("&&") or not line:
+            break
+        name = line.removesuffix("\\").strip()
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*(=[^\s]+)?", name):
+            raise DevClusterError(f"one apt package a line, got: {line}")
+        found.append((index, line))
+    return found
+
+
+@dataclass(frozen=True)
+class NotebookRecipe:
+    base: str  # the Dockerfile's base image, e.g. python:3.12.13-slim-trixie
+    debian_suite: str  # the Debian release that base is built on, e.g. trixie
+    apt_packages: tuple[str, ...]  # of the runtime stage, as the Dockerfile lists them
+    venv: str  # /opt/venv
+    requirements: str  # file name in the build context, e.g. requirements.txt
+    pip_options: tuple[str, ...]  # as the Dockerfile passes them, e.g. --only-binary=:all:
+    configure_script: str  # file name in the build context
+    create_user: str  # the shell command that creates jovyan, run as written
+    runtime_config: dict[str, object] = field(hash=False)  # OCI image config "config" section
+
+
+# python:<x.y.z>[-slim]-<suite>: the official Python image on that Debian release.
+_PYTHON_BASE = re.compile(r"python:(?P<version>\d+\.\d+\.\d+)(?:-slim)?-(?P<suite>(?!slim$)[a-z]+)")
+# The RUN forms the local build knows how to reproduce; anything else is refused.
+_VENV = re.compile(r"python3? -m venv (?P<venv>/\S+)")
+_PIP = re.compile(
+    r"(?P<venv>/\S+)/bin/pip install (?P<options>(?:--\S+ )*)--requirement (?P<file>\S+)"
+)
+_SCRIPT = re.compile(r"sh (?P<script>/\S+) (?P<venv>/\S+)")
+_APT = re.compile(
+    r"apt-get update && apt-get install --yes --no-install-recommends [a-z0-9.+= -]+"
+    r" && rm -rf /var/lib/apt/lists/\*"
+)
+_USERADD = re.compile(r"useradd( --?[a-z-]+( [\w/.-]+)?)* [a-z_][a-z0-9_-]*")
+# pip options that do not change which packages end up installed.
+_PIP_OPTIONS = {"--no-cache-dir", "--only-binary=:all:"}
+
+
+def _refuse(instruction: Instruction, why: str) -> DevClusterError:
+    return DevClusterError(
+        f"Dockerfile line {instruction.line}: {instruction.keyword} {instruction.arguments!r}: "
+        f"{why}; the local build of the dev node cannot follow it. Teach "
+        "provisioner/devcluster/dockerfile.py (and images.py) this step, or write it in a form "
+        "they know"
+    )
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env.get(m[1], ""), value)
+
+
+def _env_pairs(instruction: Instruction) -> list[tuple[str, str]]:
+    pairs = []
+    for word in shlex.split(instruction.arguments):
+        key, equals, value = word.partition("=")
+        if not equals:
+            raise _refuse(instruction, "write ENV as KEY=value pairs")
+        pairs.append((key, value))
+    return pairs
+
+
+def _json_list(instruction: Instruction) -> list[str]:
+    try:
+        value = json.loads(instruction.arguments)
+    except json.JSONDecodeError:
+        value = None
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise _refuse(instruction, "use the JSON (exec) form")
+    return value
+
+
+def notebook_recipe(text: str) -> NotebookRecipe:  # noqa: PLR0915 - one pass, one branch per keyword
+    """The recipe of the Dockerfile ``text``, or an error naming the line it cannot follow."""
+    instructions = parse(text)
+    froms = [i for i in instructions if i.keyword == "FROM"]
+    if len(froms) != 2:
+        raise DevClusterError("the notebook Dockerfile must have two stages (build, runtime)")
+    base = froms[1].arguments.split()[0]
+    if froms[0].arguments.split()[0] != base:
+        raise _refuse(froms[0], f"the build stage's base differs from the runtime's ({base})")
+    suite = _PYTHON_BASE.fullmatch(base.split("@")[0])
+    if suite is None:
+        raise _refuse(froms[1], "the base is not python:<version>[-slim]-<debian suite>")
+
+    copied: dict[str, str] = {}  # path in the image -> file name in the build context
+    venv = requirements = script = create_user = None
+    pip_options: tuple[str, ...] = ()
+    apt_packages: tuple[str, ...] = ()
+    env = dict(LOCAL_BASE_ENV)
+    config: dict[str, object] = {}
+    stage = -1
+    for instruction in instructions:
+        keyword, arguments = instruction.keyword, instruction.arguments
+        if keyword == "FROM":
+            stage += 1
+        elif keyword == "ENV" and stage == 0:
+            pass  # build-time pip settings; they change how pip runs, not what it installs
+        elif keyword == "ENV":
+            for key, value in _env_pairs(instruction):
+                env[key] = _expand(value, env)
+        elif keyword == "COPY" and arguments == "--from=build /opt/venv /opt/venv":
+            pass  # one root file system here: the venv is already in place
+        elif keyword == "COPY" and not arguments.startswith("--"):
+            *sources, destination = arguments.split()
+            if not destination.endswith("/"):
+                raise _refuse(instruction, "copy into a directory (a destination ending in /)")
+            for source in sources:
+                if "/" in source or source.startswith("."):
+                    raise _refuse(instruction, "copy files from beside the Dockerfile only")
+                copied[str(PurePosixPath(destination) / source)] = source
+        elif keyword == "RUN" and (match := _VENV.fullmatch(arguments)):
+            venv = match["venv"]
+        elif keyword == "RUN" and (match := _PIP.fullmatch(arguments)):
+            options = tuple(match["options"].split())
+            if match["venv"] != venv or not set(options) <= _PIP_OPTIONS:
+                raise _refuse(instruction, f"pip options other than {sorted(_PIP_OPTIONS)}")
+            if match["file"] not in copied:
+                raise _refuse(instruction, "the requirements file is not COPYed in before")
+            requirements, pip_options = copied[match["file"]], options
+        elif keyword == "RUN" and (match := _SCRIPT.fullmatch(arguments)):
+            if match["script"] not in copied or match["venv"] != venv:
+                raise _refuse(instruction, "the script is not COPYed in, or not run on the venv")
+            script = copied[match["script"]]
+        elif keyword == "RUN" and _APT.fullmatch(arguments) and stage == 1:
+            apt_packages = tuple(
+                line.removesuffix("\\").strip()
+                for _, line in apt_package_lines(instruction.raw_lines)
+            )
+        elif keyword == "RUN" and _USERADD.fullmatch(arguments) and stage == 1:
+            create_user = arguments
+        elif keyword == "WORKDIR":
+            config["WorkingDir"] = arguments
+        elif keyword == "USER":
+            config["User"] = arguments
+        elif keyword == "EXPOSE":
+            config["ExposedPorts"] = {
+                (port if "/" in port else f"{port}/tcp"): {} for port in arguments.split()
+            }
+        elif keyword == "ENTRYPOINT":
+            config["Entrypoint"] = _json_list(instruction)
+        elif keyword == "CMD":
+            config["Cmd"] = _json_list(instruction)
+        else:
+            raise _refuse(instruction, "not a step the local build knows")
+
+    missing = [
+        name
+        for name, value in [
+            ("RUN python -m venv", venv),
+            ("RUN <venv>/bin/pip install --requirement", requirements),
+            ("RUN sh <configure script> <venv>", script),
+            ("RUN useradd", create_user),
+            ("apt-get install in the runtime stage", apt_packages),
+        ]
+        if not value
+    ]
+    if missing:
+        raise DevClusterError(f"the notebook Dockerfile lacks: {', '.join(missing)}")
+    assert venv and requirements and script and create_user  # for the type checker
+    config["Env"] = [f"{key}={value}" for key, value in env.items()]
+    return NotebookRecipe(
+        base=base,
+        debian_suite=suite["suite"],
+        apt_packages=apt_packages,
+        venv=venv,
+        requirements=requirements,
+        pip_options=pip_options,
+        configure_script=script,
+        create_user=create_user,
+        runtime_config=config,
+    )
