@@ -66,7 +66,14 @@ def parse_out_of_node(value: str) -> Forward:
         raise argparse.ArgumentTypeError(
             f"--out-of-node {value!r}: expected HOSTPORT=ADDR:PORT, e.g. 18000=10.88.0.5:8000"
         )
-    return Forward(_port(listen, "--out-of-node"), host, _port(port, "--out-of-node"), False)
+    try:
+        # An address, never a name: resolving one would ask the host's resolver.
+        address = str(ipaddress.IPv4Address(host))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"--out-of-node {value!r}: {host!r} is not an IPv4 address"
+        ) from exc
+    return Forward(_port(listen, "--out-of-node"), address, _port(port, "--out-of-node"), False)
 
 
 def _port(value: str, flag: str) -> int:

@@ -123,6 +123,7 @@ def test_relay_forwards() -> None:
         (parse_out_of_node, "18000", "expected HOSTPORT=ADDR:PORT, e.g. 18000=10.88.0.5:8000"),
         (parse_out_of_node, "18000=10.88.0.5", "expected HOSTPORT=ADDR:PORT"),
         (parse_out_of_node, "x=10.88.0.5:80", "--out-of-node: 'x' is not a TCP port"),
+        (parse_out_of_node, "18000=hub.example:80", "'hub.example' is not an IPv4 address"),
     ],
 )
 def test_relay_refuses_malformed_forwards(parse: object, value: str, message: str) -> None:
