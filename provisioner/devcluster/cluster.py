@@ -48,9 +48,7 @@ from provisioner.devcluster.certs import (
     write_kubeconfig,
 )
 from provisioner.devcluster.images import build_pause_image
-from provisioner.devcluster.node import (
-    COMPONENTS as NODE_COMPONENTS,
-)
+from provisioner.devcluster.node import COMPONENTS as NODE_COMPONENTS
 from provisioner.devcluster.node import (
     KUBELET_CLIENT,
     PROCESS_PREFIX,
