@@ -13,8 +13,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from provisioner.errors import DevClusterError
 
 
 def free_port() -> int:
@@ -38,6 +41,17 @@ class Process:
         except OSError:
             return False
 
+    def starting(self) -> bool:
+        """Our own child, still running, but not (yet) the binary we recorded: between
+        ``nsenter``/``unshare`` and their exec. Only a child can be trusted this way: its pid
+        cannot be reused before we reap it."""
+        try:
+            # WNOWAIT: only look; exit_code() reaps it and reads the status later.
+            exited = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return exited is None and not self.alive()
+
     def exit_code(self) -> int | None:
         """The exit code if it was our child and has exited, else None."""
         try:
@@ -55,13 +69,13 @@ class Process:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, wait, then SIGKILL. Not an error if it is already gone."""
-        if not self.alive():
+        if not self.alive() and not self.starting():
             return
         os.kill(self.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.exit_code()  # reap it if it is our child, so it does not linger as a zombie
-            if not self.alive():
+            if not self.alive() and not self.starting():
                 return
             time.sleep(0.1)
         os.kill(self.pid, signal.SIGKILL)
@@ -77,8 +91,36 @@ class Process:
         )
 
 
-def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
-    """Start argv in its own session (it outlives the CLI), output appended to `log`."""
+def wait_ready(proc: Process, ready: Callable[[], bool], timeout: float) -> None:
+    """Poll `ready` until it holds; fail with the log tail if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not proc.alive() and not proc.starting():
+            code = proc.exit_code()
+            raise DevClusterError(
+                f"{proc.name} exited{'' if code is None else f' with code {code}'} "
+                f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
+            )
+        time.sleep(0.25)
+    raise DevClusterError(
+        f"{proc.name} was not ready after {timeout:.0f}s; last lines of "
+        f"{proc.log}:\n{proc.log_tail()}"
+    )
+
+
+def spawn(
+    name: str,
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    exe: Path | None = None,
+) -> Process:
+    """Start argv in its own session (it outlives the CLI), output appended to `log`.
+
+    `exe`: the binary that ends up running under this pid when argv[0] execs another one
+    (``nsenter ... -- kubelet``, ``unshare ... sleep``); `alive` checks it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -90,7 +132,7 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
             env=env,
             close_fds=True,
         )
-    return Process(name, proc.pid, os.path.realpath(argv[0]), log)
+    return Process(name, proc.pid, os.path.realpath(exe or argv[0]), log)
 
 
 def save_processes(path: Path, processes: list[Process]) -> None:
