@@ -77,8 +77,17 @@ class Process:
         )
 
 
-def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
-    """Start argv in its own session (it outlives the CLI), output appended to `log`."""
+def spawn(
+    name: str,
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    exe: Path | None = None,
+) -> Process:
+    """Start argv in its own session (it outlives the CLI), output appended to `log`.
+
+    `exe`: the binary that ends up running under this pid when argv[0] execs another one
+    (``nsenter ... -- kubelet``, ``unshare ... sleep``); `alive` checks it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -90,7 +99,7 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
             env=env,
             close_fds=True,
         )
-    return Process(name, proc.pid, os.path.realpath(argv[0]), log)
+    return Process(name, proc.pid, os.path.realpath(exe or argv[0]), log)
 
 
 def save_processes(path: Path, processes: list[Process]) -> None:

@@ -174,8 +174,8 @@ class Settings(BaseSettings):
         "dataset PVs are written for it (volume attributes, mount options, the endpoint "
         "`s3_endpoint_url`), and the controller may write PVs of this driver only (admission "
         "policy `tre-controller-scope`). `s3.csi.aws.com`: Mountpoint for S3, the usual "
-        "driver of a managed cluster; `ru.yandex.s3.csi`: k8s-csi-s3 with geesefs, which the "
-        "local dev node runs. Either way the node plugin reads S3 with its own read-only "
+        "driver of a managed cluster; `ru.yandex.s3.csi`: k8s-csi-s3 mounting with rclone, "
+        "which the local dev node runs. Either way the node plugin reads S3 with its own read-only "
         "credentials; a PV never names credentials.",
     )
     s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key.")

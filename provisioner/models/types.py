@@ -199,8 +199,8 @@ class DatasetCsiDriver(StrEnum):
     # awslabs/mountpoint-s3-csi-driver: the Rust `mount-s3` started through systemd (v1) or in
     # a Mountpoint pod (v2). The common choice on a managed cluster.
     MOUNTPOINT_S3 = "s3.csi.aws.com"
-    # yandex-cloud/k8s-csi-s3 with its geesefs mounter: plain processes, no systemd needed;
-    # what the local dev node runs (both build from Go modules).
+    # yandex-cloud/k8s-csi-s3 with its rclone mounter: plain processes, no systemd needed;
+    # what the local dev node runs (the driver builds from its Go module).
     K8S_CSI_S3 = "ru.yandex.s3.csi"
 
 

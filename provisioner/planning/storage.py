@@ -181,7 +181,8 @@ def dataset_driver_secret(settings: Settings) -> list[dict[str, Any]]:
     k8s-csi-s3 (v0.43) builds an S3 client from the NodeStage secrets before it mounts, and
     refuses an empty endpoint, so its PVs must name a stage Secret. This one holds the endpoint
     and region, which are configuration, not credentials: the access keys it could also hold
-    are left out, so geesefs falls back to the node plugin's own shared credentials file. It
+    are left out, so rclone (`--s3-env-auth`) falls back to the node plugin's own shared
+    credentials file. It
     lives in tre-system, which no project can write, and the admission policy lets the
     controller name no other Secret in a PV.
     """
@@ -230,19 +231,21 @@ def _s3_volume_source(pv_name: str, s3: S3Source, settings: Settings) -> dict[st
     """What the configured S3 CSI driver needs to mount `s3` read-only for the notebook user."""
     region = s3.region or settings.s3_region
     if settings.dataset_csi_driver is DatasetCsiDriver.K8S_CSI_S3:
+        # Flags of `rclone mount`, appended after the driver's own (a later flag wins).
         options = [
-            # Run geesefs as a child process of the node plugin instead of asking systemd for
-            # a unit over D-Bus: the same on every node, and no systemd is needed.
-            "--no-systemd",
+            # Generic S3 instead of the driver's "AWS": rclone's AWS profile addresses buckets
+            # by virtual host (bucket.host), which a non-AWS endpoint given by IP address
+            # cannot resolve (each lookup is a DNS query off the node); this one uses paths.
+            "--s3-provider Other",
             # A read-only FUSE mount: writes fail with EROFS in the kernel, before any S3
-            # request, whatever the pod asks for (the plugin's own bind mount ignores
-            # NodePublish's readonly flag, so this is the read-only layer of the driver).
-            "-o ro",
+            # request, whatever the pod asks for. The driver's own bind mount into the pod
+            # ignores NodePublish's readonly flag, so this is the driver's read-only layer.
+            "--read-only",
             f"--uid {NOTEBOOK_UID}",
             f"--gid {NOTEBOOK_GID}",
-            "--dir-mode 0550",
-            "--file-mode 0440",
-            f"--region {region}",
+            "--dir-perms 0550",
+            "--file-perms 0440",
+            f"--s3-region {region}",
         ]
         return {
             "csi": {
@@ -256,7 +259,9 @@ def _s3_volume_source(pv_name: str, s3: S3Source, settings: Settings) -> dict[st
                     "name": names.DATASET_S3_SECRET,
                     "namespace": names.SYSTEM_NAMESPACE,
                 },
-                "volumeAttributes": {"mounter": "geesefs", "options": " ".join(options)},
+                # rclone, not the driver's default geesefs: geesefs builds only with its own
+                # fork of aws-sdk-go, which its Go module leaves out (docs/architecture.md).
+                "volumeAttributes": {"mounter": "rclone", "options": " ".join(options)},
             },
         }
     options = [

@@ -441,7 +441,7 @@ def test_mountpoint_volume_carries_the_endpoint_of_a_non_aws_s3(
 
 
 @pytest.fixture
-def geesefs_settings(platform_settings: Settings) -> Settings:
+def k8s_csi_s3_settings(platform_settings: Settings) -> Settings:
     return platform_settings.model_copy(
         update={
             "dataset_csi_driver": DatasetCsiDriver.K8S_CSI_S3,
@@ -452,9 +452,9 @@ def geesefs_settings(platform_settings: Settings) -> Settings:
 
 
 def test_k8s_csi_s3_volume_is_read_only_for_the_notebook_user_with_the_platform_endpoint(
-    approved_workspace: Workspace, geesefs_settings: Settings
+    approved_workspace: Workspace, k8s_csi_s3_settings: Settings
 ) -> None:
-    plan = plan_workspace(approved_workspace, geesefs_settings)
+    plan = plan_workspace(approved_workspace, k8s_csi_s3_settings)
     assert_matches_golden(
         [m for m in plan if m["kind"] in ("PersistentVolume", "PersistentVolumeClaim")],
         "workspace_ready_k8s_csi_s3_volumes.yaml",
@@ -467,14 +467,14 @@ def test_k8s_csi_s3_volume_is_read_only_for_the_notebook_user_with_the_platform_
     # Configuration only: the Secret it names holds no keys (below).
     assert csi["nodeStageSecretRef"] == {"name": "tre-dataset-s3", "namespace": "tre-system"}
     assert csi["volumeAttributes"] == {
-        "mounter": "geesefs",
-        "options": "--no-systemd -o ro --uid 1000 --gid 100 --dir-mode 0550 --file-mode 0440 "
-        "--region eu-west-1",
+        "mounter": "rclone",
+        "options": "--s3-provider Other --read-only --uid 1000 --gid 100 --dir-perms 0550 "
+        "--file-perms 0440 --s3-region eu-west-1",
     }
     assert "mountOptions" not in volume["spec"]
 
 
-def test_k8s_csi_s3_whole_bucket_uses_the_platform_region(geesefs_settings: Settings) -> None:
+def test_k8s_csi_s3_whole_bucket_uses_the_platform_region(k8s_csi_s3_settings: Settings) -> None:
     whole_bucket = WorkspaceDataset(
         name="registry",
         manifest_sha256="c" * 64,
@@ -483,17 +483,17 @@ def test_k8s_csi_s3_whole_bucket_uses_the_platform_region(geesefs_settings: Sett
     )
 
     (volume,) = _of_kind(
-        plan_workspace(_workspace([whole_bucket]), geesefs_settings), "PersistentVolume"
+        plan_workspace(_workspace([whole_bucket]), k8s_csi_s3_settings), "PersistentVolume"
     )
 
     assert volume["spec"]["csi"]["volumeHandle"] == "registry-data"
-    assert volume["spec"]["csi"]["volumeAttributes"]["options"].endswith("--region us-east-1")
+    assert volume["spec"]["csi"]["volumeAttributes"]["options"].endswith("--s3-region us-east-1")
 
 
 def test_the_k8s_csi_s3_stage_secret_holds_the_endpoint_and_region_only(
-    geesefs_settings: Settings,
+    k8s_csi_s3_settings: Settings,
 ) -> None:
-    (secret,) = dataset_driver_secret(geesefs_settings)
+    (secret,) = dataset_driver_secret(k8s_csi_s3_settings)
 
     assert secret["metadata"]["namespace"] == "tre-system"
     assert secret["metadata"]["name"] == "tre-dataset-s3"
