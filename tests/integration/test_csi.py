@@ -11,7 +11,8 @@ volume attributes, read-only flag, mount options, the endpoint Secret's data). B
 - after NodeStage + NodePublish the dataset's files are at the target with their content,
   readable by the notebook user (uid 1000, gid 100), and only the dataset's prefix is there;
 - writing, creating or deleting fails with EROFS (read-only file system), and S3 is unchanged;
-- the node plugin reads S3 with its own credentials: the stage secret holds none;
+- the node plugin reads S3 with its own read-only key (writes refused by S3 itself); the stage
+  secret the PV names holds no key;
 - NodeUnpublish + NodeUnstage leave no mount; stopping the node side leaves none either, even
   with a volume still published.
 
@@ -21,6 +22,7 @@ Root is required (mount namespaces, FUSE): a missing prerequisite fails, never s
 from __future__ import annotations
 
 import base64
+import dataclasses
 import importlib
 import os
 import shutil
@@ -32,6 +34,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import botocore.exceptions
 import grpc  # type: ignore[import-untyped]  # ships no type hints
 import pytest
 from grpc_tools import protoc  # type: ignore[import-untyped]  # ships no type hints
@@ -44,7 +47,12 @@ from provisioner.devcluster.csi import (
     start_csi_node,
     stop_csi_node,
 )
-from provisioner.devcluster.s3server import S3Endpoint, start_s3, stop_s3
+from provisioner.devcluster.s3server import (
+    S3Endpoint,
+    dataset_reader_credentials,
+    start_s3,
+    stop_s3,
+)
 from provisioner.models.resources import DatasetSource, S3Source, WorkspaceDataset
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, DatasetCsiDriver
@@ -112,13 +120,24 @@ def _stubs(proto: Path, name: str, out: Path) -> tuple[ModuleType, ModuleType]:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Endpoint]:
-    state = tmp_path_factory.mktemp("s3")
-    endpoint = start_s3(state)
+def s3_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("s3")
+
+
+@pytest.fixture(scope="module")
+def s3(s3_state: Path) -> Iterator[S3Endpoint]:
+    endpoint = start_s3(s3_state)
     try:
         yield endpoint
     finally:
-        stop_s3(state)
+        stop_s3(s3_state)
+
+
+@pytest.fixture(scope="module")
+def reader(s3: S3Endpoint, s3_state: Path) -> S3Endpoint:
+    """The same server with the node plugin's own key, which may only read and list."""
+    access_key, secret_key = dataset_reader_credentials(s3_state)
+    return dataclasses.replace(s3, access_key=access_key, secret_key=secret_key)
 
 
 @pytest.fixture(scope="module")
@@ -172,12 +191,12 @@ def kubelet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def csi_node(
     binaries: CsiBinaries,
     namespace: list[str],
-    s3: S3Endpoint,
+    reader: S3Endpoint,
     kubelet_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[CsiNode]:
     state = tmp_path_factory.mktemp("csi-state")
-    node = _start(state, binaries, namespace, s3, kubelet_dir, "csi-test-node", register=True)
+    node = _start(state, binaries, namespace, reader, kubelet_dir, "csi-test-node", register=True)
     try:
         yield node
     finally:
@@ -283,6 +302,16 @@ def _stage_and_publish_requests(
 # --- tests ------------------------------------------------------------------------------------
 
 
+def test_the_node_plugins_own_key_reads_but_cannot_write(
+    reader: S3Endpoint, dataset_bucket: str
+) -> None:
+    client = reader.client()
+    body = client.get_object(Bucket=dataset_bucket, Key=PREFIX + "readme.txt")["Body"].read()
+    assert body == FILES["readme.txt"]
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        client.put_object(Bucket=dataset_bucket, Key=PREFIX + "planted.txt", Body=b"x")
+
+
 def test_the_plugin_is_the_configured_driver_and_is_registered_with_the_kubelet(
     node_client: Any, csi_pb: Any, registration_pb: Any, csi_node: CsiNode, namespace: list[str]
 ) -> None:
@@ -377,14 +406,14 @@ def test_stopping_the_node_side_unmounts_a_volume_still_published(
     planned_volume: dict[str, Any],
     settings: Settings,
     namespace: list[str],
-    s3: S3Endpoint,
+    reader: S3Endpoint,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     """A second node side of its own (own kubelet dir and state), stopped mid-publication."""
     pb, rpc = csi_pb
     kubelet = tmp_path_factory.mktemp("kubelet-stop")
     state = tmp_path_factory.mktemp("csi-stop")
-    node_side = _start(state, binaries, namespace, s3, kubelet, "csi-stop-node", register=False)
+    node_side = _start(state, binaries, namespace, reader, kubelet, "csi-stop-node", register=False)
     try:
         staging = kubelet / "plugins" / "kubernetes.io" / "csi" / DRIVER / "f00d" / "globalmount"
         target = kubelet / "pods" / "c3d4" / "volumes" / "kubernetes.io~csi" / "cohort" / "mount"
