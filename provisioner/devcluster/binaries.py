@@ -136,7 +136,7 @@ def ensure_csi_binaries(progress: Callable[[str], None]) -> CsiBinaries:
         )
     progress(
         f"building the k8s-csi-s3 {CSI_S3_VERSION} node plugin and the registrar "
-        "(first run only: about 1 min on 2 cores, measured)"
+        "(first run only: about 3 min on 2 cores with empty Go caches, measured)"
     )
     env = {**os.environ, "CSI_S3_VERSION": CSI_S3_VERSION, "TRE_CACHE_DIR": str(cache_dir())}
     result = subprocess.run(

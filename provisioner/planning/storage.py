@@ -175,39 +175,65 @@ def notebook_storage(workspace: Workspace) -> NotebookStorage:
     return NotebookStorage(volumes=volumes, volume_mounts=mounts)
 
 
-def dataset_driver_secret(settings: Settings) -> list[dict[str, Any]]:
-    """The Secret the k8s-csi-s3 node plugin reads at NodeStage; none for other drivers.
+def dataset_driver_objects(settings: Settings) -> list[dict[str, Any]]:
+    """What the cluster needs from us for the configured S3 driver: for k8s-csi-s3 its
+    CSIDriver and the Secret its node plugin reads at NodeStage; nothing for Mountpoint, whose
+    own installation brings its CSIDriver and its configuration."""
+    if settings.dataset_csi_driver is not DatasetCsiDriver.K8S_CSI_S3:
+        return []
+    return [_csi_driver(settings.dataset_csi_driver), _dataset_driver_secret(settings)]
+
+
+def _csi_driver(driver: DatasetCsiDriver) -> dict[str, Any]:
+    """Tells the kubelet how to treat the driver's volumes. Without it the kubelet waits for a
+    VolumeAttachment that no attacher of ours will ever write."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIDriver",
+        "metadata": {"name": driver.value, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+        "spec": {
+            # S3 has nothing to attach: the node plugin mounts directly.
+            "attachRequired": False,
+            "podInfoOnMount": False,
+            # Never chown or chmod a dataset for a pod's fsGroup: it is read-only, and the
+            # mount options already give the notebook user and group.
+            "fsGroupPolicy": "None",
+            # No inline (ephemeral) volumes: a pod could name any bucket in one.
+            "volumeLifecycleModes": ["Persistent"],
+            "requiresRepublish": False,
+            "seLinuxMount": False,
+        },
+    }
+
+
+def _dataset_driver_secret(settings: Settings) -> dict[str, Any]:
+    """The Secret the k8s-csi-s3 node plugin reads at NodeStage.
 
     k8s-csi-s3 (v0.43) builds an S3 client from the NodeStage secrets before it mounts, and
     refuses an empty endpoint, so its PVs must name a stage Secret. This one holds the endpoint
     and region, which are configuration, not credentials: the access keys it could also hold
     are left out, so rclone (`--s3-env-auth`) falls back to the node plugin's own shared
-    credentials file. It
-    lives in tre-system, which no project can write, and the admission policy lets the
-    controller name no other Secret in a PV.
+    credentials file. It lives in tre-system, which no project can write, and the admission
+    policy lets the controller name no other Secret in a PV.
     """
-    if settings.dataset_csi_driver is not DatasetCsiDriver.K8S_CSI_S3:
-        return []
     # The Settings validator guarantees an endpoint for this driver.
     assert settings.s3_endpoint_url is not None
-    return [
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {
-                "name": names.DATASET_S3_SECRET,
-                "namespace": names.SYSTEM_NAMESPACE,
-                "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
-            },
-            "type": "Opaque",
-            # stringData is write-only (the server folds it into data), so it would never
-            # read back and drift detection would rewrite the Secret on every pass.
-            "data": {
-                "endpoint": _base64(settings.s3_endpoint_url),
-                "region": _base64(settings.s3_region),
-            },
-        }
-    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": names.DATASET_S3_SECRET,
+            "namespace": names.SYSTEM_NAMESPACE,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
+        },
+        "type": "Opaque",
+        # stringData is write-only (the server folds it into data), so it would never
+        # read back and drift detection would rewrite the Secret on every pass.
+        "data": {
+            "endpoint": _base64(settings.s3_endpoint_url),
+            "region": _base64(settings.s3_region),
+        },
+    }
 
 
 def _base64(value: str) -> str:

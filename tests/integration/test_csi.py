@@ -56,7 +56,7 @@ from provisioner.devcluster.s3server import (
 from provisioner.models.resources import DatasetSource, S3Source, WorkspaceDataset
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, DatasetCsiDriver
-from provisioner.planning.storage import dataset_driver_secret, dataset_persistent_volume
+from provisioner.planning.storage import dataset_driver_objects, dataset_persistent_volume
 
 PREFIX = "cohort/2026/"
 FILES = {"readme.txt": b"synthetic cohort\n", "visits/2026-01.csv": b"id,visit\n1,2026-01-03\n"}
@@ -264,7 +264,7 @@ def _stage_and_publish_requests(
 ) -> tuple[Any, Any, Any, Any]:
     """The kubelet's four requests for this PV, built from the PV and the Secret as planned."""
     csi = volume["spec"]["csi"]
-    (secret,) = dataset_driver_secret(settings)
+    _, secret = dataset_driver_objects(settings)
     assert csi["nodeStageSecretRef"] == {
         "name": secret["metadata"]["name"],
         "namespace": secret["metadata"]["namespace"],

@@ -51,7 +51,7 @@ from provisioner.models.resources import (
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, ComputeTier, DatasetCsiDriver
 from provisioner.planning import names
-from provisioner.planning.storage import dataset_driver_secret, notebook_storage
+from provisioner.planning.storage import dataset_driver_objects, notebook_storage
 from provisioner.planning.tiers import TIERS
 from provisioner.planning.workspace import plan_frozen_workspace, plan_workspace
 
@@ -437,7 +437,7 @@ def test_mountpoint_volume_carries_the_endpoint_of_a_non_aws_s3(
 
     assert volume["spec"]["mountOptions"][-1] == "endpoint-url http://127.0.0.1:8333"
     assert "nodeStageSecretRef" not in volume["spec"]["csi"]
-    assert dataset_driver_secret(settings) == []
+    assert dataset_driver_objects(settings) == []
 
 
 @pytest.fixture
@@ -455,6 +455,8 @@ def test_k8s_csi_s3_volume_is_read_only_for_the_notebook_user_with_the_platform_
     approved_workspace: Workspace, k8s_csi_s3_settings: Settings
 ) -> None:
     plan = plan_workspace(approved_workspace, k8s_csi_s3_settings)
+    for manifest in plan:
+        kubernetes_validate.validate(manifest, KUBERNETES_SCHEMA_VERSION, strict=True)
     assert_matches_golden(
         [m for m in plan if m["kind"] in ("PersistentVolume", "PersistentVolumeClaim")],
         "workspace_ready_k8s_csi_s3_volumes.yaml",
@@ -490,10 +492,35 @@ def test_k8s_csi_s3_whole_bucket_uses_the_platform_region(k8s_csi_s3_settings: S
     assert volume["spec"]["csi"]["volumeAttributes"]["options"].endswith("--s3-region us-east-1")
 
 
+def test_the_k8s_csi_s3_driver_needs_no_attach_and_takes_no_inline_volumes(
+    k8s_csi_s3_settings: Settings,
+) -> None:
+    driver, secret = dataset_driver_objects(k8s_csi_s3_settings)
+
+    for manifest in (driver, secret):
+        kubernetes_validate.validate(manifest, KUBERNETES_SCHEMA_VERSION, strict=True)
+    assert driver == {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIDriver",
+        "metadata": {
+            "name": "ru.yandex.s3.csi",
+            "labels": {"app.kubernetes.io/managed-by": "ucloud-tre"},
+        },
+        "spec": {
+            "attachRequired": False,
+            "podInfoOnMount": False,
+            "fsGroupPolicy": "None",
+            "volumeLifecycleModes": ["Persistent"],
+            "requiresRepublish": False,
+            "seLinuxMount": False,
+        },
+    }
+
+
 def test_the_k8s_csi_s3_stage_secret_holds_the_endpoint_and_region_only(
     k8s_csi_s3_settings: Settings,
 ) -> None:
-    (secret,) = dataset_driver_secret(k8s_csi_s3_settings)
+    _, secret = dataset_driver_objects(k8s_csi_s3_settings)
 
     assert secret["metadata"]["namespace"] == "tre-system"
     assert secret["metadata"]["name"] == "tre-dataset-s3"
