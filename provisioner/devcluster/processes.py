@@ -13,8 +13,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from provisioner.errors import DevClusterError
 
 
 def free_port() -> int:
@@ -75,6 +78,25 @@ class Process:
         return cls(
             str(data["name"]), int(str(data["pid"])), str(data["exe"]), Path(str(data["log"]))
         )
+
+
+def wait_ready(proc: Process, ready: Callable[[], bool], timeout: float) -> None:
+    """Poll `ready` until it holds; fail with the log tail if `proc` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if not proc.alive():
+            code = proc.exit_code()
+            raise DevClusterError(
+                f"{proc.name} exited{'' if code is None else f' with code {code}'} "
+                f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
+            )
+        time.sleep(0.25)
+    raise DevClusterError(
+        f"{proc.name} was not ready after {timeout:.0f}s; last lines of "
+        f"{proc.log}:\n{proc.log_tail()}"
+    )
 
 
 def spawn(
