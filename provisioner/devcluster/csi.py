@@ -26,6 +26,7 @@ otherwise keep stale mounts (and their S3 sessions) after the plugin is gone.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -145,7 +146,7 @@ def start_csi_node(
             _wait_for_socket(prefix, registration, registrar)
     except BaseException:
         for process in reversed(processes):
-            process.stop()
+            _stop_child(process)
         raise
     return CsiNode(socket, registration, processes)
 
@@ -213,6 +214,31 @@ def _wait_for_socket(prefix: list[str], socket: Path, process: Process) -> None:
         f"({'still running' if code is None else f'exit {code}'}); its log "
         f"{process.log} ends:\n{process.log_tail()}"
     )
+
+
+def _stop_child(process: Process, timeout: float = 15.0) -> None:
+    """Stop a child we just spawned. `Process.stop` trusts only a pid that runs its binary, and
+    until nsenter has exec'd it that pid runs nsenter; our own unreaped child is ours either way."""
+    # While waitpid says "still running" the pid cannot have been reused: it is our child.
+    if not _running_child(process.pid):
+        return
+    os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _running_child(process.pid):
+        if time.monotonic() > deadline:
+            os.kill(process.pid, signal.SIGKILL)
+            os.waitpid(process.pid, 0)
+            return
+        time.sleep(0.05)
+
+
+def _running_child(pid: int) -> bool:
+    """Whether our child `pid` still runs; reaps it if it has exited."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # already reaped
+        return False
+    return done == 0
 
 
 def _run(

@@ -47,12 +47,14 @@ from provisioner.devcluster.csi import (
     start_csi_node,
     stop_csi_node,
 )
+from provisioner.devcluster.processes import load_processes
 from provisioner.devcluster.s3server import (
     S3Endpoint,
     dataset_reader_credentials,
     start_s3,
     stop_s3,
 )
+from provisioner.errors import DevClusterError
 from provisioner.models.resources import DatasetSource, S3Source, WorkspaceDataset
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, DatasetCsiDriver
@@ -300,6 +302,16 @@ def _stage_and_publish_requests(
 
 
 # --- tests ------------------------------------------------------------------------------------
+
+
+def test_a_plugin_that_dies_at_start_fails_with_its_log_and_leaves_nothing_running(
+    binaries: CsiBinaries, namespace: list[str], reader: S3Endpoint, tmp_path: Path
+) -> None:
+    broken = dataclasses.replace(binaries, driver=Path(shutil.which("false") or "/bin/false"))
+    with pytest.raises(DevClusterError, match=r"csi-node-plugin did not serve .* \(exit 1\)"):
+        _start(tmp_path, broken, namespace, reader, tmp_path / "kubelet", "n", register=True)
+    (plugin,) = load_processes(tmp_path / "csi" / "processes.json")
+    assert not Path(f"/proc/{plugin.pid}").exists()
 
 
 def test_the_node_plugins_own_key_reads_but_cannot_write(
