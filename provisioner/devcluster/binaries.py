@@ -160,8 +160,8 @@ def _run_build(
 
 # --- The dataset CSI driver (kept apart from the control plane and node sections) -----------
 
-# k8s-csi-s3 v0.43.7: the newest tag, and the only one the Go module proxy serves here (older
-# ones answer 403). Built by build-csi.sh with our registrar; it mounts with Debian's rclone.
+# k8s-csi-s3 v0.43.7: the newest tag, and the Go module proxy serves it (the older tags tried
+# answer 403). Built by build-csi.sh with our registrar; it mounts with Debian's rclone.
 CSI_S3_VERSION = "v0.43.7"
 CSI_BUILD_SCRIPT = Path(__file__).with_name("build-csi.sh")
 
