@@ -70,7 +70,8 @@ def start_csi_node(
     kubelet_dir: Path = KUBELET_DIR,
     register: bool = True,
 ) -> CsiNode:
-    """Start the node plugin (and, with `register`, the registrar) inside `prefix`.
+    """Start the node plugin (and, with `register`, the registrar) inside `prefix`, or return
+    the ones this `state_dir` already runs.
 
     `prefix` must enter the node's mount namespace (the driver's mounts must be the kubelet's)
     and leave the filesystem paths of `state_dir` and `binaries` as they are on the host.
@@ -88,6 +89,14 @@ def start_csi_node(
             "secret_key); without them rclone would mount anonymously"
         )
     home = _private_dir(state_dir / "csi")
+    socket = plugin_dir(kubelet_dir) / "csi.sock"
+    registration = kubelet_dir / "plugins_registry" / f"{DRIVER}-reg.sock"
+    wanted = {"csi-node-plugin", *(["csi-registrar"] if register else [])}
+    running = [p for p in load_processes(home / "processes.json") if p.alive()]
+    if {p.name for p in running} == wanted:
+        return CsiNode(socket, registration, running)  # already up: starting is idempotent
+    for process in reversed(running):  # half up (one of the two died): start both afresh
+        process.stop()
     credentials = home / "s3-credentials"
     _write_private(
         credentials,
@@ -104,8 +113,6 @@ def start_csi_node(
         "RCLONE_CONFIG": str(rclone_config),
         "RCLONE_CACHE_DIR": str(home / "rclone-cache"),
     }
-    socket = plugin_dir(kubelet_dir) / "csi.sock"
-    registration = kubelet_dir / "plugins_registry" / f"{DRIVER}-reg.sock"
     _run(prefix, ["mkdir", "-p", str(socket.parent), str(registration.parent)])
     _run(prefix, ["rm", "-f", str(socket)])  # a socket left by a killed run makes Listen fail
 

@@ -304,6 +304,24 @@ def _stage_and_publish_requests(
 # --- tests ------------------------------------------------------------------------------------
 
 
+def test_starting_again_returns_the_running_node_side(
+    csi_node: CsiNode, binaries: CsiBinaries, namespace: list[str], reader: S3Endpoint
+) -> None:
+    plugin = csi_node.processes[0]
+    state = plugin.log.parent.parent  # <state>/csi/node-plugin.log
+    again = _start(
+        state,
+        binaries,
+        namespace,
+        reader,
+        csi_node.csi_socket.parent.parent.parent,
+        "csi-test-node",
+        register=True,
+    )
+    assert [p.pid for p in again.processes] == [p.pid for p in csi_node.processes]
+    assert plugin.alive()
+
+
 def test_a_plugin_that_dies_at_start_fails_with_its_log_and_leaves_nothing_running(
     binaries: CsiBinaries, namespace: list[str], reader: S3Endpoint, tmp_path: Path
 ) -> None:
