@@ -83,6 +83,9 @@ def platform_settings() -> Settings:
         psa_version="v1.36",
         project_storage_size="10Gi",
         project_storage_class=None,
+        dataset_csi_driver=DatasetCsiDriver.MOUNTPOINT_S3,
+        s3_endpoint_url=None,
+        s3_region="us-east-1",
     )
 
 
