@@ -1,5 +1,6 @@
 """Install the platform's cluster-wide objects: CRDs, admission policies, RBAC, tre-system and
-the controller's ServiceAccount in it.
+the controller's ServiceAccount in it (and, for the k8s-csi-s3 dataset driver, its CSIDriver
+and the Secret with the S3 endpoint its node plugin reads).
 
 Idempotent (server-side apply). Waits until the CRDs are Established. The API server loads
 admission policies asynchronously, a moment after they are applied: the tests probe until a
@@ -27,6 +28,7 @@ from provisioner.planning.names import (
     service_account_of,
 )
 from provisioner.planning.rbac import plan_platform_rbac
+from provisioner.planning.storage import dataset_driver_objects
 
 CRDS = RESOURCES[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
 
@@ -51,6 +53,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         *plan_platform_rbac(settings),
         *plan_admission_policies(settings),
         *plan_audit_anchor(settings),
+        *dataset_driver_objects(settings),
     ]
 
 

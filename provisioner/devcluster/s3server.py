@@ -2,8 +2,9 @@
 
 One server per state directory::
 
-    <state>/s3-identities.json  the S3 credentials (random, made once, mode 0600); weed's
-                                -s3.config file
+    <state>/s3-identities.json  the S3 credentials (random, made once, mode 0600): the
+                                platform's admin key and the dataset CSI driver's read-only
+                                key; weed's -s3.config file
     <state>/ports.json          the ports chosen for this server (reused on restart, so the
                                 endpoint URL stays the same while they are free)
     <state>/weed.pid            pid of the running server
@@ -71,6 +72,8 @@ STOP_TIMEOUT = 15.0  # seconds after SIGTERM before SIGKILL; a clean stop takes 
 GRPC_OFFSET = 10000
 COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 _BIND = "127.0.0.1"
+# The read-only identity of the dataset CSI node plugin (`dataset_reader_credentials`).
+DATASET_READER = "tre-dataset-reader"
 _START_ATTEMPTS = 3  # new ports when a chosen one was taken between our check and weed's bind
 _LOWEST_PORT = 10000
 _UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes; leave weed's default /tmp path if longer
@@ -443,19 +446,25 @@ def _ensure_credentials(paths: _Paths) -> tuple[str, str]:
         return existing
     if paths.identities.exists():
         raise DevClusterError(
-            f"{paths.identities} is not a SeaweedFS identities file with one credential; "
+            f"{paths.identities} is not a SeaweedFS identities file with a credential; "
             "delete it to generate new credentials"
         )
-    alphabet = string.ascii_uppercase + string.digits
-    access_key = "TRE" + "".join(secrets.choice(alphabet) for _ in range(17))
-    secret_key = secrets.token_urlsafe(30)
+    access_key, secret_key = _new_credential()
+    reader_key, reader_secret = _new_credential()
     identities = {
         "identities": [
             {
                 "name": "tre-dev",
                 "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
+            },
+            {
+                # The dataset CSI node plugin's own key (devcluster/csi.py): it can read and
+                # list, so even a mount that were writable could not change a dataset.
+                "name": DATASET_READER,
+                "credentials": [{"accessKey": reader_key, "secretKey": reader_secret}],
+                "actions": ["Read", "List"],
+            },
         ]
     }
     tmp = paths.identities.with_suffix(".tmp")
@@ -466,6 +475,26 @@ def _ensure_credentials(paths: _Paths) -> tuple[str, str]:
         out.write("\n")
     tmp.replace(paths.identities)
     return access_key, secret_key
+
+
+def dataset_reader_credentials(state_dir: Path) -> tuple[str, str]:
+    """(access key, secret key) of the read-only identity for the dataset CSI node plugin."""
+    paths = _Paths(state_dir.absolute())
+    try:
+        data = json.loads(paths.identities.read_text())
+        (identity,) = [i for i in data["identities"] if i.get("name") == DATASET_READER]
+        credential = identity["credentials"][0]
+        return str(credential["accessKey"]), str(credential["secretKey"])
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise DevClusterError(
+            f"{paths.identities} has no '{DATASET_READER}' identity (made before the dataset "
+            "CSI driver existed); run 'tre dev down', delete the file and 'tre dev up' again"
+        ) from exc
+
+
+def _new_credential() -> tuple[str, str]:
+    alphabet = string.ascii_uppercase + string.digits
+    return "TRE" + "".join(secrets.choice(alphabet) for _ in range(17)), secrets.token_urlsafe(30)
 
 
 def _read_credentials(paths: _Paths) -> tuple[str, str] | None:

@@ -106,7 +106,7 @@ class Condition(KubeModel):
 
 
 class S3Source(KubeModel):
-    """Objects under `prefix` in `bucket`, mounted through the Mountpoint for S3 CSI driver."""
+    """Objects under `prefix` in `bucket`, mounted by the configured S3 CSI driver."""
 
     bucket: BucketName
     prefix: S3Prefix = ""

@@ -13,7 +13,12 @@ from typing import Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from provisioner.models.types import BUCKET_NAME_PATTERN, EXPORT_FILE_TYPES, ClassificationTier
+from provisioner.models.types import (
+    BUCKET_NAME_PATTERN,
+    EXPORT_FILE_TYPES,
+    ClassificationTier,
+    DatasetCsiDriver,
+)
 
 
 class Settings(BaseSettings):
@@ -47,6 +52,19 @@ class Settings(BaseSettings):
                 "airlock_egress_bucket: must differ from airlock_quarantine_bucket "
                 f"({self.airlock_quarantine_bucket!r}): unreviewed files must never be "
                 "downloadable from where released ones are"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _dataset_driver_has_its_endpoint(self) -> Self:
+        # k8s-csi-s3 builds its S3 client from the endpoint before it mounts anything and has
+        # no AWS default: without one every dataset mount would fail on the node, later and
+        # further from the cause than here.
+        if self.dataset_csi_driver is DatasetCsiDriver.K8S_CSI_S3 and not self.s3_endpoint_url:
+            raise ValueError(
+                f"dataset_csi_driver {self.dataset_csi_driver.value} needs s3_endpoint_url: "
+                "set TRE_S3_ENDPOINT_URL to the S3 endpoint the nodes reach (for AWS, "
+                "https://s3.<region>.amazonaws.com)"
             )
         return self
 
@@ -177,6 +195,16 @@ class Settings(BaseSettings):
         default=None, description="S3 endpoint. None: the AWS default for the region."
     )
     s3_region: str = Field(default="us-east-1", description="S3 region.")
+    dataset_csi_driver: DatasetCsiDriver = Field(
+        default=DatasetCsiDriver.MOUNTPOINT_S3,
+        description="CSI driver that mounts S3 datasets on the nodes (its CSI name). The "
+        "dataset PVs are written for it (volume attributes, mount options, the endpoint "
+        "`s3_endpoint_url`), and the controller may write PVs of this driver only (admission "
+        "policy `tre-controller-scope`). `s3.csi.aws.com`: Mountpoint for S3, the usual "
+        "driver of a managed cluster; `ru.yandex.s3.csi`: k8s-csi-s3 mounting with rclone, "
+        "which the local dev node runs. Either way the node plugin reads S3 with its own read-only "
+        "credentials; a PV never names credentials.",
+    )
     s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key.")
     s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
     audit_bucket: str = Field(

@@ -205,6 +205,22 @@ S3Prefix = Annotated[str, AfterValidator(validate_s3_prefix)]
 NfsPath = Annotated[str, AfterValidator(validate_nfs_path)]
 
 
+class DatasetCsiDriver(StrEnum):
+    """The CSI driver that mounts S3 datasets on the nodes; the value is its CSI name.
+
+    Each needs something different in the PV (`provisioner.planning.storage`); see
+    docs/architecture.md, "Datasets reach the pod", for why each exists and how it gets its
+    credentials and the S3 endpoint.
+    """
+
+    # awslabs/mountpoint-s3-csi-driver: the Rust `mount-s3` started through systemd (v1) or in
+    # a Mountpoint pod (v2). The common choice on a managed cluster.
+    MOUNTPOINT_S3 = "s3.csi.aws.com"
+    # yandex-cloud/k8s-csi-s3 with its rclone mounter: plain processes, no systemd needed;
+    # what the local dev node runs (the driver builds from its Go module).
+    K8S_CSI_S3 = "ru.yandex.s3.csi"
+
+
 class ClassificationTier(StrEnum):
     """How sensitive a dataset is; ordered from least to most sensitive."""
 

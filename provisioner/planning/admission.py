@@ -74,7 +74,6 @@ from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning import names
 from provisioner.planning.names import LABEL_PROJECT, POLICY_DEFAULT_DENY
-from provisioner.planning.storage import S3_CSI_DRIVER
 
 ADMISSION_API_VERSION: Final = "admissionregistration.k8s.io/v1"
 PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
@@ -848,11 +847,26 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             "projectNamespace": f"has(variables.target.metadata.labels) && {label} in "
             f"variables.target.metadata.labels && variables.target.metadata.name == {prefix} "
             f"+ variables.target.metadata.labels[{label}]",
+            # The configured driver only, and no Secret but the platform's endpoint Secret: a
+            # PV naming another Secret would hand the node plugin whatever credentials that
+            # Secret holds (k8s-csi-s3 mounts with the keys in its stage secret).
+            "datasetCsi": "variables.target.spec.csi.driver == "
+            f"{cel_str(settings.dataset_csi_driver.value)} && "
+            "!has(variables.target.spec.csi.nodePublishSecretRef) && "
+            "!has(variables.target.spec.csi.controllerPublishSecretRef) && "
+            "!has(variables.target.spec.csi.controllerExpandSecretRef) && "
+            "!has(variables.target.spec.csi.nodeExpandSecretRef) && "
+            "(!has(variables.target.spec.csi.nodeStageSecretRef) || "
+            "(variables.target.spec.csi.nodeStageSecretRef.name == "
+            f"{cel_str(names.DATASET_S3_SECRET)} && "
+            "variables.target.spec.csi.nodeStageSecretRef.namespace == "
+            f"{cel_str(names.SYSTEM_NAMESPACE)}))",
+            # Variables see only those before them, so this comes after datasetCsi.
             "datasetVolume": f"variables.target.metadata.name.startsWith({prefix}) && "
             "has(variables.target.spec.claimRef) && has(variables.target.spec.claimRef.namespace) "
             f"&& variables.target.spec.claimRef.namespace.startsWith({prefix}) && "
-            "((has(variables.target.spec.csi) && variables.target.spec.csi.driver == "
-            f"{cel_str(S3_CSI_DRIVER)}) || has(variables.target.spec.nfs))",
+            "((has(variables.target.spec.csi) && variables.datasetCsi) || "
+            "has(variables.target.spec.nfs))",
         },
         validations=[
             _validation(
@@ -873,7 +887,9 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
                 "request.resource.resource != 'persistentvolumes' || variables.datasetVolume",
                 "'the controller may not ' + request.operation.lowerAscii() + ' "
                 f"PersistentVolume ' + request.name + ': only {names.NAMESPACE_PREFIX}* dataset "
-                "volumes of the S3 or NFS driver, claimed from a project namespace'",
+                f"volumes of the {settings.dataset_csi_driver.value} CSI driver (naming no "
+                f"Secret but {names.SYSTEM_NAMESPACE}/{names.DATASET_S3_SECRET}) or NFS, "
+                "claimed from a project namespace'",
             ),
         ],
     )

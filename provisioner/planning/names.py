@@ -51,6 +51,9 @@ SYSTEM_NAMESPACE: Final = "tre-system"
 # The ConfigMap in SYSTEM_NAMESPACE holding the audit chain head and the controller's public
 # key; only the controller may write it (planning/audit_anchor.py).
 AUDIT_HEAD_CONFIGMAP: Final = "tre-audit-head"
+# The Secret in SYSTEM_NAMESPACE that the k8s-csi-s3 node plugin reads at NodeStage: the S3
+# endpoint and region only, never credentials (planning/storage.py says why it exists).
+DATASET_S3_SECRET: Final = "tre-dataset-s3"  # noqa: S105 -- a name; it holds no credentials
 
 # --- Fixed names inside a project namespace ---------------------------------------------------
 

@@ -17,20 +17,33 @@ reads back would make every resync rewrite the PV. The PVC must say "" explicitl
 default StorageClass would be filled in. Access modes are only a matching hint in
 Kubernetes; they do not protect anything on their own.
 
+S3 datasets are mounted by the CSI driver `settings.dataset_csi_driver` names, and each driver
+reads its PV differently (`_s3_volume_source`). Neither ever gets credentials from the PV: the
+node plugin reads S3 with its own read-only credentials (its environment or shared credentials
+file), so no PV, and no one who could write one, can choose whose keys mount a bucket. The
+endpoint of a non-AWS S3 server reaches the driver from the platform's settings
+(`s3_endpoint_url`), never from a project.
+
 This is the pure plan; `provisioner.storage` is the S3 I/O edge, a different thing.
 """
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from typing import Any, Final, NamedTuple
 
 from provisioner.errors import InvalidInputError
-from provisioner.models.resources import DatasetSource, Workspace, WorkspaceDataset
+from provisioner.models.resources import (
+    DatasetSource,
+    S3Source,
+    Workspace,
+    WorkspaceDataset,
+)
 from provisioner.models.settings import Settings
+from provisioner.models.types import DatasetCsiDriver
 from provisioner.planning import names
 
-S3_CSI_DRIVER: Final = "s3.csi.aws.com"
 # jovyan and its group `users` in the Jupyter docker-stacks images; the hub runs notebooks
 # with this uid and fsGroup, and S3 files must look readable to them.
 NOTEBOOK_UID: Final = 1000
@@ -65,7 +78,9 @@ def dataset_mount_path(dataset: str) -> str:
     return f"{DATA_ROOT}/{dataset}"
 
 
-def dataset_persistent_volume(project: str, dataset: WorkspaceDataset) -> dict[str, Any]:
+def dataset_persistent_volume(
+    project: str, dataset: WorkspaceDataset, settings: Settings
+) -> dict[str, Any]:
     """The PV of one approved dataset, reserved for the project's claim of it."""
     pv_name = names.dataset_pv_name(project, dataset.name)
     return {
@@ -86,7 +101,7 @@ def dataset_persistent_volume(project: str, dataset: WorkspaceDataset) -> dict[s
                 "namespace": names.namespace_name(project),
                 "name": names.dataset_pvc_name(dataset.name),
             },
-            **_volume_source(pv_name, dataset.source),
+            **_volume_source(pv_name, dataset.source, settings),
         },
     }
 
@@ -160,32 +175,75 @@ def notebook_storage(workspace: Workspace) -> NotebookStorage:
     return NotebookStorage(volumes=volumes, volume_mounts=mounts)
 
 
-def _volume_source(pv_name: str, source: DatasetSource) -> dict[str, Any]:
+def dataset_driver_objects(settings: Settings) -> list[dict[str, Any]]:
+    """What the cluster needs from us for the configured S3 driver: for k8s-csi-s3 its
+    CSIDriver and the Secret its node plugin reads at NodeStage; nothing for Mountpoint, whose
+    own installation brings its CSIDriver and its configuration."""
+    if settings.dataset_csi_driver is not DatasetCsiDriver.K8S_CSI_S3:
+        return []
+    return [_csi_driver(settings.dataset_csi_driver), _dataset_driver_secret(settings)]
+
+
+def _csi_driver(driver: DatasetCsiDriver) -> dict[str, Any]:
+    """Tells the kubelet how to treat the driver's volumes. Without it the kubelet waits for a
+    VolumeAttachment that no attacher of ours will ever write."""
+    return {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIDriver",
+        "metadata": {"name": driver.value, "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}},
+        "spec": {
+            # S3 has nothing to attach: the node plugin mounts directly.
+            "attachRequired": False,
+            "podInfoOnMount": False,
+            # Never chown or chmod a dataset for a pod's fsGroup: it is read-only, and the
+            # mount options already give the notebook user and group.
+            "fsGroupPolicy": "None",
+            # No inline (ephemeral) volumes: a pod could name any bucket in one.
+            "volumeLifecycleModes": ["Persistent"],
+            "requiresRepublish": False,
+            "seLinuxMount": False,
+        },
+    }
+
+
+def _dataset_driver_secret(settings: Settings) -> dict[str, Any]:
+    """The Secret the k8s-csi-s3 node plugin reads at NodeStage.
+
+    k8s-csi-s3 (v0.43) builds an S3 client from the NodeStage secrets before it mounts, and
+    refuses an empty endpoint, so its PVs must name a stage Secret. This one holds the endpoint
+    and region, which are configuration, not credentials: the access keys it could also hold
+    are left out, so rclone (`--s3-env-auth`) falls back to the node plugin's own shared
+    credentials file. It lives in tre-system, which no project can write, and the admission
+    policy lets the controller name no other Secret in a PV.
+    """
+    # The Settings validator guarantees an endpoint for this driver.
+    assert settings.s3_endpoint_url is not None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": names.DATASET_S3_SECRET,
+            "namespace": names.SYSTEM_NAMESPACE,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
+        },
+        "type": "Opaque",
+        # stringData is write-only (the server folds it into data), so it would never
+        # read back and drift detection would rewrite the Secret on every pass.
+        "data": {
+            "endpoint": _base64(settings.s3_endpoint_url),
+            "region": _base64(settings.s3_region),
+        },
+    }
+
+
+def _base64(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def _volume_source(pv_name: str, source: DatasetSource, settings: Settings) -> dict[str, Any]:
     """`mountOptions` plus the `csi` or `nfs` source of a dataset PV."""
     if source.s3 is not None:
-        options = [
-            "read-only",
-            # Mountpoint runs as its own user; without these the notebook user could not
-            # read the files. Driver v2 would derive them from fsGroup, v1 needs them.
-            "allow-other",
-            f"uid={NOTEBOOK_UID}",
-            f"gid={NOTEBOOK_GID}",
-        ]
-        if source.s3.prefix:
-            options.append(f"prefix {source.s3.prefix}")
-        if source.s3.region is not None:
-            options.append(f"region {source.s3.region}")
-        return {
-            "mountOptions": options,
-            "csi": {
-                "driver": S3_CSI_DRIVER,
-                # The driver handles each volumeHandle once, so it must be unique per PV;
-                # the PV name already is.
-                "volumeHandle": pv_name,
-                "readOnly": True,
-                "volumeAttributes": {"bucketName": source.s3.bucket},
-            },
-        }
+        return _s3_volume_source(pv_name, source.s3, settings)
     if source.nfs is not None:
         return {
             "mountOptions": ["ro", "nfsvers=4.1"],
@@ -193,3 +251,67 @@ def _volume_source(pv_name: str, source: DatasetSource) -> dict[str, Any]:
         }
     # DatasetSource's validator guarantees exactly one source; this keeps mypy and readers sure.
     raise InvalidInputError("dataset source: set exactly one of 's3' and 'nfs'")
+
+
+def _s3_volume_source(pv_name: str, s3: S3Source, settings: Settings) -> dict[str, Any]:
+    """What the configured S3 CSI driver needs to mount `s3` read-only for the notebook user."""
+    region = s3.region or settings.s3_region
+    if settings.dataset_csi_driver is DatasetCsiDriver.K8S_CSI_S3:
+        # Flags of `rclone mount`, appended after the driver's own (a later flag wins).
+        options = [
+            # Generic S3 instead of the driver's "AWS": rclone's AWS profile addresses buckets
+            # by virtual host (bucket.host), which a non-AWS endpoint given by IP address
+            # cannot resolve (each lookup is a DNS query off the node); this one uses paths.
+            "--s3-provider Other",
+            # A read-only FUSE mount: writes fail with EROFS in the kernel, before any S3
+            # request, whatever the pod asks for. The driver's own bind mount into the pod
+            # ignores NodePublish's readonly flag, so this is the driver's read-only layer.
+            "--read-only",
+            f"--uid {NOTEBOOK_UID}",
+            f"--gid {NOTEBOOK_GID}",
+            "--dir-perms 0550",
+            "--file-perms 0440",
+            f"--s3-region {region}",
+        ]
+        return {
+            "csi": {
+                "driver": settings.dataset_csi_driver.value,
+                # k8s-csi-s3 reads the bucket and prefix from the handle ("bucket/prefix").
+                # Two projects' PVs of one dataset share it, so on one node the kubelet stages
+                # the dataset once and publishes it into each pod; both read the same data.
+                "volumeHandle": f"{s3.bucket}/{s3.prefix}" if s3.prefix else s3.bucket,
+                "readOnly": True,
+                "nodeStageSecretRef": {
+                    "name": names.DATASET_S3_SECRET,
+                    "namespace": names.SYSTEM_NAMESPACE,
+                },
+                # rclone, not the driver's default geesefs: geesefs builds only with its own
+                # fork of aws-sdk-go, which its Go module leaves out (docs/architecture.md).
+                "volumeAttributes": {"mounter": "rclone", "options": " ".join(options)},
+            },
+        }
+    options = [
+        "read-only",
+        # Mountpoint runs as its own user; without these the notebook user could not
+        # read the files. Driver v2 would derive them from fsGroup, v1 needs them.
+        "allow-other",
+        f"uid={NOTEBOOK_UID}",
+        f"gid={NOTEBOOK_GID}",
+    ]
+    if s3.prefix:
+        options.append(f"prefix {s3.prefix}")
+    if s3.region is not None:
+        options.append(f"region {s3.region}")
+    if settings.s3_endpoint_url is not None:
+        options.append(f"endpoint-url {settings.s3_endpoint_url}")
+    return {
+        "mountOptions": options,
+        "csi": {
+            "driver": settings.dataset_csi_driver.value,
+            # The driver handles each volumeHandle once, so it must be unique per PV;
+            # the PV name already is.
+            "volumeHandle": pv_name,
+            "readOnly": True,
+            "volumeAttributes": {"bucketName": s3.bucket},
+        },
+    }

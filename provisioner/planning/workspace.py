@@ -52,7 +52,7 @@ def plan_workspace(workspace: Workspace, settings: Settings) -> list[dict[str, A
         manifest
         for dataset in datasets
         for manifest in (
-            dataset_persistent_volume(project, dataset),
+            dataset_persistent_volume(project, dataset, settings),
             dataset_claim(project, dataset),
         )
     ]

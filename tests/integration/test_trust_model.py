@@ -31,6 +31,7 @@ import datetime as dt
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -595,6 +596,29 @@ def test_the_controllers_credential_cannot_write_outside_project_namespaces(worl
         },
     }
     refused(lambda: controller.create(stray_pv, dry_run=True), "PersistentVolume grab-a-bucket")
+    # A dataset PV in every other respect, but naming a Secret: k8s-csi-s3 would mount with the
+    # keys in it, so the controller may name none but the platform's endpoint Secret.
+    driver = world.settings.dataset_csi_driver.value
+    for ref in ("nodePublishSecretRef", "nodeStageSecretRef"):
+        borrowed_keys = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": "tre-someproject--borrowed-keys"},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadOnlyMany"],
+                "claimRef": {"namespace": "tre-someproject", "name": "ds-x"},
+                "csi": {
+                    "driver": driver,
+                    "volumeHandle": "bucket",
+                    ref: {"name": "aws-admin", "namespace": "kube-system"},
+                },
+            },
+        }
+        refused(
+            partial(controller.create, borrowed_keys, dry_run=True),
+            "CSI driver (naming no Secret but tre-system/tre-dataset-s3)",
+        )
     lease = {
         "apiVersion": "coordination.k8s.io/v1",
         "kind": "Lease",

@@ -25,6 +25,7 @@ Behaviours under test:
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import difflib
 import os
@@ -48,9 +49,9 @@ from provisioner.models.resources import (
     WorkspaceStatus,
 )
 from provisioner.models.settings import Settings
-from provisioner.models.types import ClassificationTier, ComputeTier
+from provisioner.models.types import ClassificationTier, ComputeTier, DatasetCsiDriver
 from provisioner.planning import names
-from provisioner.planning.storage import notebook_storage
+from provisioner.planning.storage import dataset_driver_objects, notebook_storage
 from provisioner.planning.tiers import TIERS
 from provisioner.planning.workspace import plan_frozen_workspace, plan_workspace
 
@@ -82,6 +83,9 @@ def platform_settings() -> Settings:
         psa_version="v1.36",
         project_storage_size="10Gi",
         project_storage_class=None,
+        dataset_csi_driver=DatasetCsiDriver.MOUNTPOINT_S3,
+        s3_endpoint_url=None,
+        s3_region="us-east-1",
     )
 
 
@@ -425,6 +429,108 @@ def test_s3_volume_without_prefix_or_region_omits_those_options(
 
     (volume,) = _of_kind(plan, "PersistentVolume")
     assert volume["spec"]["mountOptions"] == ["read-only", "allow-other", "uid=1000", "gid=100"]
+
+
+def test_mountpoint_volume_carries_the_endpoint_of_a_non_aws_s3(
+    platform_settings: Settings, census_on_s3: WorkspaceDataset
+) -> None:
+    settings = platform_settings.model_copy(update={"s3_endpoint_url": "http://127.0.0.1:8333"})
+
+    (volume,) = _of_kind(plan_workspace(_workspace([census_on_s3]), settings), "PersistentVolume")
+
+    assert volume["spec"]["mountOptions"][-1] == "endpoint-url http://127.0.0.1:8333"
+    assert "nodeStageSecretRef" not in volume["spec"]["csi"]
+    assert dataset_driver_objects(settings) == []
+
+
+@pytest.fixture
+def k8s_csi_s3_settings(platform_settings: Settings) -> Settings:
+    return platform_settings.model_copy(
+        update={
+            "dataset_csi_driver": DatasetCsiDriver.K8S_CSI_S3,
+            "s3_endpoint_url": "http://127.0.0.1:8333",
+            "s3_region": "us-east-1",
+        }
+    )
+
+
+def test_k8s_csi_s3_volume_is_read_only_for_the_notebook_user_with_the_platform_endpoint(
+    approved_workspace: Workspace, k8s_csi_s3_settings: Settings
+) -> None:
+    plan = plan_workspace(approved_workspace, k8s_csi_s3_settings)
+    for manifest in plan:
+        kubernetes_validate.validate(manifest, KUBERNETES_SCHEMA_VERSION, strict=True)
+    assert_matches_golden(
+        [m for m in plan if m["kind"] in ("PersistentVolume", "PersistentVolumeClaim")],
+        "workspace_ready_k8s_csi_s3_volumes.yaml",
+    )
+    volume = _one(plan, "PersistentVolume", "tre-diabetes-2026--census-2024")
+    csi = volume["spec"]["csi"]
+    assert csi["driver"] == "ru.yandex.s3.csi"
+    assert csi["volumeHandle"] == "tre-datasets/census/2024/"
+    assert csi["readOnly"] is True
+    # Configuration only: the Secret it names holds no keys (below).
+    assert csi["nodeStageSecretRef"] == {"name": "tre-dataset-s3", "namespace": "tre-system"}
+    assert csi["volumeAttributes"] == {
+        "mounter": "rclone",
+        "options": "--s3-provider Other --read-only --uid 1000 --gid 100 --dir-perms 0550 "
+        "--file-perms 0440 --s3-region eu-west-1",
+    }
+    assert "mountOptions" not in volume["spec"]
+
+
+def test_k8s_csi_s3_whole_bucket_uses_the_platform_region(k8s_csi_s3_settings: Settings) -> None:
+    whole_bucket = WorkspaceDataset(
+        name="registry",
+        manifest_sha256="c" * 64,
+        classification=ClassificationTier.INTERNAL,
+        source=DatasetSource(s3=S3Source(bucket="registry-data")),
+    )
+
+    (volume,) = _of_kind(
+        plan_workspace(_workspace([whole_bucket]), k8s_csi_s3_settings), "PersistentVolume"
+    )
+
+    assert volume["spec"]["csi"]["volumeHandle"] == "registry-data"
+    assert volume["spec"]["csi"]["volumeAttributes"]["options"].endswith("--s3-region us-east-1")
+
+
+def test_the_k8s_csi_s3_driver_needs_no_attach_and_takes_no_inline_volumes(
+    k8s_csi_s3_settings: Settings,
+) -> None:
+    driver, secret = dataset_driver_objects(k8s_csi_s3_settings)
+
+    for manifest in (driver, secret):
+        kubernetes_validate.validate(manifest, KUBERNETES_SCHEMA_VERSION, strict=True)
+    assert driver == {
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "CSIDriver",
+        "metadata": {
+            "name": "ru.yandex.s3.csi",
+            "labels": {"app.kubernetes.io/managed-by": "ucloud-tre"},
+        },
+        "spec": {
+            "attachRequired": False,
+            "podInfoOnMount": False,
+            "fsGroupPolicy": "None",
+            "volumeLifecycleModes": ["Persistent"],
+            "requiresRepublish": False,
+            "seLinuxMount": False,
+        },
+    }
+
+
+def test_the_k8s_csi_s3_stage_secret_holds_the_endpoint_and_region_only(
+    k8s_csi_s3_settings: Settings,
+) -> None:
+    _, secret = dataset_driver_objects(k8s_csi_s3_settings)
+
+    assert secret["metadata"]["namespace"] == "tre-system"
+    assert secret["metadata"]["name"] == "tre-dataset-s3"
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "endpoint": "http://127.0.0.1:8333",
+        "region": "us-east-1",
+    }
 
 
 def test_notebook_mounts_datasets_read_only_and_project_storage_writable(

@@ -1,5 +1,6 @@
 """Settings: defaults are safe, the environment is read with the TRE_ prefix, secrets stay
-secret, and a storage size the API server would rewrite is refused with the canonical form."""
+secret, a storage size the API server would rewrite is refused with the canonical form, and a
+dataset driver that cannot work without an endpoint is refused before anything is planned."""
 
 from __future__ import annotations
 
@@ -40,3 +41,13 @@ def test_non_canonical_storage_size_is_refused(size: str, hint: str) -> None:
 def test_malformed_storage_size_is_refused(size: str) -> None:
     with pytest.raises(ValidationError, match="project_storage_size"):
         Settings(project_storage_size=size)
+
+
+def test_k8s_csi_s3_without_an_endpoint_is_refused_naming_the_fix() -> None:
+    with pytest.raises(ValidationError, match=r"ru\.yandex\.s3\.csi needs s3_endpoint_url: set "):
+        Settings(dataset_csi_driver="ru.yandex.s3.csi", s3_endpoint_url=None)
+
+
+def test_unknown_dataset_driver_is_refused() -> None:
+    with pytest.raises(ValidationError, match="dataset_csi_driver"):
+        Settings(dataset_csi_driver="efs.csi.aws.com")
