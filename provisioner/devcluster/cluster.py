@@ -48,6 +48,8 @@ from provisioner.errors import DevClusterError
 
 Progress = Callable[[str], None]
 
+# The processes `up` starts; the hub (devcluster/hub.py) adds its own to processes.json.
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
 SERVICE_CIDR = "10.0.0.0/24"  # virtual ClusterIPs only; nothing routes there without nodes
 START_TIMEOUT = 120.0  # seconds; a cold apiserver on 2 busy cores needs ~15 s
 
@@ -92,8 +94,8 @@ class DevCluster:
         return f"https://127.0.0.1:{ports['kube-apiserver']}"
 
     def is_ready(self) -> bool:
-        procs = self.processes()
-        if len(procs) != 3 or not all(p.alive() for p in procs):
+        procs = {p.name: p for p in self.processes()}
+        if not all(name in procs and procs[name].alive() for name in CONTROL_PLANE):
             return False
         return self._get("/readyz") == 200 and s3_status(self.state_dir / "s3") is not None
 
@@ -132,6 +134,15 @@ class DevCluster:
     def controller_env(self) -> dict[str, str]:
         """`env` plus the audit signing key: for the controller process only."""
         return {**self.env(), "TRE_AUDIT_SIGNING_KEY_FILE": str(self.audit_signing_key_file)}
+
+    def add_processes(self, started: list[Process]) -> None:
+        """Record processes started beside the control plane (the hub), so `down` stops them
+        (first: the newest are stopped first)."""
+        save_processes(self._processes_file, [*self.processes(), *started])
+
+    def remove_processes(self, stopped: list[Process]) -> None:
+        gone = {p.pid for p in stopped}
+        save_processes(self._processes_file, [p for p in self.processes() if p.pid not in gone])
 
     # --- lifecycle --------------------------------------------------------------------------
 

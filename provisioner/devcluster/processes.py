@@ -77,8 +77,20 @@ class Process:
         )
 
 
-def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Process:
-    """Start argv in its own session (it outlives the CLI), output appended to `log`."""
+def spawn(
+    name: str,
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    *,
+    cwd: Path | None = None,
+    exe: str | None = None,
+) -> Process:
+    """Start argv in its own session (it outlives the CLI), output appended to `log`.
+
+    `exe`: the program the process ends up running, when argv[0] only leads to it (a script
+    run by its interpreter, or `nsenter ... --`, which execs the rest in the same process).
+    `Process.alive` compares /proc/<pid>/exe with it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -88,9 +100,10 @@ def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = No
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
+            cwd=cwd,
             close_fds=True,
         )
-    return Process(name, proc.pid, os.path.realpath(argv[0]), log)
+    return Process(name, proc.pid, os.path.realpath(exe or argv[0]), log)
 
 
 def save_processes(path: Path, processes: list[Process]) -> None:
