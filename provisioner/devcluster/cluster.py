@@ -23,7 +23,6 @@ import os
 import shutil
 import ssl
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from provisioner.devcluster.processes import (
     load_processes,
     save_processes,
     spawn,
+    wait_until_ready,
 )
 from provisioner.devcluster.s3server import S3Endpoint, s3_status, start_s3, stop_s3
 from provisioner.errors import DevClusterError
@@ -339,21 +339,7 @@ class DevCluster:
             return 0
 
     def _wait(self, proc: Process, ready: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if ready():
-                return
-            if not proc.alive():
-                code = proc.exit_code()
-                raise DevClusterError(
-                    f"{proc.name} exited{'' if code is None else f' with code {code}'} "
-                    f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
-                )
-            time.sleep(0.25)
-        raise DevClusterError(
-            f"{proc.name} was not ready after {START_TIMEOUT:.0f}s; last lines of "
-            f"{proc.log}:\n{proc.log_tail()}"
-        )
+        wait_until_ready([proc], ready, proc.name, START_TIMEOUT)
 
 
 def _ensure_audit_signing_key(path: Path) -> None:

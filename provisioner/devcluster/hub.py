@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from provisioner.devcluster.cluster import DevCluster, Progress
-from provisioner.devcluster.processes import Process, free_port, spawn
+from provisioner.devcluster.processes import Process, free_port, spawn, wait_until_ready
 from provisioner.errors import DevClusterError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
@@ -176,7 +175,12 @@ class DevHub:
             progress(f"starting JupyterHub (API on {endpoints.hub_api_url})")
             started.append(self._start_hub(settings, endpoints, launch, token, extra_env or {}))
             self.cluster.add_processes(started)
-            _wait_until_answering(started, endpoints.probe_url)
+            wait_until_ready(
+                started,
+                lambda: _answers(endpoints.probe_url),
+                f"the hub at {endpoints.probe_url}/hub/api/",
+                START_TIMEOUT,
+            )
         except BaseException:
             for proc in reversed(started):
                 proc.stop()
@@ -313,25 +317,6 @@ def _ensure_secret(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_urlsafe(24) + "\n")
-
-
-def _wait_until_answering(procs: list[Process], probe_url: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if _answers(probe_url):
-            return
-        for proc in procs:
-            if not proc.alive():
-                code = proc.exit_code()
-                raise DevClusterError(
-                    f"{proc.name} exited{'' if code is None else f' with code {code}'} while "
-                    f"starting; last lines of {proc.log}:\n{proc.log_tail()}"
-                )
-        time.sleep(0.25)
-    tails = "\n".join(f"last lines of {p.log}:\n{p.log_tail()}" for p in procs)
-    raise DevClusterError(
-        f"the hub did not answer at {probe_url}/hub/api/ within {START_TIMEOUT:.0f}s;\n{tails}"
-    )
 
 
 def _answers(public_url: str) -> bool:

@@ -13,8 +13,11 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from provisioner.errors import DevClusterError
 
 
 def free_port() -> int:
@@ -115,3 +118,24 @@ def load_processes(path: Path) -> list[Process]:
         return [Process.from_json(d) for d in json.loads(path.read_text())]
     except FileNotFoundError:
         return []
+
+
+def wait_until_ready(
+    procs: Sequence[Process], ready: Callable[[], bool], what: str, timeout: float
+) -> None:
+    """Poll `ready` until it holds; DevClusterError with the log tail of a process that exits
+    meanwhile (and its exit code), or of every process in `procs` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        for proc in procs:
+            if not proc.alive():
+                code = proc.exit_code()
+                raise DevClusterError(
+                    f"{proc.name} exited{'' if code is None else f' with code {code}'} "
+                    f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
+                )
+        time.sleep(0.25)
+    tails = "\n".join(f"last lines of {p.log}:\n{p.log_tail()}" for p in procs)
+    raise DevClusterError(f"{what} was not ready after {timeout:.0f}s; {tails}")

@@ -237,7 +237,9 @@ def test_a_member_starts_the_projects_server_and_stopping_deletes_the_pod(
     assert mounts[f"/data/{dataset}"]["readOnly"] is True
     assert mounts["/project"].get("readOnly", False) is False
     claims = {
-        v["name"]: v["persistentVolumeClaim"] for v in spec["volumes"] if "persistentVolumeClaim" in v
+        v["name"]: v["persistentVolumeClaim"]
+        for v in spec["volumes"]
+        if "persistentVolumeClaim" in v
     }
     dataset_claim = claims[mounts[f"/data/{dataset}"]["name"]]
     assert dataset_claim["readOnly"] is True

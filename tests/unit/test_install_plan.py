@@ -56,6 +56,8 @@ def test_the_hubs_namespace_and_service_account_are_installed() -> None:
         "pod-security.kubernetes.io/audit-version": "v1.36",
     }
     assert objects.index(namespace) < next(
-        i for i, o in enumerate(objects) if o["kind"] == "ServiceAccount" and o["metadata"]["namespace"] == "jhub"
+        i
+        for i, o in enumerate(objects)
+        if o["kind"] == "ServiceAccount" and o["metadata"]["namespace"] == "jhub"
     )
     assert ("jhub", "spawner") in _service_accounts(settings)
