@@ -41,13 +41,21 @@ class Process:
         except OSError:
             return False
 
-    def exit_code(self) -> int | None:
-        """The exit code if it was our child and has exited, else None."""
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        return os.waitstatus_to_exitcode(status) if pid else None
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        """The exit code if it was our child and has exited, else None. `wait`: seconds to
+        give a process that is still exiting (its /proc entry is gone before its parent can
+        reap it) to become reapable."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -131,7 +139,7 @@ def wait_until_ready(
             return
         for proc in procs:
             if not proc.alive():
-                code = proc.exit_code()
+                code = proc.exit_code(wait=2.0)
                 raise DevClusterError(
                     f"{proc.name} exited{'' if code is None else f' with code {code}'} "
                     f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"

@@ -1,12 +1,14 @@
 """`make demo` on a fresh platform of its own: it succeeds, prints no `error:` line (it no
 longer probes with `tre ... show` before creating), and each command's progress appears
-before its result, in the order things happen."""
+before its result, in the order things happen; it ends with JupyterHub answering at the URL
+it prints, and a second run finds the hub running."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,11 @@ def test_demo_is_quiet_and_in_order(tmp_path: Path) -> None:
         applied = next(i for i, line in enumerate(lines) if "tre install: applied" in line)
         assert applied < lines.index("  installed")
         assert "ok: " in first.stdout and "chain intact" in first.stdout
+        hub_url = next(
+            line.split()[2] for line in lines if line.startswith("  the hub:  http://127.0.0.1:")
+        )
+        with urllib.request.urlopen(f"{hub_url}hub/api/", timeout=10) as answer:
+            assert answer.status == 200
         # again on the running platform: still no error, nothing filed twice
         again = subprocess.run(
             [sys.executable, "-m", "provisioner.demo"],
@@ -40,5 +47,6 @@ def test_demo_is_quiet_and_in_order(tmp_path: Path) -> None:
         assert again.returncode == 0, again.stdout[-3000:]
         assert "error:" not in again.stdout.lower()
         assert "request heart-failure-ml-demo is filed and decided already" in again.stdout
+        assert f"hub already running at {hub_url.rstrip('/')}" in again.stdout
     finally:
         DevCluster(state).down(lambda _: None, purge=True)
