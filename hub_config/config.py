@@ -81,6 +81,7 @@ OIDC_SETTINGS: Final = (
     "hub_oidc_callback_url",
     "hub_oidc_username_claim",
     "hub_oidc_groups_claim",
+    "hub_oidc_scopes",
     "hub_oidc_allowed_group",
 )
 # Without these an OIDC sign-in cannot work or would admit every account of the provider.
@@ -319,7 +320,7 @@ def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
     auth.authorize_url = endpoints.authorization_endpoint
     auth.token_url = endpoints.token_endpoint
     auth.userdata_url = endpoints.userinfo_endpoint
-    auth.scope = ["openid", "profile", "email", settings.hub_oidc_groups_claim]
+    auth.scope = list(settings.hub_oidc_scopes)
     auth.username_claim = settings.hub_oidc_username_claim
     # Groups come from the provider at every sign-in; only the allowed group gets in. Not
     # allow_all / allow_existing_users: a user removed from the group is out at next sign-in.

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from hub_config.auth_inputs import read_auth_inputs
 from hub_config.config import apply_config
 from hub_config.workspaces import read_workspaces_from_cluster, workspace_cache
@@ -32,7 +34,7 @@ try:
     settings = Settings()
     auth = read_auth_inputs(settings)
     apply_config(c, settings, auth, workspace_reader=read_workspaces_from_cluster)
-except TreError as exc:
+except (TreError, ValidationError) as exc:
     # SystemExit, not the exception: JupyterHub would print a traceback around the message.
     raise SystemExit(f"hub configuration refused: {exc}") from None
 # Listing starts now, so the cache is synced before the first person signs in.

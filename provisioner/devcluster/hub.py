@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import sys
-import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,8 +154,10 @@ class DevHub:
         """Start the proxy and the hub, wait until /hub/api/ answers through the proxy.
 
         Needs the platform installed (`tre install`: the hub's ServiceAccount). Running it
-        while the hub answers is not an error. `extra_env` is added to the hub's environment
-        last (tests use it to give the hub settings it must refuse).
+        while the hub answers is not an error. `settings` names the hub's ServiceAccount; the
+        hub process reads its own settings from the TRE_* environment it inherits (without
+        S3 credentials or the audit key), plus the URLs and the development sign-in set here,
+        and `extra_env` last (tests use it to give the hub settings it must refuse).
         """
         endpoints = self.endpoints()
         if self.is_running() and endpoints is not None:
@@ -173,7 +176,7 @@ class DevHub:
             progress(f"starting configurable-http-proxy on {endpoints.public_url}")
             started.append(self._start_proxy(endpoints, launch, token))
             progress(f"starting JupyterHub (API on {endpoints.hub_api_url})")
-            started.append(self._start_hub(settings, endpoints, launch, token, extra_env or {}))
+            started.append(self._start_hub(endpoints, launch, token, extra_env or {}))
             self.cluster.add_processes(started)
             wait_until_ready(
                 started,
@@ -227,8 +230,8 @@ class DevHub:
                 "'make proxy' (npm ci from package-lock.json)"
             )
         node = _which("node")
-        public_port = endpoints.public_url.rsplit(":", 1)[1].rstrip("/")
-        api_port = endpoints.proxy_api_url.rsplit(":", 1)[1].rstrip("/")
+        public_port = urllib.parse.urlsplit(endpoints.public_url).port
+        api_port = urllib.parse.urlsplit(endpoints.proxy_api_url).port
         argv = [
             *launch.argv_prefix,
             node,
@@ -247,7 +250,6 @@ class DevHub:
 
     def _start_hub(
         self,
-        settings: Settings,
         endpoints: HubEndpoints,
         launch: HubLaunch,
         token: str,
@@ -329,8 +331,6 @@ def _answers(public_url: str) -> bool:
 
 
 def _which(program: str) -> str:
-    import shutil
-
     found = shutil.which(program)
     if found is None:
         raise DevClusterError(

@@ -166,6 +166,14 @@ class Settings(BaseSettings):
     hub_oidc_groups_claim: str = Field(
         default="groups", min_length=1, description="Claim holding the user's groups."
     )
+    hub_oidc_scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email", "groups"],
+        min_length=1,
+        description="Scopes the hub asks the identity provider for; they must release the "
+        "username and groups claims (a JSON list in the environment). Many providers "
+        "release groups under a `groups` scope; others map them into the default scopes and "
+        "refuse an unknown one.",
+    )
     hub_oidc_allowed_group: str | None = Field(
         default=None,
         description="Only members of this group (in `hub_oidc_groups_claim`) may sign in. "

@@ -73,6 +73,7 @@ def test_development_sign_in_only_when_asked_for() -> None:
         ("hub_oidc_callback_url", "https://hub.example.org/hub/oauth_callback"),
         ("hub_oidc_username_claim", "email"),
         ("hub_oidc_groups_claim", "roles"),
+        ("hub_oidc_scopes", ["openid"]),
         ("hub_oidc_allowed_group", "tre-researchers"),
     ],
 )
