@@ -71,7 +71,9 @@ class HubLaunch:
     Defaults: on this host, 127.0.0.1 only. In a node's network namespace: `argv_prefix`
     enters it, `bind_host` is an address there (both listen on it), `connect_host` is the
     address pods call the hub API at (the node IP), and `probe_host` is how this process
-    reaches the proxy (a relay on the host).
+    reaches the proxy (a relay on the host, on the same port: the ports are chosen free on
+    this host, so the relay can take the proxy's port here; `HubEndpoints.public_url` says
+    which).
     """
 
     argv_prefix: tuple[str, ...] = ()

@@ -1,7 +1,8 @@
 """`make demo` on a fresh platform of its own: it succeeds, prints no `error:` line (it no
 longer probes with `tre ... show` before creating), and each command's progress appears
 before its result, in the order things happen; it ends with JupyterHub answering at the URL
-it prints, and a second run finds the hub running."""
+it prints, a second run finds the hub running, and stopping the platform stops the hub and
+its proxy with everything else."""
 
 from __future__ import annotations
 
@@ -49,4 +50,9 @@ def test_demo_is_quiet_and_in_order(tmp_path: Path) -> None:
         assert "request heart-failure-ml-demo is filed and decided already" in again.stdout
         assert f"hub already running at {hub_url.rstrip('/')}" in again.stdout
     finally:
-        DevCluster(state).down(lambda _: None, purge=True)
+        cluster = DevCluster(state)
+        started = cluster.processes()
+        cluster.down(lambda _: None, purge=True)
+    # `tre dev down` stops every recorded process by pid, the hub and its proxy included
+    assert {"jupyterhub", "configurable-http-proxy"} <= {p.name for p in started}
+    assert [p.name for p in started if p.alive()] == []
