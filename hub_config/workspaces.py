@@ -94,9 +94,10 @@ class SpawnRefused(RefusedError, HTTPError):
 
     JupyterHub shows `jupyterhub_message` on the spawn page, in the progress stream ("Spawn
     failed: ...") and in its REST API's error body; without it some pages show only a generic
-    error. Also a tornado HTTPError, so the REST API answers with `status_code` (403 refused,
-    400 not a project's server, 404 no such project, 503 the hub cannot decide yet) instead of
-    500, which would say the hub is broken.
+    error. Also a tornado HTTPError, so the REST API and the spawn page answer with
+    `status_code` (403 refused; 400 the server is not named after a project; 503 the hub
+    cannot decide yet) instead of 500, which would say the hub is broken. Not 404 for an
+    unknown project: JupyterHub's 404 page drops the message and its hint.
     """
 
     def __init__(self, message: str, status_code: int = 403) -> None:
@@ -135,7 +136,7 @@ def choose_workspace(
         raise SpawnRefused(
             f"cannot start server {server_name!r}: there is no project {server_name!r}; "
             f"{_start_hint(user, workspaces, forbidden_namespaces)}",
-            status_code=404,
+            status_code=400,
         )
     refusal = _refusal(user, workspace, forbidden_namespaces)
     if refusal is not None:
@@ -385,16 +386,6 @@ class WorkspaceCache:
 
     def stop(self) -> None:
         self._stop.set()
-
-    def wait_synced(self, timeout: float) -> bool:
-        """True once the first list has completed (tests, start-up logs)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._synced:
-                    return True
-            time.sleep(0.05)
-        return False
 
     async def read(self) -> list[Workspace]:
         """The `WorkspaceReader`: every cached Workspace, or SpawnRefused when the cache

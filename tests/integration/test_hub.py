@@ -8,7 +8,8 @@ got by signing in through the login form (the development sign-in):
 - a hub given the development sign-in beside an OIDC setting exits with code 1 before it
   listens, and says which settings and what to do;
 - starting the default server is refused with the message naming the user's projects;
-- a user who is no member of the project is refused; so is a member of a Frozen workspace;
+- a user who is no member of the project is refused, through the REST API and on the spawn
+  page a browser opens; so is a member of a Frozen workspace;
 - a member of a Ready workspace starting the named server `<project>`: KubeSpawner creates the
   pod in `tre-<project>`, created by the hub's ServiceAccount, with the restricted security
   context, no token, the datasets read-only and /project writable; with no node the pod stays
@@ -64,7 +65,7 @@ class HubUser:
     def __init__(self, hub: HubEndpoints, name: str, password: str) -> None:
         self.name = name
         self.api = f"{hub.probe_url}/hub/api"
-        browser = requests.Session()
+        self.browser = browser = requests.Session()
         login = f"{hub.probe_url}/hub/login"
         browser.get(login, timeout=10)
         signed_in = browser.post(
@@ -192,6 +193,10 @@ def test_a_non_member_is_refused(
         "the non-member refusal",
     )
     assert f"user 'mallory' is not a member of project {project!r}" in message
+    # The spawn page a browser opens says the same.
+    page = mallory.browser.get(f"{hub.probe_url}/hub/spawn/mallory/{project}", timeout=30)
+    assert page.status_code == 403
+    assert f"user &#39;mallory&#39; is not a member of project &#39;{project}&#39;" in page.text
     assert world.admin.list(PODS, namespace=namespace_name(project)) == []
 
 

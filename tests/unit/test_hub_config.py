@@ -45,6 +45,7 @@ from jupyterhub.app import JupyterHub
 from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
+from tornado.web import HTTPError
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
@@ -521,6 +522,11 @@ def test_choose_workspace_refuses_with_a_clear_message(
     assert str(refused.value) == message
     assert refused.value.jupyterhub_message == message
     assert isinstance(refused.value, PermanentError)
+    # What JupyterHub's REST API and spawn page answer with: the server is not named after a
+    # project of the user's (400), or this one is refused (403); never a 500.
+    not_a_project = server_name == "" or "there is no project" in message
+    assert refused.value.status_code == (400 if not_a_project else 403)
+    assert isinstance(refused.value, HTTPError)
 
 
 def test_choose_workspace_refuses_an_inconsistent_workspace(approved_workspace: Workspace) -> None:
