@@ -1,8 +1,8 @@
 """`make demo` on a fresh platform of its own: it succeeds, prints no `error:` line (it no
 longer probes with `tre ... show` before creating), and each command's progress appears
 before its result, in the order things happen; it ends with JupyterHub answering at the URL
-it prints, a second run finds the hub running, and stopping the platform stops the hub and
-its proxy with everything else."""
+it prints (and `tre dev env` exports as TRE_HUB_URL), a second run finds the hub running, and
+stopping the platform stops the hub and its proxy with everything else."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def test_demo_is_quiet_and_in_order(tmp_path: Path) -> None:
         )
         with urllib.request.urlopen(f"{hub_url}hub/api/", timeout=10) as answer:
             assert answer.status == 200
+        exported = subprocess.run(
+            [sys.executable, "-m", "provisioner.cli.main", "dev", "env"],
+            capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=True,
+        ).stdout  # fmt: skip
+        assert f"export TRE_HUB_URL={hub_url.rstrip('/')}\n" in exported
         # again on the running platform: still no error, nothing filed twice
         again = subprocess.run(
             [sys.executable, "-m", "provisioner.demo"],
