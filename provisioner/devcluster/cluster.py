@@ -41,6 +41,7 @@ from provisioner.devcluster.processes import (
     load_processes,
     save_processes,
     spawn,
+    stop_with_children,
     wait_until_ready,
 )
 from provisioner.devcluster.s3server import S3Endpoint, s3_status, start_s3, stop_s3
@@ -200,7 +201,8 @@ class DevCluster:
         for proc in reversed(procs):
             if proc.alive():
                 progress(f"stopping {proc.name} (pid {proc.pid})")
-            proc.stop()
+            # and what it started: the hub's services run in sessions of their own
+            stop_with_children(proc)
         if purge and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         return was_running

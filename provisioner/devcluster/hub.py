@@ -32,7 +32,13 @@ from pathlib import Path
 from typing import Final
 
 from provisioner.devcluster.cluster import DevCluster, Progress
-from provisioner.devcluster.processes import Process, free_port, spawn, wait_until_ready
+from provisioner.devcluster.processes import (
+    Process,
+    free_port,
+    spawn,
+    stop_with_children,
+    wait_until_ready,
+)
 from provisioner.errors import DevClusterError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
@@ -195,12 +201,18 @@ class DevHub:
         return endpoints
 
     def down(self, progress: Progress) -> None:
-        """Stop the hub, then its proxy, by their recorded pids; keep their state and logs."""
+        """Stop the hub's services, the hub, then its proxy, by pid; keep state and logs.
+
+        The hub's managed services (the idle culler) run in sessions of their own: they are
+        stopped first, by pid, so that none outlives a hub whose clean-up is cut short (it
+        interrupts a service and waits up to 10 s, and a service started from a
+        non-interactive shell ignores the interrupt). `DevCluster.down` does the same.
+        """
         procs = self.processes()
         for proc in sorted(procs, key=lambda p: p.name != self.hub_process):
             if proc.alive():
-                progress(f"stopping {proc.name} (pid {proc.pid})")
-            proc.stop()
+                progress(f"stopping {proc.name} (pid {proc.pid}) and what it started")
+            stop_with_children(proc)
         self.cluster.remove_processes(procs)
 
     # --- parts ------------------------------------------------------------------------------

@@ -88,6 +88,36 @@ class Process:
         )
 
 
+def children_of(parent: Process) -> list[Process]:
+    """The processes `parent` started that still run, as Processes (each bound to the program
+    it runs now, so stopping one later can never hit a stranger that reused its pid).
+
+    For the hub: it starts its managed services (the idle culler) in sessions of their own,
+    so stopping the hub alone can leave them behind when its clean-up is cut short.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The fields after the command's parenthesis: state, ppid, ...
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            exe = os.readlink(entry / "exe").removesuffix(" (deleted)")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+        if ppid == parent.pid:
+            found.append(Process(f"{parent.name} child", int(entry.name), exe, parent.log))
+    return found
+
+
+def stop_with_children(proc: Process) -> None:
+    """Stop what `proc` started (children first, each by pid), then `proc`."""
+    if proc.alive():
+        for child in children_of(proc):
+            child.stop()
+    proc.stop()
+
+
 def spawn(
     name: str,
     argv: list[str],

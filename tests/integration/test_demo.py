@@ -2,11 +2,13 @@
 longer probes with `tre ... show` before creating), and each command's progress appears
 before its result, in the order things happen; it ends with JupyterHub answering at the URL
 it prints (and `tre dev env` exports as TRE_HUB_URL), a second run finds the hub running, and
-stopping the platform stops the hub and its proxy with everything else."""
+stopping the platform stops the hub, its proxy and the hub's idle culler with everything
+else."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -15,9 +17,14 @@ from pathlib import Path
 import pytest
 
 from provisioner.devcluster.cluster import DevCluster
+from provisioner.devcluster.processes import children_of
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def test_demo_is_quiet_and_in_order(tmp_path: Path) -> None:
@@ -27,6 +34,9 @@ def test_demo_is_quiet_and_in_order(tmp_path: Path) -> None:
         first = subprocess.run(
             [sys.executable, "-m", "provisioner.demo"],
             capture_output=True, text=True, env=env, cwd=ROOT, timeout=600, check=False,
+            # as from a non-interactive shell's background job (CI): interrupts ignored, which
+            # the hub's services inherit, so the hub alone cannot stop them in time
+            preexec_fn=_ignore_interrupts,
         )  # fmt: skip
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
         lines = first.stdout.splitlines()
@@ -57,7 +67,12 @@ def test_demo_is_quiet_and_in_order(tmp_path: Path) -> None:
     finally:
         cluster = DevCluster(state)
         started = cluster.processes()
+        # what the processes started themselves: the hub's idle culler, in its own session
+        started += [child for proc in started for child in children_of(proc)]
         cluster.down(lambda _: None, purge=True)
-    # `tre dev down` stops every recorded process by pid, the hub and its proxy included
-    assert {"jupyterhub", "configurable-http-proxy"} <= {p.name for p in started}
+    # `tre dev down` stops every recorded process by pid, the hub and its proxy included, and
+    # what they started
+    assert {"jupyterhub", "configurable-http-proxy", "jupyterhub child"} <= {
+        p.name for p in started
+    }
     assert [p.name for p in started if p.alive()] == []
