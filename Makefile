@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv binaries node-binaries node-packages images lint unit integration down clean lock
+.PHONY: demo test venv proxy binaries node-binaries node-packages images lint unit integration down clean lock
 
-demo: venv binaries  ## bring up the local platform and run the main job on it
+demo: venv proxy binaries  ## bring up the local platform and run the main job on it
 	@$(PY) -m provisioner.demo
 
-test: venv binaries node-binaries lint  ## the whole suite: lint, types, layering, unit and integration tiers
+test: venv proxy binaries node-binaries lint  ## the whole suite: lint, types, layering, unit and integration tiers
 	@echo "==> pytest (unit + integration against a real control plane and S3)"
 	@$(VENV)/bin/pytest
 
@@ -21,6 +21,13 @@ $(STAMP): pyproject.toml requirements.lock
 	@$(PY) -m pip install --quiet --upgrade pip
 	@# PYTHONWARNINGS: silences setuptools' generic notice about editable installs
 	@PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -c requirements.lock -e '.[hub,dev]'
+	@touch $@
+
+proxy: node_modules/.installed  ## JupyterHub's configurable-http-proxy, pinned by package-lock.json
+node_modules/.installed: package.json package-lock.json .npmrc
+	@echo "==> configurable-http-proxy (npm ci from package-lock.json)"
+	@# --ignore-scripts: nothing of the proxy's dependency tree runs code at install time
+	@npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
 binaries: venv  ## build etcd, kube-apiserver, kube-controller-manager, kubectl (cached by version)
@@ -49,7 +56,7 @@ lint: venv
 unit: venv
 	@$(VENV)/bin/pytest tests/unit
 
-integration: venv binaries node-binaries
+integration: venv proxy binaries node-binaries
 	@$(VENV)/bin/pytest tests/integration
 
 lock: venv  ## regenerate requirements.lock from the working .venv after changing dependencies

@@ -88,7 +88,7 @@ from provisioner.models.resources import (
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ComputeTier
-from provisioner.planning.names import ANNOTATION_USER, SYSTEM_NAMESPACE, namespace_name
+from provisioner.planning.names import ANNOTATION_USER, SYSTEM_NAMESPACE, hub_user, namespace_name
 from provisioner.planning.rbac import STEWARD_GROUP
 from provisioner.storage.s3 import s3_client
 
@@ -568,7 +568,7 @@ class World:
             settings.controller_user,
             cluster.state_dir / "controller.kubeconfig",
         )
-        hub = f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"
+        hub = hub_user(settings)
         return cls(
             cluster,
             settings,

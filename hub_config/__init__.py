@@ -2,6 +2,9 @@
 
 - `hub_config.config`: pure `update_<area>(c, settings)` functions and `apply_config`;
 - `hub_config.workspaces`: who may start which server (security invariant 2), decided from
-  Workspaces only, plus the thin KubeSpawner glue that reads them;
+  Workspaces only, the thin KubeSpawner glue, and the in-memory Workspace cache a watch keeps
+  current;
+- `hub_config.auth_inputs`: what the sign-in reads at the hub's start (secret files, the
+  identity provider's discovery document);
 - `hub_config/jupyterhub_config.py`: the file the hub loads (`jupyterhub -f ...`).
 """

@@ -20,13 +20,25 @@ Areas:
 - workspaces: the profile list and the last check before a pod is created;
 - offline: nothing in the notebook tries the internet by default, and users cannot override
   the image's Jupyter config from their home directory;
-- dns: the platform's non-forwarding resolver is the notebook's only nameserver.
+- dns: the platform's non-forwarding resolver is the notebook's only nameserver;
+- urls: where the proxy and the hub API listen, the URL pods call the hub at, and whether the
+  hub starts its proxy or talks to one started beside it;
+- auth: OIDC through GenericOAuthenticator for deployments, or (only when asked for
+  explicitly, and never beside any OIDC setting) a shared-password development sign-in;
+- culler: jupyterhub-idle-culler as a hub-managed service with the four scopes it needs.
+
+The secrets and the identity provider's endpoints that `update_auth` sets are read by the
+hub's startup (`hub_config.auth_inputs`), not here, and handed in as `AuthInputs`.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+from enum import Enum
 from typing import Final
 
+from pydantic import SecretStr
 from traitlets.config import Config
 
 from hub_config.workspaces import (
@@ -36,6 +48,7 @@ from hub_config.workspaces import (
     read_workspaces_from_cluster,
 )
 from provisioner import __version__
+from provisioner.errors import InvalidInputError
 from provisioner.models.settings import Settings
 from provisioner.planning import names
 from provisioner.planning.network_policies import NOTEBOOK_POD_LABELS
@@ -56,6 +69,103 @@ CLUSTER_DOMAIN: Final = "cluster.local"
 Z2JH_HUB_ACCESS_LABEL: Final = "hub.jupyter.org/network-access-hub"
 # Seconds. A first start pulls the image and mounts S3 datasets through the CSI driver.
 START_TIMEOUT: Final = 300
+# The hub-managed service that stops idle servers, and the scopes its documentation lists as
+# the minimum: find servers and their activity, stop them. Not `admin:users`: it never deletes
+# users (no --cull-users).
+CULLER_SERVICE: Final = "idle-culler"
+CULLER_SCOPES: Final = ("list:users", "read:users:activity", "read:servers", "delete:servers")
+# Settings whose presence means "this deployment signs in through OIDC".
+OIDC_SETTINGS: Final = (
+    "hub_oidc_issuer",
+    "hub_oidc_client_id",
+    "hub_oidc_client_secret_file",
+    "hub_oidc_callback_url",
+    "hub_oidc_username_claim",
+    "hub_oidc_groups_claim",
+    "hub_oidc_scopes",
+    "hub_oidc_allowed_group",
+)
+# Without these an OIDC sign-in cannot work or would admit every account of the provider.
+_OIDC_REQUIRED: Final = (
+    "hub_oidc_issuer",
+    "hub_oidc_client_id",
+    "hub_oidc_client_secret_file",
+    "hub_oidc_callback_url",
+    "hub_oidc_allowed_group",
+)
+# JupyterHub's SharedPasswordAuthenticator refuses shorter passwords.
+DEV_PASSWORD_MIN_LENGTH: Final = 8
+
+
+class AuthMode(Enum):
+    OIDC = "oidc"
+    DEVELOPMENT = "development"
+
+
+@dataclass(frozen=True)
+class OidcEndpoints:
+    """What the identity provider's discovery document says (hub_config.auth_inputs)."""
+
+    authorization_endpoint: str
+    token_endpoint: str
+    userinfo_endpoint: str
+
+
+@dataclass(frozen=True)
+class AuthInputs:
+    """What `update_auth` needs beyond the settings: read from files and the identity
+    provider at the hub's start (hub_config.auth_inputs), so that this module stays pure."""
+
+    dev_password: SecretStr | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_endpoints: OidcEndpoints | None = None
+
+
+def _env_name(field: str) -> str:
+    return f"TRE_{field.upper()}"
+
+
+def auth_mode(settings: Settings) -> AuthMode:
+    """How people sign in, or InvalidInputError naming the settings and the fix.
+
+    Fails closed on every ambiguity: the development sign-in beside any OIDC setting (a
+    deployment must never fall back to it), neither configured (JupyterHub's default would
+    sign in the hub host's Unix accounts), or an incomplete OIDC configuration.
+    """
+    oidc_present = sorted(_env_name(f) for f in OIDC_SETTINGS if f in settings.model_fields_set)
+    if settings.hub_dev_authenticator:
+        if oidc_present:
+            raise InvalidInputError(
+                "TRE_HUB_DEV_AUTHENTICATOR: the development sign-in is refused because OIDC "
+                f"settings are present ({', '.join(oidc_present)}); a deployment signs in "
+                "through OIDC only: unset TRE_HUB_DEV_AUTHENTICATOR, or remove the OIDC "
+                "settings on a development machine"
+            )
+        return AuthMode.DEVELOPMENT
+    if not oidc_present:
+        raise InvalidInputError(
+            "no sign-in configured: set TRE_HUB_OIDC_ISSUER, TRE_HUB_OIDC_CLIENT_ID, "
+            "TRE_HUB_OIDC_CLIENT_SECRET_FILE, TRE_HUB_OIDC_CALLBACK_URL and "
+            "TRE_HUB_OIDC_ALLOWED_GROUP, or on a development machine "
+            "TRE_HUB_DEV_AUTHENTICATOR=true with TRE_HUB_DEV_PASSWORD_FILE"
+        )
+    missing = [_env_name(f) for f in _OIDC_REQUIRED if getattr(settings, f) is None]
+    if missing:
+        raise InvalidInputError(
+            f"OIDC sign-in is incomplete: set {', '.join(missing)} (the allowed group keeps "
+            "out every account of the identity provider that is not in it)"
+        )
+    return AuthMode.OIDC
+
+
+def hub_connect_url(settings: Settings) -> str:
+    """The URL notebook pods call the hub API at."""
+    if settings.hub_connect_url is not None:
+        return settings.hub_connect_url
+    return (
+        f"http://{HUB_SERVICE_NAME}.{settings.hub_namespace}.svc.{CLUSTER_DOMAIN}"
+        f":{settings.hub_api_port}"
+    )
 
 
 def update_spawner(c: Config, settings: Settings, *, notebook_image: str = NOTEBOOK_IMAGE) -> None:
@@ -86,10 +196,6 @@ def update_namespaces(c: Config, settings: Settings) -> None:
     # no rights here anyway. Cost: when a start is refused after the spawn form, JupyterHub's
     # clean-up stop() watches this namespace and logs a 403 next to the refusal.
     c.KubeSpawner.namespace = NO_WORKSPACE_NAMESPACE
-    c.JupyterHub.hub_connect_url = (
-        f"http://{HUB_SERVICE_NAME}.{settings.hub_namespace}.svc.{CLUSTER_DOMAIN}"
-        f":{settings.hub_api_port}"
-    )
 
 
 def update_pod_security(c: Config, settings: Settings) -> None:
@@ -189,12 +295,87 @@ def update_dns(c: Config, settings: Settings) -> None:
     }
 
 
+def update_urls(c: Config, settings: Settings) -> None:
+    c.JupyterHub.bind_url = settings.hub_bind_url
+    c.JupyterHub.hub_bind_url = settings.hub_api_bind_url or f"http://:{settings.hub_api_port}"
+    c.JupyterHub.hub_connect_url = hub_connect_url(settings)
+    if settings.hub_proxy_api_url is not None:
+        # A proxy started beside the hub (its own process, pod or network namespace): the hub
+        # only programs its routes, with the token both read from CONFIGPROXY_AUTH_TOKEN.
+        c.ConfigurableHTTPProxy.should_start = False
+        c.ConfigurableHTTPProxy.api_url = settings.hub_proxy_api_url
+
+
+def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
+    """Who may sign in. InvalidInputError (naming the setting) when the mode is ambiguous or
+    `inputs` lacks what the mode needs, so a hub never starts with a weaker sign-in."""
+    if auth_mode(settings) is AuthMode.DEVELOPMENT:
+        password = inputs.dev_password
+        if password is None or len(password.get_secret_value()) < DEV_PASSWORD_MIN_LENGTH:
+            raise InvalidInputError(
+                "TRE_HUB_DEV_PASSWORD_FILE: the development sign-in needs a shared password "
+                f"of at least {DEV_PASSWORD_MIN_LENGTH} characters in this file"
+            )
+        c.JupyterHub.authenticator_class = "shared-password"
+        c.SharedPasswordAuthenticator.user_password = password.get_secret_value()
+        # Any name with the password: who may start what is decided by Workspace membership
+        # (hub_config.workspaces), which refuses a name no workspace lists.
+        c.SharedPasswordAuthenticator.allow_all = True
+        return
+    secret, endpoints = inputs.oidc_client_secret, inputs.oidc_endpoints
+    if secret is None or endpoints is None:
+        raise InvalidInputError(
+            "OIDC sign-in: the client secret (TRE_HUB_OIDC_CLIENT_SECRET_FILE) and the "
+            "identity provider's endpoints (TRE_HUB_OIDC_ISSUER) must be read before the "
+            "hub is configured"
+        )
+    c.JupyterHub.authenticator_class = "generic-oauth"
+    auth = c.GenericOAuthenticator
+    auth.login_service = "your institution"
+    auth.client_id = settings.hub_oidc_client_id
+    auth.client_secret = secret.get_secret_value()
+    auth.oauth_callback_url = settings.hub_oidc_callback_url
+    auth.authorize_url = endpoints.authorization_endpoint
+    auth.token_url = endpoints.token_endpoint
+    auth.userdata_url = endpoints.userinfo_endpoint
+    auth.scope = list(settings.hub_oidc_scopes)
+    auth.username_claim = settings.hub_oidc_username_claim
+    # Groups come from the provider at every sign-in; only the allowed group gets in. Not
+    # allow_all / allow_existing_users: a user removed from the group is out at next sign-in.
+    auth.manage_groups = True
+    auth.auth_state_groups_key = f"oauth_user.{settings.hub_oidc_groups_claim}"
+    auth.allowed_groups = {settings.hub_oidc_allowed_group}
+    auth.allow_all = False
+    auth.allow_existing_users = False
+
+
+def update_culler(c: Config, settings: Settings, *, python: str = sys.executable) -> None:
+    # A hub-managed service: the hub starts it with an API token of its own and stops it.
+    c.JupyterHub.services = [
+        {
+            "name": CULLER_SERVICE,
+            "command": [
+                python,
+                "-m",
+                "jupyterhub_idle_culler",
+                f"--timeout={settings.hub_idle_timeout_seconds}",
+                f"--cull-every={settings.hub_cull_every_seconds}",
+            ],
+        }
+    ]
+    c.JupyterHub.load_roles = [
+        {"name": CULLER_SERVICE, "scopes": list(CULLER_SCOPES), "services": [CULLER_SERVICE]}
+    ]
+
+
 def apply_config(
     c: Config,
     settings: Settings,
+    auth: AuthInputs,
     *,
     workspace_reader: WorkspaceReader = read_workspaces_from_cluster,
     notebook_image: str = NOTEBOOK_IMAGE,
+    python: str = sys.executable,
 ) -> None:
     """Every area, in order. Only sets values on `c`."""
     update_spawner(c, settings, notebook_image=notebook_image)
@@ -205,3 +386,6 @@ def apply_config(
     update_workspaces(c, settings, workspace_reader=workspace_reader)
     update_offline(c, settings)
     update_dns(c, settings)
+    update_urls(c, settings)
+    update_auth(c, settings, auth)
+    update_culler(c, settings, python=python)

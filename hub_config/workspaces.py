@@ -13,16 +13,19 @@ profiles or a `SpawnRefused` out. The thin async glue below feeds it:
 
 - `make_profile_list(reader)` is KubeSpawner's callable `profile_list`. KubeSpawner calls it
   when it renders the spawn form and again in `load_user_options()`, the first step of every
-  start, so each start decides on a fresh read. It returns exactly one profile, the chosen
-  workspace's, whose `kubespawner_override` sets the namespace, volumes and mounts. A
+  start, so each start decides on the cache as it is then. It returns exactly one profile,
+  the chosen workspace's, whose `kubespawner_override` sets the namespace, volumes and mounts. A
   `profile` slug in user_options naming anything else is rejected by KubeSpawner itself
   ("No such profile"), and the profiles have no user-editable options.
 - `confine_pod` is KubeSpawner's `modify_pod_hook`, the last step before the pod is created
   (profile overrides run after `pre_spawn_hook`, so that hook could not enforce anything). It
   refuses a pod whose namespace is not the one derived from the server's project, so a
   spawner that somehow skipped the profile fails closed.
-- `read_workspaces_from_cluster` is the default reader: it lists Workspaces with the hub's own
-  credentials. Tests inject a reader that returns fixed Workspaces.
+- `read_workspaces_from_cluster` is the default reader: the hub's `WorkspaceCache`, a copy of
+  every Workspace in memory kept current by a watch with the hub's own credentials, so a page
+  view or a start costs no API call. Until its first list has completed (or while its watch
+  has been broken for long) it refuses every start. Tests inject a reader that returns fixed
+  Workspaces.
 
 Rules in order, each with its own message (`SpawnRefused`):
 1. an empty server name: no project, so no server;
@@ -38,14 +41,16 @@ Rules in order, each with its own message (`SpawnRefused`):
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import logging
+import threading
+import time
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from pydantic import ValidationError
+from tornado.web import HTTPError
 
 from provisioner.errors import InvalidInputError, RefusedError
 from provisioner.models.resources import Workspace, WorkspacePhase
@@ -60,6 +65,7 @@ from provisioner.planning.storage import (
 
 if TYPE_CHECKING:
     from provisioner.kube.api import Kube
+    from provisioner.kube.resources import Resource
 
 log = logging.getLogger(__name__)
 
@@ -83,12 +89,24 @@ _PHASE_REASONS: Final = {
 }
 
 
-class SpawnRefused(RefusedError):
+class SpawnRefused(RefusedError, HTTPError):
     """The hub will not start this server. The message names the project, why and what to do.
 
-    JupyterHub shows `jupyterhub_message` on the spawn page and in the progress stream
-    ("Spawn failed: ..."); without it some pages show only a generic error.
+    JupyterHub shows `jupyterhub_message` on the spawn page, in the progress stream ("Spawn
+    failed: ...") and in its REST API's error body; without it some pages show only a generic
+    error. Also a tornado HTTPError, so the REST API and the spawn page answer with
+    `status_code` (403 refused; 400 the server is not named after a project; 503 the hub
+    cannot decide yet) instead of 500, which would say the hub is broken. Not 404 for an
+    unknown project: JupyterHub's 404 page drops the message and its hint.
     """
+
+    def __init__(self, message: str, status_code: int = 403) -> None:
+        HTTPError.__init__(self, status_code)
+        self.message = message
+        self.args = (message,)  # HTTPError keeps its format arguments there
+
+    def __str__(self) -> str:
+        return self.message
 
     @property
     def jupyterhub_message(self) -> str:
@@ -109,14 +127,16 @@ def choose_workspace(
     if not server_name:
         raise SpawnRefused(
             "cannot start a default server: every project has its own named server; "
-            f"{_start_hint(user, workspaces, forbidden_namespaces)}"
+            f"{_start_hint(user, workspaces, forbidden_namespaces)}",
+            status_code=400,
         )
     by_name = {workspace.name: workspace for workspace in workspaces}
     workspace = by_name.get(server_name)
     if workspace is None:
         raise SpawnRefused(
             f"cannot start server {server_name!r}: there is no project {server_name!r}; "
-            f"{_start_hint(user, workspaces, forbidden_namespaces)}"
+            f"{_start_hint(user, workspaces, forbidden_namespaces)}",
+            status_code=400,
         )
     refusal = _refusal(user, workspace, forbidden_namespaces)
     if refusal is not None:
@@ -284,33 +304,172 @@ def confine_pod(spawner: Any, pod: Any) -> Any:
     return pod
 
 
-async def read_workspaces_from_cluster() -> list[Workspace]:
-    """Every Workspace, read with the hub's own credentials (in-cluster or $KUBECONFIG).
+# --- the in-memory Workspace cache ----------------------------------------------------------
 
-    The client is synchronous, so the call runs in a worker thread and the hub's event loop
-    keeps serving. A Workspace that does not parse is skipped with a warning: it offers
-    nobody a server, and it must not stop everyone else's.
+
+def apply_workspace_event(workspaces: dict[str, Workspace], event: dict[str, Any]) -> str:
+    """Apply one watch event to `workspaces` (name -> Workspace); returns the event's
+    resourceVersion, to watch on from.
+
+    A Workspace that does not parse is dropped with a warning: it offers nobody a server (fail
+    closed, also when an earlier version of it parsed), and it must not stop everyone else's.
     """
-    return await asyncio.to_thread(_list_workspaces)
+    obj = event.get("object") or {}
+    metadata = obj.get("metadata") or {}
+    name = metadata.get("name", "?")
+    kind = event.get("type")
+    if kind == "DELETED":
+        workspaces.pop(name, None)
+    elif kind in ("ADDED", "MODIFIED"):
+        parsed = _parse_workspace(obj)
+        if parsed is None:
+            workspaces.pop(name, None)
+        else:
+            workspaces[name] = parsed
+    # BOOKMARK: only the version moves on.
+    return str(metadata.get("resourceVersion", ""))
 
 
-def _list_workspaces() -> list[Workspace]:
+def workspaces_from_list(items: Sequence[dict[str, Any]]) -> dict[str, Workspace]:
+    parsed = ((obj["metadata"]["name"], _parse_workspace(obj)) for obj in items)
+    return {name: workspace for name, workspace in parsed if workspace is not None}
+
+
+def _parse_workspace(obj: dict[str, Any]) -> Workspace | None:
+    try:
+        return Workspace.from_object(obj)
+    except (ValidationError, KeyError) as exc:
+        name = (obj.get("metadata") or {}).get("name", "?")
+        log.warning("skipping Workspace %s: it does not parse (%s)", name, exc)
+        return None
+
+
+class WorkspaceCache:
+    """Every Workspace the hub can see, in memory, kept current by one watch.
+
+    A page view or a start reads memory, never the API server: the cost of a start does not
+    grow with the number of workspaces or of people looking. A background thread lists the
+    Workspaces, then watches from the list's resourceVersion; when the watch expires (410
+    Gone) it lists again at once, after any other error with exponential back-off.
+
+    Fails closed: until the first list has completed, and when the watch has been broken for
+    longer than `stale_after` seconds, `read` refuses every start with a message saying why,
+    rather than deciding on nothing or on a view that may no longer hold (a revoked member).
+    A short break is tolerated: admission still refuses a pod for a workspace that is no
+    longer Ready, and the watch resumes from where it was.
+    """
+
+    def __init__(
+        self,
+        kube: Callable[[], Kube],
+        *,
+        stale_after: float = 30.0,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        watch_timeout: int = 60,
+    ) -> None:
+        self._kube = kube
+        self._stale_after = stale_after
+        self._backoff = backoff
+        self._watch_timeout = watch_timeout
+        self._lock = threading.Lock()
+        self._workspaces: dict[str, Workspace] = {}
+        self._synced = False
+        self._broken_since: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WorkspaceCache:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="workspace-cache", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def read(self) -> list[Workspace]:
+        """The `WorkspaceReader`: every cached Workspace, or SpawnRefused when the cache
+        cannot be trusted."""
+        return self.snapshot()
+
+    def snapshot(self) -> list[Workspace]:
+        with self._lock:
+            if not self._synced:
+                raise SpawnRefused(
+                    "the hub is still reading the workspaces from the cluster, so it cannot "
+                    "check your access yet; try again in a few seconds",
+                    status_code=503,
+                )
+            if self._broken_since is not None:
+                broken_for = time.monotonic() - self._broken_since
+                if broken_for > self._stale_after:
+                    raise SpawnRefused(
+                        "the hub has lost its view of the workspaces (its watch of the "
+                        f"Kubernetes API has failed for {broken_for:.0f}s), so it cannot check "
+                        "your access; try again later, and tell the platform admins if this "
+                        "lasts",
+                        status_code=503,
+                    )
+            return list(self._workspaces.values())
+
+    def _run(self) -> None:
+        from provisioner.kube.api import WatchExpired  # I/O edge, loaded late
+
+        delay = self._backoff[0]
+        while not self._stop.is_set():
+            try:
+                kube = self._kube()
+                items, version = kube.list_versioned(_workspaces_resource())
+                with self._lock:
+                    self._workspaces = workspaces_from_list(items)
+                    self._synced = True
+                    self._broken_since = None
+                delay = self._backoff[0]
+                while not self._stop.is_set():
+                    for event in kube.watch(
+                        _workspaces_resource(),
+                        resource_version=version,
+                        timeout_seconds=self._watch_timeout,
+                        bookmarks=True,
+                    ):
+                        with self._lock:
+                            version = apply_workspace_event(self._workspaces, event) or version
+                        if self._stop.is_set():
+                            return
+            except WatchExpired as exc:
+                log.info("Workspace watch expired, listing again: %s", exc)
+            except Exception as exc:
+                with self._lock:
+                    if self._broken_since is None:
+                        self._broken_since = time.monotonic()
+                log.warning("Workspace watch failed, listing again in %.1fs: %s", delay, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._backoff[1])
+
+
+def _workspaces_resource() -> Resource:
     from provisioner.kube.resources import WORKSPACES  # I/O edge, loaded late
 
-    workspaces: list[Workspace] = []
-    for obj in _cluster().list(WORKSPACES):
-        try:
-            workspaces.append(Workspace.from_object(obj))
-        except (ValidationError, KeyError) as exc:
-            name = obj.get("metadata", {}).get("name", "?")
-            log.warning("skipping Workspace %s: it does not parse (%s)", name, exc)
-    return workspaces
+    return WORKSPACES
+
+
+@functools.cache
+def workspace_cache() -> WorkspaceCache:
+    """The hub's one Workspace cache, started on first use (jupyterhub_config.py starts it
+    when the hub loads its configuration, so it is synced before the first person arrives)."""
+    return WorkspaceCache(_cluster).start()
+
+
+async def read_workspaces_from_cluster() -> list[Workspace]:
+    """The default `WorkspaceReader`: the hub's Workspace cache (never an API call)."""
+    return await workspace_cache().read()
 
 
 @functools.cache
 def _cluster() -> Kube:
     # Imported here, not at module level: importing hub_config must not load a Kubernetes
     # client or read credentials (the config functions are pure; tests need no cluster).
+    # The official client: watches stream, which the light HttpClient does not.
     from provisioner.kube.api import Kube
     from provisioner.kube.client import api_client
 

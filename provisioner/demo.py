@@ -5,7 +5,9 @@
    controller (its own identity and S3 client) verify it and record its manifest;
 3. file an access request as the project lead;
 4. approve it as two approvers (the dataset is `sensitive`, so one is not enough);
-5. run the controller until the workspace is Ready, and show the workspace and its objects.
+5. run the controller until the workspace is Ready, and show the workspace and its objects;
+6. start JupyterHub (`tre dev up` does, after the install it needs), where the project's
+   members sign in and start the project's named server.
 
 Every step runs the real `tre` command, printed before it runs, with the identity it acts as:
 people through `--as` (Kubernetes impersonation), the controller with a token of its own
@@ -30,6 +32,7 @@ import yaml
 from provisioner.controller.datasets import verify_datasets
 from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
+from provisioner.devcluster.hub import DevHub
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
@@ -226,6 +229,9 @@ def main() -> None:
     )
     tre("audit", "verify")
 
+    say("starting JupyterHub, as the hub's ServiceAccount, with a development sign-in")
+    tre("dev", "up")
+
     _done(cluster)
 
 
@@ -233,6 +239,13 @@ def _done(cluster: DevCluster) -> None:
     say("done: the platform keeps running")
     custom = "TRE_DEV_DIR" in os.environ
     where = f" --state-dir {shlex.quote(str(cluster.state_dir))}" if custom else ""
+    hub = DevHub(cluster)
+    endpoints = hub.endpoints()
+    if endpoints is not None:
+        print(f"  the hub:  {endpoints.probe_url}/  sign in as rik.researcher (a member) with the")
+        print(f"            password in {hub.password_file}, and start the server {PROJECT}")
+        print("            (its pod is created in the project's namespace and stays Pending:")
+        print("            this platform has no node yet)")
     print(f'  use it:   eval "$({TRE} dev env{where})"   then e.g.  {TRE} workspace show {PROJECT}')
     print(f"  stop it:  {TRE} dev down{where}" if custom else "  stop it:  make down")
 

@@ -14,6 +14,7 @@ from typing import Any
 from jupyterhub import orm
 from kubernetes_asyncio.client import ApiClient
 from kubespawner import KubeSpawner
+from pydantic import SecretStr
 from traitlets.config import Config
 
 from hub_config import config as hub
@@ -39,10 +40,22 @@ def workspace_reader(workspaces: Sequence[Workspace]) -> Any:
     return read
 
 
+# The development sign-in: what `tre dev up` gives the hub (no identity provider in tests).
+DEV_AUTH = hub.AuthInputs(dev_password=SecretStr("a-test-password"))
+
+
+def dev_settings(settings: Settings) -> Settings:
+    """`settings` with the development sign-in turned on."""
+    return settings.model_copy(update={"hub_dev_authenticator": True})
+
+
 def hub_config_for(settings: Settings, workspaces: Sequence[Workspace]) -> Config:
-    """Our hub configuration, applied to a bare traitlets Config, reading `workspaces`."""
+    """Our hub configuration (development sign-in), applied to a bare traitlets Config,
+    reading `workspaces`."""
     c = Config()
-    hub.apply_config(c, settings, workspace_reader=workspace_reader(workspaces))
+    hub.apply_config(
+        c, dev_settings(settings), DEV_AUTH, workspace_reader=workspace_reader(workspaces)
+    )
     return c
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -25,11 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from provisioner.audit.chain import AuditEntry, public_key_to_b64, sign_entry, signing_message
-from provisioner.errors import InvalidInputError, NotFoundError
+from provisioner.errors import InvalidInputError
+from provisioner.secret_files import read_secret_file
 
 SETTING = "TRE_AUDIT_SIGNING_KEY_FILE"
-# Group write and anything for others: a key file with these bits is not the controller's alone.
-_UNSAFE_MODE_BITS = stat.S_IWGRP | stat.S_IRWXO
 
 
 class AuditSigner:
@@ -54,20 +52,13 @@ class AuditSigner:
         NotFoundError when the file is missing; InvalidInputError naming the setting and the fix
         when it is readable by others or is not an Ed25519 private key.
         """
-        try:
-            mode = path.stat().st_mode
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(
-                f"{SETTING}: {path} does not exist; point it at the controller's audit signing "
-                "key (in a cluster: the mounted Secret; locally: the file 'tre dev up' made)"
-            ) from None
-        if mode & _UNSAFE_MODE_BITS:
-            raise InvalidInputError(
-                f"{SETTING}: {path} has mode {stat.S_IMODE(mode):04o}, so users other than the "
-                f"controller may read or change the audit signing key; run 'chmod 600 {path}' "
-                "(a mounted Secret: set defaultMode: 0400)"
-            )
+        data = read_secret_file(
+            path,
+            setting=SETTING,
+            owner="the controller",
+            what="the audit signing key",
+            where="in a cluster: the mounted Secret; locally: the file 'tre dev up' made",
+        )
         return cls(_parse_private_key(data, path))
 
     def write(self, path: Path) -> None:

@@ -1,5 +1,5 @@
-"""`tre dev`: the local development platform (control plane + S3) on 127.0.0.1, optionally
-with a real node in namespaces of its own (`--node`, root only)."""
+"""`tre dev`: the local development platform (control plane + S3 + JupyterHub) on 127.0.0.1,
+optionally with a real node in namespaces of its own (`--node`, root only)."""
 
 from __future__ import annotations
 
@@ -49,11 +49,22 @@ def up(
             "running platform too.",
         ),
     ] = False,
+    hub: Annotated[
+        bool,
+        typer.Option(
+            "--hub/--no-hub",
+            help="Also install the platform (as 'tre install' does) and start JupyterHub "
+            "with its proxy, signed in with a development password.",
+        ),
+    ] = True,
 ) -> None:
-    """Start etcd, kube-apiserver, kube-controller-manager and S3 in the background.
+    """Start etcd, kube-apiserver, kube-controller-manager, S3 and JupyterHub in the
+    background; with --node, a node too.
 
     Builds the pinned binaries on first use (about 13 min on 2 cores, cached afterwards; the
-    node's about 10 min more). Running it again while the platform is up is not an error.
+    node's about 10 min more). The hub needs the platform's objects (its ServiceAccount, the
+    Workspace CRD), so with the hub this also applies what 'tre install' does (idempotent).
+    Running it again while the platform is up is not an error.
     """
     cluster = _cluster(state_dir)
     cluster.up(_progress, node=node)
@@ -61,14 +72,39 @@ def up(
     typer.echo(f"kubeconfig: {cluster.kubeconfig}")
     # Not in `tre dev env` on purpose: only the controller signs audit entries.
     typer.echo(f"controller: TRE_AUDIT_SIGNING_KEY_FILE={cluster.audit_signing_key_file}")
+    if hub:
+        _start_hub(cluster)
     typer.echo(f'use it:     eval "$(tre dev env{_dir_flag(state_dir)})"')
     typer.echo(f"stop it:    tre dev down{_dir_flag(state_dir)}")
 
 
+def _start_hub(cluster: DevCluster) -> None:
+    """Install (the hub's ServiceAccount and the Workspace CRD must exist), then the hub."""
+    from provisioner.controller.install import install_platform
+    from provisioner.devcluster.hub import DevHub
+    from provisioner.kube.api import Kube
+    from provisioner.kube.client import api_client
+
+    # The platform's own settings, pointed at this platform (not whatever the shell says).
+    config = common.settings()
+    install_platform(Kube(api_client(cluster.kubeconfig)), config, _progress)
+    dev_hub = DevHub(cluster)
+    endpoints = dev_hub.up(config, _progress)
+    typer.echo(f"hub:        {endpoints.public_url}/")
+    typer.echo(
+        "sign in:    any workspace member (after 'make demo': rik.researcher, server "
+        f"heart-failure-ml), password in {dev_hub.password_file}"
+    )
+
+
 @app.command()
 def env(ctx: typer.Context, state_dir: StateDir = None) -> None:
-    """Print `export` lines for KUBECONFIG and the S3 endpoint and credentials."""
-    variables = _cluster(state_dir).env()
+    """Print `export` lines for KUBECONFIG, the S3 endpoint and credentials, and TRE_HUB_URL
+    when the hub runs."""
+    from provisioner.devcluster.hub import DevHub
+
+    cluster = _cluster(state_dir)
+    variables = {**cluster.env(), **DevHub(cluster).env()}
     fmt = cli_context(ctx).output
     if fmt is OutputFormat.TABLE:
         for key, value in variables.items():

@@ -1,6 +1,7 @@
 """Install the platform's cluster-wide objects: CRDs, admission policies, RBAC, tre-system and
 the controller's ServiceAccount in it (and, for the k8s-csi-s3 dataset driver, its CSIDriver
-and the Secret with the S3 endpoint its node plugin reads).
+and the Secret with the S3 endpoint its node plugin reads), the hub's namespace and
+ServiceAccount.
 
 Idempotent (server-side apply). Waits until the CRDs are Established. The API server loads
 admission policies asynchronously, a moment after they are applied: the tests probe until a
@@ -49,6 +50,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
     return [
         namespace,
         *_controller_service_account(settings),
+        *_hub_identity(settings),
         *plan_crds(),
         *plan_platform_rbac(settings),
         *plan_admission_policies(settings),
@@ -76,6 +78,45 @@ def _controller_service_account(settings: Settings) -> list[dict[str, Any]]:
                 "labels": {LABEL_MANAGED_BY: MANAGED_BY},
             },
         }
+    ]
+
+
+def _hub_identity(settings: Settings) -> list[dict[str, Any]]:
+    """The hub's namespace and ServiceAccount: the identity Ready workspaces bind (their
+    RoleBinding names it), so the hub never needs more than that. zero-to-jupyterhub installs
+    the hub into this namespace with this account (`hub.serviceAccount.name`); applying them
+    here first lets the local hub, and a chart installed later, use the same identity.
+
+    Pod Security `baseline` enforced (the chart's hub and proxy pods meet it), `restricted`
+    warned and audited: the hub's pods hold no notebook data, but nothing there needs more.
+    """
+    labels = {LABEL_MANAGED_BY: MANAGED_BY}
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": settings.hub_namespace,
+                "labels": {
+                    **labels,
+                    "pod-security.kubernetes.io/enforce": "baseline",
+                    "pod-security.kubernetes.io/enforce-version": settings.psa_version,
+                    "pod-security.kubernetes.io/warn": "restricted",
+                    "pod-security.kubernetes.io/warn-version": settings.psa_version,
+                    "pod-security.kubernetes.io/audit": "restricted",
+                    "pod-security.kubernetes.io/audit-version": settings.psa_version,
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": settings.hub_service_account,
+                "namespace": settings.hub_namespace,
+                "labels": labels,
+            },
+        },
     ]
 
 

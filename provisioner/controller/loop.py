@@ -43,7 +43,7 @@ from provisioner.controller.reconcile import (
     read_snapshot,
     reconcile_project,
 )
-from provisioner.errors import PermanentError, TemporaryError, TreError
+from provisioner.errors import PermanentError, TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
@@ -404,31 +404,12 @@ def _watch(
             if not first:
                 dirty.everything()
             first = False
-            response = kube.api.call_api(
-                path,
-                "GET",
-                query_params=[
-                    ("watch", "1"),
-                    ("resourceVersion", version),
-                    ("timeoutSeconds", "60"),
-                    ("allowWatchBookmarks", "false"),
-                ],
-                header_params={"Accept": "application/json"},
-                auth_settings=["BearerToken"],
-                _preload_content=False,
-                _request_timeout=90,
-            )
-            raw = response[0] if isinstance(response, tuple) else response
-            for line in raw:
-                if line.strip():
-                    event = json.loads(line)
-                    if event.get("type") == "ERROR":
-                        raise TemporaryError(f"watch error: {event.get('object')}")
-                    concerned = projects_of_event(resource.kind, event.get("object") or {})
-                    if concerned is None:
-                        dirty.everything()
-                    else:
-                        dirty.projects(concerned)
+            for event in kube.watch(resource, resource_version=version):
+                concerned = projects_of_event(resource.kind, event.get("object") or {})
+                if concerned is None:
+                    dirty.everything()
+                else:
+                    dirty.projects(concerned)
                 if stop.is_set():
                     return
         except Exception as exc:

@@ -64,13 +64,16 @@ from provisioner.devcluster.processes import (
     load_processes,
     save_processes,
     spawn,
-    wait_ready,
+    stop_with_children,
+    wait_until_ready,
 )
 from provisioner.devcluster.s3server import S3Endpoint, s3_status, start_s3, stop_s3
 from provisioner.errors import DevClusterError
 
 Progress = Callable[[str], None]
 
+# The processes `up` starts; the hub (devcluster/hub.py) adds its own to processes.json.
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager")
 SERVICE_CIDR = "10.0.0.0/24"  # virtual ClusterIPs only; nothing routes there without nodes
 START_TIMEOUT = 120.0  # seconds; a cold apiserver on 2 busy cores needs ~15 s
 
@@ -116,13 +119,12 @@ class DevCluster:
 
     def is_ready(self) -> bool:
         """The control plane and S3 answer, and its processes run; with a node, every node
-        component runs too (extra processes started in the node may come and go)."""
-        procs = self.processes()
-        control_plane = [p for p in procs if not p.name.startswith(PROCESS_PREFIX)]
-        node = [p for p in procs if p.name in NODE_COMPONENTS]
-        if len(control_plane) != 3 or (node and len(node) != len(NODE_COMPONENTS)):
+        component runs too (extra processes, the hub's for one, may come and go)."""
+        procs = {p.name: p for p in self.processes()}
+        if not all(name in procs and procs[name].alive() for name in CONTROL_PLANE):
             return False
-        if not all(p.alive() for p in [*control_plane, *node]):
+        node = [p for name, p in procs.items() if name in NODE_COMPONENTS]
+        if node and (len(node) != len(NODE_COMPONENTS) or not all(p.alive() for p in node)):
             return False
         return self._get("/readyz") == 200 and s3_status(self.state_dir / "s3") is not None
 
@@ -178,6 +180,15 @@ class DevCluster:
     def controller_env(self) -> dict[str, str]:
         """`env` plus the audit signing key: for the controller process only."""
         return {**self.env(), "TRE_AUDIT_SIGNING_KEY_FILE": str(self.audit_signing_key_file)}
+
+    def add_processes(self, started: list[Process]) -> None:
+        """Record processes started beside the control plane (the hub), so `down` stops them
+        (first: the newest are stopped first)."""
+        save_processes(self._processes_file, [*self.processes(), *started])
+
+    def remove_processes(self, stopped: list[Process]) -> None:
+        gone = {p.pid for p in stopped}
+        save_processes(self._processes_file, [p for p in self.processes() if p.pid not in gone])
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -299,7 +310,8 @@ class DevCluster:
         for proc in reversed(procs):
             if proc.alive():
                 progress(f"stopping {proc.name} (pid {proc.pid})")
-            proc.stop()
+            # and what it started: the hub's services run in sessions of their own
+            stop_with_children(proc)
         if purge and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         return was_running
@@ -425,7 +437,7 @@ class DevCluster:
             return 0
 
     def _wait(self, proc: Process, ready: Callable[[], bool]) -> None:
-        wait_ready(proc, ready, START_TIMEOUT)
+        wait_until_ready([proc], ready, proc.name, START_TIMEOUT)
 
 
 def _ensure_audit_signing_key(path: Path) -> None:

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,13 +52,21 @@ class Process:
             return False
         return exited is None and not self.alive()
 
-    def exit_code(self) -> int | None:
-        """The exit code if it was our child and has exited, else None."""
-        try:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-        except ChildProcessError:
-            return None
-        return os.waitstatus_to_exitcode(status) if pid else None
+    def exit_code(self, wait: float = 0.0) -> int | None:
+        """The exit code if it was our child and has exited, else None. `wait`: seconds to
+        give a process that is still exiting (its /proc entry is gone before its parent can
+        reap it) to become reapable."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                return None
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -91,23 +99,34 @@ class Process:
         )
 
 
-def wait_ready(proc: Process, ready: Callable[[], bool], timeout: float) -> None:
-    """Poll `ready` until it holds; fail with the log tail if `proc` exits or time runs out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return
-        if not proc.alive() and not proc.starting():
-            code = proc.exit_code()
-            raise DevClusterError(
-                f"{proc.name} exited{'' if code is None else f' with code {code}'} "
-                f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
-            )
-        time.sleep(0.25)
-    raise DevClusterError(
-        f"{proc.name} was not ready after {timeout:.0f}s; last lines of "
-        f"{proc.log}:\n{proc.log_tail()}"
-    )
+def children_of(parent: Process) -> list[Process]:
+    """The processes `parent` started that still run, as Processes (each bound to the program
+    it runs now, so stopping one later can never hit a stranger that reused its pid).
+
+    For the hub: it starts its managed services (the idle culler) in sessions of their own,
+    so stopping the hub alone can leave them behind when its clean-up is cut short.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # The fields after the command's parenthesis: state, ppid, ...
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            exe = os.readlink(entry / "exe").removesuffix(" (deleted)")
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+        if ppid == parent.pid:
+            found.append(Process(f"{parent.name} child", int(entry.name), exe, parent.log))
+    return found
+
+
+def stop_with_children(proc: Process) -> None:
+    """Stop what `proc` started (children first, each by pid), then `proc`."""
+    if proc.alive():
+        for child in children_of(proc):
+            child.stop()
+    proc.stop()
 
 
 def spawn(
@@ -115,12 +134,15 @@ def spawn(
     argv: list[str],
     log: Path,
     env: dict[str, str] | None = None,
-    exe: Path | None = None,
+    *,
+    cwd: Path | None = None,
+    exe: str | Path | None = None,
 ) -> Process:
     """Start argv in its own session (it outlives the CLI), output appended to `log`.
 
-    `exe`: the binary that ends up running under this pid when argv[0] execs another one
-    (``nsenter ... -- kubelet``, ``unshare ... sleep``); `alive` checks it."""
+    `exe`: the program the process ends up running, when argv[0] only leads to it (a script
+    run by its interpreter, or ``nsenter ... --``/``unshare ... sleep``, which exec the rest in
+    the same process). `Process.alive` compares /proc/<pid>/exe with it."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -130,6 +152,7 @@ def spawn(
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             env=env,
+            cwd=cwd,
             close_fds=True,
         )
     return Process(name, proc.pid, os.path.realpath(exe or argv[0]), log)
@@ -144,3 +167,30 @@ def load_processes(path: Path) -> list[Process]:
         return [Process.from_json(d) for d in json.loads(path.read_text())]
     except FileNotFoundError:
         return []
+
+
+def wait_until_ready(
+    procs: Sequence[Process], ready: Callable[[], bool], what: str, timeout: float
+) -> None:
+    """Poll `ready` until it holds; DevClusterError with the log tail of a process that exits
+    meanwhile (and its exit code), or of every process in `procs` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        for proc in procs:
+            # A process between nsenter/unshare and its exec is starting, not gone.
+            if not proc.alive() and not proc.starting():
+                code = proc.exit_code(wait=2.0)
+                raise DevClusterError(
+                    f"{proc.name} exited{'' if code is None else f' with code {code}'} "
+                    f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
+                )
+        time.sleep(0.25)
+    tails = "\n".join(f"last lines of {p.log}:\n{p.log_tail()}" for p in procs)
+    raise DevClusterError(f"{what} was not ready after {timeout:.0f}s; {tails}")
+
+
+def wait_ready(proc: Process, ready: Callable[[], bool], timeout: float) -> None:
+    """`wait_until_ready` for one process."""
+    wait_until_ready([proc], ready, proc.name, timeout)

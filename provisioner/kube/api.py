@@ -7,7 +7,9 @@ stops declaring are removed by the server, and fields other managers own are lef
 
 from __future__ import annotations
 
+import builtins
 import json
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from provisioner.errors import (
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
     from kubernetes import client
 
 Manifest = dict[str, Any]
+
+
+class WatchExpired(TemporaryError):
+    """The server no longer has the history a watch asked for (410 Gone): list again."""
 
 
 class HttpFailure(Protocol):
@@ -135,17 +141,34 @@ class Kube:
         selector: str | None = None,
         fields: str | None = None,
     ) -> list[Manifest]:
+        return self.list_versioned(resource, namespace=namespace, selector=selector, fields=fields)[
+            0
+        ]
+
+    def list_versioned(
+        self,
+        resource: Resource,
+        *,
+        namespace: str | None = None,
+        selector: str | None = None,
+        fields: str | None = None,
+    ) -> tuple[builtins.list[Manifest], str]:
+        """Every item, and the collection's resourceVersion to watch from. The pages of one
+        list are one consistent snapshot (the continue token pins it), so the first page's
+        version is the whole list's."""
         query = [("labelSelector", selector)] if selector else []
         if fields:
             query.append(("fieldSelector", fields))
         items: list[Manifest] = []
         cont = ""
+        version = ""
         while True:
             page = self.request(
                 "GET",
                 resource.path(namespace),
                 query=[*query, ("limit", "500"), *([("continue", cont)] if cont else [])],
             )
+            version = version or page.get("metadata", {}).get("resourceVersion", "")
             for item in page.get("items", []):
                 # Items of a list carry no apiVersion/kind; put them back so an item
                 # compares equal to the manifest that declared it.
@@ -154,7 +177,45 @@ class Kube:
                 items.append(item)
             cont = page.get("metadata", {}).get("continue", "")
             if not cont:
-                return items
+                return items, version
+
+    def watch(
+        self,
+        resource: Resource,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 60,
+        bookmarks: bool = False,
+    ) -> Iterator[Manifest]:
+        """The events of `resource` after `resource_version`, each {type, object}, until the
+        server ends the watch after `timeout_seconds` (the caller watches again from the last
+        version it saw). An ERROR event raises: WatchExpired for 410 Gone, TemporaryError for
+        anything else. Needs the official client (the light HttpClient does not stream)."""
+        response = self.api.call_api(
+            resource.path(),
+            "GET",
+            query_params=[
+                ("watch", "1"),
+                ("resourceVersion", resource_version),
+                ("timeoutSeconds", str(timeout_seconds)),
+                ("allowWatchBookmarks", "true" if bookmarks else "false"),
+            ],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _request_timeout=timeout_seconds + 30,
+        )
+        raw = response[0] if isinstance(response, tuple) else response
+        for line in raw:
+            if not line.strip():
+                continue
+            event: Manifest = json.loads(line)
+            if event.get("type") == "ERROR":
+                status = event.get("object") or {}
+                if status.get("code") == 410:
+                    raise WatchExpired(f"watch {resource.plural}: {status.get('message')}")
+                raise TemporaryError(f"watch {resource.plural}: error {status}")
+            yield event
 
     # --- writes -----------------------------------------------------------------------------
 

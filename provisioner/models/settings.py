@@ -152,6 +152,105 @@ class Settings(BaseSettings):
         "on one host outside the pod network (the local development node): the project "
         "NetworkPolicies then admit exactly this address (a /32) instead of those pods.",
     )
+
+    # --- JupyterHub: where it listens, how pods reach it, who signs in, idle culling --------
+    # The hub process reads these (hub_config/jupyterhub_config.py); `tre dev up` sets the
+    # URLs for a hub on 127.0.0.1. Defaults are those of a hub pod in `hub_namespace`.
+    hub_bind_url: str = Field(
+        default="http://:8000",
+        pattern=r"^https?://",
+        description="Where the proxy listens for people's browsers (JupyterHub.bind_url; an "
+        "empty host means every interface of the hub's pod).",
+    )
+    hub_api_bind_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Where the hub's own API listens (JupyterHub.hub_bind_url). None: every "
+        "interface of the hub's pod on `hub_api_port`, the port the project NetworkPolicies "
+        "open from notebooks.",
+    )
+    hub_connect_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="The URL notebook pods call the hub API at (JupyterHub.hub_connect_url). "
+        "None: the zero-to-jupyterhub Service's cluster DNS name, "
+        "http://hub.<hub_namespace>.svc.cluster.local:<hub_api_port> (notebooks run in other "
+        "namespaces, where the short name does not resolve).",
+    )
+    hub_proxy_api_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="REST API of a configurable-http-proxy started apart from the hub (as "
+        "zero-to-jupyterhub and `tre dev up` do), which shares CONFIGPROXY_AUTH_TOKEN with "
+        "it. None: the hub starts the proxy itself.",
+    )
+    hub_dev_authenticator: bool = Field(
+        default=False,
+        description="Local development only: sign in with any user name and the shared "
+        "password in `hub_dev_password_file` (JupyterHub's SharedPasswordAuthenticator). The "
+        "hub refuses to start with it when any `hub_oidc_*` setting is present, so a "
+        "deployment cannot fall back to it by accident.",
+    )
+    hub_dev_password_file: Path | None = Field(
+        default=None,
+        description="File holding the development authenticator's shared password (at least "
+        "8 characters; mode 0600 or 0400). `tre dev up` generates one in its state directory.",
+    )
+    hub_oidc_issuer: str | None = Field(
+        default=None,
+        pattern=r"^https://[^/?#]+",
+        description="OIDC issuer URL of the institution's identity provider; the hub reads "
+        "its endpoints from <issuer>/.well-known/openid-configuration at start and refuses "
+        "to start when that document names another issuer.",
+    )
+    hub_oidc_client_id: str | None = Field(
+        default=None, description="OIDC client id registered for the hub."
+    )
+    hub_oidc_client_secret_file: Path | None = Field(
+        default=None,
+        description="File holding the hub's OIDC client secret (mode 0600 or 0400; a "
+        "mounted Secret in a cluster).",
+    )
+    hub_oidc_callback_url: str | None = Field(
+        default=None,
+        pattern=r"^https://",
+        description="The redirect URI registered with the identity provider, "
+        "https://<hub host>/hub/oauth_callback.",
+    )
+    hub_oidc_username_claim: str = Field(
+        default="preferred_username",
+        min_length=1,
+        description="Claim whose value is the JupyterHub user name; it must equal the "
+        "Kubernetes user name that access requests list as members.",
+    )
+    hub_oidc_groups_claim: str = Field(
+        default="groups", min_length=1, description="Claim holding the user's groups."
+    )
+    hub_oidc_scopes: list[str] = Field(
+        default_factory=lambda: ["openid", "profile", "email", "groups"],
+        min_length=1,
+        description="Scopes the hub asks the identity provider for; they must release the "
+        "username and groups claims (a JSON list in the environment). Many providers "
+        "release groups under a `groups` scope; others map them into the default scopes and "
+        "refuse an unknown one.",
+    )
+    hub_oidc_allowed_group: str | None = Field(
+        default=None,
+        description="Only members of this group (in `hub_oidc_groups_claim`) may sign in. "
+        "Required with OIDC: without it every account of the identity provider could.",
+    )
+    hub_idle_timeout_seconds: int = Field(
+        default=3600,
+        ge=300,
+        description="Seconds. jupyterhub-idle-culler stops a notebook server idle this "
+        "long, so an idle server does not hold the project's quota and data mounts.",
+    )
+    hub_cull_every_seconds: int = Field(
+        default=300,
+        ge=30,
+        description="Seconds between the idle culler's checks; a server is stopped up to "
+        "this long after it passed the timeout.",
+    )
     psa_version: str = Field(
         default="v1.36",
         pattern=r"^v1\.\d+$",

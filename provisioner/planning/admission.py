@@ -903,7 +903,7 @@ def _pod_access_policy(settings: Settings) -> dict[str, Any]:
     only for a member, only with the project's claims (dataset claims read-only) and the few
     ephemeral volume kinds a notebook needs. The parameter is the namespace's workspace
     access ConfigMap, which only the controller writes; no ConfigMap, no pod."""
-    hub = f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"
+    hub = names.hub_user(settings)
     user = f"object.metadata.annotations[{cel_str(names.ANNOTATION_USER)}]"
     claim = "v.persistentVolumeClaim"
     return _policy(

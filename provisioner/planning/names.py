@@ -169,6 +169,11 @@ def reserved_project_slugs(settings: Settings) -> list[str]:
     )
 
 
+def hub_user(settings: Settings) -> str:
+    """The Kubernetes user name of the hub's ServiceAccount: who starts notebook pods."""
+    return f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"
+
+
 def service_account_of(username: str) -> tuple[str, str] | None:
     """(namespace, name) when `username` is a ServiceAccount's (system:serviceaccount:NS:NAME),
     else None: the form the API server gives a ServiceAccount token's identity."""

@@ -32,7 +32,7 @@ from provisioner.kube.client import api_client
 from provisioner.models.resources import AccessRequest, AccessRequestSpec, Workspace, WorkspaceSpec
 from provisioner.models.settings import Settings
 from provisioner.planning.crds import plan_crds
-from provisioner.planning.names import ANNOTATION_USER, namespace_name
+from provisioner.planning.names import ANNOTATION_USER, hub_user, namespace_name
 from provisioner.planning.workspace import plan_workspace
 from provisioner.storage.s3 import ensure_bucket, s3_client
 
@@ -163,7 +163,7 @@ def wait_for_pod_policy(kubeconfig: Path, settings: Settings, timeout: float = 6
     controller = Kube(api_client(kubeconfig, as_user=settings.controller_user))
     for manifest in plan_workspace(probe, settings):
         controller.apply(manifest)
-    hub = Kube(api_client(kubeconfig, as_user=hub_identity(settings)))
+    hub = Kube(api_client(kubeconfig, as_user=hub_user(settings)))
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -197,7 +197,3 @@ def wait_for_pod_policy(kubeconfig: Path, settings: Settings, timeout: float = 6
             last = str(exc)
         time.sleep(0.25)
     pytest.fail(f"the pod admission policy did not become ready within {timeout:.0f}s: {last}")
-
-
-def hub_identity(settings: Settings) -> str:
-    return f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"

@@ -33,7 +33,12 @@ from provisioner.kube.client import api_client
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.resources import Workspace
 from provisioner.models.settings import Settings
-from provisioner.planning.names import POLICY_DEFAULT_DENY, dataset_pv_name, namespace_name
+from provisioner.planning.names import (
+    POLICY_DEFAULT_DENY,
+    dataset_pv_name,
+    hub_user,
+    namespace_name,
+)
 from tests.integration.workspace_world import APPROVERS, World, create_pod_when_admitted
 from tests.kubespawner_harness import (
     hub_config_for,
@@ -61,9 +66,7 @@ def world(
 
 
 def hub_identity(world: World) -> Kube:
-    settings = world.settings
-    user = f"system:serviceaccount:{settings.hub_namespace}:{settings.hub_service_account}"
-    return Kube(api_client(world.kubeconfig, as_user=user))
+    return Kube(api_client(world.kubeconfig, as_user=hub_user(world.settings)))
 
 
 def notebook_pod(

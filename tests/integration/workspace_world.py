@@ -27,9 +27,8 @@ from provisioner.kube.client import api_client, write_service_account_kubeconfig
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
 from provisioner.models.resources import Dataset
 from provisioner.models.settings import Settings
-from provisioner.planning.names import ANNOTATION_USER
+from provisioner.planning.names import ANNOTATION_USER, hub_user
 from provisioner.storage.s3 import ensure_bucket, s3_client
-from tests.integration.conftest import hub_identity
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -68,7 +67,7 @@ class World:
         )
         # The hub spawns notebooks with its ServiceAccount; the cluster's own controllers
         # (kube-system) may change project objects, e.g. to play drift.
-        self.hub = Kube(api_client(self.kubeconfig, as_user=hub_identity(self.settings)))
+        self.hub = Kube(api_client(self.kubeconfig, as_user=hub_user(self.settings)))
         self.cluster_itself = Kube(
             api_client(
                 self.kubeconfig, as_user="system:serviceaccount:kube-system:namespace-controller"

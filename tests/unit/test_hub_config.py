@@ -42,12 +42,15 @@ from typing import Any
 
 import pytest
 from jupyterhub.app import JupyterHub
+from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
 from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
+from tornado.web import HTTPError
 from traitlets.config import Config
 from traitlets.config.loader import PyFileConfigLoader
 
 from hub_config import config as hub
+from hub_config import workspaces as hub_workspaces
 from hub_config.workspaces import (
     SpawnRefused,
     choose_workspace,
@@ -69,7 +72,9 @@ from provisioner.models.resources import (
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, ComputeTier
 from tests.kubespawner_harness import (
+    DEV_AUTH,
     HubUser,
+    dev_settings,
     hub_config_for,
     make_spawner,
     pod_manifest,
@@ -336,18 +341,21 @@ def test_apply_config_has_no_internet_facing_defaults(platform_settings: Setting
 def test_apply_config_sets_only_real_configurable_traits(platform_settings: Settings) -> None:
     c = hub_config_for(platform_settings, [])
 
-    assert set(c) == {"JupyterHub", "KubeSpawner"}
+    assert set(c) == {"JupyterHub", "KubeSpawner", "SharedPasswordAuthenticator"}
     spawner_traits = set(KubeSpawner.class_trait_names(config=True))
     hub_traits = set(JupyterHub.class_trait_names(config=True))
+    auth_traits = set(SharedPasswordAuthenticator.class_trait_names(config=True))
     assert set(c.KubeSpawner) - spawner_traits == set()
     assert set(c.JupyterHub) - hub_traits == set()
+    assert set(c.SharedPasswordAuthenticator) - auth_traits == set()
 
 
 def test_apply_config_is_deterministic(platform_settings: Settings) -> None:
     reader = workspace_reader([])
     first, second = Config(), Config()
-    hub.apply_config(first, platform_settings, workspace_reader=reader)
-    hub.apply_config(second, platform_settings, workspace_reader=reader)
+    settings = dev_settings(platform_settings)
+    hub.apply_config(first, settings, DEV_AUTH, workspace_reader=reader)
+    hub.apply_config(second, settings, DEV_AUTH, workspace_reader=reader)
 
     def plain(c: Config) -> dict[str, Any]:
         # The profile list is a fresh closure each time; everything else must be equal.
@@ -514,6 +522,11 @@ def test_choose_workspace_refuses_with_a_clear_message(
     assert str(refused.value) == message
     assert refused.value.jupyterhub_message == message
     assert isinstance(refused.value, PermanentError)
+    # What JupyterHub's REST API and spawn page answer with: the server is not named after a
+    # project of the user's (400), or this one is refused (403); never a 500.
+    not_a_project = server_name == "" or "there is no project" in message
+    assert refused.value.status_code == (400 if not_a_project else 403)
+    assert isinstance(refused.value, HTTPError)
 
 
 def test_choose_workspace_refuses_an_inconsistent_workspace(approved_workspace: Workspace) -> None:
@@ -744,9 +757,17 @@ def test_confine_pod_refuses_a_server_not_named_after_a_project() -> None:
 
 
 def test_jupyterhub_config_file_applies_the_configuration(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    password = tmp_path / "password"
+    password.write_text("a-dev-password\n")
+    password.chmod(0o600)
     monkeypatch.setenv("TRE_HUB_NAMESPACE", "jhub")
+    monkeypatch.setenv("TRE_HUB_DEV_AUTHENTICATOR", "true")
+    monkeypatch.setenv("TRE_HUB_DEV_PASSWORD_FILE", str(password))
+    # The cache's watch needs a cluster; the integration tests run it (test_hub.py).
+    started: list[bool] = []
+    monkeypatch.setattr(hub_workspaces, "workspace_cache", lambda: started.append(True))
     loader = PyFileConfigLoader("jupyterhub_config.py", path=str(HUB_CONFIG_DIR))
 
     c = loader.load_config()
@@ -756,3 +777,24 @@ def test_jupyterhub_config_file_applies_the_configuration(
     assert c.JupyterHub.hub_connect_url == "http://hub.jhub.svc.cluster.local:8081"
     assert c.KubeSpawner.automount_service_account_token is False
     assert callable(c.KubeSpawner.profile_list)
+    assert c.JupyterHub.authenticator_class == "shared-password"
+    assert c.SharedPasswordAuthenticator.user_password == "a-dev-password"
+    assert started == [True]
+
+
+def test_jupyterhub_config_file_refuses_the_dev_sign_in_beside_oidc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRE_HUB_DEV_AUTHENTICATOR", "true")
+    monkeypatch.setenv("TRE_HUB_OIDC_CLIENT_ID", "tre-hub")
+    loader = PyFileConfigLoader("jupyterhub_config.py", path=str(HUB_CONFIG_DIR))
+
+    with pytest.raises(SystemExit) as refused:
+        loader.load_config()
+
+    assert str(refused.value) == (
+        "hub configuration refused: TRE_HUB_DEV_AUTHENTICATOR: the development sign-in is "
+        "refused because OIDC settings are present (TRE_HUB_OIDC_CLIENT_ID); a deployment "
+        "signs in through OIDC only: unset TRE_HUB_DEV_AUTHENTICATOR, or remove the OIDC "
+        "settings on a development machine"
+    )
