@@ -4,11 +4,14 @@ command groups are made."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from provisioner.cli.output import OutputFormat
+
+if TYPE_CHECKING:
+    # typer is imported where a command group is made, not by the fast path of the queries
+    # (provisioner.cli.main), which needs only CliContext
+    import typer
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ def new_app(*, add_completion: bool = False, **kwargs: Any) -> typer.Typer:
     """A command group: `-h` as well as `--help`, plain help text (no rich: it costs start-up
     time and changes nothing a terminal needs), no traceback decoration; shell completion is
     installed from the root command only (`tre --install-completion`)."""
+    import typer
+
     return typer.Typer(
         no_args_is_help=True,
         add_completion=add_completion,
