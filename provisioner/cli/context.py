@@ -3,8 +3,7 @@ command groups are made."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provisioner.cli.output import OutputFormat
 
@@ -14,13 +13,14 @@ if TYPE_CHECKING:
     import typer
 
 
-@dataclass(frozen=True)
-class CliContext:
+# A NamedTuple, not a dataclass: `dataclasses` imports `inspect`, about 5 ms of every
+# `tre` query (docs/performance.md), and this sits on the query path.
+class CliContext(NamedTuple):
     output: OutputFormat = OutputFormat.TABLE
     # Kubernetes impersonation (like `kubectl --as`): the API server sees this user, so
     # admission policies judge the person, not the admin credential that carries the call.
     as_user: str | None = None
-    as_groups: tuple[str, ...] = field(default_factory=tuple)
+    as_groups: tuple[str, ...] = ()
 
 
 def cli_context(ctx: typer.Context) -> CliContext:

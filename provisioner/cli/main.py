@@ -26,8 +26,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provisioner.cli.context import CliContext
 from provisioner.cli.output import OutputFormat, emit
@@ -137,8 +136,9 @@ def _accepted_by(rule: DomainRule) -> Callable[[str], bool]:
     return accepts
 
 
-@dataclass(frozen=True)
-class Query:
+# A NamedTuple, not a dataclass: `dataclasses` imports `inspect`, about 5 ms of every
+# `tre` query (docs/performance.md), and this sits on the query path.
+class Query(NamedTuple):
     """A read-only command the fast path runs: its words, its one argument if it has one
     (with the rule typer's callback applies), its options (with what typer takes as value),
     and the function that runs it."""
@@ -146,7 +146,7 @@ class Query:
     words: tuple[str, ...]
     run: Callable[[Kube, str | None, Options], Result]
     argument: DomainRule | None = None
-    options: Mapping[str, Callable[[str], bool]] = field(default_factory=dict)
+    options: Mapping[str, Callable[[str], bool]] = {}  # never changed: safe to share
 
 
 QUERIES: tuple[Query, ...] = (
@@ -165,8 +165,7 @@ QUERIES: tuple[Query, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class ParsedQuery:
+class ParsedQuery(NamedTuple):
     query: Query
     context: CliContext
     argument: str | None

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 # A project slug becomes the namespace `tre-<slug>`, label values and object names.
 # 3..32 characters keeps every derived name inside the 63-character DNS-1123 label limit.
@@ -32,8 +31,9 @@ USERNAME_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,62}$"
 BUCKET_NAME_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 
 
-@dataclass(frozen=True)
-class Refusal:
+# A NamedTuple, not a dataclass: `dataclasses` imports `inspect`, about 5 ms of every
+# `tre` query (docs/performance.md), and this sits on the query path.
+class Refusal(NamedTuple):
     """A value in which `regex` is found (`re.search`; CEL `matches`) is refused with `message`.
 
     The regex is written in the common subset of Python `re` and RE2 (the API server's CEL
@@ -48,8 +48,7 @@ class Refusal:
     in_crd: bool = True
 
 
-@dataclass(frozen=True)
-class DomainRule:
+class DomainRule(NamedTuple):  # a NamedTuple for the reason Refusal is one
     """What a domain type allows, stated once.
 
     The rule is the validator (pydantic calls it), and `crd_schema()` is how the CRD schemas
