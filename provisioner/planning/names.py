@@ -22,7 +22,6 @@ Guarantees (each one has a row in tests/unit/test_names.py):
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import TYPE_CHECKING, Any, Final
 
@@ -184,6 +183,8 @@ def _readable_or_hashed(prefix: str, parts: tuple[str, ...]) -> str:
     if len(readable) <= MAX_NAME_LENGTH and not any(_PART_SEPARATOR in part for part in parts):
         return readable
     # '/' cannot occur in a part, so the hashed text is unambiguous as well.
+    import hashlib  # here: the `tre` queries import this module for FIELD_MANAGER only
+
     digest = hashlib.sha256("/".join((prefix, *parts)).encode()).hexdigest()[:_HASH_LENGTH]
     keep = MAX_NAME_LENGTH - len(_HASH_SEPARATOR) - _HASH_LENGTH
     return f"{readable[:keep]}{_HASH_SEPARATOR}{digest}"
