@@ -1,5 +1,5 @@
-"""The query commands' rows as the models give them: what `tre request list|show` and `tre
-workspace list|show` printed before they read the wire form directly
+"""The query commands' rows as the models give them: what `tre request list|show`, `tre
+workspace list|show` and `tre dataset list|show` printed before they read the wire form directly
 (`provisioner.cli.views`). The unit tests compare the views with these on objects with and
 without every optional field, the integration tests on live objects, so a default or a field
 order the views get wrong fails a test.
@@ -9,7 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioner.models.resources import AccessRequest, Workspace, WorkspacePhase
+from provisioner.models.resources import (
+    AccessRequest,
+    Dataset,
+    DatasetSource,
+    Workspace,
+    WorkspacePhase,
+)
+
+
+def model_source_uri(source: DatasetSource) -> str:
+    """The URI from the model's fields (the model normalised the S3 prefix)."""
+    if source.s3 is not None:
+        return f"s3://{source.s3.bucket}/{source.s3.prefix}"
+    assert source.nfs is not None
+    return f"nfs://{source.nfs.server}{source.nfs.path}"
 
 
 def request_row(obj: dict[str, Any]) -> dict[str, Any]:
@@ -57,4 +71,32 @@ def request_detail(request_obj: dict[str, Any], workspace_obj: dict[str, Any] | 
         "projectOwner": workspace.spec.owner if workspace and live else None,
         "resultingMembers": sorted(current_members | {request.spec.lead, *request.spec.members}),
         "resultingDatasets": sorted(current_datasets | set(request.spec.datasets)),
+    }
+
+
+def dataset_row(obj: dict[str, Any]) -> dict[str, Any]:
+    ds = Dataset.from_object(obj)
+    m = ds.status.manifest
+    return {
+        "name": ds.name,
+        "title": ds.spec.title,
+        "steward": ds.spec.steward,
+        "classification": ds.spec.classification.value,
+        "source": model_source_uri(ds.spec.source),
+        "objects": m.object_count if m else None,
+        "bytes": m.bytes if m else None,
+        "sha256": m.sha256[:12] if m else None,
+    }
+
+
+def dataset_detail(obj: dict[str, Any]) -> dict[str, Any]:
+    ds = Dataset.from_object(obj)
+    return {
+        **dataset_row(obj),
+        "description": ds.spec.description,
+        "manifest": ds.status.manifest.to_wire() if ds.status.manifest else None,
+        "verified": next(
+            (f"{c.status}: {c.message}" for c in ds.status.conditions if c.type == "Verified"),
+            "pending: the controller has not verified it yet",
+        ),
     }

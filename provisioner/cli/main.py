@@ -1,8 +1,8 @@
 """The `tre` command's entry point, and the only place where errors become exit codes.
 
 The read-only queries people run all day (`tre request list|show`, `tre workspace
-list|show`, `tre whoami`) are run here directly; everything else goes to the typer app
-(`provisioner.cli.app`). Why: typer 0.29 coerces every parameter through a pydantic
+list|show`, `tre dataset list|show`, `tre whoami`) are run here directly; everything else goes
+to the typer app (`provisioner.cli.app`). Why: typer 0.29 coerces every parameter through a pydantic
 TypeAdapter, so importing typer and pydantic and building those adapters costs about 170 ms
 of CPU before a command starts, three times what kubectl needs for a whole `get`
 (docs/performance.md, "`tre` start-up and queries").
@@ -35,6 +35,7 @@ from provisioner.errors import TreError
 from provisioner.models.rules import (
     DomainRule,
     RequestPhase,
+    validate_dataset_name,
     validate_object_name,
     validate_project_slug,
 )
@@ -119,6 +120,19 @@ def _workspace_show(k: Kube, project: str | None, _: Options) -> Result:
     return views.show_workspace(k, project), None
 
 
+def _dataset_list(k: Kube, _: str | None, __: Options) -> Result:
+    from provisioner.cli import views
+
+    return views.list_datasets(k), views.DATASET_COLUMNS
+
+
+def _dataset_show(k: Kube, name: str | None, _: Options) -> Result:
+    from provisioner.cli import views
+
+    assert name is not None  # the grammar asks for the argument
+    return views.show_dataset(k, name), None
+
+
 def _whoami(k: Kube, _: str | None, __: Options) -> Result:
     from provisioner.cli import views
 
@@ -162,6 +176,8 @@ QUERIES: tuple[Query, ...] = (
     Query(("request", "show"), _request_show, argument=validate_object_name),
     Query(("workspace", "list"), _workspace_list),
     Query(("workspace", "show"), _workspace_show, argument=validate_project_slug),
+    Query(("dataset", "list"), _dataset_list),
+    Query(("dataset", "show"), _dataset_show, argument=validate_dataset_name),
     Query(("whoami",), _whoami),
 )
 

@@ -1,13 +1,14 @@
 """What the query commands print (`tre request list|show`, `tre workspace list|show`,
-`tre whoami`), read from the objects as the API server returns them.
+`tre dataset list|show`, `tre whoami`), read from the objects as the API server returns them.
 
 No pydantic here, on purpose: importing it and building the models costs a query more time
 than kubectl takes for the whole command (docs/performance.md). Reading the wire form is
 safe because the API server stores only what the models accept (the CRD schemas are
 generated from them). What the models would add is written out here: a missing status is
-Pending (requests) or Provisioning (workspaces), a decision is printed in the models' field
-order with their defaults and UTC written as 'Z'. `tests/unit/test_cli_views.py` checks every
-row against the one the models give, so the two cannot drift apart.
+Pending (requests) or Provisioning (workspaces), a decision or a manifest is printed in the
+models' field order with their defaults and UTC written as 'Z', an S3 prefix ends with '/'.
+`tests/unit/test_cli_views.py` checks every row against the one the models give, so the two
+cannot drift apart.
 
 Both ways into these commands, typer (`provisioner.cli.app`) and the fast path of
 `provisioner.cli.main`, call these functions, so they print the same bytes.
@@ -20,12 +21,15 @@ from typing import Any
 
 from provisioner.errors import NotFoundError
 from provisioner.kube.api import Kube, Manifest
-from provisioner.kube.resources import ACCESS_REQUESTS, WORKSPACES
-from provisioner.models.rules import RequestPhase, WorkspacePhase
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
+from provisioner.models.rules import RequestPhase, WorkspacePhase, source_uri
 
 REQUEST_COLUMNS = ["name", "project", "phase", "requester", "lead", "datasets", "end", "approvers"]
 WORKSPACE_COLUMNS = ["project", "namespace", "phase", "members", "datasets", "expires"]
+DATASET_COLUMNS = ["name", "title", "classification", "source", "objects", "bytes", "sha256"]
 
+# DatasetManifest's fields on the wire, in the model's order (all required).
+MANIFEST_FIELDS = ("objectCount", "bytes", "sha256", "computedAt")
 # Decision's fields on the wire, in the model's order, with the defaults of those a stored
 # decision may leave out (`Decision.to_wire()` prints them all; endDate only when set).
 DECISION_FIELDS: tuple[tuple[str, Any], ...] = (
@@ -44,6 +48,12 @@ def _wire_datetime(value: str) -> str:
     any, UTC as 'Z'."""
     text = dt.datetime.fromisoformat(value).isoformat()
     return text.removesuffix("+00:00") + "Z" if text.endswith("+00:00") else text
+
+
+def manifest_view(manifest: Manifest) -> dict[str, Any]:
+    view = {name: manifest[name] for name in MANIFEST_FIELDS}
+    view["computedAt"] = _wire_datetime(view["computedAt"])
+    return view
 
 
 def decision_view(decision: Manifest) -> dict[str, Any]:
@@ -87,6 +97,49 @@ def workspace_row(obj: Manifest) -> dict[str, Any]:
         "requests": spec.get("requests", []),
         "conditions": status.get("conditions", []),
     }
+
+
+def dataset_row(obj: Manifest) -> dict[str, Any]:
+    spec = obj["spec"]
+    manifest = (obj.get("status") or {}).get("manifest")
+    return {
+        "name": obj["metadata"]["name"],
+        "title": spec["title"],
+        "steward": spec["steward"],
+        "classification": spec["classification"],
+        "source": source_uri(spec["source"]),
+        "objects": manifest["objectCount"] if manifest else None,
+        "bytes": manifest["bytes"] if manifest else None,
+        "sha256": manifest["sha256"][:12] if manifest else None,
+    }
+
+
+def dataset_detail(obj: Manifest) -> dict[str, Any]:
+    """One dataset with its manifest and whether the controller has verified it."""
+    status = obj.get("status") or {}
+    manifest = status.get("manifest")
+    verified = (
+        f"{c['status']}: {c.get('message', '')}"
+        for c in status.get("conditions", [])
+        if c["type"] == "Verified"
+    )
+    return {
+        **dataset_row(obj),
+        "description": obj["spec"].get("description", ""),
+        "manifest": manifest_view(manifest) if manifest else None,
+        "verified": next(verified, "pending: the controller has not verified it yet"),
+    }
+
+
+def list_datasets(k: Kube) -> list[dict[str, Any]]:
+    return sorted((dataset_row(o) for o in k.list(DATASETS)), key=lambda r: r["name"])
+
+
+def show_dataset(k: Kube, name: str) -> dict[str, Any]:
+    obj = k.get(DATASETS, name)
+    if obj is None:
+        raise NotFoundError(f"dataset {name!r} does not exist; see 'tre dataset list'")
+    return dataset_detail(obj)
 
 
 def list_requests(k: Kube, project: str | None, phase: str | None) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
@@ -178,6 +179,21 @@ validate_object_name: Final = DomainRule(
         "(for example 'heart-study-3f2a1c')",
     ),
 )
+
+
+def source_uri(source: Mapping[str, Any]) -> str:
+    """`s3://<bucket>/<prefix>` or `nfs://<server><path>` of a dataset source in its wire form
+    (`{"s3": {"bucket": ..., "prefix": ...}}` or `{"nfs": {"server": ..., "path": ...}}`): the
+    manifest's first line and what `tre dataset` prints. The prefix is normalised as the
+    models normalise it (a non-empty one ends with '/'), so a source stored by another client
+    reads the same."""
+    if source.get("s3") is not None:
+        s3 = source["s3"]
+        return f"s3://{s3['bucket']}/{validate_s3_prefix(s3.get('prefix', ''))}"
+    if source.get("nfs") is not None:
+        return f"nfs://{source['nfs']['server']}{source['nfs']['path']}"
+    raise ValueError("source: set exactly one of 's3' and 'nfs'")
+
 
 # Dates and times as the CRD schemas accept them. The API server's `date`/`date-time`
 # formats accept more than Python does (year 0000, a time without offset, a space instead of

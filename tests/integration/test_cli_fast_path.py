@@ -4,8 +4,8 @@ error and exit code, and both print what the models would (`tests/model_rows.py`
 
 Behaviours under test: every query of `QUERIES`, as a table, JSON and YAML, as the admin and
 as a person (`--as`, `--as-group`), filtered and not; a request with a Ready workspace and
-one still Pending with no status written yet; an object that does not exist (exit 3, the
-same message).
+one still Pending with no status written yet; a verified dataset; an object that does not
+exist (exit 3, the same message).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from provisioner.cli.app import app
 from provisioner.cli.main import QUERIES, run_query
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.kube.resources import ACCESS_REQUESTS, WORKSPACES
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
 from provisioner.models.settings import Settings
 from tests import model_rows
 from tests.integration.workspace_world import World
@@ -30,14 +30,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def projects(
     installed_platform: Settings, dev_platform: DevCluster, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[World, str, str, str]:
+) -> tuple[World, str, str, str, str]:
     """(world, a request of a Ready workspace, its project, a request filed just now that the
-    controller has not seen: no status)."""
+    controller has not seen: no status, the project's dataset)."""
     world = World(installed_platform, dev_platform.kubeconfig, tmp_path_factory.mktemp("fast"))
     request, project, dataset = world.approved_project()
     world.reconcile(project)
     pending, _ = world.submit(datasets=[dataset], project=f"{project[:24]}-2")
-    return world, request, project, pending
+    return world, request, project, pending, dataset
 
 
 def both_ways(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -51,9 +51,9 @@ def both_ways(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
 
 
 def test_every_query_prints_the_same_both_ways(
-    projects: tuple[World, str, str, str], capsys: pytest.CaptureFixture[str]
+    projects: tuple[World, str, str, str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, request, project, pending = projects
+    _, request, project, pending, dataset = projects
     commands = [
         ["request", "list"],
         ["request", "list", "--project", project, "--phase", "Approved"],
@@ -62,6 +62,8 @@ def test_every_query_prints_the_same_both_ways(
         ["request", "show", pending],
         ["workspace", "list"],
         ["workspace", "show", project],
+        ["dataset", "list"],
+        ["dataset", "show", dataset],
         ["whoami"],
     ]
     assert {tuple(c[: len(q.words)]) for c in commands for q in QUERIES} >= {
@@ -76,9 +78,9 @@ def test_every_query_prints_the_same_both_ways(
 
 
 def test_what_the_queries_print_is_what_the_models_give(
-    projects: tuple[World, str, str, str], capsys: pytest.CaptureFixture[str]
+    projects: tuple[World, str, str, str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    world, request, project, pending = projects
+    world, request, project, pending, dataset = projects
     listed = json.loads(both_ways(["-o", "json", "request", "list"], capsys)[1])
     live = sorted(world.admin.list(ACCESS_REQUESTS), key=lambda o: o["metadata"]["name"])
     assert listed == [model_rows.request_row(o) for o in live]
@@ -96,16 +98,25 @@ def test_what_the_queries_print_is_what_the_models_give(
     assert shown == model_rows.workspace_row(workspace)
     assert shown["phase"] == "Ready"
 
+    listed = json.loads(both_ways(["-o", "json", "dataset", "list"], capsys)[1])
+    live = sorted(world.admin.list(DATASETS), key=lambda o: o["metadata"]["name"])
+    assert listed == [model_rows.dataset_row(o) for o in live]
+    shown = json.loads(both_ways(["-o", "json", "dataset", "show", dataset], capsys)[1])
+    dataset_obj = world.admin.get(DATASETS, dataset)
+    assert dataset_obj is not None
+    assert shown == model_rows.dataset_detail(dataset_obj)
+
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
         (["workspace", "show", "no-such-project"], "workspace 'no-such-project' does not exist"),
         (["request", "show", "no-such-request"], "access request 'no-such-request' does not"),
+        (["dataset", "show", "no-such-data"], "dataset 'no-such-data' does not exist"),
     ],
 )
 def test_a_missing_object_is_the_same_error_both_ways(
-    projects: tuple[World, str, str, str],
+    projects: tuple[World, str, str, str, str],
     capsys: pytest.CaptureFixture[str],
     args: list[str],
     message: str,
@@ -116,14 +127,14 @@ def test_a_missing_object_is_the_same_error_both_ways(
 
 
 def test_the_installed_tre_takes_the_fast_path(
-    projects: tuple[World, str, str, str], tmp_path: Path
+    projects: tuple[World, str, str, str, str], tmp_path: Path
 ) -> None:
     """The console script's entry point is the fast path: `tre workspace show` imports no
     typer (the unit tier proves which modules; this proves the script is wired to it)."""
     import subprocess
     import sys
 
-    _, _, project, _ = projects
+    _, _, project, _, _ = projects
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "provisioner.cli.main", "workspace", "show",

@@ -95,6 +95,8 @@ TAKEN = [
     ["-o", "yaml", "workspace", "show", "heart-study"],
     ["whoami"],
     ["--as", "bob", "whoami", "-o", "json"],
+    ["dataset", "list", "--as", "sam"],
+    ["dataset", "show", "cardio-cohort", "-o", "json"],
 ]
 
 
@@ -140,7 +142,8 @@ HANDED_TO_TYPER = [
     ["--as", "a", "--as", "b", "whoami"],
     ["--as-group", "tre:approvers", "whoami"],
     ["whoami", "--verbose"],
-    ["dataset", "list"],
+    ["dataset", "show", "Cardio"],
+    ["dataset", "verify", "cardio-cohort"],
     ["--install-completion"],
 ]
 

@@ -133,6 +133,8 @@ FAST_QUERIES = [
     ["workspace", "list", "-o", "json"],
     ["-o", "yaml", "workspace", "show", "diabetes-2026"],
     ["--as", "ann", "--as-group", "tre:approvers", "whoami"],
+    ["dataset", "list"],
+    ["dataset", "show", "cardio-cohort"],
 ]
 
 

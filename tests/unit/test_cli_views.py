@@ -25,6 +25,7 @@ from provisioner.models.resources import (
     AccessRequest,
     AccessRequestSpec,
     AccessRequestStatus,
+    DatasetManifest,
     Decision,
     DecisionAction,
     RequestPhase,
@@ -181,3 +182,68 @@ def test_request_show_judges_the_whole_live_project(
     torn_down = phase is WorkspacePhase.TORN_DOWN
     expected_owner = "lea" if has_workspace and not torn_down else None
     assert detail["projectOwner"] == expected_owner
+
+
+def dataset_object(
+    source: dict[str, Any], *, manifest: bool, verified: dict[str, Any] | None
+) -> dict[str, Any]:
+    obj: dict[str, Any] = {
+        "apiVersion": "tre.ucloud.org/v1alpha1",
+        "kind": "Dataset",
+        "metadata": {"name": "cardio", "uid": "u-2"},
+        "spec": {
+            "title": "Cardio cohort",
+            "steward": "sam",
+            "classification": "sensitive",
+            "source": source,
+        },
+    }
+    status: dict[str, Any] = {}
+    if manifest:
+        status["manifest"] = {
+            "objectCount": 3,
+            "bytes": 1024,
+            "sha256": SHA,
+            "computedAt": "2026-11-30T09:00:00.5+00:00",
+        }
+    if verified is not None:
+        status["conditions"] = [verified]
+    if status:
+        obj["status"] = status
+    return as_served(obj)
+
+
+VERIFIED = {"type": "Verified", "status": "True", "reason": "Listed", "message": "3 objects"}
+NO_MESSAGE = {"type": "Verified", "status": "False", "reason": "ListFailed"}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"s3": {"bucket": "cohorts", "prefix": "cardio/"}},
+        {"s3": {"bucket": "cohorts", "prefix": "cardio"}},  # as kubectl may store it
+        {"s3": {"bucket": "cohorts"}},
+        {"nfs": {"server": "nfs.example.org", "path": "/exports/cardio"}},
+    ],
+    ids=["s3", "s3 without the slash", "whole bucket", "nfs"],
+)
+@pytest.mark.parametrize(
+    ("manifest", "verified"),
+    [(False, None), (True, VERIFIED), (True, NO_MESSAGE)],
+    ids=["new", "verified", "condition without message"],
+)
+def test_a_dataset_row_and_detail_are_the_models(
+    source: dict[str, Any], manifest: bool, verified: dict[str, Any] | None
+) -> None:
+    obj = dataset_object(source, manifest=manifest, verified=verified)
+    assert list(views.dataset_row(obj).items()) == list(model_rows.dataset_row(obj).items())
+    detail = views.dataset_detail(obj)
+    assert list(detail.items()) == list(model_rows.dataset_detail(obj).items())
+    if manifest:
+        assert list(detail["manifest"]) == ["objectCount", "bytes", "sha256", "computedAt"]
+        assert detail["manifest"]["computedAt"] == "2026-11-30T09:00:00.500000Z"
+
+
+def test_manifest_fields_are_the_models_in_their_order() -> None:
+    wire = [field.alias or name for name, field in DatasetManifest.model_fields.items()]
+    assert list(views.MANIFEST_FIELDS) == wire
