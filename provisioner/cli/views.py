@@ -21,7 +21,7 @@ from typing import Any
 
 from provisioner.errors import NotFoundError
 from provisioner.kube.api import Kube, Manifest
-from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES, Resource
 from provisioner.models.rules import RequestPhase, WorkspacePhase, source_uri
 
 REQUEST_COLUMNS = ["name", "project", "phase", "requester", "lead", "datasets", "end", "approvers"]
@@ -136,10 +136,7 @@ def list_datasets(k: Kube) -> list[dict[str, Any]]:
 
 
 def show_dataset(k: Kube, name: str) -> dict[str, Any]:
-    obj = k.get(DATASETS, name)
-    if obj is None:
-        raise NotFoundError(f"dataset {name!r} does not exist; see 'tre dataset list'")
-    return dataset_detail(obj)
+    return dataset_detail(_existing(k, DATASETS, name, f"dataset {name!r}", "tre dataset list"))
 
 
 def list_requests(k: Kube, project: str | None, phase: str | None) -> list[dict[str, Any]]:
@@ -170,9 +167,7 @@ def request_detail(obj: Manifest, workspace: Manifest | None) -> dict[str, Any]:
 
 
 def show_request(k: Kube, name: str) -> dict[str, Any]:
-    obj = k.get(ACCESS_REQUESTS, name)
-    if obj is None:
-        raise NotFoundError(f"access request {name!r} does not exist; see 'tre request list'")
+    obj = _existing(k, ACCESS_REQUESTS, name, f"access request {name!r}", "tre request list")
     return request_detail(obj, k.get(WORKSPACES, obj["spec"]["project"]))
 
 
@@ -181,10 +176,16 @@ def list_workspaces(k: Kube) -> list[dict[str, Any]]:
 
 
 def show_workspace(k: Kube, project: str) -> dict[str, Any]:
-    obj = k.get(WORKSPACES, project)
+    return workspace_row(
+        _existing(k, WORKSPACES, project, f"workspace {project!r}", "tre workspace list")
+    )
+
+
+def _existing(k: Kube, resource: Resource, name: str, what: str, listing: str) -> Manifest:
+    obj = k.get(resource, name)
     if obj is None:
-        raise NotFoundError(f"workspace {project!r} does not exist; see 'tre workspace list'")
-    return workspace_row(obj)
+        raise NotFoundError(f"{what} does not exist; see '{listing}'")
+    return obj
 
 
 def user_info(k: Kube) -> dict[str, Any]:
