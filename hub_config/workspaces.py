@@ -54,7 +54,7 @@ from tornado.web import HTTPError
 
 from provisioner.errors import InvalidInputError, RefusedError
 from provisioner.models.resources import Workspace, WorkspacePhase
-from provisioner.models.types import validate_project_slug
+from provisioner.models.rules import validate_project_slug
 from provisioner.planning import names
 from provisioner.planning.storage import (
     PROJECT_MOUNT_PATH,

@@ -7,38 +7,63 @@ commands talk only to the API server and should not pay for them at start-up.
 from __future__ import annotations
 
 import datetime as dt
+import os
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-import typer
-
-from provisioner.cli.context import cli_context
+from provisioner.cli.context import CliContext, cli_context
+from provisioner.cli.views import user_info
 from provisioner.errors import InvalidInputError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, cli_client
-from provisioner.models.settings import Settings
 
 if TYPE_CHECKING:
+    import typer
     from mypy_boto3_s3 import S3Client
 
     from provisioner.audit.anchor import AnchoredAuditLog
     from provisioner.audit.log import AuditLog
     from provisioner.audit.signing import AuditSigner
+    from provisioner.models.settings import Settings
 
 
 def settings() -> Settings:
-    # Built per call (cheap): tests and the demo change the environment between commands.
+    # Built per call: tests and the demo change the environment between commands. Imported
+    # here, not at the top: pydantic-settings costs 40 ms, and a query needs one setting only
+    # (`kubeconfig_setting`).
+    from provisioner.models.settings import Settings
+
     return Settings()
 
 
-def kube(ctx: typer.Context, *, official_client: bool = False) -> Kube:
+# `Settings.kubeconfig` as an environment variable (env_prefix "TRE_").
+KUBECONFIG_SETTING = "TRE_KUBECONFIG"
+
+
+def kubeconfig_setting(environ: Mapping[str, str] = os.environ) -> Path | None:
+    """`Settings().kubeconfig`, read without building the Settings: the one setting a command
+    that only talks to the API server needs. Names are case-insensitive, as pydantic-settings
+    reads them (the last of several spellings wins, as there); a test holds the two equal."""
+    found = None
+    for name, value in environ.items():
+        if name.upper() == KUBECONFIG_SETTING:
+            found = Path(value)
+    return found
+
+
+def kube_for(c: CliContext, *, official_client: bool = False) -> Kube:
     """The API as the caller: the kubeconfig user, or `--as` (impersonation).
 
     Through the light `HttpClient` (fast start-up), unless `official_client`: the
     controller's watches stream with the official library's client.
     """
-    c = cli_context(ctx)
     make = api_client if official_client else cli_client
-    return Kube(make(settings().kubeconfig, as_user=c.as_user, as_groups=c.as_groups))
+    return Kube(make(kubeconfig_setting(), as_user=c.as_user, as_groups=c.as_groups))
+
+
+def kube(ctx: typer.Context, *, official_client: bool = False) -> Kube:
+    return kube_for(cli_context(ctx), official_client=official_client)
 
 
 def admin_kube() -> Kube:
@@ -48,13 +73,7 @@ def admin_kube() -> Kube:
 
 def whoami(k: Kube) -> str:
     """The username the API server sees for this client (after impersonation)."""
-    review = k.request(
-        "POST",
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
-        what="ask the API server who you are",
-    )
-    return str(review["status"]["userInfo"]["username"])
+    return str(user_info(k)["username"])
 
 
 def s3() -> S3Client:

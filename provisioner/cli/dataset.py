@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from provisioner.cli import common
+from provisioner.cli import common, views
 from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
 from provisioner.cli.params import (
@@ -35,22 +35,10 @@ from provisioner.models.types import ClassificationTier
 from provisioner.planning.datasets import overlap_refusal, source_uri
 
 app = new_app()
-COLUMNS = ["name", "title", "classification", "source", "objects", "bytes", "sha256"]
 
 
 def _row(ds: Dataset) -> dict[str, Any]:
-    src = ds.spec.source
-    m = ds.status.manifest
-    return {
-        "name": ds.name,
-        "title": ds.spec.title,
-        "steward": ds.spec.steward,
-        "classification": ds.spec.classification.value,
-        "source": source_uri(src),
-        "objects": m.object_count if m else None,
-        "bytes": m.bytes if m else None,
-        "sha256": m.sha256[:12] if m else None,
-    }
+    return views.dataset_row(ds.to_object(with_status=True))
 
 
 @app.command()
@@ -133,29 +121,19 @@ def verify(ctx: typer.Context, name: DatasetArg) -> None:
             f"sha256 {now.sha256[:12]}); workspaces withhold it once the controller "
             "re-verifies it, and approvers must approve it again"
         )
-    emit({**_row(ds), "matches": True}, cli_context(ctx).output)
+    emit(
+        {**_row(ds), "matches": True},
+        cli_context(ctx).output,
+    )
 
 
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List datasets."""
-    rows = [_row(Dataset.from_object(o)) for o in common.kube(ctx).list(DATASETS)]
-    emit(sorted(rows, key=lambda r: r["name"]), cli_context(ctx).output, COLUMNS)
+    emit(views.list_datasets(common.kube(ctx)), cli_context(ctx).output, views.DATASET_COLUMNS)
 
 
 @app.command()
 def show(ctx: typer.Context, name: DatasetArg) -> None:
     """Show one dataset."""
-    ds = _load(common.kube(ctx), name)
-    emit(
-        {
-            **_row(ds),
-            "description": ds.spec.description,
-            "manifest": ds.status.manifest.to_wire() if ds.status.manifest else None,
-            "verified": next(
-                (f"{c.status}: {c.message}" for c in ds.status.conditions if c.type == "Verified"),
-                "pending: the controller has not verified it yet",
-            ),
-        },
-        cli_context(ctx).output,
-    )
+    emit(views.show_dataset(common.kube(ctx), name), cli_context(ctx).output)

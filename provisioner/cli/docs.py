@@ -20,7 +20,7 @@ from typer._click import core as click
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from provisioner import errors
-from provisioner.cli.main import LAZY_COMMANDS, app
+from provisioner.cli.app import LAZY_COMMANDS, app
 from provisioner.models.settings import Settings
 
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "cli.md"

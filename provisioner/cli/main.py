@@ -1,46 +1,47 @@
-"""The `tre` command: the only place where errors become exit codes.
+"""The `tre` command's entry point, and the only place where errors become exit codes.
 
-Start-up is kept short (an admin runs dozens of these a day): this module imports only typer
-and the command table; each command group is imported when it is run (`LAZY_COMMANDS`), and
-the groups import the Kubernetes client, boto3 and the planner only inside the commands that
-use them. `tests/unit/test_cli_startup.py` fails when `tre --help` imports a heavy module.
+The read-only queries people run all day (`tre request list|show`, `tre workspace
+list|show`, `tre dataset list|show`, `tre whoami`) are run here directly; everything else goes
+to the typer app (`provisioner.cli.app`). Why: typer 0.29 coerces every parameter through a pydantic
+TypeAdapter, so importing typer and pydantic and building those adapters costs about 170 ms
+of CPU before a command starts, three times what kubectl needs for a whole `get`
+(docs/performance.md, "`tre` start-up and queries").
+
+The fast path is exact or absent. Its grammar (`QUERIES`) accepts a command only when typer
+would take it the same way: the same words, the global options, the command's own options
+once each, values its rules accept. Anything else (help, completion, `--version`, an
+unknown or repeated option, a value typer would refuse or report) is handed to typer, which
+answers as it always did. Both ways run the same functions (`provisioner.cli.views`) and
+print through the same `emit`, so a query prints the same bytes and exits with the same code
+whichever way it went. `tests/unit/test_cli_fast_path.py` holds the grammar equal to the typer
+commands' parameters; `tests/integration/test_cli_fast_path.py` runs every query both ways
+against the real API server and compares what they print.
 
 The global options (`-o/--output`, `--as`, `--as-group`) are accepted before or after the
-subcommand, as in kubectl: `TreGroup.parse_args` moves them in front (`hoist_global_options`).
+subcommand, as in kubectl: both ways move them in front first (`hoist_global_options`).
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
-from typing import Annotated, Any
+import gc
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import typer
-from typer._click import core as click  # typer 0.29 vendors click
-from typer._click import exceptions as click_exceptions
-from typer._click.formatting import HelpFormatter
-from typer.core import TyperGroup
+from provisioner.cli.context import CliContext
+from provisioner.cli.output import OutputFormat, emit
+from provisioner.errors import TreError
+from provisioner.models.rules import (
+    DomainRule,
+    RequestPhase,
+    validate_dataset_name,
+    validate_object_name,
+    validate_project_slug,
+)
 
-from provisioner import __version__
-from provisioner.cli.context import CliContext, new_app
-from provisioner.cli.output import OutputFormat
-from provisioner.errors import InvalidInputError, TreError
-
-# name: (module, help). The module's `app` is a typer.Typer; it is imported only when the
-# command runs (or when completion or the reference needs it).
-LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "install": (
-        "provisioner.cli.install",
-        "Install or update CRDs, admission policies, RBAC and the audit bucket.",
-    ),
-    "dataset": ("provisioner.cli.dataset", "Register and verify datasets."),
-    "request": ("provisioner.cli.request", "File, decide and inspect data-access requests."),
-    "workspace": ("provisioner.cli.workspace", "Inspect, plan and reconcile workspaces."),
-    "audit": ("provisioner.cli.audit", "Verify and export the audit log."),
-    "controller": ("provisioner.cli.controller", "Run the workspace controller."),
-    "dev": ("provisioner.cli.dev", "Run the local development platform (control plane + S3)."),
-    "whoami": ("provisioner.cli.whoami", "Show the username and groups the API server sees."),
-}
+if TYPE_CHECKING:
+    from provisioner.kube.api import Kube
 
 # Options of the root command that may also be written after the subcommand.
 _VALUE_OPTIONS = ("-o", "--output", "--as", "--as-group")
@@ -79,114 +80,236 @@ def hoist_global_options(args: Sequence[str]) -> list[str]:
     return front + rest
 
 
-# Commands that are one command, not a group of them (`tre install`, not `tre install x`).
-_SINGLE_COMMANDS = frozenset({"install", "whoami"})
+def report(exc: TreError) -> int:
+    """Say on standard error what went wrong, in our words; the exit code for it."""
+    sys.stderr.write(f"error: {exc}\n")
+    sys.stderr.flush()
+    return exc.exit_code
 
 
-def _load(name: str) -> click.Command:
-    module_name, help_text = LAZY_COMMANDS[name]
-    module = importlib.import_module(module_name)
-    if name in _SINGLE_COMMANDS:
-        return typer.main.get_command(module.app)
-    # a group even when it holds one command (`tre controller run`)
-    group = typer.main.get_group(module.app)
-    group.name = name
-    group.help = help_text
-    return group
+# --- the fast path of the queries --------------------------------------------------------
+
+Options = Mapping[str, str]
+Result = tuple[Any, Sequence[str] | None]  # what to print, and the table's columns
 
 
-class TreGroup(TyperGroup):
-    """The root command: loads command groups on first use, accepts the global options
-    anywhere, and turns our errors into a message on stderr and an exit code, once, for
-    every command."""
+def _request_list(k: Kube, _: str | None, options: Options) -> Result:
+    from provisioner.cli import views
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    rows = views.list_requests(k, options.get("--project"), options.get("--phase"))
+    return rows, views.REQUEST_COLUMNS
+
+
+def _request_show(k: Kube, name: str | None, _: Options) -> Result:
+    from provisioner.cli import views
+
+    assert name is not None  # the grammar asks for the argument
+    return views.show_request(k, name), None
+
+
+def _workspace_list(k: Kube, _: str | None, __: Options) -> Result:
+    from provisioner.cli import views
+
+    return views.list_workspaces(k), views.WORKSPACE_COLUMNS
+
+
+def _workspace_show(k: Kube, project: str | None, _: Options) -> Result:
+    from provisioner.cli import views
+
+    assert project is not None  # the grammar asks for the argument
+    return views.show_workspace(k, project), None
+
+
+def _dataset_list(k: Kube, _: str | None, __: Options) -> Result:
+    from provisioner.cli import views
+
+    return views.list_datasets(k), views.DATASET_COLUMNS
+
+
+def _dataset_show(k: Kube, name: str | None, _: Options) -> Result:
+    from provisioner.cli import views
+
+    assert name is not None  # the grammar asks for the argument
+    return views.show_dataset(k, name), None
+
+
+def _whoami(k: Kube, _: str | None, __: Options) -> Result:
+    from provisioner.cli import views
+
+    return views.whoami(k), None
+
+
+def _accepted_by(rule: DomainRule) -> Callable[[str], bool]:
+    """Whether `rule` takes a value as it is (typer's callback would then pass it on)."""
+
+    def accepts(value: str) -> bool:
         try:
-            hoisted = hoist_global_options(args)
-        except ValueError as exc:
-            raise click_exceptions.BadOptionUsage(
-                str(exc), f"Option '{exc}' requires an argument.", ctx=ctx
-            ) from None
-        return super().parse_args(ctx, hoisted)
+            return rule(value) == value
+        except ValueError:
+            return False
 
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        if command is None and cmd_name in LAZY_COMMANDS:
-            command = self.commands[cmd_name] = _load(cmd_name)
-        return command
-
-    def format_commands(self, ctx: click.Context, formatter: HelpFormatter) -> None:
-        # From the table, without importing every group just to print its help line.
-        with formatter.section("Commands"):
-            formatter.write_dl(
-                [(name, help_text) for name, (_, help_text) in LAZY_COMMANDS.items()]
-            )
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except TreError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from exc
-        except Exception as exc:
-            # pydantic is imported only by the commands that need it
-            from pydantic import ValidationError
-
-            if not isinstance(exc, ValidationError):
-                raise
-            from provisioner.cli.output import format_validation_error
-
-            typer.echo("error: invalid input\n" + format_validation_error(exc), err=True)
-            raise typer.Exit(2) from exc
+    return accepts
 
 
-app = new_app(
-    name="tre",
-    cls=TreGroup,
-    add_completion=True,
-    help="U-Cloud TRE: turn approved data-access requests into isolated research workspaces.",
+# A NamedTuple, not a dataclass: `dataclasses` imports `inspect`, about 5 ms of every
+# `tre` query (docs/performance.md), and this sits on the query path.
+class Query(NamedTuple):
+    """A read-only command the fast path runs: its words, its one argument if it has one
+    (with the rule typer's callback applies), its options (with what typer takes as value),
+    and the function that runs it."""
+
+    words: tuple[str, ...]
+    run: Callable[[Kube, str | None, Options], Result]
+    argument: DomainRule | None = None
+    options: Mapping[str, Callable[[str], bool]] = {}  # never changed: safe to share
+
+
+QUERIES: tuple[Query, ...] = (
+    Query(
+        ("request", "list"),
+        _request_list,
+        options={
+            "--project": _accepted_by(validate_project_slug),
+            "--phase": frozenset(p.value for p in RequestPhase).__contains__,
+        },
+    ),
+    Query(("request", "show"), _request_show, argument=validate_object_name),
+    Query(("workspace", "list"), _workspace_list),
+    Query(("workspace", "show"), _workspace_show, argument=validate_project_slug),
+    Query(("dataset", "list"), _dataset_list),
+    Query(("dataset", "show"), _dataset_show, argument=validate_dataset_name),
+    Query(("whoami",), _whoami),
 )
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"tre {__version__}")
-        raise typer.Exit
+class ParsedQuery(NamedTuple):
+    query: Query
+    context: CliContext
+    argument: str | None
+    options: dict[str, str]
 
 
-@app.callback()
-def root(
-    ctx: typer.Context,
-    output: Annotated[
-        OutputFormat,
-        typer.Option("--output", "-o", help="Output format (before or after the subcommand)."),
-    ] = OutputFormat.TABLE,
-    as_user: Annotated[
-        str | None,
-        typer.Option(
-            "--as",
-            help="Act as this user (Kubernetes impersonation, like kubectl --as).",
-            metavar="USER",
-        ),
-    ] = None,
-    as_group: Annotated[
-        list[str] | None,
-        typer.Option("--as-group", help="Group for --as; repeat for several.", metavar="GROUP"),
-    ] = None,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
-    ] = False,
-) -> None:
-    groups = tuple(as_group or ())
+def _global_options(args: list[str]) -> tuple[CliContext, list[str]] | None:
+    """The root command's options in front of `args` (hoisted), and what follows them; None
+    when typer should judge them (a bad format, a repeated option, --as-group without --as)."""
+    output: str | None = None
+    as_user: str | None = None
+    groups: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in _VALUE_OPTIONS:
+            name, value, i = arg, args[i + 1], i + 2
+        elif arg.split("=", 1)[0] in _VALUE_OPTIONS and arg.startswith("--"):
+            name, value = arg.split("=", 1)
+            i += 1
+        elif arg.startswith("-o") and arg[2:] in _FORMATS:
+            name, value = "-o", arg[2:]
+            i += 1
+        else:
+            break
+        if name in ("-o", "--output"):
+            if output is not None or value not in _FORMATS:
+                return None
+            output = value
+        elif name == "--as":
+            if as_user is not None:
+                return None
+            as_user = value
+        else:
+            groups.append(value)
     if groups and not as_user:
-        raise InvalidInputError("--as-group: needs --as USER as well")
-    ctx.obj = CliContext(output=output, as_user=as_user, as_groups=groups)
+        return None  # the root command's own error
+    context = CliContext(
+        output=OutputFormat(output or OutputFormat.TABLE),
+        as_user=as_user,
+        as_groups=tuple(groups),
+    )
+    return context, args[i:]
+
+
+def parse_query(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> ParsedQuery | None:
+    """The query `args` ask for, when the fast path runs it exactly as typer would; None
+    when typer must (anything but a plain query, and shell completion)."""
+    if any(name.startswith("_") and name.endswith("_COMPLETE") for name in environ):
+        return None  # click's shell completion is driven by `_TRE_COMPLETE`
+    try:
+        parsed = _global_options(hoist_global_options(args))
+    except ValueError:
+        return None
+    if parsed is None:
+        return None
+    context, rest = parsed
+    query = next((q for q in QUERIES if tuple(rest[: len(q.words)]) == q.words), None)
+    if query is None:
+        return None
+    tokens = rest[len(query.words) :]
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("-"):
+            positional.append(token)
+            i += 1
+            continue
+        if "=" in token:
+            name, value = token.split("=", 1)
+            i += 1
+        elif i + 1 < len(tokens):
+            name, value = token, tokens[i + 1]
+            i += 2
+        else:
+            return None
+        accepts = query.options.get(name)
+        if accepts is None or name in options or not accepts(value):
+            return None
+        options[name] = value
+    if query.argument is None:
+        if positional:
+            return None
+        return ParsedQuery(query, context, None, options)
+    if len(positional) != 1 or not _accepted_by(query.argument)(positional[0]):
+        return None
+    return ParsedQuery(query, context, positional[0], options)
+
+
+def run_query(args: Sequence[str], environ: Mapping[str, str] = os.environ) -> int | None:
+    """Run `args` on the fast path: its exit code, or None when typer must run it."""
+    parsed = parse_query(args, environ)
+    if parsed is None:
+        return None
+    from provisioner.cli.common import kube_for
+
+    try:
+        data, columns = parsed.query.run(kube_for(parsed.context), parsed.argument, parsed.options)
+    except TreError as exc:
+        return report(exc)
+    emit(data, parsed.context.output, columns)
+    return 0
 
 
 def main() -> None:
+    # A query is a process of a tenth of a second whose objects (the parsed JSON) hold no
+    # reference cycles: the cyclic garbage collector finds nothing, and its passes over the
+    # freshly imported modules cost 4-5 ms of a 75 ms query. The typer commands get it back
+    # (`tre controller run` runs for days).
+    gc.disable()
+    try:
+        code = run_query(sys.argv[1:])
+    except KeyboardInterrupt:
+        # as click ends an interrupted command
+        sys.stderr.write("\nAborted!\n")
+        sys.exit(1)
+    except BrokenPipeError:
+        # as click does when the reader went away (`tre request list | head -1`)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the interpreter flushes it at exit
+        sys.exit(1)
+    if code is not None:
+        sys.exit(code)
+    gc.enable()
+    from provisioner.cli.app import app
+
     app()
 
 

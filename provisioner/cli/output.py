@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-
-import typer
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -52,7 +51,10 @@ def _cell(value: Any) -> str:
 
 
 def emit(data: Any, fmt: OutputFormat, columns: Sequence[str] | None = None) -> None:
-    typer.echo(render(data, fmt, columns))
+    # What typer.echo does for text (one line, flushed), without importing typer: the fast
+    # path of the queries prints through here too.
+    sys.stdout.write(render(data, fmt, columns) + "\n")
+    sys.stdout.flush()
 
 
 def format_validation_error(exc: ValidationError) -> str:

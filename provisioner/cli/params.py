@@ -14,27 +14,15 @@ from typing import Annotated, Any
 import typer
 
 from provisioner.errors import InvalidInputError
-from provisioner.models.types import (
+from provisioner.models.rules import (
     DomainRule,
     validate_bucket_name,
     validate_dataset_name,
     validate_nfs_path,
+    validate_object_name,
     validate_project_slug,
     validate_s3_prefix,
     validate_username,
-)
-
-# A request's name is metadata.name, which the API server itself checks (an RFC 1123
-# subdomain); the same rule, said here so a bad name is refused before the request is sent.
-# Not a domain type: no model field or CRD property carries it.
-validate_object_name = DomainRule(
-    "object name",
-    max_length=253,
-    pattern=(
-        r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$",
-        "use lower-case a-z, 0-9, '-' and '.', starting and ending with a letter or digit "
-        "(for example 'heart-study-3f2a1c')",
-    ),
 )
 
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
-from provisioner.cli import common
+from provisioner.cli import common, views
 from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.inputs import load_mapping
 from provisioner.cli.output import emit, format_validation_error
@@ -53,22 +53,6 @@ REQUEST_FILE_FIELDS = frozenset(
         "computeTier",
     }
 )
-COLUMNS = ["name", "project", "phase", "requester", "lead", "datasets", "end", "approvers"]
-
-
-def _row(request: AccessRequest) -> dict[str, Any]:
-    return {
-        "name": request.name,
-        "project": request.spec.project,
-        "phase": request.status.phase.value,
-        "requester": request.spec.requester,
-        "lead": request.spec.lead,
-        "members": request.spec.members,
-        "datasets": request.spec.datasets,
-        "end": (request.status.effective_end_date or request.spec.end_date).isoformat(),
-        "approvers": request.status.approvers,
-        "decisions": [d.to_wire() for d in request.spec.decisions],
-    }
 
 
 def _load(k: Kube, name: str) -> tuple[AccessRequest, dict[str, Any]]:
@@ -274,36 +258,12 @@ def list_(
     phase: Annotated[RequestPhase | None, typer.Option(help="Only this phase.")] = None,
 ) -> None:
     """List access requests."""
-    requests = [AccessRequest.from_object(o) for o in common.kube(ctx).list(ACCESS_REQUESTS)]
-    rows = [
-        _row(r)
-        for r in sorted(requests, key=lambda r: r.name)
-        if (project is None or r.spec.project == project)
-        and (phase is None or r.status.phase is phase)
-    ]
-    emit(rows, cli_context(ctx).output, COLUMNS)
+    rows = views.list_requests(common.kube(ctx), project, phase.value if phase else None)
+    emit(rows, cli_context(ctx).output, views.REQUEST_COLUMNS)
 
 
 @app.command()
 def show(ctx: typer.Context, name: RequestArg) -> None:
     """Show one request with its decisions, and the workspace it would produce: approvers
     judge the whole project, not only this request."""
-    k = common.kube(ctx)
-    request, obj = _load(k, name)
-    workspace = _workspace(k, request.spec.project)
-    live = workspace is not None and workspace.status.phase is not WorkspacePhase.TORN_DOWN
-    current_members = set(workspace.spec.members) if workspace and live else set()
-    current_datasets = {d.name for d in workspace.spec.datasets} if workspace and live else set()
-    emit(
-        {
-            **_row(request),
-            "purpose": request.spec.purpose,
-            "conditions": obj.get("status", {}).get("conditions", []),
-            "projectOwner": workspace.spec.owner if workspace and live else None,
-            "resultingMembers": sorted(
-                current_members | {request.spec.lead, *request.spec.members}
-            ),
-            "resultingDatasets": sorted(current_datasets | set(request.spec.datasets)),
-        },
-        cli_context(ctx).output,
-    )
+    emit(views.show_request(common.kube(ctx), name), cli_context(ctx).output)

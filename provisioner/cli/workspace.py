@@ -2,52 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from provisioner.cli import common
+from provisioner.cli import common, views
 from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
 from provisioner.cli.params import ProjectArg
-from provisioner.errors import NotFoundError
 from provisioner.kube.api import Kube
-from provisioner.kube.resources import WORKSPACES
-from provisioner.models.resources import Workspace
 
 app = new_app()
-COLUMNS = ["project", "namespace", "phase", "members", "datasets", "expires"]
-
-
-def _row(obj: dict[str, Any]) -> dict[str, Any]:
-    ws = Workspace.from_object(obj)
-    return {
-        "project": ws.name,
-        "namespace": ws.spec.namespace,
-        "owner": ws.spec.owner,
-        "phase": ws.status.phase.value,
-        "members": ws.spec.members,
-        "datasets": [d.name for d in ws.spec.datasets],
-        "expires": ws.spec.expires_at.isoformat() if ws.spec.expires_at else None,
-        "requests": ws.spec.requests,
-        "conditions": obj.get("status", {}).get("conditions", []),
-    }
 
 
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
     """List workspaces (JSON: project, namespace, phase, members, datasets, ...)."""
-    rows = [_row(o) for o in common.kube(ctx).list(WORKSPACES)]
-    emit(sorted(rows, key=lambda r: r["project"]), cli_context(ctx).output, COLUMNS)
+    emit(views.list_workspaces(common.kube(ctx)), cli_context(ctx).output, views.WORKSPACE_COLUMNS)
 
 
 @app.command()
 def show(ctx: typer.Context, project: ProjectArg) -> None:
     """Show one workspace with its conditions."""
-    obj = common.kube(ctx).get(WORKSPACES, project)
-    if obj is None:
-        raise NotFoundError(f"workspace {project!r} does not exist; see 'tre workspace list'")
-    emit(_row(obj), cli_context(ctx).output)
+    emit(views.show_workspace(common.kube(ctx), project), cli_context(ctx).output)
 
 
 @app.command()

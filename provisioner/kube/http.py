@@ -24,11 +24,9 @@ import http.client
 import json
 import os
 import ssl
-import tempfile
 import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +58,36 @@ class HttpError(Exception):
         self.body = body
 
 
-@dataclass
 class HttpClient:
-    """One identity's connection to one API server."""
+    """One identity's connection to one API server.
 
-    host: str
-    port: int
-    base_path: str
-    context: ssl.SSLContext | None  # None: plain HTTP
-    server_hostname: str | None = None
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    timeout: float = 30.0
-    _conn: http.client.HTTPConnection | None = field(default=None, init=False, repr=False)
-    # one connection, one request at a time: a thread that shares the client waits its turn
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    A plain class, not a dataclass: `dataclasses` imports `inspect`, about 5 ms of every
+    `tre` query (docs/performance.md)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        base_path: str,
+        context: ssl.SSLContext | None,  # None: plain HTTP
+        server_hostname: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.base_path = base_path
+        self.context = context
+        self.server_hostname = server_hostname
+        self.headers = headers if headers is not None else []
+        self.timeout = timeout
+        self._conn: http.client.HTTPConnection | None = None
+        # one connection, one request at a time: a thread that shares the client waits its
+        # turn
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HttpClient({self.host}:{self.port}{self.base_path})"
 
     def with_impersonation(self, user: str | None, groups: Sequence[str]) -> HttpClient:
         headers = [h for h in self.headers if not h[0].startswith("Impersonate-")]
@@ -303,6 +317,8 @@ def _pem_file(base: Path, user: dict[str, Any], key: str) -> Iterator[Path | Non
     """The file of a client certificate or key; inline `-data` is written to a private
     temporary file for as long as `ssl` reads it (it reads only files)."""
     if user.get(f"{key}-data"):
+        import tempfile  # only for inline credentials: 2 ms of every command otherwise
+
         with tempfile.TemporaryDirectory(prefix="tre-") as tmp:
             path = Path(tmp) / "pem"
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -6,15 +6,15 @@ skipping discovery saves a dozen requests at start and keeps each call a single 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from provisioner import API_GROUP, API_VERSION
 from provisioner.errors import PermanentError
 
 
-@dataclass(frozen=True)
-class Resource:
+# A NamedTuple, not a dataclass: `dataclasses` imports `inspect`, about 5 ms of every
+# `tre` query (docs/performance.md), and this sits on the query path.
+class Resource(NamedTuple):
     api_version: str  # "v1" or "group/version"
     kind: str
     plural: str

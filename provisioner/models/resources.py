@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from provisioner import API_GROUP, API_VERSION
+from provisioner.models import rules
 from provisioner.models.types import (
     BucketName,
     ClassificationTier,
@@ -35,6 +36,11 @@ from provisioner.models.types import (
     S3Prefix,
     Username,
 )
+
+# The phases are plain enums of the rules module (the CLI's queries read them without
+# pydantic), named here too, beside the statuses they belong to.
+RequestPhase = rules.RequestPhase
+WorkspacePhase = rules.WorkspacePhase
 
 
 class KubeModel(BaseModel):
@@ -197,14 +203,6 @@ class Decision(KubeModel):
         return self
 
 
-class RequestPhase(StrEnum):
-    PENDING = "Pending"
-    APPROVED = "Approved"
-    REJECTED = "Rejected"
-    EXPIRED = "Expired"
-    REVOKED = "Revoked"
-
-
 class AccessRequestSpec(KubeModel):
     project: ProjectSlug
     requester: Username
@@ -250,13 +248,6 @@ class AccessRequest(CustomResource):
 
 
 # --- Workspace -----------------------------------------------------------------------------
-
-
-class WorkspacePhase(StrEnum):
-    PROVISIONING = "Provisioning"
-    READY = "Ready"
-    FROZEN = "Frozen"
-    TORN_DOWN = "TornDown"
 
 
 class WorkspaceDataset(KubeModel):

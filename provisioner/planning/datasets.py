@@ -12,19 +12,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
+from provisioner.models import rules
 from provisioner.models.resources import Dataset, DatasetSource
 
 
 def source_uri(source: DatasetSource) -> str:
-    """`s3://<bucket>/<prefix>` or `nfs://<server><path>`, as stored (the manifest's first line).
-
-    The model already normalised a non-empty S3 prefix to end with '/'.
-    """
-    if source.s3 is not None:
-        return f"s3://{source.s3.bucket}/{source.s3.prefix}"
-    if source.nfs is not None:
-        return f"nfs://{source.nfs.server}{source.nfs.path}"
-    raise ValueError("source: set exactly one of 's3' and 'nfs'")
+    """`s3://<bucket>/<prefix>` or `nfs://<server><path>`, as stored (the manifest's first
+    line): `rules.source_uri` of the source's wire form, which `tre dataset` prints."""
+    return rules.source_uri(source.to_wire())
 
 
 def source_location(source: DatasetSource) -> str:

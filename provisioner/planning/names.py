@@ -15,20 +15,21 @@ Guarantees (each one has a row in tests/unit/test_names.py):
    in '---' plus 16 hex digits of the sha256 of its parts. Readable names never contain '---',
    so a readable name never equals a hashed one. 16 hex digits (64 bits) because requesters
    choose project slugs: a 32-bit suffix could be brute-forced to hit another project's PV.
-4. Inputs are checked against the domain patterns of `provisioner.models.types`, so the
+4. Inputs are checked against the domain patterns of `provisioner.models.rules`, so the
    guarantees hold even for a caller that did not go through the models; a bad input raises
    ValueError with the validator's message.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from provisioner import API_GROUP
-from provisioner.models.settings import Settings
-from provisioner.models.types import validate_dataset_name, validate_project_slug
+from provisioner.models.rules import validate_dataset_name, validate_project_slug
+
+if TYPE_CHECKING:  # read only: importing pydantic-settings costs every `tre` query 40 ms
+    from provisioner.models.settings import Settings
 
 # --- Labels and annotations ------------------------------------------------------------------
 
@@ -190,6 +191,8 @@ def _readable_or_hashed(prefix: str, parts: tuple[str, ...]) -> str:
     if len(readable) <= MAX_NAME_LENGTH and not any(_PART_SEPARATOR in part for part in parts):
         return readable
     # '/' cannot occur in a part, so the hashed text is unambiguous as well.
+    import hashlib  # here: the `tre` queries import this module for FIELD_MANAGER only
+
     digest = hashlib.sha256("/".join((prefix, *parts)).encode()).hexdigest()[:_HASH_LENGTH]
     keep = MAX_NAME_LENGTH - len(_HASH_SEPARATOR) - _HASH_LENGTH
     return f"{readable[:keep]}{_HASH_SEPARATOR}{digest}"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from provisioner.cli.main import app
+from provisioner.cli.app import app
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, cli_client

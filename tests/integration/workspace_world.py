@@ -16,7 +16,7 @@ from typer.testing import CliRunner, Result
 
 from provisioner.audit.log import AuditLog, ensure_audit_bucket, open_audit_log
 from provisioner.audit.signing import AuditSigner
-from provisioner.cli.main import app
+from provisioner.cli.app import app
 from provisioner.controller.datasets import DatasetVerification, verify_datasets
 from provisioner.controller.loop import KeyedAuditor
 from provisioner.controller.reconcile import ReconcileResult, read_snapshot, reconcile_project

@@ -13,8 +13,9 @@ from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
 
 from provisioner import __version__
+from provisioner.cli.app import app
 from provisioner.cli.context import CliContext, cli_context
-from provisioner.cli.main import app, hoist_global_options
+from provisioner.cli.main import hoist_global_options
 from provisioner.cli.output import OutputFormat, format_validation_error, render
 from provisioner.models.types import ProjectSlug
 

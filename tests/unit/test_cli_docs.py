@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from provisioner.cli import docs
-from provisioner.cli.main import app
+from provisioner.cli.app import app
 from provisioner.models.settings import Settings
 
 runner = CliRunner()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from provisioner.cli.app import app
 from provisioner.cli.inputs import MAX_INPUT_BYTES
-from provisioner.cli.main import app
 
 runner = CliRunner()
 

@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 from typer.testing import CliRunner
 
-from provisioner.cli.main import app
+from provisioner.cli.app import app
 from provisioner.models.types import BucketName, DatasetName, ProjectSlug, Username
 from tests.domain_values import DOMAIN_VALUES
 
