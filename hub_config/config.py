@@ -178,7 +178,11 @@ def update_spawner(c: Config, settings: Settings, *, notebook_image: str = NOTEB
     c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
     # The port the project NetworkPolicies open from the hub and the proxy.
     c.KubeSpawner.port = settings.notebook_port
-    c.KubeSpawner.default_url = "/lab"
+    # The file browser's root is the container's root, so a researcher sees both the approved
+    # data (/data/<dataset>, read-only) and the project files; it opens in /project. The root
+    # shows nothing a terminal in the same notebook would not.
+    c.KubeSpawner.notebook_dir = "/"
+    c.KubeSpawner.default_url = f"/lab/tree{PROJECT_MOUNT_PATH}"
     # The home directory lives in the container and is lost on restart; /project is kept.
     c.KubeSpawner.working_dir = PROJECT_MOUNT_PATH
     # The hub reaches the pod by its IP; a Service would need RBAC the hub does not get.

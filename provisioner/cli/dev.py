@@ -3,6 +3,7 @@ optionally with a real node in namespaces of its own (`--node`, root only)."""
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 from typing import Annotated
@@ -68,29 +69,63 @@ def up(
     """
     cluster = _cluster(state_dir)
     cluster.up(_progress, node=node)
+    # The platform's own settings: the shell's TRE_* overlaid with what this platform is (as
+    # `tre dev env` prints it), so the install, the node's services and the hub (which
+    # inherits them) all plan for this platform, its node included.
+    os.environ.update({k: v for k, v in cluster.env().items() if k.startswith("TRE_")})
     _ensure_buckets(cluster)
     typer.echo(f"kubeconfig: {cluster.kubeconfig}")
     # Not in `tre dev env` on purpose: only the controller signs audit entries.
     typer.echo(f"controller: TRE_AUDIT_SIGNING_KEY_FILE={cluster.audit_signing_key_file}")
+    if hub or cluster.has_node():
+        _install(cluster)
+    if cluster.has_node():
+        from provisioner.devcluster.node_services import start_node_services
+
+        start_node_services(cluster, common.settings(), _progress)
     if hub:
         _start_hub(cluster)
     typer.echo(f'use it:     eval "$(tre dev env{_dir_flag(state_dir)})"')
     typer.echo(f"stop it:    tre dev down{_dir_flag(state_dir)}")
 
 
-def _start_hub(cluster: DevCluster) -> None:
-    """Install (the hub's ServiceAccount and the Workspace CRD must exist), then the hub."""
+def _install(cluster: DevCluster) -> None:
+    """What `tre install` applies: the hub needs its ServiceAccount and the Workspace CRD, the
+    node's CSI driver its CSIDriver and endpoint Secret."""
     from provisioner.controller.install import install_platform
-    from provisioner.devcluster.hub import DevHub
     from provisioner.kube.api import Kube
     from provisioner.kube.client import api_client
 
-    # The platform's own settings, pointed at this platform (not whatever the shell says).
+    install_platform(Kube(api_client(cluster.kubeconfig)), common.settings(), _progress)
+
+
+def _start_hub(cluster: DevCluster) -> None:
+    """The hub and its proxy: on this host, or with a node inside the node's network namespace
+    (pods call the hub API at the node's address, on the port their NetworkPolicy opens; a
+    relay shows the proxy on this host's 127.0.0.1)."""
+    from provisioner.devcluster.hub import DevHub, HubLaunch
+    from provisioner.devcluster.node import NODE_IP
+    from provisioner.devcluster.processes import free_port
+
     config = common.settings()
-    install_platform(Kube(api_client(cluster.kubeconfig)), config, _progress)
     dev_hub = DevHub(cluster)
-    endpoints = dev_hub.up(config, _progress)
-    typer.echo(f"hub:        {endpoints.public_url}/")
+    launch = HubLaunch()
+    if cluster.has_node() and not dev_hub.is_running():
+        public = free_port()
+        cluster.expose_from_node("hub-proxy-relay", public, NODE_IP, public)
+        launch = HubLaunch(
+            argv_prefix=tuple(cluster.node().enter_argv(mount=False)),
+            bind_host=NODE_IP,
+            # By address: the proxy beside the hub resolves names with this host's resolver,
+            # which the node's network cannot reach (notebooks resolve the hub's Service
+            # name through the node's resolver all the same).
+            connect_host=NODE_IP,
+            probe_host="127.0.0.1",
+            public_port=public,
+            hub_api_port=config.hub_api_port,
+        )
+    endpoints = dev_hub.up(config, _progress, launch=launch)
+    typer.echo(f"hub:        {endpoints.probe_url}/")
     typer.echo(
         "sign in:    any workspace member (after 'make demo': rik.researcher, server "
         f"heart-failure-ml), password in {dev_hub.password_file}"

@@ -58,6 +58,7 @@ from provisioner.devcluster.node import (
     egress_selector_config,
     node_egress_socket,
 )
+from provisioner.devcluster.node_services import node_settings, stop_node_services
 from provisioner.devcluster.processes import (
     Process,
     free_port,
@@ -175,6 +176,8 @@ class DevCluster:
             "TRE_S3_REGION": s3.region,
             "TRE_S3_ACCESS_KEY_ID": s3.access_key,
             "TRE_S3_SECRET_ACCESS_KEY": s3.secret_key,
+            # With a node, plan for it: its resolver, its CSI driver, services on its host.
+            **(node_settings() if self.has_node() else {}),
         }
 
     def controller_env(self) -> dict[str, str]:
@@ -295,6 +298,8 @@ class DevCluster:
             and self.node().state() is None
         ):
             return
+        stop_node_services(self)  # the CSI driver unmounts while the node still runs
+        procs = self.processes()
         self.node().stop(procs, progress)
         save_processes(
             self._processes_file, [p for p in procs if not p.name.startswith(PROCESS_PREFIX)]

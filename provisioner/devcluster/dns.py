@@ -16,7 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
-from provisioner.devcluster.processes import Process, spawn
 from provisioner.models.settings import Settings
 
 CLUSTER_DOMAIN: Final = "cluster.local"
@@ -57,21 +56,9 @@ def corefile(bind: str, port: int, names: Mapping[str, str]) -> str:
     )
 
 
-def start_resolver(
-    binary: Path,
-    state_dir: Path,
-    *,
-    bind: str,
-    names: Mapping[str, str],
-    argv_prefix: list[str],
-    port: int = 53,
-) -> Process:
-    """Start CoreDNS (inside the node's namespaces, through `argv_prefix`)."""
+def write_corefile(state_dir: Path, *, bind: str, names: Mapping[str, str], port: int = 53) -> Path:
+    """The resolver's Corefile in `state_dir`; CoreDNS runs with `-conf <it>`."""
     state_dir.mkdir(parents=True, exist_ok=True)
     conf = state_dir / "Corefile"
     conf.write_text(corefile(bind, port, names))
-    return spawn(
-        "coredns",
-        [*argv_prefix, str(binary), "-conf", str(conf)],
-        state_dir / "coredns.log",
-    )
+    return conf

@@ -86,6 +86,10 @@ class HubLaunch:
     bind_host: str = "127.0.0.1"
     connect_host: str | None = None
     probe_host: str | None = None
+    # Fixed ports (None: free ones on this host). In a node: the public port a relay on the
+    # host already listens on, and the hub API on the port the project NetworkPolicies open.
+    public_port: int | None = None
+    hub_api_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,9 @@ class DevHub:
 
 def _endpoints(launch: HubLaunch) -> HubEndpoints:
     # Free on this host; in a node's own network namespace nothing else listens anyway.
-    public, proxy_api, hub_api = free_port(), free_port(), free_port()
+    public = launch.public_port or free_port()
+    proxy_api = free_port()
+    hub_api = launch.hub_api_port or free_port()
     bind = launch.bind_host
     return HubEndpoints(
         public_url=f"http://{bind}:{public}",

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Install the Debian packages a local node needs (node-packages.txt beside this script).
+# Install the Debian packages a local node needs (node-packages.txt beside this script), and
+# those of any further list given as an argument (.ci/run adds tests/test-packages.txt).
 # Idempotent: asks dpkg first and only runs apt-get when something is missing.
-# Called by .ci/run before the tests; by hand: sudo provisioner/devcluster/node-packages.sh
+# By hand: sudo provisioner/devcluster/node-packages.sh
 set -euo pipefail
-list="$(dirname "$0")/node-packages.txt"
-mapfile -t packages < <(grep -vE '^\s*(#|$)' "$list")
+lists=("$(dirname "$0")/node-packages.txt" "$@")
+mapfile -t packages < <(grep -hvE '^\s*(#|$)' "${lists[@]}")
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -491,6 +491,15 @@ class Node:
                 f"importing {archive} into the node's containerd failed: {result.stderr.strip()}"
             )
 
+    def has_image(self, ref: str) -> bool:
+        """Whether the node's containerd holds image `ref` (full name, e.g. docker.io/...)."""
+        result = self._ctr(
+            pinned_node_binaries(), ["-n", "k8s.io", "images", "ls", "-q", f"name=={ref}"]
+        )
+        if result.returncode != 0:
+            raise DevClusterError(f"listing the node's images failed: {result.stderr.strip()}")
+        return ref in result.stdout.split()
+
     def _ctr(self, binaries: NodeBinaries, args: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [

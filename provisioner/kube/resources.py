@@ -39,6 +39,7 @@ _KNOWN = [
     Resource("v1", "ConfigMap", "configmaps", True),
     Resource("v1", "Secret", "secrets", True),
     Resource("storage.k8s.io/v1", "CSIDriver", "csidrivers", False),
+    Resource("storage.k8s.io/v1", "StorageClass", "storageclasses", False),
     Resource("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies", True),
     Resource("rbac.authorization.k8s.io/v1", "Role", "roles", True),
     Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", True),

@@ -37,6 +37,7 @@ from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
 from provisioner.planning.names import hub_user, namespace_name
 from tests.integration.workspace_world import APPROVERS, World
+from tests.jupyter_clients import sign_in as sign_in_form
 
 pytestmark = pytest.mark.integration
 PODS = RESOURCES[("v1", "Pod")]
@@ -65,29 +66,9 @@ class HubUser:
     def __init__(self, hub: HubEndpoints, name: str, password: str) -> None:
         self.name = name
         self.api = f"{hub.probe_url}/hub/api"
-        self.browser = browser = requests.Session()
-        login = f"{hub.probe_url}/hub/login"
-        browser.get(login, timeout=10)
-        signed_in = browser.post(
-            login,
-            data={
-                "username": name,
-                "password": password,
-                "_xsrf": browser.cookies.get("_xsrf", ""),
-            },
-            allow_redirects=False,
-            timeout=10,
-        )
-        assert signed_in.status_code == 302, signed_in.text
-        made = browser.post(
-            f"{self.api}/users/{name}/tokens",
-            json={"note": "test_hub", "expires_in": 3600},
-            headers={"X-XSRFToken": browser.cookies.get("_xsrf", "")},
-            timeout=10,
-        )
-        assert made.status_code == 201, made.text
         self.session = requests.Session()
-        self.session.headers["Authorization"] = f"token {made.json()['token']}"
+        self.browser, token = sign_in_form(hub.probe_url, name, password, "test_hub")
+        self.session.headers["Authorization"] = f"token {token}"
 
     def start(self, server: str = "") -> requests.Response:
         path = f"/users/{self.name}/servers/{server}" if server else f"/users/{self.name}/server"

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from provisioner.devcluster.binaries import ensure_coredns
-from provisioner.devcluster.dns import platform_names, start_resolver
-from provisioner.devcluster.processes import Process, free_port
+from provisioner.devcluster.dns import platform_names, write_corefile
+from provisioner.devcluster.processes import Process, free_port, spawn
 from provisioner.models.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -48,14 +48,10 @@ def lookup(name: str, port: int, server: str = "127.0.0.1") -> tuple[int, list[s
 def resolver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     port = free_port()
     names = platform_names(Settings(), "10.99.0.1")
-    proc: Process = start_resolver(
-        ensure_coredns(print),
-        Path(tmp_path_factory.mktemp("dns")),
-        bind="127.0.0.1",
-        names=names,
-        argv_prefix=[],
-        port=port,
-    )
+    state = Path(tmp_path_factory.mktemp("dns"))
+    conf = write_corefile(state, bind="127.0.0.1", names=names, port=port)
+    binary = str(ensure_coredns(print))
+    proc: Process = spawn("coredns", [binary, "-conf", str(conf)], state / "coredns.log")
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -281,6 +281,9 @@ def test_apply_config_sets_the_spawner_and_named_servers(platform_settings: Sett
     assert c.KubeSpawner.port == 8888
     assert c.KubeSpawner.cmd == ["jupyterhub-singleuser"]
     assert c.KubeSpawner.working_dir == "/project"
+    # the file browser shows /data and /project, and opens in /project
+    assert c.KubeSpawner.notebook_dir == "/"
+    assert c.KubeSpawner.default_url == "/lab/tree/project"
     assert callable(c.KubeSpawner.profile_list)
     assert c.KubeSpawner.modify_pod_hook is confine_pod
 

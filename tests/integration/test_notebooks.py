@@ -1,0 +1,392 @@
+"""Researchers' notebooks for real: a platform with a node, the hub inside it, a Ready workspace.
+
+The module brings up a platform of its own with `tre dev up --node` (the command people run:
+node, resolver, CSI driver, project storage, notebook image, and the hub with its proxy in the
+node's network namespace) and drives it as a researcher does, through the hub's sign-in form
+and REST API and the notebook's own API behind the proxy; code "inside the notebook" runs in a
+real kernel over the Jupyter protocol. Traffic goes only to loopback, to pods, and to a test
+host in a network namespace this module creates.
+
+Behaviours under test:
+- a member's named server starts; its pod runs in the project namespace under PSA restricted;
+  JupyterLab answers through the proxy;
+- inside: the dataset is readable at its mount path and is what the approved manifest pins;
+  writing there fails with a read-only error; /project is writable and survives a restart of
+  the server; the start is in the audit log with the user and the datasets mounted;
+- nothing leaves: a TCP connection to an "outside" host fails from the notebook while the same
+  connection from the node succeeds; another project's notebook is unreachable; an external
+  name does not resolve while the hub's Service name does; the hub API answers;
+- a deny-all policy deleted by hand: new starts are refused until the next pass restores it;
+- a revoked request: the running server is gone after the next pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from provisioner.devcluster.cluster import DevCluster
+from provisioner.devcluster.hub import DevHub
+from provisioner.devcluster.node import NODE_IP, POD_CIDR
+from provisioner.kube.resources import NAMESPACES, NETWORK_POLICIES, PODS
+from provisioner.models.settings import Settings
+from provisioner.planning.names import POLICY_DEFAULT_DENY, namespace_name
+from tests.integration.workspace_world import APPROVERS, World
+from tests.jupyter_clients import Hub, HubError, Notebook
+from tests.jupyter_clients import sign_in as sign_in_form
+
+pytestmark = pytest.mark.integration
+
+TRE = [sys.executable, "-m", "provisioner.cli.main"]
+START_TIMEOUT = 180.0  # seconds; a first start on a busy machine, image already imported
+OUTSIDE_PORT = 8443
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
+    """A platform with a node and the hub in it, as `tre dev up --node` makes it."""
+    if os.geteuid() != 0:
+        pytest.fail("the notebook tests need a node, and a node needs root (CI runs as root)")
+    state = tmp_path_factory.mktemp("notebooks") / "platform"
+    up = subprocess.run(
+        [*TRE, "dev", "up", "--node", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    cluster = DevCluster(state)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield cluster
+    finally:
+        subprocess.run([*TRE, "dev", "down", "--state-dir", str(state)], check=False, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def settings(platform: DevCluster) -> Iterator[Settings]:
+    """This platform's settings (as `tre dev env` prints them) in the environment of the
+    module's CLI calls, and as the controller's Settings."""
+    env = {**platform.env(), "KUBECONFIG": str(platform.kubeconfig)}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.delenv("TRE_KUBECONFIG", raising=False)
+        yield Settings()
+
+
+@pytest.fixture(scope="module")
+def world(
+    platform: DevCluster, settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> World:
+    return World(settings, platform.kubeconfig, tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def hub_url(platform: DevCluster) -> str:
+    endpoints = DevHub(platform).endpoints()
+    assert endpoints is not None, "tre dev up --node started no hub"
+    return endpoints.probe_url
+
+
+@pytest.fixture(scope="module")
+def sign_in(platform: DevCluster, hub_url: str) -> Callable[[str], Hub]:
+    password = DevHub(platform).password_file.read_text().strip()
+
+    def signed_in(user: str) -> Hub:
+        return Hub(hub_url, sign_in_form(hub_url, user, password, "test_notebooks")[1])
+
+    return signed_in
+
+
+def ready_project(world: World, members: list[str]) -> tuple[str, str, str]:
+    """(request, project, dataset) of a Ready workspace whose members are lea and `members`."""
+    dataset = world.dataset("internal", files=2)
+    request, project = world.submit(datasets=[dataset], members=members)
+    world.approve(request, "ann", "bob")
+    result = world.reconcile(project)
+    assert result.phase is not None and result.phase.value == "Ready", result
+    return request, project, dataset
+
+
+def start(hub: Hub, user: str, project: str) -> Notebook:
+    """Start `user`'s server for `project`. For a moment after the controller made a workspace
+    Ready (or restored its policies) the platform still refuses, failing closed: the hub's
+    Workspace cache has not seen it yet (400 "no project", 503), or the API server's
+    admission parameters and RBAC have not (the spawn fails). Each is retried briefly."""
+    deadline = time.monotonic() + 30
+    while True:
+        response = hub.start(user, project)
+        if response.status_code in (201, 202):
+            try:
+                hub.wait_ready(user, project, START_TIMEOUT)
+                return Notebook(f"{hub.url}/user/{user}/{project}", hub.token)
+            except HubError:
+                if time.monotonic() > deadline:
+                    raise
+        elif response.status_code not in (400, 503) or time.monotonic() > deadline:
+            raise HubError(f"start {user}/{project}: {response.status_code} {response.text}")
+        time.sleep(0.5)
+
+
+def notebook_pod(world: World, project: str) -> dict[str, Any]:
+    (pod,) = world.admin.list(PODS, namespace=namespace_name(project))
+    return pod
+
+
+# --- a member works in their notebook -----------------------------------------------------------
+
+
+def test_a_member_works_in_the_notebook_with_the_approved_data(
+    world: World, sign_in: Callable[[str], Hub]
+) -> None:
+    _, project, dataset = ready_project(world, ["ravi"])
+    hub = sign_in("ravi")
+    notebook = start(hub, "ravi", project)
+
+    pod = notebook_pod(world, project)
+    assert pod["status"]["phase"] == "Running"
+    namespace = world.admin.get(NAMESPACES, namespace_name(project))
+    assert namespace is not None
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    lab = requests.get(
+        f"{notebook.base}/lab", headers={"Authorization": f"token {hub.token}"}, timeout=30
+    )
+    assert lab.status_code == 200 and "JupyterLab" in lab.text
+
+    # The data is what the manifest pins: the objects of the dataset's prefix, byte for byte.
+    listed = world.s3.list_objects_v2(Bucket=world.bucket, Prefix=f"{dataset}/")["Contents"]
+    expected = {o["Key"].removeprefix(f"{dataset}/"): world.s3.get_object(
+        Bucket=world.bucket, Key=o["Key"])["Body"].read().decode() for o in listed}  # fmt: skip
+    seen = notebook.run(
+        "import json, os\n"
+        f"root = '/data/{dataset}'\n"
+        "print(json.dumps({n: open(os.path.join(root, n)).read() for n in os.listdir(root)}))"
+    )
+    assert last_json(seen) == expected
+    with pytest.raises(HubError, match=r"Read-only file system"):
+        notebook.run(f"open('/data/{dataset}/new.csv', 'w')")
+
+    marker = uuid.uuid4().hex
+    notebook.run(f"open('/project/kept.txt', 'w').write('{marker}')")
+    hub.stop("ravi", project)
+    hub.wait_gone("ravi", project, 120)
+    notebook = start(hub, "ravi", project)
+    assert notebook.run("print(open('/project/kept.txt').read())").strip() == marker
+
+    # The start is in the audit log, with who and what was mounted (the controller's pass).
+    world.reconcile(project)
+    pinned = {d["name"]: d["manifestSha256"] for d in world.workspace(project)["spec"]["datasets"]}
+    started = [
+        e for e in world.audit.read_all()
+        if e.action == "notebook.started" and e.subject == f"workspace/{project}"
+    ]  # fmt: skip
+    assert started and started[-1].details["user"] == "ravi"
+    assert started[-1].details["datasets"] == {dataset: pinned[dataset]}
+
+
+def last_json(text: str) -> Any:
+    """The JSON a notebook cell printed last."""
+    return json.loads(text.strip().splitlines()[-1])
+
+
+# --- nothing leaves -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def outside_host(platform: DevCluster) -> Iterator[str]:
+    """A host outside the node, in a network namespace of this test, linked to the node as its
+    upstream network would be; it listens on OUTSIDE_PORT. Yields its address."""
+    holder = platform.node().holder_pid
+    tag = uuid.uuid4().hex[:6]
+    node_end, outside_end = f"tre-o{tag}", f"tre-p{tag}"
+    node_ip, outside_ip = "10.98.0.1", "10.98.0.2"
+    outside = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(0.3)
+        in_node = ["nsenter", "-t", str(holder), "-n", "--"]
+        in_outside = ["nsenter", "-t", str(outside.pid), "-n", "--"]
+        run = _run_checked
+        run([*in_node, "ip", "link", "add", node_end, "type", "veth", "peer", "name",
+             outside_end, "netns", str(outside.pid)])  # fmt: skip
+        run([*in_node, "ip", "addr", "add", f"{node_ip}/30", "dev", node_end])
+        run([*in_node, "ip", "link", "set", node_end, "up"])
+        run([*in_outside, "ip", "link", "set", "lo", "up"])
+        run([*in_outside, "ip", "addr", "add", f"{outside_ip}/30", "dev", outside_end])
+        run([*in_outside, "ip", "link", "set", outside_end, "up"])
+        # Replies find their way back to the pods: only the policy may stop a connection.
+        run([*in_outside, "ip", "route", "add", POD_CIDR, "via", node_ip])
+        server = subprocess.Popen(
+            [*in_outside, sys.executable, "-c", _LISTENER, outside_ip, str(OUTSIDE_PORT)]
+        )
+        time.sleep(1.0)
+        yield outside_ip
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        outside.kill()  # the namespace, its veth end and so the node's end go with it
+        outside.wait()
+
+
+_LISTENER = (
+    "import socket, sys\n"
+    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen()\n"
+    "while True:\n"
+    "    c, _ = s.accept(); c.sendall(b'outside'); c.close()\n"
+)
+
+
+def _run_checked(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+def _connect_code(host: str, port: int) -> str:
+    return (
+        "import socket\n"
+        "try:\n"
+        f"    socket.create_connection(('{host}', {port}), timeout=4).close(); print('connected')\n"
+        "except OSError as exc:\n"
+        "    print('refused', exc)\n"
+    )
+
+
+def test_nothing_leaves_the_notebook(
+    world: World, platform: DevCluster, sign_in: Callable[[str], Hub], outside_host: str
+) -> None:
+    _, project, _ = ready_project(world, ["nina"])
+    _, other, _ = ready_project(world, ["omar"])
+    notebook = start(sign_in("nina"), "nina", project)
+    start(sign_in("omar"), "omar", other)
+    other_ip = notebook_pod(world, other)["status"]["podIP"]
+    in_node = ["nsenter", "-t", str(platform.node().holder_pid), "-n", "--", sys.executable, "-c"]
+
+    # The outside host answers the node ...
+    from_node = subprocess.run(
+        [*in_node, _connect_code(outside_host, OUTSIDE_PORT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert from_node.stdout.strip() == "connected", from_node.stderr
+    # ... and not the notebook.
+    assert notebook.run(_connect_code(outside_host, OUTSIDE_PORT)).startswith("refused")
+
+    # Another project's notebook is up (the node reaches it) and out of reach.
+    from_node = subprocess.run(
+        [*in_node, _connect_code(other_ip, world.settings.notebook_port)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert from_node.stdout.strip() == "connected", from_node.stderr
+    assert notebook.run(_connect_code(other_ip, world.settings.notebook_port)).startswith("refused")
+
+    # Names: the hub's Service resolves, through the platform's resolver only; nothing else.
+    resolved = notebook.run(
+        "import socket\n"
+        "print(socket.getaddrinfo('hub.tre-hub.svc.cluster.local', 8081)[0][4][0])\n"
+        "try:\n"
+        "    socket.getaddrinfo('data.outside.example', 443); print('resolved')\n"
+        "except socket.gaierror as exc:\n"
+        "    print('unresolved', exc.errno)\n"
+        "print(open('/etc/resolv.conf').read().split())\n"
+    )
+    lines = resolved.strip().splitlines()
+    assert lines[0] == NODE_IP
+    assert lines[1].startswith("unresolved")
+    assert f"'nameserver', '{NODE_IP}'" in lines[2]
+    # The hub API answers (the one arrow besides DNS and the airlock).
+    assert (
+        notebook.run(
+            "import os, urllib.request\n"
+            "api = os.environ['JUPYTERHUB_API_URL'] + '/'\n"
+            "print(urllib.request.urlopen(api, timeout=10).status)"
+        ).strip()
+        == "200"
+    )
+
+
+# --- what the controller enforces on a running notebook -------------------------------------
+
+
+def test_a_deleted_deny_all_policy_blocks_starts_until_the_next_pass(
+    world: World, sign_in: Callable[[str], Hub]
+) -> None:
+    _, project, _ = ready_project(world, ["pia"])
+    hub = sign_in("pia")
+    namespace = namespace_name(project)
+    # By hand, with the one identity admission lets past in project namespaces besides the
+    # controller (the cluster's own kube-system controllers): the drift the controller repairs.
+    assert world.cluster_itself.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, namespace)
+    refused = hub.start("pia", project)
+    if refused.status_code in (201, 202):
+        # The hub accepted; the API server refuses the pod, so the start fails.
+        with pytest.raises(HubError):
+            hub.wait_ready("pia", project, 60)
+    assert world.admin.list(PODS, namespace=namespace) == []
+    world.reconcile(project)
+    assert world.admin.get(NETWORK_POLICIES, POLICY_DEFAULT_DENY, namespace) is not None
+    start(hub, "pia", project)
+
+
+def test_a_revoked_member_loses_the_running_server_at_the_next_pass(
+    world: World, sign_in: Callable[[str], Hub]
+) -> None:
+    request, project, _ = ready_project(world, ["quin"])
+    hub = sign_in("quin")
+    start(hub, "quin", project)
+    revoked = world.tre(
+        "request", "revoke", request, "-m", "project ended early", user="carl", group=APPROVERS
+    )
+    assert revoked.exit_code == 0, revoked.output
+    world.reconcile(project, dt.datetime.now(dt.UTC))
+    deadline = time.monotonic() + 60
+    while world.admin.list(PODS, namespace=namespace_name(project)):
+        assert time.monotonic() < deadline, "the revoked member's notebook is still running"
+        time.sleep(0.5)
+
+
+# --- in a browser -------------------------------------------------------------------------------
+
+# Screenshots are kept here for people to look at (CI keeps the directory as an artifact).
+ARTIFACTS = Path(os.environ.get("TRE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
+
+
+def test_a_researcher_opens_the_data_in_jupyterlab_in_a_browser(
+    world: World, platform: DevCluster
+) -> None:
+    _, project, dataset = ready_project(world, ["rosa"])
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    screenshot = ARTIFACTS / "jupyterlab-dataset.png"
+    screenshot.unlink(missing_ok=True)
+    endpoints = DevHub(platform).endpoints()
+    assert endpoints is not None
+    session = subprocess.run(
+        [
+            "nsenter", "-t", str(platform.node().holder_pid), "-n", "--",
+            sys.executable, str(Path(__file__).with_name("browser_session.py")),
+            endpoints.public_url, "rosa", DevHub(platform).password_file.read_text().strip(),
+            project, f"data/{dataset}/part-0.csv", str(screenshot),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )  # fmt: skip
+    assert session.returncode == 0, session.stdout + session.stderr
+    assert session.stdout.strip().splitlines()[-1] == "opened part-0.csv"
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,43 @@
+"""The dev node's project storage (pure part): each claim gets exactly one volume.
+
+Behaviours under test:
+- the StorageClass is the default one, deletes released volumes, binds at once;
+- a claim's volume is reserved for that claim (namespace, name and uid), pinned to the node,
+  has the claim's size and access modes, and lives in a directory named after the claim's uid.
+"""
+
+from __future__ import annotations
+
+from provisioner.devcluster.local_volumes import STORAGE_CLASS, storage_class, volume_for
+
+CLAIM = {
+    "metadata": {"name": "project-storage", "namespace": "tre-cardio", "uid": "u-1"},
+    "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}}},
+}
+
+
+def test_the_class_is_the_default_and_binds_at_once() -> None:
+    sc = storage_class()
+    assert sc["metadata"]["annotations"] == {"storageclass.kubernetes.io/is-default-class": "true"}
+    assert (sc["reclaimPolicy"], sc["volumeBindingMode"]) == ("Delete", "Immediate")
+
+
+def test_a_claims_volume_is_reserved_for_it_on_the_node() -> None:
+    pv = volume_for(CLAIM, "tre-node", "/var/lib/tre-volumes/u-1")
+    spec = pv["spec"]
+    assert pv["metadata"]["name"] == "local-u-1"
+    assert spec["claimRef"] == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": "tre-cardio",
+        "name": "project-storage",
+        "uid": "u-1",
+    }
+    assert spec["storageClassName"] == STORAGE_CLASS
+    assert spec["capacity"] == {"storage": "10Gi"}
+    assert spec["accessModes"] == ["ReadWriteMany"]
+    assert spec["local"] == {"path": "/var/lib/tre-volumes/u-1"}
+    (term,) = spec["nodeAffinity"]["required"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [
+        {"key": "kubernetes.io/hostname", "operator": "In", "values": ["tre-node"]}
+    ]
