@@ -72,6 +72,14 @@ CHECKS: Final = {
     "datasets-read-only": ("3.2.03", "every dataset is read-only at PV, PVC and pod"),
     "audit-chain": ("2.5.03", "the audit log's hash chain and signatures verify"),
 }
+# the findings network-config-analyzer proves (judge_network), in report order
+NCA_CHECKS: Final = (
+    "net-internet",
+    "net-metadata",
+    "net-apiserver",
+    "net-cross-project",
+    "net-allowed-paths",
+)
 
 
 @dataclass(frozen=True)
@@ -316,6 +324,16 @@ def _covers(conns: frozenset[Conn], protocol: str, port: int) -> bool:
     return any(p in ("*", protocol) and lo <= port <= hi for p, lo, hi in conns)
 
 
+def _within(conn: Conn, allowed: frozenset[Conn]) -> bool:
+    """Whether every port of `conn` is one of the `allowed` single ports (NCA merges
+    neighbouring ports into ranges: 8080-8081)."""
+    protocol, lo, hi = conn
+    if protocol == "*":
+        return False
+    covered = {p for q, p, _ in allowed if q == protocol and lo <= p <= hi}
+    return len(covered) == hi - lo + 1
+
+
 def _contains(endpoint: Endpoint, address: ipaddress.IPv4Address) -> bool:
     return not isinstance(endpoint, str) and endpoint[0] <= address <= endpoint[1]
 
@@ -370,7 +388,7 @@ def judge_network(
     paths = []
     for pair, conns in sorted(actual.items(), key=lambda kv: (_show(kv[0][0]), _show(kv[0][1]))):
         allowed = expected.get(pair, frozenset())
-        extra = frozenset(c for c in conns if c not in allowed)
+        extra = frozenset(c for c in conns if not _within(c, allowed))
         if extra:
             paths.append(f"unexpected {_show(pair[0])} -> {_show(pair[1])} ({_show_conns(extra)})")
     for pair, conns in sorted(expected.items(), key=lambda kv: (_show(kv[0][0]), _show(kv[0][1]))):
@@ -411,13 +429,7 @@ def judge_network_unavailable(project: str, error: str) -> list[Finding]:
     """Every NCA-proven finding fails closed when NCA could not run."""
     return [
         Finding(check, project, False, f"unproven: network-config-analyzer failed: {error}")
-        for check in (
-            "net-internet",
-            "net-metadata",
-            "net-apiserver",
-            "net-cross-project",
-            "net-allowed-paths",
-        )
+        for check in NCA_CHECKS
     ]
 
 
