@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from provisioner.devcluster.binaries import cache_dir
-from provisioner.errors import DevClusterError
+from provisioner.errors import TreError
 
 NCA_VERSION: Final = "2.1.0"
 REQUIREMENTS: Final = Path(__file__).with_name("nca-requirements.txt")
 TIMEOUT_SECONDS: Final = 300.0
 
 
-class NcaError(DevClusterError):
+class NcaError(TreError):
     """NCA could not be installed or did not produce a connectivity map."""
 
 

@@ -71,14 +71,20 @@ def check_cluster(
             continue
         workspaces.append(ws)
         phases[ws.name] = ws.status.phase or WorkspacePhase.PROVISIONING
-    with_namespace = [
-        ws for ws in workspaces if names.namespace_name(ws.name) in snapshot.namespaces
+    ready = [ws for ws in workspaces if phases[ws.name] is WorkspacePhase.READY]
+    # Every workspace with a namespace is checked, and every Ready one whether or not its
+    # namespace exists: a Ready workspace without one fails (Pod Security names why) rather
+    # than dropping out of the report.
+    checked = [
+        ws
+        for ws in workspaces
+        if phases[ws.name] is WorkspacePhase.READY
+        or names.namespace_name(ws.name) in snapshot.namespaces
     ]
-    ready = [ws for ws in with_namespace if phases[ws.name] is WorkspacePhase.READY]
     findings += _network(kube, snapshot, ready, settings)
-    for ws in with_namespace:
+    for ws in checked:
         findings += _namespace_findings(snapshot, ws, phases[ws.name], settings)
-    probes = compliance.rbac_probes(with_namespace, phases, settings)
+    probes = compliance.rbac_probes(checked, phases, settings)
     findings += compliance.judge_rbac(zip(probes, _review_all(connect, probes), strict=True))
     if audit is None:
         findings.append(
