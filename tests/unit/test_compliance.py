@@ -25,10 +25,18 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from provisioner.compliance.nca import (
+    NCA_VERSION,
+    REQUIREMENTS,
+    NcaError,
+    connectivity,
+    nca_home,
+)
 from provisioner.models.resources import (
     DatasetSource,
     S3Source,
@@ -479,3 +487,22 @@ def test_rbac_answers_that_differ_or_failed_fail_their_finding() -> None:
 def test_every_check_names_a_satre_statement() -> None:
     assert {satre for satre, _ in c.CHECKS.values()} <= set(c.SATRE)
     assert {"2.1.14", "2.2.10", "2.2.11", "3.2.03"} <= set(c.SATRE)
+
+
+# --- the NCA runner --------------------------------------------------------------------------
+
+
+def test_nca_that_cannot_run_raises_its_error(tmp_path: Path) -> None:
+    namespaces, pods = c.nca_world(["alpha"], SETTINGS)
+    with pytest.raises(NcaError, match="did not run"):
+        connectivity(tmp_path / "no-nca", _live("alpha"), namespaces, pods)
+
+
+def test_nca_lives_in_a_versioned_home_under_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRE_CACHE_DIR", str(tmp_path))
+    assert nca_home() == tmp_path / f"nca-{NCA_VERSION}"
+    pins = REQUIREMENTS.read_text()
+    assert f"network-config-analyzer=={NCA_VERSION}\n" in pins
+    assert all("==" in line for line in pins.splitlines() if line and not line.startswith("#"))
