@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv proxy binaries node-binaries node-packages images lint unit integration down clean lock
+.PHONY: demo test venv proxy binaries node-binaries node-packages images nca lint unit integration down clean lock
 
 demo: venv proxy binaries  ## bring up the local platform and run the main job on it
 	@$(PY) -m provisioner.demo
 
-test: venv proxy binaries node-binaries lint  ## the whole suite: lint, types, layering, unit and integration tiers
+test: venv proxy binaries node-binaries nca lint  ## the whole suite: lint, types, layering, unit and integration tiers
 	@echo "==> pytest (unit + integration against a real control plane and S3)"
 	@$(VENV)/bin/pytest
 
@@ -46,6 +46,10 @@ images: venv  ## the dev node's pause and notebook images as OCI archives (root,
 	@echo "==> node images (notebook: about 4 min the first time, then cached)"
 	@$(PY) -m provisioner.devcluster.images
 
+nca: venv  ## network-config-analyzer in its own venv under ~/.cache/ucloud-tre (tre check; pinned, once)
+	@echo "==> network-config-analyzer (provisioner/compliance/nca-requirements.txt)"
+	@$(PY) -m provisioner.compliance.nca
+
 lint: venv
 	@echo "==> ruff, mypy --strict (provisioner, hub_config), import-linter (layering)"
 	@$(VENV)/bin/ruff check .
@@ -56,7 +60,7 @@ lint: venv
 unit: venv
 	@$(VENV)/bin/pytest tests/unit
 
-integration: venv proxy binaries node-binaries
+integration: venv proxy binaries node-binaries nca
 	@$(VENV)/bin/pytest tests/integration
 
 lock: venv  ## regenerate requirements.lock from the working .venv after changing dependencies

@@ -935,11 +935,17 @@ workspaces in under 2 seconds, with zero write requests.
 
 
 def write_docs(section: str) -> None:
-    block = f"{SECTION_START}\n## Provisioning workspaces\n\n{section}\n{SECTION_END}\n"
+    update_docs_section(SECTION_START, SECTION_END, "## Provisioning workspaces", section)
+
+
+def update_docs_section(start: str, end: str, title: str, section: str) -> None:
+    """Replace the block between the markers `start` and `end` in docs/performance.md (or
+    append it), so each benchmark rewrites only its own section."""
+    block = f"{start}\n{title}\n\n{section}\n{end}\n"
     text = DOCS.read_text() if DOCS.exists() else DOC_INTRO
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
         text = head + block + tail.lstrip("\n")
     else:
         text = text.rstrip("\n") + "\n\n" + block

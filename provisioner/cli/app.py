@@ -43,10 +43,14 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("provisioner.cli.controller", "Run the workspace controller."),
     "dev": ("provisioner.cli.dev", "Run the local development platform (control plane + S3)."),
     "whoami": ("provisioner.cli.whoami", "Show the username and groups the API server sees."),
+    "check": (
+        "provisioner.cli.check",
+        "Prove from the live cluster that every workspace is isolated (SATRE-mapped report).",
+    ),
 }
 
 # Commands that are one command, not a group of them (`tre install`, not `tre install x`).
-_SINGLE_COMMANDS = frozenset({"install", "whoami"})
+_SINGLE_COMMANDS = frozenset({"install", "whoami", "check"})
 
 
 def _load(name: str) -> click.Command:

@@ -109,7 +109,7 @@ def exit_codes_section() -> str:
     codes.setdefault(1, []).append(
         "an error of the platform not listed below (for example credentials that cannot be "
         "loaded); `tre dev status`: a component is down; `tre controller run --once`: a "
-        "project failed"
+        "project failed; `tre check`: a finding failed"
     )
     codes.setdefault(2, []).append(
         "the command line itself is wrong (unknown option, missing argument, a value not "

@@ -61,6 +61,10 @@ _KNOWN = [
         False,
     ),
     Resource("coordination.k8s.io/v1", "Lease", "leases", True),
+    # `tre check`: the API server's own addresses, and access reviews of other identities
+    Resource("v1", "Service", "services", True),
+    Resource("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
+    Resource("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "Dataset", "datasets", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "AccessRequest", "accessrequests", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "Workspace", "workspaces", False),
@@ -95,6 +99,8 @@ NAMESPACES = RESOURCES[("v1", "Namespace")]
 NETWORK_POLICIES = RESOURCES[("networking.k8s.io/v1", "NetworkPolicy")]
 ROLE_BINDINGS = RESOURCES[("rbac.authorization.k8s.io/v1", "RoleBinding")]
 CONFIG_MAPS = RESOURCES[("v1", "ConfigMap")]
+ENDPOINT_SLICES = RESOURCES[("discovery.k8s.io/v1", "EndpointSlice")]
+SERVICES = RESOURCES[("v1", "Service")]
 
 
 def resource_for(manifest: dict[str, object]) -> Resource:

@@ -61,8 +61,7 @@ from provisioner.planning.exports import evaluate_export, required_reviewers
 from provisioner.planning.lifecycle import PhaseDecision, next_phase
 from provisioner.planning.workspace import (
     PRUNE_ORDER,
-    plan_frozen_workspace,
-    plan_workspace,
+    plan_for_phase,
     workspace_claims,
 )
 
@@ -443,12 +442,7 @@ def plan_project(
     prunes: list[ObjectChange] = []
     stops: list[PodStop] = []
     if conflict is None:
-        if phase is WorkspacePhase.READY:
-            desired = plan_workspace(workspace, settings)
-        elif phase is WorkspacePhase.FROZEN:
-            desired = plan_frozen_workspace(workspace, settings)
-        else:
-            desired = []
+        desired = plan_for_phase(workspace, phase, settings)
         owned = dict(snapshot.owned_by(project))
         if live_ns is not None:
             owned[object_key(live_ns)] = live_ns

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from provisioner.errors import InvalidInputError
-from provisioner.models.resources import Workspace
+from provisioner.models.resources import Workspace, WorkspacePhase
 from provisioner.models.settings import Settings
 from provisioner.planning import names
 from provisioner.planning.exports import required_reviewers
@@ -83,6 +83,18 @@ def plan_frozen_workspace(workspace: Workspace, settings: Settings) -> list[dict
         workspace_access(workspace, "Frozen", [], export_reviewers=2),
         project_storage_claim(project, settings),
     ]
+
+
+def plan_for_phase(
+    workspace: Workspace, phase: WorkspacePhase, settings: Settings
+) -> list[dict[str, Any]]:
+    """The objects a workspace in `phase` should have: all of them when Ready, the
+    confinement of a Frozen one, nothing otherwise."""
+    if phase is WorkspacePhase.READY:
+        return plan_workspace(workspace, settings)
+    if phase is WorkspacePhase.FROZEN:
+        return plan_frozen_workspace(workspace, settings)
+    return []
 
 
 def workspace_access(

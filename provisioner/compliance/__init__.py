@@ -1,0 +1,1 @@
+"""`tre check`: the isolation and compliance report of a running cluster (I/O and NCA)."""

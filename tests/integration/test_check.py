@@ -1,0 +1,176 @@
+"""`tre check` against the real control plane, with network-config-analyzer for real.
+
+Behaviours under test:
+- two Ready workspaces, one with a member's notebook pod mounting its dataset read-only: every
+  check passes for both (network proven by NCA on the live policies, Pod Security, no foreign
+  objects, RBAC by SubjectAccessReview, read-only datasets, the audit chain), exit 0, and
+  each entry carries its SATRE statement;
+- one NetworkPolicy of one workspace patched to allow egress to 0.0.0.0/0 (the controller
+  is not running, so nothing restores it): `tre check` exits 1 and names that workspace's
+  internet, metadata and allowed-paths findings and the policy that differs from the plan,
+  while the other workspace still passes;
+- a RoleBinding someone else made in a workspace namespace is named.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from provisioner.audit.anchor import publish_head
+from provisioner.devcluster.cluster import DevCluster
+from provisioner.kube.resources import NETWORK_POLICIES, ROLE_BINDINGS
+from provisioner.models.settings import Settings
+from provisioner.planning.names import (
+    EXPORT_AUTHOR_ROLE_NAME,
+    POLICY_ALLOW_AIRLOCK,
+    dataset_pvc_name,
+    namespace_name,
+)
+from tests.integration.workspace_world import World, create_pod_when_admitted, notebook_pod
+
+NETWORK_CHECKS = {
+    "net-internet",
+    "net-metadata",
+    "net-apiserver",
+    "net-cross-project",
+    "net-allowed-paths",
+    "net-as-planned",
+}
+WORKSPACE_CHECKS = NETWORK_CHECKS | {
+    "psa-restricted",
+    "no-foreign-objects",
+    "rbac-researcher",
+    "rbac-hub",
+    "rbac-controller",
+    "datasets-read-only",
+}
+
+
+@pytest.fixture(scope="module")
+def world(
+    installed_platform: Settings, dev_platform: DevCluster, tmp_path_factory: pytest.TempPathFactory
+) -> World:
+    return World(installed_platform, dev_platform.kubeconfig, tmp_path_factory.mktemp("check"))
+
+
+@pytest.fixture(scope="module")
+def two_ready_workspaces(world: World) -> Iterator[tuple[str, str]]:
+    """Two provisioned projects; lea's notebook runs in the first with its dataset mounted."""
+    projects = []
+    for _ in range(2):
+        _, project, dataset = world.approved_project()
+        result = world.reconcile(project)
+        assert result.phase is not None and result.phase.value == "Ready", result
+        projects.append((project, dataset))
+    (first, dataset), (second, _) = projects
+    pod = notebook_pod(namespace_name(first), "lea", [dataset_pvc_name(dataset)])
+    create_pod_when_admitted(world.hub, pod)
+    # what the running controller does after each append: publish the log's signed head
+    head = world.audit.head()
+    assert head is not None
+    publish_head(world.controller, head, world.signer.public_key, log=world.audit)
+    yield first, second
+
+
+def check(world: World, *projects: str) -> tuple[int, dict[str, Any], str]:
+    args = [a for p in projects for a in ("--project", p)]
+    result = world.tre("-o", "json", "check", *args)
+    return result.exit_code, json.loads(result.stdout), result.stderr
+
+
+def by_scope(report: dict[str, Any], scope: str) -> dict[str, dict[str, Any]]:
+    return {c["id"]: c for c in report["checks"] if c["scope"] == scope}
+
+
+def test_everything_passes_on_ready_workspaces(
+    world: World, two_ready_workspaces: tuple[str, str]
+) -> None:
+    code, report, stderr = check(world, *two_ready_workspaces)
+    failed = [c for c in report["checks"] if not c["passed"]]
+    assert (code, report["passed"], failed) == (0, True, []), stderr
+    for project in two_ready_workspaces:
+        checks = by_scope(report, project)
+        assert set(checks) == WORKSPACE_CHECKS
+        assert "network-config-analyzer" in checks["net-internet"]["detail"]
+    assert by_scope(report, "cluster")["audit-chain"]["satre"] == "2.5.03"
+    assert {c["satre"] for c in report["checks"]} >= {"2.1.14", "2.2.10", "2.2.11", "3.2.03"}
+
+
+def test_a_policy_opened_to_the_internet_is_named(
+    world: World, two_ready_workspaces: tuple[str, str]
+) -> None:
+    broken, intact = two_ready_workspaces
+    namespace = namespace_name(broken)
+    policy = world.admin.get(NETWORK_POLICIES, POLICY_ALLOW_AIRLOCK, namespace)
+    assert policy is not None
+    opened = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        # its labels kept: still the controller's own policy, only its rule is wrong
+        "metadata": {
+            "name": POLICY_ALLOW_AIRLOCK,
+            "namespace": namespace,
+            "labels": policy["metadata"]["labels"],
+        },
+        "spec": {**policy["spec"], "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+    }
+    # As the controller: admission lets no one else write there, so this is what a
+    # compromised or mistaken controller could do (and what its next pass would undo).
+    world.controller.apply(opened)
+    try:
+        code, report, stderr = check(world, broken, intact)
+        assert code == 1
+        assert report["passed"] is False
+        failed = {i for i, c in by_scope(report, broken).items() if not c["passed"]}
+        assert failed == {
+            "net-internet",
+            "net-metadata",
+            "net-apiserver",
+            "net-allowed-paths",
+            "net-as-planned",
+        }
+        checks = by_scope(report, broken)
+        assert "0.0.0.0-" in checks["net-internet"]["detail"]
+        assert f"{POLICY_ALLOW_AIRLOCK} differs from the plan" in checks["net-as-planned"]["detail"]
+        assert all(c["passed"] for c in by_scope(report, intact).values())
+        assert f"net-internet ({broken})" in stderr
+    finally:
+        world.controller.apply(
+            policy
+            | {"metadata": {k: policy["metadata"][k] for k in ("name", "namespace", "labels")}}
+        )
+    code, _, stderr = check(world, broken, intact)
+    assert code == 0, stderr
+
+
+def test_a_foreign_role_binding_is_named(
+    world: World, two_ready_workspaces: tuple[str, str]
+) -> None:
+    project = two_ready_workspaces[1]
+    namespace = namespace_name(project)
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "backdoor", "namespace": namespace},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": EXPORT_AUTHOR_ROLE_NAME,
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "eve"}],
+    }
+    world.controller.create(binding)  # without the controller's labels: not its own
+    try:
+        code, report, _ = check(world, project)
+        assert code == 1
+        foreign = by_scope(report, project)["no-foreign-objects"]
+        assert (foreign["passed"], foreign["detail"]) == (
+            False,
+            "RoleBinding backdoor not made by the controller",
+        )
+    finally:
+        world.controller.delete(ROLE_BINDINGS, "backdoor", namespace)
