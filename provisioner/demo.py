@@ -33,6 +33,7 @@ from provisioner.controller.datasets import verify_datasets
 from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
 from provisioner.devcluster.hub import DevHub
+from provisioner.devcluster.node_services import workspace_settings
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
@@ -244,8 +245,12 @@ def _done(cluster: DevCluster) -> None:
     if endpoints is not None:
         print(f"  the hub:  {endpoints.probe_url}/  sign in as rik.researcher (a member) with the")
         print(f"            password in {hub.password_file}, and start the server {PROJECT}")
-        print("            (its pod is created in the project's namespace and stays Pending:")
-        print("            this platform has no node yet)")
+        if workspace_settings(cluster):
+            print("            (JupyterLab opens with /data/cardio-cohort read-only and")
+            print("            /project writable; nothing else is reachable from it)")
+        else:
+            print("            (its pod is created in the project's namespace and stays Pending:")
+            print("            this platform has no node; as root, `tre dev up --node` adds one)")
     print(f'  use it:   eval "$({TRE} dev env{where})"   then e.g.  {TRE} workspace show {PROJECT}')
     print(f"  stop it:  {TRE} dev down{where}" if custom else "  stop it:  make down")
 

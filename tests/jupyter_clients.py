@@ -18,32 +18,13 @@ from urllib.parse import quote
 import requests
 import websocket
 
+from provisioner.devcluster.hub import sign_in
+
+__all__ = ["Hub", "HubError", "Notebook", "sign_in"]
+
 
 class HubError(AssertionError):
     """The hub or the notebook answered something a test did not expect."""
-
-
-def sign_in(
-    hub_url: str, user: str, password: str, note: str = "tests"
-) -> tuple[requests.Session, str]:
-    """Sign in on the hub's login form as a person does: (the browser session with its
-    cookies, an API token of theirs)."""
-    browser = requests.Session()
-    login = f"{hub_url}/hub/login"
-    browser.get(login, timeout=10)
-    form = {"username": user, "password": password, "_xsrf": browser.cookies.get("_xsrf", "")}
-    signed_in = browser.post(login, data=form, allow_redirects=False, timeout=10)
-    if signed_in.status_code != 302:
-        raise HubError(f"signing in as {user}: {signed_in.status_code} {signed_in.text}")
-    made = browser.post(
-        f"{hub_url}/hub/api/users/{user}/tokens",
-        json={"note": note, "expires_in": 3600},
-        headers={"X-XSRFToken": browser.cookies.get("_xsrf", "")},
-        timeout=10,
-    )
-    if made.status_code != 201:
-        raise HubError(f"a token for {user}: {made.status_code} {made.text}")
-    return browser, str(made.json()["token"])
 
 
 @dataclass

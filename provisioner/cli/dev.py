@@ -72,19 +72,29 @@ def up(
     # The platform's own settings: the shell's TRE_* overlaid with what this platform is (as
     # `tre dev env` prints it), so the install, the node's services and the hub (which
     # inherits them) all plan for this platform, its node included.
+    from provisioner.devcluster.node_services import (
+        node_settings,
+        start_node_services,
+        workspace_settings,
+    )
+
+    # With --node (or a node that already serves workspaces) the node runs the platform's
+    # services and everything plans for it; a bare node (the node tests add one) changes
+    # nothing.
+    serve_on_node = node or bool(workspace_settings(cluster))
     os.environ.update({k: v for k, v in cluster.env().items() if k.startswith("TRE_")})
+    if serve_on_node:
+        os.environ.update(node_settings())
     _ensure_buckets(cluster)
     typer.echo(f"kubeconfig: {cluster.kubeconfig}")
     # Not in `tre dev env` on purpose: only the controller signs audit entries.
     typer.echo(f"controller: TRE_AUDIT_SIGNING_KEY_FILE={cluster.audit_signing_key_file}")
-    if hub or cluster.has_node():
+    if hub or serve_on_node:
         _install(cluster)
-    if cluster.has_node():
-        from provisioner.devcluster.node_services import start_node_services
-
+    if serve_on_node:
         start_node_services(cluster, common.settings(), _progress)
     if hub:
-        _start_hub(cluster)
+        _start_hub(cluster, in_node=serve_on_node)
     typer.echo(f'use it:     eval "$(tre dev env{_dir_flag(state_dir)})"')
     typer.echo(f"stop it:    tre dev down{_dir_flag(state_dir)}")
 
@@ -99,7 +109,7 @@ def _install(cluster: DevCluster) -> None:
     install_platform(Kube(api_client(cluster.kubeconfig)), common.settings(), _progress)
 
 
-def _start_hub(cluster: DevCluster) -> None:
+def _start_hub(cluster: DevCluster, *, in_node: bool) -> None:
     """The hub and its proxy: on this host, or with a node inside the node's network namespace
     (pods call the hub API at the node's address, on the port their NetworkPolicy opens; a
     relay shows the proxy on this host's 127.0.0.1)."""
@@ -110,7 +120,7 @@ def _start_hub(cluster: DevCluster) -> None:
     config = common.settings()
     dev_hub = DevHub(cluster)
     launch = HubLaunch()
-    if cluster.has_node() and not dev_hub.is_running():
+    if in_node and not dev_hub.is_running():
         public = free_port()
         cluster.expose_from_node("hub-proxy-relay", public, NODE_IP, public)
         launch = HubLaunch(

@@ -58,7 +58,7 @@ from provisioner.devcluster.node import (
     egress_selector_config,
     node_egress_socket,
 )
-from provisioner.devcluster.node_services import node_settings, stop_node_services
+from provisioner.devcluster.node_services import stop_node_services, workspace_settings
 from provisioner.devcluster.processes import (
     Process,
     free_port,
@@ -176,8 +176,9 @@ class DevCluster:
             "TRE_S3_REGION": s3.region,
             "TRE_S3_ACCESS_KEY_ID": s3.access_key,
             "TRE_S3_SECRET_ACCESS_KEY": s3.secret_key,
-            # With a node, plan for it: its resolver, its CSI driver, services on its host.
-            **(node_settings() if self.has_node() else {}),
+            # With a node that serves workspaces, plan for it: its resolver, its CSI driver,
+            # the platform's services on its host.
+            **workspace_settings(self),
         }
 
     def controller_env(self) -> dict[str, str]:

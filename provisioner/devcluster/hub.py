@@ -29,7 +29,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from provisioner.devcluster.cluster import DevCluster, Progress
 from provisioner.devcluster.processes import (
@@ -45,6 +45,9 @@ from provisioner.kube.client import api_client, write_service_account_kubeconfig
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
 from provisioner.planning.names import hub_user
+
+if TYPE_CHECKING:
+    import requests
 
 REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 HUB_CONFIG_FILE: Final = REPO_ROOT / "hub_config" / "jupyterhub_config.py"
@@ -357,3 +360,29 @@ def _which(program: str) -> str:
             f"{program} is not on PATH; configurable-http-proxy needs Node.js 20 or newer"
         )
     return os.path.realpath(found)
+
+
+def sign_in(
+    hub_url: str, user: str, password: str, note: str = "tests"
+) -> tuple[requests.Session, str]:
+    """Sign in on the hub's login form as a person does: (the browser session with its
+    cookies, an API token of theirs)."""
+    import requests  # only the sign-in needs an HTTP session with cookies
+
+    browser = requests.Session()
+    login = f"{hub_url}/hub/login"
+    browser.get(login, timeout=10)
+    xsrf = browser.cookies.get("_xsrf") or ""
+    form = {"username": user, "password": password, "_xsrf": xsrf}
+    signed_in = browser.post(login, data=form, allow_redirects=False, timeout=10)
+    if signed_in.status_code != 302:
+        raise DevClusterError(f"signing in as {user}: {signed_in.status_code} {signed_in.text}")
+    made = browser.post(
+        f"{hub_url}/hub/api/users/{user}/tokens",
+        json={"note": note, "expires_in": 3600},
+        headers={"X-XSRFToken": browser.cookies.get("_xsrf") or xsrf},
+        timeout=10,
+    )
+    if made.status_code != 201:
+        raise DevClusterError(f"a token for {user}: {made.status_code} {made.text}")
+    return browser, str(made.json()["token"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from provisioner.devcluster.binaries import cache_dir, ensure_coredns, ensure_csi_binaries
@@ -42,12 +43,22 @@ LOCAL_VOLUMES_PROCESS: Final = "local-volumes"
 
 
 def node_settings() -> dict[str, str]:
-    """The TRE_* settings of a platform with a dev node (see the module doc)."""
+    """The TRE_* settings of a platform whose node runs these services (see the module doc)."""
     return {
         "TRE_PLATFORM_HOST_IP": NODE_IP,
         "TRE_DNS_RESOLVER_IP": NODE_IP,
         "TRE_DATASET_CSI_DRIVER": DatasetCsiDriver.K8S_CSI_S3.value,
     }
+
+
+def workspace_settings(cluster: DevCluster) -> dict[str, str]:
+    """`node_settings` once the node runs these services, else nothing: a bare node (as the
+    node tests add one) changes nothing about how workspaces are planned."""
+    return node_settings() if cluster.has_node() and _marker(cluster).exists() else {}
+
+
+def _marker(cluster: DevCluster) -> Path:
+    return cluster.node().dir / "services-started"
 
 
 def start_node_services(cluster: DevCluster, settings: Settings, progress: Progress) -> None:
@@ -105,6 +116,7 @@ def start_node_services(cluster: DevCluster, settings: Settings, progress: Progr
         started = time.monotonic()
         node.import_image(archive)
         progress(f"node: notebook image imported in {time.monotonic() - started:.0f}s")
+    _marker(cluster).touch()
 
 
 def stop_node_services(cluster: DevCluster) -> None:

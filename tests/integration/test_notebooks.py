@@ -120,7 +120,7 @@ def ready_project(world: World, members: list[str]) -> tuple[str, str, str]:
     return request, project, dataset
 
 
-def start(hub: Hub, user: str, project: str) -> Notebook:
+def _start(hub: Hub, user: str, project: str) -> Notebook:
     """Start `user`'s server for `project`. For a moment after the controller made a workspace
     Ready (or restored its policies) the platform still refuses, failing closed: the hub's
     Workspace cache has not seen it yet (400 "no project", 503), or the API server's
@@ -140,6 +140,29 @@ def start(hub: Hub, user: str, project: str) -> Notebook:
         time.sleep(0.5)
 
 
+Start = Callable[[Hub, str, str], Notebook]
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    """`_start`, and every server a test started is stopped when it ends: the node has two
+    cores, and the compute tier's CPU requests of servers left running would keep the next
+    test's pod from being scheduled."""
+    started: list[tuple[Hub, str, str]] = []
+
+    def starting(hub: Hub, user: str, project: str) -> Notebook:
+        started.append((hub, user, project))
+        return _start(hub, user, project)
+
+    yield starting
+    for hub, user, project in started:
+        try:
+            hub.stop(user, project)
+            hub.wait_gone(user, project, 120)
+        except HubError:
+            pass  # already gone (a revoked member's, a test that stopped it itself)
+
+
 def notebook_pod(world: World, project: str) -> dict[str, Any]:
     (pod,) = world.admin.list(PODS, namespace=namespace_name(project))
     return pod
@@ -149,7 +172,7 @@ def notebook_pod(world: World, project: str) -> dict[str, Any]:
 
 
 def test_a_member_works_in_the_notebook_with_the_approved_data(
-    world: World, sign_in: Callable[[str], Hub]
+    world: World, sign_in: Callable[[str], Hub], start: Start
 ) -> None:
     _, project, dataset = ready_project(world, ["ravi"])
     hub = sign_in("ravi")
@@ -265,7 +288,11 @@ def _connect_code(host: str, port: int) -> str:
 
 
 def test_nothing_leaves_the_notebook(
-    world: World, platform: DevCluster, sign_in: Callable[[str], Hub], outside_host: str
+    world: World,
+    platform: DevCluster,
+    sign_in: Callable[[str], Hub],
+    outside_host: str,
+    start: Start,
 ) -> None:
     _, project, _ = ready_project(world, ["nina"])
     _, other, _ = ready_project(world, ["omar"])
@@ -324,7 +351,7 @@ def test_nothing_leaves_the_notebook(
 
 
 def test_a_deleted_deny_all_policy_blocks_starts_until_the_next_pass(
-    world: World, sign_in: Callable[[str], Hub]
+    world: World, sign_in: Callable[[str], Hub], start: Start
 ) -> None:
     _, project, _ = ready_project(world, ["pia"])
     hub = sign_in("pia")
@@ -344,7 +371,7 @@ def test_a_deleted_deny_all_policy_blocks_starts_until_the_next_pass(
 
 
 def test_a_revoked_member_loses_the_running_server_at_the_next_pass(
-    world: World, sign_in: Callable[[str], Hub]
+    world: World, sign_in: Callable[[str], Hub], start: Start
 ) -> None:
     request, project, _ = ready_project(world, ["quin"])
     hub = sign_in("quin")

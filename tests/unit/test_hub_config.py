@@ -93,11 +93,14 @@ Manifest = dict[str, Any]
 
 @pytest.fixture
 def platform_settings() -> Settings:
+    # Set explicitly, so no TRE_* variable of the shell (or of an earlier test) leaks in.
     return Settings(
         hub_namespace="tre-hub",
         hub_api_port=8081,
         notebook_port=8888,
         airlock_namespace="tre-system",
+        dns_resolver_ip=None,
+        platform_host_ip=None,
     )
 
 

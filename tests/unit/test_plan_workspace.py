@@ -86,6 +86,8 @@ def platform_settings() -> Settings:
         dataset_csi_driver=DatasetCsiDriver.MOUNTPOINT_S3,
         s3_endpoint_url=None,
         s3_region="us-east-1",
+        dns_namespace="tre-system",
+        platform_host_ip=None,
     )
 
 
