@@ -10,17 +10,20 @@ venv=${1:?usage: configure-jupyterlab.sh VENV (the directory of the notebook ven
 # Exfiltration controls that JupyterLab can enforce by configuration: the download commands
 # (File > Download, the file browser's Download and Copy Download Link, Save and Export
 # Notebook As) and the extension manager's UI are disabled and locked at the venv level
-# (sys_prefix), which jovyan cannot write.
+# (sys_prefix), which jovyan cannot write. So is the "get Jupyter news?" prompt: with no
+# egress the answer could only fail, and it should not be a question a researcher meets.
 "$venv/bin/jupyter" labextension disable --level=sys_prefix \
     @jupyterlab/docmanager-extension:download \
     @jupyterlab/filebrowser-extension:download \
     @jupyterlab/notebook-extension:export \
-    @jupyterlab/extensionmanager-extension:plugin
+    @jupyterlab/extensionmanager-extension:plugin \
+    @jupyterlab/apputils-extension:announcements
 "$venv/bin/jupyter" labextension lock --level=sys_prefix \
     @jupyterlab/docmanager-extension:download \
     @jupyterlab/filebrowser-extension:download \
     @jupyterlab/notebook-extension:export \
-    @jupyterlab/extensionmanager-extension:plugin
+    @jupyterlab/extensionmanager-extension:plugin \
+    @jupyterlab/apputils-extension:announcements
 
 # Nothing that reaches for the internet: a read-only extension manager (no PyPI search or
 # install), no news feed, no update check. The file must be jupyter_server_config.json itself:

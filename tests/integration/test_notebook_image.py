@@ -46,6 +46,7 @@ LOCKED_PLUGINS = {
     "@jupyterlab/filebrowser-extension:download",
     "@jupyterlab/notebook-extension:export",
     "@jupyterlab/extensionmanager-extension:plugin",
+    "@jupyterlab/apputils-extension:announcements",
 }
 
 

@@ -42,6 +42,7 @@ EXFILTRATION_PLUGINS = [
     "@jupyterlab/filebrowser-extension:download",
     "@jupyterlab/notebook-extension:export",
     "@jupyterlab/extensionmanager-extension:plugin",
+    "@jupyterlab/apputils-extension:announcements",
 ]
 
 
