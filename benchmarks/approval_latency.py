@@ -67,6 +67,7 @@ from benchmarks.provision_workspaces import (
     project_name,
     register_datasets,
     say,
+    update_docs_section,
 )
 from provisioner.audit.anchor import AnchoredAuditLog
 from provisioner.audit.log import ensure_audit_bucket, open_audit_log
@@ -900,21 +901,6 @@ workspace stays Ready (checked). Each pass of the controller is also timed in pa
 wrapping the functions it calls (no change to production code)."""
 
 
-def write_docs(section: str) -> None:
-    block = (
-        f"{SECTION_START}\n## Approval and revoke latency\n\n{WHAT}\n\n{section}\n{SECTION_END}\n"
-    )
-    text = DOCS.read_text()
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOCS.write_text(text)
-    say(f"updated {DOCS.relative_to(ROOT)}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workspaces", type=int, default=1000, help="Ready workspaces (1000)")
@@ -936,7 +922,9 @@ def main() -> None:
     section = render(results)
     print(section)
     if args.write_docs:
-        write_docs(section)
+        update_docs_section(
+            SECTION_START, SECTION_END, "## Approval and revoke latency", f"{WHAT}\n\n{section}"
+        )
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs" / "performance.md"
 SECTION_START = "<!-- cli_startup: start (benchmarks/cli_startup.py) -->"
 SECTION_END = "<!-- cli_startup: end -->"
 TARGETS = {"help": 0.300, "ratio": 1.5}
@@ -227,7 +226,13 @@ def measure(args: argparse.Namespace, cache: Path) -> None:
     section = "\n".join(lines) + "\n"
     print(section)
     if args.write_docs:
-        write_docs(section)
+        # Imported here: the shared writer's module imports the Kubernetes client, which
+        # must not be loaded while this script times start-ups.
+        from benchmarks.provision_workspaces import update_docs_section
+
+        update_docs_section(
+            SECTION_START, SECTION_END, "## `tre` start-up and queries", section.rstrip("\n")
+        )
 
 
 def measure_floor(runs: int, env: dict[str, str], kubectl: list[str]) -> dict[str, Sample]:
@@ -262,19 +267,6 @@ def floor_lines(floor: dict[str, Sample]) -> list[str]:
             f"{sample.fastest_wall() / kubectl.fastest_wall():.2f}x |"
         )
     return lines
-
-
-def write_docs(section: str) -> None:
-    block = f"{SECTION_START}\n## `tre` start-up and queries\n\n{section}{SECTION_END}\n"
-    text = DOCS.read_text()
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        _, tail = rest.split(SECTION_END, 1)
-        text = head + block + tail.lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    DOCS.write_text(text)
-    print(f"updated {DOCS.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
