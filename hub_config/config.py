@@ -60,10 +60,6 @@ SPAWNER_CLASS: Final = "kubespawner.KubeSpawner"
 NOTEBOOK_IMAGE: Final = f"ucloud-tre/notebook:{__version__}"
 # Not "tre-<slug>", so no project can ever own it, and the hub has no RoleBinding there.
 NO_WORKSPACE_NAMESPACE: Final = "no-workspace-selected"
-# The hub's Service as zero-to-jupyterhub names it. Notebooks run in other namespaces, where
-# the chart's short `http://hub:8081` does not resolve (z2jh #1916), so the URL is the FQDN.
-HUB_SERVICE_NAME: Final = "hub"
-CLUSTER_DOMAIN: Final = "cluster.local"
 # z2jh's hub NetworkPolicy admits pods with this label (from other namespaces only with
 # `interNamespaceAccessLabels: accept`); our own policies are in the project namespaces.
 Z2JH_HUB_ACCESS_LABEL: Final = "hub.jupyter.org/network-access-hub"
@@ -163,7 +159,8 @@ def hub_connect_url(settings: Settings) -> str:
     if settings.hub_connect_url is not None:
         return settings.hub_connect_url
     return (
-        f"http://{HUB_SERVICE_NAME}.{settings.hub_namespace}.svc.{CLUSTER_DOMAIN}"
+        # The hub's Service by its fully qualified name (names.service_fqdn says why).
+        f"http://{names.service_fqdn(names.HUB_SERVICE, settings.hub_namespace)}"
         f":{settings.hub_api_port}"
     )
 

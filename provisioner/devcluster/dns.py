@@ -14,18 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Final
 
 from provisioner.models.settings import Settings
-
-CLUSTER_DOMAIN: Final = "cluster.local"
-# The Services the notebook talks to, as zero-to-jupyterhub and our chart name them.
-HUB_SERVICE: Final = "hub"
-AIRLOCK_SERVICE: Final = "tre-airlock"
-
-
-def service_fqdn(service: str, namespace: str) -> str:
-    return f"{service}.{namespace}.svc.{CLUSTER_DOMAIN}"
+from provisioner.planning.names import AIRLOCK_SERVICE, HUB_SERVICE, service_fqdn
 
 
 def platform_names(settings: Settings, address: str) -> dict[str, str]:

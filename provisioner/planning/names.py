@@ -76,6 +76,18 @@ PROJECT_VOLUME_NAME: Final = "project"
 # (phase, members, claims). The pod admission policy reads it as its parameter.
 WORKSPACE_ACCESS_NAME: Final = "tre-workspace-access"
 
+# Services notebooks reach by name: the hub's as zero-to-jupyterhub names it, the airlock's as
+# our chart does. Notebooks run in other namespaces, where a short name like `hub` does not
+# resolve (z2jh #1916), so they use the fully qualified name.
+CLUSTER_DOMAIN: Final = "cluster.local"
+HUB_SERVICE: Final = "hub"
+AIRLOCK_SERVICE: Final = "tre-airlock"
+
+
+def service_fqdn(service: str, namespace: str) -> str:
+    return f"{service}.{namespace}.svc.{CLUSTER_DOMAIN}"
+
+
 MAX_NAME_LENGTH: Final = 63
 DNS1123_LABEL_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
