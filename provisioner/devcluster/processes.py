@@ -28,6 +28,13 @@ def free_port() -> int:
         return port
 
 
+# The Popen of every child we spawn, for the life of this process. A Popen dropped while its
+# child runs is adopted by the subprocess module (subprocess._active), and the next Popen
+# anywhere in this process reaps that child there: our own waitpid would then never see its
+# exit code, and a plugin that died at start would look "still running".
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 @dataclass(frozen=True)
 class Process:
     name: str
@@ -57,13 +64,18 @@ class Process:
         give a process that is still exiting (its /proc entry is gone before its parent can
         reap it) to become reapable."""
         deadline = time.monotonic() + wait
+        child = _CHILDREN.get(self.pid)
         while True:
-            try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                return None
-            if pid:
-                return os.waitstatus_to_exitcode(status)
+            if child is not None:
+                if (code := child.poll()) is not None:
+                    return code
+            else:
+                try:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                except ChildProcessError:
+                    return None
+                if pid:
+                    return os.waitstatus_to_exitcode(status)
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.02)
@@ -155,6 +167,7 @@ def spawn(
             cwd=cwd,
             close_fds=True,
         )
+    _CHILDREN[proc.pid] = proc
     return Process(name, proc.pid, os.path.realpath(exe or argv[0]), log)
 
 
