@@ -196,6 +196,20 @@ class Settings(BaseSettings):
         description="File holding the development authenticator's shared password (at least "
         "8 characters; mode 0600 or 0400). `tre dev up` generates one in its state directory.",
     )
+    hub_dev_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Local development only (with hub_dev_authenticator): hub groups and their "
+        'members, created at the hub\'s start, e.g. {"tre:output-checkers": ["olga"]}. '
+        "With OIDC, groups come from the identity provider's groups claim at every sign-in.",
+    )
+    hub_airlock_token_file: Path | None = Field(
+        default=None,
+        description="File with the API token the hub and the airlock service share (mode 0600 "
+        "or 0400; at least 32 characters). Set: the hub registers the airlock as its service "
+        "`airlock` (sign-in by OAuth, served under /services/airlock/), lets every user and "
+        "every notebook's token reach it, and tells notebooks where it is (TRE_AIRLOCK_URL). "
+        "Unset: no airlock.",
+    )
     hub_oidc_issuer: str | None = Field(
         default=None,
         pattern=r"^https://[^/?#]+",
@@ -366,6 +380,13 @@ class Settings(BaseSettings):
         description="Seconds a presigned download link of a released file stays valid "
         "(default 15 minutes; at most 7 days, the S3 signature limit). Short, so a link "
         "forwarded or left in a browser history stops working; the lead asks for a new one.",
+    )
+    airlock_url: str | None = Field(
+        default=None,
+        description="Where notebooks and `tre export` reach the airlock's API, with its "
+        "JupyterHub service prefix. Default: the airlock Service in airlock_namespace on "
+        "airlock_port, under /services/airlock/ (`names.airlock_url`). The hub passes it "
+        "to every notebook as TRE_AIRLOCK_URL.",
     )
 
     audit_signing_key_file: Path | None = Field(
