@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -13,6 +13,9 @@ from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.output import emit
 from provisioner.errors import InvalidInputError
 
+if TYPE_CHECKING:
+    from provisioner.airlock.client import Airlock
+
 app = new_app()
 
 TOKEN_ENV = "JUPYTERHUB_API_TOKEN"  # noqa: S105 - the variable's name, not a token
@@ -20,7 +23,7 @@ URL_ENV = "TRE_AIRLOCK_URL"
 PROJECT_ENV = "TRE_PROJECT"
 
 
-def _airlock(url: str | None) -> object:
+def _airlock(url: str | None) -> Airlock:
     from provisioner.airlock.client import Airlock
     from provisioner.planning.names import airlock_url
 
@@ -69,7 +72,7 @@ def submit(
     and stream each file into quarantine. Two output checkers review it; the project lead
     releases it. Paths outside --root, or symbolic links out of it, are refused.
     """
-    from provisioner.airlock.client import Airlock, declare
+    from provisioner.airlock.client import declare
     from provisioner.airlock.client import submit as send
 
     name = project or os.environ.get(PROJECT_ENV)
@@ -77,7 +80,6 @@ def submit(
         raise InvalidInputError(f"--project: which project? (or set ${PROJECT_ENV})")
     settings = common.settings()
     airlock = _airlock(airlock_url)
-    assert isinstance(airlock, Airlock)
     declared = declare(
         root, files, supporting or [], description, max_bytes=settings.airlock_max_file_bytes
     )
@@ -100,6 +102,117 @@ def submit(
     )
 
 
+NameArg = Annotated[str, typer.Argument(help="The export request: NAMESPACE/NAME.")]
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--airlock-url", help=f"The airlock's API. Default: ${URL_ENV}."),
+]
+
+
+def _split(name: str) -> tuple[str, str]:
+    namespace, _, request = name.partition("/")
+    if not namespace or not request or "/" in request:
+        raise InvalidInputError(
+            f"NAME: {name!r} is not NAMESPACE/NAME; `tre export list` shows both"
+        )
+    return namespace, request
+
+
+def _call(url: str | None, method: str, path: str, body: object = None) -> dict[str, object]:
+    return _airlock(url).call(method, path, body)
+
+
+@app.command()
+def show(ctx: typer.Context, name: NameArg, airlock_url: UrlOption = None) -> None:
+    """One export: files, phase, the reviews you may see, the automated checks (checkers)."""
+    namespace, request = _split(name)
+    emit(_call(airlock_url, "GET", f"api/exports/{namespace}/{request}"), cli_context(ctx).output)
+
+
+@app.command()
+def review(
+    ctx: typer.Context,
+    name: NameArg,
+    vote: Annotated[
+        list[str],
+        typer.Option(
+            "--vote",
+            help="PATH=approve|changes|reject, once per file of the export "
+            "(or '*=approve' for every file).",
+        ),
+    ],
+    comment: Annotated[str, typer.Option("--comment", "-m", help="Said with every vote.")] = "",
+    airlock_url: UrlOption = None,
+) -> None:
+    """Review an export as an output checker: one vote per file, once, never your own
+    project's. Your review stays hidden from the other checker until both are in."""
+    namespace, request = _split(name)
+    path = f"api/exports/{namespace}/{request}"
+    votes: dict[str, dict[str, str]] = {}
+    for given in vote:
+        file, sep, choice = given.partition("=")
+        if not sep or not choice:
+            raise InvalidInputError(f"--vote: {given!r} is not PATH=approve|changes|reject")
+        votes[file] = {"vote": choice, "comment": comment}
+    if "*" in votes:
+        files = _call(airlock_url, "GET", path)["files"]
+        assert isinstance(files, list)
+        everyone = votes.pop("*")
+        votes = {str(f["path"]): votes.get(str(f["path"]), everyone) for f in files}
+    emit(_call(airlock_url, "POST", f"{path}/reviews", {"votes": votes}), cli_context(ctx).output)
+
+
+@app.command()
+def release(ctx: typer.Context, name: NameArg, airlock_url: UrlOption = None) -> None:
+    """Release an Approved export (the project's lead): its output files are copied out of
+    quarantine, verified, and recorded with a release manifest."""
+    namespace, request = _split(name)
+    path = f"api/exports/{namespace}/{request}/release"
+    emit(_call(airlock_url, "POST", path), cli_context(ctx).output)
+
+
+@app.command()
+def download(
+    ctx: typer.Context,
+    name: NameArg,
+    file: Annotated[str, typer.Argument(help="A released file's path.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Save it here (default: print the link).")
+    ] = None,
+    airlock_url: UrlOption = None,
+) -> None:
+    """A released file (the project's lead): a link that expires, or the file itself with
+    --out. Every download is recorded."""
+    import urllib.parse
+    import urllib.request
+
+    namespace, request = _split(name)
+    quoted = urllib.parse.quote(file)
+    answer = _call(airlock_url, "GET", f"api/exports/{namespace}/{request}/download/{quoted}")
+    if out is None:
+        emit(answer, cli_context(ctx).output)
+        return
+    link = str(answer["url"])
+    with urllib.request.urlopen(link, timeout=300) as response, out.open("wb") as target:  # noqa: S310 - the airlock's presigned link
+        while chunk := response.read(1 << 20):
+            target.write(chunk)
+    emit({"file": file, "savedTo": str(out), "bytes": out.stat().st_size}, cli_context(ctx).output)
+
+
+@app.command()
+def revoke(
+    ctx: typer.Context,
+    name: NameArg,
+    reason: Annotated[str, typer.Option("--reason", help="Why (kept in the record).")],
+    airlock_url: UrlOption = None,
+) -> None:
+    """Revoke a release (an output checker or the lead): the released copies are deleted,
+    links stop working, the reason is kept."""
+    namespace, request = _split(name)
+    path = f"api/exports/{namespace}/{request}/revoke"
+    emit(_call(airlock_url, "POST", path, {"reason": reason}), cli_context(ctx).output)
+
+
 @app.command("list")
 def list_exports(
     ctx: typer.Context,
@@ -109,10 +222,6 @@ def list_exports(
     ] = None,
 ) -> None:
     """The exports you may see (yours and your projects'; all, for output checkers)."""
-    from provisioner.airlock.client import Airlock
-
-    airlock = _airlock(airlock_url)
-    assert isinstance(airlock, Airlock)
-    rows = airlock.call("GET", "api/exports")["items"]
+    rows = _call(airlock_url, "GET", "api/exports")["items"]
     columns = ["namespace", "name", "project", "author", "phase", "files"]
     emit(rows, cli_context(ctx).output, columns)
