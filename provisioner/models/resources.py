@@ -14,7 +14,7 @@ Who writes what:
 - ExportRequest: its author files `spec`, output checkers append to `spec.reviews`; the
   controller writes `status.phase`, `reviewers` and `conditions` from the reviews; the airlock
   (`settings.airlock_user`) alone writes `status.release`, `status.revocation` and
-  `status.access` (admission policy `tre-exportrequest-status`).
+  `status.access` (admission policy `tre-exportrequest-approved`).
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ attack with the API server's refusal:
   not without the record, not with fewer files than the export's outputs; a record, once
   written, is never changed or removed; access records are appended (several at once), never
   edited or removed, name files of the export, and stop once an export is withdrawn;
+- a full list (512 records, written at once) is within the API server's CEL budget for the
+  policy, and a 513th record is refused by the schema;
 - nobody else writes those fields: a member, an output checker, the admin, the controller
   (which also cannot make an export Released, nor move it back);
 - the controller's status write (the Decided condition following Released) keeps the records,
@@ -36,7 +38,7 @@ from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.kube.resources import EXPORT_REQUESTS, RESOURCES
-from provisioner.models.resources import ExportPhase, ExportRequest
+from provisioner.models.resources import MAX_ACCESS_RECORDS, ExportPhase, ExportRequest
 from provisioner.models.settings import Settings
 from provisioner.planning.names import namespace_name
 from tests.integration.test_exports import export_body, phase, refused, review
@@ -361,6 +363,22 @@ def test_access_records_are_appended_never_edited_or_removed(
     refused(
         lambda: airlock.write_status(ready, name, {"access": [*batch, access("olga")]}),
         "status.access: this export is Withdrawn; none of its files is viewed or downloaded",
+    )
+
+
+def test_a_full_access_list_is_judged_within_budget_and_not_exceeded(
+    world: World, ready: str, airlock: Airlock
+) -> None:
+    name = file_as(airlock.as_("lea"), export_body(ready))
+    full = [
+        access(f"checker-{i}", "out/table.csv" if i % 2 else "src/model.py")
+        for i in range(MAX_ACCESS_RECORDS)
+    ]
+    airlock.write_status(ready, name, {"access": full})
+    assert len(read(world, ready, name).status.access) == MAX_ACCESS_RECORDS
+    refused(
+        lambda: airlock.write_status(ready, name, {"access": [*full, access("olga")]}),
+        f"must have at most {MAX_ACCESS_RECORDS} items",
     )
 
 
