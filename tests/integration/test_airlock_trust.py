@@ -12,9 +12,10 @@ attack with the API server's refusal:
   group but the output checkers', nor a user's extra fields;
 - its own records: it marks an Approved export Released with `status.release` (read back
   into the model unchanged), and Revoked with `status.revocation`; not a Submitted export,
-  not without the record, not with fewer files than the export's outputs; a record, once
-  written, is never changed or removed; access records are appended (several at once), never
-  edited or removed, name files of the export, and stop once an export is withdrawn;
+  not without the record, not with another number of files than the export's outputs; a record, once
+  written, is never changed or removed; access records are appended (several at once, or one
+  by a JSON Patch `add` that needs no read), never edited or removed (a merge patch from a
+  stale read is refused), name files of the export, and stop once an export is withdrawn;
 - a full list (512 records, written at once) is within the API server's CEL budget for the
   policy, and a 513th record is refused by the schema;
 - nobody else writes those fields: a member, an output checker, the admin, the controller
@@ -338,6 +339,22 @@ def test_access_records_are_appended_never_edited_or_removed(
     batch = [first, access("piet"), access("piet", "src/model.py")]
     airlock.write_status(ready, name, {"access": batch})
     assert [a.to_wire() for a in read(world, ready, name).status.access] == batch
+    # A JSON Patch `add` at the end appends to the list as stored, whatever another replica
+    # appended meanwhile: no read, no lost record. (A merge patch from a stale read is refused
+    # instead, as an edit, and is retried after reading again.)
+    later = access("olga", "src/model.py")
+    airlock.itself.request(
+        "PATCH",
+        EXPORT_REQUESTS.path(namespace_name(ready), name) + "/status",
+        body=[{"op": "add", "path": "/status/access/-", "value": later}],
+        content_type="application/json-patch+json",
+    )
+    batch = [*batch, later]
+    assert [a.to_wire() for a in read(world, ready, name).status.access] == batch
+    refused(
+        lambda: airlock.write_status(ready, name, {"access": [*batch[:2], access("piet")]}),
+        "status.access: earlier access records cannot be changed or removed",
+    )
     refused(
         lambda: airlock.write_status(
             ready, name, {"access": [{**first, "by": "nobody"}, *batch[1:]]}
