@@ -53,6 +53,14 @@ Workspace (`tre-workspace-controller-only`): only the controller identity create
 deletes Workspaces (JupyterHub trusts them). An administrator who must intervene by hand
 deletes that binding first, which the API server's audit log records.
 
+ExportRequest (`tre-exportrequest-*`, in project namespaces, the workspace access ConfigMap as
+parameter): filed by a member of a Ready workspace in their own name; reviews appended one at
+a time by independent output checkers; the status has two writers, each with fields of its
+own: the controller (phase, reviewers, conditions, from the reviews) and the airlock
+(`settings.airlock_user`: release, revocation and access records, with the phases Released
+and Revoked), each unable to touch the other's. The airlock acts for people by impersonation,
+so the create and review rules judge the person, not the service.
+
 CEL notes (checked against kube-apiserver 1.36):
 - At run time admission policies see custom-resource dates as strings, but the type checker
   reads the CRD's `format: date` as a timestamp; `string(d).substring(0, 10)` is right for
