@@ -46,6 +46,31 @@ class Settings(BaseSettings):
         return sorted(set(value))
 
     @model_validator(mode="after")
+    def _separate_service_identities(self) -> Self:
+        # Each service's reach is granted to its identity: one identity for two services
+        # would give the airlock the controller's writes (or the reverse) and make the
+        # admission rules that tell them apart meaningless.
+        if self.airlock_user == self.controller_user:
+            raise ValueError(
+                f"airlock_user: must differ from controller_user ({self.controller_user!r}); "
+                "give the airlock an identity of its own (default "
+                "system:serviceaccount:tre-airlock:tre-airlock)"
+            )
+        return self
+
+    @field_validator("output_checker_group")
+    @classmethod
+    def _checker_group_is_not_a_system_group(cls, value: str) -> str:
+        # The airlock may impersonate exactly this group; a 'system:' group (system:masters,
+        # system:nodes, ...) would turn that into the cluster's own powers.
+        if value.startswith("system:") or not value:
+            raise ValueError(
+                f"must be a group of people, not {value!r}: the airlock impersonates it for "
+                "output checkers, so a 'system:' group is refused; use e.g. tre:output-checkers"
+            )
+        return value
+
+    @model_validator(mode="after")
     def _separate_airlock_buckets(self) -> Self:
         if self.airlock_quarantine_bucket == self.airlock_egress_bucket:
             raise ValueError(
@@ -82,6 +107,16 @@ class Settings(BaseSettings):
         description="The identity the controller acts as. Only it may write Workspaces "
         "(admission policy); in a cluster it is the controller's ServiceAccount, locally "
         "`tre controller run --as <this>` impersonates it.",
+    )
+    airlock_user: str = Field(
+        default="system:serviceaccount:tre-airlock:tre-airlock",
+        description="The identity the airlock service acts as. Only it may write an export's "
+        "release, revocation and access records (admission policy); it reads exports, "
+        "workspaces, datasets and access requests, and files, reviews and withdraws exports "
+        "only by impersonating the person who acts (constrained impersonation: users, the "
+        "output checker group, and only to create, update or patch ExportRequests). In a "
+        "cluster it is the airlock's ServiceAccount in airlock_namespace; locally `tre dev up` "
+        "writes a kubeconfig with its token (<state>/airlock/kubeconfig).",
     )
 
     # --- Approval rules (mirrored by the ValidatingAdmissionPolicies) -----------------------
