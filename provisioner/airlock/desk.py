@@ -56,6 +56,7 @@ from provisioner.kube.api import Kube
 from provisioner.kube.resources import EXPORT_REQUESTS, WORKSPACES
 from provisioner.models.resources import (
     ExportFile,
+    ExportFileKind,
     ExportPhase,
     ExportRequest,
     FileVote,
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
 API_VERSION: Final = "tre.ucloud.org/v1alpha1"
 # Phases in which an export is still under review: reviews stay hidden from each other.
 UNDER_REVIEW: Final = (ExportPhase.SUBMITTED,)
+FIELD_MANAGER: Final = "tre-airlock"
 # A status write the airlock retries when someone else wrote the object meanwhile.
 STATUS_ATTEMPTS: Final = 5
 
@@ -408,15 +410,19 @@ class Desk:
         digest = manifest_sha256(manifest)
         self._write_status(
             request,
-            lambda status: {
-                "phase": ExportPhase.RELEASED.value,
-                "release": {
-                    "by": manifest["releasedBy"],
-                    "at": manifest["releasedAt"],
-                    "manifestSha256": digest,
-                    "files": len(manifest["files"]),
-                },
-            },
+            lambda status: (
+                {}
+                if status.get("release")
+                else {
+                    "phase": ExportPhase.RELEASED.value,
+                    "release": {
+                        "by": manifest["releasedBy"],
+                        "at": manifest["releasedAt"],
+                        "manifestSha256": digest,
+                        "files": len(manifest["files"]),
+                    },
+                }
+            ),
         )
         return manifest
 
@@ -434,6 +440,16 @@ class Desk:
                 "Released request is downloaded"
             )
         normal = self._declared_path(request, path)
+        outputs = {
+            normalise_export_path(f.path)
+            for f in request.spec.files
+            if f.kind is ExportFileKind.OUTPUT
+        }
+        if normal not in outputs:
+            raise NotFoundError(
+                f"file {normal!r} was not released by export request {request.name}: it is a "
+                "supporting file, shown to reviewers and never released"
+            )
         self.record_access(request, person, "download", normal)
         return download_link(self.s3, self.settings, ExportRef.of(request), normal)
 
@@ -463,26 +479,55 @@ class Desk:
         if request.status.phase is ExportPhase.RELEASED:
             self._write_status(
                 request,
-                lambda status: {
-                    "phase": ExportPhase.REVOKED.value,
-                    "revocation": {
-                        "by": record["revokedBy"],
-                        "at": record["revokedAt"],
-                        "reason": record["reason"],
-                    },
-                },
+                lambda status: (
+                    {}
+                    if status.get("revocation")
+                    else {
+                        "phase": ExportPhase.REVOKED.value,
+                        "revocation": {
+                            "by": record["revokedBy"],
+                            "at": record["revokedAt"],
+                            "reason": record["reason"],
+                        },
+                    }
+                ),
             )
         return record
 
     # --- writes -----------------------------------------------------------------------------------
 
     def record_access(self, request: ExportRequest, person: Person, action: str, path: str) -> None:
-        """Append one access record to the export's status (the controller audits it)."""
+        """Append one access record to the export's status (the controller audits it). A JSON
+        Patch `add` to the end of the list: no read, safe between replicas; the first record
+        creates the list. The API server refuses a record past the cap: then nothing is
+        served."""
         entry = {"by": person.name, "at": _stamp(self.clock()), "action": action, "path": path}
-        self._write_status(
-            request,
-            lambda status: {"access": [*(status.get("access") or []), entry]},
-        )
+        where = EXPORT_REQUESTS.path(request.namespace, request.name) + "/status"
+        what = f"record the {action} of {path} in export request {request.name}"
+        try:
+            self.kube.request(
+                "PATCH",
+                where,
+                query=[("fieldManager", FIELD_MANAGER)],
+                body=[{"op": "add", "path": "/status/access/-", "value": entry}],
+                content_type="application/json-patch+json",
+                what=what,
+            )
+        except RefusedError:
+            status = (self.kube.get(EXPORT_REQUESTS, request.name, request.namespace) or {}).get(
+                "status"
+            ) or {}
+            if status.get("access"):
+                raise
+            # No list yet: the first record creates it (refused as an edit if one appeared).
+            self.kube.request(
+                "PATCH",
+                where,
+                query=[("fieldManager", FIELD_MANAGER)],
+                body={"status": {"access": [entry]}},
+                content_type="application/merge-patch+json",
+                what=what,
+            )
 
     def _write_status(
         self, request: ExportRequest, change: Callable[[dict[str, Any]], dict[str, Any]]
@@ -494,15 +539,18 @@ class Desk:
             if obj is None:
                 raise NotFoundError(f"export request {request.namespace}/{request.name} is gone")
             status = obj.get("status") or {}
+            changed = change(status)
+            if not changed:
+                return  # already written (a rerun)
             body = {
                 "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
-                "status": change(status),
+                "status": changed,
             }
             try:
                 self.kube.request(
                     "PATCH",
                     EXPORT_REQUESTS.path(request.namespace, request.name) + "/status",
-                    query=[("fieldManager", "tre-airlock")],
+                    query=[("fieldManager", FIELD_MANAGER)],
                     body=body,
                     content_type="application/merge-patch+json",
                     what=f"update status of export request {request.name}",
@@ -515,9 +563,10 @@ class Desk:
     def _update_as(
         self, person: Person, request: ExportRequest, change: Callable[[dict[str, Any]], None]
     ) -> ExportRequest:
+        # Read as the airlock (people may not be impersonated to read), write as the person.
         kube = self.as_person(person)
         for attempt in range(STATUS_ATTEMPTS):
-            obj = kube.get(EXPORT_REQUESTS, request.name, request.namespace)
+            obj = self.kube.get(EXPORT_REQUESTS, request.name, request.namespace)
             if obj is None:
                 raise NotFoundError(f"export request {request.namespace}/{request.name} is gone")
             change(obj)

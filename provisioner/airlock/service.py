@@ -461,7 +461,10 @@ def serve(desk: Desk, settings: Settings, *, host: str, port: int, cookie_secret
     prefix = hub_auth.base_url  # JUPYTERHUB_SERVICE_PREFIX
     app = make_app(desk, hub_auth, prefix, cookie_secret)
     # Bodies are read into memory up to this size: only uploads stream, above it.
-    server = HTTPServer(app, max_body_size=MAX_SMALL_BODY, xheaders=True)
+    # no_keep_alive: the hub's proxy reuses idle connections, and one the server closes
+    # while the proxy sends on it ends the request with 503 ECONNRESET (seen here with a POST).
+    # A connection per request costs a local handshake; it never loses a request.
+    server = HTTPServer(app, max_body_size=MAX_SMALL_BODY, xheaders=True, no_keep_alive=True)
     server.listen(port, address=host)
     log.info("airlock listening on http://%s:%d%s", host, port, prefix)
     IOLoop.current().start()

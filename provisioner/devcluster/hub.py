@@ -373,7 +373,10 @@ class DevHub:
         )
 
     def _airlock_kubeconfig(self, settings: Settings) -> Path:
-        return self.cluster.kubeconfig
+        # Its own ServiceAccount's token: what its pod has in a cluster, never the admin's.
+        from provisioner.devcluster.airlock import airlock_kubeconfig
+
+        return airlock_kubeconfig(self.cluster, settings)
 
     def _python_path(self) -> str:
         # This checkout first: the hub loads the hub_config that this `tre` belongs to.

@@ -51,6 +51,7 @@ from tests.jupyter_clients import sign_in
 pytestmark = pytest.mark.integration
 TRE = str(Path(sys.executable).with_name("tre"))
 OLGA, OMAR = DEV_OUTPUT_CHECKERS
+OTTO = "otto.checker"  # a third checker, for a vote after the decision
 # Seconds a download link lives in this module's airlock: long enough to use it, short
 # enough to see it expire.
 LINK_SECONDS = 4
@@ -61,8 +62,13 @@ NOTES = b"Model: logistic regression on 1500 synthetic admissions.\n"
 @pytest.fixture(scope="module")
 def hub(installed_platform: Settings, dev_platform: DevCluster) -> Iterator[HubEndpoints]:
     """The hub, its proxy and the airlock service, as `tre dev up` starts them."""
-    saved = os.environ.get("TRE_AIRLOCK_LINK_EXPIRY_SECONDS")
-    os.environ["TRE_AIRLOCK_LINK_EXPIRY_SECONDS"] = str(LINK_SECONDS)
+    checkers = {installed_platform.output_checker_group: [OLGA, OMAR, OTTO]}
+    given = {
+        "TRE_AIRLOCK_LINK_EXPIRY_SECONDS": str(LINK_SECONDS),
+        "TRE_HUB_DEV_GROUPS": json.dumps(checkers),
+    }
+    saved = {key: os.environ.get(key) for key in given}
+    os.environ.update(given)
     dev_hub = DevHub(dev_platform, "airlock-hub")
     try:
         yield dev_hub.up(installed_platform, lambda m: print(f"[hub] {m}"))
@@ -70,10 +76,11 @@ def hub(installed_platform: Settings, dev_platform: DevCluster) -> Iterator[HubE
         for proc in dev_hub.processes():
             print(f"\n--- last lines of {proc.log} ---\n{proc.log_tail(30)}")
         dev_hub.down(lambda _: None)
-        if saved is None:
-            os.environ.pop("TRE_AIRLOCK_LINK_EXPIRY_SECONDS", None)
-        else:
-            os.environ["TRE_AIRLOCK_LINK_EXPIRY_SECONDS"] = saved
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture
@@ -191,13 +198,15 @@ def test_an_export_leaves_through_two_checkers_and_the_lead(
     approve(olga, namespace, name)
     assert omar.ok("GET", path)["reviewsHidden"] == 1
     assert omar.ok("GET", path)["reviews"] == []
-    assert "may not release" in lea.refused(403, "POST", f"{path}/release")
+    assert "only an Approved request" in lea.refused(403, "POST", f"{path}/release")
     approve(omar, namespace, name)
     world.reconcile(project)
     assert export_status(world, namespace, name)["phase"] == "Approved"
     assert len(lea.ok("GET", path)["reviews"]) == 2
-    third = Person(hub, dev_platform, "otto.checker")
-    assert third.call("POST", f"{path}/reviews", json={"votes": {}}).status_code in (400, 403)
+    late = Person(hub, dev_platform, OTTO)
+    votes = {"out/table.csv": {"vote": "reject"}, "notes.txt": {"vote": "reject"}}
+    words = late.refused(403, "POST", f"{path}/reviews", json={"votes": votes})
+    assert "already Approved" in words
 
     # only the lead releases and downloads; a researcher cannot
     assert "only the project's lead" in ravi.refused(403, "POST", f"{path}/release")
