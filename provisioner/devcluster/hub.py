@@ -359,9 +359,6 @@ class DevHub:
             "JUPYTERHUB_SERVICE_PREFIX": AIRLOCK_PREFIX,
             "JUPYTERHUB_SERVICE_URL": endpoints.airlock_url.removesuffix(AIRLOCK_PREFIX),
             "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{AIRLOCK_PREFIX}oauth_callback",
-            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
-                [f"access:services!service={AIRLOCK_HUB_SERVICE}", "access:services"]
-            ),
         }
         return spawn(
             self.airlock_process,
