@@ -37,7 +37,7 @@ import requests
 
 from provisioner.airlock.desk import Desk
 from provisioner.airlock.keys import ExportRef
-from provisioner.airlock.release import read_manifest, release_export
+from provisioner.airlock.release import ensure_airlock_buckets, read_manifest, release_export
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS, DevHub, HubEndpoints
 from provisioner.kube.api import Kube
@@ -63,6 +63,8 @@ NOTES = b"Model: logistic regression on 1500 synthetic admissions.\n"
 @pytest.fixture(scope="module")
 def hub(installed_platform: Settings, dev_platform: DevCluster) -> Iterator[HubEndpoints]:
     """The hub, its proxy and the airlock service, as `tre dev up` starts them."""
+    # What `tre dev up` (and `tre install` with S3) makes before the airlock runs.
+    ensure_airlock_buckets(s3_client(installed_platform), installed_platform)
     checkers = {installed_platform.output_checker_group: [OLGA, OMAR, OTTO]}
     given = {
         "TRE_AIRLOCK_LINK_EXPIRY_SECONDS": str(LINK_SECONDS),
