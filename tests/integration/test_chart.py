@@ -41,7 +41,7 @@ from provisioner.kube.resources import WORKSPACES
 from provisioner.models.resources import AccessRequest, AccessRequestSpec, Workspace, WorkspaceSpec
 from provisioner.models.settings import Settings
 from provisioner.planning.names import namespace_name
-from tests.integration.conftest import wait_for_policies
+from tests.integration.conftest import own_platform, wait_for_policies
 
 ALL_ON = Path(__file__).parents[1] / "chart" / "all-on.yaml"
 RELEASE = "tre"
@@ -93,12 +93,7 @@ class Tools:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    cluster = DevCluster(tmp_path_factory.mktemp("chart-platform"))
-    cluster.up(lambda message: print(f"[chart platform] {message}"))
-    try:
-        yield cluster
-    finally:
-        cluster.down(print)
+    yield from own_platform(tmp_path_factory, "chart-platform")
 
 
 @pytest.fixture(scope="module")
