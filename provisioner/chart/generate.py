@@ -320,7 +320,6 @@ def _helpers() -> str:
         "tre.dnsPodLabels": network_policies.DNS_POD_LABELS,
         "tre.airlockPodLabels": network_policies.AIRLOCK_POD_LABELS,
         "tre.notebookPodLabels": network_policies.NOTEBOOK_POD_LABELS,
-        "tre.managedLabels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
     }
     # The proxy's labels must be the ones the workspace policies admit next to the hub's.
     proxy_values = network_policies.HUB_AND_PROXY_PODS["matchExpressions"][0]["values"]

@@ -12,7 +12,9 @@ own (the session's platform has `tre install`'s objects, which the chart would c
 - `helm upgrade` with one changed value changes exactly that value in the manifests (and the
   policy then enforces it);
 - `helm uninstall` removes the release but keeps the CRDs and Workspaces, tre-system, and
-  the policies that guard built-in kinds (kubernetes#130887); a second install adopts them.
+  the policies that guard built-in kinds (kubernetes#130887); a second install adopts them;
+- a cluster set up by `tre install` is refused, then adopted with --take-ownership
+  --force-conflicts, the chart's values winning.
 
 The tests run in file order on one release: install, then upgrade, then uninstall.
 """
@@ -32,6 +34,7 @@ import pytest
 import yaml
 
 from provisioner.chart.generate import CHART_DIR
+from provisioner.controller.install import install_platform
 from provisioner.devcluster.binaries import ensure_helm, pinned_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.errors import RefusedError
@@ -301,3 +304,24 @@ def test_uninstall_keeps_crds_workspaces_and_the_audit_namespace(
         )
     )  # fmt: skip
     assert admin.get(WORKSPACES, "kept") is not None
+
+
+def test_a_cluster_set_up_by_tre_install_is_adopted(tools: Tools, installed: DevCluster) -> None:
+    tools.ok(tools.helm("uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait", "--timeout=90s"))
+    install_platform(Kube(api_client(installed.kubeconfig)), Settings(), print)
+    refused = tools.helm(
+        "install", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON)
+    )
+    assert "exists and cannot be imported into the current release" in refused.stderr
+    tools.ok(
+        tools.helm(
+            "install", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON),
+            "--take-ownership", "--force-conflicts",
+        )
+    )  # fmt: skip
+    subjects = tools.ok(
+        tools.kubectl(
+            "get", "clusterrolebinding", "tre-approver", "-o", "jsonpath={.subjects[*].name}"
+        )
+    )
+    assert subjects == "dac:approvers"  # the chart's value, not tre install's default

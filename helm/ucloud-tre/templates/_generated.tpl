@@ -77,10 +77,6 @@ app.kubernetes.io/name: tre-airlock
 component: singleuser-server
 {{- end }}
 
-{{- define "tre.managedLabels" -}}
-app.kubernetes.io/managed-by: ucloud-tre
-{{- end }}
-
 {{- define "tre.projectNamespaces" -}}
 matchExpressions:
 - key: tre.ucloud.org/project

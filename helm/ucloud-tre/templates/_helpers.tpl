@@ -15,7 +15,7 @@ nothing here repeats a rule of the platform.
 
 {{/* Labels on every object the chart's own templates make. */}}
 {{- define "tre.labels" -}}
-{{ include "tre.managedLabels" . }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/part-of: ucloud-tre
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
