@@ -147,6 +147,36 @@ def test_a_missing_value_fails_naming_the_key_and_the_fix(tools: Tools) -> None:
     assert "install the release into a namespace of its own" in result.stderr
 
 
+def test_the_pods_environment_is_what_the_values_say(
+    tools: Tools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TRE_* variables are the interface between values and pods: read them as the
+    controller does (pydantic-settings from the environment), JSON lists and maps included."""
+    rendered = tools.ok(
+        tools.helm("template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON))
+    )
+    controller = next(
+        d for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "tre-controller"
+    )  # fmt: skip
+    env = controller["spec"]["template"]["spec"]["containers"][0]["env"]
+    for name in [n for n in os.environ if n.startswith("TRE_")]:
+        monkeypatch.delenv(name)
+    for variable in env:
+        if "value" in variable:
+            monkeypatch.setenv(variable["name"], variable["value"])
+    settings = Settings()
+    assert settings.approver_group == "dac:approvers"
+    assert settings.max_request_days == 180
+    assert settings.two_approver_tier.value == "internal"
+    assert settings.airlock_max_file_bytes == 1 << 30
+    assert settings.hub_oidc_scopes == ["openid", "profile", "email", "groups"]
+    assert str(settings.dns_resolver_ip) == "10.0.0.53"
+    assert settings.audit_signing_key_file == Path("/var/run/secrets/tre/audit/signing-key")
+    secrets = {v["name"] for v in env if "valueFrom" in v}
+    assert secrets == {"TRE_S3_ACCESS_KEY_ID", "TRE_S3_SECRET_ACCESS_KEY"}
+
+
 # --- install -------------------------------------------------------------------------------------
 
 
