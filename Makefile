@@ -54,7 +54,7 @@ checkov: venv  ## checkov in its own venv under ~/.cache/ucloud-tre (chart and w
 	@echo "==> checkov (provisioner/compliance/checkov-requirements.txt)"
 	@$(PY) -m provisioner.compliance.checkov
 
-helm: venv  ## the helm CLI from its Go module, cached by version (chart tests; ~2 min once)
+helm: venv  ## the helm CLI from its Go module, cached by version (chart tests; 2-4.5 min once)
 	@echo "==> helm (built once from its Go module, then cached)"
 	@$(PY) -m provisioner.devcluster.binaries --helm
 

@@ -127,7 +127,7 @@ if [[ "${HELM:-0}" == 1 ]]; then
     # for a tag (empty metadata), or `helm version` would report "v4.3" without the patch.
     build_wrapper helm helm.sh/helm/v4 "$HELM_VERSION" "" "$helm_dir.tmp" \
       "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
-      120 helm.sh/helm/v4/cmd/helm
+      250 helm.sh/helm/v4/cmd/helm
     rm -rf "$helm_dir"; mv "$helm_dir.tmp" "$helm_dir"
   fi
   echo "$helm_dir"
