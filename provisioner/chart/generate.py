@@ -253,7 +253,8 @@ _TOKENS: Final = (
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
-    style = '"' if any(t in value for t in _TOKENS) else ("|" if "\n" in value else None)
+    # A multi-line text (the Corefile) stays readable as a literal block either way.
+    style = "|" if "\n" in value else ('"' if any(t in value for t in _TOKENS) else None)
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 

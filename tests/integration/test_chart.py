@@ -37,6 +37,7 @@ from provisioner.chart.generate import CHART_DIR
 from provisioner.controller.install import install_platform
 from provisioner.devcluster.binaries import ensure_helm, pinned_binaries
 from provisioner.devcluster.cluster import DevCluster
+from provisioner.devcluster.dns import corefile, platform_names
 from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
@@ -175,6 +176,18 @@ def test_the_pods_environment_is_what_the_values_say(
     assert settings.audit_signing_key_file == Path("/var/run/secrets/tre/audit/signing-key")
     secrets = {v["name"] for v in env if "valueFrom" in v}
     assert secrets == {"TRE_S3_ACCESS_KEY_ID", "TRE_S3_SECRET_ACCESS_KEY"}
+
+
+def test_the_resolver_table_is_the_local_nodes_with_the_service_addresses(tools: Tools) -> None:
+    rendered = tools.ok(
+        tools.helm("template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON))
+    )
+    configmap = next(
+        d for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "tre-dns"
+    )  # fmt: skip
+    names = platform_names(Settings(), "10.0.0.81", "10.0.0.80")
+    assert configmap["data"]["Corefile"] == corefile("0.0.0.0", 53, names)
 
 
 # --- install -------------------------------------------------------------------------------------
