@@ -148,18 +148,23 @@ def test_a_missing_value_fails_naming_the_key_and_the_fix(tools: Tools) -> None:
     assert "install the release into a namespace of its own" in result.stderr
 
 
+def _rendered(tools: Tools, kind: str, name: str) -> dict[str, Any]:
+    """One object of the chart rendered with every option on."""
+    rendered = tools.ok(
+        tools.helm("template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON))
+    )
+    return next(
+        d for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == kind and d["metadata"]["name"] == name
+    )  # fmt: skip
+
+
 def test_the_pods_environment_is_what_the_values_say(
     tools: Tools, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The TRE_* variables are the interface between values and pods: read them as the
     controller does (pydantic-settings from the environment), JSON lists and maps included."""
-    rendered = tools.ok(
-        tools.helm("template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON))
-    )
-    controller = next(
-        d for d in yaml.safe_load_all(rendered)
-        if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "tre-controller"
-    )  # fmt: skip
+    controller = _rendered(tools, "Deployment", "tre-controller")
     env = controller["spec"]["template"]["spec"]["containers"][0]["env"]
     for name in [n for n in os.environ if n.startswith("TRE_")]:
         monkeypatch.delenv(name)
@@ -179,13 +184,7 @@ def test_the_pods_environment_is_what_the_values_say(
 
 
 def test_the_resolver_table_is_the_local_nodes_with_the_service_addresses(tools: Tools) -> None:
-    rendered = tools.ok(
-        tools.helm("template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON))
-    )
-    configmap = next(
-        d for d in yaml.safe_load_all(rendered)
-        if d and d["kind"] == "ConfigMap" and d["metadata"]["name"] == "tre-dns"
-    )  # fmt: skip
+    configmap = _rendered(tools, "ConfigMap", "tre-dns")
     names = platform_names(Settings(), "10.0.0.81", "10.0.0.80")
     assert configmap["data"]["Corefile"] == corefile("0.0.0.0", 53, names)
 
