@@ -8,7 +8,7 @@ own (the session's platform has `tre install`'s objects, which the chart would c
   API server of the pinned Kubernetes is the schema; a planted unknown field is refused;
 - `helm install` creates every object; the Deployments' pods pass Pod Security (created, and
   Pending: this platform has no node); the installed policies refuse a request filed in
-  someone else's name;
+  someone else's name and a Workspace written by an admin;
 - `helm upgrade` with one changed value changes exactly that value in the manifests (and the
   policy then enforces it);
 - `helm uninstall` removes the release but keeps the CRDs and Workspaces, tre-system, and
@@ -239,6 +239,18 @@ def test_the_installed_policies_refuse_a_request_in_someone_elses_name(
     installed: DevCluster,
 ) -> None:
     wait_for_policies(Kube(api_client(installed.kubeconfig, as_user="probe-user")))
+
+
+def test_nobody_but_the_controller_writes_a_workspace_admins_included(
+    installed: DevCluster,
+) -> None:
+    admin = Kube(api_client(installed.kubeconfig))
+    forged = Workspace(
+        name="forged",
+        spec=WorkspaceSpec(project="forged", namespace=namespace_name("forged"), members=["eve"]),
+    )
+    with pytest.raises(RefusedError, match="controller"):
+        admin.create(forged.to_object(), dry_run=True)
 
 
 def test_every_rendered_object_passes_strict_server_validation(
