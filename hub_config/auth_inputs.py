@@ -8,6 +8,7 @@ refused combination of settings is reported before any file or network is touche
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import urllib.error
 import urllib.request
@@ -25,6 +26,20 @@ DISCOVERY_TIMEOUT: Final = 10.0  # seconds; the hub does not start without it
 
 
 def read_auth_inputs(settings: Settings) -> AuthInputs:
+    inputs = _read_sign_in(settings)
+    if settings.hub_airlock_token_file is None:
+        return inputs
+    token = read_secret_file(
+        settings.hub_airlock_token_file,
+        setting="TRE_HUB_AIRLOCK_TOKEN_FILE",
+        owner="the hub and the airlock",
+        what="the token the hub and the airlock service share",
+        where="'tre dev up' makes one in its state directory; in a cluster, a Secret",
+    )
+    return dataclasses.replace(inputs, airlock_token=SecretStr(token.decode().strip()))
+
+
+def _read_sign_in(settings: Settings) -> AuthInputs:
     if auth_mode(settings) is AuthMode.DEVELOPMENT:
         if settings.hub_dev_password_file is None:
             raise InvalidInputError(

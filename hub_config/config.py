@@ -36,7 +36,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 from pydantic import SecretStr
 from traitlets.config import Config
@@ -113,6 +113,7 @@ class AuthInputs:
     provider at the hub's start (hub_config.auth_inputs), so that this module stays pure."""
 
     dev_password: SecretStr | None = None
+    airlock_token: SecretStr | None = None
     oidc_client_secret: SecretStr | None = None
     oidc_endpoints: OidcEndpoints | None = None
 
@@ -369,6 +370,61 @@ def update_culler(c: Config, settings: Settings, *, python: str = sys.executable
     ]
 
 
+def server_project(spawner: Any) -> str:
+    """The project of a notebook server: one named server per project, named after it."""
+    return str(spawner.name)
+
+
+# The scopes of a notebook's own token (JupyterHub's `server` role) plus the airlock, so that
+# `tre export submit` in the notebook reaches it as the notebook's user.
+SERVER_TOKEN_SCOPES: Final = ("users:activity!user", "access:servers!server")
+AIRLOCK_ACCESS: Final = f"access:services!service={names.AIRLOCK_HUB_SERVICE}"
+AIRLOCK_TOKEN_MIN_LENGTH: Final = 32
+
+
+def update_airlock(c: Config, settings: Settings, inputs: AuthInputs) -> None:
+    """The airlock as the hub's service `airlock`: the proxy serves it under its prefix, people
+    sign in to it by OAuth without a consent page (it is the platform's own), every user may
+    reach it, and so may every notebook's token; notebooks learn its URL. Without a token
+    (TRE_HUB_AIRLOCK_TOKEN_FILE) the hub has no airlock."""
+    token = inputs.airlock_token
+    if token is None:
+        return
+    if len(token.get_secret_value()) < AIRLOCK_TOKEN_MIN_LENGTH:
+        raise InvalidInputError(
+            f"TRE_HUB_AIRLOCK_TOKEN_FILE: the token is shorter than {AIRLOCK_TOKEN_MIN_LENGTH} "
+            "characters; write a random one (openssl rand -hex 32)"
+        )
+    url = names.airlock_url(settings)
+    origin = url[: url.index("/", len("http://") if url.startswith("http://") else 8)]
+    c.JupyterHub.services = [
+        *c.JupyterHub.services,
+        {
+            "name": names.AIRLOCK_HUB_SERVICE,
+            "url": origin,
+            "api_token": token.get_secret_value(),
+            "oauth_no_confirm": True,
+            "display": True,
+            "info": {"description": "Export results: submit, review, release"},
+        },
+    ]
+    c.JupyterHub.load_roles = [
+        *c.JupyterHub.load_roles,
+        {"name": "user", "scopes": ["self", AIRLOCK_ACCESS]},
+    ]
+    c.Spawner.server_token_scopes = [*SERVER_TOKEN_SCOPES, AIRLOCK_ACCESS]
+    c.KubeSpawner.environment = {
+        **c.KubeSpawner.environment,
+        "TRE_AIRLOCK_URL": url,
+        # `tre export submit`'s default project: the server is named after its project.
+        "TRE_PROJECT": server_project,
+    }
+    if auth_mode(settings) is AuthMode.DEVELOPMENT and settings.hub_dev_groups:
+        c.JupyterHub.load_groups = {
+            group: {"users": sorted(users)} for group, users in settings.hub_dev_groups.items()
+        }
+
+
 def apply_config(
     c: Config,
     settings: Settings,
@@ -390,3 +446,4 @@ def apply_config(
     update_urls(c, settings)
     update_auth(c, settings, auth)
     update_culler(c, settings, python=python)
+    update_airlock(c, settings, auth)

@@ -7,7 +7,11 @@
 4. approve it as two approvers (the dataset is `sensitive`, so one is not enough);
 5. run the controller until the workspace is Ready, and show the workspace and its objects;
 6. start JupyterHub (`tre dev up` does, after the install it needs), where the project's
-   members sign in and start the project's named server.
+   members sign in and start the project's named server, and the airlock beside it;
+7. take a result out through the airlock: a member submits it with `tre export submit` and
+   a hub token (as from the notebook's terminal), two output checkers review it, the
+   controller approves it from their reviews, the lead releases and downloads it, and the
+   downloaded bytes are compared with the submitted ones.
 
 Every step runs the real `tre` command, printed before it runs, with the identity it acts as:
 people through `--as` (Kubernetes impersonation), the controller with a token of its own
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import hashlib
 import io
 import os
 import random
@@ -32,14 +37,15 @@ import yaml
 from provisioner.controller.datasets import verify_datasets
 from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster, default_state_dir
-from provisioner.devcluster.hub import DevHub
+from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS, DevHub, sign_in
 from provisioner.devcluster.node_services import workspace_settings
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
-from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS
+from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, EXPORT_REQUESTS
 from provisioner.models.resources import Dataset
 from provisioner.models.settings import Settings
+from provisioner.planning.names import AIRLOCK_PREFIX
 from provisioner.storage.s3 import ensure_bucket, s3_client
 
 TRE = str(Path(sys.executable).with_name("tre"))
@@ -56,7 +62,10 @@ def tre(*args: str, env: dict[str, str] | None = None) -> None:
     """Run `tre`, printing the command and then each line it writes as it writes it: its
     progress (standard error) and its result (standard output) on one stream, so they appear
     in the order they happen. A failure ends the demo."""
-    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
+    # Tokens are not shown: a demo's output ends up in logs and screenshots.
+    prefix = "".join(
+        f"{k}={'<hidden>' if 'TOKEN' in k else shlex.quote(v)} " for k, v in (env or {}).items()
+    )
     print(f"$ {prefix}tre {shlex.join(args)}", flush=True)
     with subprocess.Popen(
         [TRE, *args],
@@ -206,6 +215,17 @@ def main() -> None:
     tre("workspace", "list")
     tre("request", "list")
 
+    _show_objects()
+    tre("audit", "verify")
+
+    say("starting JupyterHub, as the hub's ServiceAccount, with a development sign-in")
+    tre("dev", "up")
+
+    export_through_the_airlock(cluster, controller_kubeconfig)
+    _done(cluster)
+
+
+def _show_objects() -> None:
     say(f"objects in namespace tre-{PROJECT}")
     subprocess.run(
         [
@@ -228,12 +248,96 @@ def main() -> None:
         ],
         check=False,
     )
+
+
+def export_through_the_airlock(cluster: DevCluster, controller_kubeconfig: Path) -> None:
+    """Step 7: a result leaves through the airlock (module docstring)."""
+    hub = DevHub(cluster)
+    endpoints = hub.endpoints()
+    if endpoints is None:
+        raise SystemExit("demo step failed: the hub is not running")
+    password = hub.password_file.read_text().strip()
+    airlock = f"{endpoints.probe_url}{AIRLOCK_PREFIX}"
+
+    def as_person(who: str) -> dict[str, str]:
+        # A hub API token of theirs, as a notebook has one (JUPYTERHUB_API_TOKEN).
+        _, token = sign_in(endpoints.probe_url, who, password, "demo")
+        return {"JUPYTERHUB_API_TOKEN": token, "TRE_AIRLOCK_URL": airlock}
+
+    say("rik.researcher submits a result for export (as from the notebook's terminal)")
+    # Stands in for the project storage mounted at /project in the notebook.
+    storage = Path(tempfile.mkdtemp(prefix="tre-demo-project-"))
+    result = storage / "results" / "readmissions_by_age.csv"
+    result.parent.mkdir()
+    result.write_bytes(readmissions_by_age())
+    (storage / "results" / "method.md").write_text(
+        "Counts of 30-day readmissions by age band over the three sites; no cell below 10.\n"
+    )
+    print(f"  {result.relative_to(storage)}: {result.stat().st_size} bytes", flush=True)
+    tre(
+        "export", "submit", "results/readmissions_by_age.csv",
+        "--supporting", "results/method.md",
+        "--description", "30-day readmissions by age band",
+        "--context", "Aggregate counts over 1500 synthetic admissions; every cell is 10 or more.",
+        "--project", PROJECT, "--root", str(storage),
+        env=as_person("rik.researcher"),
+    )  # fmt: skip
+    name = _newest_export(cluster)
+
+    say("two output checkers review it, independently (neither sees the other's vote)")
+    for checker in DEV_OUTPUT_CHECKERS:
+        tre(
+            "export", "review", name, "--vote", "*=approve", "-m", "aggregate, no small cells",
+            env=as_person(checker),
+        )  # fmt: skip
+
+    say("the controller decides from the reviews: two independent approvals make it Approved")
+    tre(
+        "controller",
+        "run",
+        "--once",
+        env={
+            "KUBECONFIG": str(controller_kubeconfig),
+            "TRE_AUDIT_SIGNING_KEY_FILE": str(cluster.audit_signing_key_file),
+        },
+    )
+
+    say("lena.lead, the project's lead, releases it and downloads the file")
+    lead = as_person("lena.lead")
+    tre("export", "release", name, env=lead)
+    downloaded = storage / "downloaded.csv"
+    tre(
+        "export", "download", name, "results/readmissions_by_age.csv",
+        "--out", str(downloaded), env=lead,
+    )  # fmt: skip
+    same = downloaded.read_bytes() == result.read_bytes()
+    digest = hashlib.sha256(downloaded.read_bytes()).hexdigest()
+    print(f"  downloaded bytes equal the submitted ones: {same} (sha256 {digest})", flush=True)
+    if not same:
+        raise SystemExit("demo step failed: the released file differs from the submitted one")
     tre("audit", "verify")
 
-    say("starting JupyterHub, as the hub's ServiceAccount, with a development sign-in")
-    tre("dev", "up")
 
-    _done(cluster)
+def readmissions_by_age() -> bytes:
+    """An aggregate of the synthetic dataset: counts per age band, none below 10."""
+    bands = {"<50": 0, "50-69": 0, "70+": 0}
+    for site in range(3):
+        rows = csv.DictReader(io.StringIO(synthetic_admissions(site, 500).decode()))
+        for row in rows:
+            age = int(row["age"])
+            band = "<50" if age < 50 else "50-69" if age < 70 else "70+"
+            bands[band] += row["readmitted"] == "True"
+    lines = ["age_band,readmitted_30d"] + [f"{band},{count}" for band, count in bands.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _newest_export(cluster: DevCluster) -> str:
+    """NAMESPACE/NAME of the newest export of the demo project."""
+    admin = Kube(api_client(cluster.kubeconfig))
+    namespace = f"tre-{PROJECT}"
+    found = admin.list(EXPORT_REQUESTS, namespace=namespace)
+    newest = max(found, key=lambda o: o["metadata"]["creationTimestamp"] + o["metadata"]["name"])
+    return f"{namespace}/{newest['metadata']['name']}"
 
 
 def _done(cluster: DevCluster) -> None:

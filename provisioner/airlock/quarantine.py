@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -35,7 +35,7 @@ from provisioner.airlock.checks import (
     type_refusal,
 )
 from provisioner.airlock.keys import ExportRef, normalise_export_path, refuse_collisions
-from provisioner.airlock.paths import ConfinedFile, open_confined
+from provisioner.airlock.paths import open_confined
 from provisioner.errors import InvalidInputError, NotFoundError, RefusedError
 from provisioner.models.resources import ExportFile, ExportFileKind, ExportRequest
 from provisioner.storage.s3 import error_code, s3_error, translated_errors
@@ -48,6 +48,19 @@ if TYPE_CHECKING:
 
 PART_BYTES = 8 << 20  # S3 wants parts of at least 5 MiB (but the last); 8 MiB as boto3 uses
 META_SHA256 = "sha256"  # x-amz-meta-sha256: the declared hash the upload was checked against
+
+
+class FileSource(Protocol):
+    """Bytes offered for one declared file: a file opened in project storage
+    (`paths.ConfinedFile`) or an upload streamed to the airlock service."""
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def read_parts(self, part_bytes: int) -> Iterator[bytes]: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,7 @@ def quarantine_file(
     bucket: str,
     ref: ExportRef,
     declared: ExportFile,
-    source: ConfinedFile,
+    source: FileSource,
     *,
     allowed_types: Iterable[str],
     part_bytes: int = PART_BYTES,

@@ -234,9 +234,21 @@ def read_revocation(client: S3Client, bucket: str, ref: ExportRef) -> dict[str, 
     return _read_json(client, bucket, ref.revocation_key)
 
 
+def _document_bytes(document: Mapping[str, Any]) -> bytes:
+    """How a manifest or revocation record is stored: stable, so a document read back
+    serialises to the same bytes."""
+    return json.dumps(document, indent=2, sort_keys=True).encode()
+
+
+def manifest_sha256(manifest: Mapping[str, Any]) -> str:
+    """The sha256 of the manifest's stored bytes (`sha256sum release.json` gives the same);
+    the ExportRequest's release record carries it."""
+    return hashlib.sha256(_document_bytes(manifest)).hexdigest()
+
+
 def _create_json(client: S3Client, bucket: str, key: str, document: dict[str, Any]) -> bool:
     """Create `key` with `document` unless it exists; whether this call created it."""
-    body = json.dumps(document, indent=2, sort_keys=True).encode()
+    body = _document_bytes(document)
     try:
         put_object(client, bucket, key, body, content_type="application/json", if_none_match=True)
     except ConflictError:

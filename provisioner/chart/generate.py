@@ -40,6 +40,7 @@ import yaml
 from provisioner.chart import values as chart_values
 from provisioner.controller.install import plan_platform
 from provisioner.devcluster.dns import corefile, platform_names
+from provisioner.devcluster.hub import airlock_service_env
 from provisioner.errors import InvalidInputError
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
@@ -299,6 +300,12 @@ def _helpers() -> str:
     settings = Settings()
     controller = names.service_account_of(settings.controller_user)
     assert controller is not None and controller[0] == names.SYSTEM_NAMESPACE
+    airlock = names.service_account_of(settings.airlock_user)
+    assert airlock is not None and airlock[0] == settings.airlock_namespace
+    hub_api_url = (
+        f"http://{names.service_fqdn(names.HUB_SERVICE, settings.hub_namespace)}:"
+        f"{settings.hub_api_port}"
+    )
     constants = {
         "tre.systemNamespace": names.SYSTEM_NAMESPACE,
         "tre.hubNamespace": settings.hub_namespace,
@@ -306,6 +313,9 @@ def _helpers() -> str:
         "tre.dnsNamespace": settings.dns_namespace,
         "tre.controllerServiceAccount": controller[1],
         "tre.hubServiceAccount": settings.hub_service_account,
+        "tre.airlockServiceAccount": airlock[1],
+        "tre.hubApiUrl": hub_api_url,
+        "tre.airlockPrefix": names.AIRLOCK_PREFIX,
         "tre.hubService": names.HUB_SERVICE,
         "tre.airlockService": names.AIRLOCK_SERVICE,
         "tre.hubApiPort": str(settings.hub_api_port),
@@ -314,6 +324,9 @@ def _helpers() -> str:
         "tre.dnsConfigMap": DNS_CONFIGMAP,
         "tre.signingKeyPath": chart_values.SIGNING_KEY_PATH,
         "tre.oidcSecretPath": chart_values.OIDC_SECRET_PATH,
+        "tre.airlockTokenPath": chart_values.AIRLOCK_TOKEN_PATH,
+        "tre.airlockCookiePath": chart_values.AIRLOCK_COOKIE_PATH,
+        "tre.airlockKubeconfigPath": chart_values.AIRLOCK_KUBECONFIG_PATH,
     }
     labels = {
         "tre.hubPodLabels": network_policies.HUB_POD_LABELS,
@@ -331,9 +344,16 @@ def _helpers() -> str:
     for name, mapping in labels.items():
         body = yaml.safe_dump(mapping, sort_keys=True).rstrip("\n")
         out.append(f'{{{{- define "{name}" -}}}}\n{body}\n{{{{- end }}}}\n')
+    body = yaml.safe_dump(network_policies.HUB_AND_PROXY_PODS, sort_keys=False).rstrip("\n")
+    out.append(f'{{{{- define "tre.hubAndProxyPods" -}}}}\n{body}\n{{{{- end }}}}\n')
     selector = {"matchExpressions": [{"key": names.LABEL_PROJECT, "operator": "Exists"}]}
     body = yaml.safe_dump(selector, sort_keys=False).rstrip("\n")
     out.append(f'{{{{- define "tre.projectNamespaces" -}}}}\n{body}\n{{{{- end }}}}\n')
+    service_env = airlock_service_env(hub_api_url, names.airlock_url(settings))
+    body = yaml.safe_dump(
+        [{"name": k, "value": v} for k, v in service_env.items()], sort_keys=False, width=200
+    ).rstrip("\n")
+    out.append(f'{{{{- define "tre.airlockServiceEnv" -}}}}\n{body}\n{{{{- end }}}}\n')
     out.append(_settings_env(settings))
     return "\n".join(out)
 

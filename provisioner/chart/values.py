@@ -72,6 +72,7 @@ FIXED_SETTINGS: Final = (
     "airlock_port",
     "dns_namespace",
     "dataset_csi_driver",
+    "airlock_user",
 )
 # Set by the templates of the pods that need them (secrets mounted as files or variables).
 POD_SETTINGS: Final = (
@@ -81,17 +82,20 @@ POD_SETTINGS: Final = (
     "s3_secret_access_key",
     "hub_proxy_api_url",
     "dns_resolver_ip",
+    "hub_airlock_token_file",
+    "kubeconfig",  # the airlock's: its in-cluster token as a kubeconfig (it impersonates)
 )
 # Their defaults are right in a pod (in-cluster credentials, the hub's own URLs), or they
 # serve the local platform only (the development sign-in, a host outside the pod network).
 NOT_IN_CLUSTER: Final = (
-    "kubeconfig",
     "hub_bind_url",
     "hub_api_bind_url",
     "hub_connect_url",
     "hub_dev_authenticator",
     "hub_dev_password_file",
+    "hub_dev_groups",
     "platform_host_ip",
+    "airlock_url",  # names.airlock_url: the airlock Service, which the chart makes
 )
 
 
@@ -108,6 +112,9 @@ def _plain(value: Any) -> Any:
 # refuses a file others may read: the volumes use defaultMode 0400).
 SIGNING_KEY_PATH: Final = "/var/run/secrets/tre/audit/signing-key"
 OIDC_SECRET_PATH: Final = "/var/run/secrets/tre/oidc/client-secret"  # noqa: S105 (a path)
+AIRLOCK_TOKEN_PATH: Final = "/var/run/secrets/tre/airlock/token"  # noqa: S105 (a path)
+AIRLOCK_COOKIE_PATH: Final = "/var/run/secrets/tre/airlock-cookie/secret"
+AIRLOCK_KUBECONFIG_PATH: Final = "/etc/tre/kubeconfig"
 
 # Group names are substituted into CEL and YAML strings of the generated policies; this
 # pattern keeps quotes, backslashes and template braces out of them.

@@ -42,6 +42,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "audit": ("provisioner.cli.audit", "Verify and export the audit log."),
     "controller": ("provisioner.cli.controller", "Run the workspace controller."),
     "dev": ("provisioner.cli.dev", "Run the local development platform (control plane + S3)."),
+    "export": (
+        "provisioner.cli.export",
+        "Submit results for export through the airlock (from a notebook).",
+    ),
+    "airlock": ("provisioner.cli.airlock", "Run the airlock service (exports, reviews, release)."),
     "whoami": ("provisioner.cli.whoami", "Show the username and groups the API server sees."),
     "check": (
         "provisioner.cli.check",

@@ -133,6 +133,7 @@ def _start_hub(cluster: DevCluster, *, in_node: bool) -> None:
             probe_host="127.0.0.1",
             public_port=public,
             hub_api_port=config.hub_api_port,
+            airlock_port=config.airlock_port,
         )
     endpoints = dev_hub.up(config, _progress, launch=launch)
     typer.echo(f"hub:        {endpoints.probe_url}/")

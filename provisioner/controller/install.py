@@ -1,7 +1,7 @@
 """Install the platform's cluster-wide objects: CRDs, admission policies, RBAC, tre-system and
 the controller's ServiceAccount in it (and, for the k8s-csi-s3 dataset driver, its CSIDriver
 and the Secret with the S3 endpoint its node plugin reads), the hub's namespace and
-ServiceAccount.
+ServiceAccount, the airlock's namespace and ServiceAccount.
 
 Idempotent (server-side apply). Waits until the CRDs are Established. The API server loads
 admission policies asynchronously, a moment after they are applied: the tests probe until a
@@ -28,7 +28,7 @@ from provisioner.planning.names import (
     SYSTEM_NAMESPACE,
     service_account_of,
 )
-from provisioner.planning.rbac import plan_platform_rbac
+from provisioner.planning.rbac import plan_airlock_identity, plan_platform_rbac
 from provisioner.planning.storage import dataset_driver_objects
 
 CRDS = RESOURCES[("apiextensions.k8s.io/v1", "CustomResourceDefinition")]
@@ -51,6 +51,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         namespace,
         *_controller_service_account(settings),
         *_hub_identity(settings),
+        *plan_airlock_identity(settings),
         *plan_crds(),
         *plan_platform_rbac(settings),
         *plan_admission_policies(settings),

@@ -6,6 +6,13 @@
     <state>/hub/proxy-token     the token the hub and the proxy share, 0600
     <state>/hub/hub.json        where they listen (the URLs `tre dev env` prints)
     <state>/hub/hub.log, proxy.log, jupyterhub.sqlite, jupyterhub_cookie_secret
+    <state>/hub/airlock-token   the token the hub and the airlock service share, 0600
+    <state>/hub/airlock-cookie-secret, airlock.log   the airlock service's
+
+The airlock service (`tre airlock serve`) is the hub's service `airlock`: a third recorded
+process, started after the hub (it asks the hub who people are), where the hub is, on
+`settings.airlock_port` in a node's network (the port the project NetworkPolicies open to
+notebooks), and served to people by the proxy under /services/airlock/.
 
 We start the proxy ourselves rather than letting JupyterHub start it: both pids go into the
 platform's processes.json, so `tre dev down` stops a proxy even after the hub died (a proxy
@@ -44,7 +51,7 @@ from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
-from provisioner.planning.names import hub_user
+from provisioner.planning.names import AIRLOCK_HUB_SERVICE, AIRLOCK_PREFIX, hub_user
 
 if TYPE_CHECKING:
     import requests
@@ -57,6 +64,10 @@ PROXY_SCRIPT: Final = (
 )
 HUB_PROCESS: Final = "jupyterhub"
 PROXY_PROCESS: Final = "configurable-http-proxy"
+AIRLOCK_PROCESS: Final = "tre-airlock"
+# The development sign-in's output checkers (hub group settings.output_checker_group), unless
+# TRE_HUB_DEV_GROUPS says otherwise: the demo's two independent reviewers.
+DEV_OUTPUT_CHECKERS: Final = ("olga.checker", "omar.checker")
 # Seconds. A cold hub imports JupyterHub, KubeSpawner and the Kubernetes clients (~5 s here)
 # and creates its database.
 START_TIMEOUT: Final = 90.0
@@ -70,7 +81,28 @@ _NOT_FOR_THE_HUB: Final = (
     "TRE_S3_SECRET_ACCESS_KEY",
     "TRE_AUDIT_SIGNING_KEY_FILE",
 )
+# Nor the airlock: it signs no audit entries (the controller derives them from its records).
+_NOT_FOR_THE_AIRLOCK: Final = ("TRE_AUDIT_SIGNING_KEY_FILE",)
 SERVICE_ACCOUNTS = RESOURCES[("v1", "ServiceAccount")]
+
+
+def airlock_service_env(hub_api_url: str, airlock_url: str) -> dict[str, str]:
+    """What the hub gives a service it manages (JupyterHub's Service.env), for the airlock
+    run beside the hub: here, and in a cluster (the Helm chart's airlock Deployment). The API
+    token comes on its own, from a secret file."""
+    return {
+        "TRE_AIRLOCK_URL": airlock_url,
+        "JUPYTERHUB_SERVICE_NAME": AIRLOCK_HUB_SERVICE,
+        "JUPYTERHUB_CLIENT_ID": f"service-{AIRLOCK_HUB_SERVICE}",
+        "JUPYTERHUB_API_URL": f"{hub_api_url}/hub/api",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_SERVICE_PREFIX": AIRLOCK_PREFIX,
+        "JUPYTERHUB_SERVICE_URL": airlock_url.removesuffix(AIRLOCK_PREFIX),
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{AIRLOCK_PREFIX}oauth_callback",
+        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
+            [f"access:services!service={AIRLOCK_HUB_SERVICE}", "access:services"]
+        ),
+    }
 
 
 @dataclass(frozen=True)
@@ -93,6 +125,7 @@ class HubLaunch:
     # host already listens on, and the hub API on the port the project NetworkPolicies open.
     public_port: int | None = None
     hub_api_port: int | None = None
+    airlock_port: int | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +137,7 @@ class HubEndpoints:
     hub_api_url: str  # where the hub API listens
     connect_url: str  # what pods call the hub API at
     probe_url: str  # the public URL as this host reaches it
+    airlock_url: str  # the airlock's API, as notebooks and the hub's proxy reach it
 
     def to_json(self) -> dict[str, str]:
         return dict(self.__dict__)
@@ -120,18 +154,20 @@ class DevHub:
         suffix = "" if instance == "hub" else f"-{instance}"
         self.hub_process = HUB_PROCESS + suffix
         self.proxy_process = PROXY_PROCESS + suffix
+        self.airlock_process = AIRLOCK_PROCESS + suffix
         self.dir = cluster.state_dir / instance
         self.kubeconfig = self.dir / "kubeconfig"
         self.password_file = self.dir / "dev-password"
         self._token_file = self.dir / "proxy-token"
+        self.airlock_token_file = self.dir / "airlock-token"
+        self._airlock_cookie_file = self.dir / "airlock-cookie-secret"
         self._endpoints_file = self.dir / "hub.json"
 
     # --- queries ----------------------------------------------------------------------------
 
     def processes(self) -> list[Process]:
-        return [
-            p for p in self.cluster.processes() if p.name in (self.hub_process, self.proxy_process)
-        ]
+        names = (self.hub_process, self.proxy_process, self.airlock_process)
+        return [p for p in self.cluster.processes() if p.name in names]
 
     def endpoints(self) -> HubEndpoints | None:
         try:
@@ -150,7 +186,7 @@ class DevHub:
         procs = self.processes()
         endpoints = self.endpoints()
         return (
-            len(procs) == 2
+            len(procs) == 3
             and all(p.alive() for p in procs)
             and endpoints is not None
             and _answers(endpoints.probe_url)
@@ -183,6 +219,8 @@ class DevHub:
         self._write_hub_kubeconfig(settings)
         _ensure_secret(self.password_file)
         _ensure_secret(self._token_file)
+        _ensure_secret(self.airlock_token_file)
+        _ensure_secret(self._airlock_cookie_file)
         endpoints = _endpoints(launch)
         self._endpoints_file.write_text(json.dumps(endpoints.to_json(), indent=2))
         token = self._token_file.read_text().strip()
@@ -191,13 +229,21 @@ class DevHub:
             progress(f"starting configurable-http-proxy on {endpoints.public_url}")
             started.append(self._start_proxy(endpoints, launch, token))
             progress(f"starting JupyterHub (API on {endpoints.hub_api_url})")
-            started.append(self._start_hub(endpoints, launch, token, extra_env or {}))
+            started.append(self._start_hub(endpoints, launch, token, settings, extra_env or {}))
             self.cluster.add_processes(started)
             wait_until_ready(
                 started,
                 lambda: _answers(endpoints.probe_url),
                 f"the hub at {endpoints.probe_url}/hub/api/",
                 START_TIMEOUT,
+            )
+            progress(f"starting the airlock service ({endpoints.airlock_url})")
+            airlock = self._start_airlock(endpoints, launch, settings)
+            started.append(airlock)
+            self.cluster.add_processes([airlock])
+            health = f"{endpoints.probe_url}{AIRLOCK_PREFIX}health"
+            wait_until_ready(
+                [airlock], lambda: _answers(health, ""), f"the airlock at {health}", START_TIMEOUT
             )
         except BaseException:
             for proc in reversed(started):
@@ -216,7 +262,9 @@ class DevHub:
         non-interactive shell ignores the interrupt). `DevCluster.down` does the same.
         """
         procs = self.processes()
-        for proc in sorted(procs, key=lambda p: p.name != self.hub_process):
+        # The airlock first (it asks the hub), then the hub's own services with the hub.
+        order = {self.airlock_process: 0, self.hub_process: 1}
+        for proc in sorted(procs, key=lambda p: order.get(p.name, 2)):
             if proc.alive():
                 progress(f"stopping {proc.name} (pid {proc.pid}) and what it started")
             stop_with_children(proc)
@@ -274,6 +322,7 @@ class DevHub:
         endpoints: HubEndpoints,
         launch: HubLaunch,
         token: str,
+        settings: Settings,
         extra_env: dict[str, str],
     ) -> Process:
         argv = [
@@ -288,24 +337,68 @@ class DevHub:
             self.hub_process,
             argv,
             self.dir / "hub.log",
-            self._hub_env(endpoints, token) | extra_env,
+            self._hub_env(endpoints, token, settings) | extra_env,
             cwd=self.dir,  # jupyterhub.sqlite and the cookie secret live here
             exe=sys.executable,
         )
 
-    def _hub_env(self, endpoints: HubEndpoints, token: str) -> dict[str, str]:
+    def _start_airlock(
+        self, endpoints: HubEndpoints, launch: HubLaunch, settings: Settings
+    ) -> Process:
+        port = urllib.parse.urlsplit(endpoints.airlock_url).port
+        argv = [
+            *launch.argv_prefix,
+            sys.executable,
+            "-m",
+            "provisioner.cli.main",
+            "airlock",
+            "serve",
+            f"--host={launch.bind_host}",
+            f"--port={port}",
+            f"--cookie-secret-file={self._airlock_cookie_file}",
+        ]
+        inherited = {
+            key: value
+            for key, value in os.environ.items()
+            if key.startswith("TRE_") and key not in _NOT_FOR_THE_AIRLOCK
+        }
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": self._python_path(),
+            "HOME": str(self.dir),
+            **inherited,
+            "TRE_KUBECONFIG": str(self._airlock_kubeconfig(settings)),
+            **airlock_service_env(endpoints.hub_api_url, endpoints.airlock_url),
+            "JUPYTERHUB_API_TOKEN": self.airlock_token_file.read_text().strip(),
+        }
+        return spawn(
+            self.airlock_process,
+            argv,
+            self.dir / "airlock.log",
+            env,
+            cwd=self.dir,
+            exe=sys.executable,
+        )
+
+    def _airlock_kubeconfig(self, settings: Settings) -> Path:
+        # Its own ServiceAccount's token: what its pod has in a cluster, never the admin's.
+        from provisioner.devcluster.airlock import airlock_kubeconfig
+
+        return airlock_kubeconfig(self.cluster, settings)
+
+    def _python_path(self) -> str:
+        # This checkout first: the hub loads the hub_config that this `tre` belongs to.
+        return os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+    def _hub_env(self, endpoints: HubEndpoints, token: str, settings: Settings) -> dict[str, str]:
         inherited = {
             key: value
             for key, value in os.environ.items()
             if key.startswith("TRE_") and key not in _NOT_FOR_THE_HUB
         }
-        # This checkout first: the hub loads the hub_config that this `tre` belongs to.
-        python_path = os.pathsep.join(
-            p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
-        )
         return {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "PYTHONPATH": python_path,
+            "PYTHONPATH": self._python_path(),
             "HOME": str(self.dir),
             **inherited,
             "KUBECONFIG": str(self.kubeconfig),
@@ -316,6 +409,10 @@ class DevHub:
             "TRE_HUB_PROXY_API_URL": endpoints.proxy_api_url,
             "TRE_HUB_DEV_AUTHENTICATOR": "true",
             "TRE_HUB_DEV_PASSWORD_FILE": str(self.password_file),
+            "TRE_HUB_AIRLOCK_TOKEN_FILE": str(self.airlock_token_file),
+            "TRE_HUB_DEV_GROUPS": os.environ.get("TRE_HUB_DEV_GROUPS")
+            or json.dumps({settings.output_checker_group: list(DEV_OUTPUT_CHECKERS)}),
+            "TRE_AIRLOCK_URL": endpoints.airlock_url,
         }
 
 
@@ -324,6 +421,7 @@ def _endpoints(launch: HubLaunch) -> HubEndpoints:
     public = launch.public_port or free_port()
     proxy_api = free_port()
     hub_api = launch.hub_api_port or free_port()
+    airlock = launch.airlock_port or free_port()
     bind = launch.bind_host
     return HubEndpoints(
         public_url=f"http://{bind}:{public}",
@@ -331,6 +429,7 @@ def _endpoints(launch: HubLaunch) -> HubEndpoints:
         hub_api_url=f"http://{bind}:{hub_api}",
         connect_url=f"http://{launch.connect_host or bind}:{hub_api}",
         probe_url=f"http://{launch.probe_host or bind}:{public}",
+        airlock_url=f"http://{launch.connect_host or bind}:{airlock}{AIRLOCK_PREFIX}",
     )
 
 
@@ -344,10 +443,11 @@ def _ensure_secret(path: Path) -> None:
         out.write(secrets.token_urlsafe(24) + "\n")
 
 
-def _answers(public_url: str) -> bool:
-    """True when /hub/api/ answers through the proxy (so both run and the hub's route is in)."""
+def _answers(public_url: str, path: str = "/hub/api/") -> bool:
+    """True when /hub/api/ answers through the proxy (so both run and the hub's route is in);
+    or `path` under `public_url`."""
     try:
-        with urllib.request.urlopen(f"{public_url}/hub/api/", timeout=2) as response:  # noqa: S310 - our own URL on a local address
+        with urllib.request.urlopen(f"{public_url}{path}", timeout=2) as response:  # noqa: S310 - our own URL on a local address
             return bool(response.status == 200)
     except (OSError, ValueError):
         return False

@@ -11,6 +11,10 @@ Who writes what:
 - AccessRequest: the requester writes `spec` on create; approvers only append to
   `spec.decisions` (enforced by ValidatingAdmissionPolicies); the controller writes `status`.
 - Workspace: only the controller writes it; JupyterHub reads it.
+- ExportRequest: its author files `spec`, output checkers append to `spec.reviews`; the
+  controller writes `status.phase`, `reviewers` and `conditions` from the reviews; the airlock
+  (`settings.airlock_user`) alone writes `status.release`, `status.revocation` and
+  `status.access` (admission policy `tre-exportrequest-approved`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -316,10 +320,15 @@ class ExportFileKind(StrEnum):
     SUPPORTING = "supporting"  # shown to reviewers (code, logs), never released
 
 
+# A file's path relative to the project storage root, as an export names it (the airlock
+# normalises and confines it before reading: provisioner/airlock/paths.py).
+ExportPath = Annotated[str, Field(min_length=1, max_length=1024, pattern=r"^[^/\x00][^\x00]*$")]
+
+
 class ExportFile(KubeModel):
     """One file offered for export: where it is in project storage and what it is."""
 
-    path: str = Field(min_length=1, max_length=1024, pattern=r"^[^/\x00][^\x00]*$")
+    path: ExportPath
     size: int = Field(ge=1)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     kind: ExportFileKind = ExportFileKind.OUTPUT
@@ -376,10 +385,53 @@ class ExportRequestSpec(KubeModel):
         return files
 
 
+class ReleaseRecord(KubeModel):
+    """What left: written once by the airlock when it marks the export Released, after the
+    release manifest (release.json) exists in the egress bucket."""
+
+    by: Username  # who released it (the airlock vouches; the audit log records it)
+    at: dt.datetime
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # sha256 of release.json's bytes
+    files: int = Field(ge=1)  # the output files released: every one of the export's
+
+
+class RevocationRecord(KubeModel):
+    """Why a released export was taken back: written once by the airlock, with Revoked."""
+
+    by: Username
+    at: dt.datetime
+    reason: str = Field(min_length=10, max_length=2000)
+
+
+class AccessAction(StrEnum):
+    VIEW = "view"  # an output checker opened a quarantined file
+    DOWNLOAD = "download"  # a released file was handed out (a download link issued)
+
+
+class AccessRecord(KubeModel):
+    """One look at one file of the export, appended by the airlock; never changed."""
+
+    by: Username
+    at: dt.datetime
+    action: AccessAction
+    path: ExportPath
+
+
+# Access records an export holds. A view or download the airlock cannot record is one it
+# must refuse (every access is audited), so a full list ends access to that export: 512 is
+# two checkers opening 50 files five times over and leaves room for the downloads.
+MAX_ACCESS_RECORDS: Final = 512
+
+
 class ExportRequestStatus(KubeModel):
     phase: ExportPhase = ExportPhase.SUBMITTED
     reviewers: list[Username] = Field(default_factory=list)
     conditions: list[Condition] = Field(default_factory=list, max_length=16)
+    # The airlock's, write-once (release, revocation) or append-only (access); the controller
+    # carries them over untouched and audits each one (planning/project.py).
+    release: ReleaseRecord | None = None
+    revocation: RevocationRecord | None = None
+    access: list[AccessRecord] = Field(default_factory=list, max_length=MAX_ACCESS_RECORDS)
 
 
 class ExportRequest(CustomResource):

@@ -46,6 +46,31 @@ class Settings(BaseSettings):
         return sorted(set(value))
 
     @model_validator(mode="after")
+    def _separate_service_identities(self) -> Self:
+        # Each service's reach is granted to its identity: one identity for two services
+        # would give the airlock the controller's writes (or the reverse) and make the
+        # admission rules that tell them apart meaningless.
+        if self.airlock_user == self.controller_user:
+            raise ValueError(
+                f"airlock_user: must differ from controller_user ({self.controller_user!r}); "
+                "give the airlock an identity of its own (default "
+                "system:serviceaccount:tre-airlock:tre-airlock)"
+            )
+        return self
+
+    @field_validator("output_checker_group")
+    @classmethod
+    def _checker_group_is_not_a_system_group(cls, value: str) -> str:
+        # The airlock may impersonate exactly this group; a 'system:' group (system:masters,
+        # system:nodes, ...) would turn that into the cluster's own powers.
+        if value.startswith("system:") or not value:
+            raise ValueError(
+                f"must be a group of people, not {value!r}: the airlock impersonates it for "
+                "output checkers, so a 'system:' group is refused; use e.g. tre:output-checkers"
+            )
+        return value
+
+    @model_validator(mode="after")
     def _separate_airlock_buckets(self) -> Self:
         if self.airlock_quarantine_bucket == self.airlock_egress_bucket:
             raise ValueError(
@@ -82,6 +107,16 @@ class Settings(BaseSettings):
         description="The identity the controller acts as. Only it may write Workspaces "
         "(admission policy); in a cluster it is the controller's ServiceAccount, locally "
         "`tre controller run --as <this>` impersonates it.",
+    )
+    airlock_user: str = Field(
+        default="system:serviceaccount:tre-airlock:tre-airlock",
+        description="The identity the airlock service acts as. Only it may write an export's "
+        "release, revocation and access records (admission policy); it reads exports, "
+        "workspaces, datasets and access requests, and files, reviews and withdraws exports "
+        "only by impersonating the person who acts (constrained impersonation: users, the "
+        "output checker group, and only to create, update or patch ExportRequests). In a "
+        "cluster it is the airlock's ServiceAccount in airlock_namespace; locally `tre dev up` "
+        "writes a kubeconfig with its token (<state>/airlock/kubeconfig).",
     )
 
     # --- Approval rules (mirrored by the ValidatingAdmissionPolicies) -----------------------
@@ -195,6 +230,20 @@ class Settings(BaseSettings):
         default=None,
         description="File holding the development authenticator's shared password (at least "
         "8 characters; mode 0600 or 0400). `tre dev up` generates one in its state directory.",
+    )
+    hub_dev_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Local development only (with hub_dev_authenticator): hub groups and their "
+        'members, created at the hub\'s start, e.g. {"tre:output-checkers": ["olga"]}. '
+        "With OIDC, groups come from the identity provider's groups claim at every sign-in.",
+    )
+    hub_airlock_token_file: Path | None = Field(
+        default=None,
+        description="File with the API token the hub and the airlock service share (mode 0600 "
+        "or 0400; at least 32 characters). Set: the hub registers the airlock as its service "
+        "`airlock` (sign-in by OAuth, served under /services/airlock/), lets every user and "
+        "every notebook's token reach it, and tells notebooks where it is (TRE_AIRLOCK_URL). "
+        "Unset: no airlock.",
     )
     hub_oidc_issuer: str | None = Field(
         default=None,
@@ -366,6 +415,13 @@ class Settings(BaseSettings):
         description="Seconds a presigned download link of a released file stays valid "
         "(default 15 minutes; at most 7 days, the S3 signature limit). Short, so a link "
         "forwarded or left in a browser history stops working; the lead asks for a new one.",
+    )
+    airlock_url: str | None = Field(
+        default=None,
+        description="Where notebooks and `tre export` reach the airlock's API, with its "
+        "JupyterHub service prefix. Default: the airlock Service in airlock_namespace on "
+        "airlock_port, under /services/airlock/ (`names.airlock_url`). The hub passes it "
+        "to every notebook as TRE_AIRLOCK_URL.",
     )
 
     audit_signing_key_file: Path | None = Field(

@@ -53,6 +53,14 @@ Workspace (`tre-workspace-controller-only`): only the controller identity create
 deletes Workspaces (JupyterHub trusts them). An administrator who must intervene by hand
 deletes that binding first, which the API server's audit log records.
 
+ExportRequest (`tre-exportrequest-*`, in project namespaces, the workspace access ConfigMap as
+parameter): filed by a member of a Ready workspace in their own name; reviews appended one at
+a time by independent output checkers; the status has two writers, each with fields of its
+own: the controller (phase, reviewers, conditions, from the reviews) and the airlock
+(`settings.airlock_user`: release, revocation and access records, with the phases Released
+and Revoked), each unable to touch the other's. The airlock acts for people by impersonation,
+so the create and review rules judge the person, not the service.
+
 CEL notes (checked against kube-apiserver 1.36):
 - At run time admission policies see custom-resource dates as strings, but the type checker
   reads the CRD's `format: date` as a timestamp; `string(d).substring(0, 10)` is right for
@@ -69,7 +77,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from provisioner import API_GROUP, API_VERSION
-from provisioner.models.resources import DecisionAction, RequestPhase
+from provisioner.models.resources import DecisionAction, ExportPhase, RequestPhase
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning import names
@@ -163,7 +171,7 @@ def plan_admission_policies(
     for export_policy in (
         _export_create_policy(),
         _export_update_policy(settings),
-        _export_status_policy(controller),
+        _export_status_policy(controller, settings.airlock_user),
     ):
         planned += [
             export_policy,
@@ -1109,11 +1117,57 @@ def _export_update_policy(settings: Settings) -> dict[str, Any]:
     )
 
 
-def _export_status_policy(controller: str) -> dict[str, Any]:
-    """Only the controller writes an export's status, and Approved needs as many distinct
-    output checkers as the workspace's data asks (the access ConfigMap says how many), each
-    approving every output file, none the author or a member."""
+# Status fields the airlock's rules judge one by one; it may change no other.
+_AIRLOCK_JUDGED: Final = ("phase", "release", "revocation", "access")
+_AIRLOCK_PHASES: Final = (ExportPhase.RELEASED.value, ExportPhase.REVOKED.value)
+# An export whose files someone may still look at: under review, approved, released (a
+# revoked one's quarantined files stay the record of what was reviewed). Not after a
+# rejection or a withdrawal: nothing of it is read again.
+_ACCESS_PHASES: Final = tuple(
+    p.value
+    for p in (
+        ExportPhase.SUBMITTED,
+        ExportPhase.RETURNED,
+        ExportPhase.APPROVED,
+        ExportPhase.RELEASED,
+        ExportPhase.REVOKED,
+    )
+)
+
+
+def _export_status_policy(controller: str, airlock: str) -> dict[str, Any]:
+    """Two identities write an export's status, each its own fields.
+
+    - The controller writes phase, reviewers and conditions from the reviews. It carries the
+      airlock's records over untouched, never moves an export to or from Released or Revoked,
+      and Approved needs as many distinct output checkers as the workspace's data asks (the
+      access ConfigMap says how many), each approving every output file, none the author or
+      a member.
+    - The airlock writes only: Approved -> Released with `release` (write-once; it counts
+      every output file, and the approvals are judged again, so nothing leaves on reviews
+      that no longer count); Released -> Revoked with `revocation` (write-once); and appended
+      `access` records (earlier ones unchanged, each naming a file of the export), while the
+      export is under review, approved, released or revoked.
+    - Nobody else, admins included.
+    """
     outputs = "object.spec.files.filter(f, !has(f.kind) || f.kind == 'output').map(f, f.path)"
+    judged = _cel_list(_AIRLOCK_JUDGED)
+    airlock_phases = _cel_list(_AIRLOCK_PHASES)
+    who = (
+        f"the controller ({controller}) writes its phase from the reviews, the airlock "
+        f"({airlock}) its release, revocation and access records"
+    )
+
+    def present(field: str) -> dict[str, str]:
+        """had<Field>, has<Field> and <field>Kept for one of the airlock's write-once records."""
+        name = field[0].upper() + field[1:]
+        return {
+            f"had{name}": f"has(oldObject.status) && has(oldObject.status.{field})",
+            f"has{name}": f"has(object.status) && has(object.status.{field})",
+            f"{field}Kept": f"variables.had{name} == variables.has{name} && "
+            f"(!variables.had{name} || object.status.{field} == oldObject.status.{field})",
+        }
+
     return _policy(
         EXPORT_STATUS_POLICY,
         _rules(["exportrequests/status"], ["UPDATE"]),
@@ -1124,20 +1178,134 @@ def _export_status_policy(controller: str) -> dict[str, Any]:
             "!(r.by in params.data.members.split(',')) && "
             f"{outputs}.all(p, r.votes.exists(v, v.path == p && v.vote == 'approve'))"
             ").map(r, r.by).distinct()",
-            "approving": "has(object.status) && has(object.status.phase) && "
-            "object.status.phase == 'Approved'",
+            "controller": f"request.userInfo.username == {cel_str(controller)}",
+            "airlock": f"request.userInfo.username == {cel_str(airlock)}",
+            # A status not written yet is Submitted (the model's default).
+            "oldPhase": "has(oldObject.status) && has(oldObject.status.phase) ? "
+            "oldObject.status.phase : 'Submitted'",
+            "phase": "has(object.status) && has(object.status.phase) ? object.status.phase : "
+            "'Submitted'",
+            "releases": "variables.oldPhase == 'Approved' && variables.phase == 'Released'",
+            "revokes": "variables.oldPhase == 'Released' && variables.phase == 'Revoked'",
+            **present("release"),
+            **present("revocation"),
+            "oldAccess": "has(oldObject.status) && has(oldObject.status.access) ? "
+            "oldObject.status.access : []",
+            "access": "has(object.status) && has(object.status.access) ? object.status.access : []",
+            # slice() fails on a bound beyond the list: check the size first.
+            "accessAppended": "size(variables.access) >= size(variables.oldAccess) && "
+            "variables.access.slice(0, size(variables.oldAccess)) == variables.oldAccess",
+            "newAccess": "variables.accessAppended ? variables.access.slice("
+            "size(variables.oldAccess), size(variables.access)) : []",
+            # The status fields other than those judged one by one, changed, added or removed.
+            "oldOthers": f"has(oldObject.status) ? oldObject.status.filter(k, !(k in {judged})) "
+            ": []",
+            "others": f"has(object.status) ? object.status.filter(k, !(k in {judged})) : []",
+            "othersChanged": "variables.oldOthers.filter(k, !(k in variables.others) || "
+            "object.status[k] != oldObject.status[k]) + "
+            "variables.others.filter(k, !(k in variables.oldOthers))",
+            # Judged when an export becomes Approved, and again when it is released.
+            "counted": "variables.phase in ['Approved', 'Released'] && "
+            "variables.phase != variables.oldPhase",
         },
         validations=[
             _validation(
-                f"request.userInfo.username == {cel_str(controller)}",
-                "request.userInfo.username + ' may not write the status of exports: the "
-                f"controller ({controller}) does, from the reviews'",
+                "variables.controller || variables.airlock",
+                f"request.userInfo.username + ' may not write the status of exports: {who}'",
+            ),
+            # --- the controller ---
+            _validation(
+                "!variables.controller || variables.releaseKept",
+                message=f"status.release: only the airlock ({airlock}) writes it, once, when "
+                "it releases the export; the controller carries it over unchanged",
             ),
             _validation(
-                "!variables.approving || "
+                "!variables.controller || variables.revocationKept",
+                message=f"status.revocation: only the airlock ({airlock}) writes it, once, "
+                "when it revokes a release; the controller carries it over unchanged",
+            ),
+            _validation(
+                "!variables.controller || variables.access == variables.oldAccess",
+                message=f"status.access: only the airlock ({airlock}) appends access records; "
+                "the controller carries them over unchanged",
+            ),
+            _validation(
+                f"!variables.controller || (variables.phase in {airlock_phases} ? "
+                f"variables.phase == variables.oldPhase : !(variables.oldPhase in "
+                f"{airlock_phases}))",
+                "'status.phase: ' + variables.oldPhase + ' -> ' + variables.phase + ': only "
+                f"the airlock ({airlock}) makes an export Released or Revoked, and nothing "
+                "moves it back'",
+            ),
+            # --- the airlock ---
+            _validation(
+                "!variables.airlock || size(variables.othersChanged) == 0",
+                "'status.' + variables.othersChanged.sort().join(', status.') + ': the "
+                f"controller ({controller}) writes it from the reviews; the airlock writes "
+                "only release, revocation and access'",
+            ),
+            _validation(
+                "!variables.airlock || variables.phase == variables.oldPhase || "
+                "variables.releases || variables.revokes",
+                "'status.phase: the airlock moves an export only from Approved to Released "
+                "and from Released to Revoked (got ' + variables.oldPhase + ' -> ' + "
+                "variables.phase + ')'",
+            ),
+            _validation(
+                "!variables.airlock || !variables.hadRelease || variables.releaseKept",
+                message="status.release: written once, when the export is released; it "
+                "cannot be changed or removed",
+            ),
+            _validation(
+                "!variables.airlock || (variables.releases ? variables.hasRelease : "
+                "variables.hadRelease == variables.hasRelease)",
+                "'status.release: set exactly when an Approved export becomes Released, and "
+                "then required (got ' + variables.oldPhase + ' -> ' + variables.phase + ')'",
+            ),
+            _validation(
+                "!variables.airlock || !variables.hadRevocation || variables.revocationKept",
+                message="status.revocation: written once, when a release is revoked; it "
+                "cannot be changed or removed",
+            ),
+            _validation(
+                "!variables.airlock || (variables.revokes ? variables.hasRevocation : "
+                "variables.hadRevocation == variables.hasRevocation)",
+                "'status.revocation: set exactly when a Released export becomes Revoked, and "
+                "then required (got ' + variables.oldPhase + ' -> ' + variables.phase + ')'",
+            ),
+            _validation(
+                "!variables.releases || !variables.hasRelease || "
+                f"object.status.release.files == size({outputs})",
+                "'status.release.files: ' + string(object.status.release.files) + ' released, "
+                "but the export has ' + string(size(" + outputs + ")) + ' output files; a "
+                "release carries every output file'",
+                reason="Invalid",
+            ),
+            _validation(
+                "!variables.airlock || variables.accessAppended",
+                message="status.access: earlier access records cannot be changed or removed; "
+                "append new ones",
+            ),
+            _validation(
+                "!variables.airlock || size(variables.newAccess) == 0 || "
+                f"variables.oldPhase in {_cel_list(_ACCESS_PHASES)}",
+                "'status.access: this export is ' + variables.oldPhase + '; none of its files "
+                "is viewed or downloaded any more'",
+            ),
+            _validation(
+                "!variables.airlock || variables.newAccess.all(a, "
+                "object.spec.files.exists(f, f.path == a.path))",
+                "'status.access: ' + variables.newAccess.filter(a, "
+                "!object.spec.files.exists(f, f.path == a.path)).map(a, a.path).join(', ') + "
+                "' is not a file of this export (spec.files[].path)'",
+                reason="Invalid",
+            ),
+            # --- both: what makes an export Approved, and releasable ---
+            _validation(
+                "!variables.counted || "
                 "size(variables.approvers) >= int(params.data.exportReviewers)",
-                "'status.phase: Approved needs ' + params.data.exportReviewers + ' independent "
-                "output checkers approving every output file; so far: ' + "
+                "'status.phase: ' + variables.phase + ' needs ' + params.data.exportReviewers + "
+                "' independent output checkers approving every output file; so far: ' + "
                 "(size(variables.approvers) == 0 ? 'nobody' : variables.approvers.join(', '))",
             ),
         ],

@@ -69,6 +69,10 @@ CHECKS: Final = {
     ),
     "rbac-hub": ("2.1.14", "the hub may run pods only in Ready workspaces"),
     "rbac-controller": ("2.2.09", "the controller holds only its scope"),
+    "rbac-airlock": (
+        "2.2.09",
+        "the airlock acts for people only, only on exports, and holds only its scope",
+    ),
     "datasets-read-only": ("3.2.03", "every dataset is read-only at PV, PVC and pod"),
     "audit-chain": ("2.5.03", "the audit log's hash chain and signatures verify"),
 }
@@ -625,7 +629,35 @@ def rbac_probes(
             (("escalate", "clusterroles", _RBAC, ""), False),
         ],
     )
+    ask("rbac-airlock", CLUSTER, settings.airlock_user, None, _airlock_reach(API_GROUP))
+    ask("rbac-airlock", CLUSTER, settings.airlock_user, names.SYSTEM_NAMESPACE, [(_PODS, False)])
     return probes
+
+
+def _airlock_reach(api_group: str) -> list[tuple[_Ask, bool]]:
+    """The airlock's constrained impersonation (planning/rbac.py), asked the way the API
+    server asks when it impersonates: whom (`impersonate:<mode>`), then what
+    (`impersonate-on:<mode>:<verb>`)."""
+    people = "authentication.k8s.io"
+    return [
+        (("impersonate:user-info", "users", people, ""), True),
+        # legacy impersonation: anyone, for anything
+        (("impersonate", "users", "", ""), False),
+        (("impersonate", "groups", "", ""), False),
+        (("impersonate:serviceaccount", "serviceaccounts", people, ""), False),
+        (("impersonate:arbitrary-node", "nodes", people, ""), False),
+        # groups only by name (the output checkers'): not every group
+        (("impersonate:user-info", "groups", people, ""), False),
+        (("impersonate:user-info", "userextras", people, ""), False),
+        (("impersonate-on:user-info:create", "exportrequests", api_group, ""), True),
+        (("impersonate-on:user-info:delete", "exportrequests", api_group, ""), False),
+        (("impersonate-on:user-info:patch", "exportrequests", api_group, "status"), False),
+        (("impersonate-on:user-info:create", "pods", "", ""), False),
+        (("impersonate-on:user-info:get", "secrets", "", ""), False),
+        (("patch", "exportrequests", api_group, "status"), True),
+        (_LIST_SECRETS, False),
+        (("create", "clusterrolebindings", _RBAC, ""), False),
+    ]
 
 
 def judge_rbac(answers: Iterable[tuple[Probe, bool | str]]) -> list[Finding]:

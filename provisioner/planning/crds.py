@@ -287,6 +287,8 @@ _EXPORTS: Final = _Kind(
         # Replaced as a whole; the admission policy checks the old list is a prefix.
         ("spec", "reviews"): {"x-kubernetes-list-type": "atomic"},
         ("status", "conditions"): _CONDITIONS,
+        # The airlock appends; the admission policy checks the old list is a prefix.
+        ("status", "access"): {"x-kubernetes-list-type": "atomic"},
     },
 )
 _ALL_KINDS: Final = (*_KINDS, _EXPORTS)

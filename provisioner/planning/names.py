@@ -84,6 +84,20 @@ HUB_SERVICE: Final = "hub"
 AIRLOCK_SERVICE: Final = "tre-airlock"
 
 
+# The airlock is the JupyterHub service of this name: the hub's proxy serves it under
+# /services/airlock/, and its OAuth client is service-airlock.
+AIRLOCK_HUB_SERVICE: Final = "airlock"
+AIRLOCK_PREFIX: Final = f"/services/{AIRLOCK_HUB_SERVICE}/"
+
+
+def airlock_url(settings: Settings) -> str:
+    """Where notebooks call the airlock's API: `settings.airlock_url`, else its Service."""
+    if settings.airlock_url:
+        return settings.airlock_url.rstrip("/") + "/"
+    host = service_fqdn(AIRLOCK_SERVICE, settings.airlock_namespace)
+    return f"http://{host}:{settings.airlock_port}{AIRLOCK_PREFIX}"
+
+
 def service_fqdn(service: str, namespace: str) -> str:
     return f"{service}.{namespace}.svc.{CLUSTER_DOMAIN}"
 

@@ -264,14 +264,16 @@ def plan_export_statuses(
     return writes
 
 
-def _export_audit_events(
+def export_audit_events(
     project: str,
     exports: Sequence[ExportRequest],
     planned: Sequence[ExportStatusWrite],
     now: dt.datetime,
 ) -> list[AuditEvent]:
-    """Every submission and review (keyed by the export's uid and the review's index) and
-    every export phase since its last transition."""
+    """Every submission and review (keyed by the export's uid and the review's index), every
+    record the airlock keeps (each access by its index, the release, the revocation: the
+    API server lets only the airlock write them, append-only or once) and every export phase
+    since its last transition."""
     statuses = {w.name: w.status for w in planned}
     events: list[AuditEvent] = []
     for export in exports:
@@ -305,6 +307,7 @@ def _export_audit_events(
                     },
                 )
             )
+        events += _airlock_audit_events(project, export, subject, uid)
         status = statuses.get(export.name) or export.status.to_wire()
         conditions = status.get("conditions") or []
         since = conditions[0].get("lastTransitionTime") if conditions else None
@@ -319,6 +322,36 @@ def _export_audit_events(
             )
         )
     return events
+
+
+def _airlock_audit_events(
+    project: str, export: ExportRequest, subject: str, uid: str
+) -> list[AuditEvent]:
+    """The airlock's records of one export as audit events, in the order they happened: each
+    view or download (`export/<uid>/access/<index>`: the list only grows, so an index names
+    one record for good), the release and the revocation (each written once)."""
+    timed: list[tuple[dt.datetime, AuditEvent]] = []
+
+    def record(at: dt.datetime, key: str, by: str, action: str, **details: Any) -> None:
+        details = {"project": project, **details, "at": at.isoformat()}
+        timed.append((at, AuditEvent(f"export/{uid}/{key}", by, action, subject, details)))
+
+    status = export.status
+    for index, seen in enumerate(status.access):
+        record(seen.at, f"access/{index}", seen.by, f"export.{seen.action.value}", path=seen.path)
+    if (release := status.release) is not None:
+        record(
+            release.at,
+            "released",
+            release.by,
+            "export.release",
+            manifestSha256=release.manifest_sha256,
+            files=release.files,
+        )
+    if (revocation := status.revocation) is not None:
+        record(revocation.at, "revoked", revocation.by, "export.revoke", reason=revocation.reason)
+    # sorted() is stable: records with the same time keep the list's order.
+    return [event for _, event in sorted(timed, key=lambda pair: pair[0])]
 
 
 def describe(plan: ProjectPlan) -> list[dict[str, str]]:
@@ -492,7 +525,7 @@ def plan_project(
     audit_events += _workspace_audit_events(project, live_ws, status, prunes)
     audit_events += notebook_events
     if conflict is None and live_ns is not None:
-        audit_events += _export_audit_events(project, snapshot.exports_in(namespace), exports, now)
+        audit_events += export_audit_events(project, snapshot.exports_in(namespace), exports, now)
     return ProjectPlan(
         project,
         evaluated,

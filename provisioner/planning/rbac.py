@@ -4,7 +4,9 @@ RBAC says which verbs a role has; the admission policies (admission.py) then say
 *changes* are allowed. Together: anyone signed in may file and read requests, stewards
 register datasets (and the policies let only a dataset's own steward change it), approvers
 may update requests (and the policies restrict an update to appending their own decision),
-and only the controller writes statuses (dataset manifests included) and Workspaces.
+and only the controller writes statuses (dataset manifests included) and Workspaces, except
+an export's release, revocation and access records, which only the airlock writes. The airlock
+acts on a person's behalf by constrained impersonation, limited to exports.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from provisioner.planning.names import (
 )
 
 STEWARD_GROUP = "tre:stewards"
+AIRLOCK_ROLE_NAME = "tre-airlock"
 
 
 def _role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -133,6 +136,54 @@ def _controller_rules() -> list[dict[str, Any]]:
     ]
 
 
+# Constrained impersonation (KEP-5284, kube-apiserver 1.36 beta, on by default): the verbs
+# `impersonate:<mode>` say whom a caller may impersonate, `impersonate-on:<mode>:<verb>` what
+# it may do as them. Mode `user-info` covers people only: the API server routes a
+# ServiceAccount or node username to modes of their own (`serviceaccount`, `*-node`), which
+# the airlock is never granted, and refuses system:masters in every constrained mode.
+IMPERSONATION_GROUP = "authentication.k8s.io"
+IMPERSONATE_PEOPLE = "impersonate:user-info"
+# What the airlock does on a person's behalf: file an export (create), append a review or
+# withdraw (update, patch). Not get/list/delete, not the status subresource.
+AIRLOCK_ACTS_AS_PERSON = ("create", "update", "patch")
+
+
+def _airlock_rules(settings: Settings) -> list[dict[str, Any]]:
+    read = ["get", "list", "watch"]
+    return [
+        # what the pages show and the release needs: the exports, the workspace behind
+        # them (members, datasets), the datasets' manifests and the access requests (the
+        # release manifest names them)
+        {
+            "apiGroups": [API_GROUP],
+            "resources": ["exportrequests", "workspaces", "datasets", "accessrequests"],
+            "verbs": read,
+        },
+        # its own records: release, revocation, access (admission judges which and when)
+        {
+            "apiGroups": [API_GROUP],
+            "resources": ["exportrequests/status"],
+            "verbs": ["get", "patch", "update"],
+        },
+        # whom it may be: any person (not a ServiceAccount, not a node: other modes) ...
+        {"apiGroups": [IMPERSONATION_GROUP], "resources": ["users"], "verbs": [IMPERSONATE_PEOPLE]},
+        # ... with no group but the output checkers' (no uid, no extra) ...
+        {
+            "apiGroups": [IMPERSONATION_GROUP],
+            "resources": ["groups"],
+            "verbs": [IMPERSONATE_PEOPLE],
+            "resourceNames": [settings.output_checker_group],
+        },
+        # ... and as them only file, review and withdraw exports (the person's own RBAC and
+        # the export policies then judge the person)
+        {
+            "apiGroups": [API_GROUP],
+            "resources": ["exportrequests"],
+            "verbs": [f"impersonate-on:user-info:{verb}" for verb in AIRLOCK_ACTS_AS_PERSON],
+        },
+    ]
+
+
 def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
     read = ["get", "list", "watch"]
     return [
@@ -211,6 +262,10 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
             ],
         ),
         _binding("tre-output-checker", "tre-output-checker", settings.output_checker_group),
+        # the airlock: read what it shows, write its own status records, and act as a
+        # person (constrained impersonation) only to file, review and withdraw exports
+        _role(AIRLOCK_ROLE_NAME, _airlock_rules(settings)),
+        _subject_binding(AIRLOCK_ROLE_NAME, AIRLOCK_ROLE_NAME, user_subject(settings.airlock_user)),
         # the hub's ServiceAccount gets this only inside Ready workspaces (RoleBinding)
         _role(
             HUB_CLUSTER_ROLE_NAME,
@@ -222,3 +277,44 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
             ],
         ),
     ]
+
+
+def plan_airlock_identity(settings: Settings) -> list[dict[str, Any]]:
+    """The airlock's namespace, apart from the controller's and the hub's, and its
+    ServiceAccount there when `airlock_user` names one in it (as for the controller).
+
+    In a cluster the airlock's pod runs as this account; locally `airlock_kubeconfig`
+    (devcluster/airlock.py) writes a kubeconfig with its token. Pod Security `restricted`:
+    the service needs nothing more.
+    """
+    labels = {LABEL_MANAGED_BY: MANAGED_BY}
+    objects: list[dict[str, Any]] = []
+    if settings.airlock_namespace not in (SYSTEM_NAMESPACE, settings.hub_namespace):
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": settings.airlock_namespace,
+                    "labels": {
+                        **labels,
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                        "pod-security.kubernetes.io/enforce-version": settings.psa_version,
+                    },
+                },
+            }
+        )
+    account = service_account_of(settings.airlock_user)
+    if account is not None and account[0] == settings.airlock_namespace:
+        objects.append(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": account[1],
+                    "namespace": settings.airlock_namespace,
+                    "labels": labels,
+                },
+            }
+        )
+    return objects

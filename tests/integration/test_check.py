@@ -97,6 +97,8 @@ def test_everything_passes_on_ready_workspaces(
         assert set(checks) == WORKSPACE_CHECKS
         assert "network-config-analyzer" in checks["net-internet"]["detail"]
     assert by_scope(report, "cluster")["audit-chain"]["satre"] == "2.5.03"
+    airlock = by_scope(report, "cluster")["rbac-airlock"]
+    assert (airlock["passed"], airlock["satre"]) == (True, "2.2.09")
     assert {c["satre"] for c in report["checks"]} >= {"2.1.14", "2.2.10", "2.2.11", "3.2.03"}
 
 

@@ -5,8 +5,9 @@ tests/integration/test_admission.py):
 - every policy and binding passes the Kubernetes 1.36 JSON schemas (strict);
 - each policy fails closed (failurePolicy Fail) and has a Deny binding of the same name,
   policies before their bindings;
-- the approver group, the maximum duration, the two-approver tiers and the controller
-  identity come from the settings; `controller_user` overrides the settings' identity;
+- the approver group, the maximum duration, the two-approver tiers, the controller and the
+  airlock identities come from the settings; `controller_user` overrides the settings'
+  identity;
 - the four-eyes policy takes Datasets as parameters and its binding selects every Dataset,
   allowing the request when there is none; so does the dataset overlap policy, which runs on
   create and on a classification change only;
@@ -26,6 +27,7 @@ from provisioner.models.types import ClassificationTier
 from provisioner.planning.admission import (
     DATASET_OVERLAP_POLICY,
     DATASET_STEWARD_POLICY,
+    EXPORT_STATUS_POLICY,
     FOUR_EYES_POLICY,
     POD_DENY_ALL_POLICY,
     WORKSPACE_POLICY,
@@ -58,6 +60,7 @@ def planned() -> list[Manifest]:
             two_approver_tier=ClassificationTier.SENSITIVE,
             max_request_days=90,
             controller_user="system:serviceaccount:tre:ctl",
+            airlock_user="system:serviceaccount:out:gate",
         )
     )
 
@@ -110,6 +113,9 @@ def test_settings_reach_the_rules(planned: list[Manifest]) -> None:
     assert 'request.userInfo.username == "system:serviceaccount:tre:ctl"' in cel(
         policies[WORKSPACE_POLICY]
     )
+    export_status = cel(policies[EXPORT_STATUS_POLICY])
+    assert 'request.userInfo.username == "system:serviceaccount:tre:ctl"' in export_status
+    assert 'request.userInfo.username == "system:serviceaccount:out:gate"' in export_status
 
 
 def test_controller_user_argument_overrides_the_settings() -> None:

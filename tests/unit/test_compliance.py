@@ -484,6 +484,24 @@ def test_rbac_answers_that_differ_or_failed_fail_their_finding() -> None:
     }
 
 
+def test_the_airlocks_reach_is_probed_as_impersonation_is_judged() -> None:
+    probes = c.rbac_probes([workspace()], {"alpha": WorkspacePhase.READY}, SETTINGS)
+    airlock = {(p.describe(), p.allowed) for p in probes if p.check == "rbac-airlock"}
+    user = SETTINGS.airlock_user
+    assert {
+        (f"{user} impersonate:user-info users cluster-wide", True),
+        (f"{user} impersonate users cluster-wide", False),
+        (f"{user} impersonate:serviceaccount serviceaccounts cluster-wide", False),
+        (f"{user} impersonate:user-info groups cluster-wide", False),
+        (f"{user} impersonate-on:user-info:create exportrequests cluster-wide", True),
+        (f"{user} impersonate-on:user-info:create pods cluster-wide", False),
+        (f"{user} impersonate-on:user-info:get secrets cluster-wide", False),
+        (f"{user} patch exportrequests/status cluster-wide", True),
+        (f"{user} create pods in tre-system", False),
+    } <= airlock
+    assert {p.scope for p in probes if p.check == "rbac-airlock"} == {"cluster"}
+
+
 def test_every_check_names_a_satre_statement() -> None:
     assert {satre for satre, _ in c.CHECKS.values()} <= set(c.SATRE)
     assert {"2.1.14", "2.2.10", "2.2.11", "3.2.03"} <= set(c.SATRE)

@@ -5,6 +5,11 @@ Approved (supporting files need no approval); a review by the author or a projec
 never counts; one reject rejects, one request for changes returns it; withdrawn is final;
 released and revoked are the airlock's and kept; the number of reviewers follows the
 workspace's highest tier and is never below two.
+
+The airlock's records (release, revocation, access): the controller's status write never
+names them, so its merge patch carries them over untouched; each is one audit event with a
+key that names it for good (access by its index), in the order they happened, and a second
+pass with those keys known derives the same keys again (the log writes only missing ones).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import datetime as dt
 import pytest
 
 from provisioner.models.resources import (
+    AccessAction,
+    AccessRecord,
     ExportFile,
     ExportFileKind,
     ExportPhase,
@@ -22,10 +29,15 @@ from provisioner.models.resources import (
     ExportRequestStatus,
     ExportReview,
     FileVote,
+    ReleaseRecord,
+    RevocationRecord,
     Vote,
+    WorkspaceSpec,
 )
+from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier as T
 from provisioner.planning.exports import evaluate_export, required_reviewers
+from provisioner.planning.project import export_audit_events, plan_export_statuses
 
 AT = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
 MEMBERS = {"lea", "ravi"}
@@ -85,6 +97,7 @@ def export(
         (export(review("olga", table=Vote.CHANGES)), ExportPhase.RETURNED, ("olga",)),
         (export(review("olga"), review("piet"), withdrawn=True), ExportPhase.WITHDRAWN, ()),
         (export(phase=ExportPhase.RELEASED), ExportPhase.RELEASED, ()),
+        (export(phase=ExportPhase.REVOKED), ExportPhase.REVOKED, ()),
     ],
     ids=[
         "no-review",
@@ -96,6 +109,7 @@ def export(
         "changes-return-it",
         "withdrawn-is-final",
         "released-is-kept",
+        "revoked-is-kept",
     ],
 )
 def test_evaluate_export(
@@ -110,3 +124,91 @@ def test_required_reviewers_follow_the_highest_tier_and_never_go_below_two() -> 
     assert required_reviewers({T.PUBLIC}, by_tier) == 2
     assert required_reviewers({T.INTERNAL, T.SENSITIVE}, by_tier) == 3
     assert required_reviewers(set(), by_tier) == 2
+
+
+def minute(n: int) -> dt.datetime:
+    return AT + dt.timedelta(minutes=n)
+
+
+def released(*, revoked: bool = False) -> ExportRequest:
+    """Approved by olga and piet, viewed by olga, released by lea, downloaded, maybe revoked."""
+    base = export(review("olga"), review("piet"))
+    status = ExportRequestStatus(
+        phase=ExportPhase.REVOKED if revoked else ExportPhase.RELEASED,
+        reviewers=["olga", "piet"],
+        release=ReleaseRecord(by="lea", at=minute(10), manifest_sha256="c" * 64, files=1),
+        revocation=RevocationRecord(by="olga", at=minute(30), reason="a cell of 3 patients")
+        if revoked
+        else None,
+        access=[
+            AccessRecord(by="olga", at=minute(1), action=AccessAction.VIEW, path="out/table.csv"),
+            AccessRecord(
+                by="lea", at=minute(20), action=AccessAction.DOWNLOAD, path="out/table.csv"
+            ),
+        ],
+    )
+    return base.model_copy(update={"status": status, "uid": "u-1"})
+
+
+@pytest.mark.parametrize("revoked", [False, True], ids=["released", "revoked"])
+def test_the_controllers_status_write_never_names_the_airlocks_records(revoked: bool) -> None:
+    request = released(revoked=revoked)
+    spec = WorkspaceSpec(project="cardio", namespace="tre-cardio", members=["lea", "ravi"])
+    (write,) = plan_export_statuses([request], spec, Settings(), AT)
+    # A merge patch leaves every key it does not name as it is.
+    assert set(write.status) == {"phase", "reviewers", "conditions"}
+    assert write.status["phase"] == request.status.phase.value
+
+
+def test_each_airlock_record_is_one_audit_event_in_the_order_it_happened() -> None:
+    events = export_audit_events("cardio", [released(revoked=True)], [], AT)
+    airlock = [
+        e for e in events if e.action not in ("export.submit", "export.review", "export.phase")
+    ]
+    assert [(e.key, e.actor, e.action) for e in airlock] == [
+        ("export/u-1/access/0", "olga", "export.view"),
+        ("export/u-1/released", "lea", "export.release"),
+        ("export/u-1/access/1", "lea", "export.download"),
+        ("export/u-1/revoked", "olga", "export.revoke"),
+    ]
+    assert airlock[0].details == {
+        "project": "cardio",
+        "path": "out/table.csv",
+        "at": minute(1).isoformat(),
+    }
+    assert airlock[1].details == {
+        "project": "cardio",
+        "manifestSha256": "c" * 64,
+        "files": 1,
+        "at": minute(10).isoformat(),
+    }
+    assert airlock[3].details == {
+        "project": "cardio",
+        "reason": "a cell of 3 patients",
+        "at": minute(30).isoformat(),
+    }
+
+
+def test_an_appended_record_adds_one_event_and_keeps_the_others_keys() -> None:
+    before = released()
+    after = before.model_copy(
+        update={
+            "status": before.status.model_copy(
+                update={
+                    "access": [
+                        *before.status.access,
+                        AccessRecord(
+                            by="lea",
+                            at=minute(21),
+                            action=AccessAction.DOWNLOAD,
+                            path="out/table.csv",
+                        ),
+                    ]
+                }
+            )
+        }
+    )
+    keys_before = {e.key for e in export_audit_events("cardio", [before], [], AT)}
+    keys_after = {e.key for e in export_audit_events("cardio", [after], [], AT)}
+    assert keys_after - keys_before == {"export/u-1/access/2"}
+    assert keys_before <= keys_after

@@ -1,6 +1,8 @@
 """Settings: defaults are safe, the environment is read with the TRE_ prefix, secrets stay
 secret, a storage size the API server would rewrite is refused with the canonical form, and a
-dataset driver that cannot work without an endpoint is refused before anything is planned."""
+dataset driver that cannot work without an endpoint is refused before anything is planned;
+the airlock has an identity of its own, and the output checker group it may impersonate is
+never a 'system:' group."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ def test_safe_defaults() -> None:
     assert settings.max_request_days == 365
     assert settings.audit_retention_days == 3650
     assert settings.controller_user == "system:serviceaccount:tre-system:tre-controller"
+    assert settings.airlock_user == "system:serviceaccount:tre-airlock:tre-airlock"
 
 
 def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,3 +54,14 @@ def test_k8s_csi_s3_without_an_endpoint_is_refused_naming_the_fix() -> None:
 def test_unknown_dataset_driver_is_refused() -> None:
     with pytest.raises(ValidationError, match="dataset_csi_driver"):
         Settings(dataset_csi_driver="efs.csi.aws.com")
+
+
+def test_the_airlock_and_the_controller_are_different_identities() -> None:
+    with pytest.raises(ValidationError, match="airlock_user: must differ from controller_user"):
+        Settings(airlock_user="system:serviceaccount:tre-system:tre-controller")
+
+
+@pytest.mark.parametrize("group", ["system:masters", "system:nodes", ""])
+def test_the_output_checker_group_is_not_a_system_group(group: str) -> None:
+    with pytest.raises(ValidationError, match="the airlock impersonates it for output checkers"):
+        Settings(output_checker_group=group)

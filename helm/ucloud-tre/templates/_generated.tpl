@@ -25,6 +25,18 @@ tre-controller
 hub
 {{- end }}
 
+{{- define "tre.airlockServiceAccount" -}}
+tre-airlock
+{{- end }}
+
+{{- define "tre.hubApiUrl" -}}
+http://hub.tre-hub.svc.cluster.local:8081
+{{- end }}
+
+{{- define "tre.airlockPrefix" -}}
+/services/airlock/
+{{- end }}
+
 {{- define "tre.hubService" -}}
 hub
 {{- end }}
@@ -57,6 +69,18 @@ tre-dns
 /var/run/secrets/tre/oidc/client-secret
 {{- end }}
 
+{{- define "tre.airlockTokenPath" -}}
+/var/run/secrets/tre/airlock/token
+{{- end }}
+
+{{- define "tre.airlockCookiePath" -}}
+/var/run/secrets/tre/airlock-cookie/secret
+{{- end }}
+
+{{- define "tre.airlockKubeconfigPath" -}}
+/etc/tre/kubeconfig
+{{- end }}
+
 {{- define "tre.hubPodLabels" -}}
 component: hub
 {{- end }}
@@ -77,10 +101,40 @@ app.kubernetes.io/name: tre-airlock
 component: singleuser-server
 {{- end }}
 
+{{- define "tre.hubAndProxyPods" -}}
+matchExpressions:
+- key: component
+  operator: In
+  values:
+  - hub
+  - proxy
+{{- end }}
+
 {{- define "tre.projectNamespaces" -}}
 matchExpressions:
 - key: tre.ucloud.org/project
   operator: Exists
+{{- end }}
+
+{{- define "tre.airlockServiceEnv" -}}
+- name: TRE_AIRLOCK_URL
+  value: http://tre-airlock.tre-airlock.svc.cluster.local:8080/services/airlock/
+- name: JUPYTERHUB_SERVICE_NAME
+  value: airlock
+- name: JUPYTERHUB_CLIENT_ID
+  value: service-airlock
+- name: JUPYTERHUB_API_URL
+  value: http://hub.tre-hub.svc.cluster.local:8081/hub/api
+- name: JUPYTERHUB_BASE_URL
+  value: /
+- name: JUPYTERHUB_SERVICE_PREFIX
+  value: /services/airlock/
+- name: JUPYTERHUB_SERVICE_URL
+  value: http://tre-airlock.tre-airlock.svc.cluster.local:8080
+- name: JUPYTERHUB_OAUTH_CALLBACK_URL
+  value: /services/airlock/oauth_callback
+- name: JUPYTERHUB_OAUTH_ACCESS_SCOPES
+  value: '["access:services!service=airlock", "access:services"]'
 {{- end }}
 
 {{- define "tre.settingsEnv" -}}
@@ -176,6 +230,8 @@ matchExpressions:
   value: "tre-system"
 - name: TRE_DATASET_CSI_DRIVER
   value: "s3.csi.aws.com"
+- name: TRE_AIRLOCK_USER
+  value: "system:serviceaccount:tre-airlock:tre-airlock"
 {{- if .Values.dns.enabled }}
 - name: TRE_DNS_RESOLVER_IP
   value: {{ required "dns.serviceIp: set the resolver Service's fixed ClusterIP (notebooks use it as their only nameserver)" .Values.dns.serviceIp | quote }}

@@ -124,6 +124,9 @@ Values that no schema can express: fail with the key and the fix before anything
 {{- fail "hub.oidcClientSecretSecret: name the Secret in tre-hub that holds the hub's OIDC client secret under `client-secret`" }}
 {{- end }}
 {{- end }}
+{{- if and .Values.airlock.enabled (not .Values.hub.enabled) }}
+{{- fail "airlock.enabled: the airlock is a JupyterHub service (people sign in through the hub); set hub.enabled too, or airlock.enabled=false" }}
+{{- end }}
 {{- if .Values.dns.enabled }}
 {{- range $key := list "dns" "hub" "airlock" }}
 {{- if not (index $.Values $key).serviceIp }}

@@ -1,0 +1,470 @@
+"""The airlock service (`tre airlock serve`): a JupyterHub service with a REST API and
+server-rendered pages; every action is one method of `desk.Desk`.
+
+People reach it through the hub's proxy at ``/services/airlock/`` and sign in with the hub
+(OAuth, `HubOAuth`); a notebook calls the API with its hub-issued token
+(``Authorization: token $JUPYTERHUB_API_TOKEN``, which the hub grants
+``access:services!service=airlock``). Only users act, never other services' tokens.
+
+    GET    api/exports                          the exports you may see
+    POST   api/exports                          file one: {project, context, files: [...]}
+    GET    api/exports/NS/NAME                  one, with the automated checks (checkers)
+    PUT    api/exports/NS/NAME/files/PATH       the author streams a declared file
+    GET    api/exports/NS/NAME/files/PATH       a checker reads a quarantined file (recorded)
+    POST   api/exports/NS/NAME/reviews          {votes: {PATH: {vote, comment}}}
+    POST   api/exports/NS/NAME/withdraw
+    POST   api/exports/NS/NAME/release          the lead
+    GET    api/exports/NS/NAME/download/PATH    the lead: {url} (recorded, expires)
+    POST   api/exports/NS/NAME/revoke           {reason}
+    GET    health                               liveness, no sign-in
+
+Pages (`/`, `exports/NS/NAME`) show the same and post forms (XSRF-checked) to the same
+actions. Uploads stream: the body goes through a bounded queue to a thread that uploads it
+in parts, so memory stays at a few parts whatever the file's size.
+
+Errors keep the library's meaning: 400 bad input, 403 refused, 404 not found (also for an
+export you may not see), 409 conflict, 503 try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
+from tornado import web
+from tornado.http1connection import HTTP1Connection
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+
+from provisioner.airlock.desk import Desk, ExportView, Person, parse_votes
+from provisioner.airlock.keys import normalise_export_path
+from provisioner.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    RefusedError,
+    TemporaryError,
+    TreError,
+)
+from provisioner.models.resources import ExportFile, ExportRequest
+
+if TYPE_CHECKING:
+    from provisioner.models.settings import Settings
+
+log = logging.getLogger("tre.airlock")
+T = TypeVar("T")
+TEMPLATES: Final = Path(__file__).parent / "templates"
+# Bodies of everything but an upload: JSON and forms are small.
+MAX_SMALL_BODY: Final = 1 << 20
+# Chunks of an upload waiting for the uploading thread (tornado hands over up to 64 KiB at a
+# time): the bound on what one upload holds beside the part being sent.
+UPLOAD_QUEUE_CHUNKS: Final = 64
+_STATUS: Final = (
+    (NotFoundError, 404),
+    (RefusedError, 403),
+    (InvalidInputError, 400),
+    (ConflictError, 409),
+    (TemporaryError, 503),
+)
+
+
+def http_status(exc: TreError) -> int:
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code
+    return 500
+
+
+class StreamSource:
+    """A `FileSource` fed by the HTTP body: tornado puts chunks in, the uploading thread reads
+    parts out. `None` ends the body; an exception object ends it with that error."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+        self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(UPLOAD_QUEUE_CHUNKS)
+
+    def read_parts(self, part_bytes: int) -> Iterator[bytes]:
+        buffer = bytearray()
+        while True:
+            chunk = self.chunks.get()
+            if isinstance(chunk, BaseException):
+                raise chunk
+            if chunk is None:
+                break
+            buffer += chunk
+            while len(buffer) >= part_bytes:
+                yield bytes(buffer[:part_bytes])
+                del buffer[:part_bytes]
+        if buffer:
+            yield bytes(buffer)
+
+
+class Base(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
+    """Signed in through the hub; errors as JSON under api/, as a page elsewhere."""
+
+    @property
+    def desk(self) -> Desk:
+        desk: Desk = self.settings["desk"]
+        return desk
+
+    @property
+    def hub_auth(self) -> HubOAuth:
+        return self.settings["hub_auth"]
+
+    @hub_auth.setter
+    def hub_auth(self, _: Any) -> None:  # HubAuthenticated's class default; ours is fixed
+        pass
+
+    def person(self) -> Person:
+        model = self.current_user
+        if not model:
+            raise web.HTTPError(401)
+        if model.get("kind", "user") != "user":
+            raise web.HTTPError(403, "only people act in the airlock, not services")
+        return Person(name=model["name"], groups=frozenset(model.get("groups") or []))
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking desk action on the worker threads; library errors become HTTP."""
+        executor: ThreadPoolExecutor = self.settings["executor"]
+        try:
+            return await IOLoop.current().run_in_executor(executor, fn, *args)
+        except TreError as exc:
+            raise _http_error(exc) from exc
+
+    @property
+    def api(self) -> bool:
+        return "/api/" in self.request.path
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else None
+        message = message or self._reason
+        if self.api:
+            self.finish({"error": message, "status": status_code})
+        else:
+            self.render("error.html", status=status_code, message=message)
+
+    def export_json(self, view: ExportView, reports: dict[str, Any] | None) -> dict[str, Any]:
+        request = view.request
+        status = request.status
+        return {
+            "namespace": request.namespace,
+            "name": request.name,
+            "project": request.spec.project,
+            "author": request.spec.author,
+            "context": request.spec.context,
+            "created": request.created_at.isoformat() if request.created_at else None,
+            "phase": status.phase.value,
+            "files": [
+                {**f.to_wire(), "stored": view.stored.get(normalise_export_path(f.path), False)}
+                for f in request.spec.files
+            ],
+            "reviews": [r.to_wire() for r in view.visible_reviews],
+            "reviewsHidden": view.reviews_hidden,
+            "checks": reports,
+            "may": {
+                "review": view.may_review,
+                "release": view.may_release,
+                "download": view.may_download,
+                "viewFiles": view.may_view_files,
+                "revoke": view.may_revoke,
+                "upload": view.may_upload,
+            },
+        }
+
+    def body_json(self) -> dict[str, Any]:
+        try:
+            loaded = json.loads(self.request.body or b"{}")
+        except ValueError as exc:
+            raise web.HTTPError(400, log_message=f"body: not JSON ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise web.HTTPError(400, log_message="body: a JSON object expected")
+        return loaded
+
+
+def _http_error(exc: TreError) -> web.HTTPError:
+    return web.HTTPError(http_status(exc), reason=_reason(exc), log_message=str(exc))
+
+
+def _reason(exc: TreError) -> str:
+    # The HTTP reason phrase must be one line of Latin-1.
+    return str(exc).splitlines()[0].encode("latin-1", "replace").decode("latin-1")[:200]
+
+
+class Health(web.RequestHandler):
+    def get(self) -> None:
+        self.finish({"ok": True})
+
+
+class Exports(Base):
+    @web.authenticated
+    async def get(self) -> None:
+        person = self.person()
+        pairs = await self.call(self.desk.requests_for, person)
+        rows = [_row(request) for request, _ in pairs]
+        if self.api:
+            self.finish({"items": rows})
+        else:
+            checker = person.is_checker(self.desk.settings)
+            self.render("index.html", person=person, rows=rows, checker=checker)
+
+    @web.authenticated
+    async def post(self) -> None:
+        person = self.person()
+        body = self.body_json()
+        try:
+            project = str(body["project"])
+            context = str(body["context"])
+            files = [ExportFile.model_validate(f) for f in body["files"]]
+        except (KeyError, TypeError) as exc:
+            raise web.HTTPError(
+                400, log_message=f"body: needs project, context and files ({exc})"
+            ) from exc
+        except ValueError as exc:
+            raise web.HTTPError(400, log_message=f"files: {exc}") from exc
+        created = await self.call(self.desk.submit, person, project, context, files)
+        self.set_status(201)
+        self.finish({"namespace": created.namespace, "name": created.name})
+
+
+class ExportDetail(Base):
+    @web.authenticated
+    async def get(self, namespace: str, name: str) -> None:
+        person = self.person()
+        view = await self.call(self.desk.readable, person, namespace, name)
+        reports = None
+        if view.may_view_files:
+            found = await self.call(self.desk.reports, view.request)
+            reports = {path: report.to_dict() for path, report in found.items()}
+        if self.api:
+            self.finish(self.export_json(view, reports))
+        else:
+            self.render(
+                "export.html",
+                person=person,
+                view=view,
+                export=self.export_json(view, reports),
+                quote=urllib.parse.quote,
+            )
+
+
+class Action(Base):
+    """POST api/exports/NS/NAME/ACTION and the pages' forms to exports/NS/NAME/ACTION."""
+
+    @web.authenticated
+    async def post(self, namespace: str, name: str, action: str) -> None:
+        person = self.person()
+        request: ExportRequest = await self.call(self._readable_request, person, namespace, name)
+        form = self._form()
+        result: dict[str, Any] = {}
+        if action == "reviews":
+            votes = await self.call(parse_votes, request, form)
+            await self.call(self.desk.review, person, request, votes)
+        elif action == "withdraw":
+            await self.call(self.desk.withdraw, person, request)
+        elif action == "release":
+            manifest = await self.call(self.desk.release, person, request)
+            result = {"released": [f["path"] for f in manifest["files"]]}
+        elif action == "revoke":
+            record = await self.call(self.desk.revoke, person, request, form.get("reason", ""))
+            result = {"revoked": record["files"]}
+        else:
+            raise web.HTTPError(404)
+        if self.api:
+            self.finish({"namespace": namespace, "name": name, **result})
+        else:
+            self.redirect(self._page(namespace, name))
+
+    def _readable_request(self, person: Person, namespace: str, name: str) -> ExportRequest:
+        return self.desk.readable(person, namespace, name).request
+
+    def _form(self) -> dict[str, str]:
+        if self.api:
+            body = self.body_json()
+            form = {k: str(v) for k, v in body.items() if isinstance(v, str)}
+            for path, vote in (body.get("votes") or {}).items():
+                if isinstance(vote, dict):
+                    form[f"vote:{path}"] = str(vote.get("vote", ""))
+                    form[f"comment:{path}"] = str(vote.get("comment", ""))
+            return form
+        return {k: self.get_body_argument(k) for k in self.request.body_arguments}
+
+    def _page(self, namespace: str, name: str) -> str:
+        return f"{self.settings['prefix']}exports/{namespace}/{name}"
+
+
+@web.stream_request_body
+class Files(Base):
+    """PUT streams an upload into quarantine; GET serves a quarantined file to a checker."""
+
+    source: StreamSource | None = None
+    upload: asyncio.Future[Any] | None = None
+
+    async def prepare(self) -> None:
+        if self.request.method != "PUT":
+            self._connection().set_max_body_size(0)
+            return
+        person = self.person() if self.current_user else None
+        if person is None:
+            raise web.HTTPError(401)
+        namespace, name, path = self.path_args
+        request: ExportRequest = await self.call(self.desk.request, namespace, name)
+        length = self.request.headers.get("Content-Length")
+        declared = {normalise_export_path(f.path): f for f in request.spec.files}
+        normal = await self.call(normalise_export_path, urllib.parse.unquote(path))
+        if normal not in declared:
+            raise web.HTTPError(404, log_message=f"file {normal!r} is not declared by {name}")
+        size = declared[normal].size
+        if length is not None and int(length) != size:
+            raise web.HTTPError(
+                400,
+                log_message=f"file {normal!r}: the body has {length} bytes, the export "
+                f"request declares {size}",
+            )
+        # Never more than declared: the connection is cut beyond it.
+        self._connection().set_max_body_size(size)
+        self.source = StreamSource(normal, size)
+        executor: ThreadPoolExecutor = self.settings["executor"]
+        self.upload = asyncio.ensure_future(
+            IOLoop.current().run_in_executor(
+                executor, self.desk.upload, person, request, self.source
+            )
+        )
+
+    def _connection(self) -> HTTP1Connection:
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)
+        return connection
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.source is None:
+            return
+        while True:
+            if self.upload is not None and self.upload.done():
+                return  # failed early (say, a refused type): put() then reports it
+            try:
+                self.source.chunks.put_nowait(chunk)
+                return
+            except queue.Full:
+                await asyncio.sleep(0.002)
+
+    @web.authenticated
+    async def put(self, namespace: str, name: str, path: str) -> None:
+        assert self.source is not None and self.upload is not None
+        if not self.upload.done():
+            await IOLoop.current().run_in_executor(None, self.source.chunks.put, None)
+        try:
+            stored = await self.upload
+        except TreError as exc:
+            raise _http_error(exc) from exc
+        self.finish({"path": stored.path, "size": stored.size, "sha256": stored.sha256})
+
+    def on_connection_close(self) -> None:
+        # The client went away mid-upload: end the thread's read with an error, so the
+        # multipart upload is aborted and nothing half-made is kept.
+        if self.source is not None and self.upload is not None and not self.upload.done():
+            threading.Thread(
+                target=self.source.chunks.put,
+                args=(InvalidInputError("the upload was interrupted; send the file again"),),
+                daemon=True,
+            ).start()
+
+    @web.authenticated
+    async def get(self, namespace: str, name: str, path: str) -> None:
+        person = self.person()
+        request = await self.call(self.desk.request, namespace, name)
+        chunks = await self.call(self.desk.view_file, person, request, urllib.parse.unquote(path))
+        # Shown, never run by the browser: as plain text or as a download.
+        self.set_header("Content-Type", "text/plain; charset=utf-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "default-src 'none'; sandbox")
+        if self.get_argument("download", None):
+            filename = normalise_export_path(path).rsplit("/", 1)[-1].replace('"', "")
+            self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
+        while True:
+            chunk = await self.call(next, chunks, None)
+            if chunk is None:
+                break
+            self.write(chunk)
+            await self.flush()
+        self.finish()
+
+
+class Download(Base):
+    @web.authenticated
+    async def get(self, namespace: str, name: str, path: str) -> None:
+        person = self.person()
+        request = await self.call(self.desk.request, namespace, name)
+        url = await self.call(self.desk.download, person, request, urllib.parse.unquote(path))
+        if self.api:
+            expiry = self.desk.settings.airlock_link_expiry_seconds
+            self.finish({"url": url, "expiresInSeconds": expiry})
+        else:
+            self.redirect(url)
+
+
+def _row(request: ExportRequest) -> dict[str, Any]:
+    return {
+        "namespace": request.namespace,
+        "name": request.name,
+        "project": request.spec.project,
+        "author": request.spec.author,
+        "phase": request.status.phase.value,
+        "files": len(request.spec.files),
+        "created": request.created_at.isoformat() if request.created_at else None,
+    }
+
+
+def make_app(desk: Desk, hub_auth: HubOAuth, prefix: str, cookie_secret: bytes) -> web.Application:
+    """The tornado application under `prefix` (JUPYTERHUB_SERVICE_PREFIX, ends with '/')."""
+    names = r"([a-z0-9][-a-z0-9]*)"
+    routes: list[Any] = [
+        (prefix + r"health", Health),
+        (prefix + r"oauth_callback", HubOAuthCallbackHandler),
+        (prefix + r"(?:api/exports)?", Exports),
+        (prefix + r"api/exports", Exports),
+        (prefix + rf"(?:api/)?exports/{names}/{names}", ExportDetail),
+        (prefix + rf"(?:api/)?exports/{names}/{names}/(reviews|withdraw|release|revoke)", Action),
+        (prefix + rf"(?:api/)?exports/{names}/{names}/files/(.+)", Files),
+        (prefix + rf"(?:api/)?exports/{names}/{names}/download/(.+)", Download),
+    ]
+    return web.Application(
+        routes,
+        desk=desk,
+        hub_auth=hub_auth,
+        prefix=prefix,
+        executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="airlock"),
+        template_path=str(TEMPLATES),
+        cookie_secret=cookie_secret,
+        # No tornado-wide XSRF check: it runs before sign-in and would refuse the API's
+        # token-authenticated calls. HubOAuth checks XSRF on every cookie-authenticated
+        # request that changes something (and then treats it as not signed in); the pages'
+        # forms carry the token (`xsrf_form_html`).
+        login_url=hub_auth.login_url,
+    )
+
+
+def serve(desk: Desk, settings: Settings, *, host: str, port: int, cookie_secret: bytes) -> None:
+    """Run until interrupted. The JUPYTERHUB_* variables the hub gives a service (API URL,
+    token, client id, service prefix) configure the sign-in."""
+    hub_auth = HubOAuth(cache_max_age=60)
+    prefix = hub_auth.base_url  # JUPYTERHUB_SERVICE_PREFIX
+    app = make_app(desk, hub_auth, prefix, cookie_secret)
+    # Bodies are read into memory up to this size: only uploads stream, above it.
+    # no_keep_alive: the hub's proxy reuses idle connections, and one the server closes
+    # while the proxy sends on it ends the request with 503 ECONNRESET (seen here with a POST).
+    # A connection per request costs a local handshake; it never loses a request.
+    server = HTTPServer(app, max_body_size=MAX_SMALL_BODY, xheaders=True, no_keep_alive=True)
+    server.listen(port, address=host)
+    log.info("airlock listening on http://%s:%d%s", host, port, prefix)
+    IOLoop.current().start()

@@ -1,0 +1,201 @@
+"""What the airlock decides itself, where the API server cannot see (pure rules), and the pieces
+of the service that need no server: the upload stream and the hub's registration.
+
+Behaviours under test:
+- who may read an export (checkers, the author, the members, the lead; nobody else), and who
+  may see its quarantined bytes (checkers who are not the project's own people: a member who
+  is also a checker may not, since showing unreviewed bytes outside the workspace is an export
+  without review);
+- reviews under review are hidden from each other and from the project's people; after the
+  decision all are shown;
+- only the workspace's owner is the lead;
+- votes come from a form one per file, and a missing or unknown vote names the file;
+- the upload stream cuts the body into parts of exactly the part size (the last shorter), and
+  an error put into it ends the upload with that error;
+- the hub registers the airlock only with a token, of a useful length; then every user and
+  every notebook's token may reach it, and notebooks learn its URL and their project.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from kubespawner import KubeSpawner
+from pydantic import SecretStr
+from traitlets.config import Config
+
+from hub_config import config as hub
+from provisioner.airlock.desk import (
+    Person,
+    is_lead,
+    may_read,
+    may_view_files,
+    parse_votes,
+    visible_reviews,
+)
+from provisioner.airlock.service import StreamSource
+from provisioner.errors import InvalidInputError
+from provisioner.models.resources import (
+    ExportFile,
+    ExportPhase,
+    ExportRequest,
+    ExportRequestSpec,
+    ExportRequestStatus,
+    ExportReview,
+    FileVote,
+    Vote,
+    Workspace,
+    WorkspaceSpec,
+)
+from provisioner.models.settings import Settings
+from tests.kubespawner_harness import DEV_AUTH, dev_settings
+
+AT = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
+SETTINGS = Settings(output_checker_group="tre:output-checkers", airlock_url=None)
+CHECKERS = frozenset({"tre:output-checkers"})
+
+
+def export(*reviewers: str, phase: ExportPhase = ExportPhase.SUBMITTED) -> ExportRequest:
+    return ExportRequest(
+        name="export-abc12",
+        namespace="tre-cardio",
+        spec=ExportRequestSpec(
+            project="cardio",
+            author="ravi",
+            files=[
+                ExportFile(path="out/table.csv", size=10, sha256="a" * 64, description="counts"),
+                ExportFile(path="notes.txt", size=5, sha256="b" * 64, description="notes"),
+            ],
+            context="Readmission counts by age band, cohort of 4000 patients.",
+            reviews=[
+                ExportReview(by=r, at=AT, votes=[FileVote(path="out/table.csv", vote=Vote.APPROVE)])
+                for r in reviewers
+            ],
+        ),
+        status=ExportRequestStatus(phase=phase),
+    )
+
+
+WORKSPACE = Workspace(
+    name="cardio",
+    spec=WorkspaceSpec(
+        project="cardio", owner="lea", namespace="tre-cardio", members=["lea", "ravi"]
+    ),
+)
+
+
+@pytest.mark.parametrize(
+    ("person", "reads", "sees_bytes"),
+    [
+        (Person("olga", CHECKERS), True, True),
+        (Person("ravi"), True, False),  # the author
+        (Person("lea"), True, False),  # the lead
+        (Person("ravi", CHECKERS), True, False),  # a member who is also a checker
+        (Person("mallory"), False, False),
+        (Person("mallory", frozenset({"tre:approvers"})), False, False),
+    ],
+    ids=["checker", "author", "lead", "member-checker", "stranger", "other-group"],
+)
+def test_who_reads_an_export_and_who_sees_its_bytes(
+    person: Person, reads: bool, sees_bytes: bool
+) -> None:
+    assert may_read(person, export(), WORKSPACE, SETTINGS) is reads
+    assert may_view_files(person, export(), WORKSPACE, SETTINGS) is sees_bytes
+
+
+def test_without_its_workspace_only_the_author_and_checkers_read_it() -> None:
+    assert may_read(Person("ravi"), export(), None, SETTINGS)
+    assert not may_read(Person("lea"), export(), None, SETTINGS)
+    assert not is_lead(Person("lea"), None)
+    assert is_lead(Person("lea"), WORKSPACE)
+    assert not is_lead(Person("ravi"), WORKSPACE)
+
+
+def test_reviews_stay_hidden_until_the_decision() -> None:
+    under_review = export("olga", "omar")
+    own, hidden = visible_reviews(Person("olga", CHECKERS), under_review, SETTINGS)
+    assert [r.by for r in own] == ["olga"] and hidden == 1
+    own, hidden = visible_reviews(Person("ravi"), under_review, SETTINGS)
+    assert own == () and hidden == 2
+    decided = export("olga", "omar", phase=ExportPhase.APPROVED)
+    shown, hidden = visible_reviews(Person("ravi"), decided, SETTINGS)
+    assert [r.by for r in shown] == ["olga", "omar"] and hidden == 0
+
+
+def test_votes_come_one_per_file() -> None:
+    votes = parse_votes(
+        export(),
+        {
+            "vote:out/table.csv": "approve",
+            "comment:out/table.csv": "ok",
+            "vote:notes.txt": "reject",
+        },
+    )
+    assert [(v.path, v.vote, v.comment) for v in votes] == [
+        ("out/table.csv", Vote.APPROVE, "ok"),
+        ("notes.txt", Vote.REJECT, ""),
+    ]
+    with pytest.raises(InvalidInputError, match=r"vote:notes.txt: vote on every file"):
+        parse_votes(export(), {"vote:out/table.csv": "approve"})
+    with pytest.raises(InvalidInputError, match=r"'maybe' is not a vote"):
+        parse_votes(export(), {"vote:out/table.csv": "maybe", "vote:notes.txt": "approve"})
+
+
+def test_the_upload_stream_cuts_exact_parts_and_carries_errors() -> None:
+    source = StreamSource("out/table.csv", 25)
+
+    def feed(chunks: list[bytes | BaseException | None]) -> None:
+        for chunk in chunks:
+            source.chunks.put(chunk)
+
+    threading.Thread(target=feed, args=([b"abcdefg", b"hijklmnopq", b"rstuvwxy", None],)).start()
+    assert list(source.read_parts(10)) == [b"abcdefghij", b"klmnopqrst", b"uvwxy"]
+
+    broken = StreamSource("out/table.csv", 25)
+    broken.chunks.put(b"abc")
+    broken.chunks.put(InvalidInputError("the upload was interrupted"))
+    with pytest.raises(InvalidInputError, match="interrupted"):
+        list(broken.read_parts(10))
+
+
+def _hub(settings: Settings, token: str | None) -> Config:
+    c = Config()
+    inputs = hub.AuthInputs(
+        dev_password=DEV_AUTH.dev_password, airlock_token=SecretStr(token) if token else None
+    )
+    hub.apply_config(c, dev_settings(settings), inputs, workspace_reader=lambda: [])
+    return c
+
+
+def test_the_hub_registers_the_airlock_only_with_a_token() -> None:
+    without = _hub(SETTINGS, None)
+    assert [s["name"] for s in without.JupyterHub.services] == ["idle-culler"]
+    assert "server_token_scopes" not in without.Spawner
+    with pytest.raises(InvalidInputError, match="TRE_HUB_AIRLOCK_TOKEN_FILE"):
+        _hub(SETTINGS, "short")
+
+    c = _hub(
+        SETTINGS.model_copy(update={"hub_dev_groups": {"tre:output-checkers": ["olga"]}}), "t" * 40
+    )
+    airlock = c.JupyterHub.services[-1]
+    assert airlock["name"] == "airlock"
+    assert airlock["url"] == "http://tre-airlock.tre-airlock.svc.cluster.local:8080"
+    assert airlock["api_token"] == "t" * 40 and airlock["oauth_no_confirm"] is True
+    assert {"name": "user", "scopes": ["self", "access:services!service=airlock"]} in (
+        c.JupyterHub.load_roles
+    )
+    assert "access:services!service=airlock" in c.Spawner.server_token_scopes
+    assert "server_token_scopes" in KubeSpawner.class_trait_names(config=True)  # a real trait
+    env = c.KubeSpawner.environment
+    assert env["TRE_AIRLOCK_URL"] == (
+        "http://tre-airlock.tre-airlock.svc.cluster.local:8080/services/airlock/"
+    )
+    assert env["PIP_NO_INDEX"] == "1"  # the offline settings are kept
+
+    class Server:
+        name = "cardio"
+
+    assert env["TRE_PROJECT"](Server()) == "cardio"
+    assert c.JupyterHub.load_groups == {"tre:output-checkers": {"users": ["olga"]}}
