@@ -1,5 +1,6 @@
-"""checkov (pinned, in its own venv) over the chart rendered with every option on and over a
-planned workspace (S3 and NFS datasets):
+"""checkov (pinned, in its own venv) over the chart rendered with every option on, a planned
+workspace (S3 and NFS datasets) and the notebook pod the real KubeSpawner, configured by
+hub_config, would create in it:
 
 - zero failed checks except the reviewed suppressions (provisioner/compliance/
   checkov-suppressions.yaml), and no suppression left that nothing needs;
@@ -8,7 +9,9 @@ planned workspace (S3 and NFS datasets):
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +26,21 @@ from provisioner.models.resources import (
     S3Source,
     Workspace,
     WorkspaceDataset,
+    WorkspacePhase,
     WorkspaceSpec,
+    WorkspaceStatus,
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.names import namespace_name
 from provisioner.planning.workspace import plan_workspace
 from tests.integration.test_chart import ALL_ON
+from tests.kubespawner_harness import (
+    hub_config_for,
+    kubeconfig_to_nowhere,
+    make_spawner,
+    pod_manifest,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +54,7 @@ def rendered_chart() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def planned_workspace() -> list[dict[str, Any]]:
+def workspace() -> Workspace:
     datasets = [
         WorkspaceDataset(
             name="census-2024",
@@ -58,7 +69,7 @@ def planned_workspace() -> list[dict[str, Any]]:
             source=DatasetSource(nfs=NfsSource(server="nfs.example.org", path="/exports/adm")),
         ),
     ]
-    workspace = Workspace(
+    return Workspace(
         name="cancer-study",
         spec=WorkspaceSpec(
             project="cancer-study",
@@ -66,14 +77,42 @@ def planned_workspace() -> list[dict[str, Any]]:
             members=["alice", "bob"],
             datasets=datasets,
         ),
+        status=WorkspaceStatus(phase=WorkspacePhase.READY),
     )
-    return plan_workspace(workspace, Settings(dns_resolver_ip="10.0.0.53"))
+
+
+SETTINGS = Settings(dns_resolver_ip="10.0.0.53")
+
+
+@pytest.fixture(scope="module")
+def planned_workspace(workspace: Workspace) -> list[dict[str, Any]]:
+    return plan_workspace(workspace, SETTINGS)
+
+
+@pytest.fixture
+def notebook_pod(
+    workspace: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    kubeconfig_to_nowhere(tmp_path / "kubeconfig", monkeypatch)
+    config = hub_config_for(SETTINGS, [workspace])
+
+    async def build() -> dict[str, Any]:
+        return await pod_manifest(make_spawner(config, "alice", workspace.spec.project))
+
+    pod = asyncio.run(build())
+    pod["metadata"]["namespace"] = workspace.spec.namespace  # KubeSpawner sends it apart
+    return {"apiVersion": "v1", "kind": "Pod", **pod}
 
 
 def test_the_chart_and_a_workspace_pass_checkov(
-    rendered_chart: list[dict[str, Any]], planned_workspace: list[dict[str, Any]]
+    rendered_chart: list[dict[str, Any]],
+    planned_workspace: list[dict[str, Any]],
+    notebook_pod: dict[str, Any],
 ) -> None:
-    judgement = scan(ensure_checkov(), {"chart": rendered_chart, "workspace": planned_workspace})
+    judgement = scan(
+        ensure_checkov(),
+        {"chart": rendered_chart, "workspace": [*planned_workspace, notebook_pod]},
+    )
     assert judgement.passed > 400
     assert not judgement.unsuppressed, "\n".join(
         f"{f.check_id} {f.check_name}: {f.resource}" for f in judgement.unsuppressed
