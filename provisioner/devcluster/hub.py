@@ -99,9 +99,6 @@ def airlock_service_env(hub_api_url: str, airlock_url: str) -> dict[str, str]:
         "JUPYTERHUB_SERVICE_PREFIX": AIRLOCK_PREFIX,
         "JUPYTERHUB_SERVICE_URL": airlock_url.removesuffix(AIRLOCK_PREFIX),
         "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{AIRLOCK_PREFIX}oauth_callback",
-        "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
-            [f"access:services!service={AIRLOCK_HUB_SERVICE}", "access:services"]
-        ),
     }
 
 

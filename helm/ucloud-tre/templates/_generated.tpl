@@ -133,8 +133,6 @@ matchExpressions:
   value: http://tre-airlock.tre-airlock.svc.cluster.local:8080
 - name: JUPYTERHUB_OAUTH_CALLBACK_URL
   value: /services/airlock/oauth_callback
-- name: JUPYTERHUB_OAUTH_ACCESS_SCOPES
-  value: '["access:services!service=airlock", "access:services"]'
 {{- end }}
 
 {{- define "tre.settingsEnv" -}}
