@@ -66,9 +66,11 @@ T = TypeVar("T")
 TEMPLATES: Final = Path(__file__).parent / "templates"
 # Bodies of everything but an upload: JSON and forms are small.
 MAX_SMALL_BODY: Final = 1 << 20
-# Chunks of an upload waiting for the uploading thread (tornado hands over up to 64 KiB at a
-# time): the bound on what one upload holds beside the part being sent.
-UPLOAD_QUEUE_CHUNKS: Final = 64
+# How much of an upload body tornado hands over at a time, and how many such chunks wait for
+# the uploading thread: 10 MiB, a little more than a part (8 MiB), so the next part arrives
+# while the last is being sent, and the bound on what one upload holds beside that part.
+BODY_CHUNK_BYTES: Final = 256 << 10
+UPLOAD_QUEUE_CHUNKS: Final = 40
 _STATUS: Final = (
     (NotFoundError, 404),
     (RefusedError, 403),
@@ -490,7 +492,13 @@ def serve(desk: Desk, settings: Settings, *, host: str, port: int, cookie_secret
     # no_keep_alive: the hub's proxy reuses idle connections, and one the server closes
     # while the proxy sends on it ends the request with 503 ECONNRESET (seen here with a POST).
     # A connection per request costs a local handshake; it never loses a request.
-    server = HTTPServer(app, max_body_size=MAX_SMALL_BODY, xheaders=True, no_keep_alive=True)
+    server = HTTPServer(
+        app,
+        max_body_size=MAX_SMALL_BODY,
+        chunk_size=BODY_CHUNK_BYTES,
+        xheaders=True,
+        no_keep_alive=True,
+    )
     server.listen(port, address=host)
     log.info("airlock listening on http://%s:%d%s", host, port, prefix)
     IOLoop.current().start()
