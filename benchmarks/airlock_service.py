@@ -170,7 +170,7 @@ def main() -> None:
             ours.append(run_ours(people, cluster, root))
             print(f"round {round_} ours: {json.dumps(ours[-1])}", flush=True)
             # The benchmark's own bytes go (a real export keeps quarantine as its record).
-            namespace, name = ours[-1]["export"].split("/")
+            _, name = ours[-1]["export"].split("/")
             clean(baseline_settings, f"exports/{PROJECT}/{name}/")
             base.append(spawn("baseline", baseline_settings, root, size, sha256))
             clean(baseline_settings, base[-1]["prefix"])

@@ -12,6 +12,7 @@ Behaviours under test:
 - only the project's lead releases; the lead downloads each released file through a
   short-lived link and gets the same bytes; the link stops working once it expires;
 - a revoke removes the egress copies and records why; the link stops working;
+- submit, every review, view, release, download and revoke reach the audit chain;
 - bad input: a path out of project storage, a disallowed type, bytes that are not what was
   declared, an undeclared file: clear refusals, nothing filed or stored;
 - a release interrupted after its manifest was written (the service killed) completes once
@@ -235,6 +236,22 @@ def test_an_export_leaves_through_two_checkers_and_the_lead(
     assert "Released" in lea.refused(403, "GET", f"{path}/download/out/table.csv")
     actions = [(a["by"], a["action"]) for a in export_status(world, namespace, name)["access"]]
     assert actions == [(OLGA, "view"), ("lea", "download"), ("lea", "download")]
+
+    # Everything above reaches the audit chain, derived by the controller from the records.
+    world.reconcile(project)
+    subject = f"exportrequest/{namespace}/{name}"
+    audited = [(e.actor, e.action) for e in world.audit.read_all() if e.subject == subject]
+    for event in (
+        ("ravi", "export.submit"),
+        (OLGA, "export.review"),
+        (OMAR, "export.review"),
+        (OLGA, "export.view"),
+        ("lea", "export.release"),
+        ("lea", "export.download"),
+        (OLGA, "export.revoke"),
+    ):
+        assert event in audited, (event, audited)
+    assert audited.count(("lea", "export.download")) == 2
 
 
 def test_bad_submissions_are_refused_and_nothing_is_filed(
