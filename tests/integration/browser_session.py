@@ -133,6 +133,8 @@ def review(
     ]
     if driver.find_elements(By.ID, "review"):
         raise RuntimeError("the review form is still offered after the review was submitted")
+    # The screenshot shows the review as the page now lists it.
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", items)
     time.sleep(1)  # let the page paint before the screenshot
     return "\n".join([*lines, f"reviewed {','.join(votes)}"])
 
