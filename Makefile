@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv proxy binaries node-binaries node-packages images nca lint unit integration down clean lock
+.PHONY: demo test venv proxy binaries node-binaries node-packages images nca checkov helm lint unit integration down clean lock
 
 demo: venv proxy binaries  ## bring up the local platform and run the main job on it
 	@$(PY) -m provisioner.demo
 
-test: venv proxy binaries node-binaries nca lint  ## the whole suite: lint, types, layering, unit and integration tiers
+test: venv proxy binaries node-binaries nca checkov helm lint  ## the whole suite: lint, types, layering, unit and integration tiers
 	@echo "==> pytest (unit + integration against a real control plane and S3)"
 	@$(VENV)/bin/pytest
 
@@ -50,6 +50,14 @@ nca: venv  ## network-config-analyzer in its own venv under ~/.cache/ucloud-tre 
 	@echo "==> network-config-analyzer (provisioner/compliance/nca-requirements.txt)"
 	@$(PY) -m provisioner.compliance.nca
 
+checkov: venv  ## checkov in its own venv under ~/.cache/ucloud-tre (chart and workspace scan; pinned, once)
+	@echo "==> checkov (provisioner/compliance/checkov-requirements.txt)"
+	@$(PY) -m provisioner.compliance.checkov
+
+helm: venv  ## the helm CLI from its Go module, cached by version (chart tests; 2-4.5 min once)
+	@echo "==> helm (built once from its Go module, then cached)"
+	@$(PY) -m provisioner.devcluster.binaries --helm
+
 lint: venv
 	@echo "==> ruff, mypy --strict (provisioner, hub_config), import-linter (layering)"
 	@$(VENV)/bin/ruff check .
@@ -60,7 +68,7 @@ lint: venv
 unit: venv
 	@$(VENV)/bin/pytest tests/unit
 
-integration: venv proxy binaries node-binaries nca
+integration: venv proxy binaries node-binaries nca checkov helm
 	@$(VENV)/bin/pytest tests/integration
 
 lock: venv  ## regenerate requirements.lock from the working .venv after changing dependencies

@@ -62,7 +62,10 @@ def tre(*args: str, env: dict[str, str] | None = None) -> None:
     """Run `tre`, printing the command and then each line it writes as it writes it: its
     progress (standard error) and its result (standard output) on one stream, so they appear
     in the order they happen. A failure ends the demo."""
-    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
+    # Tokens are not shown: a demo's output ends up in logs and screenshots.
+    prefix = "".join(
+        f"{k}={'<hidden>' if 'TOKEN' in k else shlex.quote(v)} " for k, v in (env or {}).items()
+    )
     print(f"$ {prefix}tre {shlex.join(args)}", flush=True)
     with subprocess.Popen(
         [TRE, *args],

@@ -9,10 +9,13 @@ needs a running event loop; the pod it would create is taken from `get_pod_manif
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import pytest
 from jupyterhub import orm
 from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
 from pydantic import SecretStr
 from traitlets.config import Config
@@ -75,3 +78,28 @@ async def pod_manifest(spawner: KubeSpawner) -> Manifest:
     async with ApiClient() as api:
         manifest: Manifest = api.sanitize_for_serialization(pod)
     return manifest
+
+
+def kubeconfig_to_nowhere(path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """KubeSpawner loads a kubeconfig even with _mock=True: write one at `path` that points at
+    nothing and make both kubernetes clients read it."""
+    path.write_text(
+        "apiVersion: v1\n"
+        "kind: Config\n"
+        "clusters:\n"
+        "- name: nowhere\n"
+        "  cluster: {server: 'https://127.0.0.1:1'}\n"
+        "users:\n"
+        "- name: nobody\n"
+        "  user: {token: not-a-token}\n"
+        "contexts:\n"
+        "- name: nowhere\n"
+        "  context: {cluster: nowhere, user: nobody}\n"
+        "current-context: nowhere\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    # Second trap: kubernetes_asyncio reads $KUBECONFIG once, when it is imported (here: at
+    # collection), so the variable alone comes too late.
+    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path

@@ -66,6 +66,10 @@ class Finding:
     def to_dict(self) -> dict[str, str]:
         return {"check": self.check, "outcome": self.outcome.value, "detail": self.detail}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(str(data["check"]), Outcome(data["outcome"]), str(data["detail"]))
+
 
 class ContentKind(StrEnum):
     TEXT = "text"
@@ -171,6 +175,15 @@ class FileReport:
             "sha256": self.sha256,
             "findings": [f.to_dict() for f in self.findings],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FileReport:
+        return cls(
+            path=str(data["path"]),
+            size=int(data["size"]),
+            sha256=str(data["sha256"]),
+            findings=tuple(Finding.from_dict(f) for f in data["findings"]),
+        )
 
 
 def extension(path: str) -> str:

@@ -25,7 +25,9 @@ What the API server cannot see is decided here, fail closed:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -63,7 +65,7 @@ from provisioner.models.resources import (
     Workspace,
 )
 from provisioner.planning.names import namespace_name
-from provisioner.storage.s3 import translated_errors
+from provisioner.storage.s3 import get_object, put_object, translated_errors
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -258,24 +260,55 @@ class Desk:
 
     def reports(self, request: ExportRequest) -> dict[str, FileReport]:
         """The automated checks over every quarantined file (shown to reviewers, recorded in
-        the release manifest)."""
-        workspace = self.workspace(request.spec.project)
-        datasets = workspace.spec.datasets if workspace is not None else []
-        comparison = compare_datasets(self.s3, datasets, {f.size for f in request.spec.files})
+        the release manifest). Each file is checked once, when a reviewer first needs it, and
+        the report is kept beside it in quarantine: one streaming read per file, not one per
+        page view and another at release."""
         ref = ExportRef.of(request)
+        bucket = self.settings.airlock_quarantine_bucket
         stored = self.stored(request)
-        return {
-            normalise_export_path(f.path): inspect_quarantined(
-                self.s3,
-                self.settings.airlock_quarantine_bucket,
-                ref,
-                f,
-                rules=self.rules,
-                comparison=comparison,
-            )
-            for f in request.spec.files
-            if stored[normalise_export_path(f.path)]
-        }
+        found: dict[str, FileReport] = {}
+        missing = []
+        for declared in request.spec.files:
+            path = normalise_export_path(declared.path)
+            if not stored[path]:
+                continue
+            kept = self._kept_report(bucket, ref.report_key(path), declared)
+            if kept is None:
+                missing.append(declared)
+            else:
+                found[path] = kept
+        if missing:
+            workspace = self.workspace(request.spec.project)
+            datasets = workspace.spec.datasets if workspace is not None else []
+            comparison = compare_datasets(self.s3, datasets, {f.size for f in missing})
+            for declared in missing:
+                report = inspect_quarantined(
+                    self.s3, bucket, ref, declared, rules=self.rules, comparison=comparison
+                )
+                body = json.dumps(report.to_dict(), sort_keys=True).encode()
+                # Create-only: a concurrent view may have kept the same report first.
+                with contextlib.suppress(ConflictError):
+                    put_object(
+                        self.s3,
+                        bucket,
+                        ref.report_key(declared.path),
+                        body,
+                        content_type="application/json",
+                        if_none_match=True,
+                    )
+                found[report.path] = report
+        return {path: found[path] for path in sorted(found)}
+
+    def _kept_report(self, bucket: str, key: str, declared: ExportFile) -> FileReport | None:
+        try:
+            kept = FileReport.from_dict(json.loads(get_object(self.s3, bucket, key).body))
+        except NotFoundError:
+            return None
+        # A report of other bytes (cannot happen: quarantined objects are create-only) is
+        # never shown: check again.
+        if (kept.size, kept.sha256) != (declared.size, declared.sha256):
+            return None
+        return kept
 
     # --- the author -----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -65,6 +66,12 @@ class ExportRef:
     @property
     def files_prefix(self) -> str:
         return f"{self.prefix}files/"
+
+    def report_key(self, path: str) -> str:
+        """Where the automated checks' report of a quarantined file is kept (quarantine
+        bucket): computed once, shown to every reviewer, recorded in the release manifest."""
+        normal = normalise_export_path(path)
+        return f"{self.prefix}checks/{hashlib.sha256(normal.encode()).hexdigest()}.json"
 
     @property
     def manifest_key(self) -> str:

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 
     from provisioner.models.settings import Settings
 
+PARTS_IN_FLIGHT = 3
 PART_BYTES = 8 << 20  # S3 wants parts of at least 5 MiB (but the last); 8 MiB as boto3 uses
 META_SHA256 = "sha256"  # x-amz-meta-sha256: the declared hash the upload was checked against
 
@@ -153,13 +156,41 @@ def _upload_parts(
         yield first
         yield from rest
 
-    for number, part in enumerate(all_parts(), start=1):
-        digest.update(part)
-        size += len(part)
-        answer = client.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=part
-        )
-        completed.append({"PartNumber": number, "ETag": answer["ETag"]})
+    # Parts go up PARTS_IN_FLIGHT at a time (one S3 stream is slower than the server), in
+    # order for the hash; memory is that many parts plus the one being read.
+    with ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="quarantine-part") as pool:
+        pending: deque[tuple[int, Future[Any]]] = deque()
+
+        def finish_oldest() -> None:
+            number, future = pending.popleft()
+            completed.append({"PartNumber": number, "ETag": future.result()["ETag"]})
+
+        try:
+            for number, part in enumerate(all_parts(), start=1):
+                digest.update(part)
+                size += len(part)
+                if len(pending) >= PARTS_IN_FLIGHT:
+                    finish_oldest()
+                pending.append(
+                    (
+                        number,
+                        pool.submit(
+                            client.upload_part,
+                            Bucket=bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=number,
+                            Body=part,
+                        ),
+                    )
+                )
+                del part  # the future holds it until it is sent
+            while pending:
+                finish_oldest()
+        except BaseException:
+            for _, future in pending:
+                future.cancel()
+            raise
     return digest.hexdigest(), size, completed
 
 

@@ -2,7 +2,7 @@
 server-rendered pages; every action is one method of `desk.Desk`.
 
 People reach it through the hub's proxy at ``/services/airlock/`` and sign in with the hub
-(OAuth, `HubOAuth`); a notebook calls the API with its hub-issued token
+(OAuth 2 with PKCE, `hub_sign_in`); a notebook calls the API with its hub-issued token
 (``Authorization: token $JUPYTERHUB_API_TOKEN``, which the hub grants
 ``access:services!service=airlock``). Only users act, never other services' tokens.
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import queue
 import threading
 import urllib.parse
@@ -39,13 +40,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler, HubOAuthenticated
 from tornado import web
 from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from provisioner.airlock.desk import Desk, ExportView, Person, parse_votes
+from provisioner.airlock.hub_sign_in import HubConfig, HubSignIn, bearer_token
 from provisioner.airlock.keys import normalise_export_path
 from provisioner.errors import (
     ConflictError,
@@ -65,9 +66,11 @@ T = TypeVar("T")
 TEMPLATES: Final = Path(__file__).parent / "templates"
 # Bodies of everything but an upload: JSON and forms are small.
 MAX_SMALL_BODY: Final = 1 << 20
-# Chunks of an upload waiting for the uploading thread (tornado hands over up to 64 KiB at a
-# time): the bound on what one upload holds beside the part being sent.
-UPLOAD_QUEUE_CHUNKS: Final = 64
+# How much of an upload body tornado hands over at a time, and how many such chunks wait for
+# the uploading thread: 10 MiB, a little more than a part (8 MiB), so the next part arrives
+# while the last is being sent, and the bound on what one upload holds beside that part.
+BODY_CHUNK_BYTES: Final = 256 << 10
+UPLOAD_QUEUE_CHUNKS: Final = 40
 _STATUS: Final = (
     (NotFoundError, 404),
     (RefusedError, 403),
@@ -109,8 +112,9 @@ class StreamSource:
             yield bytes(buffer)
 
 
-class Base(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
-    """Signed in through the hub; errors as JSON under api/, as a page elsewhere."""
+class Base(web.RequestHandler):
+    """Signed in through the hub (`hub_sign_in`); errors as JSON under api/, as a page
+    elsewhere."""
 
     @property
     def desk(self) -> Desk:
@@ -118,19 +122,36 @@ class Base(HubOAuthenticated, web.RequestHandler):  # type: ignore[misc]
         return desk
 
     @property
-    def hub_auth(self) -> HubOAuth:
-        return self.settings["hub_auth"]
+    def sign_in(self) -> HubSignIn:
+        sign_in: HubSignIn = self.settings["sign_in"]
+        return sign_in
 
-    @hub_auth.setter
-    def hub_auth(self, _: Any) -> None:  # HubAuthenticated's class default; ours is fixed
-        pass
+    async def prepare(self) -> None:
+        token = bearer_token(self)
+        try:
+            # A request with a token is judged by the token alone, never by a cookie beside it.
+            if token is not None:
+                self.current_user = await self.sign_in.user_for_token(token)
+            else:
+                self.current_user = await self.sign_in.user_for_cookie(self)
+        except TreError as exc:
+            raise _http_error(exc) from exc
+
+    def check_xsrf_cookie(self) -> None:
+        # A token in a header is not an ambient credential: a page elsewhere cannot make a
+        # browser send one. Cookie-signed form posts carry the XSRF token.
+        if bearer_token(self) is None:
+            super().check_xsrf_cookie()
+
+    def get_login_url(self) -> str:
+        if self.api:
+            raise web.HTTPError(401, log_message="sign in: send a hub token (Authorization)")
+        return self.sign_in.login_url(self, self.request.uri or self.settings["prefix"])
 
     def person(self) -> Person:
         model = self.current_user
         if not model:
             raise web.HTTPError(401)
-        if model.get("kind", "user") != "user":
-            raise web.HTTPError(403, "only people act in the airlock, not services")
         return Person(name=model["name"], groups=frozenset(model.get("groups") or []))
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -204,6 +225,14 @@ def _reason(exc: TreError) -> str:
 class Health(web.RequestHandler):
     def get(self) -> None:
         self.finish({"ok": True})
+
+
+class OAuthCallback(Base):
+    async def prepare(self) -> None:
+        pass  # no one is signed in yet: this is where they become so
+
+    async def get(self) -> None:
+        self.redirect(await self.sign_in.finish_login(self))
 
 
 class Exports(Base):
@@ -311,6 +340,7 @@ class Files(Base):
     upload: asyncio.Future[Any] | None = None
 
     async def prepare(self) -> None:
+        await super().prepare()  # who is calling
         if self.request.method != "PUT":
             self._connection().set_max_body_size(0)
             return
@@ -425,14 +455,14 @@ def _row(request: ExportRequest) -> dict[str, Any]:
     }
 
 
-def make_app(desk: Desk, hub_auth: HubOAuth, prefix: str, cookie_secret: bytes) -> web.Application:
-    """The tornado application under `prefix` (JUPYTERHUB_SERVICE_PREFIX, ends with '/')."""
+def make_app(desk: Desk, sign_in: HubSignIn, cookie_secret: bytes) -> web.Application:
+    """The tornado application under the service's prefix (JUPYTERHUB_SERVICE_PREFIX)."""
+    prefix = sign_in.config.prefix
     names = r"([a-z0-9][-a-z0-9]*)"
     routes: list[Any] = [
         (prefix + r"health", Health),
-        (prefix + r"oauth_callback", HubOAuthCallbackHandler),
+        (prefix + r"oauth_callback", OAuthCallback),
         (prefix + r"(?:api/exports)?", Exports),
-        (prefix + r"api/exports", Exports),
         (prefix + rf"(?:api/)?exports/{names}/{names}", ExportDetail),
         (prefix + rf"(?:api/)?exports/{names}/{names}/(reviews|withdraw|release|revoke)", Action),
         (prefix + rf"(?:api/)?exports/{names}/{names}/files/(.+)", Files),
@@ -441,30 +471,34 @@ def make_app(desk: Desk, hub_auth: HubOAuth, prefix: str, cookie_secret: bytes) 
     return web.Application(
         routes,
         desk=desk,
-        hub_auth=hub_auth,
+        sign_in=sign_in,
         prefix=prefix,
         executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="airlock"),
         template_path=str(TEMPLATES),
         cookie_secret=cookie_secret,
-        # No tornado-wide XSRF check: it runs before sign-in and would refuse the API's
-        # token-authenticated calls. HubOAuth checks XSRF on every cookie-authenticated
-        # request that changes something (and then treats it as not signed in); the pages'
-        # forms carry the token (`xsrf_form_html`).
-        login_url=hub_auth.login_url,
+        # Form posts signed in by cookie carry the XSRF token (`Base.check_xsrf_cookie`).
+        xsrf_cookies=True,
+        xsrf_cookie_kwargs={"path": prefix, "httponly": True, "samesite": "Strict"},
     )
 
 
 def serve(desk: Desk, settings: Settings, *, host: str, port: int, cookie_secret: bytes) -> None:
     """Run until interrupted. The JUPYTERHUB_* variables the hub gives a service (API URL,
     token, client id, service prefix) configure the sign-in."""
-    hub_auth = HubOAuth(cache_max_age=60)
-    prefix = hub_auth.base_url  # JUPYTERHUB_SERVICE_PREFIX
-    app = make_app(desk, hub_auth, prefix, cookie_secret)
+    sign_in = HubSignIn(HubConfig.from_environment(os.environ))
+    prefix = sign_in.config.prefix
+    app = make_app(desk, sign_in, cookie_secret)
     # Bodies are read into memory up to this size: only uploads stream, above it.
     # no_keep_alive: the hub's proxy reuses idle connections, and one the server closes
     # while the proxy sends on it ends the request with 503 ECONNRESET (seen here with a POST).
     # A connection per request costs a local handshake; it never loses a request.
-    server = HTTPServer(app, max_body_size=MAX_SMALL_BODY, xheaders=True, no_keep_alive=True)
+    server = HTTPServer(
+        app,
+        max_body_size=MAX_SMALL_BODY,
+        chunk_size=BODY_CHUNK_BYTES,
+        xheaders=True,
+        no_keep_alive=True,
+    )
     server.listen(port, address=host)
     log.info("airlock listening on http://%s:%d%s", host, port, prefix)
     IOLoop.current().start()

@@ -41,6 +41,7 @@ def serve(
     reads and writes the quarantine and egress buckets with its own S3 credentials.
     """
     from provisioner.airlock.desk import Desk
+    from provisioner.airlock.hub_sign_in import HubConfig
     from provisioner.airlock.service import serve as run
     from provisioner.kube.api import Kube
     from provisioner.kube.client import cli_client
@@ -50,16 +51,7 @@ def serve(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    missing = [
-        name
-        for name in ("JUPYTERHUB_API_URL", "JUPYTERHUB_API_TOKEN", "JUPYTERHUB_SERVICE_PREFIX")
-        if not os.environ.get(name)
-    ]
-    if missing:
-        raise InvalidInputError(
-            f"{', '.join(missing)}: not set; the airlock runs as a JupyterHub service and "
-            "signs people in through the hub (docs/airlock.md)"
-        )
+    HubConfig.from_environment(os.environ)  # refused here, before anything else, if incomplete
     settings = common.settings()
     api = cli_client(settings.kubeconfig)
     if not isinstance(api, HttpClient):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Final
 
+from provisioner.compliance.tool_venv import ensure_tool_venv
 from provisioner.devcluster.binaries import cache_dir
 from provisioner.errors import TreError
 
@@ -35,56 +35,9 @@ def nca_home() -> Path:
 
 
 def ensure_nca() -> Path:
-    """The `nca` executable, installed on first use (about 30 s, from the package index).
-
-    Built in a temporary directory and renamed into place, so an interrupted install is never
-    taken for a finished one, and two concurrent first runs both end with a working copy.
-    """
-    home = nca_home()
-    executable = home / "bin" / "nca"
-    if executable.exists():
-        return executable
-    home.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{home.name}.", dir=home.parent))
-    try:
-        _run([sys.executable, "-m", "venv", str(staging)], "create the NCA venv")
-        _run(
-            [
-                str(staging / "bin" / "pip"),
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "-r",
-                str(REQUIREMENTS),
-            ],
-            f"install network-config-analyzer {NCA_VERSION} (pins: {REQUIREMENTS})",
-        )
-        # console scripts name the venv's path in their #! line: rewrite it for the final home
-        for script in (staging / "bin").iterdir():
-            if script.is_file() and not script.is_symlink():
-                _rehome(script, staging, home)
-        try:
-            staging.rename(home)
-        except OSError:
-            if not executable.exists():  # not a concurrent install that won
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return executable
-
-
-def _rehome(script: Path, old: Path, new: Path) -> None:
-    data = script.read_bytes()
-    if data.startswith(b"#!") and str(old).encode() in data[:512]:
-        script.write_bytes(data.replace(str(old).encode(), str(new).encode(), 1))
-
-
-def _run(command: list[str], what: str) -> None:
-    try:
-        subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.SubprocessError) as exc:
-        output = getattr(exc, "stderr", "") or ""
-        raise NcaError(f"could not {what}: {exc}\n{output[-2000:]}") from exc
+    """The `nca` executable, installed on first use (about 30 s, from the package index)."""
+    what = f"network-config-analyzer {NCA_VERSION}"
+    return ensure_tool_venv(nca_home(), REQUIREMENTS, "nca", what, NcaError)
 
 
 def connectivity(

@@ -12,6 +12,9 @@ patch the module proxy serves; go.mod ``go 1.26.8`` is our toolchain) with the r
 (it refuses v2.11.x with 403), built against netlink v1.3.1 because the proxy also refuses the
 netlink pseudo-version v2.10.0 pins.
 
+Helm v4.3.1, the newest release the module proxy serves (v4 is the maintained line); only the
+chart's tests and an operator's install use it, so it is built on its own (``--helm``).
+
 The binaries are built by ``build-binaries.sh`` beside this file, from the upstream Go modules,
 into ``$TRE_CACHE_DIR/bin/<component>-<version>/`` (default ``~/.cache/ucloud-tre``), so a
 second run, a second checkout or CI on the same machine reuses them.
@@ -34,6 +37,7 @@ CONTAINERD_VERSION = "v2.3.7"
 RUNC_VERSION = "v1.5.2"
 KUBE_ROUTER_VERSION = "v2.10.0"
 NETLINK_VERSION = "v1.3.1"  # replaces kube-router's refused pin (see the module docstring)
+HELM_VERSION = "v4.3.1"
 BUILD_SCRIPT = Path(__file__).with_name("build-binaries.sh")
 
 
@@ -104,7 +108,7 @@ def ensure_binaries(progress: Callable[[str], None]) -> Binaries:
             f"{ETCD_VERSION} from their Go modules (first run only: about 13 min on 2 cores, "
             "measured)"
         )
-        _run_build(node=False, missing=binaries.missing, progress=progress)
+        _run_build("control-plane", {}, missing=binaries.missing, progress=progress)
     return binaries
 
 
@@ -117,14 +121,39 @@ def ensure_node_binaries(progress: Callable[[str], None]) -> NodeBinaries:
             f"runc {RUNC_VERSION} and kube-router {KUBE_ROUTER_VERSION} from their Go modules "
             "(first run only: about 10 min on 2 cores, measured)"
         )
-        _run_build(node=True, missing=binaries.missing, progress=progress)
+        _run_build("node", {"NODE": "1"}, missing=binaries.missing, progress=progress)
     return binaries
 
 
+def pinned_helm() -> Path:
+    return cache_dir() / "bin" / f"helm-{HELM_VERSION}" / "helm"
+
+
+def ensure_helm(progress: Callable[[str], None]) -> Path:
+    """Return the pinned helm CLI, building it first if the cache lacks it."""
+    helm = pinned_helm()
+
+    def missing() -> list[Path]:
+        return [] if os.access(helm, os.X_OK) else [helm]
+
+    if missing():
+        progress(
+            f"building helm {HELM_VERSION} from its Go module (first run only: about 2 min on "
+            "2 cores with the Go caches the control plane's build left, 4.5 min with empty "
+            "ones, measured)"
+        )
+        _run_build("helm", {"HELM": "1"}, missing=missing, progress=progress)
+    return helm
+
+
 def _run_build(
-    *, node: bool, missing: Callable[[], list[Path]], progress: Callable[[str], None]
+    what: str,
+    mode: dict[str, str],
+    *,
+    missing: Callable[[], list[Path]],
+    progress: Callable[[str], None],
 ) -> None:
-    what = "node" if node else "control-plane"
+    """Run build-binaries.sh with the pinned versions; `mode` selects what it builds."""
     if shutil.which("go") is None:
         raise DevClusterError(
             f"the {what} binaries are not built and 'go' is not on PATH; install Go "
@@ -138,7 +167,10 @@ def _run_build(
         "RUNC_VERSION": RUNC_VERSION,
         "KUBE_ROUTER_VERSION": KUBE_ROUTER_VERSION,
         "NETLINK_VERSION": NETLINK_VERSION,
-        "NODE": "1" if node else "0",
+        "HELM_VERSION": HELM_VERSION,
+        "NODE": "0",
+        "HELM": "0",
+        **mode,
         "TRE_CACHE_DIR": str(cache_dir()),
     }
     with subprocess.Popen(
@@ -245,12 +277,15 @@ def ensure_csi_binaries(progress: Callable[[str], None]) -> CsiBinaries:
 
 
 if __name__ == "__main__":
-    # `python -m provisioner.devcluster.binaries [--node]`: build now, with progress.
+    # `python -m provisioner.devcluster.binaries [--node | --helm]`: build now, with progress.
     import sys
 
     def _say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if "--helm" in sys.argv[1:]:
+        print(ensure_helm(_say))
+        sys.exit(0)
     print(ensure_binaries(_say).kube_apiserver.parent)
     if "--node" in sys.argv[1:]:
         print(ensure_node_binaries(_say).kubelet.parent)

@@ -10,6 +10,9 @@
 #   runc                             <- github.com/opencontainers/runc $RUNC_VERSION (cgo + libseccomp)
 #   kube-router                      <- github.com/cloudnativelabs/kube-router/v2 $KUBE_ROUTER_VERSION
 #
+# With HELM=1 only the chart tool (make helm; the chart tests use it, nothing at run time does):
+#   helm                             <- helm.sh/helm/v4 $HELM_VERSION
+#
 # Neither module can be `go install`ed directly: their go.mod files replace sibling modules
 # with local paths (./staging/src/k8s.io/..., ../api, ...) and replaces in a dependency are
 # ignored. So we write a throwaway wrapper module with one `replace` per sibling, derived
@@ -21,6 +24,7 @@
 #           $TRE_CACHE_DIR/bin/containerd-$CONTAINERD_VERSION/{containerd,containerd-shim-runc-v2,ctr}
 #           $TRE_CACHE_DIR/bin/runc-$RUNC_VERSION/runc
 #           $TRE_CACHE_DIR/bin/kube-router-$KUBE_ROUTER_VERSION/kube-router
+#   HELM=1: $TRE_CACHE_DIR/bin/helm-$HELM_VERSION/helm
 # A second run finds the binaries and returns at once.
 set -euo pipefail
 
@@ -112,6 +116,23 @@ go_build() {
   [[ $status -eq 0 ]] || { log "$name $version: go build failed (exit $status)"; fail_go_fetch go-build.log "$name $version"; }
   log "$name $version: built in $((SECONDS - start))s -> $outdir"
 }
+
+if [[ "${HELM:-0}" == 1 ]]; then
+  HELM_VERSION="${HELM_VERSION:?pinned in provisioner/devcluster/binaries.py}"
+  helm_dir="$CACHE/bin/helm-$HELM_VERSION"
+  if [[ -x "$helm_dir/helm" ]]; then
+    log "helm $HELM_VERSION: cached at $helm_dir"
+  else
+    # helm's go.mod has no local replaces. The version is stamped the way its Makefile does
+    # for a tag (empty metadata), or `helm version` would report "v4.3" without the patch.
+    build_wrapper helm helm.sh/helm/v4 "$HELM_VERSION" "" "$helm_dir.tmp" \
+      "-X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.metadata= -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+      250 helm.sh/helm/v4/cmd/helm
+    rm -rf "$helm_dir"; mv "$helm_dir.tmp" "$helm_dir"
+  fi
+  echo "$helm_dir"
+  exit 0
+fi
 
 k8s_dir="$CACHE/bin/k8s-$K8S_VERSION"
 etcd_dir="$CACHE/bin/etcd-$ETCD_VERSION"

@@ -19,12 +19,15 @@ from provisioner.models.settings import Settings
 from provisioner.planning.names import AIRLOCK_SERVICE, HUB_SERVICE, service_fqdn
 
 
-def platform_names(settings: Settings, address: str) -> dict[str, str]:
-    """Every name a notebook may resolve, all at the node's `address` (where the local hub
-    and airlock listen)."""
+def platform_names(
+    settings: Settings, address: str, airlock_address: str | None = None
+) -> dict[str, str]:
+    """Every name a notebook may resolve: the hub's at `address`, the airlock's at
+    `airlock_address` (default `address`: on the local node both listen on the node's
+    address; in a cluster, the chart gives each Service a fixed ClusterIP)."""
     return {
         service_fqdn(HUB_SERVICE, settings.hub_namespace): address,
-        service_fqdn(AIRLOCK_SERVICE, settings.airlock_namespace): address,
+        service_fqdn(AIRLOCK_SERVICE, settings.airlock_namespace): airlock_address or address,
     }
 
 

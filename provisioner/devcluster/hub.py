@@ -86,6 +86,22 @@ _NOT_FOR_THE_AIRLOCK: Final = ("TRE_AUDIT_SIGNING_KEY_FILE",)
 SERVICE_ACCOUNTS = RESOURCES[("v1", "ServiceAccount")]
 
 
+def airlock_service_env(hub_api_url: str, airlock_url: str) -> dict[str, str]:
+    """What the hub gives a service it manages (JupyterHub's Service.env), for the airlock
+    run beside the hub: here, and in a cluster (the Helm chart's airlock Deployment). The API
+    token comes on its own, from a secret file."""
+    return {
+        "TRE_AIRLOCK_URL": airlock_url,
+        "JUPYTERHUB_SERVICE_NAME": AIRLOCK_HUB_SERVICE,
+        "JUPYTERHUB_CLIENT_ID": f"service-{AIRLOCK_HUB_SERVICE}",
+        "JUPYTERHUB_API_URL": f"{hub_api_url}/hub/api",
+        "JUPYTERHUB_BASE_URL": "/",
+        "JUPYTERHUB_SERVICE_PREFIX": AIRLOCK_PREFIX,
+        "JUPYTERHUB_SERVICE_URL": airlock_url.removesuffix(AIRLOCK_PREFIX),
+        "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{AIRLOCK_PREFIX}oauth_callback",
+    }
+
+
 @dataclass(frozen=True)
 class HubLaunch:
     """Where the hub and its proxy run, and how everyone reaches them.
@@ -349,19 +365,8 @@ class DevHub:
             "HOME": str(self.dir),
             **inherited,
             "TRE_KUBECONFIG": str(self._airlock_kubeconfig(settings)),
-            "TRE_AIRLOCK_URL": endpoints.airlock_url,
-            # What the hub gives a service it manages (JupyterHub's Service.env).
-            "JUPYTERHUB_SERVICE_NAME": AIRLOCK_HUB_SERVICE,
+            **airlock_service_env(endpoints.hub_api_url, endpoints.airlock_url),
             "JUPYTERHUB_API_TOKEN": self.airlock_token_file.read_text().strip(),
-            "JUPYTERHUB_CLIENT_ID": f"service-{AIRLOCK_HUB_SERVICE}",
-            "JUPYTERHUB_API_URL": f"{endpoints.hub_api_url}/hub/api",
-            "JUPYTERHUB_BASE_URL": "/",
-            "JUPYTERHUB_SERVICE_PREFIX": AIRLOCK_PREFIX,
-            "JUPYTERHUB_SERVICE_URL": endpoints.airlock_url.removesuffix(AIRLOCK_PREFIX),
-            "JUPYTERHUB_OAUTH_CALLBACK_URL": f"{AIRLOCK_PREFIX}oauth_callback",
-            "JUPYTERHUB_OAUTH_ACCESS_SCOPES": json.dumps(
-                [f"access:services!service={AIRLOCK_HUB_SERVICE}", "access:services"]
-            ),
         }
         return spawn(
             self.airlock_process,

@@ -16,6 +16,7 @@ import datetime as dt
 import os
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,6 +122,17 @@ def installed_platform(dev_platform: DevCluster) -> Settings:
     wait_for_policies(Kube(api_client(dev_platform.kubeconfig, as_user="probe-user")))
     wait_for_pod_policy(dev_platform.kubeconfig, settings)
     return settings
+
+
+def own_platform(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[DevCluster]:
+    """A control plane and S3 of a module's own, for tests whose objects would clash with the
+    session platform's (`yield from own_platform(...)` in a module-scoped fixture)."""
+    cluster = DevCluster(tmp_path_factory.mktemp(name))
+    cluster.up(lambda message: print(f"[{name}] {message}"))
+    try:
+        yield cluster
+    finally:
+        cluster.down(print)
 
 
 def wait_for_policies(kube: Kube, timeout: float = 30.0) -> None:

@@ -24,6 +24,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -36,7 +37,7 @@ import requests
 
 from provisioner.airlock.desk import Desk
 from provisioner.airlock.keys import ExportRef
-from provisioner.airlock.release import read_manifest, release_export
+from provisioner.airlock.release import ensure_airlock_buckets, read_manifest, release_export
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS, DevHub, HubEndpoints
 from provisioner.kube.api import Kube
@@ -62,6 +63,8 @@ NOTES = b"Model: logistic regression on 1500 synthetic admissions.\n"
 @pytest.fixture(scope="module")
 def hub(installed_platform: Settings, dev_platform: DevCluster) -> Iterator[HubEndpoints]:
     """The hub, its proxy and the airlock service, as `tre dev up` starts them."""
+    # What `tre dev up` (and `tre install` with S3) makes before the airlock runs.
+    ensure_airlock_buckets(s3_client(installed_platform), installed_platform)
     checkers = {installed_platform.output_checker_group: [OLGA, OMAR, OTTO]}
     given = {
         "TRE_AIRLOCK_LINK_EXPIRY_SECONDS": str(LINK_SECONDS),
@@ -318,3 +321,40 @@ def test_a_release_interrupted_after_its_manifest_completes_once(
         Bucket=world.settings.airlock_egress_bucket, Prefix=ExportRef.of(request).files_prefix
     ).get("Versions", [])
     assert len(versions) == 1  # one verified copy of the one output file
+
+
+def test_a_browser_signs_in_through_the_hub_and_forms_need_the_xsrf_token(
+    hub: HubEndpoints, dev_platform: DevCluster, world: World, tmp_path: Path
+) -> None:
+    project = ready_project(world)
+    ravi = Person(hub, dev_platform, "ravi")
+    namespace, name = submit(ravi, project_storage(tmp_path), project)
+    olga = Person(hub, dev_platform, OLGA)
+    browser = olga.browser  # signed in to the hub only, as a person's browser is
+    page = browser.get(olga.url, timeout=30)  # -> hub authorize -> callback -> the page
+    assert page.status_code == 200, page.text[:300]
+    assert f"exports/{namespace}/{name}" in page.text
+    assert any(c.name == "tre-airlock-session" for c in browser.cookies)
+    detail = browser.get(f"{olga.url}exports/{namespace}/{name}", timeout=30)
+    assert "automated checks" in detail.text and 'id="review"' in detail.text
+    form = {"vote:out/table.csv": "approve", "vote:notes.txt": "approve"}
+    # A form posted from elsewhere carries the cookie but not the page's XSRF token.
+    forged = browser.post(f"{olga.url}exports/{namespace}/{name}/reviews", data=form, timeout=30)
+    assert forged.status_code == 403
+    assert export_status(world, namespace, name).get("reviewers", []) == []
+    xsrf = re.search(r'name="_xsrf" value="([^"]+)"', detail.text)
+    assert xsrf is not None
+    done = browser.post(
+        f"{olga.url}exports/{namespace}/{name}/reviews",
+        data={**form, "_xsrf": xsrf.group(1)},
+        timeout=30,
+    )
+    assert done.status_code == 200 and "olga.checker" in done.text
+    obj = world.admin.get(EXPORT_REQUESTS, name, namespace)
+    assert obj is not None and [r["by"] for r in obj["spec"]["reviews"]] == [OLGA]
+    # Without a hub session, the API answers 401 and pages send the browser to sign in.
+    assert requests.get(f"{olga.url}api/exports", timeout=30).status_code == 401
+    signed_out = requests.get(olga.url, timeout=30, allow_redirects=False)
+    assert signed_out.status_code == 302
+    assert "/hub/api/oauth2/authorize?" in signed_out.headers["Location"]
+    assert "code_challenge_method=S256" in signed_out.headers["Location"]

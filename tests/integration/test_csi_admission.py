@@ -31,17 +31,12 @@ from provisioner.models.resources import DatasetSource, S3Source, WorkspaceDatas
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, DatasetCsiDriver
 from provisioner.planning.storage import dataset_persistent_volume
-from tests.integration.conftest import wait_for_policies
+from tests.integration.conftest import own_platform, wait_for_policies
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    cluster = DevCluster(tmp_path_factory.mktemp("csi-admission"))
-    cluster.up(lambda message: print(f"[csi admission platform] {message}"))
-    try:
-        yield cluster
-    finally:
-        cluster.down(print)
+    yield from own_platform(tmp_path_factory, "csi-admission")
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ Behaviours under test:
 - the upload stream cuts the body into parts of exactly the part size (the last shorter), and
   an error put into it ends the upload with that error;
 - the hub registers the airlock only with a token, of a useful length; then every user and
-  every notebook's token may reach it, and notebooks learn its URL and their project.
+  every notebook's token may reach it, and notebooks learn its URL and their project;
+- the sign-in: after it the browser goes only to a page of the airlock (no open redirect),
+  PKCE is RFC 7636's S256, and the service refuses to start without the hub's environment.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from provisioner.airlock.desk import (
     parse_votes,
     visible_reviews,
 )
+from provisioner.airlock.hub_sign_in import ENVIRONMENT, HubConfig, pkce_challenge, safe_next
 from provisioner.airlock.service import StreamSource
 from provisioner.errors import InvalidInputError
 from provisioner.models.resources import (
@@ -199,3 +202,38 @@ def test_the_hub_registers_the_airlock_only_with_a_token() -> None:
 
     assert env["TRE_PROJECT"](Server()) == "cardio"
     assert c.JupyterHub.load_groups == {"tre:output-checkers": {"users": ["olga"]}}
+
+
+def test_after_sign_in_the_browser_goes_only_to_a_page_of_the_airlock() -> None:
+    prefix = "/services/airlock/"
+    assert (
+        safe_next("/services/airlock/exports/tre-a/x", prefix)
+        == "/services/airlock/exports/tre-a/x"
+    )
+    for elsewhere in (
+        "https://evil.example/",
+        "//evil.example/",
+        "/hub/admin",
+        None,
+        "/services/airlock/..//x",
+    ):
+        assert safe_next(elsewhere, prefix) == prefix
+
+
+def test_pkce_challenge_is_rfc7636_s256() -> None:
+    # RFC 7636, appendix B
+    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+    assert pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def test_the_service_refuses_to_start_without_the_hubs_environment() -> None:
+    with pytest.raises(InvalidInputError, match="JUPYTERHUB_API_URL, JUPYTERHUB_API_TOKEN"):
+        HubConfig.from_environment({"JUPYTERHUB_SERVICE_NAME": "airlock"})
+    env = {name: "x" for name in ENVIRONMENT} | {"JUPYTERHUB_SERVICE_PREFIX": "services/airlock"}
+    with pytest.raises(InvalidInputError, match="JUPYTERHUB_SERVICE_PREFIX"):
+        HubConfig.from_environment(env)
+    config = HubConfig.from_environment(
+        env
+        | {"JUPYTERHUB_SERVICE_PREFIX": "/services/airlock/", "JUPYTERHUB_SERVICE_NAME": "airlock"}
+    )
+    assert config.access_scopes == {"access:services!service=airlock", "access:services"}

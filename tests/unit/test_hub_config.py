@@ -43,7 +43,6 @@ from typing import Any
 import pytest
 from jupyterhub.app import JupyterHub
 from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
-from kubernetes_asyncio.config import kube_config
 from kubespawner import KubeSpawner
 from tornado.web import HTTPError
 from traitlets.config import Config
@@ -76,6 +75,7 @@ from tests.kubespawner_harness import (
     HubUser,
     dev_settings,
     hub_config_for,
+    kubeconfig_to_nowhere,
     make_spawner,
     pod_manifest,
     workspace_reader,
@@ -178,27 +178,7 @@ def all_workspaces(
 @pytest.fixture
 def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """KubeSpawner loads a kubeconfig even with _mock=True; this one points at nothing."""
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        "apiVersion: v1\n"
-        "kind: Config\n"
-        "clusters:\n"
-        "- name: nowhere\n"
-        "  cluster: {server: 'https://127.0.0.1:1'}\n"
-        "users:\n"
-        "- name: nobody\n"
-        "  user: {token: not-a-token}\n"
-        "contexts:\n"
-        "- name: nowhere\n"
-        "  context: {cluster: nowhere, user: nobody}\n"
-        "current-context: nowhere\n"
-    )
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    # Second trap: kubernetes_asyncio reads $KUBECONFIG once, when it is imported (here: at
-    # collection), so the variable alone comes too late.
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return path
+    return kubeconfig_to_nowhere(tmp_path / "kubeconfig", monkeypatch)
 
 
 # --- PSA `restricted`, rule by rule (pod-security-admission policy/check_*.go) -----------------
