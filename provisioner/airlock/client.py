@@ -4,11 +4,15 @@ Submitting is three steps, each safe to repeat: declare the files (size and sha2
 through the same confined open as the upload: a path outside project storage or a symbolic
 link out of it is refused before anything is sent), file the ExportRequest, then stream each
 file to the airlock, which checks it against the declaration as it uploads it to quarantine.
-Standard library only: it runs in the notebook's Python as well.
+It runs in the notebook, whose `tre` is installed without its heavy dependencies (the
+notebook image): the standard library, pydantic (the ExportFile model) and this package's
+stdlib-only modules; never boto3, botocore or the Kubernetes client.
+`tests/unit/test_export_in_notebook.py` fails when this import chain grows one of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import urllib.parse
@@ -18,7 +22,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from provisioner.airlock.paths import open_confined
-from provisioner.airlock.quarantine import declare_file
 from provisioner.errors import (
     ConflictError,
     InvalidInputError,
@@ -89,6 +92,30 @@ class Airlock:
             message = answer.get("error") or response.reason
             raise kind(f"airlock: {message}")
         return answer
+
+
+def declare_file(
+    root: Path,
+    path: str,
+    *,
+    description: str,
+    kind: ExportFileKind = ExportFileKind.OUTPUT,
+    max_bytes: int,
+    part_bytes: int = UPLOAD_PART_BYTES,
+) -> ExportFile:
+    """What an ExportRequest declares for one file: its normalised path, size and sha256, read
+    through the same confined open as the upload (`tre export submit` does this first)."""
+    digest = hashlib.sha256()
+    with open_confined(root, path, max_bytes=max_bytes) as source:
+        for part in source.read_parts(part_bytes):
+            digest.update(part)
+        return ExportFile(
+            path=source.path,
+            size=source.size,
+            sha256=digest.hexdigest(),
+            kind=kind,
+            description=description,
+        )
 
 
 def declare(

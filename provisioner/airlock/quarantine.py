@@ -37,7 +37,7 @@ from provisioner.airlock.checks import (
 from provisioner.airlock.keys import ExportRef, normalise_export_path, refuse_collisions
 from provisioner.airlock.paths import open_confined
 from provisioner.errors import InvalidInputError, NotFoundError, RefusedError
-from provisioner.models.resources import ExportFile, ExportFileKind, ExportRequest
+from provisioner.models.resources import ExportFile, ExportRequest
 from provisioner.storage.s3 import error_code, s3_error, translated_errors
 
 if TYPE_CHECKING:
@@ -238,30 +238,6 @@ def inspect_quarantined(
         rules=rules,
         comparison=comparison,
     )
-
-
-def declare_file(
-    root: Path,
-    path: str,
-    *,
-    description: str,
-    kind: ExportFileKind = ExportFileKind.OUTPUT,
-    max_bytes: int,
-    part_bytes: int = PART_BYTES,
-) -> ExportFile:
-    """What an ExportRequest declares for one file: its normalised path, size and sha256, read
-    through the same confined open as the upload (`tre export submit` does this first)."""
-    digest = hashlib.sha256()
-    with open_confined(root, path, max_bytes=max_bytes) as source:
-        for part in source.read_parts(part_bytes):
-            digest.update(part)
-        return ExportFile(
-            path=source.path,
-            size=source.size,
-            sha256=digest.hexdigest(),
-            kind=kind,
-            description=description,
-        )
 
 
 def quarantine_request(

@@ -4,8 +4,10 @@
 engine on the development machines, so the dev node's copy is built from Debian and PyPI
 packages by ``provisioner.devcluster.images``; this module turns the Dockerfile into the
 ``NotebookRecipe`` that build follows: the Debian suite of the base, the system packages, the
-venv, the requirements file and configuration script it copies in, the user it creates, and
-the runtime config (ENV, USER, WORKDIR, ENTRYPOINT, CMD, EXPOSE).
+venv, the files it copies in from the build context (the repository root), the requirements
+file and configuration script among them, the project (`tre`) it installs without its
+dependencies, the user it creates, and the runtime config (ENV, USER, WORKDIR, ENTRYPOINT, CMD,
+EXPOSE).
 
 Fail closed: an instruction this module does not understand is an error naming its line and
 the fix, so a change to the Dockerfile can never be silently missing from the local build.
@@ -89,16 +91,36 @@ def apt_package_lines(raw_lines: tuple[str, ...]) -> list[tuple[int, str]]:
 
 
 @dataclass(frozen=True)
+class Copy:
+    """One source of a COPY: a file, or a directory (written with a trailing '/', whose
+    contents land in `target`, as Docker copies a directory)."""
+
+    source: str  # relative to the build context (the repository root), e.g. provisioner/
+    target: str  # the file or directory it becomes in the build stage, e.g. /tmp/tre/provisioner
+
+    @property
+    def is_directory(self) -> bool:
+        return self.source.endswith("/")
+
+
+@dataclass(frozen=True)
 class NotebookRecipe:
     base: str  # the Dockerfile's base image, e.g. python:3.12.13-slim-trixie
     debian_suite: str  # the Debian release that base is built on, e.g. trixie
     apt_packages: tuple[str, ...]  # of the runtime stage, as the Dockerfile lists them
     venv: str  # /opt/venv
-    requirements: str  # file name in the build context, e.g. requirements.txt
+    copies: tuple[Copy, ...]  # what the build stage COPYs in from the build context, in order
+    requirements: str  # in the build stage, e.g. /tmp/notebook/requirements.txt
     pip_options: tuple[str, ...]  # as the Dockerfile passes them, e.g. --only-binary=:all:
-    configure_script: str  # file name in the build context
+    configure_script: str  # in the build stage, e.g. /tmp/notebook/configure-jupyterlab.sh
+    package: str  # the project directory installed without dependencies, e.g. /tmp/tre
+    package_options: tuple[str, ...]  # as the Dockerfile passes them: --no-deps, ...
     create_user: str  # the shell command that creates jovyan, run as written
     runtime_config: dict[str, object] = field(hash=False)  # OCI image config "config" section
+
+    def source_of(self, target: str) -> str:
+        """The build-context path COPYed to `target` (a file the build stage uses)."""
+        return next(c.source for c in self.copies if c.target == target)
 
 
 # python:<x.y.z>[-slim]-<suite>: the official Python image on that Debian release.
@@ -108,6 +130,8 @@ _VENV = re.compile(r"python3? -m venv (?P<venv>/\S+)")
 _PIP = re.compile(
     r"(?P<venv>/\S+)/bin/pip install (?P<options>(?:--\S+ )*)--requirement (?P<file>\S+)"
 )
+# The project itself, without its dependencies (the requirements file brings what it needs).
+_PACKAGE = re.compile(r"(?P<venv>/\S+)/bin/pip install (?P<options>(?:--\S+ )*)(?P<project>/\S+)")
 _SCRIPT = re.compile(r"sh (?P<script>/\S+) (?P<venv>/\S+)")
 _APT = re.compile(
     r"apt-get update && apt-get install --yes --no-install-recommends [a-z0-9.+= -]+"
@@ -116,6 +140,12 @@ _APT = re.compile(
 _USERADD = re.compile(r"useradd( --?[a-z-]+( [\w/.-]+)?)* [a-z_][a-z0-9_-]*")
 # pip options that do not change which packages end up installed.
 _PIP_OPTIONS = {"--no-cache-dir", "--only-binary=:all:"}
+_PACKAGE_OPTIONS = {"--no-cache-dir", "--no-deps"}
+# A build-context path as COPY may name it: relative, no '..', no wildcard; a directory ends in /.
+_CONTEXT_PATH = re.compile(r"(?:[A-Za-z0-9_][A-Za-z0-9_.-]*/)*[A-Za-z0-9_][A-Za-z0-9_.-]*/?")
+# The build stage's scratch: COPY targets must be here, because the runtime stage takes only the
+# venv from the build stage; the local build empties it before packing.
+BUILD_SCRATCH = "/tmp/"  # noqa: S108 - a directory of the image being built, not of this host
 
 
 def _refuse(instruction: Instruction, why: str) -> DevClusterError:
@@ -164,9 +194,10 @@ def notebook_recipe(text: str) -> NotebookRecipe:  # noqa: PLR0915 - one pass, o
     if suite is None:
         raise _refuse(froms[1], "the base is not python:<version>[-slim]-<debian suite>")
 
-    copied: dict[str, str] = {}  # path in the image -> file name in the build context
-    venv = requirements = script = create_user = None
+    copies: list[Copy] = []
+    venv = requirements = script = create_user = package = None
     pip_options: tuple[str, ...] = ()
+    package_options: tuple[str, ...] = ()
     apt_packages: tuple[str, ...] = ()
     env = dict(LOCAL_BASE_ENV)
     config: dict[str, object] = {}
@@ -182,27 +213,46 @@ def notebook_recipe(text: str) -> NotebookRecipe:  # noqa: PLR0915 - one pass, o
                 env[key] = _expand(value, env)
         elif keyword == "COPY" and arguments == "--from=build /opt/venv /opt/venv":
             pass  # one root file system here: the venv is already in place
-        elif keyword == "COPY" and not arguments.startswith("--"):
+        elif keyword == "COPY" and not arguments.startswith("--") and stage == 0:
             *sources, destination = arguments.split()
-            if not destination.endswith("/"):
-                raise _refuse(instruction, "copy into a directory (a destination ending in /)")
+            if not destination.endswith("/") or not destination.startswith(BUILD_SCRATCH):
+                raise _refuse(
+                    instruction, f"copy into a directory under {BUILD_SCRATCH} (ending in /)"
+                )
             for source in sources:
-                if "/" in source or source.startswith("."):
-                    raise _refuse(instruction, "copy files from beside the Dockerfile only")
-                copied[str(PurePosixPath(destination) / source)] = source
+                if not _CONTEXT_PATH.fullmatch(source) or {".", ".."} & set(source.split("/")):
+                    raise _refuse(
+                        instruction,
+                        "copy files or directories (ending in /) of the build context only, by a "
+                        "relative path without '.', '..' or wildcards",
+                    )
+                target = PurePosixPath(destination)
+                if not source.endswith("/"):
+                    target /= PurePosixPath(source).name
+                copies.append(Copy(source, str(target)))
         elif keyword == "RUN" and (match := _VENV.fullmatch(arguments)):
             venv = match["venv"]
         elif keyword == "RUN" and (match := _PIP.fullmatch(arguments)):
             options = tuple(match["options"].split())
             if match["venv"] != venv or not set(options) <= _PIP_OPTIONS:
                 raise _refuse(instruction, f"pip options other than {sorted(_PIP_OPTIONS)}")
-            if match["file"] not in copied:
+            if match["file"] not in {c.target for c in copies if not c.is_directory}:
                 raise _refuse(instruction, "the requirements file is not COPYed in before")
-            requirements, pip_options = copied[match["file"]], options
+            requirements, pip_options = match["file"], options
+        elif keyword == "RUN" and (match := _PACKAGE.fullmatch(arguments)):
+            options = tuple(match["options"].split())
+            if match["venv"] != venv or "--no-deps" not in options:
+                raise _refuse(instruction, "install the project into the venv with --no-deps")
+            if not set(options) <= _PACKAGE_OPTIONS:
+                raise _refuse(instruction, f"pip options other than {sorted(_PACKAGE_OPTIONS)}")
+            if not any(c.target.startswith(f"{match['project']}/") for c in copies):
+                raise _refuse(instruction, "the project is not COPYed in before")
+            package, package_options = match["project"], options
         elif keyword == "RUN" and (match := _SCRIPT.fullmatch(arguments)):
+            copied = {c.target for c in copies if not c.is_directory}
             if match["script"] not in copied or match["venv"] != venv:
                 raise _refuse(instruction, "the script is not COPYed in, or not run on the venv")
-            script = copied[match["script"]]
+            script = match["script"]
         elif keyword == "RUN" and _APT.fullmatch(arguments) and stage == 1:
             apt_packages = tuple(
                 line.removesuffix("\\").strip()
@@ -231,6 +281,7 @@ def notebook_recipe(text: str) -> NotebookRecipe:  # noqa: PLR0915 - one pass, o
             ("RUN python -m venv", venv),
             ("RUN <venv>/bin/pip install --requirement", requirements),
             ("RUN sh <configure script> <venv>", script),
+            ("RUN <venv>/bin/pip install --no-deps <project>", package),
             ("RUN useradd", create_user),
             ("apt-get install in the runtime stage", apt_packages),
         ]
@@ -238,16 +289,19 @@ def notebook_recipe(text: str) -> NotebookRecipe:  # noqa: PLR0915 - one pass, o
     ]
     if missing:
         raise DevClusterError(f"the notebook Dockerfile lacks: {', '.join(missing)}")
-    assert venv and requirements and script and create_user  # for the type checker
+    assert venv and requirements and script and create_user and package  # for the type checker
     config["Env"] = [f"{key}={value}" for key, value in env.items()]
     return NotebookRecipe(
         base=base,
         debian_suite=suite["suite"],
         apt_packages=apt_packages,
         venv=venv,
+        copies=tuple(copies),
         requirements=requirements,
         pip_options=pip_options,
         configure_script=script,
+        package=package,
+        package_options=package_options,
         create_user=create_user,
         runtime_config=config,
     )

@@ -46,7 +46,13 @@ from pathlib import Path
 from typing import IO, Any
 
 from provisioner import __version__
-from provisioner.devcluster.dockerfile import LOCAL_BASE_ENV, NotebookRecipe, notebook_recipe
+from provisioner.devcluster.dockerfile import (
+    BUILD_SCRATCH,
+    LOCAL_BASE_ENV,
+    Copy,
+    NotebookRecipe,
+    notebook_recipe,
+)
 from provisioner.errors import DevClusterError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -434,6 +440,12 @@ def build_pause_image(cache_dir: Path) -> Path:
 # --- the notebook image ------------------------------------------------------------------------
 
 NOTEBOOK_SOURCE_DIR = IMAGES_SOURCE_DIR / "notebook"
+# The Dockerfile's build context: the repository root, because the image carries this
+# checkout's `tre` (the Dockerfile COPYs pyproject.toml, README.md and provisioner/).
+NOTEBOOK_CONTEXT_DIR = REPO_ROOT
+# Left out of every COPY, as images/notebook/Dockerfile.dockerignore leaves them out of Docker's
+# build context (a unit test holds the two equal): bytecode of whatever Python ran here.
+COPY_IGNORED = ("__pycache__", "*.pyc")
 NOTEBOOK_REF = f"docker.io/ucloud-tre/notebook:{__version__}"
 
 # What the Dockerfile's python base image brings and a Debian minbase does not, one a line:
@@ -449,10 +461,11 @@ _DPKG_EXCLUDES = (
     "path-include=/usr/share/doc/*/copyright",
     "path-exclude=/usr/share/info/*",
 )
-# Where the build inputs wait inside the image during the build (removed before packing).
-_STAGING = "/tmp/notebook"  # noqa: S108 - a path inside the image being built, not on this host
+# Where wheels wait inside the image during the build (in the build stage's scratch, emptied
+# before packing, as the Dockerfile's runtime stage never sees the build stage's /tmp).
+_WHEELS = f"{BUILD_SCRATCH}wheels"
 # Bumped when the steps below change in a way the hashed input files do not show.
-NOTEBOOK_BUILD_VERSION = "1"
+NOTEBOOK_BUILD_VERSION = "2"
 
 # The target interpreter's wheel tags, asked of the target itself so that the wheels pip
 # downloads on the host are the ones its pip will accept. pip's vendored `packaging` is the
@@ -635,11 +648,49 @@ def _download_wheels(rootfs: Path, venv: str, requirements: Path, into: Path) ->
     )
 
 
+def _copied_files(copy: Copy) -> list[tuple[str, Path]]:
+    """(path relative to the copy's target, file in the build context) of one COPY source, in
+    a stable order; a directory's files without COPY_IGNORED, as both builds copy them."""
+    source = NOTEBOOK_CONTEXT_DIR / copy.source
+    if not copy.is_directory:
+        return [("", source)]
+    if not source.is_dir():
+        raise DevClusterError(
+            f"the notebook Dockerfile copies {copy.source}, which is not a directory of "
+            f"{NOTEBOOK_CONTEXT_DIR}; fix the COPY line"
+        )
+    ignored = shutil.ignore_patterns(*COPY_IGNORED)
+    found = []
+    for directory, subdirectories, names in os.walk(source):
+        skip = ignored(directory, [*subdirectories, *names])
+        subdirectories[:] = sorted(d for d in subdirectories if d not in skip)
+        here = Path(directory)
+        found += [
+            (str((here / name).relative_to(source)), here / name)
+            for name in sorted(names)
+            if name not in skip
+        ]
+    return found
+
+
+def _copy_into(rootfs: Path, copy: Copy) -> None:
+    """What the Dockerfile's COPY of `copy` puts into the build stage."""
+    for relative, file in _copied_files(copy):
+        target = rootfs / copy.target.lstrip("/") / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, target)
+
+
 def _notebook_inputs(recipe: NotebookRecipe) -> list[bytes]:
+    copied = [
+        part
+        for copy in recipe.copies
+        for relative, file in _copied_files(copy)
+        for part in (f"{copy.target}/{relative}".encode(), file.read_bytes())
+    ]
     return [
         (NOTEBOOK_SOURCE_DIR / "Dockerfile").read_bytes(),
-        (NOTEBOOK_SOURCE_DIR / recipe.requirements).read_bytes(),
-        (NOTEBOOK_SOURCE_DIR / recipe.configure_script).read_bytes(),
+        *copied,
         NOTEBOOK_REF.encode(),
         WRITER_VERSION.encode(),
         NOTEBOOK_BUILD_VERSION.encode(),
@@ -656,11 +707,12 @@ def notebook_archive_path(cache_dir: Path) -> tuple[Path, NotebookRecipe]:
 
 
 def build_notebook_image(cache_dir: Path, progress: Callable[[str], None]) -> Path:
-    """The notebook image archive, built from Debian and PyPI packages as
-    ``images/notebook/Dockerfile`` says (see ``provisioner.devcluster.dockerfile``), and
-    cached under ``<cache_dir>/images/`` by a hash of the Dockerfile, the requirements file,
-    the configuration script and the build steps. The Debian and PyPI packages themselves are
-    what the archives serve on the day of the first build (as with ``docker build``)."""
+    """The notebook image archive, built from Debian and PyPI packages and this checkout's
+    `tre` as ``images/notebook/Dockerfile`` says (see ``provisioner.devcluster.dockerfile``),
+    and cached under ``<cache_dir>/images/`` by a hash of the Dockerfile, every file it COPYs
+    (so a change to `provisioner/` rebuilds it) and the build steps. The Debian and PyPI
+    packages themselves are what the archives serve on the day of the first build (as with
+    ``docker build``)."""
     out, recipe = notebook_archive_path(cache_dir)
     if out.is_file():
         return out
@@ -688,34 +740,46 @@ def build_notebook_image(cache_dir: Path, progress: Callable[[str], None]) -> Pa
             f"mmdebstrap {recipe.debian_suite}",
         )
         _forget_the_build_host(rootfs)
-        progress(f"venv {recipe.venv} and the wheels of {recipe.requirements}")
+        requirements = recipe.source_of(recipe.requirements)
+        progress(f"venv {recipe.venv} and the wheels of {requirements}")
         run_in_rootfs(rootfs, ["python3", "-m", "venv", recipe.venv], "creating the venv")
-        staging = rootfs / _STAGING.lstrip("/")
-        staging.mkdir()
-        for name in (recipe.requirements, recipe.configure_script):
-            shutil.copyfile(NOTEBOOK_SOURCE_DIR / name, staging / name)
-        _download_wheels(rootfs, recipe.venv, staging / recipe.requirements, staging / "wheels")
-        progress(f"installing {recipe.requirements} into {recipe.venv} (offline, in the image)")
+        for copy in recipe.copies:
+            _copy_into(rootfs, copy)
+        wheels = rootfs / _WHEELS.lstrip("/")
+        _download_wheels(rootfs, recipe.venv, _in(rootfs, recipe.requirements), wheels)
+        progress(f"installing {requirements} into {recipe.venv} (offline, in the image)")
         run_in_rootfs(
             rootfs,
             [
                 f"{recipe.venv}/bin/pip",
                 "install",
                 "--no-index",
-                f"--find-links={_STAGING}/wheels",
+                f"--find-links={_WHEELS}",
                 *recipe.pip_options,
                 "--requirement",
-                f"{_STAGING}/{recipe.requirements}",
+                recipe.requirements,
             ],
-            f"pip install --requirement {recipe.requirements}",
+            f"pip install --requirement {requirements}",
         )
         run_in_rootfs(
             rootfs,
-            ["sh", f"{_STAGING}/{recipe.configure_script}", recipe.venv],
-            recipe.configure_script,
+            ["sh", recipe.configure_script, recipe.venv],
+            recipe.source_of(recipe.configure_script),
+        )
+        progress(f"this checkout's package (tre) into {recipe.venv}, without its dependencies")
+        run_in_rootfs(
+            rootfs,
+            [
+                f"{recipe.venv}/bin/pip",
+                "install",
+                "--no-index",
+                *recipe.package_options,
+                _package_wheel(rootfs, recipe.package, wheels),
+            ],
+            f"pip install {' '.join(recipe.package_options)} {recipe.package}",
         )
         run_in_rootfs(rootfs, ["sh", "-c", recipe.create_user], recipe.create_user)
-        shutil.rmtree(staging)
+        _empty(rootfs / BUILD_SCRATCH.strip("/"))
         progress("packing the image")
         layer = work / "rootfs.tar"
         _run(
@@ -742,6 +806,45 @@ def build_notebook_image(cache_dir: Path, progress: Callable[[str], None]) -> Pa
     finally:
         _remove_build_dir(work, rootfs)
     return out
+
+
+def _in(rootfs: Path, path: str) -> Path:
+    return rootfs / path.lstrip("/")
+
+
+def _package_wheel(rootfs: Path, project: str, into: Path) -> str:
+    """The wheel of the project COPYed to `project`, built by this machine's pip (as
+    `pip install <dir>` builds one in the Docker build, with the build backend pyproject.toml
+    names fetched into an isolated environment), so nothing in the image needs the network.
+    Its path inside the image."""
+    before = set(into.glob("*.whl"))
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--wheel-dir",
+            into,
+            _in(rootfs, project),
+        ],
+        f"building the wheel of {project} (pip wheel --no-deps)",
+    )
+    built = sorted(set(into.glob("*.whl")) - before)
+    if len(built) != 1:
+        raise DevClusterError(f"pip wheel of {project} made {len(built)} wheels, expected one")
+    return f"/{built[0].relative_to(rootfs)}"
+
+
+def _empty(directory: Path) -> None:
+    """Remove what the build left in `directory` (the build stage's scratch), keeping it."""
+    for child in directory.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _mkdir(path: Path) -> Path:

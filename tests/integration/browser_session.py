@@ -1,10 +1,20 @@
-"""A researcher's browser session, for tests: headless Chromium (Debian's) driven by Selenium.
+"""Browser sessions for tests: headless Chromium (Debian's) driven by Selenium.
 
-    python browser_session.py HUB_URL USER PASSWORD PROJECT FILE SCREENSHOT
+    python browser_session.py lab HUB_URL USER PASSWORD PROJECT FILE SCREENSHOT
+    python browser_session.py review HUB_URL USER PASSWORD NAMESPACE/NAME VOTE SCREENSHOT
 
-Signs in on the hub's login page, starts the named server PROJECT from the spawn page, waits
-for JupyterLab, opens FILE (a path from the file browser's root, e.g. data/<dataset>/x.csv),
-saves a screenshot and prints `opened <tab title>`. Exit code 1 with the reason otherwise.
+`lab`, a researcher: signs in on the hub's login page, starts the named server PROJECT from
+the spawn page, waits for JupyterLab, opens FILE (a path from the file browser's root, e.g.
+data/<dataset>/x.csv), saves a screenshot and prints `opened <tab title>`.
+
+`review`, an output checker: signs in on the hub, opens the airlock's page
+(/services/airlock/, signed in through the hub's OAuth), opens the export NAME from the list,
+prints the automated checks of each file as the files table shows them (`checks <path>: <text>`,
+one line each), chooses VOTE (approve, changes or reject) for every file with a comment,
+submits the review, and once the page shows it prints `reviewed <path>=<vote>,...` as listed
+under the reviewer's name, then saves a screenshot.
+
+Exit code 1 with the reason otherwise (a screenshot of where it stopped is saved too).
 
 Run it inside the node's network namespace (`nsenter -t <holder> -n --`): the hub's proxy is
 there, and the namespace has no route out, so neither the browser nor anything it might try
@@ -18,13 +28,15 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -43,40 +55,103 @@ QUIET = (
     "--disable-features=OptimizationHints,MediaRouter,Translate,AutofillServerCommunication",
     "--window-size=1400,900",
 )
+AIRLOCK_PAGE = "/services/airlock/"
+REVIEW_COMMENT = "checked in the browser test"
 
 
-def main(hub: str, user: str, password: str, project: str, path: str, screenshot: str) -> int:
+def chromium() -> WebDriver:
+    """The one browser of every session: Debian's Chromium and chromedriver, offline."""
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never look for a driver online
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in QUIET:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='tre-browser-')}")
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+    return webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+
+
+def sign_in(
+    driver: WebDriver, wait: WebDriverWait[WebDriver], hub: str, user: str, password: str
+) -> None:
+    driver.get(f"{hub}/hub/login")
+    driver.find_element(By.ID, "username_input").send_keys(user)
+    driver.find_element(By.ID, "password_input").send_keys(password)
+    driver.find_element(By.ID, "login_submit").click()
+    wait.until(expected_conditions.url_contains("/hub/"))
+
+
+def lab(
+    driver: WebDriver, wait: WebDriverWait[WebDriver], hub: str, user: str, project: str, path: str
+) -> str:
+    # The spawn form offers the project's one profile (its data, its end date); Start
+    # launches the named server and the page follows it to JupyterLab.
+    driver.get(f"{hub}/hub/spawn/{user}/{project}")
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "spawn_form")))
+    driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
+    wait.until(expected_conditions.url_contains(f"/user/{user}/{project}/lab"))
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "jp-main-dock-panel")))
+    driver.get(f"{hub}/user/{user}/{project}/lab/tree/{path}")
+    name = path.rsplit("/", 1)[-1]
+    tab = wait.until(
+        expected_conditions.presence_of_element_located(
+            (By.XPATH, f"//li[contains(@class, 'lm-TabBar-tab')][contains(., '{name}')]")
+        )
+    )
+    time.sleep(2)  # let the grid paint before the screenshot
+    return f"opened {tab.text.strip()}"
+
+
+def review(
+    driver: WebDriver, wait: WebDriverWait[WebDriver], hub: str, user: str, export: str, vote: str
+) -> str:
+    name = export.split("/", 1)[1]
+    # The airlock signs people in through the hub (OAuth, no consent page): the first visit
+    # goes to the hub's authorize endpoint and comes back to the list.
+    driver.get(f"{hub}{AIRLOCK_PAGE}")
+    wait.until(expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Export"))
+    driver.find_element(By.LINK_TEXT, name).click()
+    wait.until(expected_conditions.presence_of_element_located((By.ID, "files")))
+    rows = driver.find_elements(By.CSS_SELECTOR, "#files tr")[1:]
+    lines = []
+    for row in rows:
+        cells = row.find_elements(By.TAG_NAME, "td")
+        path = cells[0].text.split("\n")[0].strip()
+        checks = " | ".join(cells[-1].text.split("\n"))
+        lines.append(f"checks {path}: {checks}")
+    form = driver.find_element(By.ID, "review")
+    for select in form.find_elements(By.CSS_SELECTOR, "select[name^='vote:']"):
+        Select(select).select_by_value(vote)
+    for comment in form.find_elements(By.CSS_SELECTOR, "input[name^='comment:']"):
+        comment.send_keys(REVIEW_COMMENT)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The page comes back with the review listed under the reviewer's name, and no form.
+    heading = (By.XPATH, f"//section/h3[starts-with(normalize-space(.), '{user}')]")
+    wait.until(expected_conditions.presence_of_element_located(heading))
+    items = driver.find_element(*heading).find_element(By.XPATH, "following-sibling::ul[1]")
+    votes = [
+        li.text.split(" — ")[0].replace(": ", "=") for li in items.find_elements(By.TAG_NAME, "li")
+    ]
+    if driver.find_elements(By.ID, "review"):
+        raise RuntimeError("the review form is still offered after the review was submitted")
+    # The screenshot shows the review as the page now lists it.
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", items)
+    time.sleep(1)  # let the page paint before the screenshot
+    return "\n".join([*lines, f"reviewed {','.join(votes)}"])
+
+
+Session = Callable[[WebDriver, "WebDriverWait[WebDriver]", str, str, str, str], str]
+SESSIONS: dict[str, Session] = {"lab": lab, "review": review}
+
+
+def main(
+    session: str, hub: str, user: str, password: str, what: str, detail: str, screenshot: str
+) -> int:
+    driver = chromium()
     wait = WebDriverWait(driver, 180)
     try:
-        driver.get(f"{hub}/hub/login")
-        driver.find_element(By.ID, "username_input").send_keys(user)
-        driver.find_element(By.ID, "password_input").send_keys(password)
-        driver.find_element(By.ID, "login_submit").click()
-        wait.until(expected_conditions.url_contains("/hub/"))
-        # The spawn form offers the project's one profile (its data, its end date); Start
-        # launches the named server and the page follows it to JupyterLab.
-        driver.get(f"{hub}/hub/spawn/{user}/{project}")
-        wait.until(expected_conditions.presence_of_element_located((By.ID, "spawn_form")))
-        driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
-        wait.until(expected_conditions.url_contains(f"/user/{user}/{project}/lab"))
-        wait.until(expected_conditions.presence_of_element_located((By.ID, "jp-main-dock-panel")))
-        driver.get(f"{hub}/user/{user}/{project}/lab/tree/{path}")
-        name = path.rsplit("/", 1)[-1]
-        tab = wait.until(
-            expected_conditions.presence_of_element_located(
-                (By.XPATH, f"//li[contains(@class, 'lm-TabBar-tab')][contains(., '{name}')]")
-            )
-        )
-        time.sleep(2)  # let the grid paint before the screenshot
+        sign_in(driver, wait, hub, user, password)
+        print(SESSIONS[session](driver, wait, hub, user, what, detail))
         driver.save_screenshot(screenshot)
-        print(f"opened {tab.text.strip()}")
         return 0
     except TimeoutException:
         driver.save_screenshot(screenshot)
@@ -87,4 +162,4 @@ def main(hub: str, user: str, password: str, project: str, path: str, screenshot
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:7]))
+    sys.exit(main(*sys.argv[1:8]))

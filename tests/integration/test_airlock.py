@@ -41,12 +41,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from provisioner.airlock.checks import CheckRules, DatasetComparison, FileReport, Outcome
+from provisioner.airlock.client import declare_file
 from provisioner.airlock.datasets import compare_datasets
 from provisioner.airlock.keys import ExportRef
 from provisioner.airlock.paths import ConfinedFile, open_confined
 from provisioner.airlock.quarantine import (
     META_SHA256,
-    declare_file,
     inspect_quarantined,
     quarantine_file,
     quarantine_request,

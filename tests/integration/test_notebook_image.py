@@ -8,12 +8,16 @@ Behaviours under test:
 - the venv holds exactly the versions requirements.txt pins (pip freeze as uid 1000), and
   `jupyterhub-singleuser --version` runs as jovyan and is the hub's version;
 - tini and git are there, as the Dockerfile's runtime stage installs them;
+- `tre` is there, this checkout's version, and its export command runs as jovyan, while
+  the Kubernetes client, boto3 and botocore are not installed at all (cryptography is, but
+  for jupyterhub, through certipy; `tre`'s export path never imports it:
+  tests/unit/test_export_in_notebook.py);
 - jovyan is uid 1000, gid 100, home /home/jovyan (owned by jovyan), shell /bin/bash;
 - jovyan cannot change the venv or the Jupyter configuration (owned by root);
 - the JupyterLab lock-down is in place: the four plugins disabled and locked at the venv level,
   jupyter_server_config.json as configure-jupyterlab.sh writes it;
 - nothing of the build host or the build stays in the image: no hostname, resolver or apt
-  sources, no staged wheels.
+  sources, no staged wheels or sources (the build stage's /tmp is empty).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import pytest
 from jupyterhub import __version__ as hub_version
 
+from provisioner import __version__
 from provisioner.devcluster.binaries import cache_dir
 from provisioner.devcluster.dockerfile import notebook_recipe
 from provisioner.devcluster.images import (
@@ -116,6 +121,22 @@ def test_system_packages_of_the_runtime_stage(rootfs: Path, summary: ArchiveSumm
     assert as_jovyan(rootfs, summary, "git", "--version").startswith("git version ")
 
 
+def test_tre_export_runs_without_cluster_or_s3_clients(
+    rootfs: Path, summary: ArchiveSummary
+) -> None:
+    assert as_jovyan(rootfs, summary, "tre", "--version").strip() == f"tre {__version__}"
+    assert "--description" in as_jovyan(rootfs, summary, "tre", "export", "submit", "--help")
+    missing = as_jovyan(
+        rootfs,
+        summary,
+        "python",
+        "-c",
+        "import importlib.util as u; "
+        "print([m for m in ('kubernetes', 'boto3', 'botocore') if u.find_spec(m)])",
+    )
+    assert missing.strip() == "[]"
+
+
 def test_jovyan_account(rootfs: Path) -> None:
     passwd = {
         line.split(":")[0]: line.split(":")
@@ -154,7 +175,8 @@ def test_jupyterlab_lock_down(rootfs: Path) -> None:
 
 
 def test_nothing_of_the_build_stays(rootfs: Path) -> None:
-    for leftover in ("etc/hostname", "etc/resolv.conf", "etc/apt/sources.list", "tmp/notebook"):
+    for leftover in ("etc/hostname", "etc/resolv.conf", "etc/apt/sources.list"):
         assert not (rootfs / leftover).exists(), leftover
+    assert list((rootfs / "tmp").iterdir()) == []
     assert list((rootfs / "etc/apt/sources.list.d").iterdir()) == []
     assert list((rootfs / "var/lib/apt/lists").glob("*_Packages")) == []

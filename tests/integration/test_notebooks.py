@@ -16,13 +16,22 @@ Behaviours under test:
 - nothing leaves: a TCP connection to an "outside" host fails from the notebook while the same
   connection from the node succeeds; another project's notebook is unreachable; an external
   name does not resolve while the hub's Service name does; the hub API answers;
+- the airlock from inside: `tre export submit` run in the kernel with nothing but the hub's
+  environment (TRE_PROJECT, TRE_AIRLOCK_URL, JUPYTERHUB_API_TOKEN) files an ExportRequest
+  authored by that member in the project's namespace, and the file is in quarantine with its
+  sha256; the path is narrow: the airlock's port on another address (a host the node reaches)
+  is out of the notebook's reach;
 - a deny-all policy deleted by hand: new starts are refused until the next pass restores it;
-- a revoked request: the running server is gone after the next pass.
+- a revoked request: the running server is gone after the next pass;
+- in a browser: a researcher opens the data in JupyterLab; an output checker signs in on the
+  hub, opens the export on the airlock's page, sees the automated checks, votes on every file,
+  and the page and the ExportRequest show the review (screenshots kept in test-artifacts/).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
@@ -36,12 +45,15 @@ from typing import Any
 import pytest
 import requests
 
+from provisioner.airlock.keys import ExportRef
+from provisioner.airlock.quarantine import META_SHA256
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.devcluster.hub import DevHub
+from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS, DevHub
 from provisioner.devcluster.node import NODE_IP, POD_CIDR
-from provisioner.kube.resources import NAMESPACES, NETWORK_POLICIES, PODS
+from provisioner.kube.resources import EXPORT_REQUESTS, NAMESPACES, NETWORK_POLICIES, PODS
+from provisioner.models.resources import ExportRequest
 from provisioner.models.settings import Settings
-from provisioner.planning.names import POLICY_DEFAULT_DENY, namespace_name
+from provisioner.planning.names import AIRLOCK_PREFIX, POLICY_DEFAULT_DENY, namespace_name
 from tests.integration.workspace_world import APPROVERS, World
 from tests.jupyter_clients import Hub, HubError, Notebook
 from tests.jupyter_clients import sign_in as sign_in_form
@@ -228,9 +240,10 @@ def last_json(text: str) -> Any:
 
 
 @pytest.fixture
-def outside_host(platform: DevCluster) -> Iterator[str]:
+def outside_host(platform: DevCluster, settings: Settings) -> Iterator[str]:
     """A host outside the node, in a network namespace of this test, linked to the node as its
-    upstream network would be; it listens on OUTSIDE_PORT. Yields its address."""
+    upstream network would be; it listens on OUTSIDE_PORT and on the airlock's port (the one
+    port the notebooks may reach, at the airlock's address only). Yields its address."""
     holder = platform.node().holder_pid
     tag = uuid.uuid4().hex[:6]
     node_end, outside_end = f"tre-o{tag}", f"tre-p{tag}"
@@ -251,8 +264,9 @@ def outside_host(platform: DevCluster) -> Iterator[str]:
         run([*in_outside, "ip", "link", "set", outside_end, "up"])
         # Replies find their way back to the pods: only the policy may stop a connection.
         run([*in_outside, "ip", "route", "add", POD_CIDR, "via", node_ip])
+        ports = [str(OUTSIDE_PORT), str(settings.airlock_port)]
         server = subprocess.Popen(
-            [*in_outside, sys.executable, "-c", _LISTENER, outside_ip, str(OUTSIDE_PORT)]
+            [*in_outside, sys.executable, "-c", _LISTENER, outside_ip, *ports]
         )
         time.sleep(1.0)
         yield outside_ip
@@ -265,11 +279,15 @@ def outside_host(platform: DevCluster) -> Iterator[str]:
 
 
 _LISTENER = (
-    "import socket, sys\n"
-    "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen()\n"
+    "import selectors, socket, sys\n"
+    "listening = selectors.DefaultSelector()\n"
+    "for port in sys.argv[2:]:\n"
+    "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+    "    s.bind((sys.argv[1], int(port))); s.listen()\n"
+    "    listening.register(s, selectors.EVENT_READ)\n"
     "while True:\n"
-    "    c, _ = s.accept(); c.sendall(b'outside'); c.close()\n"
+    "    for key, _ in listening.select():\n"
+    "        c, _ = key.fileobj.accept(); c.sendall(b'outside'); c.close()\n"
 )
 
 
@@ -347,6 +365,85 @@ def test_nothing_leaves_the_notebook(
     )
 
 
+# --- the airlock from inside the notebook ------------------------------------------------------
+
+TABLE = b"age_band,readmissions\n<50,12\n50-70,40\n>70,33\n"
+NOTES = b"Model: logistic regression on 1500 synthetic admissions.\n"
+DESCRIPTION = "readmissions by age band"
+CONTEXT = "Counts over a synthetic cohort of 1500; no cell below 10."
+
+
+def until_filed(submit: Callable[[], tuple[int, str, str]]) -> str:
+    """Run `submit` (-> exit code, stdout, stderr) until the export is filed; its stdout. For a
+    moment after a workspace became Ready the API server's admission parameters have not seen
+    it and it refuses the request ("no params found"), failing closed: that alone is retried."""
+    deadline = time.monotonic() + 30
+    while True:
+        code, out, err = submit()
+        if code == 0:
+            return out
+        assert "no params found" in err and time.monotonic() < deadline, out + err
+        time.sleep(1)
+
+
+def the_export(world: World, project: str) -> ExportRequest:
+    """The project's one ExportRequest, as the API server has it."""
+    (obj,) = world.admin.list(EXPORT_REQUESTS, namespace=namespace_name(project))
+    return ExportRequest.from_object(obj)
+
+
+def test_a_member_exports_from_the_notebook_through_the_airlock(
+    world: World,
+    settings: Settings,
+    platform: DevCluster,
+    sign_in: Callable[[str], Hub],
+    outside_host: str,
+    start: Start,
+) -> None:
+    _, project, _ = ready_project(world, ["tove"])
+    notebook = start(sign_in("tove"), "tove", project)
+    # In the kernel, as a researcher would from a cell: the result written to project
+    # storage, then `tre export submit` with no address, project or token on the command line.
+    notebook.run(
+        "import os\n"
+        "os.makedirs('/project/results', exist_ok=True)\n"
+        f"open('/project/results/table.csv', 'wb').write({TABLE!r})\n"
+    )
+    cell = (
+        "import json, subprocess\n"
+        "done = subprocess.run(['tre', 'export', 'submit', 'results/table.csv',\n"
+        f"    '--description', {DESCRIPTION!r}, '--context', {CONTEXT!r}],\n"
+        "    capture_output=True, text=True, timeout=120)\n"
+        "print(json.dumps([done.returncode, done.stdout, done.stderr]))\n"
+    )
+    out = until_filed(lambda: tuple(last_json(notebook.run(cell, timeout=180))))
+
+    request = the_export(world, project)
+    assert request.name in out
+    assert request.spec.author == "tove"
+    assert request.spec.project == project
+    (declared,) = request.spec.files
+    assert (declared.path, declared.size) == ("results/table.csv", len(TABLE))
+    assert declared.sha256 == hashlib.sha256(TABLE).hexdigest()
+    stored = world.s3.get_object(
+        Bucket=settings.airlock_quarantine_bucket,
+        Key=ExportRef.of(request).file_key(declared.path),
+    )
+    assert stored["Body"].read() == TABLE
+    assert stored["Metadata"][META_SHA256] == declared.sha256
+
+    # Narrow: the airlock's port at the airlock's address, and nowhere else. The outside host
+    # listens on the same port and the node reaches it; the notebook does not.
+    port = settings.airlock_port
+    assert notebook.run(_connect_code(NODE_IP, port)).strip() == "connected"
+    in_node = ["nsenter", "-t", str(platform.node().holder_pid), "-n", "--", sys.executable, "-c"]
+    from_node = subprocess.run(
+        [*in_node, _connect_code(outside_host, port)], capture_output=True, text=True, check=False
+    )
+    assert from_node.stdout.strip() == "connected", from_node.stderr
+    assert notebook.run(_connect_code(outside_host, port)).startswith("refused")
+
+
 # --- what the controller enforces on a running notebook -------------------------------------
 
 
@@ -393,27 +490,102 @@ def test_a_revoked_member_loses_the_running_server_at_the_next_pass(
 ARTIFACTS = Path(os.environ.get("TRE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
 
 
+Browse = Callable[[str, str, str, str, str], "tuple[subprocess.CompletedProcess[str], Path]"]
+
+
+@pytest.fixture(scope="module")
+def browse(platform: DevCluster) -> Browse:
+    """Run a session of browser_session.py (SESSION USER WHAT DETAIL, as it documents) as USER
+    with the hub's development password, in the node's network namespace (the hub's proxy is
+    there, and no route out); its screenshot is kept as test-artifacts/<name>."""
+    hub = DevHub(platform)
+    endpoints = hub.endpoints()
+    assert endpoints is not None
+    password = hub.password_file.read_text().strip()
+
+    def run(
+        session: str, user: str, what: str, detail: str, name: str
+    ) -> tuple[subprocess.CompletedProcess[str], Path]:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        screenshot = ARTIFACTS / name
+        screenshot.unlink(missing_ok=True)
+        done = subprocess.run(
+            [
+                "nsenter", "-t", str(platform.node().holder_pid), "-n", "--",
+                sys.executable, str(Path(__file__).with_name("browser_session.py")),
+                session, endpoints.public_url, user, password, what, detail, str(screenshot),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )  # fmt: skip
+        return done, screenshot
+
+    return run
+
+
 def test_a_researcher_opens_the_data_in_jupyterlab_in_a_browser(
-    world: World, platform: DevCluster
+    world: World, browse: Browse
 ) -> None:
     _, project, dataset = ready_project(world, ["rosa"])
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    screenshot = ARTIFACTS / "jupyterlab-dataset.png"
-    screenshot.unlink(missing_ok=True)
-    endpoints = DevHub(platform).endpoints()
-    assert endpoints is not None
-    session = subprocess.run(
-        [
-            "nsenter", "-t", str(platform.node().holder_pid), "-n", "--",
-            sys.executable, str(Path(__file__).with_name("browser_session.py")),
-            endpoints.public_url, "rosa", DevHub(platform).password_file.read_text().strip(),
-            project, f"data/{dataset}/part-0.csv", str(screenshot),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )  # fmt: skip
+
+    session, screenshot = browse(
+        "lab", "rosa", project, f"data/{dataset}/part-0.csv", "jupyterlab-dataset.png"
+    )
+
     assert session.returncode == 0, session.stdout + session.stderr
     assert session.stdout.strip().splitlines()[-1] == "opened part-0.csv"
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_output_checker_reviews_an_export_in_a_browser(
+    world: World,
+    platform: DevCluster,
+    sign_in: Callable[[str], Hub],
+    hub_url: str,
+    browse: Browse,
+    tmp_path: Path,
+) -> None:
+    _, project, _ = ready_project(world, ["uma"])
+    root = tmp_path / "project"
+    (root / "out").mkdir(parents=True)
+    (root / "out" / "table.csv").write_bytes(TABLE)
+    (root / "notes.txt").write_bytes(NOTES)
+    # Filed with the member's hub token from here (the notebook's own path is the test above).
+    env = {
+        **os.environ,
+        "JUPYTERHUB_API_TOKEN": sign_in("uma").token,
+        "TRE_AIRLOCK_URL": f"{hub_url}{AIRLOCK_PREFIX}",
+    }
+    submit = [*TRE, "export", "submit", "--root", str(root), "--project", project,
+              "out/table.csv", "--supporting", "notes.txt",
+              "--description", DESCRIPTION, "--context", CONTEXT]  # fmt: skip
+
+    def filed() -> tuple[int, str, str]:
+        done = subprocess.run(submit, env=env, capture_output=True, text=True, check=False)
+        return done.returncode, done.stdout, done.stderr
+
+    until_filed(filed)
+    request = the_export(world, project)
+    checker = DEV_OUTPUT_CHECKERS[0]
+
+    session, screenshot = browse(
+        "review", checker, f"{request.namespace}/{request.name}", "approve", "airlock-review.png"
+    )
+
+    assert session.returncode == 0, session.stdout + session.stderr
+    lines = session.stdout.strip().splitlines()
+    checks = {line.split(": ", 1)[0]: line for line in lines if line.startswith("checks ")}
+    assert set(checks) == {"checks out/table.csv", "checks notes.txt"}
+    for check in ("type", "small_numbers", "raw_dataset_copy", "declared_hash"):
+        assert f"{check}: " in checks["checks out/table.csv"], checks
+    assert lines[-1] == "reviewed out/table.csv=approve,notes.txt=approve"
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    reviewed = the_export(world, project)
+    (review,) = reviewed.spec.reviews
+    assert review.by == checker
+    assert {(v.path, v.vote.value, v.comment) for v in review.votes} == {
+        ("out/table.csv", "approve", "checked in the browser test"),
+        ("notes.txt", "approve", "checked in the browser test"),
+    }

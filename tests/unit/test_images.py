@@ -8,8 +8,9 @@ Behaviours under test:
   to root after it;
 - nothing is piped from the network into a shell, and nothing is ADDed from a URL;
 - apt installs without recommends, cleans its lists, and a comment precedes every package;
-- pip installs requirements.txt and nothing else, keeps no cache and takes wheels only, and
-  every requirement there is pinned with `==` (the local build installs the same file);
+- pip installs requirements.txt, keeps no cache and takes wheels only, and every requirement
+  there is pinned with `==` (the local build installs the same file); the only other install is
+  this checkout's package, with --no-deps (its dependencies would bring cluster and S3 clients);
 - the JupyterLab exfiltration controls are there (configure-jupyterlab.sh, which the Dockerfile
   runs on the venv and the local build runs too): the download, export and extension-manager
   plugins are disabled and locked, the extension manager is read-only, no news or update check,
@@ -158,7 +159,8 @@ def requirement_lines() -> list[str]:
 def test_pip_installs_the_requirements_file_as_wheels(instructions: list[Instruction]) -> None:
     pip_runs = [r for r in _runs(instructions) if re.search(r"\bpip install\b", r.arguments)]
 
-    assert len(pip_runs) == 1
+    assert len(pip_runs) == 2
+    assert pip_runs[1].arguments == "/opt/venv/bin/pip install --no-cache-dir --no-deps /tmp/tre"
     words = shlex.split(pip_runs[0].arguments)
     assert "--no-cache-dir" in words
     assert "--only-binary=:all:" in words

@@ -3,11 +3,13 @@ provisioner.devcluster.dockerfile (no Docker engine here).
 
 Behaviours under test:
 - the recipe of the real Dockerfile: Debian suite of its base, its runtime apt packages, the
-  venv, the requirements file and configuration script it COPYs, the useradd it runs, and the
-  whole OCI runtime config (golden: ENV with PATH expanded, USER, WORKDIR, ENTRYPOINT, CMD,
-  EXPOSE);
+  venv, what it COPYs from the build context (the repository root: the requirements file and
+  configuration script, and the project `tre` installs from), the project installed with
+  --no-deps, the useradd it runs, and the whole OCI runtime config (golden: ENV with PATH
+  expanded, USER, WORKDIR, ENTRYPOINT, CMD, EXPOSE);
 - the local build installs the very files the Dockerfile COPYs (same bytes go into the cache
-  key), not copies of them;
+  key, so a change to `provisioner/` rebuilds the image), not copies of them, and leaves out
+  what Docker's ignore file of the Dockerfile leaves out;
 - fail closed: an instruction or RUN form the local build cannot follow is refused with its
   line number and the fix; a Dockerfile lacking a step is refused naming the step;
 - the Debian archive the build uses is read from the machine's apt sources (deb822 and
@@ -22,7 +24,7 @@ import pytest
 
 from provisioner import __version__
 from provisioner.devcluster import images
-from provisioner.devcluster.dockerfile import notebook_recipe
+from provisioner.devcluster.dockerfile import Copy, notebook_recipe
 from provisioner.devcluster.images import (
     NOTEBOOK_REF,
     DebianSources,
@@ -34,7 +36,8 @@ from provisioner.errors import DevClusterError
 from provisioner.models.settings import Settings
 from provisioner.planning.storage import NOTEBOOK_GID, NOTEBOOK_UID
 
-IMAGE_DIR = Path(__file__).resolve().parents[2] / "images" / "notebook"
+REPO = Path(__file__).resolve().parents[2]
+IMAGE_DIR = REPO / "images" / "notebook"
 DOCKERFILE = (IMAGE_DIR / "Dockerfile").read_text()
 
 
@@ -45,9 +48,18 @@ def test_recipe_of_the_dockerfile() -> None:
     assert recipe.debian_suite == "trixie"
     assert recipe.apt_packages == ("tini", "git")
     assert recipe.venv == "/opt/venv"
-    assert recipe.requirements == "requirements.txt"
+    assert recipe.copies == (
+        Copy("images/notebook/requirements.txt", "/tmp/notebook/requirements.txt"),
+        Copy("images/notebook/configure-jupyterlab.sh", "/tmp/notebook/configure-jupyterlab.sh"),
+        Copy("pyproject.toml", "/tmp/tre/pyproject.toml"),
+        Copy("README.md", "/tmp/tre/README.md"),
+        Copy("provisioner/", "/tmp/tre/provisioner"),
+    )
+    assert recipe.requirements == "/tmp/notebook/requirements.txt"
     assert recipe.pip_options == ("--no-cache-dir", "--only-binary=:all:")
-    assert recipe.configure_script == "configure-jupyterlab.sh"
+    assert recipe.configure_script == "/tmp/notebook/configure-jupyterlab.sh"
+    assert recipe.package == "/tmp/tre"
+    assert recipe.package_options == ("--no-cache-dir", "--no-deps")
     assert recipe.create_user == (
         f"useradd --uid {NOTEBOOK_UID} --gid {NOTEBOOK_GID} --create-home --shell /bin/bash jovyan"
     )
@@ -78,12 +90,38 @@ def test_local_build_uses_the_files_the_dockerfile_copies() -> None:
         line for line in DOCKERFILE.splitlines() if line.startswith("COPY ") and "--" not in line
     ]
 
-    assert copies == ["COPY requirements.txt configure-jupyterlab.sh /tmp/notebook/"]
+    assert copies == [
+        "COPY images/notebook/requirements.txt images/notebook/configure-jupyterlab.sh "
+        "/tmp/notebook/",
+        "COPY pyproject.toml README.md /tmp/tre/",
+        "COPY provisioner/ /tmp/tre/provisioner/",
+    ]
     assert images.NOTEBOOK_SOURCE_DIR == IMAGE_DIR
+    assert images.NOTEBOOK_CONTEXT_DIR == REPO
     inputs = images._notebook_inputs(recipe)
-    assert (IMAGE_DIR / "requirements.txt").read_bytes() in inputs
-    assert (IMAGE_DIR / "configure-jupyterlab.sh").read_bytes() in inputs
-    assert (IMAGE_DIR / "Dockerfile").read_bytes() in inputs
+    for name in ("requirements.txt", "configure-jupyterlab.sh", "Dockerfile"):
+        assert (IMAGE_DIR / name).read_bytes() in inputs
+    assert (REPO / "pyproject.toml").read_bytes() in inputs
+    assert (REPO / "provisioner" / "cli" / "export.py").read_bytes() in inputs
+    assert b"/tmp/tre/provisioner/cli/export.py" in inputs
+
+
+def test_a_directory_copy_leaves_out_what_docker_leaves_out(tmp_path: Path) -> None:
+    lines = (IMAGE_DIR / "Dockerfile.dockerignore").read_text().splitlines()
+    ignored = [line for line in lines if line and not line.startswith("#")]
+    tree = Copy("provisioner/", "/tmp/tre/provisioner")
+    (REPO / "provisioner" / "__pycache__").mkdir(exist_ok=True)  # any Python run here makes it
+
+    copied = [relative for relative, _ in images._copied_files(tree)]
+
+    assert [f"**/{pattern}" for pattern in images.COPY_IGNORED] == ignored
+    assert "cli/export.py" in copied
+    assert "airlock/templates/export.html" in copied
+    assert not [name for name in copied if "__pycache__" in name or name.endswith(".pyc")]
+    images._copy_into(tmp_path, tree)
+    assert (tmp_path / "tmp/tre/provisioner/cli/export.py").read_bytes() == (
+        REPO / "provisioner" / "cli" / "export.py"
+    ).read_bytes()
 
 
 def test_image_reference_is_the_hubs_normalised(tmp_path: Path) -> None:
@@ -127,8 +165,18 @@ def with_line(after: str, line: str) -> str:
             "pip options other than",
         ),
         (
-            DOCKERFILE.replace("COPY requirements.txt configure-jupyterlab.sh", "COPY ../x"),
-            "copy files from beside the Dockerfile only",
+            DOCKERFILE.replace("COPY pyproject.toml README.md", "COPY ../x"),
+            "of the build context only",
+        ),
+        (DOCKERFILE.replace("COPY provisioner/", "COPY provisioner/*.py"), "wildcards"),
+        (
+            DOCKERFILE.replace("COPY pyproject.toml README.md /tmp/tre/", "COPY README.md /opt/"),
+            "copy into a directory under /tmp/",
+        ),
+        (DOCKERFILE.replace("--no-cache-dir --no-deps", "--no-cache-dir"), "with --no-deps"),
+        (
+            DOCKERFILE.replace("--no-cache-dir --no-deps", "--no-deps --editable"),
+            "pip options other than ['--no-cache-dir', '--no-deps']",
         ),
         (DOCKERFILE.replace("slim-trixie", "slim"), "not python:<version>[-slim]-<debian suite>"),
     ],
