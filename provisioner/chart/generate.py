@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from provisioner.chart import values as chart_values
 from provisioner.controller.install import plan_platform
@@ -130,8 +131,24 @@ def render_chart() -> dict[str, str]:
 # --- the platform's objects -------------------------------------------------------------------
 
 
+class DefaultSettings(Settings):
+    """Settings from their defaults and the values given, never from this process's
+    environment: the chart must not carry the TRE_* of whoever generated it."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 def _settings(**overrides: Any) -> Settings:
-    return Settings(**({s.field: s.sentinel for s in SUBSTITUTED} | overrides))
+    return DefaultSettings(**({s.field: s.sentinel for s in SUBSTITUTED} | overrides))
 
 
 def _planned(settings: Settings) -> dict[Key, dict[str, Any]]:
@@ -216,7 +233,7 @@ def _prove_substitution(
     """Planning with the second sentinel must change the text only where the first stood,
     and the sentinel must stand somewhere (a setting that shapes nothing is not templated)."""
     text = "".join(_text(o) for o in base.values())
-    defaults = "".join(_text(o) for o in _planned(Settings()).values())
+    defaults = "".join(_text(o) for o in _planned(DefaultSettings()).values())
     for sub in substituted:
         if str(sub.sentinel) in defaults:
             raise InvalidInputError(f"sentinel {sub.sentinel!r} of {sub.field} occurs unprompted")
@@ -272,7 +289,7 @@ def _text(obj: dict[str, Any] | None) -> str:
 
 
 def _dns_configmap() -> str:
-    settings = Settings()
+    settings = DefaultSettings()
     hub_ip, airlock_ip = _ADDRESSES
     # Every address of the resolver's pod: the pod's own network is its only interface.
     conf = corefile("0.0.0.0", DNS_PORT, platform_names(settings, hub_ip, airlock_ip))  # noqa: S104
@@ -297,7 +314,7 @@ def _dns_configmap() -> str:
 
 
 def _helpers() -> str:
-    settings = Settings()
+    settings = DefaultSettings()
     controller = names.service_account_of(settings.controller_user)
     assert controller is not None and controller[0] == names.SYSTEM_NAMESPACE
     airlock = names.service_account_of(settings.airlock_user)
