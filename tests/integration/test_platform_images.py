@@ -121,7 +121,9 @@ def run(core: client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> list[str
     core.create_namespaced_pod(namespace, pod)
     name = pod["metadata"]["name"]
     ended = wait_pod(core, namespace, name, {"Succeeded", "Failed"}, timeout=180)
-    log: str = core.read_namespaced_pod_log(name, namespace)
+    # Raw bytes: the client's deserialisation of a plain-text body gives repr(bytes).
+    response = core.read_namespaced_pod_log(name, namespace, _preload_content=False)
+    log = response.data.decode()
     assert ended.status.phase == "Succeeded", log
     return log.splitlines()
 

@@ -13,6 +13,9 @@ Behaviours under test:
   base's Debian release is the python base's;
 - the local build takes the same inputs: every file any stage COPYs (the lock, package-lock.json,
   the config file) is in the cache key; each image has the notebook's ignore file;
+- static, as tests/unit/test_images.py checks the notebook's: every base pinned to a patch
+  version (never `latest`, no ARG), a comment before every apt package, nothing piped into a
+  shell, every requirement pinned with `==`;
 - fail closed: a node stage out of shape, an npm option, a runtime COPY out of the context, a
   constraints file not copied in, stages in another order are refused naming the line.
 """
@@ -28,9 +31,10 @@ import pytest
 from provisioner import __version__
 from provisioner.chart.values import default_values
 from provisioner.devcluster import images
-from provisioner.devcluster.dockerfile import Copy, NodeStage, image_recipe
+from provisioner.devcluster.dockerfile import Copy, NodeStage, image_recipe, parse
 from provisioner.devcluster.images import HUB, LOCAL_IMAGES, NOTEBOOK, PLATFORM, LocalImage
 from provisioner.errors import DevClusterError
+from tests.unit.test_images import PIPED_INTO_SHELL, uncommented_apt_packages
 
 REPO = Path(__file__).resolve().parents[2]
 CHART_UID = "10001"  # helm/ucloud-tre/templates/_helpers.tpl, tre.podSecurityContext
@@ -198,6 +202,24 @@ def test_archive_paths_differ_by_image(tmp_path: Path) -> None:
 
     assert [path.name.split("-")[0] for path in paths] == ["notebook", "platform", "hub"]
     assert NOTEBOOK.ref == images.NOTEBOOK_REF
+
+
+@pytest.mark.parametrize("image", [PLATFORM, HUB])
+def test_dockerfile_is_pinned_commented_and_fetches_nothing_into_a_shell(image: LocalImage) -> None:
+    instructions = parse(image.dockerfile.read_text())
+    bases = [i.arguments.split()[0] for i in instructions if i.keyword == "FROM"]
+    runs = [i for i in instructions if i.keyword == "RUN"]
+    (apt,) = [run for run in runs if "apt-get install" in run.arguments]
+    requirements = [
+        line.split("#")[0].strip()
+        for line in (image.source_dir / "requirements.txt").read_text().splitlines()
+    ]
+
+    assert all(re.fullmatch(r"[a-z]+:\d+\.\d+\.\d+-[a-z-]+", base) for base in bases), bases
+    assert uncommented_apt_packages(apt) == []
+    assert not [run.arguments for run in runs if PIPED_INTO_SHELL.search(run.arguments)]
+    assert not [i for i in instructions if i.keyword == "ADD"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9a-z.]*", r) for r in requirements if r)
 
 
 HUB_DOCKERFILE = HUB.dockerfile.read_text()
