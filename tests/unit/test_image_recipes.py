@@ -6,7 +6,8 @@ Behaviours under test:
   requirements.lock as constraints, the project), the project installed with --no-deps, the
   user with the chart's uid/gid 10001, the node stage of the hub (`npm ci` of
   package-lock.json) and the runtime COPY of the hub's config file, the whole runtime config;
-- the images are the chart's: references equal the chart's default images.tre / images.hub,
+- the images are the chart's: references equal the chart's default images.tre / images.hub
+  (and images.proxy is the hub image, which carries the proxy the chart's command runs),
   the hub's config file is at the chart's hub.configFile, the user is the chart's runAsUser;
 - pins: every pin of each requirements.txt is requirements.lock's; the platform's names every
   runtime dependency of pyproject.toml and tornado; the hub's names the `hub` extra; the node
@@ -137,6 +138,18 @@ def test_references_are_the_charts_defaults(image: LocalImage, key: str) -> None
 
     assert image.ref == f"docker.io/{chart['repository']}:{chart['tag']}"
     assert chart["tag"] == __version__
+
+
+def test_the_charts_proxy_is_the_hub_image_which_carries_it() -> None:
+    chart = default_values()["images"]
+    recipe = image_recipe(HUB.dockerfile.read_text())
+    path = next(e for e in recipe.runtime_config["Env"] if e.startswith("PATH="))
+    hub_yaml = (REPO / "helm" / "ucloud-tre" / "templates" / "hub.yaml").read_text()
+
+    assert chart["proxy"] == chart["hub"]
+    assert recipe.node is not None
+    assert f"{recipe.node.directory}/node_modules/.bin" in path.split("=", 1)[1].split(":")
+    assert "command:\n        - configurable-http-proxy\n" in hub_yaml
 
 
 def test_every_image_of_images_is_built_locally() -> None:
