@@ -219,8 +219,16 @@ def _stages(instructions: list[Instruction]) -> dict[str, str]:
     """Base of each stage by role: ``build``, optionally ``node``, and ``runtime`` (the last,
     unnamed), checked against the shapes the local build knows."""
     froms = [i for i in instructions if i.keyword == "FROM"]
-    names = [f.arguments.split()[2] if len(f.arguments.split()) == 3 else "" for f in froms]
-    if not froms or names[0] != "build" or names[-1] or names[1:-1] not in ([], ["node"]):
+    words = [f.arguments.split() for f in froms]
+    names = [w[2] if len(w) == 3 and w[1].upper() == "AS" else "" for w in words]
+    shapes_known = all(len(w) == 1 or (len(w) == 3 and w[1].upper() == "AS") for w in words)
+    if (
+        not froms
+        or not shapes_known
+        or names[0] != "build"
+        or names[-1]
+        or names[1:-1] not in ([], ["node"])
+    ):
         raise DevClusterError(
             "an image Dockerfile has a stage 'FROM <python base> AS build', optionally "
             "'FROM <node base> AS node', and the runtime stage last (no AS)"

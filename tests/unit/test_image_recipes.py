@@ -282,6 +282,11 @@ def test_steps_the_local_build_cannot_follow_are_refused(dockerfile: str, refuse
     "dockerfile",
     [
         HUB_DOCKERFILE.replace(" AS node", " AS proxy"),
+        HUB_DOCKERFILE.replace(" AS node", " node"),
+        HUB_DOCKERFILE.replace(
+            "FROM python:3.12.13-slim-trixie\n",
+            "FROM --platform=linux/amd64 python:3.12.13-slim-trixie\n",
+        ),
         HUB_DOCKERFILE.replace(
             "FROM python:3.12.13-slim-trixie AS build", "FROM python:3.12.13-slim-trixie"
         ),
