@@ -131,9 +131,21 @@ def run(core: client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> list[str
 def test_platform_image_runs_tre_under_the_charts_security_context(
     core: client.CoreV1Api, namespace: str
 ) -> None:
+    # What `tre controller run` and `tre airlock serve` import, also inside their functions.
+    modules = [
+        "provisioner.cli.controller",
+        "provisioner.cli.airlock",
+        "provisioner.airlock.desk",
+        "provisioner.airlock.hub_sign_in",
+        "provisioner.airlock.service",
+        "provisioner.kube.api",
+        "provisioner.kube.client",
+        "provisioner.kube.http",
+        "provisioner.secret_files",
+        "tornado",
+    ]
     script = (
-        "tre --version && id -u && python -c 'import provisioner.controller.loop, "
-        "provisioner.airlock.service, tornado; print(tornado.version)'"
+        f"tre --version && id -u && python -c 'import {', '.join(modules)}; print(tornado.version)'"
     )
     lines = run(core, namespace, chart_pod("platform", PLATFORM.ref, script))
 
