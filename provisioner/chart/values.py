@@ -175,8 +175,11 @@ class Images(BaseModel):
         description="JupyterHub with KubeSpawner, jupyterhub-idle-culler and hub_config/.",
     )
     proxy: Image = Field(
-        default=Image(repository="ucloud-tre/configurable-http-proxy", tag="5.2.0"),
-        description="configurable-http-proxy (the version of package-lock.json).",
+        # The hub image carries the proxy (images/hub/Dockerfile), so one image serves both
+        # Deployments and no third image has to be built, scanned and pinned.
+        default=Image(repository="ucloud-tre/hub", tag="0.1.0"),
+        description="configurable-http-proxy (the version of package-lock.json); by default "
+        "the hub image, which carries it.",
     )
     dns: Image = Field(
         default=Image(repository="ucloud-tre/dns", tag="1.15.0"),

@@ -1,13 +1,20 @@
-"""What the notebook image's Dockerfile says, read so that the local build follows it.
+"""What an image's Dockerfile says, read so that the local build follows it.
 
-``images/notebook/Dockerfile`` is the one definition of the notebook image. There is no Docker
-engine on the development machines, so the dev node's copy is built from Debian and PyPI
-packages by ``provisioner.devcluster.images``; this module turns the Dockerfile into the
-``NotebookRecipe`` that build follows: the Debian suite of the base, the system packages, the
-venv, the files it copies in from the build context (the repository root), the requirements
-file and configuration script among them, the project (`tre`) it installs without its
-dependencies, the user it creates, and the runtime config (ENV, USER, WORKDIR, ENTRYPOINT, CMD,
-EXPOSE).
+``images/<name>/Dockerfile`` is the one definition of each of the platform's images (notebook,
+platform, hub). There is no Docker engine on the development machines, so the dev node's copies
+are built from Debian, PyPI and npm packages by ``provisioner.devcluster.images``; this module
+turns a Dockerfile into the ``ImageRecipe`` that build follows: the Debian suite of the base,
+the system packages, the venv, the files it copies in from the build context (the repository
+root), the requirements file (and the constraints file pinning what it pulls in) and an
+optional configuration script among them, the project (`tre`) it installs without its
+dependencies, an optional Node.js stage that installs a package-lock.json with `npm ci`, the
+files the runtime stage copies in, the user it creates, and the runtime config (ENV, USER,
+WORKDIR, ENTRYPOINT, CMD, EXPOSE).
+
+The shape every image follows: a stage ``build`` on the same python base as the runtime stage
+(the venv), optionally a stage ``node`` on the official Node.js image of the same Debian
+release (``npm ci`` of a lock file), and the runtime stage, last, that takes the venv (and the
+node stage's directory) and nothing else from them.
 
 Fail closed: an instruction this module does not understand is an error naming its line and
 the fix, so a change to the Dockerfile can never be silently missing from the local build.
@@ -104,23 +111,44 @@ class Copy:
 
 
 @dataclass(frozen=True)
-class NotebookRecipe:
+class NodeStage:
+    """``FROM node:<version>-<suite>-slim AS node``, ``WORKDIR <directory>``, ``COPY
+    package.json package-lock.json ./``, ``RUN npm ci <options>``: the lock file's packages
+    installed into `directory`, which the runtime stage copies whole."""
+
+    base: str  # e.g. node:20.19.2-trixie-slim
+    directory: str  # e.g. /opt/proxy
+    copies: tuple[Copy, ...]  # the package.json and package-lock.json it installs from
+    npm_options: tuple[str, ...]  # as the Dockerfile passes them, e.g. --omit=dev
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
     base: str  # the Dockerfile's base image, e.g. python:3.12.13-slim-trixie
     debian_suite: str  # the Debian release that base is built on, e.g. trixie
     apt_packages: tuple[str, ...]  # of the runtime stage, as the Dockerfile lists them
     venv: str  # /opt/venv
     copies: tuple[Copy, ...]  # what the build stage COPYs in from the build context, in order
     requirements: str  # in the build stage, e.g. /tmp/notebook/requirements.txt
+    constraints: str | None  # pip --constraint file in the build stage, e.g. the lock
     pip_options: tuple[str, ...]  # as the Dockerfile passes them, e.g. --only-binary=:all:
-    configure_script: str  # in the build stage, e.g. /tmp/notebook/configure-jupyterlab.sh
+    configure_script: str | None  # in the build stage, e.g. /tmp/notebook/configure-jupyterlab.sh
     package: str  # the project directory installed without dependencies, e.g. /tmp/tre
     package_options: tuple[str, ...]  # as the Dockerfile passes them: --no-deps, ...
-    create_user: str  # the shell command that creates jovyan, run as written
+    node: NodeStage | None  # the optional `npm ci` stage
+    runtime_copies: tuple[Copy, ...]  # what the runtime stage COPYs in from the build context
+    create_user: str  # the shell command that creates the image's user, run as written
     runtime_config: dict[str, object] = field(hash=False)  # OCI image config "config" section
 
     def source_of(self, target: str) -> str:
         """The build-context path COPYed to `target` (a file the build stage uses)."""
         return next(c.source for c in self.copies if c.target == target)
+
+    @property
+    def all_copies(self) -> tuple[Copy, ...]:
+        """Every build-context path any stage COPYs, in the Dockerfile's order of stages."""
+        node_copies = self.node.copies if self.node else ()
+        return (*self.copies, *node_copies, *self.runtime_copies)
 
 
 # python:<x.y.z>[-slim]-<suite>: the official Python image on that Debian release.
@@ -128,8 +156,14 @@ _PYTHON_BASE = re.compile(r"python:(?P<version>\d+\.\d+\.\d+)(?:-slim)?-(?P<suit
 # The RUN forms the local build knows how to reproduce; anything else is refused.
 _VENV = re.compile(r"python3? -m venv (?P<venv>/\S+)")
 _PIP = re.compile(
-    r"(?P<venv>/\S+)/bin/pip install (?P<options>(?:--\S+ )*)--requirement (?P<file>\S+)"
+    r"(?P<venv>/\S+)/bin/pip install (?P<options>(?:--(?!constraint)\S+ )*)"
+    r"(?:--constraint (?P<constraints>\S+) )?--requirement (?P<file>\S+)"
 )
+# The official Node.js image on the same Debian release, and the one command run in it.
+_NODE_BASE = re.compile(r"node:(?P<version>\d+\.\d+\.\d+)-(?P<suite>[a-z]+)-slim")
+_NPM_CI = re.compile(r"npm ci(?P<options>(?: --[a-z-]+(?:=[a-z]+)?)*)")
+_NPM_OPTIONS = {"--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund"}
+_NODE_FILES = ("package.json", "package-lock.json")
 # The project itself, without its dependencies (the requirements file brings what it needs).
 _PACKAGE = re.compile(r"(?P<venv>/\S+)/bin/pip install (?P<options>(?:--\S+ )*)(?P<project>/\S+)")
 _SCRIPT = re.compile(r"sh (?P<script>/\S+) (?P<venv>/\S+)")
@@ -181,64 +215,139 @@ def _json_list(instruction: Instruction) -> list[str]:
     return value
 
 
-def notebook_recipe(text: str) -> NotebookRecipe:  # noqa: PLR0915 - one pass, one branch per keyword
+def _stages(instructions: list[Instruction]) -> dict[str, str]:
+    """Base of each stage by role: ``build``, optionally ``node``, and ``runtime`` (the last,
+    unnamed), checked against the shapes the local build knows."""
+    froms = [i for i in instructions if i.keyword == "FROM"]
+    words = [f.arguments.split() for f in froms]
+    names = [w[2] if len(w) == 3 and w[1].upper() == "AS" else "" for w in words]
+    shapes_known = all(len(w) == 1 or (len(w) == 3 and w[1].upper() == "AS") for w in words)
+    if (
+        not froms
+        or not shapes_known
+        or names[0] != "build"
+        or names[-1]
+        or names[1:-1] not in ([], ["node"])
+    ):
+        raise DevClusterError(
+            "an image Dockerfile has a stage 'FROM <python base> AS build', optionally "
+            "'FROM <node base> AS node', and the runtime stage last (no AS)"
+        )
+    bases = {
+        name or "runtime": f.arguments.split()[0] for name, f in zip(names, froms, strict=True)
+    }
+    if bases["build"] != bases["runtime"]:
+        raise _refuse(
+            froms[0], f"the build stage's base differs from the runtime's ({bases['runtime']})"
+        )
+    return bases
+
+
+def _context_copies(instruction: Instruction, scratch: str | None) -> list[Copy]:
+    """The sources of a COPY from the build context, each with its target. With `scratch`,
+    the destination must be a directory under it."""
+    *sources, destination = instruction.arguments.split()
+    if not destination.endswith("/") or not destination.startswith(scratch or "/"):
+        where = f"a directory under {scratch}" if scratch else "an absolute directory"
+        raise _refuse(instruction, f"copy into {where} (ending in /)")
+    copies = []
+    for source in sources:
+        if not _CONTEXT_PATH.fullmatch(source) or {".", ".."} & set(source.split("/")):
+            raise _refuse(
+                instruction,
+                "copy files or directories (ending in /) of the build context only, by a "
+                "relative path without '.', '..' or wildcards",
+            )
+        target = PurePosixPath(destination)
+        if not source.endswith("/"):
+            target /= PurePosixPath(source).name
+        copies.append(Copy(source, str(target)))
+    return copies
+
+
+def _node_step(instruction: Instruction, node: dict[str, object]) -> None:
+    """One instruction of the ``node`` stage, recorded in `node`, or refused."""
+    keyword, arguments = instruction.keyword, instruction.arguments
+    if keyword == "WORKDIR" and arguments.startswith("/") and "directory" not in node:
+        node["directory"] = arguments
+    elif keyword == "COPY" and arguments == f"{' '.join(_NODE_FILES)} ./" and "directory" in node:
+        node["copies"] = tuple(Copy(name, f"{node['directory']}/{name}") for name in _NODE_FILES)
+    elif keyword == "RUN" and (match := _NPM_CI.fullmatch(arguments)) and "copies" in node:
+        options = tuple(match["options"].split())
+        if not set(options) <= _NPM_OPTIONS:
+            raise _refuse(instruction, f"npm options other than {sorted(_NPM_OPTIONS)}")
+        node["npm_options"] = options
+    else:
+        raise _refuse(
+            instruction,
+            "the node stage is WORKDIR <dir>, COPY package.json package-lock.json ./ and "
+            "RUN npm ci [options], in that order",
+        )
+
+
+def image_recipe(text: str) -> ImageRecipe:  # noqa: PLR0915 - one pass, one branch per keyword
     """The recipe of the Dockerfile ``text``, or an error naming the line it cannot follow."""
     instructions = parse(text)
-    froms = [i for i in instructions if i.keyword == "FROM"]
-    if len(froms) != 2:
-        raise DevClusterError("the notebook Dockerfile must have two stages (build, runtime)")
-    base = froms[1].arguments.split()[0]
-    if froms[0].arguments.split()[0] != base:
-        raise _refuse(froms[0], f"the build stage's base differs from the runtime's ({base})")
+    bases = _stages(instructions)
+    base = bases["runtime"]
     suite = _PYTHON_BASE.fullmatch(base.split("@")[0])
+    froms = [i for i in instructions if i.keyword == "FROM"]
     if suite is None:
-        raise _refuse(froms[1], "the base is not python:<version>[-slim]-<debian suite>")
+        raise _refuse(froms[-1], "the base is not python:<version>[-slim]-<debian suite>")
+    if "node" in bases:
+        node_base = _NODE_BASE.fullmatch(bases["node"].split("@")[0])
+        if node_base is None or node_base["suite"] != suite["suite"]:
+            raise _refuse(
+                froms[1], f"the node stage's base is not node:<version>-{suite['suite']}-slim"
+            )
 
     copies: list[Copy] = []
-    venv = requirements = script = create_user = package = None
+    runtime_copies: list[Copy] = []
+    node: dict[str, object] = {}
+    venv = requirements = script = create_user = package = constraints = None
     pip_options: tuple[str, ...] = ()
     package_options: tuple[str, ...] = ()
     apt_packages: tuple[str, ...] = ()
     env = dict(LOCAL_BASE_ENV)
     config: dict[str, object] = {}
-    stage = -1
+    stage = ""
     for instruction in instructions:
         keyword, arguments = instruction.keyword, instruction.arguments
         if keyword == "FROM":
-            stage += 1
-        elif keyword == "ENV" and stage == 0:
+            words = arguments.split()
+            stage = words[2] if len(words) == 3 else "runtime"
+        elif stage == "node":
+            _node_step(instruction, node)
+        elif keyword == "ENV" and stage == "build":
             pass  # build-time pip settings; they change how pip runs, not what it installs
         elif keyword == "ENV":
             for key, value in _env_pairs(instruction):
                 env[key] = _expand(value, env)
-        elif keyword == "COPY" and arguments == "--from=build /opt/venv /opt/venv":
+        elif keyword == "COPY" and arguments == f"--from=build {venv} {venv}" and venv:
             pass  # one root file system here: the venv is already in place
-        elif keyword == "COPY" and not arguments.startswith("--") and stage == 0:
-            *sources, destination = arguments.split()
-            if not destination.endswith("/") or not destination.startswith(BUILD_SCRATCH):
-                raise _refuse(
-                    instruction, f"copy into a directory under {BUILD_SCRATCH} (ending in /)"
-                )
-            for source in sources:
-                if not _CONTEXT_PATH.fullmatch(source) or {".", ".."} & set(source.split("/")):
-                    raise _refuse(
-                        instruction,
-                        "copy files or directories (ending in /) of the build context only, by a "
-                        "relative path without '.', '..' or wildcards",
-                    )
-                target = PurePosixPath(destination)
-                if not source.endswith("/"):
-                    target /= PurePosixPath(source).name
-                copies.append(Copy(source, str(target)))
+        elif (
+            keyword == "COPY"
+            and stage == "runtime"
+            and "directory" in node
+            and arguments == f"--from=node {node['directory']} {node['directory']}"
+        ):
+            node["taken"] = True
+        elif keyword == "COPY" and not arguments.startswith("--") and stage == "build":
+            copies += _context_copies(instruction, BUILD_SCRATCH)
+        elif keyword == "COPY" and not arguments.startswith("--") and stage == "runtime":
+            runtime_copies += _context_copies(instruction, None)
         elif keyword == "RUN" and (match := _VENV.fullmatch(arguments)):
             venv = match["venv"]
         elif keyword == "RUN" and (match := _PIP.fullmatch(arguments)):
             options = tuple(match["options"].split())
             if match["venv"] != venv or not set(options) <= _PIP_OPTIONS:
                 raise _refuse(instruction, f"pip options other than {sorted(_PIP_OPTIONS)}")
-            if match["file"] not in {c.target for c in copies if not c.is_directory}:
+            copied = {c.target for c in copies if not c.is_directory}
+            if match["file"] not in copied:
                 raise _refuse(instruction, "the requirements file is not COPYed in before")
-            requirements, pip_options = match["file"], options
+            if match["constraints"] and match["constraints"] not in copied:
+                raise _refuse(instruction, "the constraints file is not COPYed in before")
+            requirements, constraints, pip_options = match["file"], match["constraints"], options
         elif keyword == "RUN" and (match := _PACKAGE.fullmatch(arguments)):
             options = tuple(match["options"].split())
             if match["venv"] != venv or "--no-deps" not in options:
@@ -253,12 +362,12 @@ def notebook_recipe(text: str) -> NotebookRecipe:  # noqa: PLR0915 - one pass, o
             if match["script"] not in copied or match["venv"] != venv:
                 raise _refuse(instruction, "the script is not COPYed in, or not run on the venv")
             script = match["script"]
-        elif keyword == "RUN" and _APT.fullmatch(arguments) and stage == 1:
+        elif keyword == "RUN" and _APT.fullmatch(arguments) and stage == "runtime":
             apt_packages = tuple(
                 line.removesuffix("\\").strip()
                 for _, line in apt_package_lines(instruction.raw_lines)
             )
-        elif keyword == "RUN" and _USERADD.fullmatch(arguments) and stage == 1:
+        elif keyword == "RUN" and _USERADD.fullmatch(arguments) and stage == "runtime":
             create_user = arguments
         elif keyword == "WORKDIR":
             config["WorkingDir"] = arguments
@@ -280,28 +389,44 @@ def notebook_recipe(text: str) -> NotebookRecipe:  # noqa: PLR0915 - one pass, o
         for name, value in [
             ("RUN python -m venv", venv),
             ("RUN <venv>/bin/pip install --requirement", requirements),
-            ("RUN sh <configure script> <venv>", script),
             ("RUN <venv>/bin/pip install --no-deps <project>", package),
             ("RUN useradd", create_user),
             ("apt-get install in the runtime stage", apt_packages),
+            ("RUN npm ci in the node stage", "npm_options" in node or "node" not in bases),
+            (
+                "COPY --from=node <dir> <dir> in the runtime stage",
+                node.get("taken", "node" not in bases),
+            ),
         ]
         if not value
     ]
     if missing:
-        raise DevClusterError(f"the notebook Dockerfile lacks: {', '.join(missing)}")
-    assert venv and requirements and script and create_user and package  # for the type checker
+        raise DevClusterError(f"the Dockerfile lacks: {', '.join(missing)}")
+    assert venv and requirements and create_user and package  # for the type checker
     config["Env"] = [f"{key}={value}" for key, value in env.items()]
-    return NotebookRecipe(
+    return ImageRecipe(
         base=base,
         debian_suite=suite["suite"],
         apt_packages=apt_packages,
         venv=venv,
         copies=tuple(copies),
         requirements=requirements,
+        constraints=constraints,
         pip_options=pip_options,
         configure_script=script,
         package=package,
         package_options=package_options,
+        node=(
+            NodeStage(
+                base=bases["node"],
+                directory=str(node["directory"]),
+                copies=node["copies"],  # type: ignore[arg-type]
+                npm_options=node["npm_options"],  # type: ignore[arg-type]
+            )
+            if "node" in bases
+            else None
+        ),
+        runtime_copies=tuple(runtime_copies),
         create_user=create_user,
         runtime_config=config,
     )

@@ -2,12 +2,13 @@
 
 The node's containerd takes images with ``ctr images import`` from an OCI image-layout tar
 (https://github.com/opencontainers/image-spec/blob/main/image-layout.md). This module writes
-those tars with the standard library only, and builds the two images the node needs:
+those tars with the standard library only, and builds the images the node needs:
 
 - the pause (sandbox) image, our own ``images/pause/pause.c`` compiled static, tagged
   ``registry.k8s.io/pause:3.10.2``: containerd 2.3.7's default sandbox image, so containerd
   finds it by that name and pins it;
-- the notebook image (see ``build_notebook_image``).
+- the images of ``images/<name>/Dockerfile`` (``LOCAL_IMAGES``: notebook, platform, hub), each
+  built as its Dockerfile says (see ``build_image``).
 
 Guarantees of ``write_oci_archive``:
 
@@ -42,7 +43,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from provisioner import __version__
@@ -50,8 +51,9 @@ from provisioner.devcluster.dockerfile import (
     BUILD_SCRATCH,
     LOCAL_BASE_ENV,
     Copy,
-    NotebookRecipe,
-    notebook_recipe,
+    ImageRecipe,
+    NodeStage,
+    image_recipe,
 )
 from provisioner.errors import DevClusterError
 
@@ -437,16 +439,41 @@ def build_pause_image(cache_dir: Path) -> Path:
     return out
 
 
-# --- the notebook image ------------------------------------------------------------------------
+# --- the images of images/<name>/Dockerfile ----------------------------------------------------
 
-NOTEBOOK_SOURCE_DIR = IMAGES_SOURCE_DIR / "notebook"
-# The Dockerfile's build context: the repository root, because the image carries this
-# checkout's `tre` (the Dockerfile COPYs pyproject.toml, README.md and provisioner/).
-NOTEBOOK_CONTEXT_DIR = REPO_ROOT
-# Left out of every COPY, as images/notebook/Dockerfile.dockerignore leaves them out of Docker's
-# build context (a unit test holds the two equal): bytecode of whatever Python ran here.
+# Every Dockerfile's build context: the repository root, because each image carries this
+# checkout's `tre` (the Dockerfiles COPY pyproject.toml, README.md and provisioner/).
+CONTEXT_DIR = REPO_ROOT
+# Left out of every COPY, as images/<name>/Dockerfile.dockerignore leaves them out of Docker's
+# build context (a unit test holds them equal): bytecode of whatever Python ran here.
 COPY_IGNORED = ("__pycache__", "*.pyc")
-NOTEBOOK_REF = f"docker.io/ucloud-tre/notebook:{__version__}"
+
+
+@dataclass(frozen=True)
+class LocalImage:
+    """One image built from ``images/<name>/Dockerfile`` and tagged `ref`."""
+
+    name: str  # its directory under images/
+    ref: str  # the fully qualified reference the node stores it under
+
+    @property
+    def source_dir(self) -> Path:
+        return IMAGES_SOURCE_DIR / self.name
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.source_dir / "Dockerfile"
+
+
+# The notebook of every workspace; the hub asks for hub_config.config.NOTEBOOK_IMAGE.
+NOTEBOOK = LocalImage("notebook", f"docker.io/ucloud-tre/notebook:{__version__}")
+# The controller and the airlock (`tre controller run`, `tre airlock serve`): the chart's
+# images.tre default (provisioner/chart/values.py).
+PLATFORM = LocalImage("platform", f"docker.io/ucloud-tre/tre:{__version__}")
+# JupyterHub with hub_config/ and configurable-http-proxy: the chart's images.hub default.
+HUB = LocalImage("hub", f"docker.io/ucloud-tre/hub:{__version__}")
+LOCAL_IMAGES = (NOTEBOOK, PLATFORM, HUB)
+NOTEBOOK_REF = NOTEBOOK.ref
 
 # What the Dockerfile's python base image brings and a Debian minbase does not, one a line:
 LOCAL_BASE_PACKAGES = (
@@ -465,7 +492,7 @@ _DPKG_EXCLUDES = (
 # before packing, as the Dockerfile's runtime stage never sees the build stage's /tmp).
 _WHEELS = f"{BUILD_SCRATCH}wheels"
 # Bumped when the steps below change in a way the hashed input files do not show.
-NOTEBOOK_BUILD_VERSION = "2"
+BUILD_VERSION = "2"
 
 # The target interpreter's wheel tags, asked of the target itself so that the wheels pip
 # downloads on the host are the ones its pip will accept. pip's vendored `packaging` is the
@@ -527,7 +554,7 @@ def debian_sources(files: dict[str, str], codename: str) -> DebianSources:
     if codename not in uris:
         raise DevClusterError(
             f"no Debian archive for {codename!r} in this machine's apt sources "
-            f"({', '.join(sorted(files)) or 'none found'}); the notebook image is built from the "
+            f"({', '.join(sorted(files)) or 'none found'}); the images are built from the "
             "same archive apt uses here: configure one (a 'deb' entry for the Debian archive) "
             "and run again"
         )
@@ -544,7 +571,7 @@ def host_debian_sources(apt_dir: Path = Path("/etc/apt")) -> DebianSources:
     codename = re.search(r"^VERSION_CODENAME=(\S+)$", os_release, re.MULTILINE)
     if codename is None:
         raise DevClusterError(
-            "building the notebook image needs a Debian host (its apt sources and keyring): "
+            "building the images needs a Debian host (its apt sources and keyring): "
             "/etc/os-release names no VERSION_CODENAME"
         )
     return debian_sources(files, codename[1])
@@ -600,23 +627,23 @@ def run_in_rootfs(
     return _run([*unshare, *userspec, rootfs, *command], what, env=env or dict(LOCAL_BASE_ENV))
 
 
-def _require_build_tools() -> None:
+def _require_build_tools(image: LocalImage, recipe: ImageRecipe) -> None:
     if os.geteuid() != 0:
         raise DevClusterError(
-            "building the notebook image needs root (a chroot, device nodes, files owned by "
+            f"building the {image.name} image needs root (a chroot, device nodes, files owned by "
             "root in the image); run it as root, as the dev node runs"
         )
-    missing = [
-        tool for tool in ("mmdebstrap", "unshare", "chroot", "tar") if not shutil.which(tool)
-    ]
+    tools = ["mmdebstrap", "unshare", "chroot", "tar", *(["npm"] if recipe.node else [])]
+    missing = [tool for tool in tools if not shutil.which(tool)]
     if missing:
         raise DevClusterError(
-            f"building the notebook image needs {', '.join(missing)}: apt-get install "
-            "mmdebstrap (util-linux, coreutils and tar are part of every Debian)"
+            f"building the {image.name} image needs {', '.join(missing)}: apt-get install "
+            "mmdebstrap (and npm for a Dockerfile with a node stage; util-linux, coreutils and "
+            "tar are part of every Debian)"
         )
 
 
-def _download_wheels(rootfs: Path, venv: str, requirements: Path, into: Path) -> None:
+def _download_wheels(rootfs: Path, venv: str, requirements: list[str | Path], into: Path) -> None:
     """Wheels for the target interpreter, fetched by this machine's own pip (its index and
     certificates), so nothing inside the image ever talks to the network."""
     tags = json.loads(
@@ -641,23 +668,22 @@ def _download_wheels(rootfs: Path, venv: str, requirements: Path, into: Path) ->
             *target,
             "--dest",
             into,
-            "--requirement",
-            requirements,
+            *requirements,
         ],
-        f"downloading the wheels of {requirements}",
+        f"downloading the wheels of {' '.join(map(str, requirements))}",
     )
 
 
 def _copied_files(copy: Copy) -> list[tuple[str, Path]]:
     """(path relative to the copy's target, file in the build context) of one COPY source, in
     a stable order; a directory's files without COPY_IGNORED, as both builds copy them."""
-    source = NOTEBOOK_CONTEXT_DIR / copy.source
+    source = CONTEXT_DIR / copy.source
     if not copy.is_directory:
         return [("", source)]
     if not source.is_dir():
         raise DevClusterError(
-            f"the notebook Dockerfile copies {copy.source}, which is not a directory of "
-            f"{NOTEBOOK_CONTEXT_DIR}; fix the COPY line"
+            f"a Dockerfile copies {copy.source}, which is not a directory of "
+            f"{CONTEXT_DIR}; fix the COPY line"
         )
     ignored = shutil.ignore_patterns(*COPY_IGNORED)
     found = []
@@ -681,50 +707,51 @@ def _copy_into(rootfs: Path, copy: Copy) -> None:
         shutil.copyfile(file, target)
 
 
-def _notebook_inputs(recipe: NotebookRecipe) -> list[bytes]:
+def image_inputs(image: LocalImage, recipe: ImageRecipe) -> list[bytes]:
+    """Everything the archive of `image` depends on, for its cache key."""
     copied = [
         part
-        for copy in recipe.copies
+        for copy in recipe.all_copies
         for relative, file in _copied_files(copy)
         for part in (f"{copy.target}/{relative}".encode(), file.read_bytes())
     ]
     return [
-        (NOTEBOOK_SOURCE_DIR / "Dockerfile").read_bytes(),
+        image.dockerfile.read_bytes(),
         *copied,
-        NOTEBOOK_REF.encode(),
+        image.ref.encode(),
         WRITER_VERSION.encode(),
-        NOTEBOOK_BUILD_VERSION.encode(),
+        BUILD_VERSION.encode(),
         host_architecture().encode(),
         json.dumps([LOCAL_BASE_PACKAGES, _DPKG_EXCLUDES]).encode(),
     ]
 
 
-def notebook_archive_path(cache_dir: Path) -> tuple[Path, NotebookRecipe]:
-    """Where the notebook archive for the current inputs is (or will be) cached."""
-    recipe = notebook_recipe((NOTEBOOK_SOURCE_DIR / "Dockerfile").read_text())
-    key = _inputs_hash(*_notebook_inputs(recipe))
-    return cache_dir / "images" / f"notebook-{__version__}-{key}.oci.tar", recipe
+def image_archive_path(image: LocalImage, cache_dir: Path) -> tuple[Path, ImageRecipe]:
+    """Where the archive of `image` for the current inputs is (or will be) cached."""
+    recipe = image_recipe(image.dockerfile.read_text())
+    key = _inputs_hash(*image_inputs(image, recipe))
+    return cache_dir / "images" / f"{image.name}-{__version__}-{key}.oci.tar", recipe
 
 
-def build_notebook_image(cache_dir: Path, progress: Callable[[str], None]) -> Path:
-    """The notebook image archive, built from Debian and PyPI packages and this checkout's
-    `tre` as ``images/notebook/Dockerfile`` says (see ``provisioner.devcluster.dockerfile``),
+def build_image(image: LocalImage, cache_dir: Path, progress: Callable[[str], None]) -> Path:
+    """The archive of `image`, built from Debian, PyPI (and npm) packages and this checkout's
+    `tre` as ``images/<name>/Dockerfile`` says (see ``provisioner.devcluster.dockerfile``),
     and cached under ``<cache_dir>/images/`` by a hash of the Dockerfile, every file it COPYs
-    (so a change to `provisioner/` rebuilds it) and the build steps. The Debian and PyPI
+    (so a change to `provisioner/` rebuilds it) and the build steps. The Debian, PyPI and npm
     packages themselves are what the archives serve on the day of the first build (as with
-    ``docker build``)."""
-    out, recipe = notebook_archive_path(cache_dir)
+    ``docker build``), within the pins of the files the Dockerfile names."""
+    out, recipe = image_archive_path(image, cache_dir)
     if out.is_file():
         return out
-    _require_build_tools()
+    _require_build_tools(image, recipe)
     sources = host_debian_sources()
-    work = Path(tempfile.mkdtemp(prefix=".build-notebook-", dir=_mkdir(cache_dir / "images")))
+    work = Path(tempfile.mkdtemp(prefix=f".build-{image.name}-", dir=_mkdir(cache_dir / "images")))
     rootfs = work / "rootfs"
     try:
         packages = [*LOCAL_BASE_PACKAGES, *recipe.apt_packages]
         progress(
-            f"Debian {recipe.debian_suite} root file system with {', '.join(packages)} "
-            "(about 1.5 min)"
+            f"{image.name}: Debian {recipe.debian_suite} root file system with "
+            f"{', '.join(packages)} (about 1.5 min)"
         )
         _run(
             [
@@ -740,47 +767,18 @@ def build_notebook_image(cache_dir: Path, progress: Callable[[str], None]) -> Pa
             f"mmdebstrap {recipe.debian_suite}",
         )
         _forget_the_build_host(rootfs)
-        requirements = recipe.source_of(recipe.requirements)
-        progress(f"venv {recipe.venv} and the wheels of {requirements}")
-        run_in_rootfs(rootfs, ["python3", "-m", "venv", recipe.venv], "creating the venv")
-        for copy in recipe.copies:
-            _copy_into(rootfs, copy)
-        wheels = rootfs / _WHEELS.lstrip("/")
-        _download_wheels(rootfs, recipe.venv, _in(rootfs, recipe.requirements), wheels)
-        progress(f"installing {requirements} into {recipe.venv} (offline, in the image)")
-        run_in_rootfs(
-            rootfs,
-            [
-                f"{recipe.venv}/bin/pip",
-                "install",
-                "--no-index",
-                f"--find-links={_WHEELS}",
-                *recipe.pip_options,
-                "--requirement",
-                recipe.requirements,
-            ],
-            f"pip install --requirement {requirements}",
-        )
-        run_in_rootfs(
-            rootfs,
-            ["sh", recipe.configure_script, recipe.venv],
-            recipe.source_of(recipe.configure_script),
-        )
-        progress(f"this checkout's package (tre) into {recipe.venv}, without its dependencies")
-        run_in_rootfs(
-            rootfs,
-            [
-                f"{recipe.venv}/bin/pip",
-                "install",
-                "--no-index",
-                *recipe.package_options,
-                _package_wheel(rootfs, recipe.package, wheels),
-            ],
-            f"pip install {' '.join(recipe.package_options)} {recipe.package}",
-        )
+        _install_venv(image, recipe, rootfs, progress)
+        if recipe.node is not None:
+            progress(
+                f"{image.name}: npm ci of {recipe.node.copies[-1].source} "
+                f"into {recipe.node.directory}"
+            )
+            _npm_ci(recipe.node, rootfs, work / "node")
         run_in_rootfs(rootfs, ["sh", "-c", recipe.create_user], recipe.create_user)
+        for copy in recipe.runtime_copies:
+            _copy_into(rootfs, copy)
         _empty(rootfs / BUILD_SCRATCH.strip("/"))
-        progress("packing the image")
+        progress(f"{image.name}: packing the image")
         layer = work / "rootfs.tar"
         _run(
             [
@@ -802,10 +800,83 @@ def build_notebook_image(cache_dir: Path, progress: Callable[[str], None]) -> Pa
             ],
             "packing the root file system",
         )
-        write_oci_archive(out, NOTEBOOK_REF, recipe.runtime_config, [layer])
+        write_oci_archive(out, image.ref, recipe.runtime_config, [layer])
     finally:
         _remove_build_dir(work, rootfs)
     return out
+
+
+def _install_venv(
+    image: LocalImage, recipe: ImageRecipe, rootfs: Path, progress: Callable[[str], None]
+) -> None:
+    """The build stage: the venv with the requirements (within the constraints), the
+    configuration script if any, and this checkout's package without its dependencies."""
+    requirements = recipe.source_of(recipe.requirements)
+    progress(f"{image.name}: venv {recipe.venv} and the wheels of {requirements}")
+    run_in_rootfs(rootfs, ["python3", "-m", "venv", recipe.venv], "creating the venv")
+    for copy in recipe.copies:
+        _copy_into(rootfs, copy)
+    wheels = rootfs / _WHEELS.lstrip("/")
+    # The same files on both sides: pip here reads them in the tree, pip in the image by path.
+    constraints = ["--constraint", recipe.constraints] if recipe.constraints else []
+    files: list[str | Path] = [*constraints, "--requirement", recipe.requirements]
+    _download_wheels(
+        rootfs,
+        recipe.venv,
+        [_in(rootfs, arg) if arg.startswith("/") else arg for arg in map(str, files)],
+        wheels,
+    )
+    progress(f"{image.name}: installing {requirements} into {recipe.venv} (offline, in the image)")
+    run_in_rootfs(
+        rootfs,
+        [
+            f"{recipe.venv}/bin/pip",
+            "install",
+            "--no-index",
+            f"--find-links={_WHEELS}",
+            *recipe.pip_options,
+            *constraints,
+            "--requirement",
+            recipe.requirements,
+        ],
+        f"pip install --requirement {requirements}",
+    )
+    if recipe.configure_script is not None:
+        run_in_rootfs(
+            rootfs,
+            ["sh", recipe.configure_script, recipe.venv],
+            recipe.source_of(recipe.configure_script),
+        )
+    progress(
+        f"{image.name}: this checkout's package (tre) into {recipe.venv}, without its dependencies"
+    )
+    run_in_rootfs(
+        rootfs,
+        [
+            f"{recipe.venv}/bin/pip",
+            "install",
+            "--no-index",
+            *recipe.package_options,
+            _package_wheel(rootfs, recipe.package, wheels),
+        ],
+        f"pip install {' '.join(recipe.package_options)} {recipe.package}",
+    )
+
+
+def _npm_ci(node: NodeStage, rootfs: Path, scratch: Path) -> None:
+    """The node stage: this machine's npm installs the lock file into a scratch directory (its
+    registry and certificates, as pip's for the wheels), which becomes the stage's directory
+    in the image, symbolic links (node_modules/.bin) kept. With --ignore-scripts nothing of
+    the packages runs here."""
+    scratch.mkdir()
+    for copy in node.copies:
+        shutil.copyfile(CONTEXT_DIR / copy.source, scratch / PurePosixPath(copy.target).name)
+    _run(
+        ["npm", "ci", "--no-audit", "--no-fund", *node.npm_options],
+        f"npm ci {' '.join(node.npm_options)} of {node.copies[-1].source}",
+        cwd=scratch,
+    )
+    shutil.copytree(scratch, _in(rootfs, node.directory), symlinks=True)
 
 
 def _in(rootfs: Path, path: str) -> Path:
@@ -871,24 +942,32 @@ def _remove_build_dir(work: Path, rootfs: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def build_node_images(cache_dir: Path, progress: Callable[[str], None]) -> dict[str, Path]:
-    """Both images the dev node imports, by reference: pause, then notebook."""
-    return {
-        PAUSE_REF: build_pause_image(cache_dir),
-        NOTEBOOK_REF: build_notebook_image(cache_dir, progress),
-    }
+def build_node_images(
+    cache_dir: Path, progress: Callable[[str], None], names: list[str] | None = None
+) -> dict[str, Path]:
+    """The images the dev node imports, by reference: pause, then those of LOCAL_IMAGES named
+    in `names` (default: all)."""
+    known = {image.name: image for image in LOCAL_IMAGES}
+    unknown = sorted(set(names or []) - set(known))
+    if unknown:
+        raise DevClusterError(f"no image {', '.join(unknown)}; known: {', '.join(known)}")
+    chosen = [known[name] for name in names] if names else list(LOCAL_IMAGES)
+    built = {PAUSE_REF: build_pause_image(cache_dir)}
+    for image in chosen:
+        built[image.ref] = build_image(image, cache_dir, progress)
+    return built
 
 
-if __name__ == "__main__":  # `python -m provisioner.devcluster.images`: build both, print paths
+if __name__ == "__main__":  # `python -m provisioner.devcluster.images [name...]`: build, print
     from provisioner.devcluster.binaries import cache_dir as platform_cache_dir
 
     def _progress(message: str) -> None:
         print(f"[images] {message}", file=sys.stderr, flush=True)
 
     try:
-        built = build_node_images(platform_cache_dir(), _progress)
+        built = build_node_images(platform_cache_dir(), _progress, sys.argv[1:])
     except DevClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(exc.exit_code) from None
     for ref, path in built.items():
-        print(f"{ref}\t{path}")
+        print(f"{ref}\t{path}\t{path.stat().st_size // (1 << 20)} MiB")

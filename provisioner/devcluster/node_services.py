@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Final
 from provisioner.devcluster.binaries import cache_dir, ensure_coredns, ensure_csi_binaries
 from provisioner.devcluster.csi import start_csi_node, stop_csi_node
 from provisioner.devcluster.dns import platform_names, write_corefile
-from provisioner.devcluster.images import NOTEBOOK_REF, build_notebook_image
+from provisioner.devcluster.images import NOTEBOOK, NOTEBOOK_REF, build_image
 from provisioner.devcluster.node import NODE_IP, NODE_NAME
 from provisioner.devcluster.processes import spawn, wait_ready
 from provisioner.devcluster.s3server import dataset_reader_credentials
@@ -111,7 +111,7 @@ def start_node_services(cluster: DevCluster, settings: Settings, progress: Progr
         wait_ready(volumes, lambda: "local volumes ready" in volumes.log_tail(), 60)
 
     if not node.has_image(NOTEBOOK_REF):
-        archive = build_notebook_image(cache_dir(), progress)
+        archive = build_image(NOTEBOOK, cache_dir(), progress)
         progress(f"node: importing the notebook image {NOTEBOOK_REF} (about a minute)")
         started = time.monotonic()
         node.import_image(archive)

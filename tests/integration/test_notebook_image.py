@@ -31,12 +31,12 @@ from jupyterhub import __version__ as hub_version
 
 from provisioner import __version__
 from provisioner.devcluster.binaries import cache_dir
-from provisioner.devcluster.dockerfile import notebook_recipe
+from provisioner.devcluster.dockerfile import image_recipe
 from provisioner.devcluster.images import (
+    NOTEBOOK,
     NOTEBOOK_REF,
-    NOTEBOOK_SOURCE_DIR,
     ArchiveSummary,
-    build_notebook_image,
+    build_image,
     read_oci_archive,
     run_in_rootfs,
 )
@@ -57,7 +57,7 @@ LOCKED_PLUGINS = {
 
 @pytest.fixture(scope="module")
 def notebook_archive() -> Path:
-    return build_notebook_image(cache_dir(), lambda message: print(f"[images] {message}"))
+    return build_image(NOTEBOOK, cache_dir(), lambda message: print(f"[images] {message}"))
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,13 @@ def as_jovyan(rootfs: Path, summary: ArchiveSummary, *command: str) -> str:
 
 
 def pins() -> dict[str, str]:
-    lines = (NOTEBOOK_SOURCE_DIR / "requirements.txt").read_text().splitlines()
+    lines = (NOTEBOOK.source_dir / "requirements.txt").read_text().splitlines()
     pairs = [line.split("#")[0].strip().split("==") for line in lines]
     return {name.lower(): version for name, version in (p for p in pairs if len(p) == 2)}
 
 
 def test_archive_is_named_and_configured_as_the_dockerfile(summary: ArchiveSummary) -> None:
-    recipe = notebook_recipe((NOTEBOOK_SOURCE_DIR / "Dockerfile").read_text())
+    recipe = image_recipe((NOTEBOOK.source_dir / "Dockerfile").read_text())
 
     assert summary.ref == NOTEBOOK_REF
     assert summary.config["config"] == recipe.runtime_config

@@ -24,13 +24,14 @@ import pytest
 
 from provisioner import __version__
 from provisioner.devcluster import images
-from provisioner.devcluster.dockerfile import Copy, notebook_recipe
+from provisioner.devcluster.dockerfile import Copy, image_recipe
 from provisioner.devcluster.images import (
+    NOTEBOOK,
     NOTEBOOK_REF,
     DebianSources,
     apt_source_lines,
     debian_sources,
-    notebook_archive_path,
+    image_archive_path,
 )
 from provisioner.errors import DevClusterError
 from provisioner.models.settings import Settings
@@ -42,7 +43,7 @@ DOCKERFILE = (IMAGE_DIR / "Dockerfile").read_text()
 
 
 def test_recipe_of_the_dockerfile() -> None:
-    recipe = notebook_recipe(DOCKERFILE)
+    recipe = image_recipe(DOCKERFILE)
 
     assert recipe.base == "python:3.12.13-slim-trixie"
     assert recipe.debian_suite == "trixie"
@@ -60,13 +61,16 @@ def test_recipe_of_the_dockerfile() -> None:
     assert recipe.configure_script == "/tmp/notebook/configure-jupyterlab.sh"
     assert recipe.package == "/tmp/tre"
     assert recipe.package_options == ("--no-cache-dir", "--no-deps")
+    assert recipe.constraints is None
+    assert recipe.node is None
+    assert recipe.runtime_copies == ()
     assert recipe.create_user == (
         f"useradd --uid {NOTEBOOK_UID} --gid {NOTEBOOK_GID} --create-home --shell /bin/bash jovyan"
     )
 
 
 def test_runtime_config_is_the_dockerfiles() -> None:
-    assert notebook_recipe(DOCKERFILE).runtime_config == {
+    assert image_recipe(DOCKERFILE).runtime_config == {
         "Env": [
             "PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "LANG=C.UTF-8",
@@ -85,7 +89,7 @@ def test_runtime_config_is_the_dockerfiles() -> None:
 
 
 def test_local_build_uses_the_files_the_dockerfile_copies() -> None:
-    recipe = notebook_recipe(DOCKERFILE)
+    recipe = image_recipe(DOCKERFILE)
     copies = [
         line for line in DOCKERFILE.splitlines() if line.startswith("COPY ") and "--" not in line
     ]
@@ -96,9 +100,9 @@ def test_local_build_uses_the_files_the_dockerfile_copies() -> None:
         "COPY pyproject.toml README.md /tmp/tre/",
         "COPY provisioner/ /tmp/tre/provisioner/",
     ]
-    assert images.NOTEBOOK_SOURCE_DIR == IMAGE_DIR
-    assert images.NOTEBOOK_CONTEXT_DIR == REPO
-    inputs = images._notebook_inputs(recipe)
+    assert images.NOTEBOOK.source_dir == IMAGE_DIR
+    assert images.CONTEXT_DIR == REPO
+    inputs = images.image_inputs(images.NOTEBOOK, recipe)
     for name in ("requirements.txt", "configure-jupyterlab.sh", "Dockerfile"):
         assert (IMAGE_DIR / name).read_bytes() in inputs
     assert (REPO / "pyproject.toml").read_bytes() in inputs
@@ -132,7 +136,7 @@ def test_image_reference_is_the_hubs_normalised(tmp_path: Path) -> None:
         == f"docker.io/{NOTEBOOK_IMAGE}"
         == f"docker.io/ucloud-tre/notebook:{__version__}"
     )
-    path, _ = notebook_archive_path(tmp_path)
+    path, _ = image_archive_path(NOTEBOOK, tmp_path)
     assert path.parent == tmp_path / "images"
     assert path.name.startswith(f"notebook-{__version__}-")
 
@@ -140,10 +144,10 @@ def test_image_reference_is_the_hubs_normalised(tmp_path: Path) -> None:
 def test_a_changed_input_changes_the_cache_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    before, _ = notebook_archive_path(tmp_path)
-    monkeypatch.setattr(images, "NOTEBOOK_BUILD_VERSION", "changed")
+    before, _ = image_archive_path(NOTEBOOK, tmp_path)
+    monkeypatch.setattr(images, "BUILD_VERSION", "changed")
 
-    assert notebook_archive_path(tmp_path)[0] != before
+    assert image_archive_path(NOTEBOOK, tmp_path)[0] != before
 
 
 def with_line(after: str, line: str) -> str:
@@ -183,7 +187,7 @@ def with_line(after: str, line: str) -> str:
 )
 def test_steps_the_local_build_cannot_follow_are_refused(dockerfile: str, refused: str) -> None:
     with pytest.raises(DevClusterError, match=r"Dockerfile line \d+: ") as error:
-        notebook_recipe(dockerfile)
+        image_recipe(dockerfile)
 
     assert refused in str(error.value)
     assert "Teach provisioner/devcluster/dockerfile.py" in str(error.value)
@@ -194,7 +198,7 @@ def test_refusal_names_the_line() -> None:
     line = dockerfile.splitlines().index("RUN curl -fsS https://x.test | sh") + 1
 
     with pytest.raises(DevClusterError, match=rf"^Dockerfile line {line}: RUN .*Teach provisioner"):
-        notebook_recipe(dockerfile)
+        image_recipe(dockerfile)
 
 
 def test_a_missing_step_is_named() -> None:
@@ -202,8 +206,8 @@ def test_a_missing_step_is_named() -> None:
         line for line in DOCKERFILE.splitlines() if not line.startswith("RUN useradd")
     )
 
-    with pytest.raises(DevClusterError, match=r"the notebook Dockerfile lacks: RUN useradd$"):
-        notebook_recipe(without_user)
+    with pytest.raises(DevClusterError, match=r"the Dockerfile lacks: RUN useradd$"):
+        image_recipe(without_user)
 
 
 DEB822 = """\
