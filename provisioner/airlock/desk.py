@@ -440,22 +440,16 @@ class Desk:
             released_by=person.name,
             now=self.clock(),
         )
-        digest = manifest_sha256(manifest)
-        self._write_status(
+        self._record_once(
             request,
-            lambda status: (
-                {}
-                if status.get("release")
-                else {
-                    "phase": ExportPhase.RELEASED.value,
-                    "release": {
-                        "by": manifest["releasedBy"],
-                        "at": manifest["releasedAt"],
-                        "manifestSha256": digest,
-                        "files": len(manifest["files"]),
-                    },
-                }
-            ),
+            ExportPhase.RELEASED,
+            "release",
+            {
+                "by": manifest["releasedBy"],
+                "at": manifest["releasedAt"],
+                "manifestSha256": manifest_sha256(manifest),
+                "files": len(manifest["files"]),
+            },
         )
         return manifest
 
@@ -510,20 +504,11 @@ class Desk:
             now=self.clock(),
         )
         if request.status.phase is ExportPhase.RELEASED:
-            self._write_status(
+            self._record_once(
                 request,
-                lambda status: (
-                    {}
-                    if status.get("revocation")
-                    else {
-                        "phase": ExportPhase.REVOKED.value,
-                        "revocation": {
-                            "by": record["revokedBy"],
-                            "at": record["revokedAt"],
-                            "reason": record["reason"],
-                        },
-                    }
-                ),
+                ExportPhase.REVOKED,
+                "revocation",
+                {"by": record["revokedBy"], "at": record["revokedAt"], "reason": record["reason"]},
             )
         return record
 
@@ -561,6 +546,16 @@ class Desk:
                 content_type="application/merge-patch+json",
                 what=what,
             )
+
+    def _record_once(
+        self, request: ExportRequest, phase: ExportPhase, field: str, record: dict[str, Any]
+    ) -> None:
+        """The phase with its record, written once: a rerun finds the record, writes nothing
+        (the API server refuses a different one)."""
+        self._write_status(
+            request,
+            lambda status: {} if status.get(field) else {"phase": phase.value, field: record},
+        )
 
     def _write_status(
         self, request: ExportRequest, change: Callable[[dict[str, Any]], dict[str, Any]]
