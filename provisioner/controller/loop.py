@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from provisioner.controller.datasets import verify_datasets
 from provisioner.controller.leader import LeaderElector
@@ -466,6 +466,21 @@ def run_projects(
     return report
 
 
+# Every NetworkPolicy and RoleBinding, not only ours: one added by hand in a project namespace
+# is removed at once rather than at the next resync. Pods: a notebook's start and stop reach
+# the audit log when they happen, not at the next resync. The controller's ClusterRole must
+# allow `watch` on each (a refused watch is retried, and every reconnect is a full pass).
+WATCHED: Final = (
+    ACCESS_REQUESTS,
+    DATASETS,
+    WORKSPACES,
+    EXPORT_REQUESTS,
+    NETWORK_POLICIES,
+    ROLE_BINDINGS,
+    PODS,
+)
+
+
 def run_controller(
     kube: Kube,
     settings: Settings,
@@ -485,19 +500,7 @@ def run_controller(
     elector = LeaderElector(kube, lease_namespace)
     keyed = KeyedAuditor(audit) if audit is not None else None
     memory = ErrorMemory()
-    # Every NetworkPolicy and RoleBinding, not only ours: one added by hand in a project
-    # namespace is removed at once rather than at the next resync. Pods: a notebook's start
-    # and stop reach the audit log when they happen, not at the next resync.
-    watched = (
-        ACCESS_REQUESTS,
-        DATASETS,
-        WORKSPACES,
-        EXPORT_REQUESTS,
-        NETWORK_POLICIES,
-        ROLE_BINDINGS,
-        PODS,
-    )
-    for resource in watched:
+    for resource in WATCHED:
         threading.Thread(
             target=_watch,
             args=(kube, resource, dirty, stop),

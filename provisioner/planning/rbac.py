@@ -109,7 +109,8 @@ def _controller_rules() -> list[dict[str, Any]]:
         },
         # notebooks that lose access are stopped; admission confines the deletes to project
         # namespaces (policy tre-controller-scope), as it does every write above
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "delete"]},
+        # watch: each notebook's start and stop is audited from the pods the controller sees
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch", "delete"]},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": write},
         {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"], "verbs": write},
         # binding the hub's and the export authors' roles in a workspace needs `bind` on them

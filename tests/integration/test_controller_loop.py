@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.controller.loop import PassReport, run_controller
+from provisioner.controller.loop import WATCHED, PassReport, run_controller
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.kube.resources import RESOURCES
+from provisioner.kube.resources import RESOURCES, Resource
 from provisioner.models.settings import Settings
 from provisioner.planning.names import POLICY_DEFAULT_DENY, namespace_name, project_pvc_name
 from tests.integration.workspace_world import (
@@ -167,3 +167,26 @@ def test_a_revoke_stops_the_members_notebook_through_the_watch(
 
     # the round's report is handed over just after its writes
     wait_until(stopped_in_a_round_of_its_own, "a round of that project alone stopped it", 5)
+
+
+@pytest.mark.parametrize("resource", WATCHED, ids=[r.plural for r in WATCHED])
+def test_the_controller_may_watch_everything_it_watches(world: World, resource: Resource) -> None:
+    """A refused watch is retried every 2 s, and each reconnect is a full pass: the
+    controller's own credential (its ServiceAccount's token) must be allowed every watch."""
+    group = "" if resource.api_version == "v1" else resource.api_version.split("/")[0]
+    review = world.controller.request(
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+        body={
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "verb": "watch",
+                    "group": group,
+                    "resource": resource.plural,
+                }
+            },
+        },
+    )
+    assert review["status"].get("allowed") is True, (resource.plural, review["status"])
