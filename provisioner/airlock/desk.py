@@ -215,21 +215,13 @@ class Desk:
         found.sort(key=lambda pair: pair[0].created_at or dt.datetime.min.replace(tzinfo=dt.UTC))
         return list(reversed(found))
 
-    def visible(
-        self, person: Person, namespace: str, name: str
-    ) -> tuple[ExportRequest, Workspace | None]:
-        """The export and its workspace if `person` may see it; NotFoundError otherwise (the
-        same answer as for an export that does not exist: no probing of names)."""
+    def readable(self, person: Person, namespace: str, name: str) -> ExportView:
+        """The export as `person` may see it; NotFoundError when they may not see it at all
+        (the same answer as for an export that does not exist: no probing of names)."""
         request = self.request(namespace, name)
         workspace = self.workspace(request.spec.project)
         if not may_read(person, request, workspace, self.settings):
             raise NotFoundError(f"export request {namespace}/{name} does not exist")
-        return request, workspace
-
-    def readable(self, person: Person, namespace: str, name: str) -> ExportView:
-        """The export as `person` may see it; NotFoundError when they may not see it at all
-        (the same answer as for an export that does not exist: no probing of names)."""
-        request, workspace = self.visible(person, namespace, name)
         reviews, hidden = visible_reviews(person, request, self.settings)
         phase = request.status.phase
         checker = may_view_files(person, request, workspace, self.settings)
@@ -266,17 +258,14 @@ class Desk:
             for f in request.spec.files
         }
 
-    def reports(
-        self, request: ExportRequest, stored: Mapping[str, bool] | None = None
-    ) -> dict[str, FileReport]:
+    def reports(self, request: ExportRequest) -> dict[str, FileReport]:
         """The automated checks over every quarantined file (shown to reviewers, recorded in
         the release manifest). Each file is checked once, when a reviewer first needs it, and
         the report is kept beside it in quarantine: one streaming read per file, not one per
         page view and another at release."""
         ref = ExportRef.of(request)
         bucket = self.settings.airlock_quarantine_bucket
-        if stored is None:  # `stored`: what a caller that listed quarantine already knows
-            stored = self.stored(request)
+        stored = self.stored(request)
         found: dict[str, FileReport] = {}
         missing = []
         for declared in request.spec.files:

@@ -273,7 +273,7 @@ class ExportDetail(Base):
         view = await self.call(self.desk.readable, person, namespace, name)
         reports = None
         if view.may_view_files:
-            found = await self.call(self.desk.reports, view.request, view.stored)
+            found = await self.call(self.desk.reports, view.request)
             reports = {path: report.to_dict() for path, report in found.items()}
         if self.api:
             self.finish(self.export_json(view, reports))
@@ -315,7 +315,7 @@ class Action(Base):
             self.redirect(self._page(namespace, name))
 
     def _readable_request(self, person: Person, namespace: str, name: str) -> ExportRequest:
-        return self.desk.visible(person, namespace, name)[0]
+        return self.desk.readable(person, namespace, name).request
 
     def _form(self) -> dict[str, str]:
         if self.api:
