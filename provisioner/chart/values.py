@@ -58,10 +58,11 @@ OPERATOR_SETTINGS: Final = (
     "airlock_allowed_types",
     "airlock_small_count_threshold",
     "airlock_link_expiry_seconds",
+    "dataset_csi_driver",
 )
 
 # Chosen by the chart: the names it installs, the ports its Services use (Settings' defaults,
-# which the generated templates use too), and the dataset driver of a managed cluster.
+# which the generated templates use too).
 FIXED_SETTINGS: Final = (
     "controller_user",
     "hub_namespace",
@@ -71,7 +72,6 @@ FIXED_SETTINGS: Final = (
     "airlock_namespace",
     "airlock_port",
     "dns_namespace",
-    "dataset_csi_driver",
     "airlock_user",
 )
 # Set by the templates of the pods that need them (secrets mounted as files or variables).
@@ -259,6 +259,14 @@ class Hub(BaseModel):
         default="",
         description="Name of a Secret in tre-hub with key `client-secret`: the hub's OIDC "
         "client secret. Required when hub.enabled.",
+    )
+    evaluation_password_secret: str = Field(
+        default="",
+        description="EVALUATION CLUSTERS ONLY, never with real data: name of a Secret in "
+        "tre-hub with key `password`, one password every user signs in with, instead of OIDC "
+        "(JupyterHub's SharedPasswordAuthenticator; anyone who knows it can be anyone). Set it "
+        "without any hubOidc* setting (the chart and the hub refuse both); `tre check` fails "
+        "while it is set. For trying the chart on a test cluster without an identity provider.",
     )
     config_file: str = Field(
         default="/opt/ucloud-tre/hub_config/jupyterhub_config.py",

@@ -74,6 +74,7 @@ def pinned_binaries() -> Binaries:
 class NodeBinaries:
     kubelet: Path
     kube_scheduler: Path
+    kube_proxy: Path
     containerd: Path
     containerd_shim: Path
     ctr: Path
@@ -91,6 +92,7 @@ def pinned_node_binaries() -> NodeBinaries:
     return NodeBinaries(
         kubelet=node / "kubelet",
         kube_scheduler=node / "kube-scheduler",
+        kube_proxy=node / "kube-proxy",
         containerd=containerd / "containerd",
         containerd_shim=containerd / "containerd-shim-runc-v2",
         ctr=containerd / "ctr",

@@ -5,7 +5,7 @@
 #   etcd                                             <- go.etcd.io/etcd/server/v3 $ETCD_VERSION
 #
 # With NODE=1 also the node's binaries (only when a node is asked for: they cost ~10 min cold):
-#   kubelet, kube-scheduler          <- k8s.io/kubernetes $K8S_VERSION (the same wrapper module)
+#   kubelet, kube-scheduler, kube-proxy <- k8s.io/kubernetes $K8S_VERSION (the same wrapper module)
 #   containerd, containerd-shim-runc-v2, ctr <- github.com/containerd/containerd/v2 $CONTAINERD_VERSION
 #   runc                             <- github.com/opencontainers/runc $RUNC_VERSION (cgo + libseccomp)
 #   kube-router                      <- github.com/cloudnativelabs/kube-router/v2 $KUBE_ROUTER_VERSION
@@ -20,7 +20,7 @@
 #
 # Output: $TRE_CACHE_DIR/bin/k8s-$K8S_VERSION/{kube-apiserver,kube-controller-manager,kubectl}
 #         $TRE_CACHE_DIR/bin/etcd-$ETCD_VERSION/etcd
-#   NODE=1: $TRE_CACHE_DIR/bin/k8s-node-$K8S_VERSION/{kubelet,kube-scheduler}
+#   NODE=1: $TRE_CACHE_DIR/bin/k8s-node-$K8S_VERSION/{kubelet,kube-scheduler,kube-proxy}
 #           $TRE_CACHE_DIR/bin/containerd-$CONTAINERD_VERSION/{containerd,containerd-shim-runc-v2,ctr}
 #           $TRE_CACHE_DIR/bin/runc-$RUNC_VERSION/runc
 #           $TRE_CACHE_DIR/bin/kube-router-$KUBE_ROUTER_VERSION/kube-router
@@ -181,14 +181,15 @@ containerd_dir="$CACHE/bin/containerd-$CONTAINERD_VERSION"
 runc_dir="$CACHE/bin/runc-$RUNC_VERSION"
 router_dir="$CACHE/bin/kube-router-$KUBE_ROUTER_VERSION"
 
-if [[ -x "$node_dir/kubelet" && -x "$node_dir/kube-scheduler" ]]; then
-  log "kubelet, kube-scheduler $K8S_VERSION: cached at $node_dir"
+if [[ -x "$node_dir/kubelet" && -x "$node_dir/kube-scheduler" && -x "$node_dir/kube-proxy" ]]; then
+  log "kubelet, kube-scheduler, kube-proxy $K8S_VERSION: cached at $node_dir"
 else
   # The same wrapper as the control plane: `go get` of these commands only adds requirements
   # (the replace list already covers every staging module, cri-streaming included).
   build_wrapper k8s k8s.io/kubernetes "$K8S_VERSION" "v0.${K8S_VERSION#v1.}" "$node_dir.tmp" "$stamp" 350 \
     k8s.io/kubernetes/cmd/kubelet \
-    k8s.io/kubernetes/cmd/kube-scheduler
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kube-proxy
   rm -rf "$node_dir"; mv "$node_dir.tmp" "$node_dir"
 fi
 

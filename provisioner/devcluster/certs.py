@@ -102,6 +102,13 @@ def _issue(
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + _VALIDITY)
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        # Key identifiers: Python >= 3.13 verifies strictly (VERIFY_X509_STRICT) and refuses a
+        # certificate without an Authority Key Identifier (the platform's images run 3.13).
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()),
+            critical=False,
+        )
     )
     if ca:
         builder = builder.add_extension(
@@ -164,7 +171,7 @@ def ensure_client_cert(paths: PkiPaths, stem: str, user: str, groups: tuple[str,
     _issue_client(paths, stem, user, groups, ca_name, ca_key)
 
 
-def ensure_pki(paths: PkiPaths) -> None:
+def ensure_pki(paths: PkiPaths, serving_ips: tuple[str, ...] = ()) -> None:
     """Create the CA, serving, client and ServiceAccount keys once; keep existing ones."""
     if paths.ca_cert.exists() and paths.sa_private.exists():
         return
@@ -181,6 +188,8 @@ def ensure_pki(paths: PkiPaths) -> None:
         x509.DNSName("kubernetes.default"),
         x509.DNSName("kubernetes.default.svc"),
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        # Where else clients reach it (pods: the kubernetes Service's ClusterIP, the node IP).
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in serving_ips),
     ]
     serving = _issue(
         _name("kube-apiserver"),

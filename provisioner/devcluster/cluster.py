@@ -20,6 +20,7 @@ stored but not enforced; `up(node=True)` / `add_node` add a real one (node.py).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ from provisioner.devcluster.images import build_pause_image
 from provisioner.devcluster.node import COMPONENTS as NODE_COMPONENTS
 from provisioner.devcluster.node import (
     KUBELET_CLIENT,
+    NODE_IP,
     PROCESS_PREFIX,
     Node,
     NodeEndpoints,
@@ -212,7 +214,9 @@ class DevCluster:
             self.down(progress, purge=True)
         binaries = ensure_binaries(progress)
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        ensure_pki(self.pki)
+        # Pods on a node reach the apiserver at the kubernetes Service's ClusterIP (the first
+        # address of the range) and at the node IP it advertises: both must be in its cert.
+        ensure_pki(self.pki, (str(ipaddress.IPv4Network(SERVICE_CIDR)[1]), NODE_IP))
         _ensure_audit_signing_key(self.audit_signing_key_file)
         ports = {
             name: free_port()
@@ -360,7 +364,10 @@ class DevCluster:
                 str(b.kube_apiserver),
                 f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
                 "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # The endpoint of Service default/kubernetes: where pods on the node reach the
+                # apiserver (the relay listens there). A loopback address would give the Service
+                # no endpoint at all, and a pod's loopback is its own.
+                f"--advertise-address={NODE_IP}",
                 f"--secure-port={ports['kube-apiserver']}",
                 f"--tls-cert-file={p.serving_cert}",
                 f"--tls-private-key-file={p.serving_key}",

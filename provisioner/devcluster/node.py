@@ -4,11 +4,13 @@ What runs where (all started by `tre dev up --node`, all recorded in ``processes
 
     host (127.0.0.1 only)            node namespaces (held by the "node/holder" process)
     ---------------------            ----------------------------------------------------
-    kube-apiserver, etcd, S3    <--  relay: 127.0.0.1:<apiserver>, 127.0.0.1:<s3> inside
+    kube-apiserver, etcd, S3    <--  relay: 127.0.0.1:<apiserver>, 127.0.0.1:<s3> inside,
+                                            10.99.0.1:<apiserver>, 10.99.0.1:80 (S3) for pods
     kube-apiserver (egress)     -->  relay: CONNECT proxy to the node IP and pods only
     kube-scheduler (host)            containerd (+ shims), runc, CNI bridge cni0 10.88.0.0/24
                                      kubelet (node tre-node, node IP 10.99.0.1 on veth node0)
                                      kube-router (NetworkPolicy firewall only)
+                                     kube-proxy (Services: ClusterIPs, nftables mode)
 
 - **Network namespace.** New and empty: loopback, a veth pair ``node0``/``node0p`` that only
   carries the node IP (the kubelet refuses a loopback node IP and this kernel has no
@@ -22,6 +24,10 @@ What runs where (all started by `tre dev up --node`, all recorded in ``processes
 - **The relay** (relay.py) makes the host's apiserver and S3 reachable at the same
   127.0.0.1 URLs inside the node, so the node's kubeconfigs equal the host's; and it is the
   apiserver's CONNECT proxy (egress selector) to the kubelet for exec, logs, port-forward.
+  Pods cannot use the node's loopback, so it also listens on the node IP: the apiserver
+  advertises NODE_IP:<port> (the endpoint of Service default/kubernetes, which kube-proxy
+  resolves ``kubernetes.default.svc`` to) and S3 answers on NODE_IP:80 (``pod_s3_url``).
+  Pods reach them only where their NetworkPolicies allow, as on any cluster.
 - **cgroups are not namespaced.** The kubelet gets a per-platform ``cgroupRoot``
   (``/tre-<hash of the state dir>``), created here in every hierarchy and removed by `down`,
   so two platforms on one machine never share ``/kubepods``.
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -71,14 +78,26 @@ PROCESS_PREFIX = "node/"  # names of the node's entries in processes.json
 # The node's own components; processes started with `start_in_node` come and go beside them.
 COMPONENTS = tuple(
     f"{PROCESS_PREFIX}{name}"
-    for name in ("holder", "relay", "kube-scheduler", "containerd", "kubelet", "kube-router")
+    for name in (
+        "holder",
+        "relay",
+        "kube-scheduler",
+        "containerd",
+        "kubelet",
+        "kube-router",
+        "kube-proxy",
+    )
 )
+# Pods reach S3 here (the relay): a port every S3 NetworkPolicy rule opens (80 and 443).
+POD_S3_PORT = 80
+# The cluster DNS (node_services.py) answers Service names at this ClusterIP, as kube-dns does.
+CLUSTER_DOMAIN = "cluster.local"
 PACKAGES_FILE = Path(__file__).with_name("node-packages.txt")
 INSTALL_SCRIPT = Path(__file__).with_name("node-packages.sh")
 READY_TIMEOUT = 120.0  # seconds; Ready ~3 s after the kubelet starts on an idle machine
 CONTAINERD_SOCKET = "/run/containerd/containerd.sock"  # inside the node's mount namespace
 # Commands the node runs on the host's binaries (inside its namespaces).
-HOST_COMMANDS = ("unshare", "nsenter", "ip", "mount", "sysctl", "iptables", "ipset", "sleep")
+HOST_COMMANDS = ("unshare", "nsenter", "ip", "mount", "sysctl", "iptables", "ipset", "nft", "sleep")
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
 
 
@@ -237,7 +256,36 @@ def cni_conflist() -> dict[str, object]:
     }
 
 
-def kubelet_config(ca_cert: Path, cgroup_root: str) -> dict[str, object]:
+def pod_s3_url() -> str:
+    """S3 as pods on the node reach it (the relay on the node IP)."""
+    return f"http://{NODE_IP}:{POD_S3_PORT}"
+
+
+def cluster_dns_ip(service_cidr: str) -> str:
+    """The tenth address of the service range: where kube-dns lives by convention."""
+    return str(ipaddress.IPv4Network(service_cidr)[10])
+
+
+def kube_proxy_config(kubeconfig: Path) -> dict[str, object]:
+    """kube-proxy in nftables mode: no iptables rules of its own beside kube-router's, and no
+    conntrack sysctls (a network namespace cannot set the machine's)."""
+    return {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": "nftables",
+        "clientConnection": {"kubeconfig": str(kubeconfig)},
+        "hostnameOverride": NODE_NAME,
+        "clusterCIDR": POD_CIDR,
+        "bindAddress": NODE_IP,
+        # The node's own loopback (a namespace of its own): no port is shared with the host.
+        "healthzBindAddress": "127.0.0.1:10256",
+        "metricsBindAddress": "127.0.0.1:10249",
+        "conntrack": {"maxPerCore": 0},
+        "nodePortAddresses": ["primary"],
+    }
+
+
+def kubelet_config(ca_cert: Path, cgroup_root: str, cluster_dns_ip: str) -> dict[str, object]:
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -254,8 +302,11 @@ def kubelet_config(ca_cert: Path, cgroup_root: str) -> dict[str, object]:
             "x509": {"clientCAFile": str(ca_cert)},
         },
         "authorization": {"mode": "Webhook"},
-        # No DNS for pods: never hand them the host's resolver.
+        # Never hand pods the host's resolver: ClusterFirst pods get the cluster DNS only (it
+        # answers Service names and nothing else: node_services.py); notebooks set their own.
         "resolvConf": "",
+        "clusterDNS": [cluster_dns_ip],
+        "clusterDomain": CLUSTER_DOMAIN,
         "readOnlyPort": 0,
         "address": NODE_IP,
         "healthzBindAddress": "127.0.0.1",
@@ -345,6 +396,8 @@ NODE_IDENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
     # Bound to its ClusterRole by the apiserver's bootstrap RBAC.
     "kube-scheduler": ("system:kube-scheduler", ()),
     "kube-router": ("tre-node:kube-router", ()),
+    # Bound to system:node-proxier by the apiserver's bootstrap RBAC.
+    "kube-proxy": ("system:kube-proxy", ()),
 }
 
 
@@ -415,7 +468,7 @@ class Node:
         self._state_file.write_text(
             json.dumps(NodeState(holder.pid, netns, mntns, cgroup_root).to_json())
         )
-        self._setup_namespaces(holder.pid)
+        self._setup_namespaces(holder.pid, ep.service_cidr)
         _make_cgroup_root(cgroup_root)
 
         progress("node: starting the relay to the apiserver and S3")
@@ -437,7 +490,9 @@ class Node:
             self.import_image(image)
 
         progress("node: starting kubelet")
-        kubelet = self._start_kubelet(binaries, ep.pki.ca_cert, cgroup_root)
+        kubelet = self._start_kubelet(
+            binaries, ep.pki.ca_cert, cgroup_root, cluster_dns_ip(ep.service_cidr)
+        )
         record(kubelet)
         progress(f"node: waiting for {NODE_NAME} to be Ready")
         wait_ready(
@@ -450,6 +505,10 @@ class Node:
         record(router)
         # Its filter chain exists once the policy controller has synced the first time.
         wait_ready(router, lambda: self._has_chain(holder.pid, "KUBE-ROUTER-INPUT"), 60)
+        progress("node: starting kube-proxy (Services)")
+        proxy = self._start_kube_proxy(binaries)
+        record(proxy)
+        wait_ready(proxy, lambda: self._has_nft_table(holder.pid, "kube-proxy"), 60)
 
     def start_in_node(
         self, name: str, argv: list[str], *, mount: bool = True, env: dict[str, str] | None = None
@@ -523,6 +582,14 @@ class Node:
         )
         return result.returncode == 0
 
+    def _has_nft_table(self, holder_pid: int, table: str) -> bool:
+        result = subprocess.run(
+            [*enter_argv(holder_pid, mount=True), "nft", "list", "table", "ip", table],
+            capture_output=True,
+            check=False,
+        )
+        return result.returncode == 0
+
     def _start_holder(self) -> Process:
         # `unshare` execs `sleep`, which then owns the namespaces; nothing else runs in it.
         sleep = shutil.which("sleep") or "/bin/sleep"
@@ -533,7 +600,7 @@ class Node:
             exe=Path(sleep),
         )
 
-    def _setup_namespaces(self, holder_pid: int) -> None:
+    def _setup_namespaces(self, holder_pid: int, service_cidr: str) -> None:
         enter = enter_argv(holder_pid, mount=True)
         steps = [
             ["ip", "link", "set", "lo", "up"],
@@ -541,6 +608,10 @@ class Node:
             ["ip", "addr", "add", f"{NODE_IP}/{NODE_IP_PREFIX}", "dev", "node0"],
             ["ip", "link", "set", "node0", "up"],
             ["ip", "link", "set", "node0p", "up"],
+            # The node's own connections to a ClusterIP (e.g. the relay showing a Service to
+            # the host) need a route before kube-proxy's output hook rewrites them; pods have
+            # theirs (the bridge).
+            ["ip", "route", "add", service_cidr, "dev", "node0", "src", NODE_IP],
             # kubelet wants an rshared root for volume mounts; private from the host (unshare
             # --propagation private), shared inside.
             ["mount", "--make-rshared", "/"],
@@ -560,6 +631,9 @@ class Node:
     def _start_relay(self, ep: NodeEndpoints, holder_pid: int) -> Process:
         forwards = [
             *("--into-node", str(ep.api_port), "--into-node", str(ep.s3_port)),
+            # ... and on the node IP, for pods (the apiserver advertises this address).
+            *("--into-node", f"{NODE_IP}:{ep.api_port}={ep.api_port}"),
+            *("--into-node", f"{NODE_IP}:{POD_S3_PORT}={ep.s3_port}"),
             # apiserver --> kubelet (exec, logs) and pods; nothing else in the node.
             *("--connect-proxy", str(node_egress_socket(ep.state_dir))),
             *("--connect-allow", f"{NODE_IP}/32", "--connect-allow", POD_CIDR),
@@ -628,9 +702,13 @@ class Node:
             exe=b.containerd,
         )
 
-    def _start_kubelet(self, b: NodeBinaries, ca_cert: Path, cgroup_root: str) -> Process:
+    def _start_kubelet(
+        self, b: NodeBinaries, ca_cert: Path, cgroup_root: str, dns_ip: str
+    ) -> Process:
         config = self.dir / "kubelet.yaml"
-        config.write_text(yaml.safe_dump(kubelet_config(ca_cert, cgroup_root), sort_keys=False))
+        config.write_text(
+            yaml.safe_dump(kubelet_config(ca_cert, cgroup_root, dns_ip), sort_keys=False)
+        )
         return spawn(
             f"{PROCESS_PREFIX}kubelet",
             [
@@ -645,6 +723,19 @@ class Node:
             self.dir / "logs" / "kubelet.log",
             env=self._node_env(b),
             exe=b.kubelet,
+        )
+
+    def _start_kube_proxy(self, b: NodeBinaries) -> Process:
+        config = self.dir / "kube-proxy.yaml"
+        config.write_text(
+            yaml.safe_dump(kube_proxy_config(self.kubeconfig("kube-proxy")), sort_keys=False)
+        )
+        return spawn(
+            f"{PROCESS_PREFIX}kube-proxy",
+            [*self.enter_argv(mount=True), str(b.kube_proxy), f"--config={config}", "--v=1"],
+            self.dir / "logs" / "kube-proxy.log",
+            env=self._node_env(b),
+            exe=b.kube_proxy,
         )
 
     def _start_kube_router(self, b: NodeBinaries, service_cidr: str) -> Process:

@@ -7,6 +7,9 @@ address but 127.0.0.1. This one process joins the two loopbacks:
 - ``--into-node PORT``: listen on 127.0.0.1:PORT *inside* the node and connect to
   127.0.0.1:PORT on the host. The apiserver and S3 stay on the host, and every process in the
   node uses the very same URLs and kubeconfigs as the host does.
+- ``--into-node ADDR:PORT=HPORT``: listen on ADDR:PORT inside the node (the node's own
+  address, which pods can reach: a pod's 127.0.0.1 is its own) and connect to 127.0.0.1:HPORT
+  on the host. Pods reach the apiserver and S3 this way, as they would on any cluster.
 - ``--out-of-node HPORT=ADDR:PORT``: listen on 127.0.0.1:HPORT on the host and connect to
   ADDR:PORT inside the node (e.g. a proxy that runs in the node, shown to the host's browser).
 - ``--connect-proxy PATH --connect-allow CIDR...``: an HTTP CONNECT proxy on a unix socket on
@@ -45,17 +48,33 @@ READY_LINE = "relay ready"
 
 @dataclass(frozen=True)
 class Forward:
-    """Listen on LOOPBACK:listen_port in one namespace, connect to target in the other."""
+    """Listen on listen_host:listen_port in one namespace, connect to target in the other."""
 
     listen_port: int
     target_host: str
     target_port: int
     into_node: bool  # True: listen in the node, connect on the host
+    listen_host: str = _LOOPBACK
 
 
 def parse_into_node(value: str) -> Forward:
-    port = _port(value, "--into-node")
-    return Forward(port, _LOOPBACK, port, into_node=True)
+    """``PORT`` or ``ADDR:PORT=HPORT``."""
+    if "=" not in value:
+        same = _port(value, "--into-node")
+        return Forward(same, _LOOPBACK, same, into_node=True)
+    listen, _, host_port = value.partition("=")
+    address, colon, port = listen.rpartition(":")
+    if not colon:
+        raise argparse.ArgumentTypeError(
+            f"--into-node {value!r}: expected PORT or ADDR:PORT=HOSTPORT, e.g. 10.99.0.1:80=8333"
+        )
+    return Forward(
+        _port(port, "--into-node"),
+        _LOOPBACK,
+        _port(host_port, "--into-node"),
+        into_node=True,
+        listen_host=_ipv4(address, "--into-node", value),
+    )
 
 
 def parse_out_of_node(value: str) -> Forward:
@@ -66,14 +85,18 @@ def parse_out_of_node(value: str) -> Forward:
         raise argparse.ArgumentTypeError(
             f"--out-of-node {value!r}: expected HOSTPORT=ADDR:PORT, e.g. 18000=10.88.0.5:8000"
         )
+    address = _ipv4(host, "--out-of-node", value)
+    return Forward(_port(listen, "--out-of-node"), address, _port(port, "--out-of-node"), False)
+
+
+def _ipv4(host: str, flag: str, value: str) -> str:
     try:
         # An address, never a name: resolving one would ask the host's resolver.
-        address = str(ipaddress.IPv4Address(host))
+        return str(ipaddress.IPv4Address(host))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(
-            f"--out-of-node {value!r}: {host!r} is not an IPv4 address"
+            f"{flag} {value!r}: {host!r} is not an IPv4 address"
         ) from exc
-    return Forward(_port(listen, "--out-of-node"), address, _port(port, "--out-of-node"), False)
 
 
 def _port(value: str, flag: str) -> int:
@@ -218,11 +241,12 @@ def _listener(ns: Namespaces, forward: Forward) -> socket.socket:
     sock = ns.socket(node=forward.into_node)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((_LOOPBACK, forward.listen_port))
+        sock.bind((forward.listen_host, forward.listen_port))
     except OSError as exc:
         where = "inside the node" if forward.into_node else "on the host"
         raise OSError(
-            exc.errno, f"cannot listen on {_LOOPBACK}:{forward.listen_port} {where}: {exc}"
+            exc.errno,
+            f"cannot listen on {forward.listen_host}:{forward.listen_port} {where}: {exc}",
         ) from exc
     sock.listen(128)
     sock.setblocking(False)

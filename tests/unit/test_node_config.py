@@ -30,9 +30,11 @@ from provisioner.devcluster.node import (
     SANDBOX_IMAGE,
     NodeState,
     cgroup_root_for,
+    cluster_dns_ip,
     cni_conflist,
     containerd_config,
     enter_argv,
+    kube_proxy_config,
     kubelet_config,
     required_packages,
     select_node_pids,
@@ -61,7 +63,7 @@ def test_containerd_config() -> None:
 
 
 def test_kubelet_config() -> None:
-    config = kubelet_config(Path("/state/pki/ca.crt"), "/tre-0123456789")
+    config = kubelet_config(Path("/state/pki/ca.crt"), "/tre-0123456789", "10.0.0.10")
     assert config == {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
@@ -77,6 +79,8 @@ def test_kubelet_config() -> None:
         },
         "authorization": {"mode": "Webhook"},
         "resolvConf": "",
+        "clusterDNS": ["10.0.0.10"],
+        "clusterDomain": "cluster.local",
         "readOnlyPort": 0,
         "address": NODE_IP,
         "healthzBindAddress": "127.0.0.1",
@@ -88,6 +92,21 @@ def test_kubelet_config() -> None:
             "imagefs.available": "1%",
         },
     }
+
+
+def test_cluster_dns_is_the_tenth_service_address() -> None:
+    assert cluster_dns_ip("10.0.0.0/24") == "10.0.0.10"
+
+
+def test_kube_proxy_runs_nftables_without_touching_the_machines_conntrack() -> None:
+    config = kube_proxy_config(Path("/state/node/kube-proxy.kubeconfig"))
+    assert config["mode"] == "nftables"
+    assert config["conntrack"] == {"maxPerCore": 0}
+    assert config["clusterCIDR"] == POD_CIDR
+    assert config["bindAddress"] == NODE_IP
+    # its ports are on the node's own loopback, never on a host address
+    assert str(config["healthzBindAddress"]).startswith("127.0.0.1:")
+    assert str(config["metricsBindAddress"]).startswith("127.0.0.1:")
 
 
 def test_cni_conflist_gives_pod_cidr_and_masquerades_nothing() -> None:
@@ -110,6 +129,10 @@ def test_enter_argv() -> None:
 
 def test_relay_forwards() -> None:
     assert parse_into_node("6443") == Forward(6443, "127.0.0.1", 6443, into_node=True)
+    # pods reach the host's port 8333 at the node's address, port 80
+    assert parse_into_node("10.99.0.1:80=8333") == Forward(
+        80, "127.0.0.1", 8333, into_node=True, listen_host="10.99.0.1"
+    )
     assert parse_out_of_node("18000=10.88.0.5:8000") == Forward(
         18000, "10.88.0.5", 8000, into_node=False
     )
@@ -120,6 +143,9 @@ def test_relay_forwards() -> None:
     [
         (parse_into_node, "http", "--into-node: 'http' is not a TCP port"),
         (parse_into_node, "70000", "--into-node: '70000' is not a TCP port"),
+        (parse_into_node, "80=8333", "expected PORT or ADDR:PORT=HOSTPORT"),
+        (parse_into_node, "node:80=8333", "'node' is not an IPv4 address"),
+        (parse_into_node, "10.99.0.1:80=x", "--into-node: 'x' is not a TCP port"),
         (parse_out_of_node, "18000", "expected HOSTPORT=ADDR:PORT, e.g. 18000=10.88.0.5:8000"),
         (parse_out_of_node, "18000=10.88.0.5", "expected HOSTPORT=ADDR:PORT"),
         (parse_out_of_node, "x=10.88.0.5:80", "--out-of-node: 'x' is not a TCP port"),

@@ -210,6 +210,8 @@ matchExpressions:
   value: {{ .Values.settings.airlockSmallCountThreshold | toJson | quote }}
 - name: TRE_AIRLOCK_LINK_EXPIRY_SECONDS
   value: {{ .Values.settings.airlockLinkExpirySeconds | toJson | quote }}
+- name: TRE_DATASET_CSI_DRIVER
+  value: {{ .Values.settings.datasetCsiDriver | quote }}
 - name: TRE_CONTROLLER_USER
   value: "system:serviceaccount:tre-system:tre-controller"
 - name: TRE_HUB_NAMESPACE
@@ -226,8 +228,6 @@ matchExpressions:
   value: "8080"
 - name: TRE_DNS_NAMESPACE
   value: "tre-system"
-- name: TRE_DATASET_CSI_DRIVER
-  value: "s3.csi.aws.com"
 - name: TRE_AIRLOCK_USER
   value: "system:serviceaccount:tre-airlock:tre-airlock"
 {{- if .Values.dns.enabled }}

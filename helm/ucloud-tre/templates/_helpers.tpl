@@ -114,10 +114,19 @@ Values that no schema can express: fail with the key and the fix before anything
 {{- if not .Values.controller.auditSigningKeySecret }}
 {{- fail "controller.auditSigningKeySecret: name the Secret in tre-system that holds the controller's audit signing key under `signing-key` (docs/operations.md, 'The audit signing key')" }}
 {{- end }}
-{{- if .Values.hub.enabled }}
+{{- if and .Values.hub.enabled .Values.hub.evaluationPasswordSecret }}
+{{- range $key := list "hubOidcIssuer" "hubOidcClientId" "hubOidcCallbackUrl" "hubOidcAllowedGroup" }}
+{{- if index $.Values.settings $key }}
+{{- fail (printf "settings.%s: hub.evaluationPasswordSecret replaces OIDC (evaluation clusters only); unset one of the two" $key) }}
+{{- end }}
+{{- end }}
+{{- if .Values.hub.oidcClientSecretSecret }}
+{{- fail "hub.oidcClientSecretSecret: hub.evaluationPasswordSecret replaces OIDC (evaluation clusters only); unset one of the two" }}
+{{- end }}
+{{- else if .Values.hub.enabled }}
 {{- range $key := list "hubOidcIssuer" "hubOidcClientId" "hubOidcCallbackUrl" "hubOidcAllowedGroup" }}
 {{- if not (index $.Values.settings $key) }}
-{{- fail (printf "settings.%s: required with hub.enabled (the hub signs people in with OIDC only; README 'Install on a cluster')" $key) }}
+{{- fail (printf "settings.%s: required with hub.enabled (the hub signs people in with OIDC; README 'Install on a cluster')" $key) }}
 {{- end }}
 {{- end }}
 {{- if not .Values.hub.oidcClientSecretSecret }}
