@@ -11,10 +11,16 @@ dependencies, an optional Node.js stage that installs a package-lock.json with `
 files the runtime stage copies in, the user it creates, and the runtime config (ENV, USER,
 WORKDIR, ENTRYPOINT, CMD, EXPOSE).
 
-The shape every image follows: a stage ``build`` on the same python base as the runtime stage
-(the venv), optionally a stage ``node`` on the official Node.js image of the same Debian
+The shape every Python image follows: a stage ``build`` on the same python base as the runtime
+stage (the venv), optionally a stage ``node`` on the official Node.js image of the same Debian
 release (``npm ci`` of a lock file), and the runtime stage, last, that takes the venv (and the
 node stage's directory) and nothing else from them.
+
+The other shape, a Go image (images/dns, ``go_image_recipe``): a stage ``build`` on the
+official Go image that COPYs one Go module, works in it and runs one ``go build`` line (whose
+environment and flags the local build passes to this machine's Go as written), and a ``FROM
+scratch`` runtime that takes the binary and has only runtime config. ``recipe_of`` tells the
+two apart by the first FROM.
 
 Fail closed: an instruction this module does not understand is an error naming its line and
 the fix, so a change to the Dockerfile can never be silently missing from the local build.

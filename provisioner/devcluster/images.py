@@ -8,7 +8,8 @@ those tars with the standard library only, and builds the images the node needs:
   ``registry.k8s.io/pause:3.10.2``: containerd 2.3.7's default sandbox image, so containerd
   finds it by that name and pins it;
 - the images of ``images/<name>/Dockerfile`` (``LOCAL_IMAGES``: notebook, platform, hub, dns),
-  each built as its Dockerfile says (see ``build_image``).
+  each built as its Dockerfile says (see ``build_image``): the Python images from Debian, PyPI
+  and npm packages in a chroot, the Go image (dns) by this machine's Go.
 
 Guarantees of ``write_oci_archive``:
 
@@ -757,7 +758,10 @@ def build_image(image: LocalImage, cache_dir: Path, progress: Callable[[str], No
     if out.is_file():
         return out
     if isinstance(recipe, GoImageRecipe):
-        progress(f"{image.name}: go build of {recipe.copies[0].source} (seconds with warm caches)")
+        progress(
+            f"{image.name}: go build of {recipe.copies[0].source} "
+            "(seconds with warm Go caches, about 2.5 min cold)"
+        )
         _build_go_image(image, recipe, out, cache_dir)
         return out
     _require_build_tools(image, recipe)
