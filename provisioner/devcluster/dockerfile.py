@@ -580,6 +580,10 @@ def go_image_recipe(text: str) -> GoImageRecipe:
         elif stage == "runtime" and keyword == "ENV":
             for key, value in _env_pairs(instruction):
                 env[key] = _expand(value, env)
+        elif stage == "runtime" and keyword == "WORKDIR":
+            # Docker would create the directory in the empty image; the local layer holds only
+            # the binaries, so the container would start in a directory that does not exist.
+            raise _refuse(instruction, "no WORKDIR in a scratch runtime (nothing creates it)")
         elif stage != "runtime" or not _config_step(instruction, config):
             raise _refuse(
                 instruction,

@@ -827,10 +827,6 @@ def build_image(image: LocalImage, cache_dir: Path, progress: Callable[[str], No
     return out
 
 
-# `go env` of the Go on PATH itself, never of a toolchain go.mod would select.
-_GO_ENV_QUERY = {**os.environ, "GOTOOLCHAIN": "local"}
-
-
 def host_go_version() -> str:
     """`go env GOVERSION` of the Go on PATH (e.g. go1.26.8), the compiler of the Go images."""
     if shutil.which("go") is None:
@@ -838,7 +834,9 @@ def host_go_version() -> str:
             "building the Go images (dns) needs 'go' on PATH: install the Go release their "
             "Dockerfile's golang base names and run again"
         )
-    return _run(["go", "env", "GOVERSION"], "go env GOVERSION", env=_GO_ENV_QUERY).strip()
+    # GOTOOLCHAIN=local: the Go on PATH itself, never a toolchain a go.mod would select.
+    env = {**os.environ, "GOTOOLCHAIN": "local"}
+    return _run(["go", "env", "GOVERSION"], "go env GOVERSION", env=env).strip()
 
 
 def _build_go_image(image: LocalImage, recipe: GoImageRecipe, out: Path, cache_dir: Path) -> None:
@@ -868,15 +866,15 @@ def _build_go_image(image: LocalImage, recipe: GoImageRecipe, out: Path, cache_d
             f"building the {image.name} image",
         )
         layer = work / "layer.tar"
+        targets = [PurePosixPath(target.lstrip("/")) for _, target in recipe.binaries]
+        directories = sorted({str(d) for t in targets for d in t.parents if str(d) != "."})
         with tarfile.open(layer, "w") as archive:
-            for source, target in recipe.binaries:
+            for directory in directories:  # sorted: a parent before its children
+                _add_dir(archive, directory)
+            for (source, _), target in zip(recipe.binaries, targets, strict=True):
                 binary = _in(stage, source)
-                parents = PurePosixPath(target.lstrip("/")).parents
-                for directory in reversed([str(p) for p in parents if str(p) != "."]):
-                    _add_dir(archive, directory)
                 with binary.open("rb") as stream:
-                    size = binary.stat().st_size
-                    archive.addfile(_tar_info(target.lstrip("/"), size, 0o755), stream)
+                    archive.addfile(_tar_info(str(target), binary.stat().st_size, 0o755), stream)
         write_oci_archive(out, image.ref, recipe.runtime_config, [layer])
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -13,8 +13,9 @@ Behaviours under test:
 - every file of the module and the Go release are inputs of the cache key;
 - `recipe_of` reads the Python images as before and this one as a Go image;
 - fail closed: cgo, an unknown variable or flag, a go.mod rewrite, a relative output, a second
-  step in either stage, a runtime that is not scratch, a binary not built here, a Go on PATH
-  that is not the base's release: each refused naming the line (or the FROM) and the fix.
+  step in either stage, a WORKDIR nothing would create, a runtime that is not scratch, a binary
+  not built here, a Go on PATH that is not the base's release: each refused naming the line
+  (or the FROM) and the fix.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ GO_BUILD = (
         ),
         (DOCKERFILE.replace("FROM golang:1.26.8-trixie", "FROM golang:latest"), "golang:<version>"),
         (DOCKERFILE.replace('ENTRYPOINT ["/coredns"]', "ENTRYPOINT /coredns"), "JSON (exec)"),
+        (DOCKERFILE.replace("USER 10001:10001", "WORKDIR /data\nUSER 10001:10001"), "no WORKDIR"),
     ],
 )
 def test_steps_the_local_build_cannot_follow_are_refused(dockerfile: str, refused: str) -> None:
