@@ -42,8 +42,8 @@ node-binaries: venv  ## also kubelet, kube-scheduler, containerd, runc, kube-rou
 	@echo "==> node binaries (built once from their Go modules, then cached)"
 	@$(PY) -m provisioner.devcluster.binaries --node
 
-images: venv  ## pause, notebook, platform and hub images as OCI archives (root, mmdebstrap, npm; cached by inputs)
-	@echo "==> images (cold: notebook about 4 min, platform and hub 1-2 min each; then cached)"
+images: venv  ## pause, notebook, platform, hub and dns images as OCI archives (root, mmdebstrap, npm, go; cached by inputs)
+	@echo "==> images (cold: notebook about 4 min, platform and hub 1-2 min each, dns seconds; then cached)"
 	@$(PY) -m provisioner.devcluster.images
 
 nca: venv  ## network-config-analyzer in its own venv under ~/.cache/ucloud-tre (tre check; pinned, once)

@@ -184,8 +184,8 @@ class Images(BaseModel):
     dns: Image = Field(
         default=Image(repository="ucloud-tre/dns", tag="1.15.0"),
         description="CoreDNS built without the forward plugin "
-        "(provisioner/devcluster/coredns/): the workspaces' resolver cannot recurse even "
-        "if its Corefile were changed.",
+        "(provisioner/devcluster/coredns/, images/dns/Dockerfile; tag = the CoreDNS release): "
+        "the workspaces' resolver cannot recurse even if its Corefile were changed.",
     )
     pull_policy: str = Field(
         default="IfNotPresent",

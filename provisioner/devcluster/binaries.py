@@ -196,6 +196,42 @@ def _run_build(
 # release, go.sum its whole dependency graph, main.go the plugins), built into the cache.
 COREDNS_SOURCE = Path(__file__).with_name("coredns")
 COREDNS_VERSION = "v1.15.0"  # the `require github.com/coredns/coredns` line of coredns/go.mod
+# How CoreDNS is compiled, for the node and for images/dns/Dockerfile alike (a unit test holds
+# the Dockerfile's `go build` line equal to these): static, no build paths or VCS stamp,
+# go.sum checked and never rewritten.
+COREDNS_BUILD_ENV = (("CGO_ENABLED", "0"), ("GOFLAGS", "-buildvcs=false -mod=readonly"))
+COREDNS_BUILD_FLAGS = ("-trimpath", "-ldflags=-s -w")
+# Variables of the calling environment that would change what `go build` produces; the build
+# sets its own or none, as a Dockerfile's build stage starts from the Go image's environment.
+_GO_OUTPUT_ENV = ("GOFLAGS", "GOOS", "GOARCH", "GOAMD64", "GOARM64", "GOEXPERIMENT", "CGO_ENABLED")
+
+
+def go_build(
+    module: Path,
+    out: Path,
+    env: tuple[tuple[str, str], ...],
+    flags: tuple[str, ...],
+    what: str,
+) -> None:
+    """``go build <flags> -o <out> .`` in `module` with `env`, by the Go on PATH and no other
+    (GOTOOLCHAIN=local: go.mod's go line never fetches a toolchain), the module cache and
+    GOPROXY of this machine. An error naming `what` with the compiler's output on failure."""
+    if shutil.which("go") is None:
+        raise DevClusterError(
+            f"{what} needs 'go' on PATH; install Go >= 1.26 and run again (binaries are cached "
+            f"in {cache_dir()})"
+        )
+    inherited = {key: value for key, value in os.environ.items() if key not in _GO_OUTPUT_ENV}
+    result = subprocess.run(
+        ["go", "build", *flags, "-o", str(out), "."],
+        cwd=module,
+        env={**inherited, "GOTOOLCHAIN": "local", **dict(env)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0 or not os.access(out, os.X_OK):
+        raise DevClusterError(f"{what} failed (go build in {module}):\n{result.stderr[-4000:]}")
 
 
 def ensure_coredns(progress: Callable[[str], None]) -> Path:
@@ -203,23 +239,14 @@ def ensure_coredns(progress: Callable[[str], None]) -> Path:
     target = cache_dir() / "bin" / f"coredns-{COREDNS_VERSION}" / "coredns"
     if os.access(target, os.X_OK):
         return target
-    if shutil.which("go") is None:
-        raise DevClusterError(
-            f"CoreDNS {COREDNS_VERSION} is not built and 'go' is not on PATH; install Go >= "
-            f"1.26 and run again (binaries are cached in {cache_dir()})"
-        )
     progress(f"building CoreDNS {COREDNS_VERSION} (first run only: about 4 min on 2 cores)")
-    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false -mod=readonly"}
-    result = subprocess.run(
-        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(target), "."],
-        cwd=COREDNS_SOURCE,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    go_build(
+        COREDNS_SOURCE,
+        target,
+        COREDNS_BUILD_ENV,
+        COREDNS_BUILD_FLAGS,
+        f"building CoreDNS {COREDNS_VERSION}",
     )
-    if result.returncode != 0 or not os.access(target, os.X_OK):
-        raise DevClusterError(f"building CoreDNS failed:\n{result.stderr[-4000:]}")
     return target
 
 

@@ -11,10 +11,16 @@ dependencies, an optional Node.js stage that installs a package-lock.json with `
 files the runtime stage copies in, the user it creates, and the runtime config (ENV, USER,
 WORKDIR, ENTRYPOINT, CMD, EXPOSE).
 
-The shape every image follows: a stage ``build`` on the same python base as the runtime stage
-(the venv), optionally a stage ``node`` on the official Node.js image of the same Debian
+The shape every Python image follows: a stage ``build`` on the same python base as the runtime
+stage (the venv), optionally a stage ``node`` on the official Node.js image of the same Debian
 release (``npm ci`` of a lock file), and the runtime stage, last, that takes the venv (and the
 node stage's directory) and nothing else from them.
+
+The other shape, a Go image (images/dns, ``go_image_recipe``): a stage ``build`` on the
+official Go image that COPYs one Go module, works in it and runs one ``go build`` line (whose
+environment and flags the local build passes to this machine's Go as written), and a ``FROM
+scratch`` runtime that takes the binary and has only runtime config. ``recipe_of`` tells the
+two apart by the first FROM.
 
 Fail closed: an instruction this module does not understand is an error naming its line and
 the fix, so a change to the Dockerfile can never be silently missing from the local build.
@@ -215,6 +221,27 @@ def _json_list(instruction: Instruction) -> list[str]:
     return value
 
 
+def _config_step(instruction: Instruction, config: dict[str, object]) -> bool:
+    """Record a runtime-config instruction (WORKDIR, USER, EXPOSE, ENTRYPOINT, CMD) in the OCI
+    image config's `config`; False for any other instruction."""
+    keyword, arguments = instruction.keyword, instruction.arguments
+    if keyword == "WORKDIR":
+        config["WorkingDir"] = arguments
+    elif keyword == "USER":
+        config["User"] = arguments
+    elif keyword == "EXPOSE":
+        config["ExposedPorts"] = {
+            (port if "/" in port else f"{port}/tcp"): {} for port in arguments.split()
+        }
+    elif keyword == "ENTRYPOINT":
+        config["Entrypoint"] = _json_list(instruction)
+    elif keyword == "CMD":
+        config["Cmd"] = _json_list(instruction)
+    else:
+        return False
+    return True
+
+
 def _stages(instructions: list[Instruction]) -> dict[str, str]:
     """Base of each stage by role: ``build``, optionally ``node``, and ``runtime`` (the last,
     unnamed), checked against the shapes the local build knows."""
@@ -369,19 +396,7 @@ def image_recipe(text: str) -> ImageRecipe:  # noqa: PLR0915 - one pass, one bra
             )
         elif keyword == "RUN" and _USERADD.fullmatch(arguments) and stage == "runtime":
             create_user = arguments
-        elif keyword == "WORKDIR":
-            config["WorkingDir"] = arguments
-        elif keyword == "USER":
-            config["User"] = arguments
-        elif keyword == "EXPOSE":
-            config["ExposedPorts"] = {
-                (port if "/" in port else f"{port}/tcp"): {} for port in arguments.split()
-            }
-        elif keyword == "ENTRYPOINT":
-            config["Entrypoint"] = _json_list(instruction)
-        elif keyword == "CMD":
-            config["Cmd"] = _json_list(instruction)
-        else:
+        elif not _config_step(instruction, config):
             raise _refuse(instruction, "not a step the local build knows")
 
     missing = [
@@ -430,3 +445,174 @@ def image_recipe(text: str) -> ImageRecipe:  # noqa: PLR0915 - one pass, one bra
         create_user=create_user,
         runtime_config=config,
     )
+
+
+# --- a Go build stage and an empty runtime (images/dns) -------------------------------------------
+
+# golang:<x.y.z>[-<variant>]: the official Go image at that Go release (variant: its Debian or
+# Alpine base, which a static binary never sees).
+_GO_BASE = re.compile(r"golang:(?P<version>\d+\.\d+\.\d+)(?:-[a-z0-9.]+)?")
+# What a `go build` line may set: flags that change only how the module in the build stage is
+# compiled, never which files it reads (no -overlay, -modfile, -pgo=<file>, -toolexec) and never
+# a rewrite of go.mod or go.sum (-mod=readonly only).
+_GO_FLAG = re.compile(
+    r"-trimpath|-buildvcs=(?:true|false)|-mod=readonly|-ldflags=[^'\"]*|-tags=[A-Za-z0-9_,.]+"
+)
+_GO_ENV = ("CGO_ENABLED", "GOFLAGS")
+# An empty image's environment as BuildKit writes it into the config of a `FROM scratch` image.
+SCRATCH_ENV = {"PATH": LOCAL_BASE_ENV["PATH"]}
+
+
+@dataclass(frozen=True)
+class GoBuild:
+    """``RUN [CGO_ENABLED=0] [GOFLAGS="..."] go build <flags> -o <output> .``, run in the
+    module directory the build stage COPYs in and makes its WORKDIR."""
+
+    directory: str  # the module in the build stage, e.g. /src
+    env: tuple[tuple[str, str], ...]  # as written, e.g. (("CGO_ENABLED", "0"), ("GOFLAGS", ...))
+    flags: tuple[str, ...]  # between `go build` and `-o`, e.g. ("-trimpath", "-ldflags=-s -w")
+    output: str  # the binary in the build stage, e.g. /out/coredns
+
+
+@dataclass(frozen=True)
+class GoImageRecipe:
+    """A Dockerfile of the shape ``FROM golang:<version>[-<variant>] AS build`` (COPY of a Go
+    module from the build context, WORKDIR there, one ``go build``) and ``FROM scratch``
+    (``COPY --from=build`` of the binary, then only runtime config)."""
+
+    base: str  # e.g. golang:1.26.8-trixie
+    go_version: str  # the Go release of that base, e.g. 1.26.8
+    copies: tuple[Copy, ...]  # the module, COPYed into the build stage
+    go_build: GoBuild
+    binaries: tuple[tuple[str, str], ...]  # (path in the build stage, path in the image)
+    runtime_config: dict[str, object] = field(hash=False)  # OCI image config "config" section
+
+    @property
+    def all_copies(self) -> tuple[Copy, ...]:
+        """Every build-context path any stage COPYs."""
+        return self.copies
+
+
+def _go_build(instruction: Instruction, directory: str) -> GoBuild:
+    """The ``go build`` of a RUN line, or refused naming what the local build cannot follow."""
+    try:
+        words = shlex.split(instruction.arguments)
+    except ValueError as exc:
+        raise _refuse(instruction, f"unbalanced quoting ({exc})") from None
+    env: list[tuple[str, str]] = []
+    while words and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+        key, _, value = words.pop(0).partition("=")
+        env.append((key, value))
+    if words[:2] != ["go", "build"] or len(words) < 5 or words[-3] != "-o" or words[-1] != ".":
+        raise _refuse(
+            instruction,
+            "write the one build step as RUN [ENV=value ...] go build "
+            "[flags] -o /<path> . (the module the stage COPYs in, as its WORKDIR)",
+        )
+    flags, output = tuple(words[2:-3]), words[-2]
+    unknown_env = [key for key, _ in env if key not in _GO_ENV]
+    goflags = dict(env).get("GOFLAGS", "").split()
+    odd_flags = [flag for flag in (*flags, *goflags) if not _GO_FLAG.fullmatch(flag)]
+    if unknown_env or len({key for key, _ in env}) != len(env):
+        raise _refuse(instruction, f"set only {', '.join(_GO_ENV)} (once each) on go build")
+    if odd_flags:
+        raise _refuse(
+            instruction,
+            f"go build flags {odd_flags} (known: -trimpath, -buildvcs=, -mod=readonly, "
+            "-ldflags=, -tags=)",
+        )
+    if dict(env).get("CGO_ENABLED") != "0":
+        raise _refuse(instruction, "set CGO_ENABLED=0: the scratch runtime has no C library")
+    if not output.startswith("/") or {".", ".."} & set(output.split("/")):
+        raise _refuse(instruction, "write -o as an absolute path without '.' or '..'")
+    return GoBuild(directory=directory, env=tuple(env), flags=flags, output=output)
+
+
+def go_image_recipe(text: str) -> GoImageRecipe:
+    """The recipe of a Go-build-and-scratch Dockerfile ``text``, or an error naming the line
+    it cannot follow."""
+    instructions = parse(text)
+    froms = [i for i in instructions if i.keyword == "FROM"]
+    words = [f.arguments.split() for f in froms]
+    if (
+        len(froms) != 2
+        or words[1] != ["scratch"]
+        or words[0][1:] not in (["AS", "build"], ["as", "build"])
+    ):
+        raise DevClusterError(
+            "a Go image's Dockerfile has two stages: 'FROM golang:<version>[-<variant>] AS "
+            "build' and the runtime 'FROM scratch'"
+        )
+    base = words[0][0]
+    go = _GO_BASE.fullmatch(base.split("@")[0])
+    if go is None:
+        raise _refuse(froms[0], "the base is not golang:<version>[-<variant>]")
+
+    copies: list[Copy] = []
+    directory: str | None = None
+    build: GoBuild | None = None
+    binaries: list[tuple[str, str]] = []
+    env = dict(SCRATCH_ENV)
+    config: dict[str, object] = {}
+    stage = ""
+    for instruction in instructions:
+        keyword, arguments = instruction.keyword, instruction.arguments
+        if keyword == "FROM":
+            stage = "build" if stage == "" else "runtime"
+        elif stage == "build" and keyword == "COPY" and not copies and directory is None:
+            copies = _context_copies(instruction, None)
+            if len(copies) != 1 or not copies[0].is_directory:
+                raise _refuse(instruction, "COPY the one module directory (ending in /)")
+        elif stage == "build" and keyword == "WORKDIR" and copies and directory is None:
+            if arguments != copies[0].target:
+                raise _refuse(instruction, f"work in the module's directory, {copies[0].target}")
+            directory = arguments
+        elif stage == "build" and keyword == "RUN" and directory and build is None:
+            build = _go_build(instruction, directory)
+        elif stage == "runtime" and keyword == "COPY" and arguments.startswith("--from=build "):
+            paths = arguments.split()[1:]
+            if build is None or len(paths) != 2 or paths[0] != build.output:
+                raise _refuse(instruction, "copy the go build's output (-o), one file")
+            source, target = paths
+            if not target.startswith("/") or target.endswith("/"):
+                raise _refuse(instruction, "copy the binary to an absolute file path")
+            binaries.append((source, target))
+        elif stage == "runtime" and keyword == "ENV":
+            for key, value in _env_pairs(instruction):
+                env[key] = _expand(value, env)
+        elif stage == "runtime" and keyword == "WORKDIR":
+            # Docker would create the directory in the empty image; the local layer holds only
+            # the binaries, so the container would start in a directory that does not exist.
+            raise _refuse(instruction, "no WORKDIR in a scratch runtime (nothing creates it)")
+        elif stage != "runtime" or not _config_step(instruction, config):
+            raise _refuse(
+                instruction,
+                "the build stage is COPY <module>/ <dir>/, WORKDIR <dir>, RUN ... go build "
+                "..., in that order; the scratch stage only COPY --from=build and runtime config",
+            )
+    if build is None or not binaries:
+        raise DevClusterError(
+            "the Dockerfile lacks: "
+            + ", ".join(
+                what
+                for what, present in [("RUN ... go build", build), ("COPY --from=build", binaries)]
+                if not present
+            )
+        )
+    config["Env"] = [f"{key}={value}" for key, value in env.items()]
+    return GoImageRecipe(
+        base=base,
+        go_version=go["version"],
+        copies=tuple(copies),
+        go_build=build,
+        binaries=tuple(binaries),
+        runtime_config=config,
+    )
+
+
+def recipe_of(text: str) -> ImageRecipe | GoImageRecipe:
+    """The recipe of any image Dockerfile: a Go build on a golang base, else the Python shape."""
+    first = next((i for i in parse(text) if i.keyword == "FROM"), None)
+    if first is not None and first.arguments.startswith("golang:"):
+        return go_image_recipe(text)
+    return image_recipe(text)

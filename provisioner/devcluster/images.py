@@ -7,8 +7,9 @@ those tars with the standard library only, and builds the images the node needs:
 - the pause (sandbox) image, our own ``images/pause/pause.c`` compiled static, tagged
   ``registry.k8s.io/pause:3.10.2``: containerd 2.3.7's default sandbox image, so containerd
   finds it by that name and pins it;
-- the images of ``images/<name>/Dockerfile`` (``LOCAL_IMAGES``: notebook, platform, hub), each
-  built as its Dockerfile says (see ``build_image``).
+- the images of ``images/<name>/Dockerfile`` (``LOCAL_IMAGES``: notebook, platform, hub, dns),
+  each built as its Dockerfile says (see ``build_image``): the Python images from Debian, PyPI
+  and npm packages in a chroot, the Go image (dns) by this machine's Go.
 
 Guarantees of ``write_oci_archive``:
 
@@ -47,13 +48,15 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from provisioner import __version__
+from provisioner.devcluster.binaries import COREDNS_VERSION, go_build
 from provisioner.devcluster.dockerfile import (
     BUILD_SCRATCH,
     LOCAL_BASE_ENV,
     Copy,
+    GoImageRecipe,
     ImageRecipe,
     NodeStage,
-    image_recipe,
+    recipe_of,
 )
 from provisioner.errors import DevClusterError
 
@@ -472,7 +475,10 @@ NOTEBOOK = LocalImage("notebook", f"docker.io/ucloud-tre/notebook:{__version__}"
 PLATFORM = LocalImage("platform", f"docker.io/ucloud-tre/tre:{__version__}")
 # JupyterHub with hub_config/ and configurable-http-proxy: the chart's images.hub default.
 HUB = LocalImage("hub", f"docker.io/ucloud-tre/hub:{__version__}")
-LOCAL_IMAGES = (NOTEBOOK, PLATFORM, HUB)
+# The workspaces' resolver, CoreDNS from provisioner/devcluster/coredns/: the chart's images.dns
+# default, tagged with the CoreDNS release it is (not this package's version).
+DNS = LocalImage("dns", f"docker.io/ucloud-tre/dns:{COREDNS_VERSION.removeprefix('v')}")
+LOCAL_IMAGES = (NOTEBOOK, PLATFORM, HUB, DNS)
 NOTEBOOK_REF = NOTEBOOK.ref
 
 # What the Dockerfile's python base image brings and a Debian minbase does not, one a line:
@@ -707,8 +713,10 @@ def _copy_into(rootfs: Path, copy: Copy) -> None:
         shutil.copyfile(file, target)
 
 
-def image_inputs(image: LocalImage, recipe: ImageRecipe) -> list[bytes]:
-    """Everything the archive of `image` depends on, for its cache key."""
+def image_inputs(image: LocalImage, recipe: ImageRecipe | GoImageRecipe) -> list[bytes]:
+    """Everything the archive of `image` depends on, for its cache key: for a Go image, the
+    Go toolchain that compiles it in place of the Debian packages a Python image starts from
+    (the modules it pulls in are go.sum's, one of the copied files)."""
     copied = [
         part
         for copy in recipe.all_copies
@@ -722,13 +730,19 @@ def image_inputs(image: LocalImage, recipe: ImageRecipe) -> list[bytes]:
         WRITER_VERSION.encode(),
         BUILD_VERSION.encode(),
         host_architecture().encode(),
-        json.dumps([LOCAL_BASE_PACKAGES, _DPKG_EXCLUDES]).encode(),
+        (
+            host_go_version().encode()
+            if isinstance(recipe, GoImageRecipe)
+            else json.dumps([LOCAL_BASE_PACKAGES, _DPKG_EXCLUDES]).encode()
+        ),
     ]
 
 
-def image_archive_path(image: LocalImage, cache_dir: Path) -> tuple[Path, ImageRecipe]:
+def image_archive_path(
+    image: LocalImage, cache_dir: Path
+) -> tuple[Path, ImageRecipe | GoImageRecipe]:
     """Where the archive of `image` for the current inputs is (or will be) cached."""
-    recipe = image_recipe(image.dockerfile.read_text())
+    recipe = recipe_of(image.dockerfile.read_text())
     key = _inputs_hash(*image_inputs(image, recipe))
     return cache_dir / "images" / f"{image.name}-{__version__}-{key}.oci.tar", recipe
 
@@ -742,6 +756,13 @@ def build_image(image: LocalImage, cache_dir: Path, progress: Callable[[str], No
     ``docker build``), within the pins of the files the Dockerfile names."""
     out, recipe = image_archive_path(image, cache_dir)
     if out.is_file():
+        return out
+    if isinstance(recipe, GoImageRecipe):
+        progress(
+            f"{image.name}: go build of {recipe.copies[0].source} "
+            "(seconds with warm Go caches, about 2.5 min cold)"
+        )
+        _build_go_image(image, recipe, out, cache_dir)
         return out
     _require_build_tools(image, recipe)
     sources = host_debian_sources()
@@ -804,6 +825,59 @@ def build_image(image: LocalImage, cache_dir: Path, progress: Callable[[str], No
     finally:
         _remove_build_dir(work, rootfs)
     return out
+
+
+def host_go_version() -> str:
+    """`go env GOVERSION` of the Go on PATH (e.g. go1.26.8), the compiler of the Go images."""
+    if shutil.which("go") is None:
+        raise DevClusterError(
+            "building the Go images (dns) needs 'go' on PATH: install the Go release their "
+            "Dockerfile's golang base names and run again"
+        )
+    # GOTOOLCHAIN=local: the Go on PATH itself, never a toolchain a go.mod would select.
+    env = {**os.environ, "GOTOOLCHAIN": "local"}
+    return _run(["go", "env", "GOVERSION"], "go env GOVERSION", env=env).strip()
+
+
+def _build_go_image(image: LocalImage, recipe: GoImageRecipe, out: Path, cache_dir: Path) -> None:
+    """The Dockerfile's two stages with this machine's Go: the module COPYed into a scratch
+    build directory, its one `go build` run there with the Dockerfile's environment and flags
+    (the same function builds the node's own CoreDNS), and the binaries it COPYs into the
+    empty runtime packed as the image's one layer, owned by root. Refused unless this Go is the
+    release of the Dockerfile's base, so the binary is the one a Docker build makes."""
+    found = host_go_version()
+    if found != f"go{recipe.go_version}":
+        raise DevClusterError(
+            f"images/{image.name}/Dockerfile builds with {recipe.base} (its FROM "
+            f"line), the Go on PATH is {found}: install Go {recipe.go_version}, or move the FROM "
+            "line to this Go, so the local image is the binary a Docker build makes"
+        )
+    work = Path(tempfile.mkdtemp(prefix=f".build-{image.name}-", dir=_mkdir(cache_dir / "images")))
+    try:
+        stage = work / "build"
+        for copy in recipe.copies:
+            _copy_into(stage, copy)
+        build = recipe.go_build
+        go_build(
+            _in(stage, build.directory),
+            _in(stage, build.output),
+            build.env,
+            build.flags,
+            f"building the {image.name} image",
+        )
+        layer = work / "layer.tar"
+        targets = [PurePosixPath(target.lstrip("/")) for _, target in recipe.binaries]
+        directories = sorted({str(d) for t in targets for d in t.parents if str(d) != "."})
+        with tarfile.open(layer, "w") as archive:
+            for directory in directories:  # sorted: a parent before its children
+                _add_dir(archive, directory)
+            for (source, _), target in zip(recipe.binaries, targets, strict=True):
+                binary = _in(stage, source)
+                with binary.open("rb") as stream:
+                    archive.addfile(_tar_info(str(target), binary.stat().st_size, 0o755), stream)
+        write_oci_archive(out, image.ref, recipe.runtime_config, [layer])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _install_venv(

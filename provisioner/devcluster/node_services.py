@@ -8,7 +8,8 @@
    namespaces, with the dev S3 server's read-only identity (csi.py);
 3. project storage: the default StorageClass `tre-dev-local` and its provisioner, a host
    process that gives each claim a directory on the node (local_volumes.py);
-4. the notebook image, built from images/notebook/Dockerfile's own definition (images.py) and
+4. the notebook image and the resolver image (the chart's images.dns, the same CoreDNS build
+   as 1. in an empty image), each built from its images/<name>/Dockerfile (images.py) and
    imported into the node's containerd unless it is there already.
 
 The settings that make the planner and the hub fit this node (`node_settings`) go into `tre dev
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 from provisioner.devcluster.binaries import cache_dir, ensure_coredns, ensure_csi_binaries
 from provisioner.devcluster.csi import start_csi_node, stop_csi_node
 from provisioner.devcluster.dns import platform_names, write_corefile
-from provisioner.devcluster.images import NOTEBOOK, NOTEBOOK_REF, build_image
+from provisioner.devcluster.images import DNS, NOTEBOOK, build_image
 from provisioner.devcluster.node import NODE_IP, NODE_NAME
 from provisioner.devcluster.processes import spawn, wait_ready
 from provisioner.devcluster.s3server import dataset_reader_credentials
@@ -110,12 +111,15 @@ def start_node_services(cluster: DevCluster, settings: Settings, progress: Progr
         cluster.add_processes([volumes])
         wait_ready(volumes, lambda: "local volumes ready" in volumes.log_tail(), 60)
 
-    if not node.has_image(NOTEBOOK_REF):
-        archive = build_image(NOTEBOOK, cache_dir(), progress)
-        progress(f"node: importing the notebook image {NOTEBOOK_REF} (about a minute)")
+    # The notebook of every workspace, and the resolver image the chart's tre-dns runs.
+    for image, expected in ((NOTEBOOK, "about a minute"), (DNS, "seconds")):
+        if node.has_image(image.ref):
+            continue
+        archive = build_image(image, cache_dir(), progress)
+        progress(f"node: importing the {image.name} image {image.ref} ({expected})")
         started = time.monotonic()
         node.import_image(archive)
-        progress(f"node: notebook image imported in {time.monotonic() - started:.0f}s")
+        progress(f"node: {image.name} image imported in {time.monotonic() - started:.0f}s")
     _marker(cluster).touch()
 
 

@@ -105,12 +105,16 @@ def wait_pod(
         if pod.status.phase in phases:
             return pod
         time.sleep(0.5)
-    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
     pytest.fail(
         f"pod {namespace}/{name} not in {sorted(phases)} after {timeout:.0f}s "
-        f"(phase {pod.status.phase}); events:\n"
-        + "\n".join(f"  {e.reason}: {e.message}" for e in events.items)
+        f"(phase {pod.status.phase}); events:\n{pod_events(core, namespace, name)}"
     )
+
+
+def pod_events(core: client.CoreV1Api, namespace: str, name: str) -> str:
+    """The events of pod `name`, one a line, for a failure message."""
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return "\n".join(f"  {e.reason}: {e.message}" for e in events.items)
 
 
 def termination_message(pod: client.V1Pod) -> str:

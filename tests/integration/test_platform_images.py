@@ -1,9 +1,10 @@
-"""The platform's own images (images/platform, images/hub), built locally from their Dockerfiles
-and run by the dev node's kubelet, as the chart runs them.
+"""The platform's own images (images/platform, images/hub, images/dns), built locally from their
+Dockerfiles and run by the dev node's kubelet, as the chart runs them.
 
 Behaviours under test:
 - each archive is a valid OCI image under the reference of the chart's default values
-  (images.tre, images.hub) with the runtime config its Dockerfile says (user 10001:10001);
+  (images.tre, images.hub, images.dns) with the runtime config its Dockerfile says (user
+  10001:10001);
 - imported into the node's containerd, each runs under the chart's pod and container security
   contexts (runAsNonRoot as uid/gid 10001, read-only root file system, no capabilities,
   RuntimeDefault seccomp, never pulled):
@@ -11,29 +12,44 @@ Behaviours under test:
     run` and `tre airlock serve` import (their dependencies, tornado among them, are in it);
   - the hub image: `jupyterhub --version` is requirements.lock's, `configurable-http-proxy
     --version` is package-lock.json's (on Debian's Node.js), the chart's hub.configFile is
-    there, and hub_config, KubeSpawner, oauthenticator and the idle culler import.
+    there, and hub_config, KubeSpawner, oauthenticator and the idle culler import;
+  - the resolver image, as the chart's own tre-dns pod (its rendered pod template and Corefile
+    ConfigMap: uid 10001, read-only root, no capabilities, the sysctl for port 53, a `hosts`
+    table and `template ANY ANY { rcode NXDOMAIN }`): it becomes Ready (the chart's TCP probe
+    on 53) without a restart, and a query from the node's network namespace to the pod gets
+    the table's address for the hub's name and NXDOMAIN for any other name, over UDP. (This
+    node cannot show that the sysctl is needed: containerd 2.x opens unprivileged ports in
+    every sandbox by default, enable_unprivileged_ports; the pod also runs without it here.)
 
-Needs root, mmdebstrap and npm (a cold build of both images takes minutes) and the node's
-binaries; without them the tests FAIL saying what to install (never skip).
+Needs root, mmdebstrap and npm (a cold build of the Python images takes minutes), Go (the
+resolver, seconds with warm Go caches), helm (`make helm`) and the node's binaries; without
+them the tests FAIL saying what to install (never skip).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
+import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from provisioner import __version__
+from provisioner.chart.generate import CHART_DIR
 from provisioner.chart.values import default_values
 from provisioner.devcluster.binaries import cache_dir
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.devcluster.dockerfile import image_recipe
+from provisioner.devcluster.dockerfile import recipe_of
 from provisioner.devcluster.images import (
+    DNS,
     HUB,
     PLATFORM,
     REPO_ROOT,
@@ -41,8 +57,10 @@ from provisioner.devcluster.images import (
     build_image,
     read_oci_archive,
 )
-from tests.integration.node_world import restricted_pod, wait_pod
+from tests.integration.node_world import pod_events, restricted_pod, wait_pod
+from tests.integration.test_chart import ALL_ON, RELEASE, RELEASE_NAMESPACE, Tools
 from tests.integration.test_node import busybox_archive, node_platform  # noqa: F401 (fixtures)
+from tests.integration.test_resolver import NOERROR, NXDOMAIN
 
 pytestmark = pytest.mark.timeout(1800)  # a cold build downloads and installs a few hundred MB
 
@@ -58,36 +76,50 @@ def locked(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def archives() -> dict[str, Path]:
-    return {
-        image.name: build_image(image, cache_dir(), lambda message: print(f"[images] {message}"))
-        for image in (PLATFORM, HUB)
-    }
+def archive() -> Callable[[LocalImage], Path]:
+    """The archive of an image, built (or found in the cache) the first time a test asks, so
+    the resolver's tests never wait for the Python images."""
+
+    @functools.cache
+    def built(image: LocalImage) -> Path:
+        return build_image(image, cache_dir(), lambda message: print(f"[images] {message}"))
+
+    return built
 
 
-@pytest.mark.parametrize(("image", "chart_key"), [(PLATFORM, "tre"), (HUB, "hub")])
+@pytest.mark.parametrize(("image", "chart_key"), [(PLATFORM, "tre"), (HUB, "hub"), (DNS, "dns")])
 def test_archive_is_the_charts_image_configured_as_its_dockerfile(
-    archives: dict[str, Path], image: LocalImage, chart_key: str
+    archive: Callable[[LocalImage], Path], image: LocalImage, chart_key: str
 ) -> None:
-    summary = read_oci_archive(archives[image.name])
+    summary = read_oci_archive(archive(image))
     chart = default_values()["images"][chart_key]
 
     assert summary.ref == image.ref == f"docker.io/{chart['repository']}:{chart['tag']}"
-    assert summary.config["config"] == image_recipe(image.dockerfile.read_text()).runtime_config
+    assert summary.config["config"] == recipe_of(image.dockerfile.read_text()).runtime_config
     assert summary.config["config"]["User"] == f"{CHART_UID}:{CHART_UID}"
 
 
 @pytest.fixture(scope="module")
-def imported(node_platform: DevCluster, archives: dict[str, Path]) -> DevCluster:  # noqa: F811
-    node = node_platform.node()
-    for image in (PLATFORM, HUB):
-        node.import_image(archives[image.name])
+def imported(
+    node_platform: DevCluster,  # noqa: F811
+    archive: Callable[[LocalImage], Path],
+) -> Callable[[LocalImage], None]:
+    """Import an image into the node's containerd (once per module)."""
+
+    @functools.cache
+    def into_the_node(image: LocalImage) -> None:
+        node = node_platform.node()
+        node.import_image(archive(image))
         assert node.has_image(image.ref)
-    return node_platform
+
+    return into_the_node
 
 
 @pytest.fixture
-def core(imported: DevCluster, admin_api: client.ApiClient) -> Iterator[client.CoreV1Api]:
+def core(
+    node_platform: DevCluster,  # noqa: F811
+    admin_api: client.ApiClient,
+) -> Iterator[client.CoreV1Api]:
     api = client.CoreV1Api(admin_api)
     yield api
 
@@ -99,6 +131,10 @@ def namespace(core: client.CoreV1Api) -> Iterator[str]:
     core.create_namespace(
         {"metadata": {"name": name, "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}}
     )
+    deadline = time.monotonic() + 30  # the ServiceAccount controller must create `default`
+    while not core.list_namespaced_service_account(name).items:
+        assert time.monotonic() < deadline, f"no ServiceAccount in {name} after 30 s"
+        time.sleep(0.2)
     yield name
     core.delete_namespace(name)
 
@@ -129,8 +165,9 @@ def run(core: client.CoreV1Api, namespace: str, pod: dict[str, Any]) -> list[str
 
 
 def test_platform_image_runs_tre_under_the_charts_security_context(
-    core: client.CoreV1Api, namespace: str
+    core: client.CoreV1Api, namespace: str, imported: Callable[[LocalImage], None]
 ) -> None:
+    imported(PLATFORM)
     # What `tre controller run` and `tre airlock serve` import, also inside their functions.
     modules = [
         "provisioner.cli.controller",
@@ -152,7 +189,10 @@ def test_platform_image_runs_tre_under_the_charts_security_context(
     assert lines == [f"tre {__version__}", str(CHART_UID), locked("tornado")]
 
 
-def test_hub_image_runs_jupyterhub_and_the_proxy(core: client.CoreV1Api, namespace: str) -> None:
+def test_hub_image_runs_jupyterhub_and_the_proxy(
+    core: client.CoreV1Api, namespace: str, imported: Callable[[LocalImage], None]
+) -> None:
+    imported(HUB)
     config_file = default_values()["hub"]["configFile"]
     script = (
         "jupyterhub --version && configurable-http-proxy --version && "
@@ -165,3 +205,96 @@ def test_hub_image_runs_jupyterhub_and_the_proxy(core: client.CoreV1Api, namespa
     proxy = lock["packages"]["node_modules/configurable-http-proxy"]["version"]
 
     assert lines == [locked("jupyterhub"), proxy, "config-file", "imports"]
+
+
+def charts_resolver(tools: Tools) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The chart's tre-dns Deployment and its Corefile ConfigMap, rendered with every option on,
+    the image by tag (an import has no registry digest) and never pulled."""
+    rendered = tools.ok(
+        tools.helm(
+            "template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON),
+            "--set", "images.dns.digest=null", "--set", "images.pullPolicy=Never",
+        )
+    )  # fmt: skip
+    by_kind = {
+        d["kind"]: d
+        for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] in {"Deployment", "ConfigMap"} and d["metadata"]["name"] == "tre-dns"
+    }
+    return by_kind["Deployment"], by_kind["ConfigMap"]
+
+
+def lookups_from_the_node(node: DevCluster, server: str, names: list[str]) -> list[Any]:
+    """(rcode, addresses) of an A query for each name, sent over UDP from the node's network
+    namespace (where the pod network is) to `server`:53."""
+    probe = (
+        "import json, sys\n"
+        "from tests.integration.test_resolver import lookup\n"
+        "print(json.dumps([lookup(name, 53, sys.argv[1]) for name in sys.argv[2:]]))"
+    )
+    result = subprocess.run(
+        [*node.node().enter_argv(mount=False), sys.executable, "-c", probe, server, *names],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    answers: list[Any] = json.loads(result.stdout)
+    return answers
+
+
+def wait_ready(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod:
+    """The pod once its readiness probe passes; a failure names its phase, its container's
+    state and its events."""
+    wait_pod(core, namespace, name, {"Running", "Failed", "Succeeded"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pod = core.read_namespaced_pod(name, namespace)
+        conditions = {c.type: c.status for c in pod.status.conditions or []}
+        if conditions.get("Ready") == "True":
+            return pod
+        time.sleep(0.5)
+    pytest.fail(
+        f"pod {namespace}/{name} not Ready after 60 s (phase {pod.status.phase}, "
+        f"{pod.status.container_statuses}); events:\n{pod_events(core, namespace, name)}"
+    )
+
+
+def test_dns_image_answers_its_table_and_nxdomain_as_the_charts_resolver(
+    core: client.CoreV1Api,
+    namespace: str,
+    imported: Callable[[LocalImage], None],
+    node_platform: DevCluster,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    imported(DNS)
+    deployment, config_map = charts_resolver(Tools(node_platform.kubeconfig, tmp_path))
+    corefile = config_map["data"]["Corefile"]
+    hub_ip = yaml.safe_load(ALL_ON.read_text())["hub"]["serviceIp"]
+    assert f"{hub_ip} hub.tre-hub.svc.cluster.local" in corefile
+    assert "template ANY ANY {\n        rcode NXDOMAIN" in corefile
+    template = deployment["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert f"docker.io/{container['image']}" == DNS.ref
+
+    config_map["metadata"] = {"name": config_map["metadata"]["name"]}
+    core.create_namespaced_config_map(namespace, config_map)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "tre-dns", "labels": template["metadata"]["labels"]},
+        "spec": template["spec"],
+    }
+    core.create_namespaced_pod(namespace, pod)
+    running = wait_ready(core, namespace, "tre-dns")
+
+    answers = lookups_from_the_node(
+        node_platform,
+        running.status.pod_ip,
+        ["hub.tre-hub.svc.cluster.local", "example.org", "kubernetes.default.svc.cluster.local"],
+    )
+
+    assert answers == [[NOERROR, [hub_ip]], [NXDOMAIN, []], [NXDOMAIN, []]]
+    assert running.status.container_statuses[0].restart_count == 0

@@ -156,7 +156,9 @@ def test_every_image_of_images_is_built_locally() -> None:
     with_dockerfile = {path.parent.name for path in (REPO / "images").glob("*/Dockerfile")}
 
     assert (
-        {image.name for image in LOCAL_IMAGES} == with_dockerfile == {"notebook", "platform", "hub"}
+        {image.name for image in LOCAL_IMAGES}
+        == with_dockerfile
+        == {"notebook", "platform", "hub", "dns"}
     )
     assert len({image.ref for image in LOCAL_IMAGES}) == len(LOCAL_IMAGES)
 
@@ -213,7 +215,7 @@ def test_hub_inputs_include_the_proxy_lock_and_the_config_file() -> None:
 def test_archive_paths_differ_by_image(tmp_path: Path) -> None:
     paths = [images.image_archive_path(image, tmp_path)[0] for image in LOCAL_IMAGES]
 
-    assert [path.name.split("-")[0] for path in paths] == ["notebook", "platform", "hub"]
+    assert [path.name.split("-")[0] for path in paths] == ["notebook", "platform", "hub", "dns"]
     assert NOTEBOOK.ref == images.NOTEBOOK_REF
 
 
