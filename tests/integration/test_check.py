@@ -9,20 +9,29 @@ Behaviours under test:
   is not running, so nothing restores it): `tre check` exits 1 and names that workspace's
   internet, metadata and allowed-paths findings and the policy that differs from the plan,
   while the other workspace still passes;
-- a RoleBinding someone else made in a workspace namespace is named.
+- a RoleBinding someone else made in a workspace namespace is named;
+- on a platform with a node (`tre dev up --node`), `--probe-from-pods --outside <a test host>`
+  runs a listener and a prober pod in each of two workspaces: the hub API and DNS answer, and
+  the API server, the kubelet, the outside host (which the node itself reaches) and the other
+  workspace's pod do not, so every runtime check passes; the pods are gone afterwards. With
+  one workspace's policy opened to 0.0.0.0/0 the runtime checks of that workspace name the
+  outside host and the kubelet it reached, while the other's still pass.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from provisioner.audit.anchor import publish_head
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.kube.resources import NETWORK_POLICIES, ROLE_BINDINGS
+from provisioner.devcluster.node import NODE_IP
+from provisioner.kube.resources import NETWORK_POLICIES, PODS, ROLE_BINDINGS
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
     EXPORT_AUTHOR_ROLE_NAME,
@@ -30,6 +39,8 @@ from provisioner.planning.names import (
     dataset_pvc_name,
     namespace_name,
 )
+from provisioner.planning.runtime_probes import LABEL_CHECK_RUN, RUNTIME_CHECKS
+from tests.integration.node_platform import OUTSIDE_PORT, connect_from_node
 from tests.integration.workspace_world import World, create_pod_when_admitted, notebook_pod
 
 NETWORK_CHECKS = {
@@ -69,16 +80,22 @@ def two_ready_workspaces(world: World) -> Iterator[tuple[str, str]]:
     (first, dataset), (second, _) = projects
     pod = notebook_pod(namespace_name(first), "lea", [dataset_pvc_name(dataset)])
     create_pod_when_admitted(world.hub, pod)
-    # what the running controller does after each append: publish the log's signed head
-    head = world.audit.head()
-    assert head is not None
-    publish_head(world.controller, head, world.signer.public_key, log=world.audit)
+    publish_audit_head(world)
     yield first, second
 
 
-def check(world: World, *projects: str) -> tuple[int, dict[str, Any], str]:
+def publish_audit_head(world: World) -> None:
+    """What the running controller does after each append: publish the log's signed head."""
+    head = world.audit.head()
+    assert head is not None
+    publish_head(world.controller, head, world.signer.public_key, log=world.audit)
+
+
+def check(
+    world: World, *projects: str, extra: Sequence[str] = ()
+) -> tuple[int, dict[str, Any], str]:
     args = [a for p in projects for a in ("--project", p)]
-    result = world.tre("-o", "json", "check", *args)
+    result = world.tre("-o", "json", "check", *args, *extra)
     return result.exit_code, json.loads(result.stdout), result.stderr
 
 
@@ -176,3 +193,80 @@ def test_a_foreign_role_binding_is_named(
         )
     finally:
         world.controller.delete(ROLE_BINDINGS, "backdoor", namespace)
+
+
+# --- runtime probes from pods, on a platform with a node ---------------------------------------
+
+
+@contextlib.contextmanager
+def opened_to_everything(world: World, project: str) -> Iterator[None]:
+    """The workspace's airlock policy allows egress to 0.0.0.0/0 until the block ends (as the
+    controller, as above; no controller runs on this platform to restore it)."""
+    namespace = namespace_name(project)
+    policy = world.admin.get(NETWORK_POLICIES, POLICY_ALLOW_AIRLOCK, namespace)
+    assert policy is not None
+    meta = {k: policy["metadata"][k] for k in ("name", "namespace", "labels")}
+    world.controller.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta,
+            "spec": {**policy["spec"], "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+        }
+    )
+    try:
+        yield
+    finally:
+        world.controller.apply(policy | {"metadata": meta})
+
+
+def probe_pods(world: World) -> list[str]:
+    return [p["metadata"]["name"] for p in world.admin.list(PODS, selector=LABEL_CHECK_RUN)]
+
+
+def test_runtime_probes_from_pods_pass_and_name_an_opened_path(
+    node_world: World, node_platform: DevCluster, outside_host: str
+) -> None:
+    world = node_world
+    first, second = (world.approved_project()[1] for _ in range(2))
+    for project in (first, second):
+        assert world.reconcile(project).phase.value == "Ready"  # type: ignore[union-attr]
+    publish_audit_head(world)
+    outside = f"{outside_host}:{OUTSIDE_PORT}"
+    # the outside host answers the node: a refusal from the pods is the policy's doing
+    assert connect_from_node(node_platform, outside_host, OUTSIDE_PORT) == "connected"
+    probe = ["--probe-from-pods", "--outside", outside]
+
+    started = time.monotonic()
+    code, report, stderr = check(world, first, second, extra=probe)
+    took = time.monotonic() - started
+    print(f"tre check --probe-from-pods on 2 workspaces: {took:.1f}s")
+    print(json.dumps([c for c in report["checks"] if c["id"].startswith("runtime-")], indent=1))
+    for project in (first, second):
+        runtime = {i: c for i, c in by_scope(report, project).items() if i.startswith("runtime-")}
+        assert set(runtime) == set(RUNTIME_CHECKS)
+        failed = {i: c["detail"] for i, c in runtime.items() if not c["passed"]}
+        assert failed == {}, stderr
+        assert f"outside {outside}" in runtime["runtime-outside"]["detail"]
+        assert f"{NODE_IP}:10250" in runtime["runtime-kubelet"]["detail"]
+        other = second if project == first else first
+        assert f"{project} -> workspace {other}" in runtime["runtime-cross-project"]["detail"]
+        assert f"{other} -> workspace {project}" in runtime["runtime-cross-project"]["detail"]
+        assert runtime["runtime-cross-project"]["satre"] == "2.2.10"
+    assert code == 0, stderr
+    assert all(c["passed"] for c in report["checks"]), stderr
+    deadline = time.monotonic() + 30
+    while probe_pods(world):
+        assert time.monotonic() < deadline, f"probe pods left behind: {probe_pods(world)}"
+        time.sleep(0.5)
+
+    with opened_to_everything(world, first):
+        code, report, stderr = check(world, first, second, extra=probe)
+    assert code == 1
+    broken = {i: c["detail"] for i, c in by_scope(report, first).items() if not c["passed"]}
+    assert broken.keys() >= {"runtime-outside", "runtime-kubelet"}, broken
+    assert broken["runtime-outside"] == f"outside {outside}: connected"
+    assert broken["runtime-kubelet"] == f"kubelet tre-node {NODE_IP}:10250: connected"
+    intact = by_scope(report, second)
+    assert all(c["passed"] for i, c in intact.items() if i.startswith("runtime-")), intact
+    assert f"runtime-outside ({first})" in stderr
