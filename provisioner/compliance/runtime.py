@@ -15,9 +15,11 @@ admin's own.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -64,9 +66,29 @@ def runtime_findings(
         return [f for ws in workspaces for f in rp.unproven(ws.name, why)]
     run = _Run(admin, probes.as_hub(), settings, probes, uuid.uuid4().hex[:8])
     try:
-        return run.findings(workspaces, apiserver, nodes)
+        with _terminate_as_interrupt():
+            return run.findings(workspaces, apiserver, nodes)
     finally:
         run.delete_pods()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled, `timeout`) raises KeyboardInterrupt like Ctrl-C while
+    pods exist, so the `finally` that deletes them runs; by default it would end the process
+    on the spot. Only the main thread may set handlers (a test's runner may be elsewhere)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Run:

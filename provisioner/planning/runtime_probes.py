@@ -25,9 +25,11 @@ Who creates the pods: the pod admission policy (`tre-pod-workspace-access`) admi
 project namespace only from the hub's ServiceAccount, only for a member of a Ready workspace.
 `tre check` does not weaken it: the admin's client impersonates the hub (the API server's
 audit log records both names) and the pod names the workspace's first member, as every pod
-there must. It carries the admin's name in ANNOTATION_CHECK_BY and the check labels, and the
-controller audits it like any pod in a workspace: an admin's pod in a workspace belongs in
-the audit log (`notebook.started` with `checkProbeBy`).
+there must. It also carries the admin's name (names.ANNOTATION_CHECK_PROBE_BY) and the check
+labels. The controller audits it like any pod in a workspace, with no exemption the hub could
+borrow: an admin's pod in a workspace belongs in the audit log, as `notebook.started` for that
+member with `checkProbeBy` naming the admin (the annotation is the creator's word, like the
+user annotation; the API server's audit log has who really created it).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from provisioner import API_GROUP
 from provisioner.models.settings import Settings
 from provisioner.planning import names, notebook_pods
 from provisioner.planning.compliance import Finding, Manifest, finding
@@ -52,9 +53,8 @@ CONNECT_TIMEOUT_SECONDS: Final = 2.0
 POD_LIFETIME_SECONDS: Final = 600
 LISTENER: Final = "listen"
 PROBER: Final = "probe"
-LABEL_CHECK_PROBE: Final = f"{API_GROUP}/check-probe"  # LISTENER or PROBER
-LABEL_CHECK_RUN: Final = f"{API_GROUP}/check-run"  # one run of `tre check`
-ANNOTATION_CHECK_BY: Final = f"{API_GROUP}/check-probe-by"  # the admin who ran it
+LABEL_CHECK_PROBE: Final = names.LABEL_CHECK_PROBE  # LISTENER or PROBER
+LABEL_CHECK_RUN: Final = names.LABEL_CHECK_RUN  # one run of `tre check`
 # Small and equal memory request and limit (the compute tiers' rule); the quota needs both.
 PROBE_RESOURCES: Final = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
@@ -248,7 +248,10 @@ def probe_pod(
                 LABEL_CHECK_PROBE: role,
                 LABEL_CHECK_RUN: run_id,
             },
-            "annotations": {names.ANNOTATION_USER: member, ANNOTATION_CHECK_BY: operator},
+            "annotations": {
+                names.ANNOTATION_USER: member,
+                names.ANNOTATION_CHECK_PROBE_BY: operator,
+            },
         },
         "spec": {
             "restartPolicy": "Never",
@@ -380,14 +383,19 @@ def _negative(
             False,
             "unproven: nothing connected, but neither did the hub API (runtime-hub-api)",
         )
-    return finding(
+    if problems:
+        return finding(check, plan.project, problems, "")
+    refused = ", ".join(_refused(c, results) for c in targets)
+    return Finding(
         check,
         plan.project,
-        problems,
-        "no connection from a notebook-labelled pod to "
-        + ", ".join(c.label for c in targets)
-        + " (the hub API answered)",
+        True,
+        f"no connection from a notebook-labelled pod to {refused}; the hub API answered",
     )
+
+
+def _refused(target: Connect, results: Mapping[str, Mapping[str, Any]]) -> str:
+    return f"{target.label} ({results[target.label].get('error') or 'refused'})"
 
 
 def _connected(targets: Sequence[Connect], results: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -439,7 +447,12 @@ def _cross(
             False,
             "unproven: nothing connected, but neither did the hub API (runtime-hub-api)",
         )
-    return finding("runtime-cross-project", project, problems, "no connection: " + "; ".join(tried))
+    return finding(
+        "runtime-cross-project",
+        project,
+        problems,
+        "no connection: " + "; ".join(tried) + "; the hub API answered",
+    )
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,26 @@ def test_a_foreign_role_binding_is_named(
         world.controller.delete(ROLE_BINDINGS, "backdoor", namespace)
 
 
+def test_runtime_probes_without_a_node_fail_rather_than_pass(
+    world: World, two_ready_workspaces: tuple[str, str]
+) -> None:
+    # This platform has no node: nothing can run, so nothing is proven (and no pod is made).
+    probe = ["--probe-from-pods", "--outside", "192.0.2.1:80"]
+    code, report, stderr = check(world, *two_ready_workspaces, extra=probe)
+    assert code == 1
+    for project in two_ready_workspaces:
+        runtime = {i: c for i, c in by_scope(report, project).items() if i.startswith("runtime-")}
+        assert {i: (c["passed"], c["detail"]) for i, c in runtime.items()} == {
+            check: (
+                False,
+                "unproven: no Ready node in the cluster: the probes need a node to run on",
+            )
+            for check in RUNTIME_CHECKS
+        }
+    assert probe_pods(world) == []
+    assert f"runtime-hub-api ({two_ready_workspaces[0]})" in stderr
+
+
 # --- runtime probes from pods, on a platform with a node ---------------------------------------
 
 
@@ -241,10 +261,10 @@ def test_runtime_probes_from_pods_pass_and_name_an_opened_path(
     code, report, stderr = check(world, first, second, extra=probe)
     took = time.monotonic() - started
     print(f"tre check --probe-from-pods on 2 workspaces: {took:.1f}s")
-    print(json.dumps([c for c in report["checks"] if c["id"].startswith("runtime-")], indent=1))
     for project in (first, second):
         runtime = {i: c for i, c in by_scope(report, project).items() if i.startswith("runtime-")}
         assert set(runtime) == set(RUNTIME_CHECKS)
+        assert {runtime[c]["satre"] for c in RUNTIME_CHECKS} == {"2.2.09", "2.2.10", "2.2.11"}
         failed = {i: c["detail"] for i, c in runtime.items() if not c["passed"]}
         assert failed == {}, stderr
         assert f"outside {outside}" in runtime["runtime-outside"]["detail"]
@@ -252,7 +272,6 @@ def test_runtime_probes_from_pods_pass_and_name_an_opened_path(
         other = second if project == first else first
         assert f"{project} -> workspace {other}" in runtime["runtime-cross-project"]["detail"]
         assert f"{other} -> workspace {project}" in runtime["runtime-cross-project"]["detail"]
-        assert runtime["runtime-cross-project"]["satre"] == "2.2.10"
     assert code == 0, stderr
     assert all(c["passed"] for c in report["checks"]), stderr
     deadline = time.monotonic() + 30
