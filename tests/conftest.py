@@ -9,7 +9,7 @@ Options:
   --reuse-platform DIR   use an already running `tre dev up --state-dir DIR` instead of
                          starting one (fast local iteration)
   --reuse-node-platform DIR
-                         the same for the modules that need a node: a running
+                         the same for the modules on `platform_with_node`: a running
                          `tre dev up --node --state-dir DIR` (tests/integration/conftest.py)
   TRE_TEST_KEEP=1        keep the platform and the per-test namespaces after the run, for
                          debugging; the state directory is printed.
@@ -41,8 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--reuse-node-platform",
         metavar="DIR",
         default=None,
-        help="state directory of a running `tre dev up --node` for the modules that need a "
-        "node, instead of one started per module",
+        help="state directory of a running `tre dev up --node` for the modules on "
+        "platform_with_node, instead of one started per module",
     )
 
 

@@ -8,12 +8,14 @@ S3 (one real SeaweedFS `weed mini`, the one the session's dev platform started):
 Custom resources and the platform:
 - `crds`: our CRDs applied and Established;
 - `installed_platform`: CRDs, admission policies and RBAC installed and active.
-A platform with a node (`tre dev up --node`, root), one per module that asks for it, started
+A platform with a node of its own (`tre dev up --node`, root; test_node.py's `node_platform`
+is the session's platform with a node added instead), one per module that asks for it, started
 with the command people run and torn down after the module, unless `--reuse-node-platform DIR`
 names one already running (left running):
-- `node_platform`: the platform, the hub in the node's network namespace;
-- `node_settings`: its settings (`tre dev env`) in the environment of the module's CLI calls;
-- `node_world`: a `World` on it;
+- `platform_with_node`: the platform, the hub in the node's network namespace;
+- `settings_with_node`: its settings (`tre dev env`), in the environment of the module's CLI
+  calls while the module runs;
+- `world_with_node`: a `World` on it;
 - `outside_host`: a host outside the node, in a network namespace of the test's own, linked
   to the node as its upstream network would be (traffic goes only to loopback, to pods, and
   to this host).
@@ -49,7 +51,7 @@ from provisioner.planning.names import ANNOTATION_USER, hub_user, namespace_name
 from provisioner.planning.workspace import plan_workspace
 from provisioner.storage.s3 import ensure_bucket, s3_client
 from tests.conftest import reused_platform
-from tests.integration.node_platform import OUTSIDE_LISTENER, OUTSIDE_PORT, TRE, run_checked
+from tests.integration.platform_with_node import OUTSIDE_LISTENER, OUTSIDE_PORT, TRE, run_checked
 from tests.integration.workspace_world import World
 
 if TYPE_CHECKING:
@@ -230,7 +232,7 @@ def wait_for_pod_policy(kubeconfig: Path, settings: Settings, timeout: float = 6
 
 
 @pytest.fixture(scope="module")
-def node_platform(
+def platform_with_node(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DevCluster]:
     """A platform with a node and the hub in it, as `tre dev up --node` makes it."""
@@ -257,10 +259,10 @@ def node_platform(
 
 
 @pytest.fixture(scope="module")
-def node_settings(node_platform: DevCluster) -> Iterator[Settings]:
+def settings_with_node(platform_with_node: DevCluster) -> Iterator[Settings]:
     """This platform's settings (as `tre dev env` prints them) in the environment of the
     module's CLI calls, and as the controller's Settings."""
-    env = {**node_platform.env(), "KUBECONFIG": str(node_platform.kubeconfig)}
+    env = {**platform_with_node.env(), "KUBECONFIG": str(platform_with_node.kubeconfig)}
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -269,18 +271,21 @@ def node_settings(node_platform: DevCluster) -> Iterator[Settings]:
 
 
 @pytest.fixture(scope="module")
-def node_world(
-    node_platform: DevCluster, node_settings: Settings, tmp_path_factory: pytest.TempPathFactory
+def world_with_node(
+    platform_with_node: DevCluster,
+    settings_with_node: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> World:
-    return World(node_settings, node_platform.kubeconfig, tmp_path_factory.mktemp("world"))
+    kubeconfig = platform_with_node.kubeconfig
+    return World(settings_with_node, kubeconfig, tmp_path_factory.mktemp("world"))
 
 
 @pytest.fixture
-def outside_host(node_platform: DevCluster, node_settings: Settings) -> Iterator[str]:
+def outside_host(platform_with_node: DevCluster, settings_with_node: Settings) -> Iterator[str]:
     """A host outside the node, in a network namespace of this test, linked to the node as its
     upstream network would be; it listens on OUTSIDE_PORT and on the airlock's port (the one
     port the notebooks may reach, at the airlock's address only). Yields its address."""
-    holder = node_platform.node().holder_pid
+    holder = platform_with_node.node().holder_pid
     tag = uuid.uuid4().hex[:6]
     node_end, outside_end = f"tre-o{tag}", f"tre-p{tag}"
     node_ip, outside_ip = "10.98.0.1", "10.98.0.2"
@@ -300,7 +305,7 @@ def outside_host(node_platform: DevCluster, node_settings: Settings) -> Iterator
         run([*in_outside, "ip", "link", "set", outside_end, "up"])
         # Replies find their way back to the pods: only the policy may stop a connection.
         run([*in_outside, "ip", "route", "add", POD_CIDR, "via", node_ip])
-        ports = [str(OUTSIDE_PORT), str(node_settings.airlock_port)]
+        ports = [str(OUTSIDE_PORT), str(settings_with_node.airlock_port)]
         server = subprocess.Popen(
             [*in_outside, sys.executable, "-c", OUTSIDE_LISTENER, outside_ip, *ports]
         )

@@ -31,7 +31,7 @@ import pytest
 from provisioner.audit.anchor import publish_head
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.node import NODE_IP
-from provisioner.kube.resources import NETWORK_POLICIES, PODS, ROLE_BINDINGS
+from provisioner.kube.resources import NETWORK_POLICIES, NODES, PODS, ROLE_BINDINGS
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
     EXPORT_AUTHOR_ROLE_NAME,
@@ -40,7 +40,7 @@ from provisioner.planning.names import (
     namespace_name,
 )
 from provisioner.planning.runtime_probes import LABEL_CHECK_RUN, RUNTIME_CHECKS
-from tests.integration.node_platform import OUTSIDE_PORT, connect_from_node
+from tests.integration.platform_with_node import OUTSIDE_PORT, connect_from_node
 from tests.integration.workspace_world import World, create_pod_when_admitted, notebook_pod
 
 NETWORK_CHECKS = {
@@ -198,7 +198,9 @@ def test_a_foreign_role_binding_is_named(
 def test_runtime_probes_without_a_node_fail_rather_than_pass(
     world: World, two_ready_workspaces: tuple[str, str]
 ) -> None:
-    # This platform has no node: nothing can run, so nothing is proven (and no pod is made).
+    # The session's platform has no node (test_node.py adds one, and runs after this module):
+    # nothing can run, so nothing is proven, and no pod is made.
+    assert world.admin.list(NODES) == [], "this test needs the session platform without a node"
     probe = ["--probe-from-pods", "--outside", "192.0.2.1:80"]
     code, report, stderr = check(world, *two_ready_workspaces, extra=probe)
     assert code == 1
@@ -245,16 +247,16 @@ def probe_pods(world: World) -> list[str]:
 
 
 def test_runtime_probes_from_pods_pass_and_name_an_opened_path(
-    node_world: World, node_platform: DevCluster, outside_host: str
+    world_with_node: World, platform_with_node: DevCluster, outside_host: str
 ) -> None:
-    world = node_world
+    world = world_with_node
     first, second = (world.approved_project()[1] for _ in range(2))
     for project in (first, second):
         assert world.reconcile(project).phase.value == "Ready"  # type: ignore[union-attr]
     publish_audit_head(world)
     outside = f"{outside_host}:{OUTSIDE_PORT}"
     # the outside host answers the node: a refusal from the pods is the policy's doing
-    assert connect_from_node(node_platform, outside_host, OUTSIDE_PORT) == "connected"
+    assert connect_from_node(platform_with_node, outside_host, OUTSIDE_PORT) == "connected"
     probe = ["--probe-from-pods", "--outside", outside]
 
     started = time.monotonic()

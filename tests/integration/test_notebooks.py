@@ -54,7 +54,7 @@ from provisioner.kube.resources import EXPORT_REQUESTS, NAMESPACES, NETWORK_POLI
 from provisioner.models.resources import ExportRequest
 from provisioner.models.settings import Settings
 from provisioner.planning.names import AIRLOCK_PREFIX, POLICY_DEFAULT_DENY, namespace_name
-from tests.integration.node_platform import OUTSIDE_PORT, TRE, connect_code, connect_from_node
+from tests.integration.platform_with_node import OUTSIDE_PORT, TRE, connect_code, connect_from_node
 from tests.integration.workspace_world import APPROVERS, World
 from tests.jupyter_clients import Hub, HubError, Notebook
 from tests.jupyter_clients import sign_in as sign_in_form
@@ -65,20 +65,20 @@ START_TIMEOUT = 180.0  # seconds; a first start on a busy machine, image already
 
 
 @pytest.fixture(scope="module")
-def world(node_world: World) -> World:
-    return node_world
+def world(world_with_node: World) -> World:
+    return world_with_node
 
 
 @pytest.fixture(scope="module")
-def hub_url(node_platform: DevCluster) -> str:
-    endpoints = DevHub(node_platform).endpoints()
+def hub_url(platform_with_node: DevCluster) -> str:
+    endpoints = DevHub(platform_with_node).endpoints()
     assert endpoints is not None, "tre dev up --node started no hub"
     return endpoints.probe_url
 
 
 @pytest.fixture(scope="module")
-def sign_in(node_platform: DevCluster, hub_url: str) -> Callable[[str], Hub]:
-    password = DevHub(node_platform).password_file.read_text().strip()
+def sign_in(platform_with_node: DevCluster, hub_url: str) -> Callable[[str], Hub]:
+    password = DevHub(platform_with_node).password_file.read_text().strip()
 
     def signed_in(user: str) -> Hub:
         return Hub(hub_url, sign_in_form(hub_url, user, password, "test_notebooks")[1])
@@ -205,7 +205,7 @@ def last_json(text: str) -> Any:
 
 def test_nothing_leaves_the_notebook(
     world: World,
-    node_platform: DevCluster,
+    platform_with_node: DevCluster,
     sign_in: Callable[[str], Hub],
     outside_host: str,
     start: Start,
@@ -217,13 +217,14 @@ def test_nothing_leaves_the_notebook(
     other_ip = notebook_pod(world, other)["status"]["podIP"]
 
     # The outside host answers the node ...
-    assert connect_from_node(node_platform, outside_host, OUTSIDE_PORT) == "connected"
+    assert connect_from_node(platform_with_node, outside_host, OUTSIDE_PORT) == "connected"
     # ... and not the notebook.
     assert notebook.run(connect_code(outside_host, OUTSIDE_PORT)).startswith("refused")
 
     # Another project's notebook is up (the node reaches it) and out of reach.
-    assert connect_from_node(node_platform, other_ip, world.settings.notebook_port) == "connected"
-    assert notebook.run(connect_code(other_ip, world.settings.notebook_port)).startswith("refused")
+    port = world.settings.notebook_port
+    assert connect_from_node(platform_with_node, other_ip, port) == "connected"
+    assert notebook.run(connect_code(other_ip, port)).startswith("refused")
 
     # Names: the hub's Service resolves, through the platform's resolver only; nothing else.
     resolved = notebook.run(
@@ -279,8 +280,8 @@ def the_export(world: World, project: str) -> ExportRequest:
 
 def test_a_member_exports_from_the_notebook_through_the_airlock(
     world: World,
-    node_settings: Settings,
-    node_platform: DevCluster,
+    settings_with_node: Settings,
+    platform_with_node: DevCluster,
     sign_in: Callable[[str], Hub],
     outside_host: str,
     start: Start,
@@ -311,7 +312,7 @@ def test_a_member_exports_from_the_notebook_through_the_airlock(
     assert (declared.path, declared.size) == ("results/table.csv", len(TABLE))
     assert declared.sha256 == hashlib.sha256(TABLE).hexdigest()
     stored = world.s3.get_object(
-        Bucket=node_settings.airlock_quarantine_bucket,
+        Bucket=settings_with_node.airlock_quarantine_bucket,
         Key=ExportRef.of(request).file_key(declared.path),
     )
     assert stored["Body"].read() == TABLE
@@ -319,9 +320,9 @@ def test_a_member_exports_from_the_notebook_through_the_airlock(
 
     # Narrow: the airlock's port at the airlock's address, and nowhere else. The outside host
     # listens on the same port and the node reaches it; the notebook does not.
-    port = node_settings.airlock_port
+    port = settings_with_node.airlock_port
     assert notebook.run(connect_code(NODE_IP, port)).strip() == "connected"
-    assert connect_from_node(node_platform, outside_host, port) == "connected"
+    assert connect_from_node(platform_with_node, outside_host, port) == "connected"
     assert notebook.run(connect_code(outside_host, port)).startswith("refused")
 
 
@@ -375,11 +376,11 @@ Browse = Callable[[str, str, str, str, str], "tuple[subprocess.CompletedProcess[
 
 
 @pytest.fixture(scope="module")
-def browse(node_platform: DevCluster) -> Browse:
+def browse(platform_with_node: DevCluster) -> Browse:
     """Run a session of browser_session.py (SESSION USER WHAT DETAIL, as it documents) as USER
     with the hub's development password, in the node's network namespace (the hub's proxy is
     there, and no route out); its screenshot is kept as test-artifacts/<name>."""
-    hub = DevHub(node_platform)
+    hub = DevHub(platform_with_node)
     endpoints = hub.endpoints()
     assert endpoints is not None
     password = hub.password_file.read_text().strip()
@@ -392,7 +393,7 @@ def browse(node_platform: DevCluster) -> Browse:
         screenshot.unlink(missing_ok=True)
         done = subprocess.run(
             [
-                "nsenter", "-t", str(node_platform.node().holder_pid), "-n", "--",
+                "nsenter", "-t", str(platform_with_node.node().holder_pid), "-n", "--",
                 sys.executable, str(Path(__file__).with_name("browser_session.py")),
                 session, endpoints.public_url, user, password, what, detail, str(screenshot),
             ],
@@ -422,7 +423,7 @@ def test_a_researcher_opens_the_data_in_jupyterlab_in_a_browser(
 
 def test_an_output_checker_reviews_an_export_in_a_browser(
     world: World,
-    node_platform: DevCluster,
+    platform_with_node: DevCluster,
     sign_in: Callable[[str], Hub],
     hub_url: str,
     browse: Browse,

@@ -1,5 +1,6 @@
 """Helpers of the tests that run on a platform with a node (`tre dev up --node`); the fixtures
-(`node_platform`, `node_settings`, `node_world`, `outside_host`) are in conftest.py.
+(`platform_with_node`, `settings_with_node`, `world_with_node`, `outside_host`) are in
+conftest.py.
 """
 
 from __future__ import annotations
