@@ -5,15 +5,18 @@
     {"mode": "listen", "port": 8888, "seconds": 300}
         bind every address on `port` and accept until killed or `seconds` have passed: the
         target the other workspaces' probes must not reach;
-    {"mode": "probe", "timeout": 2.0, "connect": [{"id", "host", "port"}],
+    {"mode": "probe", "timeout": 2.0, "settle": 5.0, "connect": [{"id", "host", "port"}],
      "http": [{"id", "url"}], "dns": [{"id", "server", "name"}]}
-        run every probe in parallel, each bounded by `timeout` seconds, and write the results
-        as one JSON object to /dev/termination-log, where the kubelet puts it in the pod's
-        status (a message is cut at 4096 bytes, so errors are short).
+        run every probe in parallel, each bounded by `timeout` seconds (a `connect` that
+        succeeds is tried again until it fails or `settle` seconds have passed), and write the
+        results as one JSON object to /dev/termination-log, where the kubelet puts it in the
+        pod's status (a message is cut at 4096 bytes, so errors are short).
 
 It reports what happened, never a verdict: {"<id>": {"connected": bool, "error": str}} for a
-TCP connection, {"status": int} or {"error"} for an HTTP GET, {"rcode": int, "answers": int}
-or {"error"} for one DNS query to one server (UDP, A record, recursion desired). What each
+TCP connection (with "open_for": the seconds after the start until which it still connected,
+when a first attempt succeeded and a later one failed), {"status": int} or {"error"} for an
+HTTP GET, {"rcode": int, "answers": int} or {"error"} for one DNS query to one server (UDP,
+an A record, recursion desired). What each
 result must be is judged on the admin's side (`provisioner.planning.runtime_probes`), so the
 pod holds no list of what is expected.
 """
@@ -35,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 TERMINATION_LOG = "/dev/termination-log"
+STARTED = time.monotonic()  # the program's start, a moment after the container's
 MAX_ERROR = 60  # characters of an error kept: the whole message must fit in 4096 bytes
 
 
@@ -90,7 +94,7 @@ def dns(server: str, name: str, timeout: float) -> dict[str, Any]:
     return {"error": error}
 
 
-def probe(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def probe(spec: dict[str, Any], started: float = STARTED) -> dict[str, dict[str, Any]]:
     timeout = float(spec["timeout"])
     jobs: dict[str, Callable[[], dict[str, Any]]] = {}
     for c in spec["connect"]:
@@ -103,7 +107,21 @@ def probe(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
         return {}
     with ThreadPoolExecutor(len(jobs)) as pool:
         futures = {key: pool.submit(job) for key, job in jobs.items()}
-        return {key: future.result() for key, future in futures.items()}
+        results = {key: future.result() for key, future in futures.items()}
+    # Some CNIs (kube-router) filter a new pod's traffic only once they have seen its address,
+    # a moment after it starts: a connection that succeeds in that moment is retried until it
+    # fails or `settle` seconds have passed since the start, and how long it stayed open is
+    # reported beside the final result.
+    settle = float(spec.get("settle", 0))
+    open_ids = [c["id"] for c in spec["connect"] if results[c["id"]].get("connected")]
+    while open_ids and time.monotonic() - started < settle:
+        time.sleep(0.25)
+        for key in open_ids:
+            result = jobs[key]()
+            if not result["connected"]:
+                results[key] = {**result, "open_for": round(time.monotonic() - started, 1)}
+        open_ids = [key for key in open_ids if results[key].get("connected")]
+    return results
 
 
 def listen(port: int, seconds: float) -> None:

@@ -34,6 +34,7 @@ from provisioner.planning import runtime_probes as rp
 
 SCRIPT: Final = Path(__file__).with_name("probe_script.py")
 POLL_SECONDS = 0.5
+_ROLE_NAMES: Final = {rp.LISTENER: "listener", rp.PROBER: "prober"}
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ class _Run:
             self.hub.create(pod)
         except TreError as exc:
             return (
-                f"the {role} pod was not admitted: {exc} (tre check creates it as "
+                f"the {_ROLE_NAMES[role]} pod was not admitted: {exc} (tre check creates it as "
                 f"{names.hub_user(self.settings)}, by impersonation)"
             )
         self.created.append((meta["namespace"], meta["name"]))
@@ -199,11 +200,12 @@ class _Run:
 
     def _not_running(self, role: str, state: rp.PodProgress | None) -> str:
         if state is None:
-            return f"the {role} pod is gone"
+            return f"the {_ROLE_NAMES[role]} pod is gone"
         if state.ended:
-            return f"the {role} pod ended ({state.waiting}): {state.message[:300]}"
+            return f"the {_ROLE_NAMES[role]} pod ended ({state.waiting}): {state.message[:300]}"
+        verb = "run" if role == rp.LISTENER else "finish"
         return (
-            f"the {role} pod did not run within {self.probes.bound_seconds:.0f}s "
+            f"the {_ROLE_NAMES[role]} pod did not {verb} within {self.probes.bound_seconds:.0f}s "
             f"(--probe-timeout): {state.waiting}"
         )
 

@@ -15,13 +15,17 @@ Behaviours under test:
   the API server, the kubelet, the outside host (which the node itself reaches) and the other
   workspace's pod do not, so every runtime check passes; the pods are gone afterwards. With
   one workspace's policy opened to 0.0.0.0/0 the runtime checks of that workspace name the
-  outside host and the kubelet it reached, while the other's still pass.
+  outside host and the kubelet it reached, while the other's still pass;
+- probe pods that cannot be scheduled within --probe-timeout fail every runtime check with
+  the scheduler's reason, and are removed; so are those of a run stopped by SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -30,7 +34,7 @@ import pytest
 
 from provisioner.audit.anchor import publish_head
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.devcluster.node import NODE_IP
+from provisioner.devcluster.node import NODE_IP, NODE_NAME
 from provisioner.kube.resources import NETWORK_POLICIES, NODES, PODS, ROLE_BINDINGS
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
@@ -40,7 +44,7 @@ from provisioner.planning.names import (
     namespace_name,
 )
 from provisioner.planning.runtime_probes import LABEL_CHECK_RUN, RUNTIME_CHECKS
-from tests.integration.platform_with_node import OUTSIDE_PORT, connect_from_node
+from tests.integration.platform_with_node import OUTSIDE_PORT, TRE, connect_from_node
 from tests.integration.workspace_world import World, create_pod_when_admitted, notebook_pod
 
 NETWORK_CHECKS = {
@@ -291,3 +295,66 @@ def test_runtime_probes_from_pods_pass_and_name_an_opened_path(
     intact = by_scope(report, second)
     assert all(c["passed"] for i, c in intact.items() if i.startswith("runtime-")), intact
     assert f"runtime-outside ({first})" in stderr
+
+
+@contextlib.contextmanager
+def cordoned(world: World) -> Iterator[None]:
+    """The node takes no new pods (an admin's `kubectl cordon`) until the block ends."""
+
+    def schedulable(value: bool) -> None:
+        world.admin.request(
+            "PATCH",
+            NODES.path(name=NODE_NAME),
+            body={"spec": {"unschedulable": None if value else True}},
+            content_type="application/merge-patch+json",
+        )
+
+    schedulable(False)
+    try:
+        yield
+    finally:
+        schedulable(True)
+
+
+def test_probe_pods_that_cannot_run_fail_the_runtime_checks_and_are_removed(
+    world_with_node: World,
+) -> None:
+    world = world_with_node
+    _, project, _ = world.approved_project()
+    world.reconcile(project)
+    probe = ["--probe-from-pods", "--outside", "10.98.0.2:8443", "--probe-timeout", "10"]
+    with cordoned(world):
+        code, report, _ = check(world, project, extra=probe)
+        assert probe_pods(world) == []  # deleted as the check ended, though never scheduled
+    assert code == 1
+    runtime = {i: c for i, c in by_scope(report, project).items() if i.startswith("runtime-")}
+    assert set(runtime) == set(RUNTIME_CHECKS)
+    for entry in runtime.values():
+        assert entry["passed"] is False
+        assert entry["detail"].startswith(
+            "unproven: the listener pod did not run within 10s (--probe-timeout): Unschedulable: "
+        ), entry["detail"]
+
+
+def test_an_interrupted_check_removes_its_probe_pods(world_with_node: World) -> None:
+    world = world_with_node
+    _, project, _ = world.approved_project()
+    world.reconcile(project)
+    # The CLI as a person runs it, stopped as a cancelled CI job or `timeout` stops it.
+    probe = ["--probe-from-pods", "--outside", "10.98.0.2:8443", "--probe-timeout", "300"]
+    with cordoned(world):  # the pods wait unscheduled: the run is surely under way
+        running = subprocess.Popen([*TRE, "check", "-p", project, *probe], text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not probe_pods(world):
+                assert running.poll() is None and time.monotonic() < deadline, "no probe pod"
+                time.sleep(0.2)
+            running.send_signal(signal.SIGTERM)
+            assert running.wait(timeout=30) != 0
+        finally:
+            running.kill()
+            running.wait()
+    deadline = time.monotonic() + 30
+    while probe_pods(world):
+        assert time.monotonic() < deadline, f"probe pods left behind: {probe_pods(world)}"
+        time.sleep(0.5)

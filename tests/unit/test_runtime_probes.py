@@ -25,6 +25,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -147,6 +148,7 @@ def test_the_prober_spec_lists_every_target_but_loopback() -> None:
     assert plans()["alpha"].spec() == {
         "mode": "probe",
         "timeout": 2.0,
+        "settle": 5.0,
         "connect": [
             {"id": "API server 10.0.0.1:443", "host": "10.0.0.1", "port": 443},
             {"id": "outside 10.98.0.2:8443", "host": "10.98.0.2", "port": 8443},
@@ -271,8 +273,21 @@ def test_everything_as_required_passes_with_the_evidence_named() -> None:
         "the hub API answered"
     )
     assert found[("alpha", "runtime-cross-project")][1] == (
-        "no connection: alpha -> workspace beta 10.88.0.7:8888; "
-        "beta -> workspace alpha 10.88.0.6:8888; the hub API answered"
+        "no connection: alpha -> workspace beta 10.88.0.7:8888 (timed out); "
+        "beta -> workspace alpha 10.88.0.6:8888 (timed out); the hub API answered"
+    )
+
+
+def test_a_path_open_only_while_the_cni_caught_up_passes_and_is_named() -> None:
+    late = {"connected": False, "error": "Connection refused", "open_for": 0.6}
+    found = verdicts(
+        {"alpha": results(**{"kubelet tre-node 10.99.0.1:10250": late}), "beta": results()}
+    )
+    assert found[("alpha", "runtime-kubelet")] == (
+        True,
+        "no connection from a notebook-labelled pod to kubelet tre-node 10.99.0.1:10250 "
+        "(Connection refused) [but reachable in the first 0.6s after the pod started, before "
+        "the CNI applied its policy]; the hub API answered",
     )
 
 
@@ -301,7 +316,7 @@ def test_no_pod_is_no_evidence() -> None:
     # beta's prober still proves its own egress, but nothing crossed from alpha's side
     assert found[("beta", "runtime-cross-project")] == (
         True,
-        "no connection: beta -> workspace alpha 10.88.0.6:8888; the hub API answered",
+        "no connection: beta -> workspace alpha 10.88.0.6:8888 (timed out); the hub API answered",
     )
 
 
@@ -505,6 +520,27 @@ def test_the_program_reports_connections_and_http_answers(http_server: str) -> N
     assert found["open"] == {"connected": True}
     assert found["closed"]["connected"] is False and found["closed"]["error"]
     assert (found["hub"], found["other"]) == ({"status": 200}, {"status": 404})
+
+
+def test_the_program_retries_an_open_path_until_it_closes_or_settles() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    spec = {
+        "timeout": 1,
+        "settle": 60,
+        "connect": [{"id": "x", "host": "127.0.0.1", "port": port}],
+        "http": [],
+        "dns": [],
+    }
+    # the "policy" closes the path a moment later: the retry sees it closed
+    threading.Timer(0.6, server.close).start()
+    found = probe_script.probe(spec, started=time.monotonic())["x"]
+    assert found["connected"] is False and found["open_for"] > 0.5
+    # still open after settling: reported as connected
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        spec["connect"][0]["port"] = server.getsockname()[1]
+        spec["settle"] = 0
+        assert probe_script.probe(spec)["x"] == {"connected": True}
 
 
 def test_the_program_reads_the_dns_answer_to_its_own_query() -> None:
