@@ -84,7 +84,7 @@ def check(
     """
     from provisioner.compliance.report import check_cluster
 
-    targets = outside_targets(probe_from_pods, outside or [])
+    targets = _outside_targets(probe_from_pods, outside or [])
     settings = common.settings()
     c = cli_context(ctx)
     runtime = _runtime_probes(c, settings, targets, probe_timeout) if probe_from_pods else None
@@ -114,7 +114,7 @@ def check(
         raise typer.Exit(1)
 
 
-def outside_targets(probe_from_pods: bool, outside: list[str]) -> list[Address]:
+def _outside_targets(probe_from_pods: bool, outside: list[str]) -> list[Address]:
     """The `--outside` targets, checked before anything is read from the cluster."""
     from provisioner.planning.runtime_probes import parse_outside
 

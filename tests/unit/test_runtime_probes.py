@@ -2,8 +2,8 @@
 
 Behaviours under test:
 - `--outside` takes an IPv4 address and a TCP port, nothing else, and never the pod itself;
-  `--probe-from-pods` without `--outside` (and `--outside` without it) is refused before any
-  call to a cluster, naming the flag and the fix;
+  `--probe-from-pods` without `--outside` (or `--outside` without it, or either with `--as`)
+  is refused before any call to a cluster, naming the flag and the fix;
 - only Ready nodes with an InternalIP count, with their kubelet's port;
 - the plan: loopback API server addresses are left out (in a pod that is the pod itself),
   every other workspace's listener is a cross-project target, the spec is what the program
@@ -99,6 +99,10 @@ def test_bad_outside_targets_are_refused(text: str, why: str) -> None:
         (
             ["check", "--probe-from-pods", "--outside", "10.0.0.9"],
             "error: --outside '10.0.0.9': expected ADDR:PORT",
+        ),
+        (
+            ["--as", "bob", "check", "--probe-from-pods", "--outside", "10.0.0.9:80"],
+            "error: --probe-from-pods: cannot be combined with --as",
         ),
     ],
 )
