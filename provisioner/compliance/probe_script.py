@@ -5,7 +5,7 @@
     {"mode": "listen", "port": 8888, "seconds": 300}
         bind every address on `port` and accept until killed or `seconds` have passed: the
         target the other workspaces' probes must not reach;
-    {"mode": "probe", "timeout": 2.0, "settle": 5.0, "connect": [{"id", "host", "port"}],
+    {"mode": "probe", "timeout": 2.0, "settle": 10.0, "connect": [{"id", "host", "port"}],
      "http": [{"id", "url"}], "dns": [{"id", "server", "name"}]}
         run every probe in parallel, each bounded by `timeout` seconds (a `connect` that
         succeeds is tried again until it fails or `settle` seconds have passed), and write the

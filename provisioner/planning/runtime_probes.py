@@ -54,7 +54,7 @@ CONNECT_TIMEOUT_SECONDS: Final = 2.0
 # once reached the kubelet in 5 of 36 pods over six runs). A connection that succeeds is tried
 # again until this long after the prober's start; one that then fails passes, with the window
 # named in the detail; one that still connects fails.
-SETTLE_SECONDS: Final = 5.0
+SETTLE_SECONDS: Final = 10.0  # it costs time only when a path is open
 # Pods end themselves after this even if `tre check` is killed before it deletes them.
 POD_LIFETIME_SECONDS: Final = 600
 LISTENER: Final = "listen"

@@ -152,7 +152,7 @@ def test_the_prober_spec_lists_every_target_but_loopback() -> None:
     assert plans()["alpha"].spec() == {
         "mode": "probe",
         "timeout": 2.0,
-        "settle": 5.0,
+        "settle": 10.0,
         "connect": [
             {"id": "API server 10.0.0.1:443", "host": "10.0.0.1", "port": 443},
             {"id": "outside 10.98.0.2:8443", "host": "10.98.0.2", "port": 8443},
