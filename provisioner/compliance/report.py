@@ -3,7 +3,9 @@
 The reads are the controller's own (`read_snapshot`: one LIST per kind for the whole
 cluster, never a GET per workspace), plus the API server's EndpointSlice. The judgements are
 the pure functions of `provisioner.planning.compliance`. The SubjectAccessReviews are one
-POST each (there is no batch form) and go out over a few connections in parallel.
+POST each (there is no batch form) and go out over a few connections in parallel. With
+`runtime` (`tre check --probe-from-pods`), the probe pods of `runtime.py` run after the
+analysis, in the Ready workspaces checked.
 """
 
 from __future__ import annotations
