@@ -47,22 +47,19 @@ from hub_config.workspaces import (
     make_profile_list,
     read_workspaces_from_cluster,
 )
-from provisioner import __version__
 from provisioner.errors import InvalidInputError
 from provisioner.models.settings import Settings
-from provisioner.planning import names
+from provisioner.planning import names, notebook_pods
 from provisioner.planning.network_policies import NOTEBOOK_POD_LABELS
+from provisioner.planning.notebook_pods import hub_connect_url
 from provisioner.planning.storage import NOTEBOOK_GID, NOTEBOOK_UID, PROJECT_MOUNT_PATH
 
 SPAWNER_CLASS: Final = "kubespawner.KubeSpawner"
-# Built from images/notebook/Dockerfile and tagged with the platform version, so a hub and the
-# notebooks it starts come from one release.
-NOTEBOOK_IMAGE: Final = f"ucloud-tre/notebook:{__version__}"
+# The notebook image, labels, security contexts and DNS are defined once, for the hub and for
+# `tre check`'s probe pods (provisioner/planning/notebook_pods.py).
+NOTEBOOK_IMAGE: Final = notebook_pods.NOTEBOOK_IMAGE
 # Not "tre-<slug>", so no project can ever own it, and the hub has no RoleBinding there.
 NO_WORKSPACE_NAMESPACE: Final = "no-workspace-selected"
-# z2jh's hub NetworkPolicy admits pods with this label (from other namespaces only with
-# `interNamespaceAccessLabels: accept`); our own policies are in the project namespaces.
-Z2JH_HUB_ACCESS_LABEL: Final = "hub.jupyter.org/network-access-hub"
 # Seconds. A first start pulls the image and mounts S3 datasets through the CSI driver.
 START_TIMEOUT: Final = 300
 # The hub-managed service that stops idle servers, and the scopes its documentation lists as
@@ -155,17 +152,6 @@ def auth_mode(settings: Settings) -> AuthMode:
     return AuthMode.OIDC
 
 
-def hub_connect_url(settings: Settings) -> str:
-    """The URL notebook pods call the hub API at."""
-    if settings.hub_connect_url is not None:
-        return settings.hub_connect_url
-    return (
-        # The hub's Service by its fully qualified name (names.service_fqdn says why).
-        f"http://{names.service_fqdn(names.HUB_SERVICE, settings.hub_namespace)}"
-        f":{settings.hub_api_port}"
-    )
-
-
 def update_spawner(c: Config, settings: Settings, *, notebook_image: str = NOTEBOOK_IMAGE) -> None:
     c.JupyterHub.spawner_class = SPAWNER_CLASS
     c.KubeSpawner.image = notebook_image
@@ -209,22 +195,8 @@ def update_pod_security(c: Config, settings: Settings) -> None:
     c.KubeSpawner.supplemental_gids = []
     c.KubeSpawner.privileged = False
     c.KubeSpawner.allow_privilege_escalation = False
-    c.KubeSpawner.pod_security_context = {
-        "runAsNonRoot": True,
-        "runAsUser": NOTEBOOK_UID,
-        "runAsGroup": NOTEBOOK_GID,
-        "fsGroup": NOTEBOOK_GID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    c.KubeSpawner.container_security_context = {
-        "runAsNonRoot": True,
-        "runAsUser": NOTEBOOK_UID,
-        "runAsGroup": NOTEBOOK_GID,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    c.KubeSpawner.pod_security_context = notebook_pods.pod_security_context()
+    c.KubeSpawner.container_security_context = notebook_pods.container_security_context()
     # The project's default ServiceAccount, and no token: a notebook has no business with
     # the Kubernetes API, and a token there would be the user's to keep.
     c.KubeSpawner.service_account = None
@@ -248,11 +220,9 @@ def update_labels(c: Config, settings: Settings) -> None:
     # KubeSpawner's default, spelled out because the project NetworkPolicies select it and the
     # controller stops a frozen workspace's notebooks by it.
     c.KubeSpawner.component_label = NOTEBOOK_POD_LABELS["component"]
-    c.KubeSpawner.extra_labels = {
-        # The server name is the project slug (KubeSpawner expands the template per pod).
-        names.LABEL_PROJECT: "{unescaped_servername}",
-        Z2JH_HUB_ACCESS_LABEL: "true",
-    }
+    # The server name is the project slug (KubeSpawner expands the template per pod).
+    labels = notebook_pods.notebook_labels("{unescaped_servername}")
+    c.KubeSpawner.extra_labels = {k: v for k, v in labels.items() if k not in NOTEBOOK_POD_LABELS}
 
 
 def update_workspaces(
@@ -281,20 +251,8 @@ def update_offline(c: Config, settings: Settings) -> None:
 
 
 def update_dns(c: Config, settings: Settings) -> None:
-    # Never the cluster's DNS: kube-dns forwards what it does not know to the internet, and a
-    # lookup of <data>.attacker.example would carry data out. The project NetworkPolicies
-    # allow port 53 to the platform's resolver only; without one, no nameserver at all.
-    nameservers = [str(settings.dns_resolver_ip)] if settings.dns_resolver_ip else []
-    c.KubeSpawner.extra_pod_config = {
-        "dnsPolicy": "None",
-        "dnsConfig": {
-            # The kubelet requires one nameserver with dnsPolicy None; a loopback address
-            # inside the pod answers nothing, which is what "no resolver" means.
-            "nameservers": nameservers or ["127.0.0.1"],
-            "searches": [],
-            "options": [{"name": "ndots", "value": "1"}],
-        },
-    }
+    # The platform's resolver only (notebook_pods.notebook_dns says why).
+    c.KubeSpawner.extra_pod_config = notebook_pods.notebook_dns(settings)
 
 
 def update_urls(c: Config, settings: Settings) -> None:

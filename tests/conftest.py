@@ -8,6 +8,9 @@ never look like a green run.
 Options:
   --reuse-platform DIR   use an already running `tre dev up --state-dir DIR` instead of
                          starting one (fast local iteration)
+  --reuse-node-platform DIR
+                         the same for the modules on `platform_with_node`: a running
+                         `tre dev up --node --state-dir DIR` (tests/integration/conftest.py)
   TRE_TEST_KEEP=1        keep the platform and the per-test namespaces after the run, for
                          debugging; the state directory is printed.
 """
@@ -34,6 +37,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="state directory of a running `tre dev up` to use instead of starting one",
     )
+    parser.addoption(
+        "--reuse-node-platform",
+        metavar="DIR",
+        default=None,
+        help="state directory of a running `tre dev up --node` for the modules on "
+        "platform_with_node, instead of one started per module",
+    )
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -44,16 +54,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     setattr(item, f"rep_{report.when}", report)
 
 
+def reused_platform(request: pytest.FixtureRequest, option: str) -> DevCluster | None:
+    """The running platform `option` names (None when not given); fails if it is not up."""
+    reuse = request.config.getoption(option)
+    if not reuse:
+        return None
+    cluster = DevCluster(Path(reuse))
+    if not cluster.is_ready():
+        pytest.fail(f"{option} {reuse}: no running platform there; `tre dev up`")
+    return cluster
+
+
 @pytest.fixture(scope="session")
 def dev_platform(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DevCluster]:
-    reuse = request.config.getoption("--reuse-platform")
-    if reuse:
-        cluster = DevCluster(Path(reuse))
-        if not cluster.is_ready():
-            pytest.fail(f"--reuse-platform {reuse}: no running platform there; `tre dev up`")
-        yield cluster
+    reused = reused_platform(request, "--reuse-platform")
+    if reused is not None:
+        yield reused
         return
     cluster = DevCluster(tmp_path_factory.mktemp("platform"))
     try:

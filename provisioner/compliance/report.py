@@ -3,7 +3,9 @@
 The reads are the controller's own (`read_snapshot`: one LIST per kind for the whole
 cluster, never a GET per workspace), plus the API server's EndpointSlice. The judgements are
 the pure functions of `provisioner.planning.compliance`. The SubjectAccessReviews are one
-POST each (there is no batch form) and go out over a few connections in parallel.
+POST each (there is no batch form) and go out over a few connections in parallel. With
+`runtime` (`tre check --probe-from-pods`), the probe pods of `runtime.py` run after the
+analysis, in the Ready workspaces checked.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from provisioner.compliance import nca
+from provisioner.compliance.runtime import RuntimeProbes, runtime_findings
 from provisioner.controller.reconcile import read_snapshot
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube, Manifest
@@ -47,10 +50,12 @@ def check_cluster(
     settings: Settings,
     audit: AuditVerifier | None,
     projects: Collection[str] = (),
+    runtime: RuntimeProbes | None = None,
 ) -> Report:
     """Every finding for the cluster `connect()` reaches, as the identity it connects as
     (it must be able to list everything and create SubjectAccessReviews: an admin).
-    `projects`: only these workspaces (all when empty); the cluster-wide checks always run."""
+    `projects`: only these workspaces (all when empty); the cluster-wide checks always run.
+    `runtime`: also probe from short-lived pods in every Ready workspace (runtime.py)."""
     kube = connect()
     snapshot = read_snapshot(kube)
     findings: list[compliance.Finding] = [
@@ -81,7 +86,10 @@ def check_cluster(
         if phases[ws.name] is WorkspacePhase.READY
         or names.namespace_name(ws.name) in snapshot.namespaces
     ]
-    findings += _network(kube, snapshot, ready, settings)
+    apiserver = apiserver_addresses(kube) if ready else []
+    findings += _network(snapshot, ready, settings, apiserver)
+    if runtime is not None:
+        findings += runtime_findings(kube, settings, ready, apiserver, runtime)
     for ws in checked:
         findings += _namespace_findings(snapshot, ws, phases[ws.name], settings)
     probes = compliance.rbac_probes(checked, phases, settings)
@@ -105,7 +113,10 @@ def check_cluster(
 
 
 def _network(
-    kube: Kube, snapshot: Snapshot, ready: Sequence[Workspace], settings: Settings
+    snapshot: Snapshot,
+    ready: Sequence[Workspace],
+    settings: Settings,
+    apiserver: Sequence[tuple[ipaddress.IPv4Address, int]],
 ) -> list[compliance.Finding]:
     if not ready:
         return []
@@ -125,7 +136,6 @@ def _network(
         return findings + [
             f for p in projects for f in compliance.judge_network_unavailable(p, str(exc))
         ]
-    apiserver = apiserver_addresses(kube)
     for project in projects:
         findings += compliance.judge_network(project, edges, settings, apiserver)
     return findings

@@ -64,6 +64,8 @@ _KNOWN = [
     # `tre check`: the API server's own addresses, and access reviews of other identities
     Resource("v1", "Service", "services", True),
     Resource("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
+    # `tre check --probe-from-pods`: which nodes are Ready, and their kubelets' addresses
+    Resource("v1", "Node", "nodes", False),
     Resource("authorization.k8s.io/v1", "SubjectAccessReview", "subjectaccessreviews", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "Dataset", "datasets", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "AccessRequest", "accessrequests", False),
@@ -101,6 +103,7 @@ ROLE_BINDINGS = RESOURCES[("rbac.authorization.k8s.io/v1", "RoleBinding")]
 CONFIG_MAPS = RESOURCES[("v1", "ConfigMap")]
 ENDPOINT_SLICES = RESOURCES[("discovery.k8s.io/v1", "EndpointSlice")]
 SERVICES = RESOURCES[("v1", "Service")]
+NODES = RESOURCES[("v1", "Node")]
 
 
 def resource_for(manifest: dict[str, object]) -> Resource:

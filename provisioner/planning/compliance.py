@@ -75,6 +75,13 @@ CHECKS: Final = {
     ),
     "datasets-read-only": ("3.2.03", "every dataset is read-only at PV, PVC and pod"),
     "audit-chain": ("2.5.03", "the audit log's hash chain and signatures verify"),
+    # --probe-from-pods: real connections from a notebook-labelled pod (runtime_probes.py)
+    "runtime-hub-api": ("2.2.09", "a probe pod reaches the hub API (the positive control)"),
+    "runtime-dns": ("2.2.11", "the resolver answers the hub's name and nothing outside"),
+    "runtime-apiserver": ("2.2.09", "a probe pod cannot connect to the API server"),
+    "runtime-outside": ("2.2.11", "a probe pod cannot connect to any --outside address"),
+    "runtime-kubelet": ("2.2.09", "a probe pod cannot connect to a node's kubelet"),
+    "runtime-cross-project": ("2.2.10", "probe pods of two workspaces cannot connect"),
 }
 # the findings network-config-analyzer proves (judge_network), in report order
 NCA_CHECKS: Final = (

@@ -44,6 +44,11 @@ FIELD_MANAGER: Final = "ucloud-tre"
 # On a notebook pod: the JupyterHub user it was started for (set by the hub; labels cannot
 # hold every username). Admission and the controller compare it with the members.
 ANNOTATION_USER: Final = f"{API_GROUP}/user"
+# On `tre check --probe-from-pods`'s pods (planning/runtime_probes.py): their role (listen or
+# probe), the run they belong to, and the admin who ran it (the controller's audit records it).
+LABEL_CHECK_PROBE: Final = f"{API_GROUP}/check-probe"
+LABEL_CHECK_RUN: Final = f"{API_GROUP}/check-run"
+ANNOTATION_CHECK_PROBE_BY: Final = f"{API_GROUP}/check-probe-by"
 
 # --- Platform namespace -------------------------------------------------------------------------
 

@@ -984,6 +984,9 @@ def notebook_audit(
             for volume in spec.get("volumes") or []
             if (claim := (volume.get("persistentVolumeClaim") or {}).get("claimName"))
         ]
+        # `tre check`'s probe pods are started for a member as well (admission wants one):
+        # the admin who ran the check is named, so the log does not pin it on the member.
+        probe_by = (meta.get("annotations") or {}).get(names.ANNOTATION_CHECK_PROBE_BY)
         events.append(
             AuditEvent(
                 key=_notebook_key(project, record, "started"),
@@ -995,6 +998,7 @@ def notebook_audit(
                     "pod": record.pod,
                     "datasets": {pinned[c][0]: pinned[c][1] for c in claims if c in pinned},
                     "image": next((c.get("image") for c in spec.get("containers") or []), None),
+                    **({"checkProbeBy": probe_by} if probe_by else {}),
                 },
             )
         )

@@ -8,12 +8,25 @@ S3 (one real SeaweedFS `weed mini`, the one the session's dev platform started):
 Custom resources and the platform:
 - `crds`: our CRDs applied and Established;
 - `installed_platform`: CRDs, admission policies and RBAC installed and active.
+A platform with a node of its own (`tre dev up --node`, root; test_node.py's `node_platform`
+is the session's platform with a node added instead), one per module that asks for it, started
+with the command people run and torn down after the module, unless `--reuse-node-platform DIR`
+names one already running (left running):
+- `platform_with_node`: the platform, the hub in the node's network namespace;
+- `settings_with_node`: its settings (`tre dev env`), in the environment of the module's CLI
+  calls while the module runs;
+- `world_with_node`: a `World` on it;
+- `outside_host`: a host outside the node, in a network namespace of the test's own, linked
+  to the node as its upstream network would be (traffic goes only to loopback, to pods, and
+  to this host).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +39,7 @@ from pydantic import SecretStr
 
 from provisioner.controller.install import install_platform
 from provisioner.devcluster.cluster import DevCluster
+from provisioner.devcluster.node import POD_CIDR
 from provisioner.devcluster.s3server import S3Endpoint
 from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
@@ -36,6 +50,9 @@ from provisioner.planning.crds import plan_crds
 from provisioner.planning.names import ANNOTATION_USER, hub_user, namespace_name
 from provisioner.planning.workspace import plan_workspace
 from provisioner.storage.s3 import ensure_bucket, s3_client
+from tests.conftest import reused_platform
+from tests.integration.platform_with_node import OUTSIDE_LISTENER, OUTSIDE_PORT, TRE, run_checked
+from tests.integration.workspace_world import World
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -209,3 +226,94 @@ def wait_for_pod_policy(kubeconfig: Path, settings: Settings, timeout: float = 6
             last = str(exc)
         time.sleep(0.25)
     pytest.fail(f"the pod admission policy did not become ready within {timeout:.0f}s: {last}")
+
+
+# --- a platform with a node ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def platform_with_node(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DevCluster]:
+    """A platform with a node and the hub in it, as `tre dev up --node` makes it."""
+    if os.geteuid() != 0:
+        pytest.fail("a platform with a node needs root (CI runs as root)")
+    reused = reused_platform(request, "--reuse-node-platform")
+    if reused is not None:
+        yield reused
+        return
+    state = tmp_path_factory.mktemp("node-platform") / "platform"
+    up = subprocess.run(
+        [*TRE, "dev", "up", "--node", "--state-dir", str(state)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    cluster = DevCluster(state)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield cluster
+    finally:
+        subprocess.run([*TRE, "dev", "down", "--state-dir", str(state)], check=False, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def settings_with_node(platform_with_node: DevCluster) -> Iterator[Settings]:
+    """This platform's settings (as `tre dev env` prints them) in the environment of the
+    module's CLI calls, and as the controller's Settings."""
+    env = {**platform_with_node.env(), "KUBECONFIG": str(platform_with_node.kubeconfig)}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.delenv("TRE_KUBECONFIG", raising=False)
+        yield Settings()
+
+
+@pytest.fixture(scope="module")
+def world_with_node(
+    platform_with_node: DevCluster,
+    settings_with_node: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> World:
+    kubeconfig = platform_with_node.kubeconfig
+    return World(settings_with_node, kubeconfig, tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture
+def outside_host(platform_with_node: DevCluster, settings_with_node: Settings) -> Iterator[str]:
+    """A host outside the node, in a network namespace of this test, linked to the node as its
+    upstream network would be; it listens on OUTSIDE_PORT and on the airlock's port (the one
+    port the notebooks may reach, at the airlock's address only). Yields its address."""
+    holder = platform_with_node.node().holder_pid
+    tag = uuid.uuid4().hex[:6]
+    node_end, outside_end = f"tre-o{tag}", f"tre-p{tag}"
+    node_ip, outside_ip = "10.98.0.1", "10.98.0.2"
+    outside = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(0.3)
+        in_node = ["nsenter", "-t", str(holder), "-n", "--"]
+        in_outside = ["nsenter", "-t", str(outside.pid), "-n", "--"]
+        run = run_checked
+        run([*in_node, "ip", "link", "add", node_end, "type", "veth", "peer", "name",
+             outside_end, "netns", str(outside.pid)])  # fmt: skip
+        run([*in_node, "ip", "addr", "add", f"{node_ip}/30", "dev", node_end])
+        run([*in_node, "ip", "link", "set", node_end, "up"])
+        run([*in_outside, "ip", "link", "set", "lo", "up"])
+        run([*in_outside, "ip", "addr", "add", f"{outside_ip}/30", "dev", outside_end])
+        run([*in_outside, "ip", "link", "set", outside_end, "up"])
+        # Replies find their way back to the pods: only the policy may stop a connection.
+        run([*in_outside, "ip", "route", "add", POD_CIDR, "via", node_ip])
+        ports = [str(OUTSIDE_PORT), str(settings_with_node.airlock_port)]
+        server = subprocess.Popen(
+            [*in_outside, sys.executable, "-c", OUTSIDE_LISTENER, outside_ip, *ports]
+        )
+        time.sleep(1.0)
+        yield outside_ip
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        outside.kill()  # the namespace, its veth end and so the node's end go with it
+        outside.wait()

@@ -9,20 +9,33 @@ Behaviours under test:
   is not running, so nothing restores it): `tre check` exits 1 and names that workspace's
   internet, metadata and allowed-paths findings and the policy that differs from the plan,
   while the other workspace still passes;
-- a RoleBinding someone else made in a workspace namespace is named.
+- a RoleBinding someone else made in a workspace namespace is named;
+- on a platform with a node (`tre dev up --node`), `--probe-from-pods --outside <a test host>`
+  runs a listener and a prober pod in each of two workspaces: the hub API and DNS answer, and
+  the API server, the kubelet, the outside host (which the node itself reaches) and the other
+  workspace's pod do not, so every runtime check passes; the pods are gone afterwards. With
+  one workspace's policy opened to 0.0.0.0/0 the runtime checks of that workspace name the
+  outside host and the kubelet it reached, while the other's still pass;
+- probe pods that cannot be scheduled within --probe-timeout fail every runtime check with
+  the scheduler's reason, and are removed; so are those of a run stopped by SIGTERM.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterator
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from provisioner.audit.anchor import publish_head
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.kube.resources import NETWORK_POLICIES, ROLE_BINDINGS
+from provisioner.devcluster.node import NODE_IP, NODE_NAME
+from provisioner.kube.resources import NETWORK_POLICIES, NODES, PODS, ROLE_BINDINGS
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
     EXPORT_AUTHOR_ROLE_NAME,
@@ -30,6 +43,8 @@ from provisioner.planning.names import (
     dataset_pvc_name,
     namespace_name,
 )
+from provisioner.planning.runtime_probes import LABEL_CHECK_RUN, RUNTIME_CHECKS
+from tests.integration.platform_with_node import OUTSIDE_PORT, TRE, connect_from_node
 from tests.integration.workspace_world import World, create_pod_when_admitted, notebook_pod
 
 NETWORK_CHECKS = {
@@ -69,16 +84,22 @@ def two_ready_workspaces(world: World) -> Iterator[tuple[str, str]]:
     (first, dataset), (second, _) = projects
     pod = notebook_pod(namespace_name(first), "lea", [dataset_pvc_name(dataset)])
     create_pod_when_admitted(world.hub, pod)
-    # what the running controller does after each append: publish the log's signed head
-    head = world.audit.head()
-    assert head is not None
-    publish_head(world.controller, head, world.signer.public_key, log=world.audit)
+    publish_audit_head(world)
     yield first, second
 
 
-def check(world: World, *projects: str) -> tuple[int, dict[str, Any], str]:
+def publish_audit_head(world: World) -> None:
+    """What the running controller does after each append: publish the log's signed head."""
+    head = world.audit.head()
+    assert head is not None
+    publish_head(world.controller, head, world.signer.public_key, log=world.audit)
+
+
+def check(
+    world: World, *projects: str, extra: Sequence[str] = ()
+) -> tuple[int, dict[str, Any], str]:
     args = [a for p in projects for a in ("--project", p)]
-    result = world.tre("-o", "json", "check", *args)
+    result = world.tre("-o", "json", "check", *args, *extra)
     return result.exit_code, json.loads(result.stdout), result.stderr
 
 
@@ -176,3 +197,164 @@ def test_a_foreign_role_binding_is_named(
         )
     finally:
         world.controller.delete(ROLE_BINDINGS, "backdoor", namespace)
+
+
+def test_runtime_probes_without_a_node_fail_rather_than_pass(
+    world: World, two_ready_workspaces: tuple[str, str]
+) -> None:
+    # The session's platform has no node (test_node.py adds one, and runs after this module):
+    # nothing can run, so nothing is proven, and no pod is made.
+    assert world.admin.list(NODES) == [], "this test needs the session platform without a node"
+    probe = ["--probe-from-pods", "--outside", "192.0.2.1:80"]
+    code, report, stderr = check(world, *two_ready_workspaces, extra=probe)
+    assert code == 1
+    for project in two_ready_workspaces:
+        runtime = {i: c for i, c in by_scope(report, project).items() if i.startswith("runtime-")}
+        assert {i: (c["passed"], c["detail"]) for i, c in runtime.items()} == {
+            check: (
+                False,
+                "unproven: no Ready node in the cluster: the probes need a node to run on",
+            )
+            for check in RUNTIME_CHECKS
+        }
+    assert probe_pods(world) == []
+    assert f"runtime-hub-api ({two_ready_workspaces[0]})" in stderr
+
+
+# --- runtime probes from pods, on a platform with a node ---------------------------------------
+
+
+@contextlib.contextmanager
+def opened_to_everything(world: World, project: str) -> Iterator[None]:
+    """The workspace's airlock policy allows egress to 0.0.0.0/0 until the block ends (as the
+    controller, as above; no controller runs on this platform to restore it)."""
+    namespace = namespace_name(project)
+    policy = world.admin.get(NETWORK_POLICIES, POLICY_ALLOW_AIRLOCK, namespace)
+    assert policy is not None
+    meta = {k: policy["metadata"][k] for k in ("name", "namespace", "labels")}
+    world.controller.apply(
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta,
+            "spec": {**policy["spec"], "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]},
+        }
+    )
+    try:
+        yield
+    finally:
+        world.controller.apply(policy | {"metadata": meta})
+
+
+def probe_pods(world: World) -> list[str]:
+    return [p["metadata"]["name"] for p in world.admin.list(PODS, selector=LABEL_CHECK_RUN)]
+
+
+def test_runtime_probes_from_pods_pass_and_name_an_opened_path(
+    world_with_node: World, platform_with_node: DevCluster, outside_host: str
+) -> None:
+    world = world_with_node
+    first, second = (world.approved_project()[1] for _ in range(2))
+    for project in (first, second):
+        assert world.reconcile(project).phase.value == "Ready"  # type: ignore[union-attr]
+    publish_audit_head(world)
+    outside = f"{outside_host}:{OUTSIDE_PORT}"
+    # the outside host answers the node: a refusal from the pods is the policy's doing
+    assert connect_from_node(platform_with_node, outside_host, OUTSIDE_PORT) == "connected"
+    probe = ["--probe-from-pods", "--outside", outside]
+
+    started = time.monotonic()
+    code, report, stderr = check(world, first, second, extra=probe)
+    took = time.monotonic() - started
+    print(f"tre check --probe-from-pods on 2 workspaces: {took:.1f}s")
+    for project in (first, second):
+        runtime = {i: c for i, c in by_scope(report, project).items() if i.startswith("runtime-")}
+        assert set(runtime) == set(RUNTIME_CHECKS)
+        assert {runtime[c]["satre"] for c in RUNTIME_CHECKS} == {"2.2.09", "2.2.10", "2.2.11"}
+        failed = {i: c["detail"] for i, c in runtime.items() if not c["passed"]}
+        assert failed == {}, stderr
+        assert f"outside {outside}" in runtime["runtime-outside"]["detail"]
+        assert f"{NODE_IP}:10250" in runtime["runtime-kubelet"]["detail"]
+        other = second if project == first else first
+        assert f"{project} -> workspace {other}" in runtime["runtime-cross-project"]["detail"]
+        assert f"{other} -> workspace {project}" in runtime["runtime-cross-project"]["detail"]
+    assert code == 0, stderr
+    assert all(c["passed"] for c in report["checks"]), stderr
+    deadline = time.monotonic() + 30
+    while probe_pods(world):
+        assert time.monotonic() < deadline, f"probe pods left behind: {probe_pods(world)}"
+        time.sleep(0.5)
+
+    with opened_to_everything(world, first):
+        code, report, stderr = check(world, first, second, extra=probe)
+    assert code == 1
+    broken = {i: c["detail"] for i, c in by_scope(report, first).items() if not c["passed"]}
+    assert broken.keys() >= {"runtime-outside", "runtime-kubelet"}, broken
+    assert broken["runtime-outside"] == f"outside {outside}: connected"
+    assert broken["runtime-kubelet"] == f"kubelet tre-node {NODE_IP}:10250: connected"
+    intact = by_scope(report, second)
+    assert all(c["passed"] for i, c in intact.items() if i.startswith("runtime-")), intact
+    assert f"runtime-outside ({first})" in stderr
+
+
+@contextlib.contextmanager
+def cordoned(world: World) -> Iterator[None]:
+    """The node takes no new pods (an admin's `kubectl cordon`) until the block ends."""
+
+    def schedulable(value: bool) -> None:
+        world.admin.request(
+            "PATCH",
+            NODES.path(name=NODE_NAME),
+            body={"spec": {"unschedulable": None if value else True}},
+            content_type="application/merge-patch+json",
+        )
+
+    schedulable(False)
+    try:
+        yield
+    finally:
+        schedulable(True)
+
+
+def test_probe_pods_that_cannot_run_fail_the_runtime_checks_and_are_removed(
+    world_with_node: World,
+) -> None:
+    world = world_with_node
+    _, project, _ = world.approved_project()
+    world.reconcile(project)
+    probe = ["--probe-from-pods", "--outside", "10.98.0.2:8443", "--probe-timeout", "10"]
+    with cordoned(world):
+        code, report, _ = check(world, project, extra=probe)
+        assert probe_pods(world) == []  # deleted as the check ended, though never scheduled
+    assert code == 1
+    runtime = {i: c for i, c in by_scope(report, project).items() if i.startswith("runtime-")}
+    assert set(runtime) == set(RUNTIME_CHECKS)
+    for entry in runtime.values():
+        assert entry["passed"] is False
+        assert entry["detail"].startswith(
+            "unproven: the listener pod did not run within 10s (--probe-timeout): Unschedulable: "
+        ), entry["detail"]
+
+
+def test_an_interrupted_check_removes_its_probe_pods(world_with_node: World) -> None:
+    world = world_with_node
+    _, project, _ = world.approved_project()
+    world.reconcile(project)
+    # The CLI as a person runs it, stopped as a cancelled CI job or `timeout` stops it.
+    probe = ["--probe-from-pods", "--outside", "10.98.0.2:8443", "--probe-timeout", "300"]
+    with cordoned(world):  # the pods wait unscheduled: the run is surely under way
+        running = subprocess.Popen([*TRE, "check", "-p", project, *probe], text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while not probe_pods(world):
+                assert running.poll() is None and time.monotonic() < deadline, "no probe pod"
+                time.sleep(0.2)
+            running.send_signal(signal.SIGTERM)
+            assert running.wait(timeout=30) != 0
+        finally:
+            running.kill()
+            running.wait()
+    deadline = time.monotonic() + 30
+    while probe_pods(world):
+        assert time.monotonic() < deadline, f"probe pods left behind: {probe_pods(world)}"
+        time.sleep(0.5)

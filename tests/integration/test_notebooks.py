@@ -49,72 +49,36 @@ from provisioner.airlock.keys import ExportRef
 from provisioner.airlock.quarantine import META_SHA256
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS, DevHub
-from provisioner.devcluster.node import NODE_IP, POD_CIDR
+from provisioner.devcluster.node import NODE_IP
 from provisioner.kube.resources import EXPORT_REQUESTS, NAMESPACES, NETWORK_POLICIES, PODS
 from provisioner.models.resources import ExportRequest
 from provisioner.models.settings import Settings
 from provisioner.planning.names import AIRLOCK_PREFIX, POLICY_DEFAULT_DENY, namespace_name
+from tests.integration.platform_with_node import OUTSIDE_PORT, TRE, connect_code, connect_from_node
 from tests.integration.workspace_world import APPROVERS, World
 from tests.jupyter_clients import Hub, HubError, Notebook
 from tests.jupyter_clients import sign_in as sign_in_form
 
 pytestmark = pytest.mark.integration
 
-TRE = [sys.executable, "-m", "provisioner.cli.main"]
 START_TIMEOUT = 180.0  # seconds; a first start on a busy machine, image already imported
-OUTSIDE_PORT = 8443
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
-    """A platform with a node and the hub in it, as `tre dev up --node` makes it."""
-    if os.geteuid() != 0:
-        pytest.fail("the notebook tests need a node, and a node needs root (CI runs as root)")
-    state = tmp_path_factory.mktemp("notebooks") / "platform"
-    up = subprocess.run(
-        [*TRE, "dev", "up", "--node", "--state-dir", str(state)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
-    )
-    cluster = DevCluster(state)
-    try:
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield cluster
-    finally:
-        subprocess.run([*TRE, "dev", "down", "--state-dir", str(state)], check=False, timeout=300)
+def world(world_with_node: World) -> World:
+    return world_with_node
 
 
 @pytest.fixture(scope="module")
-def settings(platform: DevCluster) -> Iterator[Settings]:
-    """This platform's settings (as `tre dev env` prints them) in the environment of the
-    module's CLI calls, and as the controller's Settings."""
-    env = {**platform.env(), "KUBECONFIG": str(platform.kubeconfig)}
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        patch.delenv("TRE_KUBECONFIG", raising=False)
-        yield Settings()
-
-
-@pytest.fixture(scope="module")
-def world(
-    platform: DevCluster, settings: Settings, tmp_path_factory: pytest.TempPathFactory
-) -> World:
-    return World(settings, platform.kubeconfig, tmp_path_factory.mktemp("world"))
-
-
-@pytest.fixture(scope="module")
-def hub_url(platform: DevCluster) -> str:
-    endpoints = DevHub(platform).endpoints()
+def hub_url(platform_with_node: DevCluster) -> str:
+    endpoints = DevHub(platform_with_node).endpoints()
     assert endpoints is not None, "tre dev up --node started no hub"
     return endpoints.probe_url
 
 
 @pytest.fixture(scope="module")
-def sign_in(platform: DevCluster, hub_url: str) -> Callable[[str], Hub]:
-    password = DevHub(platform).password_file.read_text().strip()
+def sign_in(platform_with_node: DevCluster, hub_url: str) -> Callable[[str], Hub]:
+    password = DevHub(platform_with_node).password_file.read_text().strip()
 
     def signed_in(user: str) -> Hub:
         return Hub(hub_url, sign_in_form(hub_url, user, password, "test_notebooks")[1])
@@ -239,75 +203,9 @@ def last_json(text: str) -> Any:
 # --- nothing leaves -------------------------------------------------------------------------
 
 
-@pytest.fixture
-def outside_host(platform: DevCluster, settings: Settings) -> Iterator[str]:
-    """A host outside the node, in a network namespace of this test, linked to the node as its
-    upstream network would be; it listens on OUTSIDE_PORT and on the airlock's port (the one
-    port the notebooks may reach, at the airlock's address only). Yields its address."""
-    holder = platform.node().holder_pid
-    tag = uuid.uuid4().hex[:6]
-    node_end, outside_end = f"tre-o{tag}", f"tre-p{tag}"
-    node_ip, outside_ip = "10.98.0.1", "10.98.0.2"
-    outside = subprocess.Popen(["unshare", "--net", "sleep", "infinity"])
-    server: subprocess.Popen[bytes] | None = None
-    try:
-        time.sleep(0.3)
-        in_node = ["nsenter", "-t", str(holder), "-n", "--"]
-        in_outside = ["nsenter", "-t", str(outside.pid), "-n", "--"]
-        run = _run_checked
-        run([*in_node, "ip", "link", "add", node_end, "type", "veth", "peer", "name",
-             outside_end, "netns", str(outside.pid)])  # fmt: skip
-        run([*in_node, "ip", "addr", "add", f"{node_ip}/30", "dev", node_end])
-        run([*in_node, "ip", "link", "set", node_end, "up"])
-        run([*in_outside, "ip", "link", "set", "lo", "up"])
-        run([*in_outside, "ip", "addr", "add", f"{outside_ip}/30", "dev", outside_end])
-        run([*in_outside, "ip", "link", "set", outside_end, "up"])
-        # Replies find their way back to the pods: only the policy may stop a connection.
-        run([*in_outside, "ip", "route", "add", POD_CIDR, "via", node_ip])
-        ports = [str(OUTSIDE_PORT), str(settings.airlock_port)]
-        server = subprocess.Popen(
-            [*in_outside, sys.executable, "-c", _LISTENER, outside_ip, *ports]
-        )
-        time.sleep(1.0)
-        yield outside_ip
-    finally:
-        if server is not None:
-            server.kill()
-            server.wait()
-        outside.kill()  # the namespace, its veth end and so the node's end go with it
-        outside.wait()
-
-
-_LISTENER = (
-    "import selectors, socket, sys\n"
-    "listening = selectors.DefaultSelector()\n"
-    "for port in sys.argv[2:]:\n"
-    "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-    "    s.bind((sys.argv[1], int(port))); s.listen()\n"
-    "    listening.register(s, selectors.EVENT_READ)\n"
-    "while True:\n"
-    "    for key, _ in listening.select():\n"
-    "        c, _ = key.fileobj.accept(); c.sendall(b'outside'); c.close()\n"
-)
-
-
-def _run_checked(argv: list[str]) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
-
-def _connect_code(host: str, port: int) -> str:
-    return (
-        "import socket\n"
-        "try:\n"
-        f"    socket.create_connection(('{host}', {port}), timeout=4).close(); print('connected')\n"
-        "except OSError as exc:\n"
-        "    print('refused', exc)\n"
-    )
-
-
 def test_nothing_leaves_the_notebook(
     world: World,
-    platform: DevCluster,
+    platform_with_node: DevCluster,
     sign_in: Callable[[str], Hub],
     outside_host: str,
     start: Start,
@@ -317,28 +215,16 @@ def test_nothing_leaves_the_notebook(
     notebook = start(sign_in("nina"), "nina", project)
     start(sign_in("omar"), "omar", other)
     other_ip = notebook_pod(world, other)["status"]["podIP"]
-    in_node = ["nsenter", "-t", str(platform.node().holder_pid), "-n", "--", sys.executable, "-c"]
 
     # The outside host answers the node ...
-    from_node = subprocess.run(
-        [*in_node, _connect_code(outside_host, OUTSIDE_PORT)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert from_node.stdout.strip() == "connected", from_node.stderr
+    assert connect_from_node(platform_with_node, outside_host, OUTSIDE_PORT) == "connected"
     # ... and not the notebook.
-    assert notebook.run(_connect_code(outside_host, OUTSIDE_PORT)).startswith("refused")
+    assert notebook.run(connect_code(outside_host, OUTSIDE_PORT)).startswith("refused")
 
     # Another project's notebook is up (the node reaches it) and out of reach.
-    from_node = subprocess.run(
-        [*in_node, _connect_code(other_ip, world.settings.notebook_port)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert from_node.stdout.strip() == "connected", from_node.stderr
-    assert notebook.run(_connect_code(other_ip, world.settings.notebook_port)).startswith("refused")
+    port = world.settings.notebook_port
+    assert connect_from_node(platform_with_node, other_ip, port) == "connected"
+    assert notebook.run(connect_code(other_ip, port)).startswith("refused")
 
     # Names: the hub's Service resolves, through the platform's resolver only; nothing else.
     resolved = notebook.run(
@@ -394,8 +280,8 @@ def the_export(world: World, project: str) -> ExportRequest:
 
 def test_a_member_exports_from_the_notebook_through_the_airlock(
     world: World,
-    settings: Settings,
-    platform: DevCluster,
+    settings_with_node: Settings,
+    platform_with_node: DevCluster,
     sign_in: Callable[[str], Hub],
     outside_host: str,
     start: Start,
@@ -426,7 +312,7 @@ def test_a_member_exports_from_the_notebook_through_the_airlock(
     assert (declared.path, declared.size) == ("results/table.csv", len(TABLE))
     assert declared.sha256 == hashlib.sha256(TABLE).hexdigest()
     stored = world.s3.get_object(
-        Bucket=settings.airlock_quarantine_bucket,
+        Bucket=settings_with_node.airlock_quarantine_bucket,
         Key=ExportRef.of(request).file_key(declared.path),
     )
     assert stored["Body"].read() == TABLE
@@ -434,14 +320,10 @@ def test_a_member_exports_from_the_notebook_through_the_airlock(
 
     # Narrow: the airlock's port at the airlock's address, and nowhere else. The outside host
     # listens on the same port and the node reaches it; the notebook does not.
-    port = settings.airlock_port
-    assert notebook.run(_connect_code(NODE_IP, port)).strip() == "connected"
-    in_node = ["nsenter", "-t", str(platform.node().holder_pid), "-n", "--", sys.executable, "-c"]
-    from_node = subprocess.run(
-        [*in_node, _connect_code(outside_host, port)], capture_output=True, text=True, check=False
-    )
-    assert from_node.stdout.strip() == "connected", from_node.stderr
-    assert notebook.run(_connect_code(outside_host, port)).startswith("refused")
+    port = settings_with_node.airlock_port
+    assert notebook.run(connect_code(NODE_IP, port)).strip() == "connected"
+    assert connect_from_node(platform_with_node, outside_host, port) == "connected"
+    assert notebook.run(connect_code(outside_host, port)).startswith("refused")
 
 
 # --- what the controller enforces on a running notebook -------------------------------------
@@ -494,11 +376,11 @@ Browse = Callable[[str, str, str, str, str], "tuple[subprocess.CompletedProcess[
 
 
 @pytest.fixture(scope="module")
-def browse(platform: DevCluster) -> Browse:
+def browse(platform_with_node: DevCluster) -> Browse:
     """Run a session of browser_session.py (SESSION USER WHAT DETAIL, as it documents) as USER
     with the hub's development password, in the node's network namespace (the hub's proxy is
     there, and no route out); its screenshot is kept as test-artifacts/<name>."""
-    hub = DevHub(platform)
+    hub = DevHub(platform_with_node)
     endpoints = hub.endpoints()
     assert endpoints is not None
     password = hub.password_file.read_text().strip()
@@ -511,7 +393,7 @@ def browse(platform: DevCluster) -> Browse:
         screenshot.unlink(missing_ok=True)
         done = subprocess.run(
             [
-                "nsenter", "-t", str(platform.node().holder_pid), "-n", "--",
+                "nsenter", "-t", str(platform_with_node.node().holder_pid), "-n", "--",
                 sys.executable, str(Path(__file__).with_name("browser_session.py")),
                 session, endpoints.public_url, user, password, what, detail, str(screenshot),
             ],
@@ -541,7 +423,7 @@ def test_a_researcher_opens_the_data_in_jupyterlab_in_a_browser(
 
 def test_an_output_checker_reviews_an_export_in_a_browser(
     world: World,
-    platform: DevCluster,
+    platform_with_node: DevCluster,
     sign_in: Callable[[str], Hub],
     hub_url: str,
     browse: Browse,

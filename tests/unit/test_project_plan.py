@@ -249,6 +249,25 @@ def test_a_notebook_start_is_audited_with_user_and_pinned_datasets() -> None:
     }
 
 
+def test_a_check_probe_pod_is_audited_as_a_start_naming_the_admin() -> None:
+    pod = notebook("tre-check-probe-1a2b3c4d", "u9", "alice")
+    pod["metadata"]["annotations"]["tre.ucloud.org/check-probe-by"] = "admin-ann"
+    pod["spec"]["volumes"] = []
+    _, events = notebook_audit("cardio", [pod], [], PINNED_SPEC, set())
+    assert [(e.action, e.details) for e in events] == [
+        (
+            "notebook.started",
+            {
+                "user": "alice",
+                "pod": "tre-check-probe-1a2b3c4d",
+                "datasets": {},
+                "image": "ucloud-tre/notebook:1",
+                "checkProbeBy": "admin-ann",
+            },
+        )
+    ]
+
+
 def test_a_stop_is_audited_and_kept_in_status_until_it_is_in_the_log() -> None:
     seen = [NotebookRecord(pod="jupyter-alice", uid="u1", user="alice")]
     started = {"notebook/cardio/u1/started"}
