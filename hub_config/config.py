@@ -34,6 +34,7 @@ hub's startup (`hub_config.auth_inputs`), not here, and handed in as `AuthInputs
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
@@ -309,6 +310,18 @@ def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
     auth.allow_existing_users = False
 
 
+def culler_api_url(settings: Settings) -> str:
+    """The hub API as the culler, a process beside the hub, reaches it: where the hub binds it,
+    a wildcard host being the loopback. Not the connect URL: that is the hub's Service, and a
+    pod reaching itself through its own Service needs hairpin traffic many CNIs do not pass
+    (nor do the hub pod's NetworkPolicies open it)."""
+    bind = urllib.parse.urlsplit(settings.hub_api_bind_url or f"http://:{settings.hub_api_port}")
+    wildcard = bind.hostname in (None, "", "0.0.0.0")  # noqa: S104 - read, not bound
+    host = "127.0.0.1" if wildcard else bind.hostname
+    path = bind.path.rstrip("/") or "/hub"
+    return f"{bind.scheme}://{host}:{bind.port or settings.hub_api_port}{path}/api"
+
+
 def update_culler(c: Config, settings: Settings, *, python: str = sys.executable) -> None:
     # A hub-managed service: the hub starts it with an API token of its own and stops it.
     c.JupyterHub.services = [
@@ -320,6 +333,7 @@ def update_culler(c: Config, settings: Settings, *, python: str = sys.executable
                 "jupyterhub_idle_culler",
                 f"--timeout={settings.hub_idle_timeout_seconds}",
                 f"--cull-every={settings.hub_cull_every_seconds}",
+                f"--url={culler_api_url(settings)}",
             ],
         }
     ]

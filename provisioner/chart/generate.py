@@ -399,12 +399,18 @@ def _settings_env(settings: Settings) -> str:
         ref = f".Values.settings.{_camel(name)}"
         env = f"TRE_{name.upper()}"
         default = fields[name].get_default(call_default_factory=True)
+        # The hub refuses its evaluation sign-in beside any OIDC variable, defaults included.
+        oidc = name.startswith("hub_oidc_")
+        if oidc:
+            lines.append("{{- if not .Values.hub.evaluationPasswordSecret }}")
         if default is None:
             lines += [f"{{{{- with {ref} }}}}", f"- name: {env}", "  value: {{ . | quote }}"]
             lines.append("{{- end }}")
-            continue
-        pipe = "quote" if isinstance(default, str) else "toJson | quote"
-        lines += [f"- name: {env}", f"  value: {{{{ {ref} | {pipe} }}}}"]
+        else:
+            pipe = "quote" if isinstance(default, str) else "toJson | quote"
+            lines += [f"- name: {env}", f"  value: {{{{ {ref} | {pipe} }}}}"]
+        if oidc:
+            lines.append("{{- end }}")
     for name, value in chart_values.fixed_settings(settings).items():
         lines += [f"- name: TRE_{name.upper()}", f"  value: {json.dumps(value)}"]
     lines += [

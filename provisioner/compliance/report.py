@@ -20,7 +20,7 @@ from provisioner.compliance.runtime import RuntimeProbes, runtime_findings
 from provisioner.controller.reconcile import read_snapshot
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube, Manifest
-from provisioner.kube.resources import ENDPOINT_SLICES, SERVICES
+from provisioner.kube.resources import DEPLOYMENTS, ENDPOINT_SLICES, SERVICES
 from provisioner.models.resources import Workspace, WorkspacePhase
 from provisioner.models.settings import Settings
 from provisioner.planning import compliance, names
@@ -94,6 +94,8 @@ def check_cluster(
         findings += _namespace_findings(snapshot, ws, phases[ws.name], settings)
     probes = compliance.rbac_probes(checked, phases, settings)
     findings += compliance.judge_rbac(zip(probes, _review_all(connect, probes), strict=True))
+    hub_deployments = kube.list(DEPLOYMENTS, namespace=settings.hub_namespace)
+    findings.append(compliance.judge_hub_sign_in(settings.hub_namespace, hub_deployments))
     if audit is None:
         findings.append(
             compliance.Finding(

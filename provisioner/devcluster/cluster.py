@@ -138,6 +138,11 @@ class DevCluster:
         """The platform's node (its holder pid, `enter_argv`, `import_image`, ...)."""
         return Node(self.state_dir)
 
+    @property
+    def service_cidr(self) -> str:
+        """The range of the platform's Service ClusterIPs."""
+        return SERVICE_CIDR
+
     def _node_endpoints(self) -> NodeEndpoints:
         ports = json.loads(self._ports_file.read_text())
         return NodeEndpoints(

@@ -10,7 +10,9 @@
    process that gives each claim a directory on the node (local_volumes.py);
 4. the notebook image and the resolver image (the chart's images.dns, the same CoreDNS build
    as 1. in an empty image), each built from its images/<name>/Dockerfile (images.py) and
-   imported into the node's containerd unless it is there already.
+   imported into the node's containerd unless it is there already;
+5. the cluster DNS: a kube-dns pod of the resolver image that answers cluster.local Service
+   names to the platform's own pods when the chart installs them (cluster_dns.py).
 
 The settings that make the planner and the hub fit this node (`node_settings`) go into `tre dev
 env`, so the controller, the demo and the hub all plan for it: the platform's services (hub,
@@ -26,10 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from provisioner.devcluster.binaries import cache_dir, ensure_coredns, ensure_csi_binaries
+from provisioner.devcluster.cluster_dns import start_cluster_dns
 from provisioner.devcluster.csi import start_csi_node, stop_csi_node
 from provisioner.devcluster.dns import platform_names, write_corefile
 from provisioner.devcluster.images import DNS, NOTEBOOK, build_image
-from provisioner.devcluster.node import NODE_IP, NODE_NAME
+from provisioner.devcluster.node import NODE_IP, NODE_NAME, cluster_dns_ip
 from provisioner.devcluster.processes import spawn, wait_ready
 from provisioner.devcluster.s3server import dataset_reader_credentials
 from provisioner.models.settings import Settings
@@ -63,7 +66,7 @@ def _marker(cluster: DevCluster) -> Path:
 
 
 def start_node_services(cluster: DevCluster, settings: Settings, progress: Progress) -> None:
-    """Start 1-4 of the module doc on the platform's running node; each is recorded so `tre
+    """Start 1-5 of the module doc on the platform's running node; each is recorded so `tre
     dev down` stops it. Safe to call again: what runs is left running."""
     node = cluster.node()
     running = {p.name for p in cluster.processes() if p.alive()}
@@ -120,6 +123,9 @@ def start_node_services(cluster: DevCluster, settings: Settings, progress: Progr
         started = time.monotonic()
         node.import_image(archive)
         progress(f"node: {image.name} image imported in {time.monotonic() - started:.0f}s")
+
+    progress("node: starting the cluster DNS (Service names for ClusterFirst pods)")
+    start_cluster_dns(cluster.kubeconfig, DNS.ref, cluster_dns_ip(cluster.service_cidr))
     _marker(cluster).touch()
 
 

@@ -61,6 +61,8 @@ _KNOWN = [
         False,
     ),
     Resource("coordination.k8s.io/v1", "Lease", "leases", True),
+    # the dev node's cluster DNS (devcluster/cluster_dns.py); `tre check`'s hub sign-in check
+    Resource("apps/v1", "Deployment", "deployments", True),
     # `tre check`: the API server's own addresses, and access reviews of other identities
     Resource("v1", "Service", "services", True),
     Resource("discovery.k8s.io/v1", "EndpointSlice", "endpointslices", True),
@@ -103,6 +105,7 @@ ROLE_BINDINGS = RESOURCES[("rbac.authorization.k8s.io/v1", "RoleBinding")]
 CONFIG_MAPS = RESOURCES[("v1", "ConfigMap")]
 ENDPOINT_SLICES = RESOURCES[("discovery.k8s.io/v1", "EndpointSlice")]
 SERVICES = RESOURCES[("v1", "Service")]
+DEPLOYMENTS = RESOURCES[("apps/v1", "Deployment")]
 NODES = RESOURCES[("v1", "Node")]
 
 

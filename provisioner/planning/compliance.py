@@ -75,6 +75,10 @@ CHECKS: Final = {
     ),
     "datasets-read-only": ("3.2.03", "every dataset is read-only at PV, PVC and pod"),
     "audit-chain": ("2.5.03", "the audit log's hash chain and signatures verify"),
+    "hub-sign-in": (
+        "3.2.03",
+        "the hub signs people in through the identity provider, never a shared password",
+    ),
     # --probe-from-pods: real connections from a notebook-labelled pod (runtime_probes.py)
     "runtime-hub-api": ("2.2.09", "a probe pod reaches the hub API (the positive control)"),
     "runtime-dns": ("2.2.11", "the resolver answers the hub's name and nothing outside"),
@@ -758,6 +762,30 @@ def judge_audit(problems: Sequence[str], entries: int | None) -> Finding:
     return finding(
         "audit-chain", CLUSTER, problems, f"{entries} entries, chain and signatures verify"
     )
+
+
+# The hub's evaluation sign-in (chart value hub.evaluationPasswordSecret): one shared password
+# makes anyone who knows it anyone, so no access rule that names a person holds.
+SHARED_PASSWORD_ENV: Final = "TRE_HUB_DEV_AUTHENTICATOR"  # noqa: S105 - a variable name
+
+
+def judge_hub_sign_in(namespace: str, deployments: Sequence[Manifest]) -> Finding:
+    """Fails when a Deployment in the hub's namespace runs a container with the shared-password
+    sign-in switched on. A hub outside the cluster (`tre dev up`'s) is not visible here."""
+    problems = [
+        f"{namespace}/{d['metadata']['name']}: container {c['name']} signs people in with one "
+        "shared password (hub.evaluationPasswordSecret); set the hubOidc* settings instead"
+        for d in deployments
+        for c in d["spec"]["template"]["spec"].get("containers") or []
+        for e in c.get("env") or []
+        if e.get("name") == SHARED_PASSWORD_ENV and str(e.get("value", "")).lower() == "true"
+    ]
+    ok = (
+        f"{len(deployments)} Deployment(s) in {namespace}, none with a shared-password sign-in"
+        if deployments
+        else f"no hub Deployment in {namespace} (a hub outside the cluster is not checked)"
+    )
+    return finding("hub-sign-in", CLUSTER, problems, ok)
 
 
 def passed(findings: Iterable[Finding]) -> bool:

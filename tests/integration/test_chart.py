@@ -44,7 +44,9 @@ from provisioner.kube.client import api_client
 from provisioner.kube.resources import WORKSPACES
 from provisioner.models.resources import AccessRequest, AccessRequestSpec, Workspace, WorkspaceSpec
 from provisioner.models.settings import Settings
+from provisioner.models.types import DatasetCsiDriver
 from provisioner.planning.names import namespace_name
+from provisioner.planning.storage import dataset_driver_objects
 from tests.integration.conftest import own_platform, wait_for_policies
 
 ALL_ON = Path(__file__).parents[1] / "chart" / "all-on.yaml"
@@ -187,6 +189,37 @@ def test_the_resolver_table_is_the_local_nodes_with_the_service_addresses(tools:
     configmap = _rendered(tools, "ConfigMap", "tre-dns")
     names = platform_names(Settings(), "10.0.0.81", "10.0.0.80")
     assert configmap["data"]["Corefile"] == corefile("0.0.0.0", 53, names)
+
+
+def test_the_k8s_csi_s3_objects_are_the_planners(tools: Tools) -> None:
+    """templates/dataset-driver.yaml is written by hand (its Secret holds the endpoint
+    base64-encoded): with k8s-csi-s3 it renders exactly what `tre install` plans, and with
+    Mountpoint nothing."""
+    endpoint, region = "http://10.99.0.1:80", "eu-north-1"
+    args = ["template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON)]
+    csi_s3 = [
+        "--set", f"settings.datasetCsiDriver={DatasetCsiDriver.K8S_CSI_S3.value}",
+        "--set", f"settings.s3EndpointUrl={endpoint}", "--set", f"settings.s3Region={region}",
+    ]  # fmt: skip
+    rendered = list(yaml.safe_load_all(tools.ok(tools.helm(*args, *csi_s3))))
+    planned = dataset_driver_objects(
+        Settings(
+            dataset_csi_driver=DatasetCsiDriver.K8S_CSI_S3,
+            s3_endpoint_url=endpoint,
+            s3_region=region,
+        )
+    )
+    for obj in planned:
+        (found,) = [
+            d for d in rendered
+            if d and d["kind"] == obj["kind"] and d["metadata"]["name"] == obj["metadata"]["name"]
+        ]  # fmt: skip
+        assert found == obj
+    default = tools.ok(tools.helm(*args))
+    assert "kind: CSIDriver" not in default
+    assert not [
+        d for d in yaml.safe_load_all(default) if d and d["metadata"]["name"] == "tre-dataset-s3"
+    ]
 
 
 # --- install -------------------------------------------------------------------------------------

@@ -197,7 +197,9 @@ def test_hub_image_runs_jupyterhub_and_the_proxy(
     script = (
         "jupyterhub --version && configurable-http-proxy --version && "
         f"test -f {config_file} && echo config-file && "
+        # provisioner.kube.client: the Workspace cache's list+watch, imported late by the hub
         "python -c 'import hub_config.config, hub_config.workspaces, kubespawner, "
+        "provisioner.kube.client, provisioner.kube.api, "
         'oauthenticator, jupyterhub_idle_culler; print("imports")\''
     )
     lines = run(core, namespace, chart_pod("hub", HUB.ref, script))

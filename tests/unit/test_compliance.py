@@ -524,3 +524,29 @@ def test_nca_lives_in_a_versioned_home_under_the_cache(
     pins = REQUIREMENTS.read_text()
     assert f"network-config-analyzer=={NCA_VERSION}\n" in pins
     assert all("==" in line for line in pins.splitlines() if line and not line.startswith("#"))
+
+
+def _hub_deployment(env: list[dict[str, str]]) -> dict[str, Any]:
+    container = {"name": "hub", "image": "ucloud-tre/hub:0.1.0", "env": env}
+    return {
+        "metadata": {"name": "hub"},
+        "spec": {"template": {"spec": {"containers": [container]}}},
+    }
+
+
+def test_a_hub_with_the_shared_password_sign_in_fails_the_check() -> None:
+    shared = _hub_deployment([{"name": "TRE_HUB_DEV_AUTHENTICATOR", "value": "true"}])
+    result = c.judge_hub_sign_in("tre-hub", [shared])
+    assert not result.passed
+    assert "tre-hub/hub" in result.detail and "hubOidc" in result.detail
+    assert result.satre == "3.2.03"
+
+
+def test_a_hub_with_oidc_or_no_hub_in_the_cluster_passes_saying_which() -> None:
+    oidc = _hub_deployment([{"name": "TRE_HUB_OIDC_ISSUER", "value": "https://idp.example"}])
+    assert c.judge_hub_sign_in("tre-hub", [oidc]).passed
+    # switched off explicitly is not the shared password either
+    off = _hub_deployment([{"name": "TRE_HUB_DEV_AUTHENTICATOR", "value": "false"}])
+    assert c.judge_hub_sign_in("tre-hub", [off]).passed
+    none = c.judge_hub_sign_in("tre-hub", [])
+    assert none.passed and "not checked" in none.detail

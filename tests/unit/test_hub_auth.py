@@ -214,6 +214,7 @@ def test_the_idle_culler_is_a_hub_service_with_the_minimal_scopes() -> None:
                 "jupyterhub_idle_culler",
                 "--timeout=1800",
                 "--cull-every=120",
+                "--url=http://127.0.0.1:8081/hub/api",
             ],
         }
     ]
@@ -224,6 +225,14 @@ def test_the_idle_culler_is_a_hub_service_with_the_minimal_scopes() -> None:
             "services": ["idle-culler"],
         }
     ]
+
+
+def test_the_culler_calls_the_hub_where_it_binds_never_through_the_hubs_service() -> None:
+    # in a pod: every interface, so the loopback (a pod's own Service needs hairpin traffic)
+    assert hub.culler_api_url(Settings()) == "http://127.0.0.1:8081/hub/api"
+    # the dev node's hub binds the node's address only
+    bound = Settings(hub_api_bind_url="http://10.99.0.1:8081")
+    assert hub.culler_api_url(bound) == "http://10.99.0.1:8081/hub/api"
 
 
 # --- auth_inputs --------------------------------------------------------------------------------

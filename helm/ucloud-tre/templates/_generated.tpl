@@ -150,27 +150,41 @@ matchExpressions:
   value: {{ .Values.settings.forbidInlineNfs | toJson | quote }}
 - name: TRE_PSA_VERSION
   value: {{ .Values.settings.psaVersion | quote }}
+{{- if not .Values.hub.evaluationPasswordSecret }}
 {{- with .Values.settings.hubOidcIssuer }}
 - name: TRE_HUB_OIDC_ISSUER
   value: {{ . | quote }}
 {{- end }}
+{{- end }}
+{{- if not .Values.hub.evaluationPasswordSecret }}
 {{- with .Values.settings.hubOidcClientId }}
 - name: TRE_HUB_OIDC_CLIENT_ID
   value: {{ . | quote }}
 {{- end }}
+{{- end }}
+{{- if not .Values.hub.evaluationPasswordSecret }}
 {{- with .Values.settings.hubOidcCallbackUrl }}
 - name: TRE_HUB_OIDC_CALLBACK_URL
   value: {{ . | quote }}
 {{- end }}
+{{- end }}
+{{- if not .Values.hub.evaluationPasswordSecret }}
 - name: TRE_HUB_OIDC_USERNAME_CLAIM
   value: {{ .Values.settings.hubOidcUsernameClaim | quote }}
+{{- end }}
+{{- if not .Values.hub.evaluationPasswordSecret }}
 - name: TRE_HUB_OIDC_GROUPS_CLAIM
   value: {{ .Values.settings.hubOidcGroupsClaim | quote }}
+{{- end }}
+{{- if not .Values.hub.evaluationPasswordSecret }}
 - name: TRE_HUB_OIDC_SCOPES
   value: {{ .Values.settings.hubOidcScopes | toJson | quote }}
+{{- end }}
+{{- if not .Values.hub.evaluationPasswordSecret }}
 {{- with .Values.settings.hubOidcAllowedGroup }}
 - name: TRE_HUB_OIDC_ALLOWED_GROUP
   value: {{ . | quote }}
+{{- end }}
 {{- end }}
 - name: TRE_HUB_IDLE_TIMEOUT_SECONDS
   value: {{ .Values.settings.hubIdleTimeoutSeconds | toJson | quote }}
