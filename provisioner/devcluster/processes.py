@@ -195,6 +195,10 @@ def wait_until_ready(
             # A process between nsenter/unshare and its exec is starting, not gone.
             if not proc.alive() and not proc.starting():
                 code = proc.exit_code(wait=2.0)
+                # No exit code and running now: it was caught mid-exec (between nsenter and
+                # the binary, where neither test holds for an instant), not gone.
+                if code is None and proc.alive():
+                    continue
                 raise DevClusterError(
                     f"{proc.name} exited{'' if code is None else f' with code {code}'} "
                     f"while starting; last lines of {proc.log}:\n{proc.log_tail()}"
