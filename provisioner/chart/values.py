@@ -127,6 +127,11 @@ _STRICTER: Final[dict[str, FieldInfo]] = {
 
 # A Service's fixed ClusterIP, or empty (then a template `fail`s where it is needed).
 ServiceIp = Annotated[str, Field(pattern=r"^$|^[0-9]{1,3}(\.[0-9]{1,3}){3}$")]
+_LOW_BAND = (
+    "Take a free address from the low band of the Service range (its first sixteenth, 16 to "
+    "256 addresses), which the API server keeps for fixed addresses: it hands out random "
+    "ones from the rest first, where a fixed one can collide with a Service made earlier."
+)
 
 
 def _settings_field(name: str) -> tuple[Any, FieldInfo]:
@@ -242,9 +247,8 @@ class Airlock(BaseModel):
     )
     service_ip: ServiceIp = Field(
         default="",
-        description="Fixed ClusterIP of the airlock Service (a free address of the cluster's "
-        "Service range): the workspace resolver answers its name with it. Required when "
-        "dns.enabled.",
+        description="Fixed ClusterIP of the airlock Service: the workspace resolver answers "
+        f"its name with it. Required when dns.enabled. {_LOW_BAND}",
     )
     resources: Resources = Field(default=Resources(), description="Airlock container.")
 
@@ -284,7 +288,7 @@ class Hub(BaseModel):
     service_ip: ServiceIp = Field(
         default="",
         description="Fixed ClusterIP of the hub's API Service (`hub`): the workspace "
-        "resolver answers its name with it. Required when dns.enabled.",
+        f"resolver answers its name with it. Required when dns.enabled. {_LOW_BAND}",
     )
     proxy_service_type: str = Field(
         default="ClusterIP",
@@ -306,7 +310,7 @@ class Dns(BaseModel):
     service_ip: ServiceIp = Field(
         default="",
         description="Fixed ClusterIP of the resolver's Service: notebooks get it as their "
-        "only nameserver (TRE_DNS_RESOLVER_IP). Required when dns.enabled.",
+        f"only nameserver (TRE_DNS_RESOLVER_IP). Required when dns.enabled. {_LOW_BAND}",
     )
     resources: Resources = Field(
         default=Resources(memory="64Mi"), description="Resolver container."

@@ -179,7 +179,7 @@ def test_the_pods_environment_is_what_the_values_say(
     assert settings.two_approver_tier.value == "internal"
     assert settings.airlock_max_file_bytes == 1 << 30
     assert settings.hub_oidc_scopes == ["openid", "profile", "email", "groups"]
-    assert str(settings.dns_resolver_ip) == "10.0.0.53"
+    assert str(settings.dns_resolver_ip) == "10.0.0.11"
     assert settings.audit_signing_key_file == Path("/var/run/secrets/tre/audit/signing-key")
     secrets = {v["name"] for v in env if "valueFrom" in v}
     assert secrets == {"TRE_S3_ACCESS_KEY_ID", "TRE_S3_SECRET_ACCESS_KEY"}
@@ -187,7 +187,7 @@ def test_the_pods_environment_is_what_the_values_say(
 
 def test_the_resolver_table_is_the_local_nodes_with_the_service_addresses(tools: Tools) -> None:
     configmap = _rendered(tools, "ConfigMap", "tre-dns")
-    names = platform_names(Settings(), "10.0.0.81", "10.0.0.80")
+    names = platform_names(Settings(), "10.0.0.13", "10.0.0.12")
     assert configmap["data"]["Corefile"] == corefile("0.0.0.0", 53, names)
 
 
@@ -251,7 +251,7 @@ def test_install_creates_the_platform_and_its_pods_pass_pod_security(
             "jsonpath={range .items[*]}{.metadata.name}={.spec.clusterIP} {end}",
         )
     )
-    assert {"tre-dns=10.0.0.53", "hub=10.0.0.81", "tre-airlock=10.0.0.80"} <= set(services.split())
+    assert {"tre-dns=10.0.0.11", "hub=10.0.0.13", "tre-airlock=10.0.0.12"} <= set(services.split())
     # Every Deployment's pods were admitted (Pod Security restricted in tre-system and
     # tre-airlock, baseline in tre-hub): a refused pod would leave its ReplicaSet without one.
     deadline = time.monotonic() + 30

@@ -178,9 +178,9 @@ def operator_values(platform: DevCluster, settings: Settings) -> dict[str, Any]:
             "auditSigningKeySecret": SECRETS["audit"],
             "s3CredentialsSecret": SECRETS["s3"],
         },
-        "airlock": {"s3CredentialsSecret": SECRETS["s3"], "serviceIp": "10.0.0.80"},
-        "hub": {"evaluationPasswordSecret": SECRETS["password"], "serviceIp": "10.0.0.81"},
-        "dns": {"replicas": 1, "serviceIp": "10.0.0.53"},
+        "airlock": {"s3CredentialsSecret": SECRETS["s3"], "serviceIp": "10.0.0.12"},
+        "hub": {"evaluationPasswordSecret": SECRETS["password"], "serviceIp": "10.0.0.13"},
+        "dns": {"replicas": 1, "serviceIp": "10.0.0.11"},
         "networkPolicies": {
             "apiServerCidrs": [node],
             "apiServerPorts": [api_port],
@@ -330,9 +330,9 @@ def test_request_to_ready_workspace_to_notebook_on_the_installed_platform(
             "try:\n    socket.gethostbyname('example.org'); print('resolved')\n"
             "except socket.gaierror: print('no such name')"
         )
-        assert resolved.strip().splitlines() == ["10.0.0.81", "no such name"], resolved
+        assert resolved.strip().splitlines() == ["10.0.0.13", "no such name"], resolved
         pod = next(iter(admin.list(PODS, namespace=namespace_name(PROJECT))))
-        assert pod["spec"]["dnsConfig"]["nameservers"] == ["10.0.0.53"]
+        assert pod["spec"]["dnsConfig"]["nameservers"] == ["10.0.0.11"]
     finally:  # the node's two cores hold few servers: never leave one running
         hub.stop("rik", PROJECT)
 

@@ -81,7 +81,7 @@ def workspace() -> Workspace:
     )
 
 
-SETTINGS = Settings(dns_resolver_ip="10.0.0.53")
+SETTINGS = Settings(dns_resolver_ip="10.0.0.11")
 
 
 @pytest.fixture(scope="module")
