@@ -88,6 +88,9 @@ COMPONENTS = tuple(
         "kube-proxy",
     )
 )
+# What exists once kube-router's firewall and kube-proxy have synced the first time.
+KUBE_ROUTER_CHAIN = ("iptables", "-w", "5", "-S", "KUBE-ROUTER-INPUT")
+KUBE_PROXY_TABLE = ("nft", "list", "table", "ip", "kube-proxy")
 # Pods reach S3 here (the relay): a port every S3 NetworkPolicy rule opens (80 and 443).
 POD_S3_PORT = 80
 # The cluster DNS (node_services.py) answers Service names at this ClusterIP, as kube-dns does.
@@ -504,11 +507,11 @@ class Node:
         router = self._start_kube_router(binaries, ep.service_cidr)
         record(router)
         # Its filter chain exists once the policy controller has synced the first time.
-        wait_ready(router, lambda: self._has_chain(holder.pid, "KUBE-ROUTER-INPUT"), 60)
+        wait_ready(router, lambda: self._succeeds_in_node(holder.pid, *KUBE_ROUTER_CHAIN), 60)
         progress("node: starting kube-proxy (Services)")
         proxy = self._start_kube_proxy(binaries)
         record(proxy)
-        wait_ready(proxy, lambda: self._has_nft_table(holder.pid, "kube-proxy"), 60)
+        wait_ready(proxy, lambda: self._succeeds_in_node(holder.pid, *KUBE_PROXY_TABLE), 60)
 
     def start_in_node(
         self, name: str, argv: list[str], *, mount: bool = True, env: dict[str, str] | None = None
@@ -574,19 +577,10 @@ class Node:
             timeout=30,
         )
 
-    def _has_chain(self, holder_pid: int, chain: str) -> bool:
+    def _succeeds_in_node(self, holder_pid: int, *command: str) -> bool:
+        """Whether `command` exits 0 inside the node's namespaces (e.g. a rule table exists)."""
         result = subprocess.run(
-            [*enter_argv(holder_pid, mount=True), "iptables", "-w", "5", "-S", chain],
-            capture_output=True,
-            check=False,
-        )
-        return result.returncode == 0
-
-    def _has_nft_table(self, holder_pid: int, table: str) -> bool:
-        result = subprocess.run(
-            [*enter_argv(holder_pid, mount=True), "nft", "list", "table", "ip", table],
-            capture_output=True,
-            check=False,
+            [*enter_argv(holder_pid, mount=True), *command], capture_output=True, check=False
         )
         return result.returncode == 0
 
