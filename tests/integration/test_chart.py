@@ -150,6 +150,32 @@ def test_a_missing_value_fails_naming_the_key_and_the_fix(tools: Tools) -> None:
     assert "install the release into a namespace of its own" in result.stderr
 
 
+def test_the_evaluation_password_is_refused_beside_oidc(tools: Tools) -> None:
+    """The shared password replaces OIDC; a values file with both is refused, naming the key
+    (the hub would also refuse to start), and without OIDC it renders."""
+    args = ["template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON)]
+    password = ["--set", "hub.evaluationPasswordSecret=tre-hub-password"]
+    both = tools.helm(*args, *password)
+    assert both.returncode != 0
+    assert "settings.hubOidcIssuer: hub.evaluationPasswordSecret replaces OIDC" in both.stderr
+    no_oidc = [
+        "--set", "hub.oidcClientSecretSecret=", "--set", "settings.hubOidcIssuer=null",
+        "--set", "settings.hubOidcClientId=null", "--set", "settings.hubOidcCallbackUrl=null",
+        "--set", "settings.hubOidcAllowedGroup=null",
+    ]  # fmt: skip
+    rendered = tools.ok(tools.helm(*args, *password, *no_oidc))
+    hub = next(
+        d for d in yaml.safe_load_all(rendered)
+        if d and d["kind"] == "Deployment" and d["metadata"]["name"] == "hub"
+    )  # fmt: skip
+    env = {
+        e["name"]: e.get("value") for e in hub["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["TRE_HUB_DEV_AUTHENTICATOR"] == "true"
+    # the hub refuses its dev sign-in beside any OIDC variable, defaults included
+    assert not [name for name in env if name.startswith("TRE_HUB_OIDC_")]
+
+
 def _rendered(tools: Tools, kind: str, name: str) -> dict[str, Any]:
     """One object of the chart rendered with every option on."""
     rendered = tools.ok(
