@@ -5,12 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv proxy binaries node-binaries node-packages images nca checkov helm lint unit integration down clean lock
+.PHONY: demo test venv proxy binaries node-binaries node-packages images nca checkov helm lint gate unit integration down clean lock
 
 demo: venv proxy binaries  ## bring up the local platform and run the main job on it
 	@$(PY) -m provisioner.demo
 
-test: venv proxy binaries node-binaries nca checkov helm lint  ## the whole suite: lint, types, layering, unit and integration tiers
+test: venv proxy binaries node-binaries nca checkov helm lint gate  ## the whole suite: lint, types, layering, the gate's Go tests, unit and integration tiers
 	@echo "==> pytest (unit + integration against a real control plane and S3)"
 	@$(VENV)/bin/pytest
 
@@ -64,6 +64,11 @@ lint: venv
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/mypy provisioner hub_config
 	@$(VENV)/bin/lint-imports
+
+gate:  ## the browser gate's Go tests (images/gate: vet, format, go test; standard library only)
+	@echo "==> browser gate: gofmt, go vet, go test (images/gate)"
+	@cd images/gate && test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt: run 'gofmt -w images/gate'"; exit 1; }
+	@cd images/gate && GOTOOLCHAIN=local go vet ./... && GOTOOLCHAIN=local go test -count=1 ./...
 
 unit: venv
 	@$(VENV)/bin/pytest tests/unit

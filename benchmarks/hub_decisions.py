@@ -31,6 +31,7 @@ from provisioner.models.resources import (
     WorkspaceDataset,
     WorkspaceSpec,
 )
+from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.names import namespace_name
 
@@ -76,15 +77,16 @@ def main() -> None:
         apply_workspace_event(cache._workspaces, workspace_event(i))
     fill = time.perf_counter() - fill
     cache._synced = True  # what its first list does
-    profile_list = make_profile_list(cache.read)
+    profile_list = make_profile_list(cache.read, Settings())
 
     async def run() -> tuple[list[float], list[float]]:
         listing, checking = [], []
         for n in range(args.calls):
             i = (n * 7919) % args.workspaces  # spread over the cache
             spawner = SimpleNamespace(
-                user=SimpleNamespace(name=f"user-{i}"),
+                user=SimpleNamespace(name=f"user-{i}", url=f"/user/user-{i}/"),
                 name=f"proj-{i:05d}",
+                server=None,
                 namespace=namespace_name(f"proj-{i:05d}"),
             )
             start = time.perf_counter()
@@ -92,7 +94,10 @@ def main() -> None:
             listing.append(time.perf_counter() - start)
             pod = SimpleNamespace(
                 metadata=SimpleNamespace(annotations=None),
-                spec=SimpleNamespace(automount_service_account_token=False),
+                spec=SimpleNamespace(
+                    automount_service_account_token=False,
+                    containers=[*profile["kubespawner_override"]["extra_containers"]],
+                ),
             )
             start = time.perf_counter()
             confine_pod(spawner, pod)

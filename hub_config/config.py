@@ -12,7 +12,13 @@ Areas:
   namespace exists nowhere, so a server that somehow got no workspace fails closed;
 - pod security: passes Pod Security Admission `restricted` (security invariant 4): non-root
   uid 1000 / gid 100, no privilege escalation, every capability dropped, RuntimeDefault
-  seccomp, no ServiceAccount token, no init or sidecar containers;
+  seccomp, no ServiceAccount token, no init containers and one sidecar, the browser gate;
+- browser gate (security invariant 6): the hub and the proxy reach a notebook pod only at
+  its gate (images/gate, a container of its own user that the researcher cannot stop or
+  change), which refuses raw files, downloads, exports and dataset reads and meters what
+  reaches the browser; the Jupyter server listens on the pod's loopback only. The gate is
+  added per start by the workspace's profile (`hub_config.workspaces`), with the limits of
+  the workspace's tier, and `confine_pod` refuses a pod without it;
 - storage: nothing provisioned by the hub; each workspace brings its volumes (read-only
   datasets, the shared /project claim) through its profile;
 - labels: `component=singleuser-server` (KubeSpawner's default), which the project
@@ -47,6 +53,7 @@ from hub_config.workspaces import (
     confine_pod,
     make_profile_list,
     read_workspaces_from_cluster,
+    server_prefix,
 )
 from provisioner.errors import InvalidInputError
 from provisioner.models.settings import Settings
@@ -59,6 +66,7 @@ SPAWNER_CLASS: Final = "kubespawner.KubeSpawner"
 # The notebook image, labels, security contexts and DNS are defined once, for the hub and for
 # `tre check`'s probe pods (provisioner/planning/notebook_pods.py).
 NOTEBOOK_IMAGE: Final = notebook_pods.NOTEBOOK_IMAGE
+GATE_IMAGE: Final = notebook_pods.GATE_IMAGE
 # Not "tre-<slug>", so no project can ever own it, and the hub has no RoleBinding there.
 NO_WORKSPACE_NAMESPACE: Final = "no-workspace-selected"
 # Seconds. A first start pulls the image and mounts S3 datasets through the CSI driver.
@@ -161,7 +169,8 @@ def update_spawner(c: Config, settings: Settings, *, notebook_image: str = NOTEB
     # Explicit, so JupyterHub's arguments (default_url) reach the server; KubeSpawner drops
     # them when it falls back to the image's CMD.
     c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
-    # The port the project NetworkPolicies open from the hub and the proxy.
+    # The port the project NetworkPolicies open from the hub and the proxy: the browser
+    # gate's. The Jupyter server itself listens on the pod's loopback (update_gate).
     c.KubeSpawner.port = settings.notebook_port
     # The file browser's root is the container's root, so a researcher sees both the approved
     # data (/data/<dataset>, read-only) and the project files; it opens in /project. The root
@@ -202,7 +211,8 @@ def update_pod_security(c: Config, settings: Settings) -> None:
     # the Kubernetes API, and a token there would be the user's to keep.
     c.KubeSpawner.service_account = None
     c.KubeSpawner.automount_service_account_token = False
-    # Only the notebook container gets the security context above; nothing else may run.
+    # No init containers; the only other container is the browser gate, which the workspace's
+    # profile adds with its own, stricter security context (hub_config.workspaces).
     c.KubeSpawner.init_containers = []
     c.KubeSpawner.extra_containers = []
 
@@ -231,13 +241,39 @@ def update_workspaces(
     settings: Settings,
     *,
     workspace_reader: WorkspaceReader = read_workspaces_from_cluster,
+    gate_image: str = GATE_IMAGE,
 ) -> None:
-    # Called per server: the profile of the server's project, or a clear refusal.
+    # Called per server: the profile of the server's project with its browser gate, or a
+    # clear refusal.
     c.KubeSpawner.profile_list = make_profile_list(
         workspace_reader,
+        settings,
         forbidden_namespaces=names.platform_namespaces(settings),
+        gate_image=gate_image,
     )
     c.KubeSpawner.modify_pod_hook = confine_pod
+
+
+@dataclass(frozen=True)
+class LoopbackServiceUrl:
+    """KubeSpawner's `environment` callable for JUPYTERHUB_SERVICE_URL: where the Jupyter
+    server of `spawner` listens, the pod's loopback (a value object, so two configurations
+    from the same settings compare equal)."""
+
+    settings: Settings
+
+    def __call__(self, spawner: Any) -> str:
+        return notebook_pods.notebook_service_url(self.settings, server_prefix(spawner))
+
+
+def update_gate(c: Config, settings: Settings) -> None:
+    # The Jupyter server binds the pod's loopback, so nothing but the gate beside it reaches
+    # it. JupyterHub's server extension takes its address from JUPYTERHUB_SERVICE_URL above
+    # any command-line option; `environment` is applied last, so this value wins.
+    c.KubeSpawner.environment = {
+        **c.KubeSpawner.environment,
+        "JUPYTERHUB_SERVICE_URL": LoopbackServiceUrl(settings),
+    }
 
 
 def update_offline(c: Config, settings: Settings) -> None:
@@ -404,6 +440,7 @@ def apply_config(
     *,
     workspace_reader: WorkspaceReader = read_workspaces_from_cluster,
     notebook_image: str = NOTEBOOK_IMAGE,
+    gate_image: str = GATE_IMAGE,
     python: str = sys.executable,
 ) -> None:
     """Every area, in order. Only sets values on `c`."""
@@ -412,8 +449,9 @@ def apply_config(
     update_pod_security(c, settings)
     update_storage(c, settings)
     update_labels(c, settings)
-    update_workspaces(c, settings, workspace_reader=workspace_reader)
+    update_workspaces(c, settings, workspace_reader=workspace_reader, gate_image=gate_image)
     update_offline(c, settings)
+    update_gate(c, settings)
     update_dns(c, settings)
     update_urls(c, settings)
     update_auth(c, settings, auth)

@@ -11,9 +11,9 @@ no project and is refused with the list of projects the user may start.
 The decision is pure (`choose_workspace`, `profiles_for`): lists of Workspaces in, a workspace,
 profiles or a `SpawnRefused` out. The thin async glue below feeds it:
 
-- `make_profile_list(reader)` is KubeSpawner's callable `profile_list`. KubeSpawner calls it
-  when it renders the spawn form and again in `load_user_options()`, the first step of every
-  start, so each start decides on the cache as it is then. It returns exactly one profile,
+- `make_profile_list(reader, settings)` is KubeSpawner's callable `profile_list`. KubeSpawner
+  calls it when it renders the spawn form and again in `load_user_options()`, the first step
+  of every start, so each start decides on the cache as it is then. It returns exactly one profile,
   the chosen workspace's, whose `kubespawner_override` sets the namespace, volumes and mounts. A
   `profile` slug in user_options naming anything else is rejected by KubeSpawner itself
   ("No such profile"), and the profiles have no user-editable options.
@@ -46,6 +46,7 @@ import functools
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -55,7 +56,8 @@ from tornado.web import HTTPError
 from provisioner.errors import InvalidInputError, RefusedError
 from provisioner.models.resources import Workspace, WorkspacePhase
 from provisioner.models.rules import validate_project_slug
-from provisioner.planning import names
+from provisioner.models.settings import Settings
+from provisioner.planning import names, notebook_pods
 from provisioner.planning.storage import (
     PROJECT_MOUNT_PATH,
     dataset_mount_path,
@@ -162,26 +164,42 @@ def profiles_for(
     return [workspace_profile(ws, default=index == 0) for index, ws in enumerate(allowed)]
 
 
-def workspace_profile(workspace: Workspace, *, default: bool = False) -> Profile:
-    """The KubeSpawner profile of one workspace: where its notebook runs and what it mounts.
+def workspace_profile(
+    workspace: Workspace, *, default: bool = False, gate: dict[str, Any] | None = None
+) -> Profile:
+    """The KubeSpawner profile of one workspace: where its notebook runs, what it mounts and,
+    for a start, the browser gate in front of it (`gate`, made per person by
+    `make_profile_list`; the spawn form's listing needs none).
 
     Only plain values and lists are overridden: KubeSpawner *merges* a dict override into the
     trait's current dict in place, which for a dict shared through the hub's config would leak
     one project's values into another user's spawner.
     """
     storage = notebook_storage(workspace)
+    override: dict[str, Any] = {
+        # Derived from the project, never read from spec.namespace (see _refusal).
+        "namespace": names.namespace_name(workspace.name),
+        "volumes": storage.volumes,
+        "volume_mounts": storage.volume_mounts,
+    }
+    if gate is not None:
+        override["volumes"] = [*storage.volumes, notebook_pods.gate_volume()]
+        override["extra_containers"] = [gate]
     return {
         "slug": workspace.name,
         "display_name": f"Project {workspace.name}",
         "description": _description(workspace),
         "default": default,
-        "kubespawner_override": {
-            # Derived from the project, never read from spec.namespace (see _refusal).
-            "namespace": names.namespace_name(workspace.name),
-            "volumes": storage.volumes,
-            "volume_mounts": storage.volume_mounts,
-        },
+        "kubespawner_override": override,
     }
+
+
+def server_prefix(spawner: Any) -> str:
+    """The URL prefix of a server, decoded, as the proxy forwards it (JupyterHub's
+    Server.base_url: the user's URL, then the escaped server name)."""
+    server = getattr(spawner, "server", None)
+    base = server.base_url if server is not None else f"{spawner.user.url}{spawner.name}/"
+    return urllib.parse.unquote(base)
 
 
 def _refusal(user: str, workspace: Workspace, forbidden_namespaces: Collection[str]) -> str | None:
@@ -255,9 +273,14 @@ def _description(workspace: Workspace) -> str:
 
 
 def make_profile_list(
-    reader: WorkspaceReader, *, forbidden_namespaces: Collection[str] = ()
+    reader: WorkspaceReader,
+    settings: Settings,
+    *,
+    forbidden_namespaces: Collection[str] = (),
+    gate_image: str = notebook_pods.GATE_IMAGE,
 ) -> ProfileList:
-    """KubeSpawner's callable `profile_list`: the one profile of the server's project."""
+    """KubeSpawner's callable `profile_list`: the one profile of the server's project, with
+    the browser gate for this person and the workspace's tier."""
     forbidden = frozenset(forbidden_namespaces)
 
     async def profile_list(spawner: Any) -> list[Profile]:
@@ -265,7 +288,15 @@ def make_profile_list(
         workspace = choose_workspace(
             spawner.user.name, spawner.name, workspaces, forbidden_namespaces=forbidden
         )
-        return [workspace_profile(workspace, default=True)]
+        gate = notebook_pods.gate_container(
+            settings,
+            user=spawner.user.name,
+            project=workspace.name,
+            prefix=server_prefix(spawner),
+            tier=notebook_pods.workspace_tier(workspace),
+            image=gate_image,
+        )
+        return [workspace_profile(workspace, default=True, gate=gate)]
 
     return profile_list
 
@@ -295,6 +326,13 @@ def confine_pod(spawner: Any, pod: Any) -> Any:
         **(pod.metadata.annotations or {}),
         names.ANNOTATION_USER: spawner.user.name,
     }
+    containers = [_container_name(container) for container in pod.spec.containers or []]
+    if notebook_pods.GATE_CONTAINER not in containers:
+        raise SpawnRefused(
+            f"cannot start server {server_name!r}: its pod has no browser gate (container "
+            f"{notebook_pods.GATE_CONTAINER!r}), so the notebook would be reachable without "
+            "it; tell the platform admins"
+        )
     if pod.spec.automount_service_account_token is not False:
         raise SpawnRefused(
             f"cannot start server {server_name!r}: its pod would mount a ServiceAccount "
@@ -302,6 +340,11 @@ def confine_pod(spawner: Any, pod: Any) -> Any:
             "platform admins"
         )
     return pod
+
+
+def _container_name(container: Any) -> str:
+    # KubeSpawner passes extra containers on as the dicts it was given.
+    return str(container["name"] if isinstance(container, dict) else container.name)
 
 
 # --- the in-memory Workspace cache ----------------------------------------------------------

@@ -59,6 +59,7 @@ OPERATOR_SETTINGS: Final = (
     "airlock_small_count_threshold",
     "airlock_link_expiry_seconds",
     "dataset_csi_driver",
+    "browser_limits_by_tier",
 )
 
 # Chosen by the chart: the names it installs, the ports its Services use (Settings' defaults,
@@ -69,6 +70,7 @@ FIXED_SETTINGS: Final = (
     "hub_service_account",
     "hub_api_port",
     "notebook_port",
+    "notebook_server_port",
     "airlock_namespace",
     "airlock_port",
     "dns_namespace",

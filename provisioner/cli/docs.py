@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 from typer._click import core as click
@@ -142,6 +143,18 @@ def _type_name(annotation: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
     if annotation is type(None):
         return "unset"
+    if origin is dict:
+        key, value = typing.get_args(annotation)
+        return f"mapping of {_type_name(key)} to {_type_name(value)}"
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        return f"list of {_type_name(item)}"
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = ", ".join(
+            f"{info.alias or name}: {_type_name(info.annotation)}"
+            for name, info in annotation.model_fields.items()
+        )
+        return f"{{{fields}}}"
     names = {"SecretStr": "secret string", "Path": "path", "str": "string", "int": "integer",
              "float": "number", "bool": "boolean"}  # fmt: skip
     return names.get(getattr(annotation, "__name__", ""), str(annotation))
@@ -165,7 +178,9 @@ def _default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         # A list or mapping default: shown as the JSON the environment variable takes.
         made = field.default_factory()  # type: ignore[call-arg]
-        return f"`{json.dumps(made, default=str, separators=(',', ':'))}`"
+        adapter: TypeAdapter[Any] = TypeAdapter(field.annotation or Any)
+        plain = adapter.dump_python(made, mode="json", by_alias=True)
+        return f"`{json.dumps(plain, separators=(',', ':'))}`"
     if value is PydanticUndefined or value is None:
         return "unset"
     if isinstance(value, enum.Enum):

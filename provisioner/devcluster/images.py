@@ -478,7 +478,9 @@ HUB = LocalImage("hub", f"docker.io/ucloud-tre/hub:{__version__}")
 # The workspaces' resolver, CoreDNS from provisioner/devcluster/coredns/: the chart's images.dns
 # default, tagged with the CoreDNS release it is (not this package's version).
 DNS = LocalImage("dns", f"docker.io/ucloud-tre/dns:{COREDNS_VERSION.removeprefix('v')}")
-LOCAL_IMAGES = (NOTEBOOK, PLATFORM, HUB, DNS)
+# The browser gate beside every notebook; the hub asks for notebook_pods.GATE_IMAGE.
+GATE = LocalImage("gate", f"docker.io/ucloud-tre/gate:{__version__}")
+LOCAL_IMAGES = (NOTEBOOK, PLATFORM, HUB, DNS, GATE)
 NOTEBOOK_REF = NOTEBOOK.ref
 
 # What the Dockerfile's python base image brings and a Debian minbase does not, one a line:

@@ -31,7 +31,7 @@ from provisioner.devcluster.binaries import cache_dir, ensure_coredns, ensure_cs
 from provisioner.devcluster.cluster_dns import start_cluster_dns
 from provisioner.devcluster.csi import start_csi_node, stop_csi_node
 from provisioner.devcluster.dns import platform_names, write_corefile
-from provisioner.devcluster.images import DNS, NOTEBOOK, build_image
+from provisioner.devcluster.images import DNS, GATE, NOTEBOOK, build_image
 from provisioner.devcluster.node import NODE_IP, NODE_NAME, cluster_dns_ip
 from provisioner.devcluster.processes import spawn, wait_ready
 from provisioner.devcluster.s3server import dataset_reader_credentials
@@ -114,8 +114,9 @@ def start_node_services(cluster: DevCluster, settings: Settings, progress: Progr
         cluster.add_processes([volumes])
         wait_ready(volumes, lambda: "local volumes ready" in volumes.log_tail(), 60)
 
-    # The notebook of every workspace, and the resolver image the chart's tre-dns runs.
-    for image, expected in ((NOTEBOOK, "about a minute"), (DNS, "seconds")):
+    # The notebook of every workspace, the browser gate beside it, and the resolver image the
+    # chart's tre-dns runs.
+    for image, expected in ((NOTEBOOK, "about a minute"), (GATE, "seconds"), (DNS, "seconds")):
         if node.has_image(image.ref):
             continue
         archive = build_image(image, cache_dir(), progress)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Self
+from typing import Final, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from provisioner.models.types import (
@@ -19,6 +20,57 @@ from provisioner.models.types import (
     ClassificationTier,
     DatasetCsiDriver,
 )
+
+MIB: Final = 1 << 20
+
+
+class BrowserLimits(BaseModel):
+    """One tier's limits on what reaches a browser from a workspace (the browser gate)."""
+
+    # camelCase like every other key of the chart's values (readCapMib in TRE_* JSON too).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+    read_cap_mib: int = Field(
+        ge=0,
+        le=1024,
+        description="MiB. The largest file or notebook the Contents API may send to the "
+        "browser; larger ones are refused (they are still usable in notebooks).",
+    )
+    upload_cap_mib: int = Field(
+        ge=0,
+        le=4096,
+        description="MiB. The largest file a person may upload from the browser.",
+    )
+    content_budget_mib: int = Field(
+        ge=0,
+        description="MiB a day. File content and kernel and terminal output sent to the "
+        "browser; past it, reads are refused and output is cut with a message.",
+    )
+    other_budget_mib: int = Field(
+        ge=0,
+        description="MiB a day. Everything else the browser receives (the JupyterLab "
+        "application, listings, settings), so that no route is unmetered.",
+    )
+
+
+# Sized for a working day of notebooks, plots and tables: a JupyterLab load is about 10 MiB of
+# application; a plot about 0.1 MiB of output.
+DEFAULT_BROWSER_LIMITS: Final = {
+    ClassificationTier.PUBLIC: BrowserLimits(
+        read_cap_mib=16, upload_cap_mib=64, content_budget_mib=1024, other_budget_mib=2048
+    ),
+    ClassificationTier.INTERNAL: BrowserLimits(
+        read_cap_mib=8, upload_cap_mib=32, content_budget_mib=256, other_budget_mib=1024
+    ),
+    ClassificationTier.CONFIDENTIAL: BrowserLimits(
+        read_cap_mib=4, upload_cap_mib=16, content_budget_mib=64, other_budget_mib=512
+    ),
+    ClassificationTier.SENSITIVE: BrowserLimits(
+        read_cap_mib=2, upload_cap_mib=8, content_budget_mib=32, other_budget_mib=256
+    ),
+}
 
 
 class Settings(BaseSettings):
@@ -44,6 +96,28 @@ class Settings(BaseSettings):
                 f"{', '.join(EXPORT_FILE_TYPES)} (lower case, no dot)"
             )
         return sorted(set(value))
+
+    @field_validator("browser_limits_by_tier")
+    @classmethod
+    def _every_tier_limited(
+        cls, value: dict[ClassificationTier, BrowserLimits]
+    ) -> dict[ClassificationTier, BrowserLimits]:
+        missing = [tier.value for tier in ClassificationTier if tier not in value]
+        if missing:
+            raise ValueError(
+                f"no browser limits for tier(s) {missing}: list every tier (a workspace of an "
+                "unlisted tier would have no limits)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _gate_in_front(self) -> Self:
+        if self.notebook_server_port == self.notebook_port:
+            raise ValueError(
+                f"notebook_server_port: must differ from notebook_port ({self.notebook_port}), "
+                "the browser gate's port in front of the Jupyter server"
+            )
+        return self
 
     @model_validator(mode="after")
     def _separate_service_identities(self) -> Self:
@@ -154,7 +228,24 @@ class Settings(BaseSettings):
         default="hub", description="ServiceAccount that KubeSpawner uses to create pods."
     )
     hub_api_port: int = Field(default=8081, description="TCP port of the hub's API.")
-    notebook_port: int = Field(default=8888, description="TCP port of the notebook server.")
+    notebook_port: int = Field(
+        default=8888,
+        description="TCP port of a notebook pod that the hub and the proxy reach: the "
+        "browser gate's, which is the only way to the notebook server (images/gate).",
+    )
+    notebook_server_port: int = Field(
+        default=8890,
+        description="TCP port the Jupyter server listens on inside the notebook pod, on the "
+        "pod's loopback address only, so that nothing but the gate beside it reaches it.",
+    )
+    browser_limits_by_tier: dict[ClassificationTier, BrowserLimits] = Field(
+        default_factory=lambda: dict(DEFAULT_BROWSER_LIMITS),
+        description="What the browser gate of a notebook lets reach a person's browser, by the "
+        "highest classification of the workspace's datasets: the largest file opened in "
+        "JupyterLab, the largest file uploaded, and the daily budgets (UTC days, per person "
+        "and workspace) for file content plus output, and for all other traffic. Every "
+        "tier must be listed; the highest tiers are the strictest by default.",
+    )
     airlock_namespace: str = Field(
         default="tre-airlock",
         description="Namespace of the airlock service: its own, apart from the controller's, "

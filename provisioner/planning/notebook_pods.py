@@ -12,7 +12,9 @@ from __future__ import annotations
 from typing import Any, Final
 
 from provisioner import __version__
-from provisioner.models.settings import Settings
+from provisioner.models.resources import Workspace
+from provisioner.models.rules import ClassificationTier
+from provisioner.models.settings import MIB, Settings
 from provisioner.planning import names
 from provisioner.planning.network_policies import NOTEBOOK_POD_LABELS
 from provisioner.planning.storage import NOTEBOOK_GID, NOTEBOOK_UID
@@ -20,6 +22,17 @@ from provisioner.planning.storage import NOTEBOOK_GID, NOTEBOOK_UID
 # Built from images/notebook/Dockerfile and tagged with the platform version, so a hub and the
 # notebooks it starts come from one release.
 NOTEBOOK_IMAGE: Final = f"ucloud-tre/notebook:{__version__}"
+# The browser gate in front of every notebook server (images/gate), from the same release.
+GATE_IMAGE: Final = f"ucloud-tre/gate:{__version__}"
+GATE_CONTAINER: Final = "gate"
+# The gate's own user and group, not the notebook's: no process a researcher starts can
+# signal it, trace it or write its files (the containers of a pod do not share a process
+# namespace either, so none can even see it).
+GATE_UID: Final = 10002
+# Its count of the day survives a restart of the gate container in this volume, which the
+# notebook container does not mount.
+GATE_STATE_VOLUME: Final = "gate-state"
+GATE_STATE_PATH: Final = "/var/run/tre-gate"
 # z2jh's hub NetworkPolicy admits pods with this label (from other namespaces only with
 # `interNamespaceAccessLabels: accept`); our own policies are in the project namespaces.
 Z2JH_HUB_ACCESS_LABEL: Final = "hub.jupyter.org/network-access-hub"
@@ -48,13 +61,13 @@ def pod_security_context() -> dict[str, Any]:
     }
 
 
-def container_security_context() -> dict[str, Any]:
+def container_security_context(uid: int = NOTEBOOK_UID, gid: int = NOTEBOOK_GID) -> dict[str, Any]:
     """`restricted` at the container level: no privilege escalation, every capability
-    dropped."""
+    dropped; the notebook's user unless another is named (the gate's)."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": NOTEBOOK_UID,
-        "runAsGroup": NOTEBOOK_GID,
+        "runAsUser": uid,
+        "runAsGroup": gid,
         "allowPrivilegeEscalation": False,
         "privileged": False,
         "capabilities": {"drop": ["ALL"]},
@@ -90,3 +103,74 @@ def hub_connect_url(settings: Settings) -> str:
         f"http://{names.service_fqdn(names.HUB_SERVICE, settings.hub_namespace)}"
         f":{settings.hub_api_port}"
     )
+
+
+def workspace_tier(workspace: Workspace) -> ClassificationTier:
+    """The highest classification of the workspace's datasets (public without any): what its
+    browser limits follow."""
+    return max(
+        (dataset.classification for dataset in workspace.spec.datasets),
+        key=lambda tier: tier.rank,
+        default=ClassificationTier.PUBLIC,
+    )
+
+
+def notebook_service_url(settings: Settings, prefix: str) -> str:
+    """Where the Jupyter server listens: the pod's loopback, so only the gate reaches it."""
+    return f"http://127.0.0.1:{settings.notebook_server_port}{prefix}"
+
+
+def gate_container(
+    settings: Settings,
+    *,
+    user: str,
+    project: str,
+    prefix: str,
+    tier: ClassificationTier,
+    image: str = GATE_IMAGE,
+) -> dict[str, Any]:
+    """The browser gate beside a notebook: it listens on the port the hub and the proxy reach
+    (which KubeSpawner declares on the notebook container: a pod's containers share one
+    network namespace, and a second declaration of the port would be a duplicate), in front
+    of the Jupyter server on the pod's loopback, with the limits of the workspace's tier.
+
+    Its own user, a read-only root file system, every capability dropped: the researcher owns
+    every process of the notebook container and none of this one."""
+    limits = settings.browser_limits_by_tier[tier]
+    env = {
+        "GATE_LISTEN": f":{settings.notebook_port}",
+        "GATE_UPSTREAM": f"127.0.0.1:{settings.notebook_server_port}",
+        "GATE_PREFIX": prefix,
+        "GATE_USER": user,
+        "GATE_PROJECT": project,
+        "GATE_READ_CAP": str(limits.read_cap_mib * MIB),
+        "GATE_UPLOAD_CAP": str(limits.upload_cap_mib * MIB),
+        "GATE_CONTENT_BUDGET": str(limits.content_budget_mib * MIB),
+        "GATE_OTHER_BUDGET": str(limits.other_budget_mib * MIB),
+        "GATE_STATE_DIR": GATE_STATE_PATH,
+    }
+    return {
+        "name": GATE_CONTAINER,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": [{"name": name, "value": value} for name, value in env.items()],
+        "securityContext": {
+            **container_security_context(GATE_UID, GATE_UID),
+            "readOnlyRootFilesystem": True,
+        },
+        # Measured at about 10 MiB resident; the limit bounds the two bodies it may hold whole
+        # (each at most the read or upload cap).
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "32Mi"},
+            "limits": {
+                "cpu": "500m",
+                "memory": f"{64 + 2 * max(limits.read_cap_mib, limits.upload_cap_mib)}Mi",
+            },
+        },
+        "volumeMounts": [{"name": GATE_STATE_VOLUME, "mountPath": GATE_STATE_PATH}],
+    }
+
+
+def gate_volume() -> dict[str, Any]:
+    """The gate's state: the day's count, a few hundred bytes."""
+    return {"name": GATE_STATE_VOLUME, "emptyDir": {"sizeLimit": "1Mi"}}

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +39,7 @@ from pydantic import SecretStr
 
 from provisioner.controller.install import install_platform
 from provisioner.devcluster.cluster import DevCluster
+from provisioner.devcluster.hub import DevHub
 from provisioner.devcluster.node import POD_CIDR
 from provisioner.devcluster.s3server import S3Endpoint
 from provisioner.errors import RefusedError
@@ -51,8 +52,17 @@ from provisioner.planning.names import ANNOTATION_USER, hub_user, namespace_name
 from provisioner.planning.workspace import plan_workspace
 from provisioner.storage.s3 import ensure_bucket, s3_client
 from tests.conftest import reused_platform
-from tests.integration.platform_with_node import OUTSIDE_LISTENER, OUTSIDE_PORT, TRE, run_checked
+from tests.integration.platform_with_node import (
+    OUTSIDE_LISTENER,
+    OUTSIDE_PORT,
+    TRE,
+    Start,
+    run_checked,
+    start_server,
+)
 from tests.integration.workspace_world import World
+from tests.jupyter_clients import Hub, HubError, Notebook
+from tests.jupyter_clients import sign_in as sign_in_form
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -235,7 +245,9 @@ def wait_for_pod_policy(kubeconfig: Path, settings: Settings, timeout: float = 6
 def platform_with_node(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DevCluster]:
-    """A platform with a node and the hub in it, as `tre dev up --node` makes it."""
+    """A platform with a node and the hub in it, as `tre dev up --node` makes it. A test module
+    may set PLATFORM_ENV (TRE_* settings for the platform's hub and airlock, which inherit
+    them), e.g. small browser budgets that a test can cross in seconds."""
     if os.geteuid() != 0:
         pytest.fail("a platform with a node needs root (CI runs as root)")
     reused = reused_platform(request, "--reuse-node-platform")
@@ -249,6 +261,7 @@ def platform_with_node(
         text=True,
         check=False,
         timeout=1800,
+        env={**os.environ, **getattr(request.module, "PLATFORM_ENV", {})},
     )
     cluster = DevCluster(state)
     try:
@@ -278,6 +291,48 @@ def world_with_node(
 ) -> World:
     kubeconfig = platform_with_node.kubeconfig
     return World(settings_with_node, kubeconfig, tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def hub_url(platform_with_node: DevCluster) -> str:
+    """The node platform's hub, as people reach it (its proxy)."""
+    endpoints = DevHub(platform_with_node).endpoints()
+    assert endpoints is not None, "tre dev up --node started no hub"
+    return endpoints.probe_url
+
+
+@pytest.fixture(scope="module")
+def sign_in(
+    request: pytest.FixtureRequest, platform_with_node: DevCluster, hub_url: str
+) -> Callable[[str], Hub]:
+    """A person signed in on the node platform's hub with the development password: their
+    own API token, as their browser session has."""
+    password = DevHub(platform_with_node).password_file.read_text().strip()
+
+    def signed_in(user: str) -> Hub:
+        return Hub(hub_url, sign_in_form(hub_url, user, password, request.module.__name__)[1])
+
+    return signed_in
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    """`start_server`, and every server a test started is stopped when it ends: the node has
+    two cores, and the compute tier's CPU requests of servers left running would keep the next
+    test's pod from being scheduled."""
+    started: list[tuple[Hub, str, str]] = []
+
+    def starting(hub: Hub, user: str, project: str) -> Notebook:
+        started.append((hub, user, project))
+        return start_server(hub, user, project)
+
+    yield starting
+    for hub, user, project in started:
+        try:
+            hub.stop(user, project)
+            hub.wait_gone(user, project, 120)
+        except HubError:
+            pass  # already gone (a revoked member's, a test that stopped it itself)
 
 
 @pytest.fixture

@@ -128,7 +128,7 @@ def test_kubespawner_default_pod_is_refused_by_pod_security(world: World) -> Non
     assert obj is not None
     config = Config()
     config.KubeSpawner.profile_list = make_profile_list(
-        workspace_reader([Workspace.from_object(obj)])
+        workspace_reader([Workspace.from_object(obj)]), world.settings
     )
     pod = notebook_pod(world, project, "ravi", config)
     with pytest.raises(RefusedError, match=re.escape('violates PodSecurity "restricted:v1.36"')):

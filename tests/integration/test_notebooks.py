@@ -32,13 +32,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,89 +53,24 @@ from provisioner.kube.resources import EXPORT_REQUESTS, NAMESPACES, NETWORK_POLI
 from provisioner.models.resources import ExportRequest
 from provisioner.models.settings import Settings
 from provisioner.planning.names import AIRLOCK_PREFIX, POLICY_DEFAULT_DENY, namespace_name
-from tests.integration.platform_with_node import OUTSIDE_PORT, TRE, connect_code, connect_from_node
+from tests.integration.platform_with_node import (
+    OUTSIDE_PORT,
+    TRE,
+    Start,
+    connect_code,
+    connect_from_node,
+    last_json,
+    ready_project,
+)
 from tests.integration.workspace_world import APPROVERS, World
-from tests.jupyter_clients import Hub, HubError, Notebook
-from tests.jupyter_clients import sign_in as sign_in_form
+from tests.jupyter_clients import Hub, HubError
 
 pytestmark = pytest.mark.integration
-
-START_TIMEOUT = 180.0  # seconds; a first start on a busy machine, image already imported
 
 
 @pytest.fixture(scope="module")
 def world(world_with_node: World) -> World:
     return world_with_node
-
-
-@pytest.fixture(scope="module")
-def hub_url(platform_with_node: DevCluster) -> str:
-    endpoints = DevHub(platform_with_node).endpoints()
-    assert endpoints is not None, "tre dev up --node started no hub"
-    return endpoints.probe_url
-
-
-@pytest.fixture(scope="module")
-def sign_in(platform_with_node: DevCluster, hub_url: str) -> Callable[[str], Hub]:
-    password = DevHub(platform_with_node).password_file.read_text().strip()
-
-    def signed_in(user: str) -> Hub:
-        return Hub(hub_url, sign_in_form(hub_url, user, password, "test_notebooks")[1])
-
-    return signed_in
-
-
-def ready_project(world: World, members: list[str]) -> tuple[str, str, str]:
-    """(request, project, dataset) of a Ready workspace whose members are lea and `members`."""
-    dataset = world.dataset("internal", files=2)
-    request, project = world.submit(datasets=[dataset], members=members)
-    world.approve(request, "ann", "bob")
-    result = world.reconcile(project)
-    assert result.phase is not None and result.phase.value == "Ready", result
-    return request, project, dataset
-
-
-def _start(hub: Hub, user: str, project: str) -> Notebook:
-    """Start `user`'s server for `project`. For a moment after the controller made a workspace
-    Ready (or restored its policies) the platform still refuses, failing closed: the hub's
-    Workspace cache has not seen it yet (400 "no project", 503), or the API server's
-    admission parameters and RBAC have not (the spawn fails). Each is retried briefly."""
-    deadline = time.monotonic() + 30
-    while True:
-        response = hub.start(user, project)
-        if response.status_code in (201, 202):
-            try:
-                hub.wait_ready(user, project, START_TIMEOUT)
-                return Notebook(f"{hub.url}/user/{user}/{project}", hub.token)
-            except HubError:
-                if time.monotonic() > deadline:
-                    raise
-        elif response.status_code not in (400, 503) or time.monotonic() > deadline:
-            raise HubError(f"start {user}/{project}: {response.status_code} {response.text}")
-        time.sleep(0.5)
-
-
-Start = Callable[[Hub, str, str], Notebook]
-
-
-@pytest.fixture
-def start() -> Iterator[Start]:
-    """`_start`, and every server a test started is stopped when it ends: the node has two
-    cores, and the compute tier's CPU requests of servers left running would keep the next
-    test's pod from being scheduled."""
-    started: list[tuple[Hub, str, str]] = []
-
-    def starting(hub: Hub, user: str, project: str) -> Notebook:
-        started.append((hub, user, project))
-        return _start(hub, user, project)
-
-    yield starting
-    for hub, user, project in started:
-        try:
-            hub.stop(user, project)
-            hub.wait_gone(user, project, 120)
-        except HubError:
-            pass  # already gone (a revoked member's, a test that stopped it itself)
 
 
 def notebook_pod(world: World, project: str) -> dict[str, Any]:
@@ -193,11 +127,6 @@ def test_a_member_works_in_the_notebook_with_the_approved_data(
     ]  # fmt: skip
     assert started and started[-1].details["user"] == "ravi"
     assert started[-1].details["datasets"] == {dataset: pinned[dataset]}
-
-
-def last_json(text: str) -> Any:
-    """The JSON a notebook cell printed last."""
-    return json.loads(text.strip().splitlines()[-1])
 
 
 # --- nothing leaves -------------------------------------------------------------------------

@@ -317,10 +317,10 @@ def test_apply_config_has_no_internet_facing_defaults(platform_settings: Setting
 
     assert c.KubeSpawner.disable_user_config is True
     assert c.KubeSpawner.image_pull_policy == "IfNotPresent"
-    assert c.KubeSpawner.environment == {
-        "PIP_NO_INDEX": "1",
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-    }
+    environment = dict(c.KubeSpawner.environment)
+    # The Jupyter server's own address: the pod's loopback (test_kubespawner_pod_for_a_...).
+    assert isinstance(environment.pop("JUPYTERHUB_SERVICE_URL"), hub.LoopbackServiceUrl)
+    assert environment == {"PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     assert c.KubeSpawner.services_enabled is False
 
 
@@ -557,7 +557,7 @@ def test_profile_list_reads_workspaces_on_every_call(approved_workspace: Workspa
         reads += 1
         return list(seen)
 
-    profile_list = make_profile_list(reader)
+    profile_list = make_profile_list(reader, Settings())
     server = ServerStub("alice", PROJECT)
 
     (profile,) = asyncio.run(profile_list(server))
@@ -605,18 +605,42 @@ def test_kubespawner_pod_for_a_member_passes_psa_restricted(
         "fsGroup": 100,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    (container,) = spec["containers"]
+    container, gate = spec["containers"]
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["workingDir"] == "/project"
     assert container["ports"] == [{"containerPort": 8888, "name": "notebook-port"}]
     assert "initContainers" not in spec
-    volumes = {v["name"]: v["persistentVolumeClaim"] for v in spec["volumes"]}
+    volumes = {
+        v["name"]: v.get("persistentVolumeClaim", v.get("emptyDir")) for v in spec["volumes"]
+    }
     assert volumes == {
         "ds-census": {"claimName": "ds-census", "readOnly": True},
         "ds-hospital-admissions": {"claimName": "ds-hospital-admissions", "readOnly": True},
         "project": {"claimName": "project-storage"},
+        "gate-state": {"sizeLimit": "1Mi"},
     }
+    # The Jupyter server listens on the pod's loopback; the gate on the port the hub reaches.
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["JUPYTERHUB_SERVICE_URL"] == f"http://127.0.0.1:8890/user/alice/{PROJECT}/"
+    gate_env = {e["name"]: e["value"] for e in gate["env"]}
+    assert gate_env["GATE_LISTEN"] == ":8888"
+    assert gate_env["GATE_UPSTREAM"] == "127.0.0.1:8890"
+    assert gate_env["GATE_PREFIX"] == f"/user/alice/{PROJECT}/"
+    assert (gate_env["GATE_USER"], gate_env["GATE_PROJECT"]) == ("alice", PROJECT)
+    assert gate["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 10002,
+        "runAsGroup": 10002,
+        "readOnlyRootFilesystem": True,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert gate["volumeMounts"] == [{"name": "gate-state", "mountPath": "/var/run/tre-gate"}]
+    # Only the gate mounts its state; the notebook container mounts nothing of it.
+    assert "gate-state" not in {m["name"] for m in container["volumeMounts"]}
     mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
     assert mounts == {
         "/data/census": True,
@@ -657,7 +681,9 @@ def test_the_platform_resolver_is_the_only_nameserver(
 def test_psa_check_rejects_kubespawner_defaults(approved_workspace: Workspace) -> None:
     """The rule-by-rule check is not vacuous: KubeSpawner's own defaults fail it."""
     c = Config()
-    c.KubeSpawner.profile_list = make_profile_list(workspace_reader([approved_workspace]))
+    c.KubeSpawner.profile_list = make_profile_list(
+        workspace_reader([approved_workspace]), Settings()
+    )
 
     async def scenario() -> Manifest:
         return await pod_manifest(make_spawner(c, "alice", PROJECT))

@@ -158,7 +158,7 @@ def test_every_image_of_images_is_built_locally() -> None:
     assert (
         {image.name for image in LOCAL_IMAGES}
         == with_dockerfile
-        == {"notebook", "platform", "hub", "dns"}
+        == {"notebook", "platform", "hub", "dns", "gate"}
     )
     assert len({image.ref for image in LOCAL_IMAGES}) == len(LOCAL_IMAGES)
 
@@ -215,7 +215,13 @@ def test_hub_inputs_include_the_proxy_lock_and_the_config_file() -> None:
 def test_archive_paths_differ_by_image(tmp_path: Path) -> None:
     paths = [images.image_archive_path(image, tmp_path)[0] for image in LOCAL_IMAGES]
 
-    assert [path.name.split("-")[0] for path in paths] == ["notebook", "platform", "hub", "dns"]
+    assert [path.name.split("-")[0] for path in paths] == [
+        "notebook",
+        "platform",
+        "hub",
+        "dns",
+        "gate",
+    ]
     assert NOTEBOOK.ref == images.NOTEBOOK_REF
 
 

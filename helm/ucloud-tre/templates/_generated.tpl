@@ -226,6 +226,8 @@ matchExpressions:
   value: {{ .Values.settings.airlockLinkExpirySeconds | toJson | quote }}
 - name: TRE_DATASET_CSI_DRIVER
   value: {{ .Values.settings.datasetCsiDriver | quote }}
+- name: TRE_BROWSER_LIMITS_BY_TIER
+  value: {{ .Values.settings.browserLimitsByTier | toJson | quote }}
 - name: TRE_CONTROLLER_USER
   value: "system:serviceaccount:tre-system:tre-controller"
 - name: TRE_HUB_NAMESPACE
@@ -236,6 +238,8 @@ matchExpressions:
   value: "8081"
 - name: TRE_NOTEBOOK_PORT
   value: "8888"
+- name: TRE_NOTEBOOK_SERVER_PORT
+  value: "8890"
 - name: TRE_AIRLOCK_NAMESPACE
   value: "tre-airlock"
 - name: TRE_AIRLOCK_PORT

@@ -1,0 +1,3 @@
+module tre.local/gate
+
+go 1.26.0
