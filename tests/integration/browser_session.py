@@ -1,11 +1,16 @@
 """Browser sessions for tests: headless Chromium (Debian's) driven by Selenium.
 
     python browser_session.py lab HUB_URL USER PASSWORD PROJECT FILE SCREENSHOT
+    python browser_session.py work HUB_URL USER PASSWORD PROJECT DATASET_FILE,NOTEBOOK SCREENSHOT
     python browser_session.py review HUB_URL USER PASSWORD NAMESPACE/NAME VOTE SCREENSHOT
 
 `lab`, a researcher: signs in on the hub's login page, starts the named server PROJECT from
 the spawn page, waits for JupyterLab, opens FILE (a path from the file browser's root, e.g.
 data/<dataset>/x.csv), saves a screenshot and prints `opened <tab title>`.
+
+`work`, a researcher behind the browser gate (DETAIL is DATASET_FILE,NOTEBOOK): the dataset
+file is refused with the gate's message (`refused: <message>`); the notebook's plot cell runs,
+the plot shows, the notebook is saved (`plotted and saved <name>`).
 
 `review`, an output checker: signs in on the hub, opens the airlock's page
 (/services/airlock/, signed in through the hub's OAuth), opens the export NAME from the list,
@@ -33,7 +38,9 @@ from collections.abc import Callable
 from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -80,9 +87,9 @@ def sign_in(
     wait.until(expected_conditions.url_contains("/hub/"))
 
 
-def lab(
-    driver: WebDriver, wait: WebDriverWait[WebDriver], hub: str, user: str, project: str, path: str
-) -> str:
+def start_lab(
+    driver: WebDriver, wait: WebDriverWait[WebDriver], hub: str, user: str, project: str
+) -> None:
     # The spawn form offers the project's one profile (its data, its end date); Start
     # launches the named server and the page follows it to JupyterLab.
     driver.get(f"{hub}/hub/spawn/{user}/{project}")
@@ -90,15 +97,54 @@ def lab(
     driver.find_element(By.CSS_SELECTOR, "#spawn_form [type=submit]").click()
     wait.until(expected_conditions.url_contains(f"/user/{user}/{project}/lab"))
     wait.until(expected_conditions.presence_of_element_located((By.ID, "jp-main-dock-panel")))
-    driver.get(f"{hub}/user/{user}/{project}/lab/tree/{path}")
-    name = path.rsplit("/", 1)[-1]
-    tab = wait.until(
+
+
+def work(
+    driver: WebDriver, wait: WebDriverWait[WebDriver], hub: str, user: str, project: str, paths: str
+) -> str:
+    """A researcher behind the browser gate. PATHS is DATASET_FILE,NOTEBOOK: the dataset file
+    is refused with the gate's message (printed as `refused: <message>`); the notebook (one
+    code cell that draws a plot) opens, its cell runs, the plot shows, and it is saved
+    (`plotted and saved <name>`)."""
+    data_file, notebook = paths.split(",")
+    start_lab(driver, wait, hub, user, project)
+    driver.get(f"{hub}/user/{user}/{project}/lab/tree/{data_file}")
+    dialog = wait.until(
+        expected_conditions.visibility_of_element_located((By.CSS_SELECTOR, ".jp-Dialog-content"))
+    )
+    refused = " ".join(dialog.text.split())
+    print(f"refused: {refused}")
+    dialog.find_element(By.CSS_SELECTOR, ".jp-Dialog-footer button").click()
+    driver.get(f"{hub}/user/{user}/{project}/lab/tree/{notebook}")
+    editor = wait.until(
+        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Cell .cm-content"))
+    )
+    # The kernel is ready once the toolbar's status says Idle.
+    wait.until(
         expected_conditions.presence_of_element_located(
-            (By.XPATH, f"//li[contains(@class, 'lm-TabBar-tab')][contains(., '{name}')]")
+            (By.XPATH, "//*[contains(@class, 'jp-Toolbar')]//*[contains(., 'Idle')]")
         )
     )
-    time.sleep(2)  # let the grid paint before the screenshot
-    return f"opened {tab.text.strip()}"
+    editor.click()
+    ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
+    wait.until(
+        expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, ".jp-OutputArea-output img")
+        )
+    )
+    ActionChains(driver).key_down(Keys.CONTROL).send_keys("s").key_up(Keys.CONTROL).perform()
+    name = notebook.rsplit("/", 1)[-1]
+    wait.until(
+        lambda d: (
+            not d.find_elements(
+                By.XPATH,
+                f"//li[contains(@class, 'lm-TabBar-tab')][contains(@class, 'jp-mod-dirty')]"
+                f"[contains(., '{name}')]",
+            )
+        )
+    )
+    time.sleep(1)  # let the plot paint before the screenshot
+    return f"plotted and saved {name}"
 
 
 def review(
@@ -140,7 +186,7 @@ def review(
 
 
 Session = Callable[[WebDriver, "WebDriverWait[WebDriver]", str, str, str, str], str]
-SESSIONS: dict[str, Session] = {"lab": lab, "review": review}
+SESSIONS: dict[str, Session] = {"work": work, "review": review}
 
 
 def main(

@@ -335,6 +335,44 @@ def start() -> Iterator[Start]:
             pass  # already gone (a revoked member's, a test that stopped it itself)
 
 
+# Screenshots are kept here for people to look at (CI keeps the directory as an artifact).
+ARTIFACTS = Path(os.environ.get("TRE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
+
+Browse = Callable[[str, str, str, str, str], "tuple[subprocess.CompletedProcess[str], Path]"]
+
+
+@pytest.fixture(scope="module")
+def browse(platform_with_node: DevCluster) -> Browse:
+    """Run a session of browser_session.py (SESSION USER WHAT DETAIL, as it documents) as USER
+    with the hub's development password, in the node's network namespace (the hub's proxy is
+    there, and no route out); its screenshot is kept as test-artifacts/<name>."""
+    hub = DevHub(platform_with_node)
+    endpoints = hub.endpoints()
+    assert endpoints is not None
+    password = hub.password_file.read_text().strip()
+
+    def run(
+        session: str, user: str, what: str, detail: str, name: str
+    ) -> tuple[subprocess.CompletedProcess[str], Path]:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        screenshot = ARTIFACTS / name
+        screenshot.unlink(missing_ok=True)
+        done = subprocess.run(
+            [
+                "nsenter", "-t", str(platform_with_node.node().holder_pid), "-n", "--",
+                sys.executable, str(Path(__file__).with_name("browser_session.py")),
+                session, endpoints.public_url, user, password, what, detail, str(screenshot),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )  # fmt: skip
+        return done, screenshot
+
+    return run
+
+
 @pytest.fixture
 def outside_host(platform_with_node: DevCluster, settings_with_node: Settings) -> Iterator[str]:
     """A host outside the node, in a network namespace of this test, linked to the node as its

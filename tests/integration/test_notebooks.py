@@ -23,9 +23,10 @@ Behaviours under test:
   is out of the notebook's reach;
 - a deny-all policy deleted by hand: new starts are refused until the next pass restores it;
 - a revoked request: the running server is gone after the next pass;
-- in a browser: a researcher opens the data in JupyterLab; an output checker signs in on the
-  hub, opens the export on the airlock's page, sees the automated checks, votes on every file,
-  and the page and the ExportRequest show the review (screenshots kept in test-artifacts/).
+- in a browser (a researcher's JupyterLab behind the gate is in test_browser_gate.py): an
+  output checker signs in on the hub, opens the export on the airlock's page, sees the
+  automated checks, votes on every file, and the page and the ExportRequest show the review
+  (screenshots kept in test-artifacts/).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import datetime as dt
 import hashlib
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -47,12 +47,13 @@ import requests
 from provisioner.airlock.keys import ExportRef
 from provisioner.airlock.quarantine import META_SHA256
 from provisioner.devcluster.cluster import DevCluster
-from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS, DevHub
+from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS
 from provisioner.devcluster.node import NODE_IP
 from provisioner.kube.resources import EXPORT_REQUESTS, NAMESPACES, NETWORK_POLICIES, PODS
 from provisioner.models.resources import ExportRequest
 from provisioner.models.settings import Settings
 from provisioner.planning.names import AIRLOCK_PREFIX, POLICY_DEFAULT_DENY, namespace_name
+from tests.integration.conftest import Browse
 from tests.integration.platform_with_node import (
     OUTSIDE_PORT,
     TRE,
@@ -296,58 +297,6 @@ def test_a_revoked_member_loses_the_running_server_at_the_next_pass(
 
 
 # --- in a browser -------------------------------------------------------------------------------
-
-# Screenshots are kept here for people to look at (CI keeps the directory as an artifact).
-ARTIFACTS = Path(os.environ.get("TRE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
-
-
-Browse = Callable[[str, str, str, str, str], "tuple[subprocess.CompletedProcess[str], Path]"]
-
-
-@pytest.fixture(scope="module")
-def browse(platform_with_node: DevCluster) -> Browse:
-    """Run a session of browser_session.py (SESSION USER WHAT DETAIL, as it documents) as USER
-    with the hub's development password, in the node's network namespace (the hub's proxy is
-    there, and no route out); its screenshot is kept as test-artifacts/<name>."""
-    hub = DevHub(platform_with_node)
-    endpoints = hub.endpoints()
-    assert endpoints is not None
-    password = hub.password_file.read_text().strip()
-
-    def run(
-        session: str, user: str, what: str, detail: str, name: str
-    ) -> tuple[subprocess.CompletedProcess[str], Path]:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        screenshot = ARTIFACTS / name
-        screenshot.unlink(missing_ok=True)
-        done = subprocess.run(
-            [
-                "nsenter", "-t", str(platform_with_node.node().holder_pid), "-n", "--",
-                sys.executable, str(Path(__file__).with_name("browser_session.py")),
-                session, endpoints.public_url, user, password, what, detail, str(screenshot),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=600,
-        )  # fmt: skip
-        return done, screenshot
-
-    return run
-
-
-def test_a_researcher_opens_the_data_in_jupyterlab_in_a_browser(
-    world: World, browse: Browse
-) -> None:
-    _, project, dataset = ready_project(world, ["rosa"])
-
-    session, screenshot = browse(
-        "lab", "rosa", project, f"data/{dataset}/part-0.csv", "jupyterlab-dataset.png"
-    )
-
-    assert session.returncode == 0, session.stdout + session.stderr
-    assert session.stdout.strip().splitlines()[-1] == "opened part-0.csv"
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_an_output_checker_reviews_an_export_in_a_browser(
