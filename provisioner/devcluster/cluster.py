@@ -14,6 +14,10 @@ Everything binds to 127.0.0.1 on free ports and lives in one state directory:
     <state>/node/          the node's state, configs and logs, when there is one (node.py)
     <state>/egress-selector.yaml, node-egress.sock  the apiserver's way to the node's kubelet
 
+The state directory is the caller's alone (state_dir.py: made 0700; someone else's, a looser
+one or a symlink is refused before anything in it is read), and etcd answers only the
+apiserver's client certificate (certs.py).
+
 The apiserver runs RBAC authorization, PodSecurity and ValidatingAdmissionPolicy admission, and
 signs ServiceAccount tokens; the admin identity is in system:masters, so it may impersonate
 (``kubectl --as``). Without a node (the default) pods stay Pending and NetworkPolicies are
