@@ -5,9 +5,9 @@ Behaviours under test, each by playing the attack on the real component:
 - S2, etcd: a local user who knows etcd's port (it is in `ps`) can neither read nor write it:
   plain HTTP, TLS without a client certificate, with a certificate of a CA of their own (made
   with the platform's own tool), and with the platform's *admin* certificate (another CA) are
-  all refused, so the ClusterRoleBinding that would make everyone cluster-admin is never
-  written; the apiserver's etcd client certificate is the one that works, and the platform
-  serves as before;
+  all refused (its peer port too), so the ClusterRoleBinding that would make everyone
+  cluster-admin is never written; the apiserver's etcd client certificate is the one that
+  works, and the platform serves as before;
 - S3, the state directory: `tre dev up` and `tre dev down` refuse a state directory owned by
   someone else, with a looser mode, that is a symlink, that holds someone else's file, or that
   lies in a directory others may write, naming the path and the fix; they read nothing in it:
@@ -133,6 +133,15 @@ def test_etcd_refuses_everyone_but_the_apiserver_and_the_platform_works(
                 answer = _etcd_call(base + path, body, context)
                 pytest.fail(f"{what}: etcd answered {path}: {answer[:200]!r}")
             print(f"{what} {path}: refused ({refused.value})")
+
+    # The peer port (raft, membership) takes only etcd's own certificate, too.
+    peer = int(json.loads((dev_platform.state_dir / "ports.json").read_text())["etcd-peer"])
+    for context in (None, attempts["a certificate of the attacker's own CA"][1]):
+        scheme = "http" if context is None else "https"
+        with pytest.raises(OSError):
+            urllib.request.urlopen(
+                f"{scheme}://127.0.0.1:{peer}/members", timeout=5, context=context
+            )
 
     # The one client etcd accepts: the apiserver's certificate of etcd's CA.
     apiserver = ssl.create_default_context(cafile=str(pki.etcd_ca_cert))
