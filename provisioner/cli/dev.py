@@ -22,7 +22,8 @@ StateDir = Annotated[
     typer.Option(
         "--state-dir",
         envvar="TRE_DEV_DIR",
-        help="Where the platform keeps its data, certificates and logs "
+        help="Where the platform keeps its data, certificates and logs; yours alone: made "
+        "with mode 0700, and refused if it is a symlink, another user's or theirs to change "
         "[default: <tmp>/ucloud-tre-dev-<uid>].",
         show_default=False,
     ),

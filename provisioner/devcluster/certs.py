@@ -2,8 +2,15 @@
 
 One throwaway CA signs the apiserver's serving certificate and the client certificates of
 the admin (group ``system:masters``, so it may impersonate anyone, like ``kubectl --as``) and
-of the controller-manager. A separate RSA key pair signs ServiceAccount tokens. Everything is
-written with mode 0600 into the cluster's state directory and never leaves it.
+of the controller-manager. A separate RSA key pair signs ServiceAccount tokens.
+
+etcd has a CA of its own (as kubeadm's ``etcd/ca``): it signs etcd's serving (and peer)
+certificate and one client certificate, the apiserver's. etcd runs with ``--client-cert-auth``
+and trusts only that CA, so no other certificate the platform issues (the admin's, a node's,
+one the controller-manager signs for an approved CSR) opens etcd, and neither does a local
+user without the key: whoever writes to etcd directly is cluster-admin, and with a node, root.
+
+Everything is written with mode 0600 into the cluster's state directory and never leaves it.
 """
 
 from __future__ import annotations
@@ -54,6 +61,23 @@ class PkiPaths:
     def sa_private(self) -> Path:
         return self.root / "sa.key"
 
+    @property
+    def etcd_ca_cert(self) -> Path:
+        return self.root / "etcd-ca.crt"
+
+    @property
+    def etcd_ca_key(self) -> Path:
+        return self.root / "etcd-ca.key"
+
+    @property
+    def etcd_cert(self) -> Path:
+        """etcd's serving certificate, also its peer certificate (one member, on loopback)."""
+        return self.root / "etcd.crt"
+
+    @property
+    def etcd_key(self) -> Path:
+        return self.root / "etcd.key"
+
     def client_cert(self, name: str) -> Path:
         return self.root / f"{name}.crt"
 
@@ -66,6 +90,8 @@ CLIENT_IDENTITIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "admin": ("tre-admin", ("system:masters",)),
     "controller-manager": ("system:kube-controller-manager", ()),
 }
+# The apiserver's client certificate towards etcd (signed by the etcd CA): file stem.
+ETCD_CLIENT = "apiserver-etcd-client"
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -172,16 +198,41 @@ def ensure_client_cert(paths: PkiPaths, stem: str, user: str, groups: tuple[str,
 
 
 def ensure_pki(paths: PkiPaths, serving_ips: tuple[str, ...] = ()) -> None:
-    """Create the CA, serving, client and ServiceAccount keys once; keep existing ones."""
+    """Create the CA, serving, client and ServiceAccount keys once, and etcd's CA and
+    certificates once; keep existing ones."""
+    _ensure_cluster_pki(paths, serving_ips)
+    _ensure_etcd_pki(paths)
+
+
+def _new_ca(common_name: str) -> tuple[x509.Name, ec.EllipticCurvePrivateKey, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(common_name)
+    cert = _issue(name, key, name, key, ca=True, usages=[])
+    return name, key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _issue_serving(
+    key_path: Path,
+    cert_path: Path,
+    subject: x509.Name,
+    sans: list[x509.GeneralName],
+    ca_name: x509.Name,
+    ca_key: ec.EllipticCurvePrivateKey,
+    usages: list[x509.ObjectIdentifier],
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _issue(subject, key, ca_name, ca_key, ca=False, usages=usages, sans=sans)
+    _write(key_path, _key_pem(key))
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _ensure_cluster_pki(paths: PkiPaths, serving_ips: tuple[str, ...]) -> None:
     if paths.ca_cert.exists() and paths.sa_private.exists():
         return
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("ucloud-tre-dev-ca")
-    ca_cert = _issue(ca_name, ca_key, ca_name, ca_key, ca=True, usages=[])
+    ca_name, ca_key, ca_pem = _new_ca("ucloud-tre-dev-ca")
     _write(paths.ca_key, _key_pem(ca_key))
-    _write(paths.ca_cert, ca_cert.public_bytes(serialization.Encoding.PEM))
+    _write(paths.ca_cert, ca_pem)
 
-    serving_key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes"),
@@ -191,17 +242,15 @@ def ensure_pki(paths: PkiPaths, serving_ips: tuple[str, ...] = ()) -> None:
         # Where else clients reach it (pods: the kubernetes Service's ClusterIP, the node IP).
         *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in serving_ips),
     ]
-    serving = _issue(
+    _issue_serving(
+        paths.serving_key,
+        paths.serving_cert,
         _name("kube-apiserver"),
-        serving_key,
+        sans,
         ca_name,
         ca_key,
-        ca=False,
-        usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-        sans=sans,
+        [ExtendedKeyUsageOID.SERVER_AUTH],
     )
-    _write(paths.serving_key, _key_pem(serving_key))
-    _write(paths.serving_cert, serving.public_bytes(serialization.Encoding.PEM))
 
     for stem, (user, groups) in CLIENT_IDENTITIES.items():
         _issue_client(paths, stem, user, groups, ca_name, ca_key)
@@ -215,6 +264,25 @@ def ensure_pki(paths: PkiPaths, serving_ips: tuple[str, ...] = ()) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         ),
     )
+
+
+def _ensure_etcd_pki(paths: PkiPaths) -> None:
+    if paths.etcd_ca_cert.exists() and paths.client_cert(ETCD_CLIENT).exists():
+        return
+    ca_name, ca_key, ca_pem = _new_ca("ucloud-tre-dev-etcd-ca")
+    _write(paths.etcd_ca_key, _key_pem(ca_key))
+    _write(paths.etcd_ca_cert, ca_pem)
+    _issue_serving(
+        paths.etcd_key,
+        paths.etcd_cert,
+        _name("etcd"),
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        ca_name,
+        ca_key,
+        # The peer listener presents it as a server and dials with it as a client.
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+    _issue_client(paths, ETCD_CLIENT, "kube-apiserver", (), ca_name, ca_key)
 
 
 def write_kubeconfig(path: Path, server: str, pki: PkiPaths, stem: str, user: str) -> None:

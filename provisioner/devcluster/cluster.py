@@ -2,8 +2,10 @@
 
 Everything binds to 127.0.0.1 on free ports and lives in one state directory:
 
-    <state>/pki/           CA, serving and client certificates, ServiceAccount signing key
-    <state>/etcd/          etcd data (fsync off: throwaway data, much faster)
+    <state>/pki/           CA, serving and client certificates, ServiceAccount signing key;
+                           etcd's own CA, its certificate, the apiserver's client cert for it
+    <state>/etcd/          etcd data (fsync off: throwaway data, much faster); etcd serves
+                           TLS and answers only the apiserver's client certificate
     <state>/kubeconfig     admin kubeconfig (user tre-admin, group system:masters)
     <state>/s3/            the S3 server (see s3server.py)
     <state>/audit-signing.key  the controller's audit signing key (Ed25519, PEM, 0600)
@@ -11,6 +13,10 @@ Everything binds to 127.0.0.1 on free ports and lives in one state directory:
     <state>/*.log          one log per component
     <state>/node/          the node's state, configs and logs, when there is one (node.py)
     <state>/egress-selector.yaml, node-egress.sock  the apiserver's way to the node's kubelet
+
+The state directory is the caller's alone (state_dir.py: made 0700; someone else's, a looser
+one or a symlink is refused before anything in it is read), and etcd answers only the
+apiserver's client certificate (certs.py).
 
 The apiserver runs RBAC authorization, PodSecurity and ValidatingAdmissionPolicy admission, and
 signs ServiceAccount tokens; the admin identity is in system:masters, so it may impersonate
@@ -43,6 +49,7 @@ from provisioner.devcluster.binaries import (
     ensure_node_binaries,
 )
 from provisioner.devcluster.certs import (
+    ETCD_CLIENT,
     PkiPaths,
     ensure_client_cert,
     ensure_pki,
@@ -71,6 +78,7 @@ from provisioner.devcluster.processes import (
     wait_until_ready,
 )
 from provisioner.devcluster.s3server import S3Endpoint, s3_status, start_s3, stop_s3
+from provisioner.devcluster.state_dir import check_state_dir, ensure_state_dir
 from provisioner.errors import DevClusterError
 
 Progress = Callable[[str], None]
@@ -176,6 +184,7 @@ class DevCluster:
         controller may sign audit entries. In a cluster only the controller's pod mounts the
         key's Secret; locally `controller_env` adds it for the controller process.
         """
+        check_state_dir(self.state_dir)  # its kubeconfig and S3 keys go into people's shells
         s3 = self.s3()
         return {
             "KUBECONFIG": str(self.kubeconfig),
@@ -208,6 +217,8 @@ class DevCluster:
         platform too). Returns False if it was already running as asked."""
         if node:
             check_prerequisites()  # before anything starts: root, packages, commands
+        # Before anything in it is read: a directory someone else made is never adopted.
+        ensure_state_dir(self.state_dir)
         if self.is_ready():
             if node and not self.has_node():
                 self.add_node(progress)
@@ -218,7 +229,7 @@ class DevCluster:
             progress("found a partly running platform; stopping it first")
             self.down(progress, purge=True)
         binaries = ensure_binaries(progress)
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        ensure_state_dir(self.state_dir)  # again: the partly running one was purged
         # Pods on a node reach the apiserver at the kubernetes Service's ClusterIP (the first
         # address of the range) and at the node IP it advertises: both must be in its cert.
         ensure_pki(self.pki, (str(ipaddress.IPv4Network(SERVICE_CIDR)[1]), NODE_IP))
@@ -232,7 +243,10 @@ class DevCluster:
         try:
             progress("starting etcd")
             started.append(self._start_etcd(binaries, ports))
-            self._wait(started[-1], lambda: _http_ok(f"http://127.0.0.1:{ports['etcd']}/health"))
+            self._wait(
+                started[-1],
+                lambda: _http_ok(f"https://127.0.0.1:{ports['etcd']}/health", self._etcd_context()),
+            )
             progress("starting kube-apiserver")
             started.append(self._start_apiserver(binaries, ports))
             self._write_kubeconfigs(ports)
@@ -317,6 +331,7 @@ class DevCluster:
 
     def down(self, progress: Progress, *, purge: bool = True) -> bool:
         """Stop what we started (newest first). Returns False if nothing was running."""
+        check_state_dir(self.state_dir)  # its processes.json names the pids to signal
         procs = self.processes()
         was_running = any(p.alive() for p in procs) or s3_status(self.state_dir / "s3") is not None
         # The node first: its kubelet and relay need the apiserver and S3 to stop cleanly.
@@ -334,8 +349,9 @@ class DevCluster:
     # --- components -------------------------------------------------------------------------
 
     def _start_etcd(self, b: Binaries, ports: dict[str, int]) -> Process:
-        client = f"http://127.0.0.1:{ports['etcd']}"
-        peer = f"http://127.0.0.1:{ports['etcd-peer']}"
+        p = self.pki
+        client = f"https://127.0.0.1:{ports['etcd']}"
+        peer = f"https://127.0.0.1:{ports['etcd-peer']}"
         return spawn(
             "etcd",
             [
@@ -344,9 +360,20 @@ class DevCluster:
                 f"--data-dir={self.state_dir / 'etcd'}",
                 f"--listen-client-urls={client}",
                 f"--advertise-client-urls={client}",
+                # Whoever writes to etcd is cluster-admin (and root, with a node), and any
+                # local user can reach 127.0.0.1: TLS, and only certificates of etcd's own CA
+                # (certs.py: the apiserver's is the one client certificate it signs).
+                f"--cert-file={p.etcd_cert}",
+                f"--key-file={p.etcd_key}",
+                "--client-cert-auth",
+                f"--trusted-ca-file={p.etcd_ca_cert}",
                 f"--listen-peer-urls={peer}",
                 f"--initial-advertise-peer-urls={peer}",
                 f"--initial-cluster=dev={peer}",
+                f"--peer-cert-file={p.etcd_cert}",
+                f"--peer-key-file={p.etcd_key}",
+                "--peer-client-cert-auth",
+                f"--peer-trusted-ca-file={p.etcd_ca_cert}",
                 "--unsafe-no-fsync",  # throwaway data: durability is not worth the latency here
                 "--log-level=warn",
             ],
@@ -367,7 +394,10 @@ class DevCluster:
             "kube-apiserver",
             [
                 str(b.kube_apiserver),
-                f"--etcd-servers=http://127.0.0.1:{ports['etcd']}",
+                f"--etcd-servers=https://127.0.0.1:{ports['etcd']}",
+                f"--etcd-cafile={p.etcd_ca_cert}",
+                f"--etcd-certfile={p.client_cert(ETCD_CLIENT)}",
+                f"--etcd-keyfile={p.client_key(ETCD_CLIENT)}",
                 "--bind-address=127.0.0.1",
                 # The endpoint of Service default/kubernetes: where pods on the node reach the
                 # apiserver (the relay listens there). A loopback address would give the Service
@@ -442,6 +472,14 @@ class DevCluster:
         ctx.load_cert_chain(str(self.pki.client_cert("admin")), str(self.pki.client_key("admin")))
         return ctx
 
+    def _etcd_context(self) -> ssl.SSLContext:
+        """TLS to etcd as the apiserver (the one client etcd accepts)."""
+        ctx = ssl.create_default_context(cafile=str(self.pki.etcd_ca_cert))
+        ctx.load_cert_chain(
+            str(self.pki.client_cert(ETCD_CLIENT)), str(self.pki.client_key(ETCD_CLIENT))
+        )
+        return ctx
+
     def _get(self, path: str) -> int:
         """HTTP status of an admin GET against the apiserver; 0 when it does not answer."""
         try:
@@ -473,9 +511,11 @@ def _ensure_audit_signing_key(path: Path) -> None:
         f.write(pem)
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, context: ssl.SSLContext) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(  # noqa: S310 - loopback
+            url, timeout=2, context=context
+        ) as response:
             return bool(response.status == 200)
     except (OSError, ValueError):
         return False

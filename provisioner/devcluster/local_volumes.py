@@ -14,6 +14,13 @@ StorageClass and its provisioner, and nothing more:
   `<root>/<claim uid>` owned by the notebook user's group (setgid, 2775, so members share
   files); a Released volume of ours loses its directory and its object.
 
+It runs as root on the host, and PersistentVolumes are objects anyone with PV rights writes:
+no field of an object names a host path. A directory is `<root>/<uid>` only for a uid in the
+API server's UUID form, only when that resolves to a direct child of `<root>` that is not a
+symlink, and a Released volume's directory is removed only when the volume is exactly the one
+this provisioner made for that claim (its name and its path). Anything else is refused and
+said, never created, chowned or deleted (`volume_directory`).
+
 It runs as a recorded process of the platform (`python -m provisioner.devcluster.local_volumes`)
 polling once a second: a dev platform has a handful of claims.
 """
@@ -22,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +45,34 @@ PROVISIONER: Final = "tre.dev/local"
 PVS = RESOURCES[("v1", "PersistentVolume")]
 PVCS = RESOURCES[("v1", "PersistentVolumeClaim")]
 Manifest = dict[str, Any]
+# metadata.uid as the API server writes it (a random RFC 4122 UUID, lower case).
+UID_PATTERN: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+class RefusedPath(ValueError):
+    """An object names a host path outside the provisioner's own directories."""
+
+
+def volume_name(uid: str) -> str:
+    return f"local-{uid}"
+
+
+def volume_directory(host_root: Path, uid: object) -> Path:
+    """The directory of the claim with `uid` under `host_root`; RefusedPath for a uid that is
+    not a UUID (a path, `..`) or whose directory is not a real directory right under the root
+    (a symlink planted there would lead the chown or the delete anywhere)."""
+    if not isinstance(uid, str) or not UID_PATTERN.fullmatch(uid):
+        raise RefusedPath(f"claim uid {uid!r} is not a UUID")
+    root = host_root.resolve()
+    directory = root / uid
+    try:
+        if stat.S_ISLNK(os.lstat(directory).st_mode):
+            raise RefusedPath(f"{directory} is a symbolic link")
+    except FileNotFoundError:
+        pass
+    if directory.resolve().parent != root:
+        raise RefusedPath(f"{directory} is not inside {root}")
+    return directory
 
 
 def storage_class() -> Manifest:
@@ -59,7 +96,7 @@ def volume_for(claim: Manifest, node: str, path: str) -> Manifest:
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {
-            "name": f"local-{meta['uid']}",
+            "name": volume_name(meta["uid"]),
             "annotations": {"pv.kubernetes.io/provisioned-by": PROVISIONER},
         },
         "spec": {
@@ -95,27 +132,43 @@ def volume_for(claim: Manifest, node: str, path: str) -> Manifest:
 
 
 def provision_once(kube: Kube, host_root: Path, node_root: str, node: str) -> list[str]:
-    """One round: volumes for new claims, clean-up of released ones. Returns what it did."""
+    """One round: volumes for new claims, clean-up of released ones. Returns what it did,
+    and what it refused (an object that names a path outside `host_root`)."""
     done = []
     ours = {pv["metadata"]["name"]: pv for pv in kube.list(PVS) if _ours(pv)}
     for claim in kube.list(PVCS):
         spec, meta = claim["spec"], claim["metadata"]
         if spec.get("storageClassName") != STORAGE_CLASS or spec.get("volumeName"):
             continue
-        if f"local-{meta['uid']}" in ours:
+        if volume_name(meta["uid"]) in ours:
             continue  # made; the binder has not caught up yet
-        directory = host_root / meta["uid"]
-        directory.mkdir(parents=True, exist_ok=True)
-        os.chown(directory, NOTEBOOK_UID, NOTEBOOK_GID)
+        try:
+            directory = volume_directory(host_root, meta["uid"])
+        except RefusedPath as exc:
+            done.append(f"refused claim {meta['namespace']}/{meta['name']}: {exc}")
+            continue
+        directory.mkdir(exist_ok=True)
+        os.chown(directory, NOTEBOOK_UID, NOTEBOOK_GID, follow_symlinks=False)
         directory.chmod(0o2775)
         kube.create(volume_for(claim, node, f"{node_root}/{meta['uid']}"))
         done.append(f"provisioned {meta['namespace']}/{meta['name']}")
     for name, pv in ours.items():
-        if (pv.get("status") or {}).get("phase") == "Released":
-            uid = pv["spec"]["claimRef"]["uid"]
-            shutil.rmtree(host_root / uid, ignore_errors=True)
-            kube.delete(PVS, name)
-            done.append(f"deleted {name}")
+        if (pv.get("status") or {}).get("phase") != "Released":
+            continue
+        spec = pv.get("spec") or {}
+        uid = (spec.get("claimRef") or {}).get("uid")
+        try:
+            directory = volume_directory(host_root, uid)
+            # Only the volume made for that claim, at the path made for it: another object
+            # naming a live claim's uid must not take that claim's files with it.
+            if name != volume_name(str(uid)) or spec.get("local") != {"path": f"{node_root}/{uid}"}:
+                raise RefusedPath(f"{name} is not the volume made for claim uid {uid}")
+        except RefusedPath as exc:
+            done.append(f"refused to clean up {name}: {exc}")
+            continue
+        shutil.rmtree(directory, ignore_errors=True)
+        kube.delete(PVS, name)
+        done.append(f"deleted {name}")
     return done
 
 
@@ -136,9 +189,14 @@ def main() -> None:
     kube = Kube(api_client(args.kubeconfig), field_manager="tre-dev-local-volumes")
     kube.apply(storage_class())
     print("local volumes ready", flush=True)
+    refusals: set[str] = set()  # a hostile object stays: say so once, not every second
     while True:
         try:
             for line in provision_once(kube, args.host_root, args.node_root, args.node):
+                if line in refusals:
+                    continue
+                if line.startswith("refused"):
+                    refusals.add(line)
                 print(line, flush=True)
         except Exception as exc:  # a dev helper: say it and try again
             print(f"error: {exc}", flush=True)

@@ -20,7 +20,9 @@ What runs where (all started by `tre dev up --node`, all recorded in ``processes
 - **Mount namespace.** Private to the host (nothing propagates back), ``/`` made rshared inside
   (kubelet's volume mounts need it), a tmpfs on ``/run`` and ``<state>/node/var-lib`` and
   ``var-log`` bound on ``/var/lib`` and ``/var/log``: containerd, kubelet and CNI use their
-  default paths without touching the host's.
+  default paths without touching the host's. Read-only files bound over the kubelet's
+  machine-wide kernel tunables in ``/proc/sys`` show it the values it wants, so it changes
+  none of the host's (``KUBELET_KERNEL_DEFAULTS``).
 - **The relay** (relay.py) makes the host's apiserver and S3 reachable at the same
   127.0.0.1 URLs inside the node, so the node's kubeconfigs equal the host's; and it is the
   apiserver's CONNECT proxy (egress selector) to the kubelet for exec, logs, port-forward.
@@ -102,6 +104,23 @@ CONTAINERD_SOCKET = "/run/containerd/containerd.sock"  # inside the node's mount
 # Commands the node runs on the host's binaries (inside its namespaces).
 HOST_COMMANDS = ("unshare", "nsenter", "ip", "mount", "sysctl", "iptables", "ipset", "nft", "sleep")
 CNI_PLUGINS = ("bridge", "host-local", "loopback")
+# The machine-wide sysctls kubelet v1.36 sets on start unless `protectKernelDefaults` is on,
+# with the values it wants (pkg/kubelet/cm/container_manager_linux.go, setupKernelTunables):
+# panic 10 s after any oops, overcommit always. They are not namespaced: set from the node, they
+# would change the developer's machine. So the kubelet runs with `protectKernelDefaults: true`
+# (it never writes them, and refuses to start if it reads other values) and reads, inside the
+# node's mount namespace only, read-only files holding these values bound over /proc/sys
+# (`kernel_defaults_masks`); the host keeps its own. A kubelet that wants another value fails
+# at start, naming it, instead of changing the host.
+KUBELET_KERNEL_DEFAULTS = {
+    "vm/overcommit_memory": 1,
+    "vm/panic_on_oom": 0,
+    "kernel/panic": 10,
+    "kernel/panic_on_oops": 1,
+    "kernel/keys/root_maxkeys": 1000000,
+    "kernel/keys/root_maxbytes": 25000000,
+}
+PROC_SYS = Path("/proc/sys")
 
 
 @dataclass(frozen=True)
@@ -298,6 +317,8 @@ def kubelet_config(ca_cert: Path, cgroup_root: str, cluster_dns_ip: str) -> dict
         "cgroupRoot": cgroup_root,
         # These machines run cgroup v1 (hybrid); 1.36 still supports it when asked to.
         "failCgroupV1": False,
+        # Never write the machine-wide kernel tunables (KUBELET_KERNEL_DEFAULTS).
+        "protectKernelDefaults": True,
         "failSwapOn": False,
         "authentication": {
             "anonymous": {"enabled": False},
@@ -613,6 +634,7 @@ class Node:
             ["mount", "--bind", str(self.dir / "var-lib"), "/var/lib"],
             ["mount", "--bind", str(self.dir / "var-log"), "/var/log"],
             ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"],  # this namespace's, not the host's
+            *kernel_defaults_masks(self.dir / "kernel-defaults"),
         ]
         for step in steps:
             result = subprocess.run([*enter, *step], capture_output=True, text=True, check=False)
@@ -783,6 +805,19 @@ class Node:
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def kernel_defaults_masks(directory: Path) -> list[list[str]]:
+    """Write one file per KUBELET_KERNEL_DEFAULTS entry into `directory` and return the
+    commands that bind each, read-only, over its /proc/sys file (run inside the node's mount
+    namespace: the host's /proc/sys stays as it is)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    commands = []
+    for name, value in KUBELET_KERNEL_DEFAULTS.items():
+        mask = directory / name.replace("/", ".")
+        mask.write_text(f"{value}\n")
+        commands.append(["mount", "--bind", "-o", "ro", str(mask), str(PROC_SYS / name)])
+    return commands
 
 
 def _read(path: Path) -> str:

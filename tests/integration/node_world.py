@@ -20,6 +20,7 @@ import pytest
 from kubernetes import client
 
 from provisioner.devcluster.images import write_oci_archive
+from provisioner.devcluster.node import KUBELET_KERNEL_DEFAULTS, PROC_SYS
 
 BUSYBOX = Path("/bin/busybox")
 BUSYBOX_REF = "localhost/tre-test-busybox:1"
@@ -141,6 +142,36 @@ def _run(argv: list[str]) -> str:
     return result.stdout + result.stderr
 
 
+# Machine-wide settings the node's components could change besides the kubelet's tunables:
+# kube-proxy's conntrack table size (/sys/module: global), and the host's own network
+# namespace's forwarding, bridge-netfilter and conntrack knobs (the node's are its own).
+HOST_SETTINGS = (
+    Path("/sys/module/nf_conntrack/parameters/hashsize"),
+    *(
+        PROC_SYS / name
+        for name in (
+            "net/ipv4/ip_forward",
+            "net/bridge/bridge-nf-call-iptables",
+            "net/netfilter/nf_conntrack_max",
+            "net/netfilter/nf_conntrack_tcp_timeout_established",
+            "net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+        )
+    ),
+)
+
+
+def host_kernel_settings() -> list[str]:
+    """`path value` of each kernel tunable the kubelet sets unless told not to, and of
+    HOST_SETTINGS, as this (host) process reads them."""
+    lines = []
+    for path in (*(PROC_SYS / name for name in KUBELET_KERNEL_DEFAULTS), *HOST_SETTINGS):
+        try:
+            lines.append(f"{path} {path.read_text().strip()}")
+        except OSError as exc:
+            lines.append(f"{path} ({exc.strerror})")
+    return lines
+
+
 def host_snapshot(cgroup_root: str, state_dir: Path) -> dict[str, list[str]]:
     """What a node could leave behind on the host, one sorted list of lines per aspect.
 
@@ -172,4 +203,5 @@ def host_snapshot(cgroup_root: str, state_dir: Path) -> dict[str, list[str]]:
         "nft list ruleset": _run(["nft", "list", "ruleset"]).splitlines(),
         "cgroups": sorted(glob.glob(f"/sys/fs/cgroup/*/{cgroup_root.lstrip('/')}*")),
         "kubepods cgroups": sorted(glob.glob("/sys/fs/cgroup/*/kubepods*")),
+        "kernel settings": host_kernel_settings(),
     }

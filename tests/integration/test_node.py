@@ -13,7 +13,13 @@ Behaviours under test:
   with stdin), and the proxy refuses anything but the node IP and the pod range;
 - a second platform with a node runs beside the session's (its own cgroupRoot), and
   `tre dev down` leaves the host as found: links, routes, node-related mounts, iptables and
-  nft rules, cgroups, netns list, and no process of its node left.
+  nft rules, cgroups, netns list, the machine-wide kernel settings (unchanged while it runs
+  too: never set and restored), and no process of its node left; `tre dev up` made its
+  state directory with mode 0700;
+- the kubelet changes no kernel tunable of the host (review S12): the host reads what it read
+  before the session's node started, while inside the node the kubelet reads its own values
+  from read-only masks, and a root process in the node that writes one (as the kubelet would)
+  is refused.
 
 The node tests need root and the Debian packages of provisioner/devcluster/node-packages.txt;
 without them they FAIL with the install command (never skip).
@@ -39,9 +45,11 @@ from kubernetes import client
 from provisioner.devcluster.binaries import pinned_binaries, pinned_node_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.node import (
+    KUBELET_KERNEL_DEFAULTS,
     NODE_IP,
     NODE_NAME,
     POD_CIDR,
+    PROC_SYS,
     cgroup_root_for,
     node_egress_socket,
 )
@@ -50,6 +58,7 @@ from provisioner.errors import TreError
 from provisioner.kube.client import api_client
 from tests.integration.node_world import (
     busybox_image,
+    host_kernel_settings,
     host_snapshot,
     restricted_pod,
     run_to_completion,
@@ -63,7 +72,15 @@ def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def node_platform(dev_platform: DevCluster, busybox_archive: Path) -> DevCluster:
+def kernel_settings_before_the_node(dev_platform: DevCluster) -> list[str]:
+    """The host's kernel settings before the session's node starts (host_kernel_settings)."""
+    return host_kernel_settings()
+
+
+@pytest.fixture(scope="session")
+def node_platform(
+    dev_platform: DevCluster, busybox_archive: Path, kernel_settings_before_the_node: list[str]
+) -> DevCluster:
     """The session's platform with a node added: started the first time a node test asks,
     so a run without node tests never pays for it. It stops with the platform."""
     missing = pinned_node_binaries().missing()
@@ -362,6 +379,9 @@ def test_second_platform_with_a_node_runs_beside_and_down_leaves_the_host_as_fou
     second = DevCluster(state)
     try:
         assert up.returncode == 0, up.stderr
+        assert oct(state.stat().st_mode & 0o7777) == "0o700"
+        # Not set and restored later: unchanged while the node runs.
+        assert host_kernel_settings() == before["kernel settings"]
         status = subprocess.run(
             [*tre, "dev", "status", "--state-dir", str(state)],
             capture_output=True,
@@ -396,6 +416,28 @@ def test_second_platform_with_a_node_runs_beside_and_down_leaves_the_host_as_fou
     left = _processes_in_namespaces(node_state.netns_inode, node_state.mntns_inode)
     assert not left, f"processes left in the second node's namespaces: {left}"
     assert not state.exists()
+
+
+def test_the_kubelet_changes_no_kernel_tunable_of_the_host(
+    node_platform: DevCluster, kernel_settings_before_the_node: list[str]
+) -> None:
+    """Unprotected, kubelet 1.36 sets kernel.panic=10, panic_on_oops=1, overcommit_memory=1 ...
+    on the machine at start (review S12). The node's kubelet started; the host's values are
+    the ones from before, the kubelet read its own in the node, and a write is refused there."""
+    assert host_kernel_settings() == kernel_settings_before_the_node
+    enter = node_platform.node().enter_argv(mount=True)
+    for name, wanted in KUBELET_KERNEL_DEFAULTS.items():
+        path = PROC_SYS / name
+        inside = _run([*enter, "cat", str(path)])
+        assert inside.stdout.strip() == str(wanted), inside.stderr
+        # What the kubelet would do, with the host's own value: a no-op on the host if it
+        # went through, so a failing test cannot change the machine either.
+        host_value = path.read_text().strip()
+        write = _run([*enter, "sh", "-c", f"echo {host_value} > {path}"])
+        assert write.returncode != 0, f"{name}: a root process in the node may write it"
+        assert "Read-only file system" in write.stderr
+    kubelet_log = (node_platform.node().dir / "logs" / "kubelet.log").read_text()
+    assert "invalid kernel flag" not in kubelet_log
 
 
 def _cgroup_children(cgroup_root: str) -> list[str]:

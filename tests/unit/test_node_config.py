@@ -2,7 +2,10 @@
 
 - containerd's config parses as TOML (version 4, no host imports, the oom_score_adj clamp the
   machines without CAP_SYS_RESOURCE need, our runc, the CNI dirs, the pinned sandbox image);
-- the kubelet's config carries the per-platform cgroupRoot and the security-relevant fields;
+- the kubelet's config carries the per-platform cgroupRoot and the security-relevant fields,
+  `protectKernelDefaults` among them (it never writes the machine's kernel tunables);
+- the masks the node binds over /proc/sys hold exactly the values kubelet 1.36 wants, one
+  read-only bind per tunable, so a kubelet that protects its defaults starts;
 - the CNI conflist hands out POD_CIDR and masquerades nothing;
 - cgroupRoot is stable for one state dir and distinct for two;
 - the relay's flags refuse malformed forwards with the flag and an example; its CONNECT proxy
@@ -25,6 +28,7 @@ import pytest
 from provisioner.devcluster.node import (
     CGROUP_ROOT_PATTERN,
     CNI_BIN_DIR,
+    KUBELET_KERNEL_DEFAULTS,
     NODE_IP,
     POD_CIDR,
     SANDBOX_IMAGE,
@@ -34,6 +38,7 @@ from provisioner.devcluster.node import (
     cni_conflist,
     containerd_config,
     enter_argv,
+    kernel_defaults_masks,
     kube_proxy_config,
     kubelet_config,
     required_packages,
@@ -62,6 +67,24 @@ def test_containerd_config() -> None:
     assert runtime["cni"] == {"bin_dirs": [str(CNI_BIN_DIR)], "conf_dir": "/state/node/cni-conf"}
 
 
+def test_kernel_default_masks_hold_the_kubelets_values_read_only(tmp_path: Path) -> None:
+    commands = kernel_defaults_masks(tmp_path)
+    assert commands == [
+        ["mount", "--bind", "-o", "ro", str(tmp_path / name.replace("/", ".")), f"/proc/sys/{name}"]
+        for name in KUBELET_KERNEL_DEFAULTS
+    ]
+    read = {p.name: p.read_text() for p in tmp_path.iterdir()}
+    # kubelet v1.36.3, component-helpers/node/util/sysctl: what setupKernelTunables wants
+    assert read == {
+        "vm.overcommit_memory": "1\n",
+        "vm.panic_on_oom": "0\n",
+        "kernel.panic": "10\n",
+        "kernel.panic_on_oops": "1\n",
+        "kernel.keys.root_maxkeys": "1000000\n",
+        "kernel.keys.root_maxbytes": "25000000\n",
+    }
+
+
 def test_kubelet_config() -> None:
     config = kubelet_config(Path("/state/pki/ca.crt"), "/tre-0123456789", "10.0.0.10")
     assert config == {
@@ -71,6 +94,7 @@ def test_kubelet_config() -> None:
         "cgroupDriver": "cgroupfs",
         "cgroupRoot": "/tre-0123456789",
         "failCgroupV1": False,
+        "protectKernelDefaults": True,
         "failSwapOn": False,
         "authentication": {
             "anonymous": {"enabled": False},
