@@ -246,18 +246,20 @@ func (g *Gate) judgeWrite(r *http.Request, path string) *Refusal {
 		"%s: files put into this workspace from a browser may be at most %d MiB; ask the "+
 			"platform team to bring larger data in as a dataset", path, g.limits.UploadCap>>20)}
 	if r.ContentLength > g.limits.UploadCap {
+		drain(r.Body)
 		return tooLarge
 	}
 	g.buffers <- struct{}{}
 	defer func() { <-g.buffers }()
 	body, err := io.ReadAll(io.LimitReader(r.Body, g.limits.UploadCap+1))
-	r.Body.Close()
 	if err != nil {
 		return &Refusal{http.StatusBadRequest, "upload-read", "the upload was interrupted"}
 	}
 	if int64(len(body)) > g.limits.UploadCap {
+		drain(r.Body)
 		return tooLarge
 	}
+	r.Body.Close()
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	var model UploadModel
@@ -299,6 +301,17 @@ func (g *Gate) judgeWrite(r *http.Request, path string) *Refusal {
 	g.recorder.Write("upload.received", record)
 	return nil
 }
+
+// drain reads what is left of a refused upload (up to maxDrain), so the browser gets the
+// refusal as an answer instead of a connection reset in the middle of its request.
+func drain(body io.ReadCloser) {
+	_, _ = io.CopyN(io.Discard, body, maxDrain)
+	body.Close()
+}
+
+// An upload larger than this past the cap is cut off without a readable refusal: a browser
+// that sends that much gets a reset connection.
+const maxDrain = 256 << 20
 
 // --- websockets ------------------------------------------------------------------------------
 

@@ -347,3 +347,28 @@ func TestOnceCrossedTheBudgetStaysUsedUpForTheDay(t *testing.T) {
 		t.Error("the other budget was crossed with the content budget")
 	}
 }
+
+func TestALargeUploadGetsItsRefusalNotAResetConnection(t *testing.T) {
+	h := newHarness(t, limits, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(201) })
+	// As a browser or a proxy does: the whole request is written before the answer is read.
+	body := `{"type":"file","format":"text","content":"` + strings.Repeat("q", 40<<20) + `"}`
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.gate.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	request := fmt.Sprintf("PUT %sapi/contents/project/big.txt HTTP/1.1\r\nHost: x\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", prefix, len(body), body)
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatalf("the gate reset the connection while the upload was sent: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusal map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&refusal)
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || refusal["reason"] != "upload-cap" {
+		t.Errorf("%d %v", resp.StatusCode, refusal)
+	}
+}
