@@ -93,6 +93,12 @@ AIRLOCK_SERVICE: Final = "tre-airlock"
 # /services/airlock/, and its OAuth client is service-airlock.
 AIRLOCK_HUB_SERVICE: Final = "airlock"
 AIRLOCK_PREFIX: Final = f"/services/{AIRLOCK_HUB_SERVICE}/"
+# The user extra (key, value) the airlock asserts whenever it acts as a person. Only its
+# constrained impersonation may set it (rbac.py); the export policies admit a person's change
+# of an ExportRequest only with it (admission.py), so people change exports, and see them,
+# only through the airlock's rules.
+AIRLOCK_VIA_EXTRA: Final = "tre.ucloud.org/via"
+AIRLOCK_VIA_VALUE: Final = "airlock"
 
 
 def airlock_url(settings: Settings) -> str:
