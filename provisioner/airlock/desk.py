@@ -66,7 +66,12 @@ from provisioner.models.resources import (
     FileVote,
     Workspace,
 )
-from provisioner.planning.names import AIRLOCK_VIA_EXTRA, AIRLOCK_VIA_VALUE, namespace_name
+from provisioner.planning.names import (
+    AIRLOCK_VIA_EXTRA,
+    AIRLOCK_VIA_VALUE,
+    AIRLOCK_WORKSPACE_EXTRA,
+    namespace_name,
+)
 from provisioner.storage.s3 import get_object, put_object, translated_errors
 
 if TYPE_CHECKING:
@@ -207,9 +212,11 @@ class Desk:
         # Only the checkers' group is ever asserted, and only when the hub says so: the
         # airlock's RBAC allows impersonating no other group.
         groups = [self.settings.output_checker_group] if person.is_checker(self.settings) else []
-        impersonated = api.with_impersonation(
-            person.name, groups, extra={AIRLOCK_VIA_EXTRA: AIRLOCK_VIA_VALUE}
-        )
+        extra = {AIRLOCK_VIA_EXTRA: AIRLOCK_VIA_VALUE}
+        if person.workspace is not None:
+            # the API server, too, keeps a notebook's token to its own project
+            extra[AIRLOCK_WORKSPACE_EXTRA] = person.workspace
+        impersonated = api.with_impersonation(person.name, groups, extra=extra)
         return Kube(impersonated, self.kube.field_manager)
 
     def as_person(self, person: Person) -> Kube:

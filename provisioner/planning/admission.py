@@ -1008,6 +1008,7 @@ def _export_create_policy() -> dict[str, Any]:
         param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
         validations=[
             _via_airlock_validation("file"),
+            _notebook_project_validation(),
             _validation(
                 "object.spec.author == request.userInfo.username",
                 "'spec.author: must be the caller ' + request.userInfo.username + ' (got ' + "
@@ -1055,6 +1056,24 @@ def _via_airlock_validation(verb: str, *, exempt: str | None = None) -> dict[str
     )
 
 
+def _from_notebook() -> str:
+    """CEL: the airlock made this call for a notebook's token (its workspace extra)."""
+    key = cel_str(names.AIRLOCK_WORKSPACE_EXTRA)
+    return f"(has(request.userInfo.extra) && {key} in request.userInfo.extra)"
+
+
+def _notebook_project_validation() -> dict[str, str]:
+    """A notebook's token acts on its own project's exports only (the airlock names the
+    notebook's project in a user extra; the airlock refuses first, this holds regardless)."""
+    key = cel_str(names.AIRLOCK_WORKSPACE_EXTRA)
+    return _validation(
+        f"!{_from_notebook()} || request.userInfo.extra[{key}] == [object.spec.project]",
+        f"'spec.project: ' + object.spec.project + ' is not the project of the notebook ' + "
+        f"request.userInfo.extra[{key}].join(', ') + ' whose token made this call; a "
+        "notebook acts on exports of its own project only'",
+    )
+
+
 _EXPORT_FINAL: Final = ("Approved", "Rejected", "Returned", "Released", "Withdrawn", "Revoked")
 
 
@@ -1085,6 +1104,13 @@ def _export_update_policy(settings: Settings) -> dict[str, Any]:
         },
         validations=[
             _via_airlock_validation("change", exempt=_CLUSTER_ITSELF),
+            _notebook_project_validation(),
+            _validation(
+                f"!variables.appended || !{_from_notebook()}",
+                "'spec.reviews: a review comes from a checker signed in in their browser, "
+                "never from a notebook (' + request.userInfo.extra["
+                f"{cel_str(names.AIRLOCK_WORKSPACE_EXTRA)}][0] + ')'",
+            ),
             _validation(
                 "size(variables.changedFields) == 0",
                 "'spec.' + variables.changedFields.sort().join(', spec.') + ': cannot change "

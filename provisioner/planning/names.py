@@ -99,6 +99,10 @@ AIRLOCK_PREFIX: Final = f"/services/{AIRLOCK_HUB_SERVICE}/"
 # only through the airlock's rules.
 AIRLOCK_VIA_EXTRA: Final = "tre.ucloud.org/via"
 AIRLOCK_VIA_VALUE: Final = "airlock"
+# The user extra the airlock adds when a notebook's token made the call: the notebook's
+# project. The export policies then admit no export of another project and no review from
+# it, whatever the airlock's own checks (hub_sign_in.notebook_project) decided.
+AIRLOCK_WORKSPACE_EXTRA: Final = "tre.ucloud.org/workspace"
 
 
 def airlock_url(settings: Settings) -> str:

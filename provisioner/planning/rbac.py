@@ -18,6 +18,7 @@ from provisioner.models.settings import Settings
 from provisioner.planning.names import (
     AIRLOCK_VIA_EXTRA,
     AIRLOCK_VIA_VALUE,
+    AIRLOCK_WORKSPACE_EXTRA,
     EXPORT_AUTHOR_ROLE_NAME,
     HUB_CLUSTER_ROLE_NAME,
     LABEL_MANAGED_BY,
@@ -184,6 +185,13 @@ def _airlock_rules(settings: Settings) -> list[dict[str, Any]]:
             "resources": [f"userextras/{AIRLOCK_VIA_EXTRA}"],
             "verbs": [IMPERSONATE_PEOPLE],
             "resourceNames": [AIRLOCK_VIA_VALUE],
+        },
+        # ... and, for a call made with a notebook's token, that notebook's project (any
+        # value: it only narrows what the policies admit)
+        {
+            "apiGroups": [IMPERSONATION_GROUP],
+            "resources": [f"userextras/{AIRLOCK_WORKSPACE_EXTRA}"],
+            "verbs": [IMPERSONATE_PEOPLE],
         },
         # ... and as them only file, review and withdraw exports (the person's own RBAC and
         # the export policies then judge the person)

@@ -10,7 +10,9 @@ attack with the API server's refusal:
 - as that member it cannot create a pod, read a Secret, list namespaces, read or delete an
   export; it cannot impersonate a ServiceAccount, a node, the group system:masters or any
   group but the output checkers', nor a user's extra fields but its own mark with its own
-  value;
+  value and a notebook's project;
+- for a call made with a notebook's token (the workspace extra) the export policies admit
+  only that project's exports and no review, whatever the airlock decided;
 - its own records: it marks an Approved export Released with `status.release` (read back
   into the model unchanged), and Revoked with `status.revocation`; not a Submitted export,
   not without the record, not with another number of files than the export's outputs; a record, once
@@ -50,7 +52,12 @@ from provisioner.models.resources import (
     ExportRequest,
 )
 from provisioner.models.settings import Settings
-from provisioner.planning.names import AIRLOCK_VIA_EXTRA, AIRLOCK_VIA_VALUE, namespace_name
+from provisioner.planning.names import (
+    AIRLOCK_VIA_EXTRA,
+    AIRLOCK_VIA_VALUE,
+    AIRLOCK_WORKSPACE_EXTRA,
+    namespace_name,
+)
 from tests.integration.test_exports import export_body, phase, refused, review
 from tests.integration.workspace_world import World, notebook_pod
 
@@ -87,10 +94,15 @@ class Airlock:
         self.kubeconfig = kubeconfig
         self.itself = Kube(api_client(kubeconfig))
 
-    def as_(self, user: str, *groups: str, marked: bool = True) -> Kube:
+    def as_(
+        self, user: str, *groups: str, marked: bool = True, notebook: str | None = None
+    ) -> Kube:
         """On `user`'s behalf: Impersonate-User, one Impersonate-Group per group, and its
-        mark (Impersonate-Extra `tre.ucloud.org/via: airlock`), as `Desk` does."""
-        extra = {AIRLOCK_VIA_EXTRA: AIRLOCK_VIA_VALUE} if marked else None
+        mark (Impersonate-Extra `tre.ucloud.org/via: airlock`), as `Desk` does; for a call
+        made with a notebook's token also that notebook's project."""
+        extra = {AIRLOCK_VIA_EXTRA: AIRLOCK_VIA_VALUE} if marked else {}
+        if notebook is not None:
+            extra[AIRLOCK_WORKSPACE_EXTRA] = notebook
         return Kube(api_client(self.kubeconfig, as_user=user, as_groups=groups, as_extra=extra))
 
     def add_review(self, project: str, name: str, entry: dict[str, Any], user: str) -> None:
@@ -114,9 +126,7 @@ def airlock(airlock_config: Path) -> Airlock:
 @pytest.fixture
 def ready(world: World) -> str:
     """A Ready workspace of lea and ravi; returns its project."""
-    _, project, _ = world.approved_project()
-    world.reconcile(project)
-    return project
+    return ready_project_of(world)
 
 
 def file_as(kube: Kube, body: dict[str, Any]) -> str:
@@ -275,6 +285,43 @@ def test_it_impersonates_no_service_account_node_or_other_group(
         lambda: Kube(marked).create(body, dry_run=True),
         'cannot impersonate:user-info resource "userextras/tre.ucloud.org/via"',
     )
+
+
+def test_for_a_notebooks_token_the_api_server_keeps_to_its_project(
+    world: World, ready: str, airlock: Airlock
+) -> None:
+    """Whatever the airlock decided, a call it makes for a notebook's token (the workspace
+    extra) files, changes and withdraws only that project's exports, and appends no review."""
+    other = ready_project_of(world)
+    refused(
+        lambda: airlock.as_("lea", notebook=other).create(export_body(ready), dry_run=True),
+        f"spec.project: {ready} is not the project of the notebook {other} whose token made "
+        "this call",
+    )
+    name = file_as(airlock.as_("lea", notebook=ready), export_body(ready))
+    obj = airlock.itself.get(EXPORT_REQUESTS, name, namespace_name(ready))
+    assert obj is not None
+    refused(
+        lambda: airlock.as_("lea", notebook=other).replace(dict(obj, spec={**obj["spec"],
+                                                                           "withdrawn": True})),
+        f"is not the project of the notebook {other}",
+    )  # fmt: skip
+    reviewed = dict(obj, spec={**obj["spec"], "reviews": [review("olga")]})
+    refused(
+        lambda: airlock.as_("olga", CHECKERS, notebook=ready).replace(reviewed),
+        "a review comes from a checker signed in in their browser, never from a notebook",
+    )
+    airlock.as_("olga", CHECKERS).replace(reviewed)  # signed in: admitted
+    obj = airlock.itself.get(EXPORT_REQUESTS, name, namespace_name(ready))
+    assert obj is not None
+    obj["spec"]["withdrawn"] = True
+    airlock.as_("lea", notebook=ready).replace(obj)
+
+
+def ready_project_of(world: World) -> str:
+    _, project, _ = world.approved_project()
+    world.reconcile(project)
+    return project
 
 
 # --- the airlock's status records ---------------------------------------------------------------

@@ -5,8 +5,9 @@ tests/integration/test_airlock_trust.py):
 - the whole ClusterRole, so every verb it holds is asserted every time: read exports,
   workspaces, datasets and access requests; write only the exports' status subresource;
   impersonate people (mode user-info, so never a ServiceAccount or a node), only the
-  configured output checker group, one user extra (its own mark, `tre.ucloud.org/via:
-  airlock`), and as them only create, update and patch exports;
+  configured output checker group, two user extras (its own mark, `tre.ucloud.org/via:
+  airlock`, and a notebook's project, `tre.ucloud.org/workspace`), and as them only create,
+  update and patch exports;
 - people (members through their workspace's binding, output checkers) hold no read on
   exports, only the writes the airlock makes as them (S16: reviews under review hidden);
 - it is bound to the airlock's identity only: a ServiceAccount subject for a ServiceAccount
@@ -65,6 +66,11 @@ def test_the_airlocks_role_is_exactly_its_reach() -> None:
                 "resources": ["userextras/tre.ucloud.org/via"],
                 "verbs": ["impersonate:user-info"],
                 "resourceNames": ["airlock"],
+            },
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["userextras/tre.ucloud.org/workspace"],
+                "verbs": ["impersonate:user-info"],
             },
             {
                 "apiGroups": ["tre.ucloud.org"],
