@@ -384,7 +384,10 @@ def server_project(spawner: Any) -> str:
 
 
 # The scopes of a notebook's own token (JupyterHub's `server` role) plus the airlock, so that
-# `tre export submit` in the notebook reaches it as the notebook's user.
+# `tre export submit` in the notebook reaches it as the notebook's user. The hub resolves
+# `access:servers!server` to this server (`!server=<user>/<project>`), and that is how the
+# airlock tells a notebook's token from the person's own and binds it to its project
+# (provisioner/airlock/hub_sign_in.py): keep it here.
 SERVER_TOKEN_SCOPES: Final = ("users:activity!user", "access:servers!server")
 AIRLOCK_ACCESS: Final = f"access:services!service={names.AIRLOCK_HUB_SERVICE}"
 AIRLOCK_TOKEN_MIN_LENGTH: Final = 32

@@ -4,10 +4,12 @@ The service (`provisioner.airlock.service`) authenticates a person through Jupyt
 calls one method here per request. Two identities carry the calls to the API server:
 
 - **the person**, through impersonation of the airlock's own credential, for every change of
-  the ExportRequest itself (filing it, appending a review, withdrawing it). The admission
+  the ExportRequest itself (filing it, appending a review, withdrawing it), with the user
+  extra `tre.ucloud.org/via: airlock` that only the airlock may assert. The admission
   policies then judge the person: only a member files in their own name, only an output
-  checker who is neither the author nor a member reviews, once. The airlock cannot approve
-  anything a person could not approve with `kubectl`;
+  checker who is neither the author nor a member reviews, once; and a person's change
+  without that extra (their own `kubectl`) is refused, so people neither change nor read
+  exports except through the airlock (they hold no read on them at all);
 - **the airlock**, for what only it does: reading requests to show them, and writing the
   status fields it owns (Released with its release record, Revoked with its reason, and one
   access record per file view and download, which the controller turns into audit events).
@@ -64,7 +66,12 @@ from provisioner.models.resources import (
     FileVote,
     Workspace,
 )
-from provisioner.planning.names import namespace_name
+from provisioner.planning.names import (
+    AIRLOCK_VIA_EXTRA,
+    AIRLOCK_VIA_VALUE,
+    AIRLOCK_WORKSPACE_EXTRA,
+    namespace_name,
+)
 from provisioner.storage.s3 import get_object, put_object, translated_errors
 
 if TYPE_CHECKING:
@@ -83,13 +90,37 @@ STATUS_ATTEMPTS: Final = 5
 
 @dataclass(frozen=True)
 class Person:
-    """Who acts, as JupyterHub identified them (never what a request body claims)."""
+    """Who acts, as JupyterHub identified them (never what a request body claims).
+
+    `workspace` is the project of the notebook server whose token made the call (one named
+    server per project, named after it), None for the person's own sign-in. Such a token is
+    the notebook's, and whatever runs in the notebook holds it: it files, uploads and
+    withdraws that project's exports, and nothing else, never with the checkers' role.
+    """
 
     name: str
     groups: frozenset[str] = frozenset()
+    workspace: str | None = None
 
     def is_checker(self, settings: Settings) -> bool:
-        return settings.output_checker_group in self.groups
+        return self.workspace is None and settings.output_checker_group in self.groups
+
+    def signed_in(self, what: str) -> None:
+        """Refuse `what` to a notebook's token: it is for the person's own sign-in."""
+        if self.workspace is not None:
+            raise RefusedError(
+                f"{what}: not with a notebook's token, which files, uploads and withdraws "
+                f"exports of its own project ({self.workspace}) only; do this on the airlock's "
+                "page in your browser (signed in through the hub), never from a workspace"
+            )
+
+    def within_workspace(self, request: ExportRequest) -> None:
+        """Refuse a notebook's token an export of another project."""
+        if self.workspace is not None and request.spec.project != self.workspace:
+            raise RefusedError(
+                f"export request {request.name} is of project {request.spec.project}; this "
+                f"notebook's token acts for project {self.workspace} only"
+            )
 
 
 @dataclass(frozen=True)
@@ -181,7 +212,12 @@ class Desk:
         # Only the checkers' group is ever asserted, and only when the hub says so: the
         # airlock's RBAC allows impersonating no other group.
         groups = [self.settings.output_checker_group] if person.is_checker(self.settings) else []
-        return Kube(api.with_impersonation(person.name, groups), self.kube.field_manager)
+        extra = {AIRLOCK_VIA_EXTRA: AIRLOCK_VIA_VALUE}
+        if person.workspace is not None:
+            # the API server, too, keeps a notebook's token to its own project
+            extra[AIRLOCK_WORKSPACE_EXTRA] = person.workspace
+        impersonated = api.with_impersonation(person.name, groups, extra=extra)
+        return Kube(impersonated, self.kube.field_manager)
 
     def as_person(self, person: Person) -> Kube:
         return self._impersonate(person)
@@ -200,6 +236,7 @@ class Desk:
 
     def requests_for(self, person: Person) -> list[tuple[ExportRequest, Workspace | None]]:
         """Every export `person` may see, newest first."""
+        person.signed_in("list exports")
         found = []
         workspaces: dict[str, Workspace | None] = {}
         for obj in self.kube.list(EXPORT_REQUESTS):
@@ -218,6 +255,7 @@ class Desk:
     def readable(self, person: Person, namespace: str, name: str) -> ExportView:
         """The export as `person` may see it; NotFoundError when they may not see it at all
         (the same answer as for an export that does not exist: no probing of names)."""
+        person.signed_in(f"show export request {namespace}/{name}")
         request = self.request(namespace, name)
         workspace = self.workspace(request.spec.project)
         if not may_read(person, request, workspace, self.settings):
@@ -242,6 +280,16 @@ class Desk:
             and phase in UNDER_REVIEW
             and not all(stored.values()),
         )
+
+    def authored(self, person: Person, namespace: str, name: str) -> ExportRequest:
+        """The export its author acts on (withdraw): for a notebook's token only one of its
+        own project's, its person's own, else not found (no probing of names)."""
+        if person.workspace is None:
+            return self.readable(person, namespace, name).request
+        request = self.request(namespace, name)
+        if request.spec.project != person.workspace or request.spec.author != person.name:
+            raise NotFoundError(f"export request {namespace}/{name} does not exist")
+        return request
 
     def stored(self, request: ExportRequest) -> dict[str, bool]:
         """Which declared files have arrived in quarantine."""
@@ -317,7 +365,13 @@ class Desk:
     ) -> ExportRequest:
         """File an export in `person`'s name (the API server checks they are a member of the
         Ready workspace of `project`). A file of a type the airlock does not take is refused
-        before anything is filed (its bytes are checked again as they arrive)."""
+        before anything is filed (its bytes are checked again as they arrive). A notebook's
+        token files for its own project only."""
+        if person.workspace is not None and project != person.workspace:
+            raise RefusedError(
+                f"project {project}: this notebook's token files exports of project "
+                f"{person.workspace} only; submit from the notebook of {project}"
+            )
         for declared in files:
             refusal = type_refusal(declared.path, b"", self.settings.airlock_allowed_types)
             if refusal:
@@ -339,6 +393,7 @@ class Desk:
     def upload(self, person: Person, request: ExportRequest, source: FileSource) -> QuarantinedFile:
         """Stream one declared file of `request` into quarantine (its author only, while it is
         under review)."""
+        person.within_workspace(request)
         if person.name != request.spec.author:
             raise RefusedError(
                 f"export request {request.name}: only its author {request.spec.author} "
@@ -366,6 +421,8 @@ class Desk:
         )
 
     def withdraw(self, person: Person, request: ExportRequest) -> ExportRequest:
+        person.within_workspace(request)
+
         def change(obj: dict[str, Any]) -> None:
             obj["spec"]["withdrawn"] = True
 
@@ -376,6 +433,7 @@ class Desk:
     def view_file(self, person: Person, request: ExportRequest, path: str) -> Iterator[bytes]:
         """The quarantined bytes of `path`, for an output checker; the view is recorded first
         (no record, no bytes)."""
+        person.signed_in(f"view the files of export request {request.name}")
         workspace = self.workspace(request.spec.project)
         if not may_view_files(person, request, workspace, self.settings):
             raise RefusedError(
@@ -393,6 +451,7 @@ class Desk:
         self, person: Person, request: ExportRequest, votes: Sequence[FileVote]
     ) -> ExportRequest:
         """Append `person`'s review (one vote per file); the API server checks who may."""
+        person.signed_in(f"review export request {request.name}")
         entry = {
             "by": person.name,
             "at": _stamp(self.clock()),
@@ -409,6 +468,7 @@ class Desk:
     def release(self, person: Person, request: ExportRequest) -> dict[str, Any]:
         """Release an Approved export (the project's lead): copy, verify, manifest, then the
         status Released. Rerun after any failure, it completes the same release once."""
+        person.signed_in(f"release export request {request.name}")
         workspace = self.workspace(request.spec.project)
         if not is_lead(person, workspace) or workspace is None:
             raise RefusedError(
@@ -455,6 +515,7 @@ class Desk:
 
     def download(self, person: Person, request: ExportRequest, path: str) -> str:
         """A short-lived link to one released file, for the lead; recorded first."""
+        person.signed_in(f"download from export request {request.name}")
         workspace = self.workspace(request.spec.project)
         if not is_lead(person, workspace):
             raise RefusedError(
@@ -483,6 +544,7 @@ class Desk:
     def revoke(self, person: Person, request: ExportRequest, reason: str) -> dict[str, Any]:
         """Withdraw a release: the egress copies are deleted, the reason kept (an output
         checker who is not the project's, or the lead)."""
+        person.signed_in(f"revoke export request {request.name}")
         workspace = self.workspace(request.spec.project)
         checker = may_view_files(person, request, workspace, self.settings)
         if not (checker or is_lead(person, workspace)):

@@ -16,6 +16,15 @@ airlock's memory (docs/performance.md). What is implemented, and why it is enoug
 Either way the token must belong to a user (not a service) and the hub must grant it access to
 this service (`access:services!service=<name>`, or `access:services`): a token the hub gave
 for something else is refused here, as HubOAuth refuses it.
+
+**A notebook's token is told apart by its scopes.** JupyterHub (6.1) gives a server's token
+the scopes of `Spawner.server_token_scopes` with `!server` resolved to the server it was made
+for, so `GET /hub/api/user` answers for it with `scopes` holding
+`access:servers!server=<user>/<server>`; the person's own tokens (the airlock's sign-in, the
+hub's token page) hold no scope filtered to one server (`access:servers!user=<user>` at
+most). `notebook_project` names that server (one named server per project, named after it).
+A token filtered to another user's server, to several servers, or to an unnamed one is
+refused outright: what it stands for is unclear, so it gets nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ SESSION_DAYS: Final = 1  # then the browser signs in again (silently, while sign
 CACHE_SECONDS: Final = 60.0  # how long the hub's answer about a token is trusted
 CACHE_ENTRIES: Final = 10_000
 HUB_TIMEOUT: Final = 10.0
+# How JupyterHub writes a scope that reaches one server only: `<scope>!server=<user>/<server>`.
+SERVER_FILTER: Final = "!server="
 # What JupyterHub gives a service it knows (JupyterHub's Service.env), and we need.
 ENVIRONMENT: Final = (
     "JUPYTERHUB_API_URL",
@@ -99,6 +110,35 @@ def bearer_token(handler: RequestHandler) -> str | None:
     if kind.lower() in ("token", "bearer") and token.strip():
         return token.strip()
     return None
+
+
+def server_targets(model: Mapping[str, Any]) -> set[str]:
+    """Every `<user>/<server>` the token's scopes are filtered to (none for a person's own)."""
+    return {
+        scope.partition(SERVER_FILTER)[2]
+        for scope in model.get("scopes") or []
+        if SERVER_FILTER in str(scope)
+    }
+
+
+def bound_unambiguously(model: Mapping[str, Any]) -> bool:
+    """A token bound to no server, or to exactly one named server of its own user."""
+    targets = server_targets(model)
+    if not targets:
+        return True
+    if len(targets) != 1:
+        return False
+    user, _, server = next(iter(targets)).partition("/")
+    return user == model.get("name") and bool(server) and "/" not in server
+
+
+def notebook_project(model: Mapping[str, Any]) -> str | None:
+    """The project of the notebook server whose token this is; None for a person's own
+    token (call only for a model `bound_unambiguously` admits)."""
+    targets = server_targets(model)
+    if not targets:
+        return None
+    return next(iter(targets)).partition("/")[2]
 
 
 def pkce_challenge(verifier: str) -> str:
@@ -161,6 +201,8 @@ class HubSignIn:
 
     def _allowed(self, model: dict[str, Any]) -> bool:
         if model.get("kind", "user") != "user" or not model.get("name"):
+            return False
+        if not bound_unambiguously(model):
             return False
         return bool(self.config.access_scopes & set(model.get("scopes") or []))
 

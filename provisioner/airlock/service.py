@@ -4,17 +4,21 @@ server-rendered pages; every action is one method of `desk.Desk`.
 People reach it through the hub's proxy at ``/services/airlock/`` and sign in with the hub
 (OAuth 2 with PKCE, `hub_sign_in`); a notebook calls the API with its hub-issued token
 (``Authorization: token $JUPYTERHUB_API_TOKEN``, which the hub grants
-``access:services!service=airlock``). Only users act, never other services' tokens.
+``access:services!service=airlock``). Only users act, never other services' tokens. A
+notebook's token files, uploads and withdraws its own project's exports only
+(`hub_sign_in.notebook_project`, `desk.Person.workspace`); everything else needs the
+person's own sign-in. Whatever records an access (a view, a download) is a POST: nothing is
+recorded by a GET that another site could make a browser send.
 
     GET    api/exports                          the exports you may see
     POST   api/exports                          file one: {project, context, files: [...]}
     GET    api/exports/NS/NAME                  one, with the automated checks (checkers)
     PUT    api/exports/NS/NAME/files/PATH       the author streams a declared file
-    GET    api/exports/NS/NAME/files/PATH       a checker reads a quarantined file (recorded)
+    POST   api/exports/NS/NAME/view/PATH        a checker reads a quarantined file (recorded)
     POST   api/exports/NS/NAME/reviews          {votes: {PATH: {vote, comment}}}
     POST   api/exports/NS/NAME/withdraw
     POST   api/exports/NS/NAME/release          the lead
-    GET    api/exports/NS/NAME/download/PATH    the lead: {url} (recorded, expires)
+    POST   api/exports/NS/NAME/download/PATH    the lead: {url} (recorded, expires)
     POST   api/exports/NS/NAME/revoke           {reason}
     GET    health                               liveness, no sign-in
 
@@ -46,7 +50,12 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from provisioner.airlock.desk import Desk, ExportView, Person, parse_votes
-from provisioner.airlock.hub_sign_in import HubConfig, HubSignIn, bearer_token
+from provisioner.airlock.hub_sign_in import (
+    HubConfig,
+    HubSignIn,
+    bearer_token,
+    notebook_project,
+)
 from provisioner.airlock.keys import normalise_export_path
 from provisioner.errors import (
     ConflictError,
@@ -152,7 +161,11 @@ class Base(web.RequestHandler):
         model = self.current_user
         if not model:
             raise web.HTTPError(401)
-        return Person(name=model["name"], groups=frozenset(model.get("groups") or []))
+        return Person(
+            name=model["name"],
+            groups=frozenset(model.get("groups") or []),
+            workspace=notebook_project(model),
+        )
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a blocking desk action on the worker threads; library errors become HTTP."""
@@ -293,7 +306,7 @@ class Action(Base):
     @web.authenticated
     async def post(self, namespace: str, name: str, action: str) -> None:
         person = self.person()
-        request: ExportRequest = await self.call(self._readable_request, person, namespace, name)
+        request: ExportRequest = await self.call(self._request, person, namespace, name, action)
         form = self._form()
         result: dict[str, Any] = {}
         if action == "reviews":
@@ -314,7 +327,9 @@ class Action(Base):
         else:
             self.redirect(self._page(namespace, name))
 
-    def _readable_request(self, person: Person, namespace: str, name: str) -> ExportRequest:
+    def _request(self, person: Person, namespace: str, name: str, action: str) -> ExportRequest:
+        if action == "withdraw":
+            return self.desk.authored(person, namespace, name)
         return self.desk.readable(person, namespace, name).request
 
     def _form(self) -> dict[str, str]:
@@ -334,7 +349,7 @@ class Action(Base):
 
 @web.stream_request_body
 class Files(Base):
-    """PUT streams an upload into quarantine; GET serves a quarantined file to a checker."""
+    """PUT streams an upload into quarantine (nothing else: a GET is 405)."""
 
     source: StreamSource | None = None
     upload: asyncio.Future[Any] | None = None
@@ -409,8 +424,14 @@ class Files(Base):
                 daemon=True,
             ).start()
 
+
+class View(Base):
+    """POST: a checker reads a quarantined file; the view is recorded first. A POST, so that
+    no link, image or navigation from another site records a view (a page's form carries the
+    XSRF token; a GET is 405)."""
+
     @web.authenticated
-    async def get(self, namespace: str, name: str, path: str) -> None:
+    async def post(self, namespace: str, name: str, path: str) -> None:
         person = self.person()
         request = await self.call(self.desk.request, namespace, name)
         chunks = await self.call(self.desk.view_file, person, request, urllib.parse.unquote(path))
@@ -431,8 +452,11 @@ class Files(Base):
 
 
 class Download(Base):
+    """POST: the lead gets a short-lived link to a released file; the download is recorded
+    first. A POST for the same reason as `View`."""
+
     @web.authenticated
-    async def get(self, namespace: str, name: str, path: str) -> None:
+    async def post(self, namespace: str, name: str, path: str) -> None:
         person = self.person()
         request = await self.call(self.desk.request, namespace, name)
         url = await self.call(self.desk.download, person, request, urllib.parse.unquote(path))
@@ -440,7 +464,7 @@ class Download(Base):
             expiry = self.desk.settings.airlock_link_expiry_seconds
             self.finish({"url": url, "expiresInSeconds": expiry})
         else:
-            self.redirect(url)
+            self.redirect(url, status=303)
 
 
 def _row(request: ExportRequest) -> dict[str, Any]:
@@ -466,6 +490,7 @@ def make_app(desk: Desk, sign_in: HubSignIn, cookie_secret: bytes) -> web.Applic
         (prefix + rf"(?:api/)?exports/{names}/{names}", ExportDetail),
         (prefix + rf"(?:api/)?exports/{names}/{names}/(reviews|withdraw|release|revoke)", Action),
         (prefix + rf"(?:api/)?exports/{names}/{names}/files/(.+)", Files),
+        (prefix + rf"(?:api/)?exports/{names}/{names}/view/(.+)", View),
         (prefix + rf"(?:api/)?exports/{names}/{names}/download/(.+)", Download),
     ]
     return web.Application(

@@ -1,4 +1,8 @@
-"""`tre export`: take results out through the airlock (from a notebook, with its hub token)."""
+"""`tre export`: take results out through the airlock.
+
+`submit` runs in a notebook, with the notebook's hub token, which the airlock accepts for that
+notebook's project only (submit, upload, withdraw). The other commands need a token of the
+person's own, from the hub's token page, used outside any workspace (docs/airlock.md)."""
 
 from __future__ import annotations
 
@@ -30,8 +34,9 @@ def _airlock(url: str | None) -> Airlock:
     token = os.environ.get(TOKEN_ENV)
     if not token:
         raise InvalidInputError(
-            f"{TOKEN_ENV}: not set; run this in your notebook's terminal (the hub gives every "
-            "notebook a token), or export a token from the hub's token page"
+            f"{TOKEN_ENV}: not set; run `tre export submit` in your notebook's terminal (the "
+            "hub gives every notebook a token), and the other commands with a token from the "
+            "hub's token page"
         )
     return Airlock(url or os.environ.get(URL_ENV) or airlock_url(common.settings()), token)
 
@@ -188,7 +193,7 @@ def download(
 
     namespace, request = _split(name)
     quoted = urllib.parse.quote(file)
-    answer = _call(airlock_url, "GET", f"api/exports/{namespace}/{request}/download/{quoted}")
+    answer = _call(airlock_url, "POST", f"api/exports/{namespace}/{request}/download/{quoted}")
     if out is None:
         emit(answer, cli_context(ctx).output)
         return
@@ -221,7 +226,8 @@ def list_exports(
         typer.Option("--airlock-url", help=f"The airlock's API. Default: ${URL_ENV}."),
     ] = None,
 ) -> None:
-    """The exports you may see (yours and your projects'; all, for output checkers)."""
+    """The exports you may see (yours and your projects'; all, for output checkers). With
+    your own hub token: a notebook's token lists nothing."""
     rows = _call(airlock_url, "GET", "api/exports")["items"]
     columns = ["namespace", "name", "project", "author", "phase", "files"]
     emit(rows, cli_context(ctx).output, columns)

@@ -8,6 +8,7 @@ against that person, so four-eyes rules hold even when one credential carries th
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ import yaml
 
 from provisioner.errors import InvalidInputError, PermanentError
 from provisioner.kube.api import Kube
-from provisioner.kube.http import HttpClient, default_kubeconfig, load_kubeconfig
+from provisioner.kube.http import HttpClient, default_kubeconfig, extra_header, load_kubeconfig
 from provisioner.planning.names import service_account_of
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def api_client(
     *,
     as_user: str | None = None,
     as_groups: tuple[str, ...] = (),
+    as_extra: Mapping[str, str] | None = None,
 ) -> client.ApiClient:
     """An ApiClient of the official library for `kubeconfig` (default: $KUBECONFIG, then
     in-cluster): the controller, the installers and the tests use it."""
@@ -74,6 +76,8 @@ def api_client(
         api.set_default_header("Impersonate-User", as_user)
     if as_groups:
         _send_groups(api, as_groups)
+    for key, value in (as_extra or {}).items():
+        api.set_default_header(extra_header(key), value)
     return api
 
 

@@ -26,7 +26,7 @@ import os
 import ssl
 import threading
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,12 @@ class HttpError(Exception):
         self.status = status
         self.reason = reason
         self.body = body
+
+
+def extra_header(key: str) -> str:
+    """The impersonation header of user extra `key`: percent-encoded, as the API server
+    decodes it (a key such as `tre.ucloud.org/via` holds a '/')."""
+    return f"Impersonate-Extra-{urllib.parse.quote(key, safe='')}"
 
 
 class HttpClient:
@@ -89,11 +95,16 @@ class HttpClient:
     def __repr__(self) -> str:
         return f"HttpClient({self.host}:{self.port}{self.base_path})"
 
-    def with_impersonation(self, user: str | None, groups: Sequence[str]) -> HttpClient:
+    def with_impersonation(
+        self, user: str | None, groups: Sequence[str], *, extra: Mapping[str, str] | None = None
+    ) -> HttpClient:
+        """Act as `user` with `groups` and user `extra` fields (the key percent-encoded in the
+        header's name, as the API server reads it)."""
         headers = [h for h in self.headers if not h[0].startswith("Impersonate-")]
         if user:
             headers.append(("Impersonate-User", user))
             headers += [("Impersonate-Group", g) for g in groups]
+            headers += [(extra_header(key), value) for key, value in (extra or {}).items()]
         return HttpClient(
             self.host,
             self.port,

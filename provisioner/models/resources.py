@@ -418,9 +418,14 @@ class AccessRecord(KubeModel):
 
 
 # Access records an export holds. A view or download the airlock cannot record is one it
-# must refuse (every access is audited), so a full list ends access to that export: 512 is
-# two checkers opening 50 files five times over and leaves room for the downloads.
+# must refuse (every access is audited), so a full list ends access to that export. Views
+# have a budget of their own, and each person a share of it (the status admission policy
+# counts them), so that neither one checker nor all of them together can use up the room
+# kept for the lead's downloads: 100 views is one checker opening 50 files twice, 384 views
+# leave 128 downloads.
 MAX_ACCESS_RECORDS: Final = 512
+MAX_VIEWS_PER_PERSON: Final = 100
+MAX_VIEW_RECORDS: Final = 384
 
 
 class ExportRequestStatus(KubeModel):

@@ -77,7 +77,13 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from provisioner import API_GROUP, API_VERSION
-from provisioner.models.resources import DecisionAction, ExportPhase, RequestPhase
+from provisioner.models.resources import (
+    MAX_VIEW_RECORDS,
+    MAX_VIEWS_PER_PERSON,
+    DecisionAction,
+    ExportPhase,
+    RequestPhase,
+)
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning import names
@@ -1001,6 +1007,8 @@ def _export_create_policy() -> dict[str, Any]:
         _rules(["exportrequests"], ["CREATE"]),
         param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
         validations=[
+            _via_airlock_validation("file"),
+            _notebook_project_validation(),
             _validation(
                 "object.spec.author == request.userInfo.username",
                 "'spec.author: must be the caller ' + request.userInfo.username + ' (got ' + "
@@ -1025,6 +1033,44 @@ def _export_create_policy() -> dict[str, Any]:
                 reason="Invalid",
             ),
         ],
+    )
+
+
+def _via_airlock_validation(verb: str, *, exempt: str | None = None) -> dict[str, str]:
+    """A person's change of an export only through the airlock: it impersonates the person
+    with its own user extra, which nobody else may assert (planning/rbac.py). People hold
+    create/update on exports only because the airlock's impersonated writes are authorized
+    as them; without the extra such a write is theirs alone, and refused (its answer would
+    carry the whole object, hidden reviews included)."""
+    key = cel_str(names.AIRLOCK_VIA_EXTRA)
+    via = (
+        f"has(request.userInfo.extra) && {key} in request.userInfo.extra && "
+        f"request.userInfo.extra[{key}] == [{cel_str(names.AIRLOCK_VIA_VALUE)}]"
+    )
+    allowed = f"({exempt}) || {via}" if exempt else via
+    return _validation(
+        allowed,
+        f"request.userInfo.username + ' may {verb} exports only through the airlock (tre "
+        "export, or its page): it applies the rules people see, such as reviews hidden "
+        "until the decision'",
+    )
+
+
+def _from_notebook() -> str:
+    """CEL: the airlock made this call for a notebook's token (its workspace extra)."""
+    key = cel_str(names.AIRLOCK_WORKSPACE_EXTRA)
+    return f"(has(request.userInfo.extra) && {key} in request.userInfo.extra)"
+
+
+def _notebook_project_validation() -> dict[str, str]:
+    """A notebook's token acts on its own project's exports only (the airlock names the
+    notebook's project in a user extra; the airlock refuses first, this holds regardless)."""
+    key = cel_str(names.AIRLOCK_WORKSPACE_EXTRA)
+    return _validation(
+        f"!{_from_notebook()} || request.userInfo.extra[{key}] == [object.spec.project]",
+        f"'spec.project: ' + object.spec.project + ' is not the project of the notebook ' + "
+        f"request.userInfo.extra[{key}].join(', ') + ' whose token made this call; a "
+        "notebook acts on exports of its own project only'",
     )
 
 
@@ -1057,6 +1103,14 @@ def _export_update_policy(settings: Settings) -> dict[str, Any]:
             "object.spec.filter(k, !(k in ['reviews', 'withdrawn']) && !(k in oldObject.spec))",
         },
         validations=[
+            _via_airlock_validation("change", exempt=_CLUSTER_ITSELF),
+            _notebook_project_validation(),
+            _validation(
+                f"!variables.appended || !{_from_notebook()}",
+                "'spec.reviews: a review comes from a checker signed in in their browser, "
+                "never from a notebook (' + request.userInfo.extra["
+                f"{cel_str(names.AIRLOCK_WORKSPACE_EXTRA)}][0] + ')'",
+            ),
             _validation(
                 "size(variables.changedFields) == 0",
                 "'spec.' + variables.changedFields.sort().join(', spec.') + ': cannot change "
@@ -1197,6 +1251,11 @@ def _export_status_policy(controller: str, airlock: str) -> dict[str, Any]:
             "variables.access.slice(0, size(variables.oldAccess)) == variables.oldAccess",
             "newAccess": "variables.accessAppended ? variables.access.slice("
             "size(variables.oldAccess), size(variables.access)) : []",
+            # Views are budgeted, in all and per person; one write appends one person's
+            # records, so counting that person's views is one pass over the list.
+            "accessBy": "size(variables.newAccess) > 0 ? variables.newAccess[0].by : ''",
+            "views": "variables.access.filter(a, a.action == 'view')",
+            "viewsAppended": "variables.newAccess.exists(a, a.action == 'view')",
             # The status fields other than those judged one by one, changed, added or removed.
             "oldOthers": f"has(oldObject.status) ? oldObject.status.filter(k, !(k in {judged})) "
             ": []",
@@ -1291,6 +1350,26 @@ def _export_status_policy(controller: str, airlock: str) -> dict[str, Any]:
                 f"variables.oldPhase in {_cel_list(_ACCESS_PHASES)}",
                 "'status.access: this export is ' + variables.oldPhase + '; none of its files "
                 "is viewed or downloaded any more'",
+            ),
+            _validation(
+                "!variables.airlock || variables.newAccess.all(a, a.by == variables.accessBy)",
+                message="status.access: append one person's access records per write",
+                reason="Invalid",
+            ),
+            _validation(
+                f"!variables.airlock || !variables.viewsAppended || "
+                f"size(variables.views) <= {MAX_VIEW_RECORDS}",
+                message=f"status.access: this export has had {MAX_VIEW_RECORDS} views, the "
+                "most it takes; the remaining records are kept for the lead's downloads. "
+                "Submit the files again as a new export to review them further",
+            ),
+            _validation(
+                f"!variables.airlock || !variables.viewsAppended || "
+                f"size(variables.views.filter(a, a.by == variables.accessBy)) <= "
+                f"{MAX_VIEWS_PER_PERSON}",
+                f"'status.access: ' + variables.accessBy + ' has viewed the files of this "
+                f"export {MAX_VIEWS_PER_PERSON} times, the most one person may; no one "
+                "checker uses up the views of the others, nor the downloads kept for the lead'",
             ),
             _validation(
                 "!variables.airlock || variables.newAccess.all(a, "

@@ -590,6 +590,8 @@ def rbac_probes(
     hub = names.hub_user(settings)
     controller = settings.controller_user
     export: _Ask = ("create", "exportrequests", API_GROUP, "")
+    # people read exports only through the airlock (reviews under review stay hidden)
+    read_exports: _Ask = ("get", "exportrequests", API_GROUP, "")
     probes: list[Probe] = []
 
     def ask(
@@ -617,7 +619,13 @@ def rbac_probes(
         denied = [(a, False) for a in _DENIED_IN_PROJECT]
         # members share one RoleBinding: one of them stands for all
         for member in ws.spec.members[:1]:
-            ask("rbac-researcher", ws.name, member, ns, [*denied, (export, ready)])
+            ask(
+                "rbac-researcher",
+                ws.name,
+                member,
+                ns,
+                [*denied, (export, ready), (read_exports, False)],
+            )
         ask("rbac-hub", ws.name, hub, ns, [(_PODS, ready), *denied[1:]])
         # the controller makes the claims itself; pods, exec and secrets stay out of its reach
         ask("rbac-controller", ws.name, controller, ns, [d for d in denied if d[0] != _CLAIMS])

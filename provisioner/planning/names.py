@@ -93,6 +93,16 @@ AIRLOCK_SERVICE: Final = "tre-airlock"
 # /services/airlock/, and its OAuth client is service-airlock.
 AIRLOCK_HUB_SERVICE: Final = "airlock"
 AIRLOCK_PREFIX: Final = f"/services/{AIRLOCK_HUB_SERVICE}/"
+# The user extra (key, value) the airlock asserts whenever it acts as a person. Only its
+# constrained impersonation may set it (rbac.py); the export policies admit a person's change
+# of an ExportRequest only with it (admission.py), so people change exports, and see them,
+# only through the airlock's rules.
+AIRLOCK_VIA_EXTRA: Final = "tre.ucloud.org/via"
+AIRLOCK_VIA_VALUE: Final = "airlock"
+# The user extra the airlock adds when a notebook's token made the call: the notebook's
+# project. The export policies then admit no export of another project and no review from
+# it, whatever the airlock's own checks (hub_sign_in.notebook_project) decided.
+AIRLOCK_WORKSPACE_EXTRA: Final = "tre.ucloud.org/workspace"
 
 
 def airlock_url(settings: Settings) -> str:

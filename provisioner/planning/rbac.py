@@ -16,6 +16,9 @@ from typing import Any
 from provisioner import API_GROUP
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
+    AIRLOCK_VIA_EXTRA,
+    AIRLOCK_VIA_VALUE,
+    AIRLOCK_WORKSPACE_EXTRA,
     EXPORT_AUTHOR_ROLE_NAME,
     HUB_CLUSTER_ROLE_NAME,
     LABEL_MANAGED_BY,
@@ -168,12 +171,27 @@ def _airlock_rules(settings: Settings) -> list[dict[str, Any]]:
         },
         # whom it may be: any person (not a ServiceAccount, not a node: other modes) ...
         {"apiGroups": [IMPERSONATION_GROUP], "resources": ["users"], "verbs": [IMPERSONATE_PEOPLE]},
-        # ... with no group but the output checkers' (no uid, no extra) ...
+        # ... with no group but the output checkers' (no uid) ...
         {
             "apiGroups": [IMPERSONATION_GROUP],
             "resources": ["groups"],
             "verbs": [IMPERSONATE_PEOPLE],
             "resourceNames": [settings.output_checker_group],
+        },
+        # ... and one extra, its own mark (`tre.ucloud.org/via: airlock`), without which the
+        # export policies refuse a person's change: people change exports only through it
+        {
+            "apiGroups": [IMPERSONATION_GROUP],
+            "resources": [f"userextras/{AIRLOCK_VIA_EXTRA}"],
+            "verbs": [IMPERSONATE_PEOPLE],
+            "resourceNames": [AIRLOCK_VIA_VALUE],
+        },
+        # ... and, for a call made with a notebook's token, that notebook's project (any
+        # value: it only narrows what the policies admit)
+        {
+            "apiGroups": [IMPERSONATION_GROUP],
+            "resources": [f"userextras/{AIRLOCK_WORKSPACE_EXTRA}"],
+            "verbs": [IMPERSONATE_PEOPLE],
         },
         # ... and as them only file, review and withdraw exports (the person's own RBAC and
         # the export policies then judge the person)
@@ -241,24 +259,29 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
         ),
         system_role_binding("tre-controller-lease", user_subject(settings.controller_user)),
         # members of a Ready workspace, through its RoleBinding: file and withdraw exports
+        # No read: reviews under review are hidden from the project's people, and the
+        # airlock shows each person what they may see. The verbs are there because the
+        # airlock's writes are impersonated and so authorized as the person; the export
+        # policies refuse a person's write that does not come through the airlock.
         _role(
             EXPORT_AUTHOR_ROLE_NAME,
             [
                 {
                     "apiGroups": [API_GROUP],
                     "resources": ["exportrequests"],
-                    "verbs": [*read, "create", "update"],
+                    "verbs": ["create", "update"],
                 }
             ],
         ),
-        # output checkers: read exports everywhere, append reviews (admission restricts how)
+        # output checkers: append reviews, through the airlock only (admission restricts how);
+        # no read, so no checker sees another's review before the decision
         _role(
             "tre-output-checker",
             [
                 {
                     "apiGroups": [API_GROUP],
                     "resources": ["exportrequests"],
-                    "verbs": [*read, "update"],
+                    "verbs": ["update"],
                 }
             ],
         ),

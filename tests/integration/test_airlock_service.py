@@ -5,8 +5,10 @@ the person, by impersonation, and judged by the admission policies), the real S3
 Behaviours under test:
 - a member submits two files with `tre export submit` and a hub-issued token; the bytes land
   in quarantine, the request in the project's namespace, filed in the member's name;
-- an output checker sees the automated checks and opens a file (the view is recorded in the
-  export's status first); the project's own people never see quarantined bytes;
+- an output checker sees the automated checks and opens a file (a POST; the view is recorded
+  in the export's status first); the project's own people never see quarantined bytes;
+- nothing is recorded by a GET: a signed-in browser's GET of a view or download URL is 405
+  and a POST without the page's XSRF token 403, neither recorded (S17);
 - reviews are hidden from each other until the decision; two checkers approve, the
   controller makes it Approved; a third vote is refused;
 - only the project's lead releases; the lead downloads each released file through a
@@ -16,7 +18,14 @@ Behaviours under test:
 - bad input: a path out of project storage, a disallowed type, bytes that are not what was
   declared, an undeclared file: clear refusals, nothing filed or stored;
 - a release interrupted after its manifest was written (the service killed) completes once
-  when asked again.
+  when asked again;
+- a notebook's token (the real hub's server token, read from the pod KubeSpawner made for a
+  named server) works for its own workspace only (S4): what the hub says of it carries
+  `access:servers!server=<user>/<project>`; a checker's notebook token cannot list, show,
+  view, review or revoke any export, of its own project or another; a member of two projects
+  files, uploads and withdraws with project A's token in A, and cannot file in B, nor upload
+  to or withdraw B's exports; on the hub's API the same token reaches no other server, no
+  other user, no user list, makes no token and cannot start an OAuth sign-in.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from provisioner.airlock.release import ensure_airlock_buckets, read_manifest, r
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS, DevHub, HubEndpoints
 from provisioner.kube.api import Kube
-from provisioner.kube.resources import EXPORT_REQUESTS, WORKSPACES
+from provisioner.kube.resources import EXPORT_REQUESTS, RESOURCES, WORKSPACES
 from provisioner.models.resources import ExportRequest, Workspace
 from provisioner.models.settings import Settings
 from provisioner.planning.names import AIRLOCK_PREFIX, namespace_name
@@ -51,6 +60,7 @@ from tests.integration.workspace_world import World
 from tests.jupyter_clients import sign_in
 
 pytestmark = pytest.mark.integration
+PODS = RESOURCES[("v1", "Pod")]
 TRE = str(Path(sys.executable).with_name("tre"))
 OLGA, OMAR = DEV_OUTPUT_CHECKERS
 OTTO = "otto.checker"  # a third checker, for a vote after the decision
@@ -95,11 +105,17 @@ def world(installed_platform: Settings, dev_platform: DevCluster, tmp_path: Path
 class Person:
     """Someone signed in to the hub, calling the airlock's API with their own token."""
 
-    def __init__(self, hub: HubEndpoints, platform: DevCluster, name: str) -> None:
-        password = DevHub(platform, "airlock-hub").password_file.read_text().strip()
+    def __init__(
+        self, hub: HubEndpoints, platform: DevCluster, name: str, token: str | None = None
+    ) -> None:
+        """Signed in through the hub's form; or calling with `token` (a notebook's)."""
         self.name = name
-        self.browser, self.token = sign_in(hub.probe_url, name, password, "test_airlock")
         self.url = f"{hub.probe_url}{AIRLOCK_PREFIX}"
+        if token is None:
+            password = DevHub(platform, "airlock-hub").password_file.read_text().strip()
+            self.browser, self.token = sign_in(hub.probe_url, name, password, "test_airlock")
+        else:
+            self.browser, self.token = requests.Session(), token
 
     def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         return requests.request(
@@ -163,6 +179,16 @@ def submit(person: Person, root: Path, project: str) -> tuple[str, str]:
         assert "no params found" in done.stderr and time.monotonic() < deadline, done.stderr
 
 
+def ravis_export(
+    hub: HubEndpoints, dev_platform: DevCluster, world: World, root: Path
+) -> tuple[str, str, str]:
+    """(project, namespace, name): ravi's export, under review, in a new project of lea's."""
+    project = ready_project(world)
+    ravi = Person(hub, dev_platform, "ravi")
+    namespace, name = submit(ravi, project_storage(root), project)
+    return project, namespace, name
+
+
 def export_status(world: World, namespace: str, name: str) -> dict[str, Any]:
     obj = world.admin.get(EXPORT_REQUESTS, name, namespace)
     assert obj is not None
@@ -192,8 +218,8 @@ def test_an_export_leaves_through_two_checkers_and_the_lead(
     assert {c["check"] for c in seen["checks"]["out/table.csv"]["findings"]} >= {
         "type", "small_numbers", "raw_dataset_copy", "declared_hash",
     }  # fmt: skip
-    assert olga.call("GET", f"{path}/files/out/table.csv").content == TABLE
-    assert "only output checkers" in lea.refused(403, "GET", f"{path}/files/out/table.csv")
+    assert olga.call("POST", f"{path}/view/out/table.csv").content == TABLE
+    assert "only output checkers" in lea.refused(403, "POST", f"{path}/view/out/table.csv")
     assert ravi.ok("GET", path)["checks"] is None
     access = export_status(world, namespace, name)["access"]
     assert [(a["by"], a["action"], a["path"]) for a in access] == [(OLGA, "view", "out/table.csv")]
@@ -218,22 +244,22 @@ def test_an_export_leaves_through_two_checkers_and_the_lead(
     assert released["released"] == ["out/table.csv"]
     status = export_status(world, namespace, name)
     assert status["phase"] == "Released" and status["release"]["by"] == "lea"
-    assert "only the project's lead" in ravi.refused(403, "GET", f"{path}/download/out/table.csv")
-    link = lea.ok("GET", f"{path}/download/out/table.csv")
+    assert "only the project's lead" in ravi.refused(403, "POST", f"{path}/download/out/table.csv")
+    link = lea.ok("POST", f"{path}/download/out/table.csv")
     assert link["expiresInSeconds"] == LINK_SECONDS
     assert requests.get(link["url"], timeout=30).content == TABLE
-    assert "was not released" in lea.refused(404, "GET", f"{path}/download/notes.txt")
+    assert "was not released" in lea.refused(404, "POST", f"{path}/download/notes.txt")
     time.sleep(LINK_SECONDS + 1)
     assert requests.get(link["url"], timeout=30).status_code == 403  # expired
 
     # revoke: the copies go, the reason stays, a new link is refused
-    fresh = lea.ok("GET", f"{path}/download/out/table.csv")["url"]
+    fresh = lea.ok("POST", f"{path}/download/out/table.csv")["url"]
     olga.ok("POST", f"{path}/revoke", json={"reason": "cell 50-70 identifies a ward"})
     status = export_status(world, namespace, name)
     assert status["phase"] == "Revoked"
     assert status["revocation"]["reason"] == "cell 50-70 identifies a ward"
     assert requests.get(fresh, timeout=30).status_code == 404
-    assert "Released" in lea.refused(403, "GET", f"{path}/download/out/table.csv")
+    assert "Released" in lea.refused(403, "POST", f"{path}/download/out/table.csv")
     actions = [(a["by"], a["action"]) for a in export_status(world, namespace, name)["access"]]
     assert actions == [(OLGA, "view"), ("lea", "download"), ("lea", "download")]
 
@@ -343,9 +369,7 @@ def test_a_release_interrupted_after_its_manifest_completes_once(
 def test_a_browser_signs_in_through_the_hub_and_forms_need_the_xsrf_token(
     hub: HubEndpoints, dev_platform: DevCluster, world: World, tmp_path: Path
 ) -> None:
-    project = ready_project(world)
-    ravi = Person(hub, dev_platform, "ravi")
-    namespace, name = submit(ravi, project_storage(tmp_path), project)
+    _, namespace, name = ravis_export(hub, dev_platform, world, tmp_path)
     olga = Person(hub, dev_platform, OLGA)
     browser = olga.browser  # signed in to the hub only, as a person's browser is
     page = browser.get(olga.url, timeout=30)  # -> hub authorize -> callback -> the page
@@ -369,9 +393,229 @@ def test_a_browser_signs_in_through_the_hub_and_forms_need_the_xsrf_token(
     assert done.status_code == 200 and "olga.checker" in done.text
     obj = world.admin.get(EXPORT_REQUESTS, name, namespace)
     assert obj is not None and [r["by"] for r in obj["spec"]["reviews"]] == [OLGA]
+    # Nothing is recorded by a GET (a link, an image, a navigation from another site): the
+    # view and the download are POSTs, and a POST without the page's XSRF token is refused.
+    base = f"{olga.url}exports/{namespace}/{name}"
+    for url in (f"{base}/view/out/table.csv", f"{base}/download/out/table.csv"):
+        assert browser.get(url, timeout=30).status_code == 405
+        assert browser.post(url, timeout=30).status_code == 403
+    assert export_status(world, namespace, name).get("access", []) == []
+    # The page's own form (with its token) opens the file, and that view is recorded.
+    viewed = browser.post(f"{base}/view/out/table.csv", data={"_xsrf": xsrf.group(1)}, timeout=30)
+    assert viewed.status_code == 200 and viewed.content == TABLE
+    assert viewed.headers["Content-Security-Policy"] == "default-src 'none'; sandbox"
+    access = export_status(world, namespace, name)["access"]
+    assert [(a["by"], a["action"]) for a in access] == [(OLGA, "view")]
     # Without a hub session, the API answers 401 and pages send the browser to sign in.
     assert requests.get(f"{olga.url}api/exports", timeout=30).status_code == 401
     signed_out = requests.get(olga.url, timeout=30, allow_redirects=False)
     assert signed_out.status_code == 302
     assert "/hub/api/oauth2/authorize?" in signed_out.headers["Location"]
     assert "code_challenge_method=S256" in signed_out.headers["Location"]
+
+
+# --- a notebook's token ---------------------------------------------------------------------
+
+
+def project_of(world: World, lead: str, members: list[str]) -> str:
+    """A Ready workspace of `members` led by `lead`."""
+    dataset = world.dataset()
+    request, project = world.submit(by=lead, lead=lead, members=members, datasets=[dataset])
+    world.approve(request, "ann", "bob")
+    world.reconcile(project)
+    return project
+
+
+class Notebook:
+    """A named server the real hub starts for `person` (its pod stays Pending: no node), and
+    the token the hub minted for it, as the notebook's environment carries it."""
+
+    def __init__(self, hub: HubEndpoints, world: World, person: Person, project: str) -> None:
+        self.hub, self.person, self.project = hub, person, project
+        api = f"{hub.probe_url}/hub/api/users/{person.name}/servers/{project}"
+        self.api = api
+        deadline = time.monotonic() + 30
+        while True:  # the hub's Workspace cache learns of the new workspace within moments
+            started = requests.post(
+                api, json={}, headers={"Authorization": f"token {person.token}"}, timeout=30
+            )
+            if started.status_code in (201, 202) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert started.status_code in (201, 202), started.text
+        namespace = namespace_name(project)
+        deadline = time.monotonic() + 30
+        pods: list[dict[str, Any]] = []
+        while not pods and time.monotonic() < deadline:
+            pods = [
+                p
+                for p in world.admin.list(PODS, namespace=namespace)
+                if p["metadata"]["annotations"].get("tre.ucloud.org/user") == person.name
+            ]
+            time.sleep(0.3)
+        [pod] = pods
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert env["TRE_PROJECT"] == project
+        self.token = str(env["JUPYTERHUB_API_TOKEN"])
+
+    def stop(self) -> None:
+        requests.delete(
+            self.api, headers={"Authorization": f"token {self.person.token}"}, timeout=60
+        )
+
+    def call(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        headers = {"Authorization": f"token {self.token}"}
+        return requests.request(method, url, headers=headers, timeout=60, **kwargs)
+
+    def airlock(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.call(method, self.person.url + path, **kwargs)
+
+    def hub_api(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.call(method, f"{self.hub.probe_url}/hub/api/{path}", **kwargs)
+
+
+def released_export(
+    hub: HubEndpoints, dev_platform: DevCluster, world: World, tmp_path: Path
+) -> tuple[str, str]:
+    """An export of a project of lea and ravi, approved by omar and otto, released by lea."""
+    project, namespace, name = ravis_export(hub, dev_platform, world, tmp_path / "released")
+    lea = Person(hub, dev_platform, "lea")
+    for checker in (OMAR, OTTO):
+        approve(Person(hub, dev_platform, checker), namespace, name)
+    world.reconcile(project)
+    lea.ok("POST", f"api/exports/{namespace}/{name}/release")
+    return namespace, name
+
+
+def test_a_checkers_notebook_token_lists_views_reviews_and_revokes_nothing(
+    hub: HubEndpoints, dev_platform: DevCluster, world: World, tmp_path: Path
+) -> None:
+    # Another project's export under review, and one released: olga may act on both from
+    # her browser sign-in, and on neither from a notebook.
+    _, namespace, name = ravis_export(hub, dev_platform, world, tmp_path)
+    rel_namespace, rel_name = released_export(hub, dev_platform, world, tmp_path)
+    olga = Person(hub, dev_platform, OLGA)
+    assert olga.ok("GET", f"api/exports/{namespace}/{name}")["may"]["review"] is True
+
+    lab = project_of(world, OLGA, [OLGA, "rik"])
+    notebook = Notebook(hub, world, olga, lab)
+    try:
+        # What the hub says of the token: the person and her groups, and a scope filtered to
+        # the one server it was made for.
+        said = notebook.hub_api("GET", "user").json()
+        print(f"GET /hub/api/user for a server token: {said}")
+        assert said["name"] == OLGA and "tre:output-checkers" in said["groups"]
+        assert f"access:servers!server={OLGA}/{lab}" in said["scopes"]
+        assert "access:services!service=airlock" in said["scopes"]
+
+        path = f"api/exports/{namespace}/{name}"
+        words = "not with a notebook's token"
+        for method, url, body in (
+            ("GET", "api/exports", None),
+            ("GET", path, None),
+            ("POST", f"{path}/view/out/table.csv", None),
+            ("POST", f"{path}/reviews", {"votes": {"out/table.csv": {"vote": "approve"},
+                                                   "notes.txt": {"vote": "approve"}}}),
+            ("POST", f"api/exports/{rel_namespace}/{rel_name}/revoke",
+             {"reason": "a reason long enough"}),
+            ("POST", f"api/exports/{rel_namespace}/{rel_name}/download/out/table.csv", None),
+            ("POST", f"api/exports/{rel_namespace}/{rel_name}/release", None),
+        ):  # fmt: skip
+            answer = notebook.airlock(method, url, json=body)
+            assert answer.status_code == 403, (url, answer.status_code, answer.text)
+            assert words in answer.json()["error"], answer.text
+        status = export_status(world, namespace, name)
+        assert status.get("access", []) == [] and status.get("reviewers", []) == []
+        released = export_status(world, rel_namespace, rel_name)
+        assert released["phase"] == "Released" and "revocation" not in released
+        # Her own project's exports neither: the token is for submitting.
+        assert notebook.airlock("GET", "api/exports").status_code == 403
+    finally:
+        notebook.stop()
+
+
+def test_a_notebooks_token_files_in_its_own_project_only(
+    hub: HubEndpoints, dev_platform: DevCluster, world: World, tmp_path: Path
+) -> None:
+    # rik is a member of both projects.
+    project_a = project_of(world, "lea", ["lea", "rik"])
+    project_b = project_of(world, "lea", ["lea", "rik"])
+    rik = Person(hub, dev_platform, "rik")
+    in_b = submit(rik, project_storage(tmp_path / "b"), project_b)  # his own sign-in: fine
+    notebook = Notebook(hub, world, rik, project_a)
+    try:
+        from_a = Person(hub, dev_platform, "rik", token=notebook.token)
+        # `tre export submit` in A's notebook files in A, and its bytes land in quarantine.
+        namespace, name = submit(from_a, project_storage(tmp_path / "a"), project_a)
+        assert namespace == namespace_name(project_a)
+        filed = world.admin.get(EXPORT_REQUESTS, name, namespace)
+        assert filed is not None and filed["spec"]["author"] == "rik"
+        # Not in B: refused before anything is filed there.
+        before = {o["metadata"]["name"] for o in world.admin.list(
+            EXPORT_REQUESTS, namespace=namespace_name(project_b))}  # fmt: skip
+        done = from_a.export(
+            project_storage(tmp_path / "a2"), project_b, "out/table.csv",
+            "-d", "x", "-c", "ten characters and more",
+        )  # fmt: skip
+        assert done.returncode != 0
+        assert f"files exports of project {project_a} only" in done.stderr, done.stderr
+        after = {o["metadata"]["name"] for o in world.admin.list(
+            EXPORT_REQUESTS, namespace=namespace_name(project_b))}  # fmt: skip
+        assert after == before
+        # Nor upload to, or withdraw, B's export (his own, filed from his browser sign-in).
+        b_path = f"api/exports/{in_b[0]}/{in_b[1]}"
+        upload = notebook.airlock("PUT", f"{b_path}/files/out/table.csv", data=TABLE)
+        assert upload.status_code == 403 and f"acts for project {project_a} only" in upload.text
+        assert notebook.airlock("POST", f"{b_path}/withdraw").status_code == 404
+        assert not (world.admin.get(EXPORT_REQUESTS, in_b[1], in_b[0]) or {})["spec"].get(
+            "withdrawn"
+        )
+        # His own export in A he withdraws from A's notebook.
+        withdrawn = notebook.airlock("POST", f"api/exports/{namespace}/{name}/withdraw")
+        assert withdrawn.status_code == 200, withdrawn.text
+    finally:
+        notebook.stop()
+
+
+def test_a_notebooks_token_reaches_nothing_else_on_the_hub(
+    hub: HubEndpoints, dev_platform: DevCluster, world: World
+) -> None:
+    lab = project_of(world, "lea", ["lea", "rik"])
+    rik = Person(hub, dev_platform, "rik")
+    notebook = Notebook(hub, world, rik, lab)
+    try:
+        assert notebook.hub_api("GET", "user").status_code == 200  # who am I: always
+        # Its own user: at most what reporting activity needs (no servers, no tokens).
+        own = notebook.hub_api("GET", "users/rik")
+        print(f"GET /hub/api/users/rik with a server token: {own.status_code} {own.text}")
+        assert own.status_code in (200, 403, 404)
+        if own.status_code == 200:
+            assert not {"servers", "auth_state", "roles"} & set(own.json())
+        for method, path, body in (
+            ("GET", "users", None),  # the user list
+            ("GET", "users/lea", None),  # another user
+            ("POST", "users/rik/tokens", {"note": "more", "expires_in": 60}),  # a new token
+            ("GET", "users/rik/tokens", None),
+            ("POST", f"users/rik/servers/{lab}-2", {}),  # another server of rik's
+            ("DELETE", f"users/rik/servers/{lab}", None),  # its own server, stopped
+            ("POST", "users/lea/servers/x", {}),  # another user's server
+            ("GET", "groups", None),
+            ("GET", "services", None),
+        ):
+            answer = notebook.hub_api(method, path, json=body)
+            assert answer.status_code in (403, 404), (method, path, answer.status_code)
+        # No OAuth sign-in with it: the hub's authorize page takes a browser's cookie only,
+        # so the airlock's own client cannot be made to issue a person's token from it.
+        authorize = notebook.call(
+            "GET",
+            f"{hub.probe_url}/hub/api/oauth2/authorize?client_id=service-airlock"
+            "&response_type=code&redirect_uri=x",
+            allow_redirects=False,
+        )
+        assert authorize.status_code in (302, 403), authorize.status_code
+        assert "code=" not in authorize.headers.get("Location", "")
+        # Another of rik's servers (if it existed) is not reached through the proxy either.
+        other = notebook.call("GET", f"{hub.probe_url}/user/rik/{lab}-2/api", allow_redirects=False)
+        assert other.status_code != 200
+    finally:
+        notebook.stop()

@@ -9,15 +9,20 @@ attack with the API server's refusal:
   (plus Impersonate-Group) it appends a review; it cannot file anything in its own name;
 - as that member it cannot create a pod, read a Secret, list namespaces, read or delete an
   export; it cannot impersonate a ServiceAccount, a node, the group system:masters or any
-  group but the output checkers', nor a user's extra fields;
+  group but the output checkers', nor a user's extra fields but its own mark with its own
+  value and a notebook's project;
+- for a call made with a notebook's token (the workspace extra) the export policies admit
+  only that project's exports and no review, whatever the airlock decided;
 - its own records: it marks an Approved export Released with `status.release` (read back
   into the model unchanged), and Revoked with `status.revocation`; not a Submitted export,
   not without the record, not with another number of files than the export's outputs; a record, once
   written, is never changed or removed; access records are appended (several at once, or one
   by a JSON Patch `add` that needs no read), never edited or removed (a merge patch from a
   stale read is refused), name files of the export, and stop once an export is withdrawn;
-- a full list (512 records, written at once) is within the API server's CEL budget for the
-  policy, and a 513th record is refused by the schema;
+- views are budgeted (S17): one person's at most 100, all at most 384, each write one
+  person's records, so the lead's 128 downloads always fit; a full list (512 records) is
+  within the API server's CEL budget for the policy, and a 513th record is refused by the
+  schema;
 - nobody else writes those fields: a member, an output checker, the admin, the controller
   (which also cannot make an export Released, nor move it back);
 - the controller's status write (the Decided condition following Released) keeps the records,
@@ -39,9 +44,20 @@ from provisioner.errors import RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.kube.resources import EXPORT_REQUESTS, RESOURCES
-from provisioner.models.resources import MAX_ACCESS_RECORDS, ExportPhase, ExportRequest
+from provisioner.models.resources import (
+    MAX_ACCESS_RECORDS,
+    MAX_VIEW_RECORDS,
+    MAX_VIEWS_PER_PERSON,
+    ExportPhase,
+    ExportRequest,
+)
 from provisioner.models.settings import Settings
-from provisioner.planning.names import namespace_name
+from provisioner.planning.names import (
+    AIRLOCK_VIA_EXTRA,
+    AIRLOCK_VIA_VALUE,
+    AIRLOCK_WORKSPACE_EXTRA,
+    namespace_name,
+)
 from tests.integration.test_exports import export_body, phase, refused, review
 from tests.integration.workspace_world import World, notebook_pod
 
@@ -78,9 +94,16 @@ class Airlock:
         self.kubeconfig = kubeconfig
         self.itself = Kube(api_client(kubeconfig))
 
-    def as_(self, user: str, *groups: str) -> Kube:
-        """On `user`'s behalf: Impersonate-User, one Impersonate-Group per group."""
-        return Kube(api_client(self.kubeconfig, as_user=user, as_groups=groups))
+    def as_(
+        self, user: str, *groups: str, marked: bool = True, notebook: str | None = None
+    ) -> Kube:
+        """On `user`'s behalf: Impersonate-User, one Impersonate-Group per group, and its
+        mark (Impersonate-Extra `tre.ucloud.org/via: airlock`), as `Desk` does; for a call
+        made with a notebook's token also that notebook's project."""
+        extra = {AIRLOCK_VIA_EXTRA: AIRLOCK_VIA_VALUE} if marked else {}
+        if notebook is not None:
+            extra[AIRLOCK_WORKSPACE_EXTRA] = notebook
+        return Kube(api_client(self.kubeconfig, as_user=user, as_groups=groups, as_extra=extra))
 
     def add_review(self, project: str, name: str, entry: dict[str, Any], user: str) -> None:
         """Append `user`'s review as the service does: read with its own identity (it may not
@@ -103,9 +126,7 @@ def airlock(airlock_config: Path) -> Airlock:
 @pytest.fixture
 def ready(world: World) -> str:
     """A Ready workspace of lea and ravi; returns its project."""
-    _, project, _ = world.approved_project()
-    world.reconcile(project)
-    return project
+    return ready_project_of(world)
 
 
 def file_as(kube: Kube, body: dict[str, Any]) -> str:
@@ -225,14 +246,22 @@ def test_it_impersonates_no_service_account_node_or_other_group(
     world: World, ready: str, airlock: Airlock, airlock_config: Path
 ) -> None:
     body = export_body(ready)
+    controller, node = world.settings.controller_user, "system:node:tre-node"
     refused(
-        lambda: airlock.as_(world.settings.controller_user).create(body, dry_run=True),
+        lambda: airlock.as_(controller, marked=False).create(body, dry_run=True),
         "cannot impersonate-on:serviceaccount:create",
     )
     refused(
-        lambda: airlock.as_("system:node:tre-node").create(body, dry_run=True),
+        lambda: airlock.as_(node, marked=False).create(body, dry_run=True),
         "cannot impersonate-on:arbitrary-node:create",
     )
+    # With its mark, the API server finds no constrained mode for them (a ServiceAccount or
+    # a node carries no extra there) and the legacy mode, which it does not hold, refuses.
+    refused(
+        lambda: airlock.as_(controller).create(body, dry_run=True),
+        'cannot impersonate resource "serviceaccounts"',
+    )
+    refused(lambda: airlock.as_(node).create(body, dry_run=True), "cannot impersonate")
     refused(
         lambda: airlock.as_("lea", "system:masters").create(body, dry_run=True),
         "impersonating the system:masters group is not allowed",
@@ -250,6 +279,49 @@ def test_it_impersonates_no_service_account_node_or_other_group(
         lambda: Kube(extra).create(body, dry_run=True),
         'cannot impersonate:user-info resource "userextras"',
     )
+    # Its own mark, only with its own value.
+    marked = api_client(airlock_config, as_user="lea", as_extra={AIRLOCK_VIA_EXTRA: "admin"})
+    refused(
+        lambda: Kube(marked).create(body, dry_run=True),
+        'cannot impersonate:user-info resource "userextras/tre.ucloud.org/via"',
+    )
+
+
+def test_for_a_notebooks_token_the_api_server_keeps_to_its_project(
+    world: World, ready: str, airlock: Airlock
+) -> None:
+    """Whatever the airlock decided, a call it makes for a notebook's token (the workspace
+    extra) files, changes and withdraws only that project's exports, and appends no review."""
+    other = ready_project_of(world)
+    refused(
+        lambda: airlock.as_("lea", notebook=other).create(export_body(ready), dry_run=True),
+        f"spec.project: {ready} is not the project of the notebook {other} whose token made "
+        "this call",
+    )
+    name = file_as(airlock.as_("lea", notebook=ready), export_body(ready))
+    obj = airlock.itself.get(EXPORT_REQUESTS, name, namespace_name(ready))
+    assert obj is not None
+    refused(
+        lambda: airlock.as_("lea", notebook=other).replace(dict(obj, spec={**obj["spec"],
+                                                                           "withdrawn": True})),
+        f"is not the project of the notebook {other}",
+    )  # fmt: skip
+    reviewed = dict(obj, spec={**obj["spec"], "reviews": [review("olga")]})
+    refused(
+        lambda: airlock.as_("olga", CHECKERS, notebook=ready).replace(reviewed),
+        "a review comes from a checker signed in in their browser, never from a notebook",
+    )
+    airlock.as_("olga", CHECKERS).replace(reviewed)  # signed in: admitted
+    obj = airlock.itself.get(EXPORT_REQUESTS, name, namespace_name(ready))
+    assert obj is not None
+    obj["spec"]["withdrawn"] = True
+    airlock.as_("lea", notebook=ready).replace(obj)
+
+
+def ready_project_of(world: World) -> str:
+    _, project, _ = world.approved_project()
+    world.reconcile(project)
+    return project
 
 
 # --- the airlock's status records ---------------------------------------------------------------
@@ -372,11 +444,10 @@ def test_access_records_are_appended_never_edited_or_removed(
         "status.access: etc/passwd is not a file of this export",
     )
     # Withdrawn: nothing of it is looked at again.
-    lea = Kube(api_client(world.kubeconfig, as_user="lea"))
-    obj = lea.get(EXPORT_REQUESTS, name, namespace_name(ready))
+    obj = airlock.itself.get(EXPORT_REQUESTS, name, namespace_name(ready))
     assert obj is not None
     obj["spec"]["withdrawn"] = True
-    lea.replace(obj)
+    airlock.as_("lea").replace(obj)
     world.reconcile(ready)
     refused(
         lambda: airlock.write_status(ready, name, {"access": [*batch, access("olga")]}),
@@ -384,18 +455,46 @@ def test_access_records_are_appended_never_edited_or_removed(
     )
 
 
-def test_a_full_access_list_is_judged_within_budget_and_not_exceeded(
+def test_views_are_budgeted_so_the_leads_downloads_always_fit(
     world: World, ready: str, airlock: Airlock
 ) -> None:
+    """One checker's views cannot use up the export's records, nor can all checkers' views
+    together use up the room kept for the lead's downloads; a full list (512) is judged
+    within the API server's CEL budget and a 513th record is refused by the schema."""
     name = file_as(airlock.as_("lea"), export_body(ready))
-    full = [
-        access(f"checker-{i}", "out/table.csv" if i % 2 else "src/model.py")
-        for i in range(MAX_ACCESS_RECORDS)
-    ]
-    airlock.write_status(ready, name, {"access": full})
+    records: list[dict[str, Any]] = []
+
+    def append(*more: dict[str, Any]) -> None:
+        airlock.write_status(ready, name, {"access": [*records, *more]})
+        records.extend(more)
+
+    olga = [access("olga") for _ in range(MAX_VIEWS_PER_PERSON)]
+    append(*olga)
+    refused(
+        lambda: append(access("olga", "src/model.py")),
+        f"olga has viewed the files of this export {MAX_VIEWS_PER_PERSON} times, the most "
+        "one person may",
+    )
+    # One write, one person's records (so the count per person is one pass).
+    refused(
+        lambda: append(access("piet"), access("quinn")),
+        "append one person's access records per write",
+    )
+    checkers = ["piet", "quinn", "rosa"]
+    for checker in checkers:
+        left = MAX_VIEW_RECORDS - len(records)
+        append(*[access(checker) for _ in range(min(MAX_VIEWS_PER_PERSON, left))])
+    assert len(records) == MAX_VIEW_RECORDS
+    refused(
+        lambda: append(access("sven")),
+        f"status.access: this export has had {MAX_VIEW_RECORDS} views, the most it takes",
+    )
+    # The room left is the lead's: every download still fits.
+    downloads = MAX_ACCESS_RECORDS - MAX_VIEW_RECORDS
+    append(*[access("lea", action="download") for _ in range(downloads)])
     assert len(read(world, ready, name).status.access) == MAX_ACCESS_RECORDS
     refused(
-        lambda: airlock.write_status(ready, name, {"access": [*full, access("olga")]}),
+        lambda: append(access("lea", action="download")),
         f"must have at most {MAX_ACCESS_RECORDS} items",
     )
 
@@ -462,6 +561,7 @@ def test_the_controller_keeps_and_audits_each_record_once(
 ) -> None:
     project, name = approved
     views = [access("olga"), access("piet", "src/model.py")]
+    airlock.write_status(project, name, {"access": views[:1]})  # one person's per write
     airlock.write_status(project, name, {"access": views})
     airlock.write_status(project, name, {"phase": "Released", "release": release_record()})
     records = [*views, access("lea", action="download")]
@@ -520,6 +620,7 @@ def test_every_field_round_trips_through_the_api_server(
         "release": release_record(),
         "access": [access("olga"), access("lea", action="download")],
     }
+    airlock.write_status(project, name, {"access": status["access"][:1]})  # one person a write
     airlock.write_status(project, name, status)
     got = read(world, project, name)
     assert got.status.to_wire()["release"] == status["release"]

@@ -1,7 +1,8 @@
 """ExportRequests against the real API server: who may file them, who may review them, and
 what the controller makes of the reviews.
 
-Behaviours under test, each played with the raw API as the person (impersonation):
+Behaviours under test, each played with the raw API as the person, as the airlock makes the
+call (impersonation with its mark, the user extra `tre.ucloud.org/via: airlock`):
 - a member of a Ready workspace files an export in their own name in its namespace; someone
   else's name, or a non-member, is refused;
 - an output checker appends one review covering every file; the author, a project member, a
@@ -9,7 +10,11 @@ Behaviours under test, each played with the raw API as the person (impersonation
   after the decision are refused with the reason;
 - the controller writes the status: one review leaves it Submitted, two independent
   approvals make it Approved; nobody else may write that status;
-- the author withdraws it; nothing is reviewed after that.
+- the author withdraws it; nothing is reviewed after that;
+- people read exports only through the airlock (S16): while an export is under review, a
+  member's and a checker's own `get` and `list` are refused (403), and so is their own write
+  without the airlock's mark (a no-op update or patch, which would answer with the whole
+  object, hidden reviews included).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.kube.resources import EXPORT_REQUESTS
 from provisioner.models.settings import Settings
-from provisioner.planning.names import namespace_name
+from provisioner.planning.names import AIRLOCK_VIA_EXTRA, AIRLOCK_VIA_VALUE, namespace_name
 from tests.integration.workspace_world import World, unique
 
 pytestmark = pytest.mark.integration
@@ -48,8 +53,12 @@ def ready(world: World) -> str:
     return project
 
 
-def as_(world: World, user: str, group: str | None = None) -> Kube:
-    return Kube(api_client(world.kubeconfig, as_user=user, as_groups=(group,) if group else ()))
+def as_(world: World, user: str, group: str | None = None, *, via_airlock: bool = True) -> Kube:
+    """`user` (in `group`) as the airlock acts for them, or on their own (`via_airlock`
+    False: their own kubectl)."""
+    extra = {AIRLOCK_VIA_EXTRA: AIRLOCK_VIA_VALUE} if via_airlock else None
+    groups = (group,) if group else ()
+    return Kube(api_client(world.kubeconfig, as_user=user, as_groups=groups, as_extra=extra))
 
 
 def export_body(project: str, author: str = "lea") -> dict[str, Any]:
@@ -112,11 +121,11 @@ def add_review(
     user: str,
     group: str | None = CHECKERS,
 ) -> None:
-    k = as_(world, user, group)
-    obj = k.get(EXPORT_REQUESTS, name, namespace_name(project))
+    # As the airlock: read with its own identity (people have no read), write as the person.
+    obj = world.admin.get(EXPORT_REQUESTS, name, namespace_name(project))
     assert obj is not None
     obj["spec"]["reviews"] = [*obj["spec"].get("reviews", []), entry]
-    k.replace(obj)
+    as_(world, user, group).replace(obj)
 
 
 def refused(call: Callable[[], Any], *fragments: str) -> None:
@@ -206,14 +215,50 @@ def test_two_independent_approvals_make_it_approved_and_end_the_review(
 
 def test_the_author_withdraws_and_nothing_is_reviewed_after(world: World, ready: str) -> None:
     name = file_export(world, ready, export_body(ready))
-    lea = as_(world, "lea")
-    obj = lea.get(EXPORT_REQUESTS, name, namespace_name(ready))
+    obj = world.admin.get(EXPORT_REQUESTS, name, namespace_name(ready))
     assert obj is not None
     obj["spec"]["withdrawn"] = True
-    lea.replace(obj)
+    as_(world, "lea").replace(obj)
     world.reconcile(ready)
     assert phase(world, ready, name) == "Withdrawn"
     refused(
         lambda: add_review(world, ready, name, review("olga"), "olga"),
         "this export was withdrawn",
     )
+
+
+def test_people_read_and_change_exports_only_through_the_airlock(world: World, ready: str) -> None:
+    name = file_export(world, ready, export_body(ready))
+    secret = "olga's vote, hidden until the decision"
+    entry = review("olga")
+    entry["votes"][0]["comment"] = secret
+    add_review(world, ready, name, entry, "olga")
+    namespace = namespace_name(ready)
+    path = EXPORT_REQUESTS.path(namespace, name)
+    people = [("lea", None), ("ravi", None), ("olga", CHECKERS), ("piet", CHECKERS)]
+    for user, group in people:
+        own = as_(world, user, group, via_airlock=False)
+        # RefusedError is the API server's 403
+        cannot = f'User "{user}" cannot'
+        refused(lambda own=own: own.get(EXPORT_REQUESTS, name, namespace), f"{cannot} get")
+        refused(lambda own=own: own.list(EXPORT_REQUESTS, namespace=namespace), f"{cannot} list")
+        refused(lambda own=own: own.list(EXPORT_REQUESTS), f"{cannot} list")
+    # A no-op write would answer with the whole object: refused, without the object.
+    current = world.admin.get(EXPORT_REQUESTS, name, namespace)
+    assert current is not None
+    for user, group in people:
+        own = as_(world, user, group, via_airlock=False)
+        with pytest.raises(RefusedError) as put:
+            own.replace(dict(current))
+        assert secret not in str(put.value)
+        assert "may change exports only through the airlock" in str(put.value)
+        with pytest.raises(RefusedError) as patch:
+            own.request(
+                "PATCH", path, body={}, content_type="application/merge-patch+json", what="patch"
+            )
+        assert secret not in str(patch.value)
+    # The airlock's mark with another value is not the airlock's mark.
+    forged = Kube(api_client(world.kubeconfig, as_user="lea", as_extra={AIRLOCK_VIA_EXTRA: "lea"}))
+    refused(lambda: forged.replace(dict(current)), "only through the airlock")
+    # Through the airlock the same write is judged by the export rules (here: admitted).
+    as_(world, "lea").replace(dict(current))

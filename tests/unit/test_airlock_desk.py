@@ -189,7 +189,13 @@ def test_the_hub_registers_the_airlock_only_with_a_token() -> None:
     assert {"name": "user", "scopes": ["self", "access:services!service=airlock"]} in (
         c.JupyterHub.load_roles
     )
-    assert "access:services!service=airlock" in c.Spawner.server_token_scopes
+    # Exactly what the notebook's server needs, and the airlock; `access:servers!server` is
+    # also how the airlock tells a notebook's token from the person's own (S4): never drop it.
+    assert c.Spawner.server_token_scopes == [
+        "users:activity!user",
+        "access:servers!server",
+        "access:services!service=airlock",
+    ]
     assert "server_token_scopes" in KubeSpawner.class_trait_names(config=True)  # a real trait
     env = c.KubeSpawner.environment
     assert env["TRE_AIRLOCK_URL"] == (

@@ -5,7 +5,11 @@ tests/integration/test_airlock_trust.py):
 - the whole ClusterRole, so every verb it holds is asserted every time: read exports,
   workspaces, datasets and access requests; write only the exports' status subresource;
   impersonate people (mode user-info, so never a ServiceAccount or a node), only the
-  configured output checker group, and as them only create, update and patch exports;
+  configured output checker group, two user extras (its own mark, `tre.ucloud.org/via:
+  airlock`, and a notebook's project, `tre.ucloud.org/workspace`), and as them only create,
+  update and patch exports;
+- people (members through their workspace's binding, output checkers) hold no read on
+  exports, only the writes the airlock makes as them (S16: reviews under review hidden);
 - it is bound to the airlock's identity only: a ServiceAccount subject for a ServiceAccount
   username, a User otherwise.
 """
@@ -58,6 +62,17 @@ def test_the_airlocks_role_is_exactly_its_reach() -> None:
                 "resourceNames": ["sdc:checkers"],
             },
             {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["userextras/tre.ucloud.org/via"],
+                "verbs": ["impersonate:user-info"],
+                "resourceNames": ["airlock"],
+            },
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["userextras/tre.ucloud.org/workspace"],
+                "verbs": ["impersonate:user-info"],
+            },
+            {
                 "apiGroups": ["tre.ucloud.org"],
                 "resources": ["exportrequests"],
                 "verbs": [
@@ -68,6 +83,22 @@ def test_the_airlocks_role_is_exactly_its_reach() -> None:
             },
         ],
     }
+
+
+def test_people_hold_no_read_on_exports_only_the_writes_the_airlock_makes_as_them() -> None:
+    settings = Settings()
+    author = _named(settings, "ClusterRole", "tre-export-author")
+    checker = _named(settings, "ClusterRole", "tre-output-checker")
+    assert author["rules"] == [
+        {
+            "apiGroups": ["tre.ucloud.org"],
+            "resources": ["exportrequests"],
+            "verbs": ["create", "update"],
+        }
+    ]
+    assert checker["rules"] == [
+        {"apiGroups": ["tre.ucloud.org"], "resources": ["exportrequests"], "verbs": ["update"]}
+    ]
 
 
 def test_the_role_is_bound_to_the_airlocks_identity_only() -> None:
