@@ -70,6 +70,7 @@ from provisioner.models.resources import (
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, ComputeTier
+from provisioner.planning import notebook_pods
 from tests.kubespawner_harness import (
     DEV_AUTH,
     HubUser,
@@ -628,6 +629,10 @@ def test_kubespawner_pod_for_a_member_passes_psa_restricted(
     assert gate_env["GATE_UPSTREAM"] == "127.0.0.1:8890"
     assert gate_env["GATE_PREFIX"] == f"/user/alice/{PROJECT}/"
     assert (gate_env["GATE_USER"], gate_env["GATE_PROJECT"]) == ("alice", PROJECT)
+    # The workspace's tier is its most sensitive dataset's (hospital-admissions): its limits.
+    sensitive = platform_settings.browser_limits_by_tier[ClassificationTier.SENSITIVE]
+    assert gate_env["GATE_READ_CAP"] == str(sensitive.read_cap_mib << 20)
+    assert gate_env["GATE_CONTENT_BUDGET"] == str(sensitive.content_budget_mib << 20)
     assert gate["securityContext"] == {
         "runAsNonRoot": True,
         "runAsUser": 10002,
@@ -810,3 +815,9 @@ def test_jupyterhub_config_file_refuses_the_dev_sign_in_beside_oidc(
         "signs in through OIDC only: unset TRE_HUB_DEV_AUTHENTICATOR, or remove the OIDC "
         "settings on a development machine"
     )
+
+
+def test_a_workspace_without_datasets_has_the_public_tiers_browser_limits() -> None:
+    empty = _workspace(PROJECT, members=["alice"])
+
+    assert notebook_pods.workspace_tier(empty) is ClassificationTier.PUBLIC
