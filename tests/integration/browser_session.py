@@ -36,7 +36,13 @@ import time
 from collections.abc import Callable
 
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    ElementNotInteractableException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -99,6 +105,20 @@ def start_lab(
     wait.until(expected_conditions.presence_of_element_located((By.ID, "jp-main-dock-panel")))
 
 
+def _click(driver: WebDriver, css: str) -> bool:
+    """Click the first element matching `css`; False while there is none or it went stale."""
+    try:
+        driver.find_element(By.CSS_SELECTOR, css).click()
+    except (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        ElementNotInteractableException,
+        ElementClickInterceptedException,  # something (a loading overlay) is in front of it
+    ):
+        return False
+    return True
+
+
 def work(
     driver: WebDriver, wait: WebDriverWait[WebDriver], hub: str, user: str, project: str, paths: str
 ) -> str:
@@ -116,16 +136,9 @@ def work(
     print(f"refused: {refused}")
     dialog.find_element(By.CSS_SELECTOR, ".jp-Dialog-footer button").click()
     driver.get(f"{hub}/user/{user}/{project}/lab/tree/{notebook}")
-    editor = wait.until(
-        expected_conditions.element_to_be_clickable((By.CSS_SELECTOR, ".jp-Cell .cm-content"))
-    )
-    # The kernel is ready once the toolbar's status says Idle.
-    wait.until(
-        expected_conditions.presence_of_element_located(
-            (By.XPATH, "//*[contains(@class, 'jp-Toolbar')]//*[contains(., 'Idle')]")
-        )
-    )
-    editor.click()
+    # JupyterLab re-renders the notebook while it loads: find the cell's editor afresh until a
+    # click lands (a run asked for before the kernel is up waits for it).
+    wait.until(lambda d: _click(d, ".jp-Cell .cm-content"))
     ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
     wait.until(
         expected_conditions.presence_of_element_located(
@@ -202,6 +215,8 @@ def main(
     except TimeoutException:
         driver.save_screenshot(screenshot)
         print(f"timed out at {driver.current_url}: {driver.title}")
+        for dialog in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog-content"):
+            print(f"dialog: {' '.join(dialog.text.split())}")
         return 1
     finally:
         driver.quit()

@@ -16,9 +16,10 @@ Behaviours under test:
   reads are refused for the rest of the day; uploads above the cap are refused, others
   recorded;
 - the researcher has no hand on the gate: the notebook container sees no process of it and
-  cannot take its port; a server the researcher starts on another port is out of reach from
-  where the hub and the proxy stand; killing the Jupyter server (and with it every process the
-  researcher can see) leaves the gate running, unrestarted, and the browser meets only it;
+  cannot take its port; a server the researcher starts on another port listens, and the
+  proxy routes the member's URL to the gate's port only; killing the Jupyter server (and with
+  it every process the researcher can see) leaves the gate running, unrestarted, and the
+  browser meets only it;
 - JupyterLab keeps doing its job: the application loads, notebooks save, kernels run.
 Traffic goes only to loopback and to pods of the node.
 """
@@ -29,6 +30,7 @@ import contextlib
 import hashlib
 import json
 import subprocess
+import sys
 import time
 import uuid
 from typing import Any
@@ -39,13 +41,13 @@ import websocket
 
 from provisioner.devcluster.binaries import K8S_VERSION, cache_dir
 from provisioner.devcluster.cluster import DevCluster
+from provisioner.devcluster.hub import DevHub
 from provisioner.kube.resources import PODS
 from provisioner.planning.names import namespace_name
 from tests.integration.conftest import Browse
 from tests.integration.platform_with_node import (
     Start,
     connect_code,
-    connect_from_node,
     last_json,
     ready_project,
 )
@@ -102,6 +104,25 @@ def gate_records(world: World, platform: DevCluster, project: str) -> list[dict[
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def proxy_routes(platform: DevCluster) -> dict[str, Any]:
+    """The proxy's routing table, from its API (in the node's network namespace, where the
+    dev platform runs it), with the token the hub and the proxy share."""
+    hub = DevHub(platform)
+    endpoints = hub.endpoints()
+    assert endpoints is not None
+    token = (hub.dir / "proxy-token").read_text().strip()
+    code = (
+        "import urllib.request\n"
+        f"request = urllib.request.Request('{endpoints.proxy_api_url}/api/routes',\n"
+        f"    headers={{'Authorization': 'token {token}'}})\n"
+        "print(urllib.request.urlopen(request, timeout=10).read().decode())\n"
+    )
+    in_node = ["nsenter", "-t", str(platform.node().holder_pid), "-n", "--", sys.executable]
+    done = subprocess.run([*in_node, "-c", code], capture_output=True, text=True, check=True)
+    routes: dict[str, Any] = json.loads(done.stdout)
+    return routes
 
 
 def refused(response: requests.Response, rule: str) -> str:
@@ -241,14 +262,14 @@ def test_the_researcher_has_no_hand_on_the_gate(
     assert "'/gate" not in lines["PROCS"] and "GATE_" not in lines["PROCS"], out
     assert lines["GATE-PORT"] == "GATE-PORT 98", out  # EADDRINUSE
 
-    # From where the hub and the proxy stand, the pod answers on the gate's port only: the
-    # server the researcher started on another port is out of reach.
-    (pod,) = world.admin.list(PODS, namespace=namespace_name(project))
-    ip = pod["status"]["podIP"]
-    assert connect_from_node(platform_with_node, ip, port) == "connected"
-    time.sleep(1)  # the researcher's server is listening by now (it is, in the pod)
+    # The researcher's own server listens in the pod, and the browser cannot reach it: the
+    # proxy routes the member's URL to the pod at the gate's port and nowhere else.
+    time.sleep(1)
     assert notebook.run(connect_code("127.0.0.1", OTHER_PORT)).strip() == "connected"
-    assert connect_from_node(platform_with_node, ip, OTHER_PORT).startswith("refused")
+    (pod,) = world.admin.list(PODS, namespace=namespace_name(project))
+    routes = proxy_routes(platform_with_node)
+    (target,) = [r["target"] for path, r in routes.items() if path.rstrip("/").endswith(project)]
+    assert target == f"http://{pod['status']['podIP']}:{port}"
 
     # Killing the Jupyter server (every process the researcher can see goes with it) leaves
     # the gate as it was: the browser meets the gate while the server is down, and after.
@@ -313,7 +334,10 @@ def test_in_a_browser_the_data_is_refused_and_a_notebook_plots_and_saves(
     notebook = start(hub, "ines", project)
     cells = [{"cell_type": "code", "metadata": {}, "source": PLOT_CELL,
               "outputs": [], "execution_count": None}]  # fmt: skip
-    content = {"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    # The kernel named, so JupyterLab starts it without asking which.
+    kernelspec = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    content = {"cells": cells, "metadata": {"kernelspec": kernelspec}, "nbformat": 4,
+               "nbformat_minor": 5}  # fmt: skip
     put = notebook.api(
         "PUT", "/contents/project/plot.ipynb", json={"type": "notebook", "content": content}
     )
