@@ -71,20 +71,25 @@ def verify_datasets(
     by_name = {d.name: d for d in datasets}
     interval = dt.timedelta(seconds=settings.dataset_verify_seconds)
     return [
-        _verify(kube, s3, by_name[name], now, audit)
+        _verify(kube, s3, by_name[name], now, settings, audit)
         for name in datasets_due_for_verification(by_name.values(), now, interval)
     ]
 
 
 def _verify(
-    kube: Kube, s3: S3Client, dataset: Dataset, now: dt.datetime, audit: Auditor | None
+    kube: Kube,
+    s3: S3Client,
+    dataset: Dataset,
+    now: dt.datetime,
+    settings: Settings,
+    audit: Auditor | None,
 ) -> DatasetVerification:
     before = dataset.status.manifest.sha256 if dataset.status.manifest else None
     manifest: DatasetManifest | None = None
     error: str | None = None
     status: dict[str, Any]
     try:
-        manifest = compute_manifest(s3, dataset.spec.source, now=now)
+        manifest = compute_manifest(s3, dataset, settings, now=now)
     except TreError as exc:
         error = f"cannot list {source_uri(dataset.spec.source)}: {exc}"
         condition = _condition(

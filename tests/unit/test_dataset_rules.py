@@ -22,6 +22,7 @@ import hashlib
 from typing import Any, cast
 
 import pytest
+from pydantic import ValidationError
 
 from provisioner.models.resources import (
     Dataset,
@@ -36,6 +37,7 @@ from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.datasets import (
     datasets_due_for_verification,
+    manifest_origin,
     next_verification_at,
     overlap_refusal,
     source_location,
@@ -48,8 +50,8 @@ NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 LINES = [manifest_line("a.csv", 3, "900150983cd24fb0d6963f7d28e17f72")]
 
 
-def s3(bucket: str = "tre-data", prefix: str = "") -> DatasetSource:
-    return DatasetSource(s3=S3Source(bucket=bucket, prefix=prefix))
+def s3(bucket: str = "tre-data", prefix: str = "", region: str | None = None) -> DatasetSource:
+    return DatasetSource(s3=S3Source(bucket=bucket, prefix=prefix, region=region))
 
 
 def nfs(server: str = "nfs.example.org", path: str = "/exports") -> DatasetSource:
@@ -61,6 +63,7 @@ def dataset(
     source: DatasetSource,
     tier: str = "internal",
     computed_at: dt.datetime | None = None,
+    uid: str = "",
 ) -> Dataset:
     manifest = (
         DatasetManifest(object_count=1, bytes=1, sha256="0" * 64, computed_at=computed_at)
@@ -69,6 +72,7 @@ def dataset(
     )
     return Dataset(
         name=name,
+        uid=uid,
         spec=DatasetSpec(
             title="T", steward="sam", classification=ClassificationTier(tier), source=source
         ),
@@ -79,26 +83,60 @@ def dataset(
 # --- the canonical manifest ---------------------------------------------------------------------
 
 
+SETTINGS = Settings(s3_region="us-east-1")
+
+
+def origin(source: DatasetSource, uid: str = "u1", settings: Settings = SETTINGS) -> str:
+    return manifest_origin(dataset("cohort", source, uid=uid), settings)
+
+
 def test_manifest_hash_is_the_documented_text() -> None:
-    text = 'source s3://tre-data/cohort/\n["a.csv",3,"900150983cd24fb0d6963f7d28e17f72"]\n'
-    assert manifest_sha256(s3(prefix="cohort/"), LINES) == hashlib.sha256(text.encode()).hexdigest()
+    text = (
+        "source s3://tre-data/cohort/ region=us-east-1 endpoint=aws dataset=u1\n"
+        '["a.csv",3,"900150983cd24fb0d6963f7d28e17f72"]\n'
+    )
+    assert origin(s3(prefix="cohort/")) == (
+        "s3://tre-data/cohort/ region=us-east-1 endpoint=aws dataset=u1"
+    )
+    assert manifest_sha256(origin(s3(prefix="cohort/")), LINES) == (
+        hashlib.sha256(text.encode()).hexdigest()
+    )
 
 
 @pytest.mark.parametrize(
     "other",
-    [s3(prefix="cohort-2/"), s3(prefix=""), s3(bucket="tre-data2", prefix="cohort/"),
-     nfs(path="/cohort/")],
-)  # fmt: skip
-def test_the_same_objects_at_another_source_hash_differently(other: DatasetSource) -> None:
-    assert manifest_sha256(s3(prefix="cohort/"), LINES) != manifest_sha256(other, LINES)
+    [
+        # another place
+        origin(s3(prefix="cohort-2/")),
+        origin(s3(prefix="")),
+        origin(s3(bucket="tre-data2", prefix="cohort/")),
+        origin(nfs(path="/cohort")),
+        # the same place read from another server: the dataset's region, the platform's
+        # default region, the platform's endpoint
+        origin(s3(prefix="cohort/", region="eu-west-1")),
+        origin(s3(prefix="cohort/"), settings=Settings(s3_region="eu-west-1")),
+        origin(s3(prefix="cohort/"), settings=Settings(s3_endpoint_url="http://127.0.0.1:9")),
+        # the same place and server, registered again (another Dataset object)
+        origin(s3(prefix="cohort/"), uid="u2"),
+    ],
+)
+def test_the_same_objects_elsewhere_or_registered_again_hash_differently(other: str) -> None:
+    assert manifest_sha256(origin(s3(prefix="cohort/")), LINES) != manifest_sha256(other, LINES)
+
+
+def test_the_default_region_and_the_same_region_named_hash_alike() -> None:
+    # what the PV mounts decides, not how the dataset spells it
+    assert origin(s3(prefix="c/", region="us-east-1")) == origin(s3(prefix="c/"))
 
 
 def test_nfs_manifest_is_the_source_line_alone() -> None:
     no_client = cast("Any", None)  # an NFS export is never listed
-    manifest = compute_manifest(no_client, nfs(path="/exports/reg"), now=NOW)
+    manifest = compute_manifest(
+        no_client, dataset("cohort", nfs(path="/exports/reg"), uid="u1"), SETTINGS, now=NOW
+    )
     assert (manifest.object_count, manifest.bytes, manifest.computed_at) == (0, 0, NOW)
-    expected = hashlib.sha256(b"source nfs://nfs.example.org/exports/reg\n").hexdigest()
-    assert manifest.sha256 == expected
+    expected = hashlib.sha256(b"source nfs://nfs.example.org/exports/reg dataset=u1\n")
+    assert manifest.sha256 == expected.hexdigest()
 
 
 # --- due for verification -----------------------------------------------------------------------
@@ -139,12 +177,9 @@ def test_verification_interval_defaults_to_an_hour() -> None:
 def test_source_uri_and_location() -> None:
     assert source_uri(s3(prefix="cohort")) == "s3://tre-data/cohort/"
     assert source_location(s3()) == "s3://tre-data/"
-    assert source_uri(nfs(server="NFS.example.org", path="/exports/reg")) == (
-        "nfs://NFS.example.org/exports/reg"
-    )
-    assert source_location(nfs(server="NFS.example.org", path="/exports/reg")) == (
-        "nfs://nfs.example.org/exports/reg/"
-    )
+    assert source_uri(nfs(path="/exports/reg")) == "nfs://nfs.example.org/exports/reg"
+    assert source_location(nfs(path="/exports/reg")) == "nfs://nfs.example.org/exports/reg/"
+    assert source_location(nfs(path="/")) == "nfs://nfs.example.org/"
 
 
 def test_public_whole_bucket_over_a_sensitive_prefix_is_refused() -> None:
@@ -186,15 +221,69 @@ def test_allowed_overlaps_and_disjoint_sources(new: Dataset, existing: Dataset) 
     assert overlap_refusal(new, [existing]) is None
 
 
-def test_nfs_paths_overlap_at_slash_boundaries_whatever_the_server_case() -> None:
-    export = dataset("export", nfs(path="/exports/"), "internal")
-    inside = dataset("inside", nfs(server="NFS.EXAMPLE.ORG", path="/exports/reg"), "sensitive")
+def test_nfs_paths_overlap_at_slash_boundaries() -> None:
+    export = dataset("export", nfs(path="/exports"), "internal")
+    inside = dataset("inside", nfs(path="/exports/reg"), "sensitive")
     refusal = overlap_refusal(inside, [export])
     assert refusal is not None
     assert refusal.startswith(
         "spec.source: nfs://nfs.example.org/exports/reg/ lies within "
         "nfs://nfs.example.org/exports/ of dataset export (internal)"
     )
+
+
+# Every other spelling of a location registered sensitive (security review 3, S5): the
+# overlap rule compares text, so each must be refused before it is compared. The CRD refuses
+# the same values (tests/domain_values.py runs them against the API server;
+# tests/integration/test_dataset_trust.py registers these very spellings).
+SENSITIVE_S3 = {"bucket": "tre-data", "prefix": "cohort/"}
+SENSITIVE_NFS = {"server": "nfs.hospital.example", "path": "/exports/registry"}
+S3_ALIASES = ("cohort//", "cohort///", "./cohort/", "cohort/./", "x/../cohort/", "/cohort/",
+              "cohort//sub/")  # fmt: skip
+NFS_ALIASES = (
+    {"server": "nfs.hospital.example."},
+    {"server": "NFS.hospital.example"},
+    {"server": "nfs"},
+    {"server": "10.0.0.7"},
+    {"server": "fd00::7"},
+    {"path": "/exports//registry"},
+    {"path": "//exports/registry"},
+    {"path": "/exports/registry/"},
+    {"path": "/exports/./registry"},
+    {"path": "/exports/x/../registry"},
+)
+
+
+@pytest.mark.parametrize("prefix", S3_ALIASES)
+def test_every_other_spelling_of_an_s3_location_is_refused(prefix: str) -> None:
+    with pytest.raises(ValidationError, match="S3 prefix"):
+        S3Source(bucket=SENSITIVE_S3["bucket"], prefix=prefix)
+
+
+@pytest.mark.parametrize("alias", NFS_ALIASES, ids=lambda a: repr(next(iter(a.values()))))
+def test_every_other_spelling_of_an_nfs_location_is_refused(alias: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match=r"NFS (server|path)"):
+        NfsSource(**{**SENSITIVE_NFS, **alias})
+
+
+@pytest.mark.parametrize(
+    ("sensitive", "public"),
+    [
+        (s3(**SENSITIVE_S3), s3(**SENSITIVE_S3)),
+        (s3(**SENSITIVE_S3), s3(prefix="cohort")),  # the trailing '/' is added, not a spelling
+        (s3(**SENSITIVE_S3), s3()),
+        (nfs(**SENSITIVE_NFS), nfs(**SENSITIVE_NFS)),
+        (nfs(**SENSITIVE_NFS), nfs(SENSITIVE_NFS["server"], "/exports")),
+        (nfs(**SENSITIVE_NFS), nfs(SENSITIVE_NFS["server"], "/")),
+    ],
+)  # fmt: skip
+def test_each_spelling_left_overlaps_as_the_location_it_names(
+    sensitive: DatasetSource, public: DatasetSource
+) -> None:
+    refusal = overlap_refusal(
+        dataset("open", public, "public"), [dataset("registry", sensitive, "sensitive")]
+    )
+    assert refusal is not None and "of dataset registry (sensitive)" in refusal
 
 
 # --- RBAC ---------------------------------------------------------------------------------------
