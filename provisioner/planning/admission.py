@@ -961,7 +961,7 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             # Not on DELETE: a volume written before this rule must still be removable.
             _validation(
                 "request.resource.resource != 'persistentvolumes' || object == null || "
-                + _dataset_mount_configuration(settings, "object.spec"),
+                + _dataset_mount_configuration(settings, "variables.target.spec"),
                 "'the controller may not ' + request.operation.lowerAscii() + ' "
                 "PersistentVolume ' + request.name + ': its mount options, volume attributes "
                 "or NFS server and path are not the planned ones (each value a dataset gives "
