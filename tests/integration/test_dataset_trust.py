@@ -24,7 +24,8 @@ Behaviours under test:
   upper case, a short name or an address for the server) are refused by the schema, and the
   spellings left are refused by the overlap rule as the location they name;
 - the platform's buckets (S6): audit, quarantine and egress are refused as a dataset source by
-  the API server and by `tre`, in the same words;
+  the API server and by `tre`, in the same words; the controller never lists one for a
+  dataset stored earlier and removes its manifest;
 - deleting and registering again (S7): nobody gives a Dataset an owner reference or a
   finalizer (the garbage collector would delete it for a steward); a dataset registered again
   under the same name, source and data gets another manifest hash, so no old approval counts;
@@ -665,6 +666,29 @@ def test_tre_refuses_the_platforms_buckets_in_the_same_words(world: World) -> No
         assert f"dataset {name}: spec.source.s3.bucket: {bucket} is one of the platform's own " \
                "buckets" in result.output  # fmt: skip
         assert name not in world.dataset_names()
+
+
+def test_the_controller_never_verifies_a_dataset_on_a_platform_bucket(world: World) -> None:
+    """A dataset stored before the policy existed (played here by the controller's view of a
+    verified dataset whose source names the quarantine): never listed, its manifest removed,
+    so no approval matches it and no workspace mounts it."""
+    name = world.dataset()
+    assert dataset(world, name).status.manifest is not None
+    stored = dataset(world, name)
+    quarantine = S3Source(bucket=world.settings.airlock_quarantine_bucket, prefix="exports/")
+    old = stored.model_copy(
+        update={"spec": stored.spec.model_copy(update={"source": DatasetSource(s3=quarantine)})}
+    )
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=world.settings.dataset_verify_seconds)
+    [refused] = verify_datasets(world.controller, world.s3, [old], later, world.settings)
+    assert not refused.ok and refused.sha256 is None
+    assert f"spec.source.s3.bucket: {quarantine.bucket} is one of the platform's own buckets" in (
+        str(refused.error)
+    )
+    status = dataset(world, name).status
+    assert status.manifest is None
+    [condition] = status.conditions
+    assert (condition.status, condition.reason) == ("False", "PlatformBucket")
 
 
 # --- deleting and registering again starts no history (review 3, S7) ----------------------------
