@@ -2,15 +2,24 @@
 
 Behaviours under test:
 - the manifest hash covers the source line: the same object lines under another prefix,
-  bucket or NFS path give another hash; the hash is sha256 of the documented text; an NFS
-  manifest is the source line alone (0 objects, 0 bytes) and needs no S3 client;
+  bucket or NFS path, in another region (the dataset's or the platform's default), behind
+  another endpoint, or of another Dataset object (uid: registered again) give another hash;
+  the hash is sha256 of the documented text; a region named as the platform's default hashes
+  as the default; an NFS manifest is the source line alone (0 objects, 0 bytes) and needs no
+  S3 client;
 - due for verification: no manifest, or one at least the interval old; sorted names; the
   next one falls due when the oldest manifest reaches the interval;
-- source locations end in '/', so 'cohort/' does not contain 'cohort-2/'; NFS server names
-  compare case-insensitively;
+- source locations end in '/', so 'cohort/' does not contain 'cohort-2/';
+- one spelling per location: every other spelling of a sensitive S3 prefix or NFS export
+  ('//', './', '..', a leading or trailing '/', a trailing '.', upper case, a short name or an
+  address for the server) is refused by the model; the spellings left overlap as the location
+  they name;
 - overlap: a container at a lower tier than what it contains is refused either way round,
   naming both datasets, both tiers and the fix; equal or higher container tiers, disjoint
   sources, other buckets and the dataset itself are fine;
+- every source field is a domain type (a DomainRule), so a field added later cannot reach
+  the node plugin unchecked; the platform's buckets are every `*_bucket` setting, each refused
+  as a source naming the field and the fix;
 - RBAC: stewards cannot write datasets/status, the controller can;
 - the verification interval setting defaults to an hour.
 """
@@ -19,10 +28,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import pytest
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 
 from provisioner.models.resources import (
     Dataset,
@@ -33,6 +42,7 @@ from provisioner.models.resources import (
     NfsSource,
     S3Source,
 )
+from provisioner.models.rules import DomainRule
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.datasets import (
@@ -40,6 +50,7 @@ from provisioner.planning.datasets import (
     manifest_origin,
     next_verification_at,
     overlap_refusal,
+    platform_bucket_refusal,
     source_location,
     source_uri,
 )
@@ -303,3 +314,38 @@ def test_only_the_controller_writes_dataset_status() -> None:
     assert "datasets/status" not in steward
     [rule] = [r for r in _rules("tre-controller") if "datasets/status" in r["resources"]]
     assert rule["verbs"] == ["get", "patch", "update"]
+
+
+# --- every source field is a domain type (security invariant 11) -------------------------------
+
+
+@pytest.mark.parametrize("model", [S3Source, NfsSource])
+def test_every_source_field_is_a_domain_type(model: type[S3Source] | type[NfsSource]) -> None:
+    """Each field of a source reaches a PV and the software that mounts it as root: a field
+    added later without a DomainRule (and so without its CRD pattern and CEL rules) fails
+    here rather than reaching the node plugin's command line."""
+    for name, field in model.model_fields.items():
+        # `X` puts the Annotated metadata on the field, `X | None` keeps it in the union
+        metadata = [*field.metadata]
+        for arg in get_args(field.annotation):
+            metadata += getattr(arg, "__metadata__", ())
+        rules = [m.func for m in metadata if isinstance(m, AfterValidator)]
+        assert any(isinstance(rule, DomainRule) for rule in rules), f"{model.__name__}.{name}"
+
+
+def test_the_platforms_buckets_are_every_bucket_setting() -> None:
+    settings = Settings(audit_bucket="a-audit", airlock_quarantine_bucket="q-in",
+                        airlock_egress_bucket="e-out")  # fmt: skip
+    bucket_settings = {n for n in Settings.model_fields if n.endswith("_bucket")}
+    assert bucket_settings == {"audit_bucket", "airlock_quarantine_bucket", "airlock_egress_bucket"}
+    assert settings.platform_buckets == ["a-audit", "e-out", "q-in"]
+    for bucket in settings.platform_buckets:
+        refusal = platform_bucket_refusal(s3(bucket=bucket, prefix="exports/"), settings)
+        assert refusal == (
+            f"spec.source.s3.bucket: {bucket} is one of the platform's own buckets (a-audit, "
+            "e-out, q-in): they hold the audit log and the airlock's unreviewed and released "
+            "files of every project, which no dataset may show; register data from a bucket of "
+            "its own"
+        )
+    assert platform_bucket_refusal(s3(bucket="tre-data"), settings) is None
+    assert platform_bucket_refusal(nfs(), settings) is None
