@@ -988,12 +988,22 @@ def _dataset_mount_configuration(settings: Settings, spec: str) -> str:
     if settings.dataset_csi_driver is DatasetCsiDriver.K8S_CSI_S3:
         fixed = " ".join(storage.RCLONE_OPTIONS) + " --s3-region "
         region = f"{attributes}.options.substring({len(fixed)})"
+        # The handle is `<bucket>` or `<bucket>/<prefix>` (the driver splits it at the first
+        # '/'); rclone gets it as one argument, but it names what is mounted.
+        handle, slash = f"{spec}.csi.volumeHandle", f"{spec}.csi.volumeHandle.indexOf('/')"
         csi = (
             f"!has({spec}.mountOptions) && has({spec}.csi.volumeAttributes) && "
             f"{attributes}.size() == 2 && 'mounter' in {attributes} && 'options' in {attributes} "
             f"&& {attributes}.mounter == 'rclone' && "
             f"{attributes}.options.startsWith({cel_str(fixed)}) && "
             + rules.validate_s3_region.cel_check(region)
+            + f" && ({slash} < 0 ? "
+            + rules.validate_bucket_name.cel_check(handle)
+            + " : "
+            + rules.validate_bucket_name.cel_check(f"{handle}.substring(0, {slash})")
+            + " && "
+            + rules.validate_s3_prefix.cel_check(f"{handle}.substring({slash} + 1)")
+            + ")"
         )
     else:
         word = {
@@ -1014,7 +1024,9 @@ def _dataset_mount_configuration(settings: Settings, spec: str) -> str:
         )
         csi = (
             f"has({spec}.csi.volumeAttributes) && {attributes}.size() == 1 && "
-            f"'bucketName' in {attributes} && {options}.all(o, {allowed})"
+            f"'bucketName' in {attributes} && "
+            + rules.validate_bucket_name.cel_check(f"{attributes}.bucketName")
+            + f" && {options}.all(o, {allowed})"
         )
     return f"(has({spec}.nfs) ? ({nfs}) : has({spec}.csi) && ({csi}))"
 

@@ -30,7 +30,8 @@ Behaviours under test:
   finalizer (the garbage collector would delete it for a steward); a dataset registered again
   under the same name, source and data gets another manifest hash, so no old approval counts;
 - the controller's dataset PVs: a planned one is admitted; with an added rclone flag or mount
-  option, or an NFS server or path of another spelling, refused by `tre-controller-scope`;
+  option, an NFS server or path of another spelling, or (k8s-csi-s3) a volume handle that is
+  not `<bucket>/<prefix>` of their domain types, refused by `tre-controller-scope`;
 - `verify_datasets` as the controller records a manifest and a Verified condition; the hash
   changes when the content changes; a dataset whose data cannot be listed gets
   Verified=False naming the error while the others are verified; an NFS dataset gets a
@@ -67,7 +68,7 @@ from provisioner.models.resources import (
     WorkspaceDataset,
 )
 from provisioner.models.settings import Settings
-from provisioner.models.types import ClassificationTier
+from provisioner.models.types import ClassificationTier, DatasetCsiDriver
 from provisioner.planning.admission import (
     DATASET_METADATA_POLICY,
     DATASET_OVERLAP_POLICY,
@@ -787,6 +788,11 @@ def test_the_controllers_dataset_volumes_carry_no_option_of_anyones_choosing(wor
         tampered(planned_nfs, lambda spec: spec["nfs"].update(server="nfs.example.org.")),
         tampered(planned_nfs, lambda spec: spec["nfs"].update(path="/x/../etc")),
     ]
+    if settings.dataset_csi_driver is DatasetCsiDriver.K8S_CSI_S3:  # the handle names the data
+        attacks += [
+            tampered(planned_s3, lambda spec: spec["csi"].update(volumeHandle="tre-data/c//")),
+            tampered(planned_s3, lambda spec: spec["csi"].update(volumeHandle="-o/c/")),
+        ]
     for pv in attacks:
         with pytest.raises(RefusedError) as refused:
             world.controller.create(pv, dry_run=True)
