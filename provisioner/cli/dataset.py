@@ -112,7 +112,9 @@ def _load(k: Kube, name: str) -> Dataset:
 def verify(ctx: typer.Context, name: DatasetArg) -> None:
     """Check, with your own S3 credentials, that the data still matches its recorded manifest.
 
-    Read-only: only the controller records manifests. Exits 7 when the data changed.
+    Read-only: only the controller records manifests. Exits 7 when the data changed. The S3
+    endpoint and default region are part of the hash: use the platform's TRE_S3_ENDPOINT_URL
+    and TRE_S3_REGION.
     """
     ds = _load(common.kube(ctx), name)
     recorded = ds.status.manifest
