@@ -1,6 +1,6 @@
 """Domain rules, declared once: what a project slug, dataset name, username, bucket name, S3
-prefix, NFS path or object name may be; the classification and compute tiers; the phases of
-requests and workspaces.
+prefix, S3 region, NFS server, NFS path or object name may be; the classification and compute
+tiers; the phases of requests and workspaces.
 
 Plain Python (no pydantic), so a command that only checks an argument and reads the API
 server (`tre workspace show PROJECT`) does not pay for pydantic at start-up.
