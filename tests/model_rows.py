@@ -93,6 +93,7 @@ def dataset_detail(obj: dict[str, Any]) -> dict[str, Any]:
     ds = Dataset.from_object(obj)
     return {
         **dataset_row(obj),
+        "region": ds.spec.source.s3.region if ds.spec.source.s3 else None,
         "description": ds.spec.description,
         "manifest": ds.status.manifest.to_wire() if ds.status.manifest else None,
         "verified": next(

@@ -83,6 +83,26 @@ SUBSTITUTED: Final = (
     ),
     Substituted("max_request_days", 3001, 3002, "{{ int .Values.settings.maxRequestDays }}"),
     Substituted("psa_version", "v1.9001", "v1.9002", "{{ .Values.settings.psaVersion }}"),
+    # The platform's buckets, which no dataset may read (tre-dataset-not-platform-bucket).
+    # Sentinels that sort as the defaults do, so the policy lists them in one order.
+    Substituted(
+        "audit_bucket",
+        "tre-sentinel-audit-a",
+        "tre-sentinel-audit-b",
+        "{{ .Values.settings.auditBucket }}",
+    ),
+    Substituted(
+        "airlock_egress_bucket",
+        "tre-sentinel-egress-a",
+        "tre-sentinel-egress-b",
+        "{{ .Values.settings.airlockEgressBucket }}",
+    ),
+    Substituted(
+        "airlock_quarantine_bucket",
+        "tre-sentinel-quarantine-a",
+        "tre-sentinel-quarantine-b",
+        "{{ .Values.settings.airlockQuarantineBucket }}",
+    ),
 )
 VARIANTS: Final[Mapping[str, Sequence[Any]]] = {
     "two_approver_tier": list(ClassificationTier),

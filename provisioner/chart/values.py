@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 
+from provisioner.models.rules import validate_s3_region
 from provisioner.models.settings import Settings
 
 _CLOSED = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True)
@@ -121,9 +122,14 @@ AIRLOCK_KUBECONFIG_PATH: Final = "/etc/tre/kubeconfig"
 # Group names are substituted into CEL and YAML strings of the generated policies; this
 # pattern keeps quotes, backslashes and template braces out of them.
 GROUP_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9:._@-]*$"
+assert validate_s3_region.pattern is not None
+S3_REGION_PATTERN: Final = validate_s3_region.pattern[0]
 _STRICTER: Final[dict[str, FieldInfo]] = {
     "approver_group": Field(pattern=GROUP_PATTERN),
     "output_checker_group": Field(pattern=GROUP_PATTERN),
+    # A mount option and an rclone flag value on every node (Settings checks it with the
+    # domain rule, which JSON Schema cannot see): helm refuses a bad one before any pod does.
+    "s3_region": Field(pattern=S3_REGION_PATTERN),
 }
 
 
@@ -139,7 +145,8 @@ _LOW_BAND = (
 def _settings_field(name: str) -> tuple[Any, FieldInfo]:
     field = Settings.model_fields[name]
     if name in _STRICTER:
-        field = FieldInfo.merge_field_infos(field, _STRICTER[name])
+        # The stricter constraint first: before a domain rule's validator, JSON Schema shows it.
+        field = FieldInfo.merge_field_infos(_STRICTER[name], field)
     return field.annotation, field
 
 

@@ -18,7 +18,9 @@ from provisioner.cli.params import (
     DatasetArg,
     bucket_option,
     nfs_path_option,
+    nfs_server_option,
     s3_prefix_option,
+    s3_region_option,
     username_option,
 )
 from provisioner.errors import DataChangedError, InvalidInputError, NotFoundError, RefusedError
@@ -32,7 +34,7 @@ from provisioner.models.resources import (
     S3Source,
 )
 from provisioner.models.types import ClassificationTier
-from provisioner.planning.datasets import overlap_refusal, source_uri
+from provisioner.planning.datasets import overlap_refusal, platform_bucket_refusal, source_uri
 
 app = new_app()
 
@@ -50,18 +52,24 @@ def register(
     classification: Annotated[ClassificationTier, typer.Option(help="Sensitivity tier.")],
     bucket: Annotated[str | None, bucket_option("S3 bucket holding the data.")] = None,
     prefix: Annotated[str, s3_prefix_option("Key prefix inside the bucket.")] = "",
-    nfs_server: Annotated[str | None, typer.Option(help="NFS server (instead of S3).")] = None,
+    region: Annotated[
+        str | None, s3_region_option("The bucket's region (default: the platform's).")
+    ] = None,
+    nfs_server: Annotated[
+        str | None, nfs_server_option("NFS server's DNS name (instead of S3).")
+    ] = None,
     nfs_path: Annotated[str | None, nfs_path_option("NFS export path.")] = None,
     description: Annotated[str, typer.Option(help="Longer description.")] = "",
 ) -> None:
     """Register a dataset; the controller then lists its data and records its manifest.
 
-    The source cannot change afterwards and the classification can only be raised.
+    The source cannot change afterwards and the classification can only be raised. The
+    platform's own buckets (audit log, airlock) are refused.
     """
     if (bucket is None) == (nfs_server is None):
         raise InvalidInputError("give either --bucket (S3) or --nfs-server and --nfs-path")
     source = DatasetSource(
-        s3=S3Source(bucket=bucket, prefix=prefix) if bucket else None,
+        s3=S3Source(bucket=bucket, prefix=prefix, region=region) if bucket else None,
         nfs=NfsSource(server=nfs_server, path=nfs_path or "") if nfs_server else None,
     )
     ds = Dataset(
@@ -74,8 +82,12 @@ def register(
             description=description,
         ),
     )
+    # Friendly early answers; the API server's own policies (tre-dataset-not-platform-bucket,
+    # tre-dataset-no-overlap) decide.
+    refusal = platform_bucket_refusal(source, common.settings())
+    if refusal is not None:
+        raise InvalidInputError(f"dataset {name}: {refusal}")
     k = common.kube(ctx)
-    # A friendly early answer; the API server's own policy (tre-dataset-no-overlap) decides.
     refusal = overlap_refusal(ds, (Dataset.from_object(o) for o in k.list(DATASETS)))
     if refusal is not None:
         raise RefusedError(f"dataset {name}: {refusal}")
@@ -100,7 +112,9 @@ def _load(k: Kube, name: str) -> Dataset:
 def verify(ctx: typer.Context, name: DatasetArg) -> None:
     """Check, with your own S3 credentials, that the data still matches its recorded manifest.
 
-    Read-only: only the controller records manifests. Exits 7 when the data changed.
+    Read-only: only the controller records manifests. Exits 7 when the data changed. The S3
+    endpoint and default region are part of the hash: use the platform's TRE_S3_ENDPOINT_URL
+    and TRE_S3_REGION.
     """
     ds = _load(common.kube(ctx), name)
     recorded = ds.status.manifest
@@ -111,7 +125,7 @@ def verify(ctx: typer.Context, name: DatasetArg) -> None:
         )
     from provisioner.storage.s3 import compute_manifest  # boto3: only this command
 
-    now = compute_manifest(common.s3(), ds.spec.source)
+    now = compute_manifest(common.s3(), ds, common.settings())
     if now.sha256 != recorded.sha256:
         raise DataChangedError(
             f"dataset {name!r}: the data at {source_uri(ds.spec.source)} no longer matches "

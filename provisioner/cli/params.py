@@ -19,9 +19,11 @@ from provisioner.models.rules import (
     validate_bucket_name,
     validate_dataset_name,
     validate_nfs_path,
+    validate_nfs_server,
     validate_object_name,
     validate_project_slug,
     validate_s3_prefix,
+    validate_s3_region,
     validate_username,
 )
 
@@ -75,6 +77,14 @@ def s3_prefix_option(help_text: str) -> Any:
 
 def nfs_path_option(help_text: str) -> Any:
     return typer.Option(help=help_text, callback=checked(validate_nfs_path, "--nfs-path"))
+
+
+def nfs_server_option(help_text: str) -> Any:
+    return typer.Option(help=help_text, callback=checked(validate_nfs_server, "--nfs-server"))
+
+
+def s3_region_option(help_text: str) -> Any:
+    return typer.Option(help=help_text, callback=checked(validate_s3_region, "--region"))
 
 
 def object_name_option(help_text: str) -> Any:

@@ -123,8 +123,12 @@ def dataset_detail(obj: Manifest) -> dict[str, Any]:
         for c in status.get("conditions", [])
         if c["type"] == "Verified"
     )
+    s3 = obj["spec"]["source"].get("s3")
     return {
         **dataset_row(obj),
+        # What the manifest hash covers besides the place: an approver sees it all. None: the
+        # platform's region (an NFS export has none).
+        "region": s3.get("region") if s3 else None,
         "description": obj["spec"].get("description", ""),
         "manifest": manifest_view(manifest) if manifest else None,
         "verified": next(verified, "pending: the controller has not verified it yet"),

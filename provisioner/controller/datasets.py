@@ -10,6 +10,8 @@ that), cannot make the recorded hash match.
 or one older than `settings.dataset_verify_seconds`. Each gets a status write: the new
 manifest and `Verified=True`, or, when its data cannot be listed, `Verified=False` naming the
 error (the previous manifest is kept and the dataset stays due, so the next pass retries).
+A dataset on one of the platform's own buckets (stored before the admission policy refused
+them) is never listed: `Verified=False` and its manifest removed, so nothing mounts it.
 One dataset's failure never stops the others and is never raised.
 """
 
@@ -26,7 +28,11 @@ from provisioner.kube.api import Kube
 from provisioner.kube.resources import DATASETS
 from provisioner.models.resources import Condition, Dataset, DatasetManifest
 from provisioner.models.settings import Settings
-from provisioner.planning.datasets import datasets_due_for_verification, source_uri
+from provisioner.planning.datasets import (
+    datasets_due_for_verification,
+    platform_bucket_refusal,
+    source_uri,
+)
 from provisioner.planning.project import dataset_manifest_event
 from provisioner.storage.s3 import compute_manifest
 
@@ -71,37 +77,54 @@ def verify_datasets(
     by_name = {d.name: d for d in datasets}
     interval = dt.timedelta(seconds=settings.dataset_verify_seconds)
     return [
-        _verify(kube, s3, by_name[name], now, audit)
+        _verify(kube, s3, by_name[name], now, settings, audit)
         for name in datasets_due_for_verification(by_name.values(), now, interval)
     ]
 
 
 def _verify(
-    kube: Kube, s3: S3Client, dataset: Dataset, now: dt.datetime, audit: Auditor | None
+    kube: Kube,
+    s3: S3Client,
+    dataset: Dataset,
+    now: dt.datetime,
+    settings: Settings,
+    audit: Auditor | None,
 ) -> DatasetVerification:
     before = dataset.status.manifest.sha256 if dataset.status.manifest else None
     manifest: DatasetManifest | None = None
     error: str | None = None
     status: dict[str, Any]
-    try:
-        manifest = compute_manifest(s3, dataset.spec.source, now=now)
-    except TreError as exc:
-        error = f"cannot list {source_uri(dataset.spec.source)}: {exc}"
+    refused = platform_bucket_refusal(dataset.spec.source, settings)
+    if refused is not None:
+        # Only a dataset stored before the admission policy existed gets here. Never listed,
+        # and its manifest is removed: no approval matches it, so no workspace mounts it.
+        error = refused
         condition = _condition(
-            dataset, "False", "ListingFailed", f"{error}; retried on the next pass", now
+            dataset, "False", "PlatformBucket", f"{refused}; it is never verified", now
         )
-        status = {"conditions": [condition.to_wire()]}
+        status = {"manifest": None, "conditions": [condition.to_wire()]}
     else:
-        condition = _condition(
-            dataset, "True", "ManifestComputed", _describe(dataset, manifest), now
-        )
-        status = {"manifest": manifest.to_wire(), "conditions": [condition.to_wire()]}
+        try:
+            manifest = compute_manifest(s3, dataset, settings, now=now)
+        except TreError as exc:
+            error = f"cannot list {source_uri(dataset.spec.source)}: {exc}"
+            condition = _condition(
+                dataset, "False", "ListingFailed", f"{error}; retried on the next pass", now
+            )
+            status = {"conditions": [condition.to_wire()]}
+        else:
+            condition = _condition(
+                dataset, "True", "ManifestComputed", _describe(dataset, manifest), now
+            )
+            status = {"manifest": manifest.to_wire(), "conditions": [condition.to_wire()]}
     try:
         kube.patch_status(DATASETS, dataset.name, status)
     except TreError as exc:
         return DatasetVerification(
             dataset.name, before, False, f"{error + '; ' if error else ''}write status: {exc}"
         )
+    if refused is not None:
+        return DatasetVerification(dataset.name, None, before is not None, error)
     if manifest is None:
         return DatasetVerification(dataset.name, before, False, error)
     changed = manifest.sha256 != before

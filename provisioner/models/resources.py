@@ -36,8 +36,10 @@ from provisioner.models.types import (
     ComputeTier,
     DatasetName,
     NfsPath,
+    NfsServer,
     ProjectSlug,
     S3Prefix,
+    S3Region,
     Username,
 )
 
@@ -116,17 +118,21 @@ class Condition(KubeModel):
 
 
 class S3Source(KubeModel):
-    """Objects under `prefix` in `bucket`, mounted by the configured S3 CSI driver."""
+    """Objects under `prefix` in `bucket`, mounted by the configured S3 CSI driver from the
+    platform's S3 endpoint (`settings.s3_endpoint_url`, never a dataset's). `region` (default
+    `settings.s3_region`) is the bucket's region. Each field reaches the node plugin, which
+    runs as root, so each is a domain type with a closed alphabet (`provisioner.models.rules`)."""
 
     bucket: BucketName
     prefix: S3Prefix = ""
-    region: str | None = Field(default=None, max_length=64)
+    region: S3Region | None = None
 
 
 class NfsSource(KubeModel):
-    """An NFS export, mounted read-only."""
+    """An NFS export, mounted read-only by the kubelet (as root): server and path are domain
+    types with one spelling per place."""
 
-    server: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:-]+$")
+    server: NfsServer
     path: NfsPath
 
 

@@ -1,6 +1,6 @@
 """Domain rules, declared once: what a project slug, dataset name, username, bucket name, S3
-prefix, NFS path or object name may be; the classification and compute tiers; the phases of
-requests and workspaces.
+prefix, S3 region, NFS server, NFS path or object name may be; the classification and compute
+tiers; the phases of requests and workspaces.
 
 Plain Python (no pydantic), so a command that only checks an argument and reads the API
 server (`tre workspace show PROJECT`) does not pay for pydantic at start-up.
@@ -65,6 +65,10 @@ class DomainRule(NamedTuple):  # a NamedTuple for the reason Refusal is one
     refusals: tuple[Refusal, ...] = ()
     # A non-empty S3 prefix gains a trailing '/' (the server stores it as written).
     trailing_slash: bool = False
+    # The CRD also states the pattern as a CEL rule carrying the pattern's message, so the API
+    # server's refusal says what to write, not only the regex. For the values that reach the
+    # node software (dataset sources); on long lists it would cost CEL budget.
+    pattern_in_words: bool = False
 
     def __call__(self, value: str) -> str:
         # Refusals first: their messages say more than the pattern's.
@@ -94,14 +98,49 @@ class DomainRule(NamedTuple):  # a NamedTuple for the reason Refusal is one
             for r in self.refusals
             if r.in_crd
         ]
+        if self.pattern is not None and self.pattern_in_words:
+            rules.append(
+                {"rule": f"self.matches({json.dumps(self.pattern[0])})", "message": self.pattern[1]}
+            )
         if rules:
             schema["x-kubernetes-validations"] = rules
         return schema
 
+    def cel_check(self, expression: str) -> str:
+        """A CEL condition that holds when the string `expression` is a value this rule
+        accepts as it stands (no normalisation): for admission policies that judge objects
+        built from these values (a dataset PV's mount options)."""
+        checks = [f"size({expression}) <= {self.max_length}"]
+        if self.pattern is not None:
+            checks.append(f"{expression}.matches({json.dumps(self.pattern[0])})")
+        checks += [f"!{expression}.matches({json.dumps(r.regex)})" for r in self.refusals]
+        return "(" + " && ".join(checks) + ")"
 
+
+# What a dataset source may hold. Bucket, prefix, region, NFS server and path reach software
+# that runs as root on the nodes: the CSI node plugin's command line (rclone, mount-s3), its
+# mount options and the kernel's NFS mount (security invariant 11). So each is a closed
+# alphabet with no separator of any of them (no space, newline, ',' or '='), no leading '-'
+# (no value can read as a flag), and one spelling per location: the overlap rule between
+# datasets compares locations as text, so a second spelling of one place (an empty '//'
+# segment, a trailing '.' on a host name) would let a dataset reach data registered at a
+# higher tier (docs/architecture.md, "Dataset sources").
+#
+# One path segment of a prefix or NFS path: letters, digits, '_', '.', '-', not starting
+# with '-'. '.' and '..' match it, and are refused by _DOT_SEGMENT.
+_SEGMENT = r"[A-Za-z0-9_.][A-Za-z0-9_.-]*"
 # A '.' or '..' path segment: it would let a prefix or path name another place than it seems
 # to (and defeat the overlap check between datasets, which compares paths as text).
 _DOT_SEGMENT = Refusal(r"(^|/)\.\.?(/|$)", "'.' and '..' segments are not allowed")
+# An empty segment: 'a//b' is 'a/b' to the mounter (rclone and NFS clean paths), another
+# spelling of one place.
+_EMPTY_SEGMENT = Refusal("//", "empty segments ('//') are not allowed; write one '/'")
+_PATH_CHARACTERS = (
+    "segments of letters, digits, '_', '.' and '-' separated by single '/', each "
+    "starting with a letter, digit, '_' or '.' (no spaces, ',', '=' or other characters)"
+)
+# A DNS label: what a host name is made of (RFC 1123), lower case only.
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 
 validate_project_slug: Final = DomainRule(
     "project slug",
@@ -150,23 +189,72 @@ validate_bucket_name: Final = DomainRule(
         # S3's rule: not formatted as an IP address (192.168.5.4), whatever the numbers.
         Refusal(r"^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$", "it must not look like an IP address"),
     ),
+    pattern_in_words=True,
 )
 validate_s3_prefix: Final = DomainRule(
     "S3 prefix",
     # An S3 key is at most 1024 bytes.
     max_length=1024,
-    refusals=(Refusal("^/", "remove the leading '/'"), _DOT_SEGMENT),
+    pattern=(f"^({_SEGMENT}/)*({_SEGMENT})?$", "use " + _PATH_CHARACTERS),
+    refusals=(Refusal("^/", "remove the leading '/'"), _EMPTY_SEGMENT, _DOT_SEGMENT),
     trailing_slash=True,
+    pattern_in_words=True,
 )
-"""A key prefix inside a bucket: no leading '/', no '.' or '..' segments; '' means the whole
-bucket. A non-empty prefix is normalised to end with '/', so 'cohort' cannot also match
-'cohort-2' (the Mountpoint `prefix` option and our manifest listing both rely on it)."""
+"""A key prefix inside a bucket: no leading '/', no empty, '.' or '..' segments, a closed
+alphabet; '' means the whole bucket. A non-empty prefix is normalised to end with '/', so
+'cohort' cannot also match 'cohort-2' (the Mountpoint `prefix` option and our manifest
+listing both rely on it), and 'cohort' and 'cohort/' are one location everywhere."""
 validate_nfs_path: Final = DomainRule(
     "NFS path",
-    max_length=4096,
-    pattern=("^/.*$", "use an absolute path, starting with '/' (for example '/exports/reg')"),
-    refusals=(_DOT_SEGMENT,),
+    max_length=1024,
+    pattern=(
+        f"^/({_SEGMENT}(/{_SEGMENT})*)?$",
+        "use an absolute path without a trailing '/' (for example '/exports/reg'), of "
+        + _PATH_CHARACTERS,
+    ),
+    refusals=(
+        _EMPTY_SEGMENT,
+        _DOT_SEGMENT,
+        Refusal("^/.*/$", "remove the trailing '/'", in_crd=False),  # the pattern refuses it
+    ),
+    pattern_in_words=True,
 )
+"""An absolute export path, one spelling per place: no empty, '.' or '..' segments, no
+trailing '/' (only '/' itself ends in one), a closed alphabet."""
+validate_nfs_server: Final = DomainRule(
+    "NFS server",
+    max_length=253,
+    pattern=(
+        f"^{_LABEL}(\\.{_LABEL})+$",
+        "use the server's fully qualified DNS name in lower case, labels of a-z, 0-9 and "
+        "'-' separated by '.' (for example 'nfs.hospital.example')",
+    ),
+    refusals=(
+        Refusal(r"\.$", "remove the trailing '.'"),
+        Refusal("[A-Z]", "write it in lower case", in_crd=False),  # the pattern refuses it
+        Refusal(
+            r"^[0-9.]+$",
+            "name the server by its DNS name, not by an address (an address is a second "
+            "spelling of the same server)",
+        ),
+    ),
+    pattern_in_words=True,
+)
+"""One spelling per server: lower case, fully qualified (a short name would resolve through
+each node's search domains), no trailing '.', no IP address."""
+# An S3 endpoint URL (a platform setting): it becomes a mount option of the S3 CSI driver.
+S3_ENDPOINT_PATTERN = r"^https?://[A-Za-z0-9.:\[\]_/%-]+$"
+validate_s3_region: Final = DomainRule(
+    "S3 region",
+    max_length=32,
+    pattern=(
+        "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$",
+        "use 1-32 characters a-z, 0-9 and '-', starting and ending with a letter or digit "
+        "(for example 'eu-west-1')",
+    ),
+    pattern_in_words=True,
+)
+"""A region name: it becomes a mount option and a flag value of the S3 mounter."""
 # A request's name is metadata.name, which the API server itself checks (an RFC 1123
 # subdomain); the same rule, said here so a bad name is refused before the request is sent.
 # Not a domain type: no model field or CRD property carries it.

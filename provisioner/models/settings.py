@@ -14,11 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic.alias_generators import to_camel
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from provisioner.models.rules import S3_ENDPOINT_PATTERN
 from provisioner.models.types import (
     BUCKET_NAME_PATTERN,
     EXPORT_FILE_TYPES,
     ClassificationTier,
     DatasetCsiDriver,
+    S3Region,
 )
 
 MIB: Final = 1 << 20
@@ -118,6 +120,17 @@ class Settings(BaseSettings):
                 "the browser gate's port in front of the Jupyter server"
             )
         return self
+
+    @property
+    def platform_buckets(self) -> list[str]:
+        """Every bucket the platform keeps for itself (every `*_bucket` setting: audit log,
+        quarantine, egress, and any added later), sorted. None may be a dataset source
+        (admission policy `tre-dataset-not-platform-bucket`, `tre dataset register`): the
+        quarantine holds every project's unreviewed files, and a dataset mounts a bucket with
+        the node plugin's credentials, not the person's."""
+        return sorted(
+            {getattr(self, name) for name in type(self).model_fields if name.endswith("_bucket")}
+        )
 
     @model_validator(mode="after")
     def _separate_service_identities(self) -> Self:
@@ -431,9 +444,19 @@ class Settings(BaseSettings):
 
     # --- S3 -----------------------------------------------------------------------------------
     s3_endpoint_url: str | None = Field(
-        default=None, description="S3 endpoint. None: the AWS default for the region."
+        default=None,
+        # It becomes a mount option of the S3 CSI driver (which runs as root): one word.
+        pattern=S3_ENDPOINT_PATTERN,
+        description="S3 endpoint, an http(s) URL without spaces or commas. None: the AWS "
+        "default for the region. Every dataset is mounted and verified from this endpoint "
+        "(never one a dataset names), and it is part of each dataset's manifest hash: "
+        "changing it withholds every S3 dataset until approvers approve it again.",
     )
-    s3_region: str = Field(default="us-east-1", description="S3 region.")
+    s3_region: S3Region = Field(
+        default="us-east-1",
+        description="S3 region: of the platform's buckets, and of every dataset that names "
+        "none. Part of those datasets' manifest hash.",
+    )
     dataset_csi_driver: DatasetCsiDriver = Field(
         default=DatasetCsiDriver.MOUNTPOINT_S3,
         description="CSI driver that mounts S3 datasets on the nodes (its CSI name). The "
@@ -447,7 +470,9 @@ class Settings(BaseSettings):
     s3_access_key_id: SecretStr | None = Field(default=None, description="S3 access key.")
     s3_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret key.")
     audit_bucket: str = Field(
-        default="tre-audit", description="Bucket of the hash-chained audit log."
+        default="tre-audit",
+        pattern=BUCKET_NAME_PATTERN,
+        description="Bucket of the hash-chained audit log.",
     )
     audit_retention_days: int = Field(
         default=3650,

@@ -27,8 +27,10 @@ from provisioner.models.rules import (
     validate_bucket_name,
     validate_dataset_name,
     validate_nfs_path,
+    validate_nfs_server,
     validate_project_slug,
     validate_s3_prefix,
+    validate_s3_region,
     validate_username,
 )
 
@@ -46,15 +48,19 @@ __all__ = [
     "DatasetName",
     "DomainRule",
     "NfsPath",
+    "NfsServer",
     "ProjectSlug",
     "Refusal",
     "S3Prefix",
+    "S3Region",
     "Username",
     "validate_bucket_name",
     "validate_dataset_name",
     "validate_nfs_path",
+    "validate_nfs_server",
     "validate_project_slug",
     "validate_s3_prefix",
+    "validate_s3_region",
     "validate_username",
 ]
 
@@ -81,6 +87,8 @@ Username = Annotated[str, AfterValidator(validate_username)]
 BucketName = Annotated[str, AfterValidator(validate_bucket_name)]
 S3Prefix = Annotated[str, AfterValidator(validate_s3_prefix)]
 NfsPath = Annotated[str, AfterValidator(validate_nfs_path)]
+NfsServer = Annotated[str, AfterValidator(validate_nfs_server)]
+S3Region = Annotated[str, AfterValidator(validate_s3_region)]
 
 
 class DatasetCsiDriver(StrEnum):

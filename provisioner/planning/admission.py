@@ -39,7 +39,15 @@ Dataset (`tre-dataset-*`):
   registered at a high tier would be readable through a dataset at a lower one. Like
   four-eyes it takes every Dataset as a parameter and is evaluated once per Dataset. It reads
   Datasets from the API server's cache: two overlapping registrations within the same moment
-  can both pass (known gap, docs/architecture.md).
+  can both pass (known gap, docs/architecture.md). It compares text, which is sound because
+  the CRD gives each location one spelling (`provisioner.models.rules`).
+- `not-platform-bucket`: no dataset reads one of the platform's own buckets
+  (`settings.platform_buckets`: audit log, airlock quarantine and egress);
+- `no-owner`: nobody gives a Dataset an owner reference or a finalizer. Stewards may not
+  delete datasets (RBAC), and an owner reference to something absent would make the garbage
+  collector delete one for them; its re-registration would start a new history (its manifest
+  hash covers its uid, so old approvals never count for it, but a new request would see only
+  the new tier).
 
 Pods in workspaces (`tre-pod-requires-deny-all`, security invariant 1): no pod is created in a
 project namespace (labelled `tre.ucloud.org/project`) unless that namespace's
@@ -77,6 +85,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from provisioner import API_GROUP, API_VERSION
+from provisioner.models import rules
 from provisioner.models.resources import (
     MAX_VIEW_RECORDS,
     MAX_VIEWS_PER_PERSON,
@@ -85,8 +94,9 @@ from provisioner.models.resources import (
     RequestPhase,
 )
 from provisioner.models.settings import Settings
-from provisioner.models.types import ClassificationTier
-from provisioner.planning import names
+from provisioner.models.types import ClassificationTier, DatasetCsiDriver
+from provisioner.planning import names, storage
+from provisioner.planning.datasets import platform_bucket_reason
 from provisioner.planning.names import LABEL_PROJECT, POLICY_DEFAULT_DENY
 
 ADMISSION_API_VERSION: Final = "admissionregistration.k8s.io/v1"
@@ -100,6 +110,8 @@ FOUR_EYES_POLICY: Final = "tre-accessrequest-four-eyes"
 DATASET_LABEL_POLICY: Final = "tre-dataset-classification-label"
 DATASET_STEWARD_POLICY: Final = "tre-dataset-steward-only"
 DATASET_OVERLAP_POLICY: Final = "tre-dataset-no-overlap"
+DATASET_PLATFORM_BUCKET_POLICY: Final = "tre-dataset-not-platform-bucket"
+DATASET_METADATA_POLICY: Final = "tre-dataset-no-owner"
 WORKSPACE_POLICY: Final = "tre-workspace-controller-only"
 PROJECT_OWNER_POLICY: Final = "tre-accessrequest-project-owner"
 NOT_PROJECT_MEMBER_POLICY: Final = "tre-accessrequest-approver-not-member"
@@ -155,6 +167,8 @@ def plan_admission_policies(
         _dataset_label_policy(),
         _dataset_steward_policy(),
         _dataset_overlap_policy(),
+        _dataset_platform_bucket_policy(settings),
+        _dataset_metadata_policy(),
         _workspace_policy(controller),
         _project_namespace_policy(settings, controller),
         _controller_scope_policy(settings, controller),
@@ -635,6 +649,9 @@ def _source_location(dataset: str) -> str:
     With the trailing '/', one location contains another exactly when it is a prefix of it
     as text ('cohort/' does not contain 'cohort-2/'; '' is the whole bucket, '/' the whole
     server). Bucket and server names hold no '/', so a name cannot run into the next one.
+    The CRD gives each location one spelling (no '//', '.' or '..' segment, no trailing '/'
+    on a path, a lower-case server name without trailing '.' and not an address), so text
+    is location. `planning.datasets.source_location` is the same in Python.
     """
     s3, nfs = f"{dataset}.spec.source.s3", f"{dataset}.spec.source.nfs"
     prefix = f"(has({s3}.prefix) ? {s3}.prefix : '')"
@@ -642,7 +659,7 @@ def _source_location(dataset: str) -> str:
     return (
         f"has({s3}) ? 's3://' + {s3}.bucket + '/' + "
         f"({prefix} == '' || {prefix}.endsWith('/') ? {prefix} : {prefix} + '/') : "
-        f"'nfs://' + {nfs}.server.lowerAscii() + ({path}.endsWith('/') ? {path} : {path} + '/')"
+        f"'nfs://' + {nfs}.server + ({path}.endsWith('/') ? {path} : {path} + '/')"
     )
 
 
@@ -707,6 +724,48 @@ def _dataset_overlap_policy() -> dict[str, Any]:
                 "' or higher, or register a source that does not overlap'",
             ),
         ],
+    )
+
+
+def _dataset_platform_bucket_policy(settings: Settings) -> dict[str, Any]:
+    """No dataset source names a bucket of the platform's own (`settings.platform_buckets`).
+    `planning.datasets.platform_bucket_refusal` says the same in Python, for `tre`."""
+    buckets = settings.platform_buckets
+    s3 = "object.spec.source.s3"
+    return _policy(
+        DATASET_PLATFORM_BUCKET_POLICY,
+        _rules("datasets", ["CREATE", "UPDATE"]),
+        validations=[
+            _validation(
+                f"!has({s3}) || !({s3}.bucket in {_cel_list(buckets)})",
+                f"'spec.source.s3.bucket: ' + {s3}.bucket + "
+                + cel_str(platform_bucket_reason(buckets)),
+                reason="Invalid",
+            )
+        ],
+    )
+
+
+def _dataset_metadata_policy() -> dict[str, Any]:
+    """No owner reference or finalizer is added to a Dataset, by anyone."""
+    validations = []
+    for field, why in (
+        ("ownerReferences", "the garbage collector would delete it once its owner is gone"),
+        ("finalizers", "its deletion would then wait on whoever set it"),
+    ):
+        new, old = f"object.metadata.{field}", f"oldObject.metadata.{field}"
+        validations.append(
+            _validation(
+                f"!has({new}) || {new}.all(e, oldObject != null && has({old}) && e in {old})",
+                message=f"metadata.{field}: a Dataset takes none: {why}, and datasets are "
+                "deleted by administrators only; remove the entry",
+                reason="Invalid",
+            )
+        )
+    return _policy(
+        DATASET_METADATA_POLICY,
+        _rules("datasets", ["CREATE", "UPDATE"]),
+        validations=validations,
     )
 
 
@@ -905,8 +964,77 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
                 f"Secret but {names.SYSTEM_NAMESPACE}/{names.DATASET_S3_SECRET}) or NFS, "
                 "claimed from a project namespace'",
             ),
+            # Not on DELETE: a volume written before this rule must still be removable.
+            _validation(
+                "request.resource.resource != 'persistentvolumes' || object == null || "
+                + _dataset_mount_configuration(settings, "variables.target.spec"),
+                "'the controller may not ' + request.operation.lowerAscii() + ' "
+                "PersistentVolume ' + request.name + ': its mount options, volume attributes "
+                "or NFS server and path are not the planned ones (each value a dataset gives "
+                "is one word of its domain type; nothing else reaches the mounter, which runs "
+                "as root)'",
+            ),
         ],
     )
+
+
+def _dataset_mount_configuration(settings: Settings, spec: str) -> str:
+    """CEL: the PV `spec` configures its mounter exactly as `planning.storage` plans it, with
+    each value from a Dataset valid for its domain type (security invariant 11). A second
+    line behind the CRD's own rules: whatever writes the controller's PVs, the node plugin
+    and the kubelet, which run as root, get no option, flag or value of anyone's choosing."""
+    options = f"(has({spec}.mountOptions) ? {spec}.mountOptions : [])"
+    nfs = (
+        f"{options} == {_cel_list(storage.NFS_MOUNT_OPTIONS)} && "
+        + rules.validate_nfs_server.cel_check(f"{spec}.nfs.server")
+        + " && "
+        + rules.validate_nfs_path.cel_check(f"{spec}.nfs.path")
+    )
+    attributes = f"{spec}.csi.volumeAttributes"
+    if settings.dataset_csi_driver is DatasetCsiDriver.K8S_CSI_S3:
+        fixed = " ".join(storage.RCLONE_OPTIONS) + " --s3-region "
+        region = f"{attributes}.options.substring({len(fixed)})"
+        # The handle is `<bucket>` or `<bucket>/<prefix>` (the driver splits it at the first
+        # '/'); rclone gets it as one argument, but it names what is mounted.
+        handle, slash = f"{spec}.csi.volumeHandle", f"{spec}.csi.volumeHandle.indexOf('/')"
+        csi = (
+            f"!has({spec}.mountOptions) && has({spec}.csi.volumeAttributes) && "
+            f"{attributes}.size() == 2 && 'mounter' in {attributes} && 'options' in {attributes} "
+            f"&& {attributes}.mounter == 'rclone' && "
+            f"{attributes}.options.startsWith({cel_str(fixed)}) && "
+            + rules.validate_s3_region.cel_check(region)
+            + f" && ({slash} < 0 ? "
+            + rules.validate_bucket_name.cel_check(handle)
+            + " : "
+            + rules.validate_bucket_name.cel_check(f"{handle}.substring(0, {slash})")
+            + " && "
+            + rules.validate_s3_prefix.cel_check(f"{handle}.substring({slash} + 1)")
+            + ")"
+        )
+    else:
+        word = {
+            "prefix ": rules.validate_s3_prefix,
+            "region ": rules.validate_s3_region,
+        }
+        allowed = " || ".join(
+            [
+                f"o in {_cel_list(storage.MOUNTPOINT_OPTIONS)}",
+                *(
+                    f"(o.startsWith({cel_str(key)}) && "
+                    f"{rule.cel_check(f'o.substring({len(key)})')})"
+                    for key, rule in word.items()
+                ),
+                f"(o.startsWith('endpoint-url ') && o.substring({len('endpoint-url ')})"
+                f".matches({cel_str(rules.S3_ENDPOINT_PATTERN)}))",
+            ]
+        )
+        csi = (
+            f"has({spec}.csi.volumeAttributes) && {attributes}.size() == 1 && "
+            f"'bucketName' in {attributes} && "
+            + rules.validate_bucket_name.cel_check(f"{attributes}.bucketName")
+            + f" && {options}.all(o, {allowed})"
+        )
+    return f"(has({spec}.nfs) ? ({nfs}) : has({spec}.csi) && ({csi}))"
 
 
 # --- Pods -----------------------------------------------------------------------------------

@@ -13,23 +13,69 @@ import datetime as dt
 from collections.abc import Iterable
 
 from provisioner.models import rules
-from provisioner.models.resources import Dataset, DatasetSource
+from provisioner.models.resources import Dataset, DatasetSource, S3Source
+from provisioner.models.settings import Settings
 
 
 def source_uri(source: DatasetSource) -> str:
-    """`s3://<bucket>/<prefix>` or `nfs://<server><path>`, as stored (the manifest's first
-    line): `rules.source_uri` of the source's wire form, which `tre dataset` prints."""
+    """`s3://<bucket>/<prefix>` or `nfs://<server><path>`, as stored: `rules.source_uri` of
+    the source's wire form, which `tre dataset` prints."""
     return rules.source_uri(source.to_wire())
 
 
+def s3_region(source: S3Source, settings: Settings) -> str:
+    """The region an S3 dataset is mounted and hashed with: its own, or the platform's."""
+    return source.region or settings.s3_region
+
+
+def manifest_origin(dataset: Dataset, settings: Settings) -> str:
+    """Everything besides the objects that decides what a pod mounting `dataset` sees: the
+    manifest's source line (`provisioner.storage.s3`), so an approval pins it too.
+
+    `<uri> region=<r> endpoint=<url|aws> dataset=<uid>` for S3 (the endpoint is the
+    platform's `s3_endpoint_url`, 'aws' for the AWS default of the region), `<uri>
+    dataset=<uid>` for NFS. The region and the endpoint choose the server the mount reads, so
+    the same bucket and prefix elsewhere hash differently. The uid is the Dataset object's
+    own: a Dataset deleted and registered again under the same name and source is a new
+    object, and approvals pinned to the old one never match it. No field holds a space
+    (domain types; the endpoint setting's pattern), so the line reads one way only.
+    """
+    parts = [source_uri(dataset.spec.source)]
+    if dataset.spec.source.s3 is not None:
+        parts += [
+            f"region={s3_region(dataset.spec.source.s3, settings)}",
+            f"endpoint={settings.s3_endpoint_url or 'aws'}",
+        ]
+    return " ".join([*parts, f"dataset={dataset.uid}"])
+
+
 def source_location(source: DatasetSource) -> str:
-    """`source_uri` ending in '/', the server name in lower case: one location contains another
-    exactly when it is a prefix of it as text ('s3://b/' holds the whole bucket, 'nfs://h/' the
-    whole server; 'cohort/' does not hold 'cohort-2/'). Mirrors the admission policy's CEL."""
+    """`source_uri` ending in '/': one location contains another exactly when it is a prefix
+    of it as text ('s3://b/' holds the whole bucket, 'nfs://h/' the whole server; 'cohort/'
+    does not hold 'cohort-2/'). Sound because each location has one spelling: the domain
+    types refuse empty, '.' and '..' segments, a trailing '/' on an NFS path, upper case, a
+    trailing '.' or an address for an NFS server (`provisioner.models.rules`). Mirrors the
+    admission policy's CEL."""
     uri = source_uri(source)
-    if source.nfs is not None:
-        uri = f"nfs://{source.nfs.server.lower()}{source.nfs.path}"
     return uri if uri.endswith("/") else uri + "/"
+
+
+def platform_bucket_reason(buckets: Iterable[str]) -> str:
+    """Why a dataset may not read one of `buckets` (the platform's own), after its name."""
+    return (
+        f" is one of the platform's own buckets ({', '.join(buckets)}): they hold the audit "
+        "log and the airlock's unreviewed and released files of every project, which no "
+        "dataset may show; register data from a bucket of its own"
+    )
+
+
+def platform_bucket_refusal(source: DatasetSource, settings: Settings) -> str | None:
+    """Why `source` may not be a dataset's, or None: the admission policy
+    `tre-dataset-not-platform-bucket` in Python, in the same words."""
+    buckets = settings.platform_buckets
+    if source.s3 is None or source.s3.bucket not in buckets:
+        return None
+    return f"spec.source.s3.bucket: {source.s3.bucket}" + platform_bucket_reason(buckets)
 
 
 def overlap_refusal(new: Dataset, existing: Iterable[Dataset]) -> str | None:

@@ -43,6 +43,7 @@ from provisioner.models.resources import (
 from provisioner.models.settings import Settings
 from provisioner.models.types import DatasetCsiDriver
 from provisioner.planning import names
+from provisioner.planning.datasets import s3_region
 
 # jovyan and its group `users` in the Jupyter docker-stacks images; the hub runs notebooks
 # with this uid and fsGroup, and S3 files must look readable to them.
@@ -246,33 +247,58 @@ def _volume_source(pv_name: str, source: DatasetSource, settings: Settings) -> d
         return _s3_volume_source(pv_name, source.s3, settings)
     if source.nfs is not None:
         return {
-            "mountOptions": ["ro", "nfsvers=4.1"],
+            "mountOptions": list(NFS_MOUNT_OPTIONS),
             "nfs": {"server": source.nfs.server, "path": source.nfs.path, "readOnly": True},
         }
     # DatasetSource's validator guarantees exactly one source; this keeps mypy and readers sure.
     raise InvalidInputError("dataset source: set exactly one of 's3' and 'nfs'")
 
 
+# Flags of `rclone mount` on every k8s-csi-s3 dataset PV, appended after the driver's own (a
+# later flag wins); `--s3-region <region>` follows. The admission policy `tre-controller-scope`
+# lets the controller write no other options.
+RCLONE_OPTIONS: Final = (
+    # Generic S3 instead of the driver's "AWS": rclone's AWS profile addresses buckets
+    # by virtual host (bucket.host), which a non-AWS endpoint given by IP address
+    # cannot resolve (each lookup is a DNS query off the node); this one uses paths.
+    "--s3-provider Other",
+    # A read-only FUSE mount: writes fail with EROFS in the kernel, before any S3
+    # request, whatever the pod asks for. The driver's own bind mount into the pod
+    # ignores NodePublish's readonly flag, so this is the driver's read-only layer.
+    "--read-only",
+    f"--uid {NOTEBOOK_UID}",
+    f"--gid {NOTEBOOK_GID}",
+    "--dir-perms 0550",
+    "--file-perms 0440",
+)
+# Mount options of every Mountpoint dataset PV; `prefix <p>`, `region <r>` and `endpoint-url
+# <url>` may follow, and the admission policy lets the controller write no others.
+MOUNTPOINT_OPTIONS: Final = (
+    "read-only",
+    # Mountpoint runs as its own user; without these the notebook user could not
+    # read the files. Driver v2 would derive them from fsGroup, v1 needs them.
+    "allow-other",
+    f"uid={NOTEBOOK_UID}",
+    f"gid={NOTEBOOK_GID}",
+)
+# The NFS PV's mount options, the only ones the admission policy lets the controller write.
+NFS_MOUNT_OPTIONS: Final = ("ro", "nfsvers=4.1")
+
+
+def rclone_options(region: str) -> str:
+    """The `options` volume attribute of a k8s-csi-s3 PV. The driver splits it on
+    whitespace into rclone arguments: `region` is an `S3Region`, one word."""
+    return " ".join([*RCLONE_OPTIONS, f"--s3-region {region}"])
+
+
 def _s3_volume_source(pv_name: str, s3: S3Source, settings: Settings) -> dict[str, Any]:
-    """What the configured S3 CSI driver needs to mount `s3` read-only for the notebook user."""
-    region = s3.region or settings.s3_region
+    """What the configured S3 CSI driver needs to mount `s3` read-only for the notebook user.
+
+    Bucket, prefix and region come from the Dataset (domain types: one word each, no leading
+    '-'); the endpoint and the default region from the platform's settings.
+    """
+    region = s3_region(s3, settings)
     if settings.dataset_csi_driver is DatasetCsiDriver.K8S_CSI_S3:
-        # Flags of `rclone mount`, appended after the driver's own (a later flag wins).
-        options = [
-            # Generic S3 instead of the driver's "AWS": rclone's AWS profile addresses buckets
-            # by virtual host (bucket.host), which a non-AWS endpoint given by IP address
-            # cannot resolve (each lookup is a DNS query off the node); this one uses paths.
-            "--s3-provider Other",
-            # A read-only FUSE mount: writes fail with EROFS in the kernel, before any S3
-            # request, whatever the pod asks for. The driver's own bind mount into the pod
-            # ignores NodePublish's readonly flag, so this is the driver's read-only layer.
-            "--read-only",
-            f"--uid {NOTEBOOK_UID}",
-            f"--gid {NOTEBOOK_GID}",
-            "--dir-perms 0550",
-            "--file-perms 0440",
-            f"--s3-region {region}",
-        ]
         return {
             "csi": {
                 "driver": settings.dataset_csi_driver.value,
@@ -287,21 +313,13 @@ def _s3_volume_source(pv_name: str, s3: S3Source, settings: Settings) -> dict[st
                 },
                 # rclone, not the driver's default geesefs: geesefs builds only with its own
                 # fork of aws-sdk-go, which its Go module leaves out (docs/architecture.md).
-                "volumeAttributes": {"mounter": "rclone", "options": " ".join(options)},
+                "volumeAttributes": {"mounter": "rclone", "options": rclone_options(region)},
             },
         }
-    options = [
-        "read-only",
-        # Mountpoint runs as its own user; without these the notebook user could not
-        # read the files. Driver v2 would derive them from fsGroup, v1 needs them.
-        "allow-other",
-        f"uid={NOTEBOOK_UID}",
-        f"gid={NOTEBOOK_GID}",
-    ]
+    options = list(MOUNTPOINT_OPTIONS)
     if s3.prefix:
         options.append(f"prefix {s3.prefix}")
-    if s3.region is not None:
-        options.append(f"region {s3.region}")
+    options.append(f"region {region}")
     if settings.s3_endpoint_url is not None:
         options.append(f"endpoint-url {settings.s3_endpoint_url}")
     return {

@@ -9,14 +9,19 @@ throttling and 5xx are a `TemporaryError`; any other 4xx is a `PermanentError`.
 Manifest canonical form (`compute_manifest`). The hash that an approval pins is::
 
     sha256( source_line + line_1 + line_2 + ... + line_n )    over UTF-8 bytes
-    source_line = "source " + uri + "\\n"
-    uri  = "s3://<bucket>/<prefix>"  or  "nfs://<server><path>"   (`planning.datasets.source_uri`)
+    source_line = "source " + origin + "\\n"
+    origin = "s3://<bucket>/<prefix> region=<region> endpoint=<url|aws> dataset=<uid>"
+          or "nfs://<server><path> dataset=<uid>"          (`planning.datasets.manifest_origin`)
     line = json.dumps([relative_key, size, etag], ensure_ascii=False,
                       separators=(",", ":")) + "\\n"
 
-- the source line binds the hash to *where* the data is: the same objects under another
-  bucket or prefix give another hash, so a manifest can never vouch for a place it was not
-  computed for (the prefix is the model's, normalised to end with '/' unless empty);
+- the source line binds the hash to *where* the data is and *which server* is read: the same
+  objects under another bucket or prefix, in another region or behind another endpoint give
+  another hash, so a manifest can never vouch for a place it was not computed for (the
+  prefix is the model's, normalised to end with '/' unless empty; the region is the
+  dataset's or the platform's, the endpoint the platform's, as the dataset PVs carry them);
+- it binds the hash to the Dataset object too (its uid): a dataset deleted and registered
+  again is a new object, and no approval of the old one counts for it;
 - one line per object under ``s3://<bucket>/<prefix>``, found by a paginated
   ListObjectsV2 of the whole prefix (no delimiter, so nested keys count);
 - ``relative_key`` is the key with the prefix removed; ``size`` is the size in bytes as an
@@ -37,8 +42,9 @@ is the source line alone (object count 0, bytes 0). It pins *where* the data is,
 content: a change of files on the export is not detected; the steward answers for it.
 
 Example: objects ``cohort/a.csv`` (3 bytes, ETag ``"900150983cd24fb0d6963f7d28e17f72"``) in
-bucket ``tre-data`` under prefix ``cohort/`` hash the text
-``source s3://tre-data/cohort/\\n["a.csv",3,"900150983cd24fb0d6963f7d28e17f72"]\\n``.
+bucket ``tre-data`` under prefix ``cohort/``, region ``us-east-1`` at the AWS default endpoint,
+Dataset uid ``u1`` hash the text ``source s3://tre-data/cohort/ region=us-east-1 endpoint=aws
+dataset=u1\\n["a.csv",3,"900150983cd24fb0d6963f7d28e17f72"]\\n``.
 """
 
 from __future__ import annotations
@@ -71,8 +77,8 @@ from provisioner.errors import (
     TemporaryError,
     TreError,
 )
-from provisioner.models.resources import DatasetManifest, DatasetSource, S3Source
-from provisioner.planning.datasets import source_uri
+from provisioner.models.resources import Dataset, DatasetManifest
+from provisioner.planning.datasets import manifest_origin, source_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -338,29 +344,32 @@ def manifest_line(relative_key: str, size: int, etag: str) -> str:
     return json.dumps([relative_key, size, etag], ensure_ascii=False, separators=(",", ":"))
 
 
-def manifest_sha256(source: DatasetSource, lines: Iterable[str]) -> str:
-    """The manifest hash of `source` with its object `lines`, already in canonical order."""
-    digest = hashlib.sha256(f"source {source_uri(source)}\n".encode())
+def manifest_sha256(origin: str, lines: Iterable[str]) -> str:
+    """The manifest hash of a dataset at `origin` (`planning.datasets.manifest_origin`) with
+    its object `lines`, already in canonical order."""
+    digest = hashlib.sha256(f"source {origin}\n".encode())
     for line in lines:
         digest.update(line.encode("utf-8") + b"\n")
     return digest.hexdigest()
 
 
 def compute_manifest(
-    client: S3Client, source: S3Source | DatasetSource, *, now: dt.datetime | None = None
+    client: S3Client, dataset: Dataset, settings: Settings, *, now: dt.datetime | None = None
 ) -> DatasetManifest:
-    """Count, size and hash every object under `source` (canonical form: module docstring).
+    """Count, size and hash every object of `dataset` (canonical form: module docstring);
+    `settings` are the platform's (its S3 endpoint and default region are in the hash).
 
     An NFS source gives the manifest of its source line alone (not listed; see the module
     docstring). For S3, raises NotFoundError naming the bucket when it does not exist, and
     naming bucket and prefix when the prefix holds no objects (an empty dataset is always a
     mistake).
     """
-    full = source if isinstance(source, DatasetSource) else DatasetSource(s3=source)
+    full = dataset.spec.source
+    origin = manifest_origin(dataset, settings)
     computed_at = now or dt.datetime.now(dt.UTC)
     if full.s3 is None:
         return DatasetManifest(
-            object_count=0, bytes=0, sha256=manifest_sha256(full, []), computed_at=computed_at
+            object_count=0, bytes=0, sha256=manifest_sha256(origin, []), computed_at=computed_at
         )
     s3 = full.s3
     where = source_uri(full)
@@ -397,7 +406,7 @@ def compute_manifest(
     return DatasetManifest(
         object_count=len(rows),
         bytes=total,
-        sha256=manifest_sha256(full, (line for _, line in rows)),
+        sha256=manifest_sha256(origin, (line for _, line in rows)),
         computed_at=computed_at,
     )
 

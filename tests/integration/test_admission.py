@@ -42,10 +42,11 @@ from provisioner import API_GROUP, API_VERSION
 from provisioner.kube.api import Kube
 from provisioner.models.resources import Decision, DecisionAction
 from provisioner.models.settings import Settings
-from provisioner.models.types import ClassificationTier
+from provisioner.models.types import ClassificationTier, DatasetCsiDriver
 from provisioner.planning.admission import (
     APPROVED_PHASE_POLICY,
     CLASSIFICATION_LABEL,
+    CONTROLLER_SCOPE_POLICY,
     CREATE_REQUEST_POLICY,
     DATASET_LABEL_POLICY,
     DECISIONS_POLICY,
@@ -783,3 +784,30 @@ def test_every_policy_type_checks_cleanly(admin_api: client.ApiClient, policies:
         )
         checked = reg.read_validating_admission_policy(name).status.type_checking
         assert not checked.expression_warnings, f"{name}: {checked.expression_warnings}"
+
+
+@pytest.mark.parametrize("driver", list(DatasetCsiDriver))
+def test_the_controller_scope_type_checks_for_each_dataset_driver(
+    admin_api: client.ApiClient, policies: None, driver: DatasetCsiDriver
+) -> None:
+    """Its PV rules differ per driver (mount options or rclone's options): each variant,
+    applied under a name of its own and bound to nothing, type-checks cleanly."""
+    reg = client.AdmissionregistrationV1Api(admin_api)
+    settings = SETTINGS.model_copy(
+        update={"dataset_csi_driver": driver, "s3_endpoint_url": "http://127.0.0.1:9"}
+    )
+    [policy] = [m for m in plan_admission_policies(settings)
+                if m["kind"] == "ValidatingAdmissionPolicy"
+                and m["metadata"]["name"] == CONTROLLER_SCOPE_POLICY]  # fmt: skip
+    name = f"tre-test-scope-{driver.name.lower().replace('_', '-')}"
+    policy["metadata"]["name"] = name
+    Kube(admin_api, FIELD_MANAGER).apply(policy)
+    try:
+        wait_until(
+            lambda: reg.read_validating_admission_policy(name).status.type_checking is not None,
+            f"policy {name} type-checked",
+        )
+        checked = reg.read_validating_admission_policy(name).status.type_checking
+        assert not checked.expression_warnings, f"{name}: {checked.expression_warnings}"
+    finally:
+        reg.delete_validating_admission_policy(name)

@@ -454,15 +454,16 @@ def _object_with(name: str, value: str) -> tuple[str, dict[str, Any], type[Custo
         else:
             spec["decisions"][0]["at"], path = value, "spec.decisions[0].at"
         return "accessrequests", obj, AccessRequest, path
-    if name == "nfs_path":
+    if name in {"nfs_path", "nfs_server"}:
         obj = nfs_dataset().to_object()
-        obj["spec"]["source"]["nfs"]["path"] = value
-        return "datasets", obj, Dataset, "spec.source.nfs.path"
+        field = name.removeprefix("nfs_")
+        obj["spec"]["source"]["nfs"][field] = value
+        return "datasets", obj, Dataset, f"spec.source.nfs.{field}"
     obj = s3_dataset().to_object()
     if name == "username":
         obj["spec"]["steward"] = value
         return "datasets", obj, Dataset, "spec.steward"
-    field = {"bucket_name": "bucket", "s3_prefix": "prefix"}[name]
+    field = {"bucket_name": "bucket", "s3_prefix": "prefix", "s3_region": "region"}[name]
     obj["spec"]["source"]["s3"][field] = value
     return "datasets", obj, Dataset, f"spec.source.s3.{field}"
 

@@ -15,6 +15,23 @@ Behaviours under test:
   partner the other way round, an NFS path under a more sensitive export path, and raising a
   contained dataset above its container; a more sensitive container is accepted; the CLI says
   the same before asking;
+- no source field configures the mounters (review 3, S1): bucket, prefix, region, NFS server
+  and path, each with rclone/mount-s3 flags, mount(8) options and a newline appended or as
+  the whole value, are refused by the API server naming the field and what to write; the
+  review's region payload is refused; a plain region is stored;
+- one spelling per location (S5): a sensitive prefix and export registered again as public
+  under every other spelling ('//', './', '..', a leading or trailing '/', a trailing '.',
+  upper case, a short name or an address for the server) are refused by the schema, and the
+  spellings left are refused by the overlap rule as the location they name;
+- the platform's buckets (S6): audit, quarantine and egress are refused as a dataset source by
+  the API server and by `tre`, in the same words; the controller never lists one for a
+  dataset stored earlier and removes its manifest;
+- deleting and registering again (S7): nobody gives a Dataset an owner reference or a
+  finalizer (the garbage collector would delete it for a steward); a dataset registered again
+  under the same name, source and data gets another manifest hash, so no old approval counts;
+- the controller's dataset PVs: a planned one is admitted; with an added rclone flag or mount
+  option, an NFS server or path of another spelling, or (k8s-csi-s3) a volume handle that is
+  not `<bucket>/<prefix>` of their domain types, refused by `tre-controller-scope`;
 - `verify_datasets` as the controller records a manifest and a Verified condition; the hash
   changes when the content changes; a dataset whose data cannot be listed gets
   Verified=False naming the error while the others are verified; an NFS dataset gets a
@@ -30,6 +47,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +58,24 @@ from kubernetes.client.rest import ApiException
 from provisioner import API_GROUP, API_VERSION
 from provisioner.controller.datasets import verify_datasets
 from provisioner.devcluster.cluster import DevCluster
+from provisioner.errors import RefusedError
 from provisioner.kube.resources import DATASETS
-from provisioner.models.resources import Dataset
+from provisioner.models.resources import (
+    Dataset,
+    DatasetSource,
+    NfsSource,
+    S3Source,
+    WorkspaceDataset,
+)
 from provisioner.models.settings import Settings
-from provisioner.planning.admission import DATASET_OVERLAP_POLICY, DATASET_STEWARD_POLICY
+from provisioner.models.types import ClassificationTier, DatasetCsiDriver
+from provisioner.planning.admission import (
+    DATASET_METADATA_POLICY,
+    DATASET_OVERLAP_POLICY,
+    DATASET_PLATFORM_BUCKET_POLICY,
+    DATASET_STEWARD_POLICY,
+)
+from provisioner.planning.storage import dataset_persistent_volume
 from provisioner.storage.s3 import ensure_bucket
 from tests.integration.workspace_world import STEWARDS, World
 
@@ -290,7 +322,7 @@ def test_nfs_path_under_a_less_sensitive_export_is_refused(people: People) -> No
     server, wide, secret = f"{unique('nfs')}.example.org", unique("wide"), unique("secret")
     people.register(body(wide, "internal", nfs=(server, "/exports")))
     status, message = overlap_refused(
-        people, body(secret, "confidential", nfs=(server.upper(), "/exports/reg"))
+        people, body(secret, "confidential", nfs=(server, "/exports/reg"))
     )
     assert status == 403
     assert f"spec.source: nfs://{server}/exports/reg/ lies within nfs://{server}/exports/ of " \
@@ -458,3 +490,311 @@ def test_cli_register_refuses_an_overlap_before_asking(world: World) -> None:
     )
     assert expected in refused.output
     assert wide not in world.dataset_names()
+
+
+# --- no value of a steward configures software that runs as root (review 3, S1) ------------------
+
+# Every Dataset field that reaches a PV (volumeHandle, volume attributes, mount options, NFS
+# server and path), each followed by the option syntax of the mounters that read it: rclone and
+# mount-s3 flags, mount(8)'s comma-separated options, and a newline.
+SOURCE_FIELDS = {
+    "s3.bucket": ("s3", "bucket", "tre-data"),
+    "s3.prefix": ("s3", "prefix", "cohort/"),
+    "s3.region": ("s3", "region", "us-east-1"),
+    "nfs.server": ("nfs", "server", "nfs.example.org"),
+    "nfs.path": ("nfs", "path", "/exports"),
+}
+INJECTIONS = (" --allow-other", "--vfs-cache-mode=full", " --no-check-certificate", ",rw",
+              "\n--rc", " --rc --rc-no-auth --rc-addr=:5572 --rc-files=/")  # fmt: skip
+
+
+def with_source_value(name: str, field: str, value: str) -> dict[str, Any]:
+    kind, key, _ = SOURCE_FIELDS[field]
+    obj = body(name, "public", nfs=("nfs.example.org", "/exports") if kind == "nfs" else None)
+    obj["spec"]["source"][kind][key] = value
+    return obj
+
+
+@pytest.mark.parametrize("injection", INJECTIONS)
+@pytest.mark.parametrize("field", SOURCE_FIELDS)
+def test_no_source_field_takes_a_mounters_option_syntax(
+    people: People, field: str, injection: str
+) -> None:
+    """Appended to a valid value and as the whole value (a leading '-'): the API server itself
+    refuses the Dataset, naming the field and what to write instead."""
+    valid = SOURCE_FIELDS[field][2]
+    for value in (valid + injection, injection.strip()):
+        obj = with_source_value(unique("inj"), field, value)
+        status, message = refusal(partial(people.register, obj))
+        assert status == 422, message
+        # our words (what to write instead), or the server's own for a value over the length
+        assert f"spec.source.{field}: Invalid value: " in message or (
+            f"spec.source.{field}: Too long: may not be more than" in message
+        ), message
+        assert any(fix in message for fix in ("use ", "remove ", "write ", "Too long")), message
+
+
+def test_the_reviews_region_payload_is_refused_and_a_plain_region_is_stored(
+    people: People,
+) -> None:
+    payload = "us-east-1 --rc --rc-no-auth --rc-addr=:5572 --rc-files=/"  # review 3, S1
+    status, message = refusal(
+        lambda: people.register(with_source_value(unique("inj"), "s3.region", payload))
+    )
+    assert status == 422
+    assert "spec.source.s3.region: Too long: may not be more than 32 bytes" in message
+    versions = "us-east-1 --s3-versions"  # fits the length: refused in our words
+    status, message = refusal(
+        lambda: people.register(with_source_value(unique("inj"), "s3.region", versions))
+    )
+    assert status == 422
+    assert (
+        f'spec.source.s3.region: Invalid value: "{versions}": use 1-32 characters a-z, 0-9 and '
+        "'-', starting and ending with a letter or digit (for example 'eu-west-1')" in message
+    ), message
+    ok = unique("region")
+    people.register(with_source_value(ok, "s3.region", "eu-west-1"))
+    assert people.get(ok)["spec"]["source"]["s3"]["region"] == "eu-west-1"
+
+
+# --- one spelling per location: the overlap rule compares locations (review 3, S5) ---------------
+
+S3_ALIASES = ("cohort//", "cohort///", "./cohort/", "cohort/./", "x/../cohort/", "/cohort/")
+NFS_ALIASES = (
+    ("nfs.hospital.example.", "/exports/registry"),
+    ("NFS.hospital.example", "/exports/registry"),
+    ("nfs", "/exports/registry"),
+    ("10.0.0.7", "/exports/registry"),
+    ("fd00::7", "/exports/registry"),
+    ("nfs.hospital.example", "/exports//registry"),
+    ("nfs.hospital.example", "//exports/registry"),
+    ("nfs.hospital.example", "/exports/registry/"),
+    ("nfs.hospital.example", "/exports/./registry"),
+    ("nfs.hospital.example", "/exports/x/../registry"),
+)
+
+
+@pytest.fixture
+def sensitive_locations(people: People) -> tuple[str, str]:
+    """A sensitive S3 prefix and a sensitive NFS export, each its own place: (bucket, server)."""
+    bucket, server = unique("bkt"), "nfs.hospital.example"
+    people.register(body(unique("cardio"), "sensitive", bucket=bucket, prefix="cohort/"))
+    registry = unique("registry")
+    people.register(body(registry, "sensitive", nfs=(server, "/exports/registry")))
+    return bucket, server
+
+
+@pytest.mark.parametrize("prefix", S3_ALIASES)
+def test_a_sensitive_prefix_cannot_be_registered_public_under_another_spelling(
+    people: People, sensitive_locations: tuple[str, str], prefix: str
+) -> None:
+    bucket, _ = sensitive_locations
+    status, message = refusal(
+        lambda: people.register(body(unique("open"), "public", bucket=bucket, prefix=prefix))
+    )
+    assert status == 422, message
+    assert "spec.source.s3.prefix: Invalid value: " in message, message
+
+
+@pytest.mark.parametrize(("server", "path"), NFS_ALIASES)
+def test_a_sensitive_export_cannot_be_registered_public_under_another_spelling(
+    people: People, sensitive_locations: tuple[str, str], server: str, path: str
+) -> None:
+    status, message = refusal(
+        lambda: people.register(body(unique("open"), "public", nfs=(server, path)))
+    )
+    assert status == 422, message
+    field = "server" if server != "nfs.hospital.example" else "path"
+    assert f"spec.source.nfs.{field}: Invalid value: " in message, message
+
+
+@pytest.mark.parametrize(
+    "source",
+    [{"prefix": "cohort/"}, {"prefix": "cohort"}, {"prefix": ""},
+     {"nfs": "/exports/registry"}, {"nfs": "/exports"}, {"nfs": "/"}],
+    ids=repr,
+)  # fmt: skip
+def test_the_one_spelling_left_is_judged_as_the_location_it_names(
+    people: People, sensitive_locations: tuple[str, str], source: dict[str, str]
+) -> None:
+    bucket, server = sensitive_locations
+    obj = (
+        body(unique("open"), "public", nfs=(server, source["nfs"]))
+        if "nfs" in source
+        else body(unique("open"), "public", bucket=bucket, prefix=source["prefix"])
+    )
+    status, message = overlap_refused(people, obj)
+    assert status == 403
+    assert "(sensitive), whose data would then be readable at the lower tier public" in message
+
+
+# --- the platform's own buckets are never a dataset (review 3, S6) ------------------------------
+
+
+def test_the_platforms_buckets_are_never_a_dataset_source(
+    people: People, installed_platform: Settings
+) -> None:
+    buckets = installed_platform.platform_buckets
+    assert {installed_platform.audit_bucket, installed_platform.airlock_quarantine_bucket,
+            installed_platform.airlock_egress_bucket} == set(buckets)  # fmt: skip
+    wait_until_refused(
+        lambda: people.steward("sam").create_cluster_custom_object(
+            *DS, body(unique("view"), "public", bucket=buckets[0], prefix=""), dry_run="All"
+        ),
+        DATASET_PLATFORM_BUCKET_POLICY,
+    )
+    for bucket in buckets:
+        for prefix in ("", "exports/"):
+            obj = body(unique("view"), "public", bucket=bucket, prefix=prefix)
+            status, message = refusal(partial(people.register, obj))
+            assert status == 422
+            assert message.endswith(
+                denied_by(DATASET_PLATFORM_BUCKET_POLICY) + f"spec.source.s3.bucket: {bucket} "
+                f"is one of the platform's own buckets ({', '.join(buckets)}): they hold the "
+                "audit log and the airlock's unreviewed and released files of every project, "
+                "which no dataset may show; register data from a bucket of its own"
+            ), message
+
+
+def test_tre_refuses_the_platforms_buckets_in_the_same_words(world: World) -> None:
+    for bucket in world.settings.platform_buckets:
+        name = unique("vds")
+        result = world.tre(
+            "dataset", "register", name, "--title", "T", "--steward", "sam",
+            "--classification", "public", "--bucket", bucket, user="sam", group=STEWARDS,
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert f"dataset {name}: spec.source.s3.bucket: {bucket} is one of the platform's own " \
+               "buckets" in result.output  # fmt: skip
+        assert name not in world.dataset_names()
+
+
+def test_the_controller_never_verifies_a_dataset_on_a_platform_bucket(world: World) -> None:
+    """A dataset stored before the policy existed (played here by the controller's view of a
+    verified dataset whose source names the quarantine): never listed, its manifest removed,
+    so no approval matches it and no workspace mounts it."""
+    name = world.dataset()
+    assert dataset(world, name).status.manifest is not None
+    stored = dataset(world, name)
+    quarantine = S3Source(bucket=world.settings.airlock_quarantine_bucket, prefix="exports/")
+    old = stored.model_copy(
+        update={"spec": stored.spec.model_copy(update={"source": DatasetSource(s3=quarantine)})}
+    )
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=world.settings.dataset_verify_seconds)
+    [refused] = verify_datasets(world.controller, world.s3, [old], later, world.settings)
+    assert not refused.ok and refused.sha256 is None
+    assert f"spec.source.s3.bucket: {quarantine.bucket} is one of the platform's own buckets" in (
+        str(refused.error)
+    )
+    status = dataset(world, name).status
+    assert status.manifest is None
+    [condition] = status.conditions
+    assert (condition.status, condition.reason) == ("False", "PlatformBucket")
+
+
+# --- deleting and registering again starts no history (review 3, S7) ----------------------------
+
+DANGLING_OWNER = [{"apiVersion": "v1", "kind": "Namespace", "name": "r3-gone",
+                   "uid": "00000000-0000-0000-0000-000000000003"}]  # fmt: skip
+
+
+def test_nobody_gives_a_dataset_an_owner_or_a_finalizer(people: People) -> None:
+    """An owner that does not exist would make the garbage collector delete the dataset for a
+    steward, who may not delete it; a finalizer would hold its deletion."""
+    name = unique("ds")
+    owned = body(unique("ds"), "internal")
+    owned["metadata"]["ownerReferences"] = DANGLING_OWNER
+
+    def create_owned(dry_run: str | None = None) -> Any:
+        return people.steward("sam").create_cluster_custom_object(
+            *DS, owned, **({"dry_run": dry_run} if dry_run else {})
+        )
+
+    wait_until_refused(lambda: create_owned("All"), DATASET_METADATA_POLICY)
+    status, message = refusal(create_owned)
+    assert status == 422
+    assert message.endswith(
+        denied_by(DATASET_METADATA_POLICY) + "metadata.ownerReferences: a Dataset takes none: "
+        "the garbage collector would delete it once its owner is gone, and datasets are "
+        "deleted by administrators only; remove the entry"
+    )
+    people.register(body(name, "internal"))
+    for field, value in (("ownerReferences", DANGLING_OWNER), ("finalizers", ["r3/hold"])):
+        obj = people.get(name)
+        obj["metadata"][field] = value
+        steward = people.steward("sam")
+        status, message = refusal(partial(steward.replace_cluster_custom_object, *DS, name, obj))
+        assert status == 422
+        assert f"metadata.{field}: a Dataset takes none" in message
+        assert field not in people.get(name)["metadata"]
+
+
+def test_a_dataset_registered_again_gets_a_new_manifest_hash(world: World) -> None:
+    """Same name, same source, same data, same region: another object, so no approval given
+    for the one deleted counts for it."""
+    name = world.dataset("sensitive")
+    first = dataset(world, name).status.manifest
+    assert first is not None
+    world.admin.delete(DATASETS, name)
+    register(world, name, bucket=world.bucket, prefix=f"{name}/")
+    [again] = verify_datasets(world.controller, world.s3, [dataset(world, name)],
+                              dt.datetime.now(dt.UTC), world.settings)  # fmt: skip
+    assert again.ok
+    second = dataset(world, name).status.manifest
+    assert second is not None
+    assert (second.object_count, second.bytes) == (first.object_count, first.bytes)
+    assert second.sha256 != first.sha256
+
+
+# --- the controller's own PVs carry the planned mount configuration only -------------------------
+
+
+def test_the_controllers_dataset_volumes_carry_no_option_of_anyones_choosing(world: World) -> None:
+    """Behind the CRD, the API server judges the PV itself: with the controller's credential, a
+    planned dataset PV passes; the same PV with a flag, a mount option or an NFS server of
+    another spelling is refused."""
+    settings = world.settings
+    s3 = WorkspaceDataset(
+        name="cohort",
+        manifest_sha256="a" * 64,
+        classification=ClassificationTier.PUBLIC,
+        source=DatasetSource(s3=S3Source(bucket="tre-data", prefix="c/")),
+    )
+    nfs = s3.model_copy(
+        update={"source": DatasetSource(nfs=NfsSource(server="nfs.example.org", path="/x"))}
+    )
+    planned_s3 = dataset_persistent_volume("someproject", s3, settings)
+    planned_nfs = dataset_persistent_volume("someproject", nfs, settings)
+    for planned in (planned_s3, planned_nfs):
+        world.controller.create(planned, dry_run=True)
+
+    def tampered(planned: dict[str, Any], change: Callable[[dict[str, Any]], None]) -> Any:
+        pv = json.loads(json.dumps(planned))
+        change(pv["spec"])
+        return pv
+
+    def add_option(spec: dict[str, Any]) -> None:
+        if (
+            "volumeAttributes" in spec.get("csi", {})
+            and "options" in spec["csi"]["volumeAttributes"]
+        ):
+            spec["csi"]["volumeAttributes"]["options"] += " --s3-versions"
+        else:
+            spec["mountOptions"] = [*spec.get("mountOptions", []), "rw"]
+
+    attacks = [
+        tampered(planned_s3, add_option),
+        tampered(planned_nfs, add_option),
+        tampered(planned_nfs, lambda spec: spec["nfs"].update(server="nfs.example.org.")),
+        tampered(planned_nfs, lambda spec: spec["nfs"].update(path="/x/../etc")),
+    ]
+    if settings.dataset_csi_driver is DatasetCsiDriver.K8S_CSI_S3:  # the handle names the data
+        attacks += [
+            tampered(planned_s3, lambda spec: spec["csi"].update(volumeHandle="tre-data/c//")),
+            tampered(planned_s3, lambda spec: spec["csi"].update(volumeHandle="-o/c/")),
+        ]
+    for pv in attacks:
+        with pytest.raises(RefusedError) as refused:
+            world.controller.create(pv, dry_run=True)
+        assert "its mount options, volume attributes or NFS server and path are not the " \
+               "planned ones" in str(refused.value)  # fmt: skip

@@ -52,7 +52,9 @@ from provisioner.errors import (
     RefusedError,
     TemporaryError,
 )
-from provisioner.models.resources import S3Source
+from provisioner.models.resources import Dataset, DatasetSource, DatasetSpec, S3Source
+from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier
 from provisioner.storage.s3 import (
     bucket_exists,
     compute_manifest,
@@ -243,14 +245,26 @@ def test_errors_map_to_our_exception_tree(s3_endpoint: S3Endpoint, s3: S3Client)
 # --- dataset manifests ---------------------------------------------------------------------
 
 
-def test_manifest_counts_sizes_and_hashes_the_canonical_form(s3: S3Client, bucket: str) -> None:
+def dataset_at(source: S3Source, uid: str = "") -> Dataset:
+    """A Dataset of `source` as the API server returns it (with its uid)."""
+    spec = DatasetSpec(title="T", steward="sam", classification=ClassificationTier.INTERNAL,
+                       source=DatasetSource(s3=source))  # fmt: skip
+    return Dataset(name="cohort", uid=uid, spec=spec)
+
+
+def test_manifest_counts_sizes_and_hashes_the_canonical_form(
+    s3: S3Client, bucket: str, s3_settings: Settings
+) -> None:
     etag_a = _put(s3, bucket, "cohort/a.csv", b"abc")
     etag_b = _put(s3, bucket, 'cohort/sub/b,\t"odd".csv', b"12345")
     _put(s3, bucket, "cohort/sub/", b"")  # a directory marker: not data
     _put(s3, bucket, "other/c.csv", b"zzz")
-    manifest = compute_manifest(s3, S3Source(bucket=bucket, prefix="cohort"))
+    manifest = compute_manifest(
+        s3, dataset_at(S3Source(bucket=bucket, prefix="cohort"), "u-1"), s3_settings
+    )
     expected_text = (
-        f"source s3://{bucket}/cohort/\n"
+        f"source s3://{bucket}/cohort/ region={s3_settings.s3_region} "
+        f"endpoint={s3_settings.s3_endpoint_url} dataset=u-1\n"
         + f'["a.csv",3,"{etag_a}"]\n'
         + f'["sub/b,\\t\\"odd\\".csv",5,"{etag_b}"]\n'
     )
@@ -259,41 +273,52 @@ def test_manifest_counts_sizes_and_hashes_the_canonical_form(s3: S3Client, bucke
     assert etag_a == hashlib.md5(b"abc").hexdigest()
 
 
-def test_manifest_is_stable_and_changes_when_an_object_changes(s3: S3Client, bucket: str) -> None:
+def test_manifest_is_stable_and_changes_when_an_object_changes(
+    s3: S3Client, bucket: str, s3_settings: Settings
+) -> None:
     for i in range(3):
         _put(s3, bucket, f"data/{i}.csv", f"row {i}".encode())
     source = S3Source(bucket=bucket, prefix="data/")
-    first = compute_manifest(s3, source)
-    assert compute_manifest(s3, source).sha256 == first.sha256
+    uid = str(uuid.uuid4())
+    first = compute_manifest(s3, dataset_at(source, uid), s3_settings)
+    assert compute_manifest(s3, dataset_at(source, uid), s3_settings).sha256 == first.sha256
     _put(s3, bucket, "data/1.csv", b"row X")  # same size, other content
-    changed = compute_manifest(s3, source)
+    changed = compute_manifest(s3, dataset_at(source, uid), s3_settings)
     assert changed.sha256 != first.sha256
     assert (changed.object_count, changed.bytes) == (first.object_count, first.bytes)
 
 
-def test_manifest_lists_more_than_one_page(s3: S3Client, bucket: str) -> None:
+def test_manifest_lists_more_than_one_page(
+    s3: S3Client, bucket: str, s3_settings: Settings
+) -> None:
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda i: _put(s3, bucket, f"many/{i:05d}", b"x"), range(1005)))
-    manifest = compute_manifest(s3, S3Source(bucket=bucket, prefix="many/"))
+    manifest = compute_manifest(
+        s3, dataset_at(S3Source(bucket=bucket, prefix="many/")), s3_settings
+    )
     assert (manifest.object_count, manifest.bytes) == (1005, 1005)
 
 
-def test_prefix_a_does_not_include_ab(s3: S3Client, bucket: str) -> None:
+def test_prefix_a_does_not_include_ab(s3: S3Client, bucket: str, s3_settings: Settings) -> None:
     _put(s3, bucket, "a/1", b"1")
     _put(s3, bucket, "ab/2", b"22")
-    manifest = compute_manifest(s3, S3Source(bucket=bucket, prefix="a"))  # normalised to a/
+    manifest = compute_manifest(
+        s3, dataset_at(S3Source(bucket=bucket, prefix="a")), s3_settings
+    )  # normalised to a/
     assert (manifest.object_count, manifest.bytes) == (1, 1)
 
 
-def test_manifest_of_missing_bucket_or_empty_prefix_is_not_found(s3: S3Client, bucket: str) -> None:
+def test_manifest_of_missing_bucket_or_empty_prefix_is_not_found(
+    s3: S3Client, bucket: str, s3_settings: Settings
+) -> None:
     missing = f"missing-{uuid.uuid4().hex[:8]}"
     with pytest.raises(NotFoundError, match=f"bucket '{missing}' does not exist"):
-        compute_manifest(s3, S3Source(bucket=missing, prefix="x/"))
+        compute_manifest(s3, dataset_at(S3Source(bucket=missing, prefix="x/")), s3_settings)
     _put(s3, bucket, "elsewhere/1", b"1")
     with pytest.raises(
         NotFoundError, match=f"no objects under prefix 'nothing/' in bucket '{bucket}'"
     ):
-        compute_manifest(s3, S3Source(bucket=bucket, prefix="nothing/"))
+        compute_manifest(s3, dataset_at(S3Source(bucket=bucket, prefix="nothing/")), s3_settings)
 
 
 # --- the audit log -------------------------------------------------------------------------

@@ -80,6 +80,12 @@ def test_the_schema_refuses_what_the_policies_could_not_hold() -> None:
         values.Image(repository="r", tag="t", digest="sha256:short")
     with pytest.raises(ValueError, match="extra"):
         values.ChartValues.model_validate({"hub": {"replicas": 2}})
+    # a region becomes a flag value of the S3 mounter on every node
+    with pytest.raises(ValueError, match="s3Region"):
+        values.ChartValues.model_validate({"settings": {"s3Region": "us-east-1 --s3-versions"}})
+    # bucket names are substituted into the platform-bucket policy's CEL
+    with pytest.raises(ValueError, match="auditBucket"):
+        values.ChartValues.model_validate({"settings": {"auditBucket": 'x" || true'}})
 
 
 def test_a_setting_that_is_transformed_is_not_templated() -> None:

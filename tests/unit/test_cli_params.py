@@ -79,9 +79,44 @@ def test_bucket_name(bucket: str) -> None:
 def test_s3_prefix_and_nfs_path() -> None:
     s3 = [*REGISTER, "--steward", "sam", "--bucket", "b12", "--prefix", "/x", "ds1"]
     assert refused(s3) == "error: --prefix: S3 prefix '/x' is invalid: remove the leading '/'\n"
-    nfs = [*REGISTER, "--steward", "sam", "--nfs-server", "n", "--nfs-path", "/a/../b", "ds1"]
+    nfs = [*REGISTER, "--steward", "sam", "--nfs-server", "nfs.example.org", "--nfs-path",
+           "/a/../b", "ds1"]  # fmt: skip
     assert refused(nfs) == (
         "error: --nfs-path: NFS path '/a/../b' is invalid: '.' and '..' segments are not allowed\n"
+    )
+
+
+# Every source field with the option syntax of the mounters that read it (rclone, mount-s3,
+# mount.nfs, all run as root on the nodes; security review 3, S1), and the alternative
+# spellings of a location (S5): refused by `tre` in the models' words, before any call.
+SOURCE_FIELDS = {
+    "--prefix": ("S3 prefix", ["--bucket", "b12"]),
+    "--region": ("S3 region", ["--bucket", "b12"]),
+    "--nfs-server": ("NFS server", ["--nfs-path", "/exports"]),
+    "--nfs-path": ("NFS path", ["--nfs-server", "nfs.example.org"]),
+}
+INJECTIONS = (" --allow-other", "--vfs-cache-mode=full", "--no-check-certificate", "x,rw",
+              "x\n--rc", "x --s3-versions", "x=y")  # fmt: skip
+
+
+@pytest.mark.parametrize("value", INJECTIONS)
+@pytest.mark.parametrize("option", SOURCE_FIELDS)
+def test_no_source_field_takes_mounter_syntax(option: str, value: str) -> None:
+    what, rest = SOURCE_FIELDS[option]
+    if option == "--nfs-path":
+        value = "/" + value
+    output = refused([*REGISTER, "--steward", "sam", *rest, option, value, "ds1"])
+    assert output.startswith(f"error: {option}: {what} {value!r} is invalid: "), output
+
+
+@pytest.mark.parametrize("bucket", ["tre-audit", "tre-quarantine", "tre-egress"])
+def test_the_platforms_buckets_are_refused_before_asking(bucket: str) -> None:
+    output = refused([*REGISTER, "--steward", "sam", "--bucket", bucket, "ds1"])
+    assert output == (
+        f"error: dataset ds1: spec.source.s3.bucket: {bucket} is one of the platform's own "
+        "buckets (tre-audit, tre-egress, tre-quarantine): they hold the audit log and the "
+        "airlock's unreviewed and released files of every project, which no dataset may "
+        "show; register data from a bucket of its own\n"
     )
 
 

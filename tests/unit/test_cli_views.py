@@ -223,9 +223,10 @@ NO_MESSAGE = {"type": "Verified", "status": "False", "reason": "ListFailed"}
         {"s3": {"bucket": "cohorts", "prefix": "cardio/"}},
         {"s3": {"bucket": "cohorts", "prefix": "cardio"}},  # as kubectl may store it
         {"s3": {"bucket": "cohorts"}},
+        {"s3": {"bucket": "cohorts", "region": "eu-west-1"}},
         {"nfs": {"server": "nfs.example.org", "path": "/exports/cardio"}},
     ],
-    ids=["s3", "s3 without the slash", "whole bucket", "nfs"],
+    ids=["s3", "s3 without the slash", "whole bucket", "s3 with its region", "nfs"],
 )
 @pytest.mark.parametrize(
     ("manifest", "verified"),

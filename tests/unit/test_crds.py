@@ -228,8 +228,8 @@ def test_optional_fields_are_plain_and_not_required(crds: dict[str, Schema]) -> 
         "type": "object",
         "additionalProperties": {"type": "string"},
     }
-    assert at(root(crds["Dataset"]), "spec.source.s3.region") == {"type": "string",
-                                                                  "maxLength": 64}  # fmt: skip
+    assert at(root(crds["Dataset"]), "spec.source.s3.region") == {
+        "type": "string", **types.validate_s3_region.crd_schema()}  # fmt: skip
 
 
 def test_enums(crds: dict[str, Schema]) -> None:
@@ -318,12 +318,16 @@ def test_only_the_documented_rules_exist(crds: dict[str, Schema]) -> None:
         "Dataset.spec.classification",
         "Dataset.spec.source",
         "Dataset.spec.source.nfs.path",
+        "Dataset.spec.source.nfs.server",
         "Dataset.spec.source.s3.bucket",
         "Dataset.spec.source.s3.prefix",
+        "Dataset.spec.source.s3.region",
         "Workspace.spec.datasets[].source",
         "Workspace.spec.datasets[].source.nfs.path",
+        "Workspace.spec.datasets[].source.nfs.server",
         "Workspace.spec.datasets[].source.s3.bucket",
         "Workspace.spec.datasets[].source.s3.prefix",
+        "Workspace.spec.datasets[].source.s3.region",
     ]
 
 
@@ -362,6 +366,10 @@ def _crd_accepts(schema: Schema, value: str) -> bool:
             regex = json.loads(rule["rule"].removeprefix("!self.matches(").removesuffix(")"))
             if re.search(regex, value):
                 return False
+        elif rule["rule"].startswith("self.matches("):
+            regex = json.loads(rule["rule"].removeprefix("self.matches(").removesuffix(")"))
+            if not re.search(regex, value):
+                return False
     return True
 
 
@@ -382,6 +390,8 @@ CRD_PLACE = {
     "bucket_name": ("Dataset", "spec.source.s3.bucket"),
     "s3_prefix": ("Dataset", "spec.source.s3.prefix"),
     "nfs_path": ("Dataset", "spec.source.nfs.path"),
+    "nfs_server": ("Dataset", "spec.source.nfs.server"),
+    "s3_region": ("Dataset", "spec.source.s3.region"),
     "date": ("AccessRequest", "spec.startDate"),
     "date_time": ("AccessRequest", "spec.decisions[].at"),
 }

@@ -10,7 +10,8 @@ Behaviours under test:
 - the default ServiceAccount mounts no token;
 - datasets are read-only at the PV, the pod volume and the volumeMount; each PV is pinned to
   exactly one PVC and the other way round, with `storageClassName: ""` on both;
-- S3 mount options carry prefix and region only when the dataset has them;
+- S3 mount options carry the prefix only when the dataset has one, and always a region (the
+  dataset's or the platform's);
 - the deny-all policy selects every pod in both directions; no policy opens an ipBlock, an
   empty peer list or an empty port list; namespaces are selected only by
   `kubernetes.io/metadata.name`; only where the platform runs on one host outside the pod
@@ -417,7 +418,7 @@ def test_s3_volume_mounts_the_approved_prefix_for_the_notebook_user(
     ]
 
 
-def test_s3_volume_without_prefix_or_region_omits_those_options(
+def test_s3_volume_without_prefix_omits_it_and_takes_the_platforms_region(
     platform_settings: Settings,
 ) -> None:
     whole_bucket = WorkspaceDataset(
@@ -430,7 +431,8 @@ def test_s3_volume_without_prefix_or_region_omits_those_options(
     plan = plan_workspace(_workspace([whole_bucket]), platform_settings)
 
     (volume,) = _of_kind(plan, "PersistentVolume")
-    assert volume["spec"]["mountOptions"] == ["read-only", "allow-other", "uid=1000", "gid=100"]
+    assert volume["spec"]["mountOptions"] == ["read-only", "allow-other", "uid=1000", "gid=100",
+                                              f"region {platform_settings.s3_region}"]  # fmt: skip
 
 
 def test_mountpoint_volume_carries_the_endpoint_of_a_non_aws_s3(
