@@ -47,6 +47,7 @@ from enum import Enum
 from typing import Any, Final
 
 from pydantic import SecretStr
+from tornado.web import HTTPError
 from traitlets.config import Config
 
 from hub_config.workspaces import (
@@ -308,6 +309,27 @@ def update_urls(c: Config, settings: Settings) -> None:
         c.ConfigurableHTTPProxy.api_url = settings.hub_proxy_api_url
 
 
+@dataclass(frozen=True)
+class AllowedGroupOnly:
+    """KubeSpawner's `pre_spawn_hook` with OIDC: a start needs the allowed group among the
+    person's hub groups, as the provider said right before it (`refresh_pre_spawn`). A person
+    removed from the group, or whose account the provider disabled, has no groups left
+    (hub_config.oidc) and so starts nothing, even with an API token that JupyterHub cannot
+    send to sign in again. Membership of the workspace is still decided by the profile."""
+
+    group: str
+
+    def __call__(self, spawner: Any) -> None:
+        if self.group not in {group.name for group in spawner.user.groups}:
+            raise HTTPError(
+                403,
+                "%s",
+                f"{spawner.user.name} is no longer in the group {self.group} that may use "
+                "the platform (the identity provider says so); sign in again, or ask your "
+                "administrator",
+            )
+
+
 def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
     """Who may sign in. InvalidInputError (naming the setting) when the mode is ambiguous or
     `inputs` lacks what the mode needs, so a hub never starts with a weaker sign-in."""
@@ -362,6 +384,8 @@ def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
     auth.allowed_groups = {settings.hub_oidc_allowed_group}
     auth.allow_all = False
     auth.allow_existing_users = False
+    assert settings.hub_oidc_allowed_group is not None  # auth_mode checked it
+    c.KubeSpawner.pre_spawn_hook = AllowedGroupOnly(settings.hub_oidc_allowed_group)
 
 
 def culler_api_url(settings: Settings) -> str:

@@ -389,7 +389,7 @@ class Settings(BaseSettings):
     )
     hub_auth_refresh_seconds: int = Field(
         default=300,
-        ge=30,
+        ge=10,
         le=3600,
         description="Seconds. With OIDC, the hub asks the identity provider again for a "
         "person's groups when what it knows is older than this (at their next request to the "

@@ -9,7 +9,8 @@ Behaviours under test:
   group, no allow_all or existing users, the platform's user name pattern, auth state
   encrypted with the configured key and refreshed before every start and every
   `hub_auth_refresh_seconds`; every key a real configurable trait of the installed
-  OAuthenticator; OIDC without a crypt key file of 64 hex characters is refused;
+  OAuthenticator; OIDC without a crypt key file of 64 hex characters is refused; a start
+  needs the allowed group among the person's (just refreshed) hub groups;
 - update_auth, development: SharedPasswordAuthenticator with the password, refused without
   one or with one JupyterHub would refuse (under 8 characters);
 - update_urls: bind URLs, the connect URL (the zero-to-jupyterhub FQDN by default, a setting
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
 from jupyterhub.crypto import CryptKeeper
 from jupyterhub.proxy import ConfigurableHTTPProxy
 from pydantic import SecretStr
+from tornado.web import HTTPError
 from traitlets.config import Config
 
 from hub_config import config as hub
@@ -155,6 +158,27 @@ def test_oidc_signs_in_only_the_allowed_group(oidc_settings: Settings) -> None:
     assert authenticator.validate_username("lena.lead")
     assert not authenticator.validate_username("Lena Lead")
     assert CryptKeeper(config=c).keys == [bytes.fromhex(CRYPT_KEY)]
+
+
+def test_with_oidc_a_start_needs_the_allowed_group(oidc_settings: Settings) -> None:
+    c = Config()
+    hub.update_auth(c, oidc_settings, OIDC_AUTH)
+    hook = c.KubeSpawner.pre_spawn_hook
+    assert hook == hub.AllowedGroupOnly("tre-researchers")
+
+    def spawner(*groups: str) -> SimpleNamespace:
+        user = SimpleNamespace(name="lea", groups=[SimpleNamespace(name=g) for g in groups])
+        return SimpleNamespace(user=user)
+
+    hook(spawner("tre-researchers", "tre:output-checkers"))
+    for groups in [(), ("tre:output-checkers",)]:
+        with pytest.raises(HTTPError) as refused:
+            hook(spawner(*groups))
+        assert refused.value.status_code == 403
+        assert refused.value.args == (
+            "lea is no longer in the group tre-researchers that may use the platform (the "
+            "identity provider says so); sign in again, or ask your administrator",
+        )
 
 
 def test_oidc_without_its_secret_and_endpoints_is_refused(oidc_settings: Settings) -> None:
