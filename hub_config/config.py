@@ -333,7 +333,11 @@ class AllowedGroupOnly:
 def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
     """Who may sign in. InvalidInputError (naming the setting) when the mode is ambiguous or
     `inputs` lacks what the mode needs, so a hub never starts with a weaker sign-in."""
-    if auth_mode(settings) is AuthMode.DEVELOPMENT:
+    mode = auth_mode(settings)
+    # The platform's one user name rule (provisioner.models.rules), in JupyterHub's own check
+    # too: with OIDC behind hub_config.identity, which refuses first and says why.
+    c.Authenticator.username_pattern = USERNAME_PATTERN
+    if mode is AuthMode.DEVELOPMENT:
         password = inputs.dev_password
         if password is None or len(password.get_secret_value()) < DEV_PASSWORD_MIN_LENGTH:
             raise InvalidInputError(
@@ -368,8 +372,6 @@ def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
     auth.userdata_url = endpoints.userinfo_endpoint
     auth.scope = list(settings.hub_oidc_scopes)
     auth.username_claim = settings.hub_oidc_username_claim
-    # Second line of defence behind hub_config.identity, which refuses first (with a message).
-    c.Authenticator.username_pattern = USERNAME_PATTERN
     # Groups come from the provider at every sign-in and again at least every
     # hub_auth_refresh_seconds and before every start (the provider's tokens are kept,
     # encrypted, in auth_state); only the allowed group gets in. Not allow_all /

@@ -195,7 +195,10 @@ def test_development_sign_in_uses_the_shared_password() -> None:
         "user_password": "a-long-password",
         "allow_all": True,
     }
-    assert SharedPasswordAuthenticator(config=c).user_password == "a-long-password"
+    assert dict(c.Authenticator) == {"username_pattern": USERNAME_PATTERN}
+    authenticator = SharedPasswordAuthenticator(config=c)
+    assert authenticator.user_password == "a-long-password"
+    assert not authenticator.validate_username("lena lead")
 
 
 @pytest.mark.parametrize("password", [None, "short"])
