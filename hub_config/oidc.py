@@ -3,8 +3,7 @@ rules (`c.JupyterHub.authenticator_class`, set by `hub_config.config.update_auth
 
 - **The name.** The username claim's value becomes the hub's name only through
   `hub_config.identity.platform_username`; a value it refuses ends the sign-in with a 403
-  naming the claim and why, before a hub user is created (and a refresh that would rename a
-  person fails the same way).
+  naming the claim and why, before a hub user is created.
 - **Groups are refreshed.** With auth state on, JupyterHub refreshes a person's groups from
   the provider's userinfo when they are older than `auth_refresh_age`, and before every
   start. Where the refresh fails (the provider no longer accepts the person's tokens: the
