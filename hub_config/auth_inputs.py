@@ -1,6 +1,7 @@
 """What the hub's sign-in needs from outside its settings, read once at the hub's start: the
-development password or the OIDC client secret (from files only their owner may read), and the
-identity provider's endpoints (its OIDC discovery document).
+development password or the OIDC client secret and the auth state's encryption key (from files
+only their owner may read), and the identity provider's endpoints (its OIDC discovery
+document).
 
 The I/O edge of `hub_config.config.update_auth`, which stays pure. `auth_mode` runs first, so a
 refused combination of settings is reported before any file or network is touched.
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, Final
 
 from pydantic import SecretStr
@@ -23,6 +26,8 @@ from provisioner.secret_files import read_secret_file
 
 DISCOVERY_PATH: Final = "/.well-known/openid-configuration"
 DISCOVERY_TIMEOUT: Final = 10.0  # seconds; the hub does not start without it
+# JupyterHub's CryptKeeper takes 32 bytes; we accept one spelling of them, `openssl rand -hex 32`.
+CRYPT_KEY_PATTERN: Final = re.compile(r"[0-9a-fA-F]{64}")
 
 
 def read_auth_inputs(settings: Settings) -> AuthInputs:
@@ -66,7 +71,32 @@ def _read_sign_in(settings: Settings) -> AuthInputs:
     return AuthInputs(
         oidc_client_secret=SecretStr(secret.decode().strip()),
         oidc_endpoints=oidc_endpoints(settings.hub_oidc_issuer, _fetch_discovery),
+        hub_crypt_key=read_crypt_key(settings.hub_crypt_key_file),
     )
+
+
+def read_crypt_key(path: Path | None) -> SecretStr:
+    """The auth state's encryption key: 32 bytes written as 64 hex characters."""
+    if path is None:
+        raise InvalidInputError(
+            "TRE_HUB_CRYPT_KEY_FILE: OIDC sign-in keeps the identity provider's tokens in the "
+            "hub's encrypted auth state (to refresh groups); name a file with a key of 64 hex "
+            "characters (openssl rand -hex 32)"
+        )
+    key = read_secret_file(
+        path,
+        setting="TRE_HUB_CRYPT_KEY_FILE",
+        owner="the hub",
+        what="the key of the hub's auth state",
+        where="in a cluster: the chart's Secret tre-hub-crypt-key, mounted into the hub's pod",
+    )
+    text = key.decode("ascii", "replace").strip()
+    if not CRYPT_KEY_PATTERN.fullmatch(text):
+        raise InvalidInputError(
+            f"TRE_HUB_CRYPT_KEY_FILE: {path} does not hold 64 hex characters; write a new key "
+            "with 'openssl rand -hex 32' (people then sign in again)"
+        )
+    return SecretStr(text)
 
 
 def oidc_endpoints(issuer: str, fetch: Any) -> OidcEndpoints:

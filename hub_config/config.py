@@ -29,7 +29,8 @@ Areas:
 - dns: the platform's non-forwarding resolver is the notebook's only nameserver;
 - urls: where the proxy and the hub API listen, the URL pods call the hub at, and whether the
   hub starts its proxy or talks to one started beside it;
-- auth: OIDC through GenericOAuthenticator for deployments, or (only when asked for
+- auth: OIDC through GenericOAuthenticator (`hub_config.oidc`: names mapped by
+  `hub_config.identity`, groups refreshed) for deployments, or (only when asked for
   explicitly, and never beside any OIDC setting) a shared-password development sign-in;
 - culler: jupyterhub-idle-culler as a hub-managed service with the four scopes it needs.
 
@@ -46,6 +47,7 @@ from enum import Enum
 from typing import Any, Final
 
 from pydantic import SecretStr
+from tornado.web import HTTPError
 from traitlets.config import Config
 
 from hub_config.workspaces import (
@@ -56,6 +58,7 @@ from hub_config.workspaces import (
     server_prefix,
 )
 from provisioner.errors import InvalidInputError
+from provisioner.models.rules import USERNAME_PATTERN
 from provisioner.models.settings import Settings
 from provisioner.planning import names, notebook_pods
 from provisioner.planning.network_policies import NOTEBOOK_POD_LABELS
@@ -95,6 +98,8 @@ _OIDC_REQUIRED: Final = (
     "hub_oidc_callback_url",
     "hub_oidc_allowed_group",
 )
+# GenericOAuthenticator with the platform's name rule and group refresh (hub_config.oidc).
+OIDC_AUTHENTICATOR: Final = "hub_config.oidc.PlatformOAuthenticator"
 # JupyterHub's SharedPasswordAuthenticator refuses shorter passwords.
 DEV_PASSWORD_MIN_LENGTH: Final = 8
 
@@ -122,6 +127,7 @@ class AuthInputs:
     airlock_token: SecretStr | None = None
     oidc_client_secret: SecretStr | None = None
     oidc_endpoints: OidcEndpoints | None = None
+    hub_crypt_key: SecretStr | None = None
 
 
 def _env_name(field: str) -> str:
@@ -303,10 +309,35 @@ def update_urls(c: Config, settings: Settings) -> None:
         c.ConfigurableHTTPProxy.api_url = settings.hub_proxy_api_url
 
 
+@dataclass(frozen=True)
+class AllowedGroupOnly:
+    """KubeSpawner's `pre_spawn_hook` with OIDC: a start needs the allowed group among the
+    person's hub groups, as the provider said right before it (`refresh_pre_spawn`). A person
+    removed from the group, or whose account the provider disabled, has no groups left
+    (hub_config.oidc) and so starts nothing, even with an API token that JupyterHub cannot
+    send to sign in again. Membership of the workspace is still decided by the profile."""
+
+    group: str
+
+    def __call__(self, spawner: Any) -> None:
+        if self.group not in {group.name for group in spawner.user.groups}:
+            raise HTTPError(
+                403,
+                "%s",
+                f"{spawner.user.name} is no longer in the group {self.group} that may use "
+                "the platform (the identity provider says so); sign in again, or ask your "
+                "administrator",
+            )
+
+
 def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
     """Who may sign in. InvalidInputError (naming the setting) when the mode is ambiguous or
     `inputs` lacks what the mode needs, so a hub never starts with a weaker sign-in."""
-    if auth_mode(settings) is AuthMode.DEVELOPMENT:
+    mode = auth_mode(settings)
+    # The platform's one user name rule (provisioner.models.rules), in JupyterHub's own check
+    # too: with OIDC behind hub_config.identity, which refuses first and says why.
+    c.Authenticator.username_pattern = USERNAME_PATTERN
+    if mode is AuthMode.DEVELOPMENT:
         password = inputs.dev_password
         if password is None or len(password.get_secret_value()) < DEV_PASSWORD_MIN_LENGTH:
             raise InvalidInputError(
@@ -320,13 +351,17 @@ def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
         c.SharedPasswordAuthenticator.allow_all = True
         return
     secret, endpoints = inputs.oidc_client_secret, inputs.oidc_endpoints
-    if secret is None or endpoints is None:
+    crypt_key = inputs.hub_crypt_key
+    if secret is None or endpoints is None or crypt_key is None:
         raise InvalidInputError(
-            "OIDC sign-in: the client secret (TRE_HUB_OIDC_CLIENT_SECRET_FILE) and the "
-            "identity provider's endpoints (TRE_HUB_OIDC_ISSUER) must be read before the "
-            "hub is configured"
+            "OIDC sign-in: the client secret (TRE_HUB_OIDC_CLIENT_SECRET_FILE), the auth "
+            "state's key (TRE_HUB_CRYPT_KEY_FILE) and the identity provider's endpoints "
+            "(TRE_HUB_OIDC_ISSUER) must be read before the hub is configured"
         )
-    c.JupyterHub.authenticator_class = "generic-oauth"
+    # The platform's rules for names and for refreshed groups (hub_config.oidc).
+    c.JupyterHub.authenticator_class = OIDC_AUTHENTICATOR
+    # Its settings under its parent's name: traitlets applies a parent class's section to a
+    # subclass, and this is the name OAuthenticator's documentation uses.
     auth = c.GenericOAuthenticator
     auth.login_service = "your institution"
     auth.client_id = settings.hub_oidc_client_id
@@ -337,13 +372,22 @@ def update_auth(c: Config, settings: Settings, inputs: AuthInputs) -> None:
     auth.userdata_url = endpoints.userinfo_endpoint
     auth.scope = list(settings.hub_oidc_scopes)
     auth.username_claim = settings.hub_oidc_username_claim
-    # Groups come from the provider at every sign-in; only the allowed group gets in. Not
-    # allow_all / allow_existing_users: a user removed from the group is out at next sign-in.
+    # Groups come from the provider at every sign-in and again at least every
+    # hub_auth_refresh_seconds and before every start (the provider's tokens are kept,
+    # encrypted, in auth_state); only the allowed group gets in. Not allow_all /
+    # allow_existing_users: a user removed from the group is out at the next refresh.
+    auth.enable_auth_state = True
+    # An item, not an attribute: `keys` is also the name of the Config's dict method.
+    c.CryptKeeper["keys"] = [crypt_key.get_secret_value()]
+    auth.refresh_pre_spawn = True
+    auth.auth_refresh_age = settings.hub_auth_refresh_seconds
     auth.manage_groups = True
     auth.auth_state_groups_key = f"oauth_user.{settings.hub_oidc_groups_claim}"
     auth.allowed_groups = {settings.hub_oidc_allowed_group}
     auth.allow_all = False
     auth.allow_existing_users = False
+    assert settings.hub_oidc_allowed_group is not None  # auth_mode checked it
+    c.KubeSpawner.pre_spawn_hook = AllowedGroupOnly(settings.hub_oidc_allowed_group)
 
 
 def culler_api_url(settings: Settings) -> str:

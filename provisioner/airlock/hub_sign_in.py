@@ -6,8 +6,11 @@ airlock's memory (docs/performance.md). What is implemented, and why it is enoug
 
 - **a token** in the `Authorization` header (`token X` or `Bearer X`): a notebook's own token
   or one a person made on the hub's token page. The hub is asked who it belongs to
-  (`GET /hub/api/user`), the answer is cached for a minute. A request that carries a token is
-  judged by the token alone, never by a cookie beside it;
+  (`GET /hub/api/user`) on every request, never from a cache: the hub's answer carries the
+  person's groups (an output checker's power), which the hub refreshes from the identity
+  provider (`hub_config.oidc`), so a person removed from a group loses it here as soon as the
+  hub does. A request that carries a token is judged by the token alone, never by a cookie
+  beside it;
 - **a browser**: OAuth 2 authorization code with PKCE (S256) and a `state` bound to a signed,
   short-lived cookie (so a sign-in cannot be completed with someone else's code); the hub
   token it yields is kept in a signed, HttpOnly, SameSite=Lax cookie valid under the
@@ -34,9 +37,8 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -49,8 +51,6 @@ SESSION_COOKIE: Final = "tre-airlock-session"
 STATE_COOKIE: Final = "tre-airlock-oauth-state"
 STATE_SECONDS: Final = 600  # a sign-in not finished in ten minutes starts again
 SESSION_DAYS: Final = 1  # then the browser signs in again (silently, while signed in to the hub)
-CACHE_SECONDS: Final = 60.0  # how long the hub's answer about a token is trusted
-CACHE_ENTRIES: Final = 10_000
 HUB_TIMEOUT: Final = 10.0
 # How JupyterHub writes a scope that reaches one server only: `<scope>!server=<user>/<server>`.
 SERVER_FILTER: Final = "!server="
@@ -156,29 +156,16 @@ def safe_next(next_url: str | None, prefix: str) -> str:
 class HubSignIn:
     """Asks the hub who a token belongs to, and runs the browser's OAuth sign-in."""
 
-    def __init__(self, config: HubConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: HubConfig) -> None:
         self.config = config
-        self.clock = clock
-        self._cache: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     # --- tokens -------------------------------------------------------------------------------
 
     async def user_for_token(self, token: str) -> dict[str, Any] | None:
         """The hub's user model for `token` if it is a user's token with access to this
         service; None otherwise. TemporaryError when the hub cannot be asked."""
-        key = hashlib.sha256(token.encode()).hexdigest()  # no token kept in memory as a key
-        now = self.clock()
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
-            return cached[1]
         model = await self._ask_hub(token)
-        allowed = model if model is not None and self._allowed(model) else None
-        if len(self._cache) >= CACHE_ENTRIES:
-            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            if len(self._cache) >= CACHE_ENTRIES:
-                self._cache.clear()
-        self._cache[key] = (now + CACHE_SECONDS, allowed)
-        return allowed
+        return model if model is not None and self._allowed(model) else None
 
     async def _ask_hub(self, token: str) -> dict[str, Any] | None:
         response = await AsyncHTTPClient().fetch(

@@ -378,6 +378,7 @@ def _helpers() -> str:
         "tre.signingKeyPath": chart_values.SIGNING_KEY_PATH,
         "tre.oidcSecretPath": chart_values.OIDC_SECRET_PATH,
         "tre.airlockTokenPath": chart_values.AIRLOCK_TOKEN_PATH,
+        "tre.hubCryptKeyPath": chart_values.HUB_CRYPT_KEY_PATH,
         "tre.airlockCookiePath": chart_values.AIRLOCK_COOKIE_PATH,
         "tre.airlockKubeconfigPath": chart_values.AIRLOCK_KUBECONFIG_PATH,
     }

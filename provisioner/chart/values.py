@@ -42,6 +42,7 @@ OPERATOR_SETTINGS: Final = (
     "hub_oidc_groups_claim",
     "hub_oidc_scopes",
     "hub_oidc_allowed_group",
+    "hub_auth_refresh_seconds",
     "hub_idle_timeout_seconds",
     "hub_cull_every_seconds",
     "retention_days",
@@ -81,6 +82,7 @@ FIXED_SETTINGS: Final = (
 POD_SETTINGS: Final = (
     "audit_signing_key_file",
     "hub_oidc_client_secret_file",
+    "hub_crypt_key_file",  # the chart's Secret tre-hub-crypt-key, made once (hub.yaml)
     "s3_access_key_id",
     "s3_secret_access_key",
     "hub_proxy_api_url",
@@ -116,6 +118,7 @@ def _plain(value: Any) -> Any:
 SIGNING_KEY_PATH: Final = "/var/run/secrets/tre/audit/signing-key"
 OIDC_SECRET_PATH: Final = "/var/run/secrets/tre/oidc/client-secret"  # noqa: S105 (a path)
 AIRLOCK_TOKEN_PATH: Final = "/var/run/secrets/tre/airlock/token"  # noqa: S105 (a path)
+HUB_CRYPT_KEY_PATH: Final = "/var/run/secrets/tre/hub-crypt/key"
 AIRLOCK_COOKIE_PATH: Final = "/var/run/secrets/tre/airlock-cookie/secret"
 AIRLOCK_KUBECONFIG_PATH: Final = "/etc/tre/kubeconfig"
 

@@ -371,10 +371,18 @@ class Settings(BaseSettings):
         "https://<hub host>/hub/oauth_callback.",
     )
     hub_oidc_username_claim: str = Field(
-        default="preferred_username",
+        default="sub",
         min_length=1,
-        description="Claim whose value is the JupyterHub user name; it must equal the "
-        "Kubernetes user name that access requests list as members.",
+        description="Claim whose value is the person's platform user name: their JupyterHub "
+        "name and the Kubernetes user name that access requests list (hub_config.identity). "
+        "It must be unique and immutable in the identity provider: an account must never be "
+        "able to take another's value, nor to change its own. `sub` is both by the OIDC "
+        "standard (Keycloak: a UUID, which fits the user name rule); a managed claim such as "
+        "an LDAP `uid` mapped by the provider is readable and as safe when people cannot edit "
+        "it. `preferred_username` and `email` are not safe where people choose or edit them "
+        "(OIDC: 'MUST NOT rely upon this value being unique'). A value outside the user name "
+        "rule (lower case a-z, 0-9, '.', '_', '@', '-') is refused at sign-in, never "
+        "rewritten.",
     )
     hub_oidc_groups_claim: str = Field(
         default="groups", min_length=1, description="Claim holding the user's groups."
@@ -391,6 +399,23 @@ class Settings(BaseSettings):
         default=None,
         description="Only members of this group (in `hub_oidc_groups_claim`) may sign in. "
         "Required with OIDC: without it every account of the identity provider could.",
+    )
+    hub_auth_refresh_seconds: int = Field(
+        default=300,
+        ge=10,
+        le=3600,
+        description="Seconds. With OIDC, the hub asks the identity provider again for a "
+        "person's groups when what it knows is older than this (at their next request to the "
+        "hub or the airlock) and always right before it starts a server, so a person removed "
+        "from a group (output checkers, the allowed group) loses it within this time, not at "
+        "their next sign-in. Each refresh is one userinfo call to the provider.",
+    )
+    hub_crypt_key_file: Path | None = Field(
+        default=None,
+        description="File holding the key the hub encrypts its auth state with (the identity "
+        "provider's tokens, which it needs to refresh groups): 64 hex characters (`openssl "
+        "rand -hex 32`), mode 0600 or 0400. Required with OIDC. The chart makes one and keeps "
+        "it across upgrades; a new key only makes people sign in again.",
     )
     hub_idle_timeout_seconds: int = Field(
         default=3600,

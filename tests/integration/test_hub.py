@@ -210,7 +210,13 @@ def test_a_member_starts_the_projects_server_and_stopping_deletes_the_pod(
         "fsGroup": 100,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    [container] = spec["containers"]
+    # The notebook and, in front of it, the browser gate under its own user (images/gate).
+    container, gate = spec["containers"]
+    assert gate["name"] == "gate" and gate["securityContext"]["runAsUser"] == 10002
+    assert gate["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "volumeMounts" not in container or all(
+        m["name"] != "gate-state" for m in container["volumeMounts"]
+    )
     assert container["securityContext"] == {
         "runAsNonRoot": True,
         "runAsUser": 1000,

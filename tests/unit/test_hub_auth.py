@@ -4,9 +4,13 @@ Behaviours under test:
 - auth_mode: the development sign-in only when asked for, and refused beside any OIDC setting
   (each named); no sign-in configured at all is refused (JupyterHub's default would sign in
   the host's Unix accounts); an incomplete OIDC configuration names what is missing;
-- update_auth, OIDC: GenericOAuthenticator with the discovered endpoints, the username and
-  groups claims, only the allowed group, no allow_all or existing users; every key a real
-  configurable trait of the installed OAuthenticator;
+- update_auth, OIDC: the platform's GenericOAuthenticator (hub_config.oidc) with the
+  discovered endpoints, the username (default `sub`) and groups claims, only the allowed
+  group, no allow_all or existing users, the platform's user name pattern, auth state
+  encrypted with the configured key and refreshed before every start and every
+  `hub_auth_refresh_seconds`; every key a real configurable trait of the installed
+  OAuthenticator; OIDC without a crypt key file of 64 hex characters is refused; a start
+  needs the allowed group among the person's (just refreshed) hub groups;
 - update_auth, development: SharedPasswordAuthenticator with the password, refused without
   one or with one JupyterHub would refuse (under 8 characters);
 - update_urls: bind URLs, the connect URL (the zero-to-jupyterhub FQDN by default, a setting
@@ -21,19 +25,23 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from jupyterhub.app import JupyterHub
 from jupyterhub.authenticators.shared import SharedPasswordAuthenticator
+from jupyterhub.crypto import CryptKeeper
 from jupyterhub.proxy import ConfigurableHTTPProxy
-from oauthenticator.generic import GenericOAuthenticator
 from pydantic import SecretStr
+from tornado.web import HTTPError
 from traitlets.config import Config
 
 from hub_config import config as hub
-from hub_config.auth_inputs import oidc_endpoints, read_auth_inputs
+from hub_config.auth_inputs import oidc_endpoints, read_auth_inputs, read_crypt_key
+from hub_config.oidc import PlatformOAuthenticator
 from provisioner.errors import InvalidInputError
+from provisioner.models.rules import USERNAME_PATTERN
 from provisioner.models.settings import Settings
 
 ISSUER = "https://login.example.org/realms/tre"
@@ -42,7 +50,12 @@ ENDPOINTS = hub.OidcEndpoints(
     token_endpoint=f"{ISSUER}/protocol/openid-connect/token",
     userinfo_endpoint=f"{ISSUER}/protocol/openid-connect/userinfo",
 )
-OIDC_AUTH = hub.AuthInputs(oidc_client_secret=SecretStr("s3cret"), oidc_endpoints=ENDPOINTS)
+CRYPT_KEY = "0f" * 32
+OIDC_AUTH = hub.AuthInputs(
+    oidc_client_secret=SecretStr("s3cret"),
+    oidc_endpoints=ENDPOINTS,
+    hub_crypt_key=SecretStr(CRYPT_KEY),
+)
 DEV_AUTH = hub.AuthInputs(dev_password=SecretStr("a-long-password"))
 
 
@@ -113,7 +126,7 @@ def test_oidc_signs_in_only_the_allowed_group(oidc_settings: Settings) -> None:
     c = Config()
     hub.update_auth(c, oidc_settings, OIDC_AUTH)
 
-    assert c.JupyterHub.authenticator_class == "generic-oauth"
+    assert c.JupyterHub.authenticator_class == "hub_config.oidc.PlatformOAuthenticator"
     assert dict(c.GenericOAuthenticator) == {
         "login_service": "your institution",
         "client_id": "tre-hub",
@@ -123,18 +136,49 @@ def test_oidc_signs_in_only_the_allowed_group(oidc_settings: Settings) -> None:
         "token_url": ENDPOINTS.token_endpoint,
         "userdata_url": ENDPOINTS.userinfo_endpoint,
         "scope": ["openid", "profile", "email", "groups"],
-        "username_claim": "preferred_username",
+        "username_claim": "sub",
+        "enable_auth_state": True,
+        "refresh_pre_spawn": True,
+        "auth_refresh_age": 300,
         "manage_groups": True,
         "auth_state_groups_key": "oauth_user.groups",
         "allowed_groups": {"tre-researchers"},
         "allow_all": False,
         "allow_existing_users": False,
     }
-    traits = set(GenericOAuthenticator.class_trait_names(config=True))
+    assert dict(c.Authenticator) == {"username_pattern": USERNAME_PATTERN}
+    assert c.CryptKeeper["keys"] == [CRYPT_KEY]
+    traits = set(PlatformOAuthenticator.class_trait_names(config=True))
     assert set(c.GenericOAuthenticator) - traits == set()
-    # The real authenticator accepts the values (its validators run on load).
-    authenticator = GenericOAuthenticator(config=c)
+    # The real authenticator (the class JupyterHub loads) accepts the values, its parent's
+    # section included (its validators run on load); so does JupyterHub's key keeper.
+    authenticator = PlatformOAuthenticator(config=c)
     assert authenticator.allowed_groups == {"tre-researchers"}
+    assert authenticator.enable_auth_state is True
+    assert authenticator.validate_username("lena.lead")
+    assert not authenticator.validate_username("Lena Lead")
+    assert CryptKeeper(config=c).keys == [bytes.fromhex(CRYPT_KEY)]
+
+
+def test_with_oidc_a_start_needs_the_allowed_group(oidc_settings: Settings) -> None:
+    c = Config()
+    hub.update_auth(c, oidc_settings, OIDC_AUTH)
+    hook = c.KubeSpawner.pre_spawn_hook
+    assert hook == hub.AllowedGroupOnly("tre-researchers")
+
+    def spawner(*groups: str) -> SimpleNamespace:
+        user = SimpleNamespace(name="lea", groups=[SimpleNamespace(name=g) for g in groups])
+        return SimpleNamespace(user=user)
+
+    hook(spawner("tre-researchers", "tre:output-checkers"))
+    for groups in [(), ("tre:output-checkers",)]:
+        with pytest.raises(HTTPError) as refused:
+            hook(spawner(*groups))
+        assert refused.value.status_code == 403
+        assert refused.value.args == (
+            "lea is no longer in the group tre-researchers that may use the platform (the "
+            "identity provider says so); sign in again, or ask your administrator",
+        )
 
 
 def test_oidc_without_its_secret_and_endpoints_is_refused(oidc_settings: Settings) -> None:
@@ -151,7 +195,10 @@ def test_development_sign_in_uses_the_shared_password() -> None:
         "user_password": "a-long-password",
         "allow_all": True,
     }
-    assert SharedPasswordAuthenticator(config=c).user_password == "a-long-password"
+    assert dict(c.Authenticator) == {"username_pattern": USERNAME_PATTERN}
+    authenticator = SharedPasswordAuthenticator(config=c)
+    assert authenticator.user_password == "a-long-password"
+    assert not authenticator.validate_username("lena lead")
 
 
 @pytest.mark.parametrize("password", [None, "short"])
@@ -269,6 +316,23 @@ def test_a_discovery_document_of_another_issuer_is_refused() -> None:
 def test_a_plain_http_endpoint_is_refused() -> None:
     with pytest.raises(InvalidInputError, match="has no https token_endpoint"):
         oidc_endpoints(ISSUER, lambda _: discovery(token_endpoint="http://idp/token"))
+
+
+def test_oidc_needs_a_crypt_key_file_of_64_hex_characters(
+    oidc_settings: Settings, tmp_path: Path
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"^TRE_HUB_CRYPT_KEY_FILE: OIDC sign-in keeps"):
+        read_crypt_key(None)
+    key = tmp_path / "crypt-key"
+    key.write_text("not-hex-and-too-short\n")
+    key.chmod(0o600)
+    with pytest.raises(InvalidInputError, match="does not hold 64 hex characters"):
+        read_crypt_key(key)
+    key.write_text(CRYPT_KEY + "\n")
+    assert read_crypt_key(key).get_secret_value() == CRYPT_KEY
+    key.chmod(0o644)
+    with pytest.raises(InvalidInputError, match="has mode 0644"):
+        read_crypt_key(key)
 
 
 def test_a_secret_file_others_may_read_is_refused(tmp_path: Path) -> None:

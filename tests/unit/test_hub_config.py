@@ -328,13 +328,14 @@ def test_apply_config_has_no_internet_facing_defaults(platform_settings: Setting
 def test_apply_config_sets_only_real_configurable_traits(platform_settings: Settings) -> None:
     c = hub_config_for(platform_settings, [])
 
-    assert set(c) == {"JupyterHub", "KubeSpawner", "SharedPasswordAuthenticator"}
+    assert set(c) == {"JupyterHub", "KubeSpawner", "SharedPasswordAuthenticator", "Authenticator"}
     spawner_traits = set(KubeSpawner.class_trait_names(config=True))
     hub_traits = set(JupyterHub.class_trait_names(config=True))
     auth_traits = set(SharedPasswordAuthenticator.class_trait_names(config=True))
     assert set(c.KubeSpawner) - spawner_traits == set()
     assert set(c.JupyterHub) - hub_traits == set()
     assert set(c.SharedPasswordAuthenticator) - auth_traits == set()
+    assert set(c.Authenticator) - auth_traits == set()
 
 
 def test_apply_config_is_deterministic(platform_settings: Settings) -> None:

@@ -73,6 +73,10 @@ tre-dns
 /var/run/secrets/tre/airlock/token
 {{- end }}
 
+{{- define "tre.hubCryptKeyPath" -}}
+/var/run/secrets/tre/hub-crypt/key
+{{- end }}
+
 {{- define "tre.airlockCookiePath" -}}
 /var/run/secrets/tre/airlock-cookie/secret
 {{- end }}
@@ -186,6 +190,8 @@ matchExpressions:
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
+- name: TRE_HUB_AUTH_REFRESH_SECONDS
+  value: {{ .Values.settings.hubAuthRefreshSeconds | toJson | quote }}
 - name: TRE_HUB_IDLE_TIMEOUT_SECONDS
   value: {{ .Values.settings.hubIdleTimeoutSeconds | toJson | quote }}
 - name: TRE_HUB_CULL_EVERY_SECONDS
