@@ -360,8 +360,7 @@ def test_in_a_browser_the_data_is_refused_and_a_notebook_plots_and_saves(
     assert lines[-1] == "plotted and saved plot.ipynb"
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # What JupyterLab saved has the plot: the cell ran behind the gate, and the save went
-    # through it.
-    notebook = start(hub, "ines", project)
+    # through it (read from the server the browser started, which the `start` fixture stops).
     saved = notebook.api("GET", "/contents/project/plot.ipynb").json()["content"]
     outputs = saved["cells"][0]["outputs"]
     assert any("image/png" in output.get("data", {}) for output in outputs), outputs
