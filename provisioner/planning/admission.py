@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from provisioner import API_GROUP, API_VERSION
@@ -119,13 +120,61 @@ POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
 # a list filled with other decisions.
 MAX_DECISIONS: Final = 64
 MAX_DECISIONS_BEFORE_REVOKE: Final = MAX_DECISIONS - 4
-# Identities of the cluster's own control plane (kube-controller-manager's controllers): they
-# create every namespace's default ServiceAccount and root CA ConfigMap, bind claims, and
-# empty a namespace that is being deleted. Whoever can act as them owns the cluster anyway.
-_CLUSTER_ITSELF: Final = (
-    "request.userInfo.username.startsWith('system:serviceaccount:kube-system:') || "
-    "request.userInfo.username == 'system:kube-controller-manager'"
+# The cluster's own control plane in project namespaces: kube-controller-manager's controllers,
+# each with its own ServiceAccount (`--use-service-account-credentials`, as every current
+# distribution runs it), exempted by exact name and only for the writes it makes there. Any
+# other kube-system ServiceAccount (a CNI, CSI driver, autoscaler or GitOps agent) is judged
+# like everyone else. `system:kube-controller-manager` is the whole controller manager's own
+# credential (without that flag it acts as one user); whoever holds it owns the cluster anyway.
+_KUBE_SYSTEM_SA: Final = "system:serviceaccount:kube-system:"
+
+
+@dataclass(frozen=True)
+class ClusterControllerWrite:
+    """One write a kube-controller-manager controller makes in project namespaces: its
+    ServiceAccount's name in kube-system, the operations, and (when not any) the resource
+    and the object's name."""
+
+    controller: str
+    operations: tuple[str, ...]
+    resource: str = ""
+    name: str = ""
+
+
+CLUSTER_CONTROLLER_WRITES: Final[tuple[ClusterControllerWrite, ...]] = (
+    # empties a terminating namespace
+    ClusterControllerWrite("namespace-controller", ("DELETE",)),
+    # deletes dependents whose owners are gone
+    ClusterControllerWrite("generic-garbage-collector", ("DELETE",)),
+    ClusterControllerWrite("service-account-controller", ("CREATE",), "serviceaccounts", "default"),
+    ClusterControllerWrite(
+        "root-ca-cert-publisher", ("CREATE", "UPDATE"), "configmaps", "kube-root-ca.crt"
+    ),
+    # binds claims to volumes (annotations on the claim)
+    ClusterControllerWrite("persistent-volume-binder", ("UPDATE",), "persistentvolumeclaims"),
+    # lifts a deleted claim's protection finalizer once no pod uses it
+    ClusterControllerWrite("pvc-protection-controller", ("UPDATE",), "persistentvolumeclaims"),
 )
+
+
+def cluster_controller_exemption(*, objects_in_namespace: bool = True) -> str:
+    """CEL: the caller is one of the cluster's own controllers making a write it needs
+    (`CLUSTER_CONTROLLER_WRITES`). With `objects_in_namespace` false (namespaces themselves)
+    only the controller manager's own credential: none of its controllers writes a project
+    namespace object (the namespace controller finalizes through a subresource)."""
+    user = "request.userInfo.username"
+    terms = [f"{user} == 'system:kube-controller-manager'"]
+    for write in CLUSTER_CONTROLLER_WRITES if objects_in_namespace else ():
+        term = f"{user} == {cel_str(_KUBE_SYSTEM_SA + write.controller)} && "
+        term += f"request.operation in {_cel_list(write.operations)}"
+        if write.resource:
+            term += f" && request.resource.resource == {cel_str(write.resource)}"
+        if write.name:
+            term += f" && object.metadata.name == {cel_str(write.name)}"
+        terms.append(f"({term})")
+    return "(" + " || ".join(terms) + ")"
+
+
 # The planner's deny-all NetworkPolicy (planning.names.POLICY_DEFAULT_DENY).
 DENY_ALL_POLICY_NAME: Final = POLICY_DEFAULT_DENY
 
@@ -752,7 +801,7 @@ def _project_namespace_policy(settings: Settings, controller: str) -> dict[str, 
         validations=[
             _validation(
                 f"!variables.project || request.userInfo.username == {cel_str(controller)} "
-                f"|| {_CLUSTER_ITSELF}",
+                f"|| {cluster_controller_exemption(objects_in_namespace=False)}",
                 "'namespace ' + variables.name + ': project namespaces (label "
                 f"{LABEL_PROJECT} or prefix {names.NAMESPACE_PREFIX}) are created, changed and "
                 "deleted by the controller only; file an access request for a project, or "
@@ -794,7 +843,8 @@ def _project_objects_policy(controller: str) -> dict[str, Any]:
         {"resourceRules": rules},
         validations=[
             _validation(
-                f"request.userInfo.username == {cel_str(controller)} || {_CLUSTER_ITSELF}",
+                f"request.userInfo.username == {cel_str(controller)} || "
+                f"{cluster_controller_exemption()}",
                 "request.userInfo.username + ' may not ' + request.operation.lowerAscii() + "
                 "' ' + request.resource.resource + ' in project namespace ' + "
                 "request.namespace + ': only the controller writes there, from the approved "
@@ -1103,7 +1153,7 @@ def _export_update_policy(settings: Settings) -> dict[str, Any]:
             "object.spec.filter(k, !(k in ['reviews', 'withdrawn']) && !(k in oldObject.spec))",
         },
         validations=[
-            _via_airlock_validation("change", exempt=_CLUSTER_ITSELF),
+            _via_airlock_validation("change", exempt=cluster_controller_exemption()),
             _notebook_project_validation(),
             _validation(
                 f"!variables.appended || !{_from_notebook()}",

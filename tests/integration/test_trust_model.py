@@ -54,6 +54,7 @@ from provisioner.models.settings import Settings
 from provisioner.planning.admission import PROJECT_NAMESPACE_POLICY, PROJECT_OBJECTS_POLICY
 from provisioner.planning.names import (
     LABEL_PROJECT,
+    POLICY_DEFAULT_DENY,
     WORKSPACE_ACCESS_NAME,
     dataset_pvc_name,
     namespace_name,
@@ -73,6 +74,9 @@ pytestmark = pytest.mark.integration
 BINDINGS = RESOURCES[("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding")]
 LEASES = RESOURCES[("coordination.k8s.io/v1", "Lease")]
 PVS = RESOURCES[("v1", "PersistentVolume")]
+CLAIMS = RESOURCES[("v1", "PersistentVolumeClaim")]
+SERVICE_ACCOUNTS = RESOURCES[("v1", "ServiceAccount")]
+CLUSTER_ROLE_BINDINGS = RESOURCES[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
 
 
 @pytest.fixture
@@ -558,6 +562,92 @@ def test_a_networkpolicy_that_predates_the_policies_is_removed_and_audited(world
         if e.action == "workspace.foreign-object-removed" and e.subject == f"workspace/{project}"
     ]
     assert [e.details["name"] for e in removed] == ["allow-all-egress"]
+
+
+def test_only_the_clusters_own_controllers_write_there_and_only_what_they_need(
+    world: World,
+) -> None:
+    """The review's reproduction: the garbage collector, whose ClusterRole may patch anything,
+    may not open the deny-all policy; an add-on's kube-system ServiceAccount, even bound to
+    cluster-admin, writes no NetworkPolicy or RoleBinding there. The cluster's own writes still
+    land: the default ServiceAccount, the root CA ConfigMap, the dataset claim's binding."""
+    _, project, dataset = world.approved_project()
+    world.reconcile(project)
+    ns = namespace_name(project)
+    collector = as_(world, "system:serviceaccount:kube-system:generic-garbage-collector")
+    deny_all = world.admin.get(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
+    assert deny_all is not None
+    opened = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": POLICY_DEFAULT_DENY, "namespace": ns},
+        "spec": {**deny_all["spec"], "egress": [{}]},
+    }
+    refused(
+        lambda: collector.apply(opened, dry_run=True),
+        "tre-project-objects-controller-only",
+        f"generic-garbage-collector may not update networkpolicies in project namespace {ns}",
+    )
+    addon = "system:serviceaccount:kube-system:tre-test-addon"
+    grant = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "tre-test-addon"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "cluster-admin",
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "tre-test-addon", "namespace": "kube-system"}
+        ],
+    }
+    world.admin.apply(grant)
+    try:
+        as_addon = as_(world, addon)
+        refused(
+            lambda: as_addon.create(_allow_all_egress(ns), dry_run=True),
+            f"tre-test-addon may not create networkpolicies in project namespace {ns}",
+        )
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "addon-admin", "namespace": ns},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "admin",
+            },
+            "subjects": [
+                {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}
+            ],
+        }
+        refused(
+            lambda: as_addon.create(binding, dry_run=True),
+            f"tre-test-addon may not create rolebindings in project namespace {ns}",
+        )
+        refused(
+            lambda: as_addon.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns),
+            f"tre-test-addon may not delete networkpolicies in project namespace {ns}",
+        )
+    finally:
+        world.admin.delete(CLUSTER_ROLE_BINDINGS, "tre-test-addon")
+    _until(
+        lambda: (
+            world.admin.get(SERVICE_ACCOUNTS, "default", ns) is not None
+            and world.admin.get(CONFIG_MAPS, "kube-root-ca.crt", ns) is not None
+        ),
+        "the default ServiceAccount and kube-root-ca.crt",
+    )
+    _until(
+        lambda: (
+            (world.admin.get(CLAIMS, dataset_pvc_name(dataset), ns) or {})
+            .get("status", {})
+            .get("phase")
+            == "Bound"
+        ),
+        "the dataset claim bound by the persistent-volume-binder",
+    )
 
 
 def test_the_controllers_credential_cannot_write_outside_project_namespaces(world: World) -> None:

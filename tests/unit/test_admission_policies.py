@@ -11,7 +11,9 @@ tests/integration/test_admission.py):
 - the four-eyes policy takes Datasets as parameters and its binding selects every Dataset,
   allowing the request when there is none; so does the dataset overlap policy, which runs on
   create and on a classification change only;
-- the dataset steward policy judges updates (not creates, not the status subresource).
+- the dataset steward policy judges updates (not creates, not the status subresource);
+- no policy exempts kube-system ServiceAccounts by prefix: the cluster's own controllers are
+  named one by one, and none of them is exempt from the project-namespace policy.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from provisioner.planning.admission import (
     EXPORT_STATUS_POLICY,
     FOUR_EYES_POLICY,
     POD_DENY_ALL_POLICY,
+    PROJECT_NAMESPACE_POLICY,
+    PROJECT_OBJECTS_POLICY,
     WORKSPACE_POLICY,
     high_tiers,
     plan_admission_policies,
@@ -171,3 +175,21 @@ def test_dataset_steward_policy_judges_updates_of_the_dataset_only(
     [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
     assert (rule["resources"], rule["operations"]) == (["datasets"], ["UPDATE"])
     assert "oldObject.spec.steward == request.userInfo.username" in cel(policy)
+
+
+def test_only_named_cluster_controllers_are_exempt(planned: list[Manifest]) -> None:
+    policies = [o for o in planned if o["kind"] == "ValidatingAdmissionPolicy"]
+    text = repr(policies)
+    assert "startsWith('system:serviceaccount:kube-system:')" not in text
+    (objects,) = [p for p in policies if p["metadata"]["name"] == PROJECT_OBJECTS_POLICY]
+    rule = objects["spec"]["validations"][0]["expression"]
+    for write in (
+        '"system:serviceaccount:kube-system:generic-garbage-collector" && '
+        'request.operation in ["DELETE"])',
+        '"system:serviceaccount:kube-system:root-ca-cert-publisher" && request.operation in '
+        '["CREATE", "UPDATE"] && request.resource.resource == "configmaps" && '
+        'object.metadata.name == "kube-root-ca.crt")',
+    ):
+        assert write in rule
+    (namespaces,) = [p for p in policies if p["metadata"]["name"] == PROJECT_NAMESPACE_POLICY]
+    assert "kube-system" not in repr(namespaces["spec"]["validations"])
