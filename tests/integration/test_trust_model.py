@@ -43,6 +43,7 @@ from provisioner.errors import ConflictError, RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.kube.resources import (
+    CLUSTER_ROLE_BINDINGS,
     CONFIG_MAPS,
     NAMESPACES,
     NETWORK_POLICIES,
@@ -76,7 +77,6 @@ LEASES = RESOURCES[("coordination.k8s.io/v1", "Lease")]
 PVS = RESOURCES[("v1", "PersistentVolume")]
 CLAIMS = RESOURCES[("v1", "PersistentVolumeClaim")]
 SERVICE_ACCOUNTS = RESOURCES[("v1", "ServiceAccount")]
-CLUSTER_ROLE_BINDINGS = RESOURCES[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
 
 
 @pytest.fixture
