@@ -89,6 +89,7 @@ from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning import names
 from provisioner.planning.names import LABEL_PROJECT, POLICY_DEFAULT_DENY
+from provisioner.planning.network_policies import NAMESPACE_NAME_LABEL, platform_peers
 
 ADMISSION_API_VERSION: Final = "admissionregistration.k8s.io/v1"
 PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
@@ -116,6 +117,7 @@ EXPORT_CREATE_POLICY: Final = "tre-exportrequest-create"
 EXPORT_UPDATE_POLICY: Final = "tre-exportrequest-reviews"
 EXPORT_STATUS_POLICY: Final = "tre-exportrequest-approved"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
+PLATFORM_PEERS_POLICY: Final = "tre-platform-peer-pods"
 # Room kept in spec.decisions (CRD maxItems) for a revoke: revocation can never be blocked by
 # a list filled with other decisions.
 MAX_DECISIONS: Final = 64
@@ -207,6 +209,7 @@ def plan_admission_policies(
         _workspace_policy(controller),
         _project_namespace_policy(settings, controller),
         _controller_scope_policy(settings, controller),
+        _platform_peers_policy(settings),
     ]
     planned: list[dict[str, Any]] = []
     for policy in policies:
@@ -1008,6 +1011,53 @@ def _pod_access_policy(settings: Settings) -> dict[str, Any]:
                 "claims read-only), emptyDir and downwardAPI volumes are allowed in project "
                 "namespace ' + request.namespace",
             ),
+        ],
+    )
+
+
+def _platform_peers_policy(settings: Settings) -> dict[str, Any]:
+    """A pod in a platform namespace wears a label the project NetworkPolicies trust (the
+    hub's, the proxy's, the airlock's, the resolver's) only when it runs as the platform's
+    ServiceAccount for that role (`network_policies.platform_peers`): another pod there,
+    whoever creates it, cannot pass for the hub to every notebook. Kubernetes has no right
+    to "use" a ServiceAccount, so a pod creator in that namespace may still name the account;
+    the pod then holds the role's token and powers, and nothing more than the role."""
+    peers = platform_peers(settings)
+    namespaces = sorted({peer.namespace for peer in peers})
+    return _policy(
+        PLATFORM_PEERS_POLICY,
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": namespaces}
+                ]
+            },
+            "resourceRules": [
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["pods"],
+                }
+            ],
+        },
+        variables={
+            "labels": "has(object.metadata.labels) ? object.metadata.labels : {}",
+            "account": "has(object.spec.serviceAccountName) ? "
+            "object.spec.serviceAccountName : 'default'",
+        },
+        validations=[
+            _validation(
+                f"!(request.namespace == {cel_str(peer.namespace)} && "
+                f"{cel_str(peer.label[0])} in variables.labels && "
+                f"variables.labels[{cel_str(peer.label[0])}] == {cel_str(peer.label[1])}) || "
+                f"variables.account == {cel_str(peer.service_account)}",
+                f"'label {peer.label[0]}={peer.label[1]} in namespace {peer.namespace} makes a "
+                f"pod the {peer.role} in the NetworkPolicies of every project: only a pod run by "
+                f"ServiceAccount {peer.service_account or '(none configured)'} may wear it, not "
+                f"' + variables.account + '; remove the label, or run the {peer.role} itself'",
+            )
+            for peer in peers
         ],
     )
 

@@ -31,6 +31,7 @@ from provisioner.planning.network_policies import (
     DNS_POD_LABELS,
     HUB_POD_LABELS,
     NOTEBOOK_POD_LABELS,
+    PROXY_POD_LABELS,
     network_policies,
 )
 from provisioner.planning.project import pods_to_stop
@@ -135,8 +136,6 @@ NOTEBOOK_POD: Final = "notebook"
 OTHER_POD: Final = "other"  # any pod in the namespace that is not a notebook
 OUTSIDER_NAMESPACE: Final = "tre-check-outsider"
 OUTSIDER_POD: Final = "outsider"
-# The proxy's labels (zero-to-jupyterhub); the hub's and the others' come from the planner.
-PROXY_POD_LABELS: Final = {"component": "proxy"}
 
 
 @dataclass(frozen=True)

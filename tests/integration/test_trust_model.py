@@ -650,6 +650,70 @@ def test_only_the_clusters_own_controllers_write_there_and_only_what_they_need(
     )
 
 
+def _platform_pod(namespace: str, labels: dict[str, str], account: str) -> dict[str, Any]:
+    """A pod that passes Pod Security restricted, as the platform namespaces enforce."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": unique("peer"), "namespace": namespace, "labels": labels},
+        "spec": {
+            "serviceAccountName": account,
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.invalid/none:1",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_only_the_platforms_accounts_wear_the_labels_the_project_policies_trust(
+    world: World,
+) -> None:
+    """F18: the project NetworkPolicies admit the hub, proxy, airlock and resolver by pod
+    labels in their namespaces; a pod there wearing one of them with another account is
+    refused, whoever creates it (the admin too); the platform's own account is admitted."""
+    settings = world.settings
+    hub_ns = settings.hub_namespace
+    impostor = _platform_pod(hub_ns, {"component": "hub"}, "default")
+    _until(
+        lambda: not _allowed(lambda: world.admin.create(impostor, dry_run=True)),
+        "tre-platform-peer-pods active",
+    )
+    refused(
+        lambda: world.admin.create(impostor, dry_run=True),
+        "tre-platform-peer-pods",
+        f"label component=hub in namespace {hub_ns} makes a pod the hub in the NetworkPolicies "
+        f"of every project: only a pod run by ServiceAccount {settings.hub_service_account} "
+        "may wear it, not default",
+    )
+    airlock_ns, airlock_account = settings.airlock_namespace, "tre-airlock"
+    for namespace, labels, wrong, right in (
+        (hub_ns, {"component": "proxy"}, settings.hub_service_account, "tre-proxy"),
+        (airlock_ns, {"app.kubernetes.io/name": "tre-airlock"}, "default", airlock_account),
+        (settings.dns_namespace, {"app.kubernetes.io/name": "tre-dns"}, "default", "tre-dns"),
+    ):
+        pretender = _platform_pod(namespace, labels, wrong)
+        refused(
+            partial(world.admin.create, pretender, dry_run=True),
+            "tre-platform-peer-pods",
+            f"not {wrong}",
+        )
+        world.admin.create(_platform_pod(namespace, labels, right), dry_run=True)
+    world.admin.create(
+        _platform_pod(hub_ns, {"component": "hub"}, settings.hub_service_account), dry_run=True
+    )
+    # without a peer label any account may run there (the policy judges the labels only)
+    world.admin.create(_platform_pod(hub_ns, {"app": "other"}, "default"), dry_run=True)
+
+
 def test_the_controllers_credential_cannot_write_outside_project_namespaces(world: World) -> None:
     controller = world.controller
     binding = {
