@@ -367,6 +367,8 @@ def _helpers() -> str:
         "tre.controllerServiceAccount": controller[1],
         "tre.hubServiceAccount": settings.hub_service_account,
         "tre.airlockServiceAccount": airlock[1],
+        "tre.proxyServiceAccount": names.PROXY_SERVICE_ACCOUNT,
+        "tre.dnsServiceAccount": names.DNS_SERVICE_ACCOUNT,
         "tre.hubApiUrl": hub_api_url,
         "tre.airlockPrefix": names.AIRLOCK_PREFIX,
         "tre.hubService": names.HUB_SERVICE,
@@ -384,7 +386,7 @@ def _helpers() -> str:
     }
     labels = {
         "tre.hubPodLabels": network_policies.HUB_POD_LABELS,
-        "tre.proxyPodLabels": {"component": "proxy"},
+        "tre.proxyPodLabels": network_policies.PROXY_POD_LABELS,
         "tre.dnsPodLabels": network_policies.DNS_POD_LABELS,
         "tre.airlockPodLabels": network_policies.AIRLOCK_POD_LABELS,
         "tre.notebookPodLabels": network_policies.NOTEBOOK_POD_LABELS,

@@ -20,7 +20,13 @@ from provisioner.compliance.runtime import RuntimeProbes, runtime_findings
 from provisioner.controller.reconcile import read_snapshot
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube, Manifest
-from provisioner.kube.resources import DEPLOYMENTS, ENDPOINT_SLICES, SERVICES
+from provisioner.kube.resources import (
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
+    DEPLOYMENTS,
+    ENDPOINT_SLICES,
+    SERVICES,
+)
 from provisioner.models.resources import Workspace, WorkspacePhase
 from provisioner.models.settings import Settings
 from provisioner.planning import compliance, names
@@ -94,6 +100,9 @@ def check_cluster(
         findings += _namespace_findings(snapshot, ws, phases[ws.name], settings)
     probes = compliance.rbac_probes(checked, phases, settings)
     findings += compliance.judge_rbac(zip(probes, _review_all(connect, probes), strict=True))
+    findings.append(
+        compliance.judge_kubelet_api(kube.list(CLUSTER_ROLES), kube.list(CLUSTER_ROLE_BINDINGS))
+    )
     hub_deployments = kube.list(DEPLOYMENTS, namespace=settings.hub_namespace)
     findings.append(compliance.judge_hub_sign_in(settings.hub_namespace, hub_deployments))
     if audit is None:

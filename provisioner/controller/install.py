@@ -1,7 +1,8 @@
 """Install the platform's cluster-wide objects: CRDs, admission policies, RBAC, tre-system and
 the controller's ServiceAccount in it (and, for the k8s-csi-s3 dataset driver, its CSIDriver
-and the Secret with the S3 endpoint its node plugin reads), the hub's namespace and
-ServiceAccount, the airlock's namespace and ServiceAccount.
+and the Secret with the S3 endpoint its node plugin reads), the hub's namespace and the
+ServiceAccounts of the hub and its proxy, the airlock's namespace and ServiceAccount, the
+resolver's ServiceAccount.
 
 Idempotent (server-side apply). Waits until the CRDs are Established. The API server loads
 admission policies asynchronously, a moment after they are applied: the tests probe until a
@@ -23,8 +24,10 @@ from provisioner.planning.admission import plan_admission_policies
 from provisioner.planning.audit_anchor import plan_audit_anchor
 from provisioner.planning.crds import plan_crds
 from provisioner.planning.names import (
+    DNS_SERVICE_ACCOUNT,
     LABEL_MANAGED_BY,
     MANAGED_BY,
+    PROXY_SERVICE_ACCOUNT,
     SYSTEM_NAMESPACE,
     service_account_of,
 )
@@ -52,6 +55,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         *_controller_service_account(settings),
         *_hub_identity(settings),
         *plan_airlock_identity(settings),
+        *_resolver_identity(settings),
         *plan_crds(),
         *plan_platform_rbac(settings),
         *plan_admission_policies(settings),
@@ -118,7 +122,33 @@ def _hub_identity(settings: Settings) -> list[dict[str, Any]]:
                 "labels": labels,
             },
         },
+        _tokenless_service_account(PROXY_SERVICE_ACCOUNT, settings.hub_namespace),
     ]
+
+
+def _resolver_identity(settings: Settings) -> list[dict[str, Any]]:
+    """The resolver's ServiceAccount, in its namespace when that is one the platform makes
+    (tre-system by default); elsewhere the operator makes both."""
+    made = {SYSTEM_NAMESPACE, settings.hub_namespace, settings.airlock_namespace}
+    if settings.dns_namespace not in made:
+        return []
+    return [_tokenless_service_account(DNS_SERVICE_ACCOUNT, settings.dns_namespace)]
+
+
+def _tokenless_service_account(name: str, namespace: str) -> dict[str, Any]:
+    """The identity of a platform pod that never calls the API server (the proxy, the
+    resolver): admission ties the peer label the project NetworkPolicies trust to it
+    (`tre-platform-peer-pods`); no token is mounted from it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+        },
+        "automountServiceAccountToken": False,
+    }
 
 
 def install_platform(

@@ -107,6 +107,8 @@ ENDPOINT_SLICES = RESOURCES[("discovery.k8s.io/v1", "EndpointSlice")]
 SERVICES = RESOURCES[("v1", "Service")]
 DEPLOYMENTS = RESOURCES[("apps/v1", "Deployment")]
 NODES = RESOURCES[("v1", "Node")]
+CLUSTER_ROLES = RESOURCES[("rbac.authorization.k8s.io/v1", "ClusterRole")]
+CLUSTER_ROLE_BINDINGS = RESOURCES[("rbac.authorization.k8s.io/v1", "ClusterRoleBinding")]
 
 
 def resource_for(manifest: dict[str, object]) -> Resource:

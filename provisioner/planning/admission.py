@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from provisioner import API_GROUP, API_VERSION
@@ -98,6 +99,7 @@ from provisioner.models.types import ClassificationTier, DatasetCsiDriver
 from provisioner.planning import names, storage
 from provisioner.planning.datasets import platform_bucket_reason
 from provisioner.planning.names import LABEL_PROJECT, POLICY_DEFAULT_DENY
+from provisioner.planning.network_policies import NAMESPACE_NAME_LABEL, platform_peers
 
 ADMISSION_API_VERSION: Final = "admissionregistration.k8s.io/v1"
 PART_OF_LABEL: Final = {"app.kubernetes.io/part-of": "ucloud-tre"}
@@ -127,17 +129,66 @@ EXPORT_CREATE_POLICY: Final = "tre-exportrequest-create"
 EXPORT_UPDATE_POLICY: Final = "tre-exportrequest-reviews"
 EXPORT_STATUS_POLICY: Final = "tre-exportrequest-approved"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
+PLATFORM_PEERS_POLICY: Final = "tre-platform-peer-pods"
 # Room kept in spec.decisions (CRD maxItems) for a revoke: revocation can never be blocked by
 # a list filled with other decisions.
 MAX_DECISIONS: Final = 64
 MAX_DECISIONS_BEFORE_REVOKE: Final = MAX_DECISIONS - 4
-# Identities of the cluster's own control plane (kube-controller-manager's controllers): they
-# create every namespace's default ServiceAccount and root CA ConfigMap, bind claims, and
-# empty a namespace that is being deleted. Whoever can act as them owns the cluster anyway.
-_CLUSTER_ITSELF: Final = (
-    "request.userInfo.username.startsWith('system:serviceaccount:kube-system:') || "
-    "request.userInfo.username == 'system:kube-controller-manager'"
+# The cluster's own control plane in project namespaces: kube-controller-manager's controllers,
+# each with its own ServiceAccount (`--use-service-account-credentials`, as every current
+# distribution runs it), exempted by exact name and only for the writes it makes there. Any
+# other kube-system ServiceAccount (a CNI, CSI driver, autoscaler or GitOps agent) is judged
+# like everyone else. `system:kube-controller-manager` is the whole controller manager's own
+# credential (without that flag it acts as one user); whoever holds it owns the cluster anyway.
+_KUBE_SYSTEM_SA: Final = "system:serviceaccount:kube-system:"
+
+
+@dataclass(frozen=True)
+class ClusterControllerWrite:
+    """One write a kube-controller-manager controller makes in project namespaces: its
+    ServiceAccount's name in kube-system, the operations, and (when not any) the resource
+    and the object's name."""
+
+    controller: str
+    operations: tuple[str, ...]
+    resource: str = ""
+    name: str = ""
+
+
+CLUSTER_CONTROLLER_WRITES: Final[tuple[ClusterControllerWrite, ...]] = (
+    # empties a terminating namespace
+    ClusterControllerWrite("namespace-controller", ("DELETE",)),
+    # deletes dependents whose owners are gone
+    ClusterControllerWrite("generic-garbage-collector", ("DELETE",)),
+    ClusterControllerWrite("service-account-controller", ("CREATE",), "serviceaccounts", "default"),
+    ClusterControllerWrite(
+        "root-ca-cert-publisher", ("CREATE", "UPDATE"), "configmaps", "kube-root-ca.crt"
+    ),
+    # binds claims to volumes (annotations on the claim)
+    ClusterControllerWrite("persistent-volume-binder", ("UPDATE",), "persistentvolumeclaims"),
+    # lifts a deleted claim's protection finalizer once no pod uses it
+    ClusterControllerWrite("pvc-protection-controller", ("UPDATE",), "persistentvolumeclaims"),
 )
+
+
+def cluster_controller_exemption(*, objects_in_namespace: bool = True) -> str:
+    """CEL: the caller is one of the cluster's own controllers making a write it needs
+    (`CLUSTER_CONTROLLER_WRITES`). With `objects_in_namespace` false (namespaces themselves)
+    only the controller manager's own credential: none of its controllers writes a project
+    namespace object (the namespace controller finalizes through a subresource)."""
+    user = "request.userInfo.username"
+    terms = [f"{user} == 'system:kube-controller-manager'"]
+    for write in CLUSTER_CONTROLLER_WRITES if objects_in_namespace else ():
+        term = f"{user} == {cel_str(_KUBE_SYSTEM_SA + write.controller)} && "
+        term += f"request.operation in {_cel_list(write.operations)}"
+        if write.resource:
+            term += f" && request.resource.resource == {cel_str(write.resource)}"
+        if write.name:
+            term += f" && object.metadata.name == {cel_str(write.name)}"
+        terms.append(f"({term})")
+    return "(" + " || ".join(terms) + ")"
+
+
 # The planner's deny-all NetworkPolicy (planning.names.POLICY_DEFAULT_DENY).
 DENY_ALL_POLICY_NAME: Final = POLICY_DEFAULT_DENY
 
@@ -172,6 +223,7 @@ def plan_admission_policies(
         _workspace_policy(controller),
         _project_namespace_policy(settings, controller),
         _controller_scope_policy(settings, controller),
+        _platform_peers_policy(settings),
     ]
     planned: list[dict[str, Any]] = []
     for policy in policies:
@@ -811,7 +863,7 @@ def _project_namespace_policy(settings: Settings, controller: str) -> dict[str, 
         validations=[
             _validation(
                 f"!variables.project || request.userInfo.username == {cel_str(controller)} "
-                f"|| {_CLUSTER_ITSELF}",
+                f"|| {cluster_controller_exemption(objects_in_namespace=False)}",
                 "'namespace ' + variables.name + ': project namespaces (label "
                 f"{LABEL_PROJECT} or prefix {names.NAMESPACE_PREFIX}) are created, changed and "
                 "deleted by the controller only; file an access request for a project, or "
@@ -853,7 +905,8 @@ def _project_objects_policy(controller: str) -> dict[str, Any]:
         {"resourceRules": rules},
         validations=[
             _validation(
-                f"request.userInfo.username == {cel_str(controller)} || {_CLUSTER_ITSELF}",
+                f"request.userInfo.username == {cel_str(controller)} || "
+                f"{cluster_controller_exemption()}",
                 "request.userInfo.username + ' may not ' + request.operation.lowerAscii() + "
                 "' ' + request.resource.resource + ' in project namespace ' + "
                 "request.namespace + ': only the controller writes there, from the approved "
@@ -1090,6 +1143,53 @@ def _pod_access_policy(settings: Settings) -> dict[str, Any]:
     )
 
 
+def _platform_peers_policy(settings: Settings) -> dict[str, Any]:
+    """A pod in a platform namespace wears a label the project NetworkPolicies trust (the
+    hub's, the proxy's, the airlock's, the resolver's) only when it runs as the platform's
+    ServiceAccount for that role (`network_policies.platform_peers`): another pod there,
+    whoever creates it, cannot pass for the hub to every notebook. Kubernetes has no right
+    to "use" a ServiceAccount, so a pod creator in that namespace may still name the account;
+    the pod then holds the role's token and powers, and nothing more than the role."""
+    peers = platform_peers(settings)
+    namespaces = sorted({peer.namespace for peer in peers})
+    return _policy(
+        PLATFORM_PEERS_POLICY,
+        {
+            "namespaceSelector": {
+                "matchExpressions": [
+                    {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": namespaces}
+                ]
+            },
+            "resourceRules": [
+                {
+                    "apiGroups": [""],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["pods"],
+                }
+            ],
+        },
+        variables={
+            "labels": "has(object.metadata.labels) ? object.metadata.labels : {}",
+            "account": "has(object.spec.serviceAccountName) ? "
+            "object.spec.serviceAccountName : 'default'",
+        },
+        validations=[
+            _validation(
+                f"!(request.namespace == {cel_str(peer.namespace)} && "
+                f"{cel_str(peer.label[0])} in variables.labels && "
+                f"variables.labels[{cel_str(peer.label[0])}] == {cel_str(peer.label[1])}) || "
+                f"variables.account == {cel_str(peer.service_account)}",
+                f"'label {peer.label[0]}={peer.label[1]} in namespace {peer.namespace} makes a "
+                f"pod the {peer.role} in the NetworkPolicies of every project: only a pod run by "
+                f"ServiceAccount {peer.service_account or '(none configured)'} may wear it, not "
+                f"' + variables.account + '; remove the label, or run the {peer.role} itself'",
+            )
+            for peer in peers
+        ],
+    )
+
+
 def _pod_no_exec_policy() -> dict[str, Any]:
     """Nobody attaches to, execs in, port-forwards to or adds a container to a running
     notebook: the data leaves a workspace only through the airlock. An admin who must
@@ -1231,7 +1331,7 @@ def _export_update_policy(settings: Settings) -> dict[str, Any]:
             "object.spec.filter(k, !(k in ['reviews', 'withdrawn']) && !(k in oldObject.spec))",
         },
         validations=[
-            _via_airlock_validation("change", exempt=_CLUSTER_ITSELF),
+            _via_airlock_validation("change", exempt=cluster_controller_exemption()),
             _notebook_project_validation(),
             _validation(
                 f"!variables.appended || !{_from_notebook()}",

@@ -31,6 +31,7 @@ from provisioner.planning.network_policies import (
     DNS_POD_LABELS,
     HUB_POD_LABELS,
     NOTEBOOK_POD_LABELS,
+    PROXY_POD_LABELS,
     network_policies,
 )
 from provisioner.planning.project import pods_to_stop
@@ -69,6 +70,10 @@ CHECKS: Final = {
     ),
     "rbac-hub": ("2.1.14", "the hub may run pods only in Ready workspaces"),
     "rbac-controller": ("2.2.09", "the controller holds only its scope"),
+    "rbac-kubelet-api": (
+        "2.1.14",
+        "nobody but the control plane reaches the kubelet's exec, run, logs or checkpoints",
+    ),
     "rbac-airlock": (
         "2.2.09",
         "the airlock acts for people only, only on exports, and holds only its scope",
@@ -131,8 +136,6 @@ NOTEBOOK_POD: Final = "notebook"
 OTHER_POD: Final = "other"  # any pod in the namespace that is not a notebook
 OUTSIDER_NAMESPACE: Final = "tre-check-outsider"
 OUTSIDER_POD: Final = "outsider"
-# The proxy's labels (zero-to-jupyterhub); the hub's and the others' come from the planner.
-PROXY_POD_LABELS: Final = {"component": "proxy"}
 
 
 @dataclass(frozen=True)
@@ -704,6 +707,82 @@ def judge_rbac(answers: Iterable[tuple[Probe, bool | str]]) -> list[Finding]:
         )
         for check, scope in sorted(grouped)
     ]
+
+
+# --- the kubelet's API ------------------------------------------------------------------------
+
+# Node subresources that reach what the kubelet serves from inside pods, past every pod-level
+# admission rule (`tre-pod-no-exec` judges pods/exec, not the kubelet): `proxy` is the API
+# server's proxy to the kubelet (`/exec`, `/run`, `/attach`, `/portForward`; `get` suffices
+# over a WebSocket), and a token holding `log` or `checkpoint` is answered by the kubelet
+# itself (its `/logs/` serves the containers' log files, a checkpoint dumps a container's
+# memory). Metrics and stats carry no data of a workspace.
+KUBELET_DATA_SUBRESOURCES: Final = ("proxy", "log", "checkpoint")
+_REACHING_VERBS: Final = frozenset({"get", "create", "update", "patch", "delete", "*"})
+# The cluster's own control plane: `system:masters` (the API server's client to kubelets on
+# most distributions; it passes every authorizer anyway), the API server's kubelet client
+# under the names kubeadm and hand-made clusters give it, and the two kube-controller-manager
+# controllers whose built-in roles hold every verb they need on `*` (the namespace controller
+# and the garbage collector delete anything, and `*` takes in nodes/proxy).
+CONTROL_PLANE_SUBJECTS: Final = frozenset(
+    {
+        ("Group", "system:masters"),
+        ("User", "kube-apiserver-kubelet-client"),
+        ("User", "system:kube-apiserver"),
+        ("ServiceAccount", "kube-system/namespace-controller"),
+        ("ServiceAccount", "kube-system/generic-garbage-collector"),
+    }
+)
+
+
+def kubelet_data_rules(role: Manifest) -> list[str]:
+    """The node subresources in `KUBELET_DATA_SUBRESOURCES` a ClusterRole's rules grant with
+    a verb that reaches the kubelet, as RBAC matches them (`*` groups, resources, verbs;
+    `nodes/*`, `*/proxy`); resourceNames still grant it for those nodes."""
+    granted: set[str] = set()
+    for rule in role.get("rules") or []:
+        if not {"", "*"} & set(rule.get("apiGroups") or []):
+            continue
+        if not _REACHING_VERBS & set(rule.get("verbs") or []):
+            continue
+        resources = set(rule.get("resources") or [])
+        for sub in KUBELET_DATA_SUBRESOURCES:
+            if resources & {"*", "nodes/*", f"*/{sub}", f"nodes/{sub}"}:
+                granted.add(f"nodes/{sub}")
+    return sorted(granted)
+
+
+def judge_kubelet_api(
+    cluster_roles: Sequence[Manifest], cluster_role_bindings: Sequence[Manifest]
+) -> Finding:
+    """Fails naming every subject outside `CONTROL_PLANE_SUBJECTS` that a ClusterRoleBinding
+    gives a node subresource reaching the kubelet's data. (A RoleBinding grants nothing on
+    nodes, which are cluster-scoped.)"""
+    grants = {r["metadata"]["name"]: kubelet_data_rules(r) for r in cluster_roles}
+    problems = []
+    for binding in sorted(cluster_role_bindings, key=lambda b: str(b["metadata"]["name"])):
+        ref = binding.get("roleRef") or {}
+        granted = grants.get(ref.get("name", "")) if ref.get("kind") == "ClusterRole" else None
+        if not granted:
+            continue
+        for subject in binding.get("subjects") or []:
+            kind, name = subject.get("kind", ""), subject.get("name", "")
+            who = f"{subject.get('namespace')}/{name}" if kind == "ServiceAccount" else name
+            if (kind, who) in CONTROL_PLANE_SUBJECTS:
+                continue
+            problems.append(
+                f"{kind} {who} holds {', '.join(granted)} (ClusterRoleBinding "
+                f"{binding['metadata']['name']}, ClusterRole {ref['name']}): it can run "
+                "commands in and read notebooks through the kubelet, past tre-pod-no-exec; "
+                "remove the binding"
+            )
+    return finding(
+        "rbac-kubelet-api",
+        CLUSTER,
+        problems,
+        f"no subject but the control plane holds {', '.join(KUBELET_DATA_SUBRESOURCES)} on "
+        f"nodes ({len(cluster_role_bindings)} ClusterRoleBindings read)",
+    )
 
 
 # --- datasets --------------------------------------------------------------------------------

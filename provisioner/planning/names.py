@@ -87,6 +87,12 @@ WORKSPACE_ACCESS_NAME: Final = "tre-workspace-access"
 CLUSTER_DOMAIN: Final = "cluster.local"
 HUB_SERVICE: Final = "hub"
 AIRLOCK_SERVICE: Final = "tre-airlock"
+# ServiceAccounts of the hub's proxy (in the hub's namespace) and of the platform's resolver
+# (in the resolver's namespace): neither calls the API server (no token is mounted), but each
+# has an identity of its own, so admission can tie the pod labels the project NetworkPolicies
+# trust to it (planning/network_policies.py `platform_peers`).
+PROXY_SERVICE_ACCOUNT: Final = "tre-proxy"
+DNS_SERVICE_ACCOUNT: Final = "tre-dns"
 
 
 # The airlock is the JupyterHub service of this name: the hub's proxy serves it under

@@ -15,7 +15,10 @@ it does not serve to the internet, so a recursive lookup of `<data>.attacker.exa
 carry data out. The platform's resolver answers only the names the platform serves and
 forwards nothing (settings.dns_resolver_ip).
 
-The peers are pods, selected by namespace and labels. Only where the hub, proxy, airlock and
+The peers are pods, selected by namespace and labels. A label alone proves nothing (whoever
+creates pods in a platform namespace sets it), so admission ties each peer label to the
+platform's ServiceAccount for that role (`platform_peers`, policy `tre-platform-peer-pods` in
+planning/admission.py). Only where the hub, proxy, airlock and
 resolver run on a host outside the pod network (the local development node,
 settings.platform_host_ip) is the peer that one address, as a /32 ipBlock; there is no other
 ipBlock, so the internet, cloud metadata (169.254.169.254) and other projects stay unreachable.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from provisioner.models.settings import Settings
@@ -41,6 +45,36 @@ HUB_AND_PROXY_PODS: Final = {
 # The platform's non-forwarding resolver (a CoreDNS the Helm chart runs in dns_namespace).
 DNS_POD_LABELS: Final = {"app.kubernetes.io/name": "tre-dns"}
 AIRLOCK_POD_LABELS: Final = {"app.kubernetes.io/name": "tre-airlock"}
+# zero-to-jupyterhub's proxy label, which HUB_AND_PROXY_PODS admits next to the hub's
+PROXY_POD_LABELS: Final = {"component": "proxy"}
+
+
+@dataclass(frozen=True)
+class PlatformPeer:
+    """A pod the project NetworkPolicies admit: in `namespace`, wearing `label` (key, value),
+    run by ServiceAccount `service_account` there ("" when the settings name none: then no
+    pod may wear the label)."""
+
+    role: str
+    namespace: str
+    label: tuple[str, str]
+    service_account: str
+
+
+def platform_peers(settings: Settings) -> list[PlatformPeer]:
+    """Every peer label the project NetworkPolicies trust, with the account that may wear it."""
+    airlock = names.service_account_of(settings.airlock_user)
+    airlock_account = airlock[1] if airlock and airlock[0] == settings.airlock_namespace else ""
+    (hub,) = HUB_POD_LABELS.items()
+    (proxy,) = PROXY_POD_LABELS.items()
+    (airlock_label,) = AIRLOCK_POD_LABELS.items()
+    (dns,) = DNS_POD_LABELS.items()
+    return [
+        PlatformPeer("hub", settings.hub_namespace, hub, settings.hub_service_account),
+        PlatformPeer("proxy", settings.hub_namespace, proxy, names.PROXY_SERVICE_ACCOUNT),
+        PlatformPeer("airlock", settings.airlock_namespace, airlock_label, airlock_account),
+        PlatformPeer("resolver", settings.dns_namespace, dns, names.DNS_SERVICE_ACCOUNT),
+    ]
 
 
 def network_policies(project: str, settings: Settings) -> list[dict[str, Any]]:

@@ -280,18 +280,41 @@ def test_install_creates_the_platform_and_its_pods_pass_pod_security(
     assert {"tre-dns=10.0.0.11", "hub=10.0.0.13", "tre-airlock=10.0.0.12"} <= set(services.split())
     # Every Deployment's pods were admitted (Pod Security restricted in tre-system and
     # tre-airlock, baseline in tre-hub): a refused pod would leave its ReplicaSet without one.
+    _every_deployment_has_a_pod(tools)
+    # ... and so are they once tre-platform-peer-pods is active (it loads a moment after the
+    # install): the hub, proxy, airlock and resolver run as the accounts their labels need.
+    impostor = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "impostor", "namespace": "tre-hub", "labels": {"component": "hub"}},
+        "spec": {"containers": [{"name": "c", "image": "registry.invalid/none:1"}]},
+    }
+    deadline = time.monotonic() + 30
+    while True:
+        dry_run = tools.kubectl("create", "--dry-run=server", "-f", "-", stdin=json.dumps(impostor))
+        if dry_run.returncode != 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "tre-platform-peer-pods" in dry_run.stderr, dry_run.stderr
+    for namespace in DEPLOYMENTS:
+        tools.ok(tools.kubectl("delete", "pods", "--all", "-n", namespace, "--wait=false"))
+    _every_deployment_has_a_pod(tools)
+
+
+def _every_deployment_has_a_pod(tools: Tools) -> None:
     deadline = time.monotonic() + 30
     while True:
         pods = json.loads(tools.ok(tools.kubectl("get", "pods", "-A", "-o", "json")))["items"]
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         owners = {
-            (p["metadata"]["namespace"], p["metadata"]["name"].rsplit("-", 2)[0]) for p in pods
+            (p["metadata"]["namespace"], p["metadata"]["name"].rsplit("-", 2)[0]) for p in live
         }
         wanted = {(ns, name) for ns, names in DEPLOYMENTS.items() for name in names}
         if wanted <= owners or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert wanted <= owners, tools.kubectl("get", "events", "-A").stdout
-    assert all(p["status"]["phase"] == "Pending" for p in pods)  # no node here: never run
+    assert all(p["status"]["phase"] == "Pending" for p in live)  # no node here: never run
 
 
 def test_the_installed_policies_refuse_a_request_in_someone_elses_name(

@@ -10,6 +10,9 @@ Behaviours under test:
   internet, metadata and allowed-paths findings and the policy that differs from the plan,
   while the other workspace still passes;
 - a RoleBinding someone else made in a workspace namespace is named;
+- a user granted get and create on nodes/proxy by a ClusterRoleBinding (the kubelet's exec
+  and run, past tre-pod-no-exec) fails the cluster's rbac-kubelet-api finding, named with the
+  binding; once it is removed the finding passes;
 - on a platform with a node (`tre dev up --node`), `--probe-from-pods --outside <a test host>`
   runs a listener and a prober pod in each of two workspaces: the hub API and DNS answer, and
   the API server, the kubelet, the outside host (which the node itself reaches) and the other
@@ -35,7 +38,14 @@ import pytest
 from provisioner.audit.anchor import publish_head
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.node import NODE_IP, NODE_NAME
-from provisioner.kube.resources import NETWORK_POLICIES, NODES, PODS, ROLE_BINDINGS
+from provisioner.kube.resources import (
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
+    NETWORK_POLICIES,
+    NODES,
+    PODS,
+    ROLE_BINDINGS,
+)
 from provisioner.models.settings import Settings
 from provisioner.planning.names import (
     EXPORT_AUTHOR_ROLE_NAME,
@@ -120,6 +130,7 @@ def test_everything_passes_on_ready_workspaces(
     assert by_scope(report, "cluster")["audit-chain"]["satre"] == "2.5.03"
     airlock = by_scope(report, "cluster")["rbac-airlock"]
     assert (airlock["passed"], airlock["satre"]) == (True, "2.2.09")
+    assert by_scope(report, "cluster")["rbac-kubelet-api"]["passed"]
     assert {c["satre"] for c in report["checks"]} >= {"2.1.14", "2.2.10", "2.2.11", "3.2.03"}
 
 
@@ -168,6 +179,48 @@ def test_a_policy_opened_to_the_internet_is_named(
         )
     code, _, stderr = check(world, broken, intact)
     assert code == 0, stderr
+
+
+def test_a_user_who_holds_nodes_proxy_is_named(
+    world: World, two_ready_workspaces: tuple[str, str]
+) -> None:
+    """The review's S15 reproduction, as an admin would grant it to a monitoring user."""
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "r3-np"},
+        "rules": [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get", "create"]}],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "r3-np"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "r3-np",
+        },
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mon"}],
+    }
+    world.admin.apply(role)
+    world.admin.apply(binding)
+    try:
+        code, report, stderr = check(world, *two_ready_workspaces)
+        assert code == 1
+        failed = [(c["id"], c["scope"]) for c in report["checks"] if not c["passed"]]
+        assert failed == [("rbac-kubelet-api", "cluster")]
+        kubelet = by_scope(report, "cluster")["rbac-kubelet-api"]
+        assert kubelet["detail"] == (
+            "User mon holds nodes/proxy (ClusterRoleBinding r3-np, ClusterRole r3-np): it can "
+            "run commands in and read notebooks through the kubelet, past tre-pod-no-exec; "
+            "remove the binding"
+        )
+        assert "rbac-kubelet-api (cluster)" in stderr
+    finally:
+        world.admin.delete(CLUSTER_ROLE_BINDINGS, "r3-np")
+        world.admin.delete(CLUSTER_ROLES, "r3-np")
+    code, report, stderr = check(world, *two_ready_workspaces)
+    assert (code, by_scope(report, "cluster")["rbac-kubelet-api"]["passed"]) == (0, True), stderr
 
 
 def test_a_foreign_role_binding_is_named(

@@ -95,7 +95,10 @@ def test_member_pod_is_admitted_read_only_and_tokenless(world: World) -> None:
     assert not any("token" in v["name"] for v in spec["volumes"])
     data = next(v for v in spec["volumes"] if v["name"] == f"ds-{dataset}")
     assert data["persistentVolumeClaim"]["readOnly"] is True
-    (container,) = spec["containers"]
+    # The notebook, and the browser gate beside it, which mounts no data at all.
+    container, gate = spec["containers"]
+    assert gate["name"] == "gate"
+    assert {m["name"] for m in gate["volumeMounts"]} == {"gate-state"}
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == f"/data/{dataset}")
     assert mount["readOnly"] is True
     pv = world.admin.get(PVS, dataset_pv_name(project, dataset))

@@ -43,6 +43,7 @@ from provisioner.errors import ConflictError, RefusedError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.kube.resources import (
+    CLUSTER_ROLE_BINDINGS,
     CONFIG_MAPS,
     NAMESPACES,
     NETWORK_POLICIES,
@@ -54,6 +55,7 @@ from provisioner.models.settings import Settings
 from provisioner.planning.admission import PROJECT_NAMESPACE_POLICY, PROJECT_OBJECTS_POLICY
 from provisioner.planning.names import (
     LABEL_PROJECT,
+    POLICY_DEFAULT_DENY,
     WORKSPACE_ACCESS_NAME,
     dataset_pvc_name,
     namespace_name,
@@ -73,6 +75,8 @@ pytestmark = pytest.mark.integration
 BINDINGS = RESOURCES[("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding")]
 LEASES = RESOURCES[("coordination.k8s.io/v1", "Lease")]
 PVS = RESOURCES[("v1", "PersistentVolume")]
+CLAIMS = RESOURCES[("v1", "PersistentVolumeClaim")]
+SERVICE_ACCOUNTS = RESOURCES[("v1", "ServiceAccount")]
 
 
 @pytest.fixture
@@ -558,6 +562,156 @@ def test_a_networkpolicy_that_predates_the_policies_is_removed_and_audited(world
         if e.action == "workspace.foreign-object-removed" and e.subject == f"workspace/{project}"
     ]
     assert [e.details["name"] for e in removed] == ["allow-all-egress"]
+
+
+def test_only_the_clusters_own_controllers_write_there_and_only_what_they_need(
+    world: World,
+) -> None:
+    """The review's reproduction: the garbage collector, whose ClusterRole may patch anything,
+    may not open the deny-all policy; an add-on's kube-system ServiceAccount, even bound to
+    cluster-admin, writes no NetworkPolicy or RoleBinding there. The cluster's own writes still
+    land: the default ServiceAccount, the root CA ConfigMap, the dataset claim's binding."""
+    _, project, dataset = world.approved_project()
+    world.reconcile(project)
+    ns = namespace_name(project)
+    collector = as_(world, "system:serviceaccount:kube-system:generic-garbage-collector")
+    deny_all = world.admin.get(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns)
+    assert deny_all is not None
+    opened = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": POLICY_DEFAULT_DENY, "namespace": ns},
+        "spec": {**deny_all["spec"], "egress": [{}]},
+    }
+    refused(
+        lambda: collector.apply(opened, dry_run=True),
+        "tre-project-objects-controller-only",
+        f"generic-garbage-collector may not update networkpolicies in project namespace {ns}",
+    )
+    addon = "system:serviceaccount:kube-system:tre-test-addon"
+    grant = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "tre-test-addon"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "cluster-admin",
+        },
+        "subjects": [
+            {"kind": "ServiceAccount", "name": "tre-test-addon", "namespace": "kube-system"}
+        ],
+    }
+    world.admin.apply(grant)
+    try:
+        as_addon = as_(world, addon)
+        refused(
+            lambda: as_addon.create(_allow_all_egress(ns), dry_run=True),
+            f"tre-test-addon may not create networkpolicies in project namespace {ns}",
+        )
+        binding = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "addon-admin", "namespace": ns},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "admin",
+            },
+            "subjects": [
+                {"kind": "User", "name": "mallory", "apiGroup": "rbac.authorization.k8s.io"}
+            ],
+        }
+        refused(
+            lambda: as_addon.create(binding, dry_run=True),
+            f"tre-test-addon may not create rolebindings in project namespace {ns}",
+        )
+        refused(
+            lambda: as_addon.delete(NETWORK_POLICIES, POLICY_DEFAULT_DENY, ns),
+            f"tre-test-addon may not delete networkpolicies in project namespace {ns}",
+        )
+    finally:
+        world.admin.delete(CLUSTER_ROLE_BINDINGS, "tre-test-addon")
+    _until(
+        lambda: (
+            world.admin.get(SERVICE_ACCOUNTS, "default", ns) is not None
+            and world.admin.get(CONFIG_MAPS, "kube-root-ca.crt", ns) is not None
+        ),
+        "the default ServiceAccount and kube-root-ca.crt",
+    )
+    _until(
+        lambda: (
+            (world.admin.get(CLAIMS, dataset_pvc_name(dataset), ns) or {})
+            .get("status", {})
+            .get("phase")
+            == "Bound"
+        ),
+        "the dataset claim bound by the persistent-volume-binder",
+    )
+
+
+def _platform_pod(namespace: str, labels: dict[str, str], account: str) -> dict[str, Any]:
+    """A pod that passes Pod Security restricted, as the platform namespaces enforce."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": unique("peer"), "namespace": namespace, "labels": labels},
+        "spec": {
+            "serviceAccountName": account,
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "registry.invalid/none:1",
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }
+            ],
+        },
+    }
+
+
+def test_only_the_platforms_accounts_wear_the_labels_the_project_policies_trust(
+    world: World,
+) -> None:
+    """F18: the project NetworkPolicies admit the hub, proxy, airlock and resolver by pod
+    labels in their namespaces; a pod there wearing one of them with another account is
+    refused, whoever creates it (the admin too); the platform's own account is admitted."""
+    settings = world.settings
+    hub_ns = settings.hub_namespace
+    impostor = _platform_pod(hub_ns, {"component": "hub"}, "default")
+    _until(
+        lambda: not _allowed(lambda: world.admin.create(impostor, dry_run=True)),
+        "tre-platform-peer-pods active",
+    )
+    refused(
+        lambda: world.admin.create(impostor, dry_run=True),
+        "tre-platform-peer-pods",
+        f"label component=hub in namespace {hub_ns} makes a pod the hub in the NetworkPolicies "
+        f"of every project: only a pod run by ServiceAccount {settings.hub_service_account} "
+        "may wear it, not default",
+    )
+    airlock_ns, airlock_account = settings.airlock_namespace, "tre-airlock"
+    for namespace, labels, wrong, right in (
+        (hub_ns, {"component": "proxy"}, settings.hub_service_account, "tre-proxy"),
+        (airlock_ns, {"app.kubernetes.io/name": "tre-airlock"}, "default", airlock_account),
+        (settings.dns_namespace, {"app.kubernetes.io/name": "tre-dns"}, "default", "tre-dns"),
+    ):
+        pretender = _platform_pod(namespace, labels, wrong)
+        refused(
+            partial(world.admin.create, pretender, dry_run=True),
+            "tre-platform-peer-pods",
+            f"not {wrong}",
+        )
+        world.admin.create(_platform_pod(namespace, labels, right), dry_run=True)
+    world.admin.create(
+        _platform_pod(hub_ns, {"component": "hub"}, settings.hub_service_account), dry_run=True
+    )
+    # without a peer label any account may run there (the policy judges the labels only)
+    world.admin.create(_platform_pod(hub_ns, {"app": "other"}, "default"), dry_run=True)
 
 
 def test_the_controllers_credential_cannot_write_outside_project_namespaces(world: World) -> None:

@@ -65,8 +65,8 @@ class World:
                 )
             )
         )
-        # The hub spawns notebooks with its ServiceAccount; the cluster's own controllers
-        # (kube-system) may change project objects, e.g. to play drift.
+        # The hub spawns notebooks with its ServiceAccount; one of the cluster's own controllers
+        # (the namespace controller, which may only delete there) plays drift by deleting.
         self.hub = Kube(api_client(self.kubeconfig, as_user=hub_user(self.settings)))
         self.cluster_itself = Kube(
             api_client(

@@ -11,7 +11,11 @@ tests/integration/test_admission.py):
 - the four-eyes policy takes Datasets as parameters and its binding selects every Dataset,
   allowing the request when there is none; so does the dataset overlap policy, which runs on
   create and on a classification change only;
-- the dataset steward policy judges updates (not creates, not the status subresource).
+- the dataset steward policy judges updates (not creates, not the status subresource);
+- the platform peer policy covers the hub, airlock and resolver namespaces and ties each peer
+  label of the project NetworkPolicies to the account the settings name for that role;
+- no policy exempts kube-system ServiceAccounts by prefix: the cluster's own controllers are
+  named one by one, and none of them is exempt from the project-namespace policy.
 """
 
 from __future__ import annotations
@@ -29,7 +33,10 @@ from provisioner.planning.admission import (
     DATASET_STEWARD_POLICY,
     EXPORT_STATUS_POLICY,
     FOUR_EYES_POLICY,
+    PLATFORM_PEERS_POLICY,
     POD_DENY_ALL_POLICY,
+    PROJECT_NAMESPACE_POLICY,
+    PROJECT_OBJECTS_POLICY,
     WORKSPACE_POLICY,
     high_tiers,
     plan_admission_policies,
@@ -74,7 +81,7 @@ def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]
     policies = by_name(planned, "ValidatingAdmissionPolicy")
     bindings = by_name(planned, "ValidatingAdmissionPolicyBinding")
     assert list(policies) == list(bindings)
-    assert len(policies) == 24
+    assert len(policies) == 25
     for name, policy in policies.items():
         assert policy["spec"]["failurePolicy"] == "Fail"
         assert bindings[name]["spec"]["policyName"] == name
@@ -171,3 +178,55 @@ def test_dataset_steward_policy_judges_updates_of_the_dataset_only(
     [rule] = policy["spec"]["matchConstraints"]["resourceRules"]
     assert (rule["resources"], rule["operations"]) == (["datasets"], ["UPDATE"])
     assert "oldObject.spec.steward == request.userInfo.username" in cel(policy)
+
+
+def test_only_named_cluster_controllers_are_exempt(planned: list[Manifest]) -> None:
+    policies = [o for o in planned if o["kind"] == "ValidatingAdmissionPolicy"]
+    text = repr(policies)
+    assert "startsWith('system:serviceaccount:kube-system:')" not in text
+    (objects,) = [p for p in policies if p["metadata"]["name"] == PROJECT_OBJECTS_POLICY]
+    rule = objects["spec"]["validations"][0]["expression"]
+    for write in (
+        '"system:serviceaccount:kube-system:generic-garbage-collector" && '
+        'request.operation in ["DELETE"])',
+        '"system:serviceaccount:kube-system:root-ca-cert-publisher" && request.operation in '
+        '["CREATE", "UPDATE"] && request.resource.resource == "configmaps" && '
+        'object.metadata.name == "kube-root-ca.crt")',
+    ):
+        assert write in rule
+    (namespaces,) = [p for p in policies if p["metadata"]["name"] == PROJECT_NAMESPACE_POLICY]
+    assert "kube-system" not in repr(namespaces["spec"]["validations"])
+
+
+def test_peer_labels_are_tied_to_the_platforms_accounts() -> None:
+    settings = Settings(
+        hub_namespace="jhub",
+        hub_service_account="spawner",
+        airlock_namespace="out",
+        airlock_user="system:serviceaccount:out:gatekeeper",
+        dns_namespace="names",
+    )
+    policy = by_name(plan_admission_policies(settings), "ValidatingAdmissionPolicy")[
+        PLATFORM_PEERS_POLICY
+    ]
+    selector = policy["spec"]["matchConstraints"]["namespaceSelector"]["matchExpressions"]
+    assert selector == [
+        {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["jhub", "names", "out"]}
+    ]
+    rules = [v["expression"] for v in policy["spec"]["validations"]]
+    assert rules == [
+        f'!(request.namespace == "{ns}" && "{key}" in variables.labels && '
+        f'variables.labels["{key}"] == "{value}") || variables.account == "{account}"'
+        for ns, key, value, account in (
+            ("jhub", "component", "hub", "spawner"),
+            ("jhub", "component", "proxy", "tre-proxy"),
+            ("out", "app.kubernetes.io/name", "tre-airlock", "gatekeeper"),
+            ("names", "app.kubernetes.io/name", "tre-dns", "tre-dns"),
+        )
+    ]
+    # an airlock identity that is no account of its namespace: nobody wears the label
+    elsewhere = Settings(airlock_user="airlock-robot")
+    policy = by_name(plan_admission_policies(elsewhere), "ValidatingAdmissionPolicy")[
+        PLATFORM_PEERS_POLICY
+    ]
+    assert policy["spec"]["validations"][2]["expression"].endswith('variables.account == ""')

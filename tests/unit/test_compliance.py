@@ -18,18 +18,26 @@ Behaviours under test:
 - datasets: each layer's fault is named (PV source, claimRef, PVC binding, writable pod mount,
   a dataset claim not in the spec);
 - RBAC: the hub may create pods only in Ready workspaces; an answer that differs, or a review
-  that failed, fails the finding; every check names a SATRE statement that exists.
+  that failed, fails the finding; every check names a SATRE statement that exists;
+- the kubelet's API (S15): a ClusterRoleBinding giving anyone but the control plane
+  nodes/proxy, nodes/log or nodes/checkpoint with a verb that reaches the kubelet (also
+  through `*`, `nodes/*`, `*/proxy`) fails naming the subject, the binding and the role; read
+  verbs on nodes, metrics and stats, another API group pass; no role the platform plans or
+  the chart installs grants any of them.
 """
 
 from __future__ import annotations
 
 import copy
 import ipaddress
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from provisioner.chart.generate import CHART_DIR
 from provisioner.compliance.nca import (
     NCA_VERSION,
     REQUIREMENTS,
@@ -48,8 +56,10 @@ from provisioner.models.resources import (
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning import compliance as c
+from provisioner.planning.audit_anchor import plan_audit_anchor
 from provisioner.planning.names import ANNOTATION_USER, LABEL_DATASET, namespace_name
 from provisioner.planning.network_policies import network_policies
+from provisioner.planning.rbac import plan_airlock_identity, plan_platform_rbac
 from provisioner.planning.workspace import plan_workspace
 
 SETTINGS = Settings(
@@ -550,3 +560,108 @@ def test_a_hub_with_oidc_or_no_hub_in_the_cluster_passes_saying_which() -> None:
     assert c.judge_hub_sign_in("tre-hub", [off]).passed
     none = c.judge_hub_sign_in("tre-hub", [])
     assert none.passed and "not checked" in none.detail
+
+
+# --- the kubelet's API (S15) -------------------------------------------------------------------
+
+
+def _cluster_role(name: str, *rules: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "ClusterRole", "metadata": {"name": name}, "rules": list(rules)}
+
+
+def _bound(name: str, role: str, *subjects: dict[str, str]) -> dict[str, Any]:
+    return {
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": list(subjects),
+    }
+
+
+_MON = {"kind": "User", "name": "mon"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "granted"),
+    [
+        ({"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"]}, ["nodes/proxy"]),
+        ({"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["create"]}, ["nodes/proxy"]),
+        (
+            {"apiGroups": ["*"], "resources": ["nodes/*"], "verbs": ["*"]},
+            ["nodes/checkpoint", "nodes/log", "nodes/proxy"],
+        ),
+        (
+            {"apiGroups": [""], "resources": ["*"], "verbs": ["get"]},
+            ["nodes/checkpoint", "nodes/log", "nodes/proxy"],
+        ),
+        ({"apiGroups": [""], "resources": ["*/proxy"], "verbs": ["get"]}, ["nodes/proxy"]),
+        (
+            {
+                "apiGroups": [""],
+                "resources": ["nodes/proxy"],
+                "resourceNames": ["tre-node"],
+                "verbs": ["get"],
+            },
+            ["nodes/proxy"],
+        ),
+        ({"apiGroups": [""], "resources": ["nodes/log"], "verbs": ["get"]}, ["nodes/log"]),
+        ({"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["list", "watch"]}, []),
+        ({"apiGroups": [""], "resources": ["nodes", "nodes/stats"], "verbs": ["get"]}, []),
+        ({"apiGroups": ["metrics.k8s.io"], "resources": ["*"], "verbs": ["get"]}, []),
+    ],
+)
+def test_roles_that_reach_the_kubelets_data(rule: dict[str, Any], granted: list[str]) -> None:
+    role = _cluster_role("r3-np", rule)
+    assert c.kubelet_data_rules(role) == granted
+    found = c.judge_kubelet_api([role], [_bound("r3-np", "r3-np", _MON)])
+    assert found.passed is not granted
+    if granted:
+        assert found.detail == (
+            f"User mon holds {', '.join(granted)} (ClusterRoleBinding r3-np, ClusterRole "
+            "r3-np): it can run commands in and read notebooks through the kubelet, past "
+            "tre-pod-no-exec; remove the binding"
+        )
+
+
+def test_the_control_plane_may_hold_the_kubelets_api() -> None:
+    admin = _cluster_role("cluster-admin", {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]})
+    bindings = [
+        _bound("cluster-admin", "cluster-admin", {"kind": "Group", "name": "system:masters"}),
+        _bound(
+            "system:controller:namespace-controller",
+            "cluster-admin",
+            {"kind": "ServiceAccount", "name": "namespace-controller", "namespace": "kube-system"},
+        ),
+    ]
+    assert c.judge_kubelet_api([admin], bindings).passed
+    addon = {"kind": "ServiceAccount", "name": "namespace-controller", "namespace": "monitoring"}
+    found = c.judge_kubelet_api([admin], [*bindings, _bound("mon", "cluster-admin", addon)])
+    assert not found.passed
+    assert found.detail.startswith("ServiceAccount monitoring/namespace-controller holds")
+
+
+def test_no_platform_role_reaches_the_kubelets_api() -> None:
+    """Neither what `tre install` plans nor what the chart installs (its generated
+    templates hold every Role and ClusterRole of the chart)."""
+    settings = Settings()
+    planned = [
+        *plan_platform_rbac(settings),
+        *plan_airlock_identity(settings),
+        *plan_audit_anchor(settings),
+    ]
+    texts = {p.name: p.read_text() for p in sorted((CHART_DIR / "templates").rglob("*.yaml"))}
+    templated = [name for name, text in texts.items() if "{{-" in text]
+    # templates YAML cannot read hold no role (all of them are in the generated rbac.yaml)
+    assert [n for n in templated if re.search(r"kind: (Cluster)?Role\b", texts[n])] == []
+    chart = [
+        doc
+        for name, text in texts.items()
+        if name not in templated
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
+    roles = [o for o in [*planned, *chart] if o["kind"] in ("Role", "ClusterRole")]
+    assert len(roles) >= 8
+    assert {o["metadata"]["name"]: c.kubelet_data_rules(o) for o in roles} == {
+        o["metadata"]["name"]: [] for o in roles
+    }

@@ -9,7 +9,10 @@ Behaviours under test:
   ServiceAccount, the identity Ready workspaces bind, are installed, the namespace first;
 - the airlock's namespace (Pod Security restricted) and its ServiceAccount, when
   `airlock_user` names one there, are installed, the namespace first; no second Namespace
-  when the airlock shares a platform namespace, no account for an identity elsewhere.
+  when the airlock shares a platform namespace, no account for an identity elsewhere;
+- the proxy (in the hub's namespace) and the resolver (in its namespace, when the platform
+  makes it) get ServiceAccounts of their own that mount no token, the identities admission
+  ties their NetworkPolicy peer labels to.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ def test_controller_service_account_is_installed_after_its_namespace() -> None:
     assert _service_accounts(settings) == [
         ("tre-system", "tre-ctl"),
         ("tre-hub", "hub"),
+        ("tre-hub", "tre-proxy"),
         ("tre-airlock", "tre-airlock"),
+        ("tre-system", "tre-dns"),
     ]
     assert kinds.index(("Namespace", "tre-system")) < kinds.index(("ServiceAccount", "tre-ctl"))
 
@@ -58,7 +63,9 @@ def test_controller_service_account_is_installed_after_its_namespace() -> None:
 def test_no_service_account_for_other_identities(user: str) -> None:
     assert _service_accounts(Settings(controller_user=user)) == [
         ("tre-hub", "hub"),
+        ("tre-hub", "tre-proxy"),
         ("tre-airlock", "tre-airlock"),
+        ("tre-system", "tre-dns"),
     ]
 
 
@@ -95,6 +102,8 @@ def test_no_airlock_account_outside_its_namespace(user: str) -> None:
     assert _service_accounts(Settings(airlock_user=user)) == [
         ("tre-system", "tre-controller"),
         ("tre-hub", "hub"),
+        ("tre-hub", "tre-proxy"),
+        ("tre-system", "tre-dns"),
     ]
 
 
@@ -102,3 +111,16 @@ def test_an_airlock_sharing_a_platform_namespace_adds_no_second_namespace() -> N
     objects = plan_platform(Settings(airlock_namespace="tre-system"))
     names = [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"]
     assert sorted(names) == ["tre-hub", "tre-system"]
+
+
+def test_the_proxy_and_the_resolver_have_tokenless_accounts_of_their_own() -> None:
+    objects = plan_platform(Settings(dns_namespace="tre-airlock"))
+    accounts = {
+        (o["metadata"]["namespace"], o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] == "ServiceAccount"
+    }
+    for key in (("tre-hub", "tre-proxy"), ("tre-airlock", "tre-dns")):
+        assert accounts[key]["automountServiceAccountToken"] is False
+    elsewhere = _service_accounts(Settings(dns_namespace="kube-dns-elsewhere"))
+    assert [a for a in elsewhere if a[1] == "tre-dns"] == []

@@ -29,6 +29,14 @@ hub
 tre-airlock
 {{- end }}
 
+{{- define "tre.proxyServiceAccount" -}}
+tre-proxy
+{{- end }}
+
+{{- define "tre.dnsServiceAccount" -}}
+tre-dns
+{{- end }}
+
 {{- define "tre.hubApiUrl" -}}
 http://hub.tre-hub.svc.cluster.local:8081
 {{- end }}
