@@ -136,8 +136,14 @@ def work(
     print(f"refused: {refused}")
     dialog.find_element(By.CSS_SELECTOR, ".jp-Dialog-footer button").click()
     driver.get(f"{hub}/user/{user}/{project}/lab/tree/{notebook}")
-    # JupyterLab re-renders the notebook while it loads: find the cell's editor afresh until a
-    # click lands (a run asked for before the kernel is up waits for it).
+    # A cell run before the notebook's kernel is connected is not run at all: wait until the
+    # status bar says the kernel is idle. JupyterLab re-renders the notebook while it loads:
+    # find the cell's editor afresh until a click lands.
+    wait.until(
+        expected_conditions.presence_of_element_located(
+            (By.XPATH, "//*[@id='jp-main-statusbar']//span[contains(., '| Idle')]")
+        )
+    )
     wait.until(lambda d: _click(d, ".jp-Cell .cm-content"))
     ActionChains(driver).key_down(Keys.SHIFT).send_keys(Keys.ENTER).key_up(Keys.SHIFT).perform()
     wait.until(

@@ -38,11 +38,12 @@ from kubernetes import client
 from pydantic import SecretStr
 
 from provisioner.controller.install import install_platform
+from provisioner.devcluster.binaries import pinned_node_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DevHub
 from provisioner.devcluster.node import POD_CIDR
 from provisioner.devcluster.s3server import S3Endpoint
-from provisioner.errors import RefusedError
+from provisioner.errors import RefusedError, TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.models.resources import AccessRequest, AccessRequestSpec, Workspace, WorkspaceSpec
@@ -52,6 +53,7 @@ from provisioner.planning.names import ANNOTATION_USER, hub_user, namespace_name
 from provisioner.planning.workspace import plan_workspace
 from provisioner.storage.s3 import ensure_bucket, s3_client
 from tests.conftest import reused_platform
+from tests.integration.node_world import busybox_image, host_kernel_settings
 from tests.integration.platform_with_node import (
     OUTSIDE_LISTENER,
     OUTSIDE_PORT,
@@ -236,6 +238,38 @@ def wait_for_pod_policy(kubeconfig: Path, settings: Settings, timeout: float = 6
             last = str(exc)
         time.sleep(0.25)
     pytest.fail(f"the pod admission policy did not become ready within {timeout:.0f}s: {last}")
+
+
+# --- the session's platform with a node added (test_node, test_csi_pod, test_platform_images) ---
+
+
+@pytest.fixture(scope="session")
+def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return busybox_image(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def kernel_settings_before_the_node(dev_platform: DevCluster) -> list[str]:
+    """The host's kernel settings before the session's node starts (host_kernel_settings)."""
+    return host_kernel_settings()
+
+
+@pytest.fixture(scope="session")
+def node_platform(
+    dev_platform: DevCluster, busybox_archive: Path, kernel_settings_before_the_node: list[str]
+) -> DevCluster:
+    """The session's platform with a node added: started the first time a node test asks,
+    so a run without node tests never pays for it. It stops with the platform."""
+    missing = pinned_node_binaries().missing()
+    if missing:  # a cold build (~11 min) would run into the per-test timeout: say what to do
+        pytest.fail(f"the node's binaries are not built ({missing[0]}): run 'make node-binaries'")
+    if not dev_platform.has_node():
+        try:
+            dev_platform.add_node(lambda message: print(f"[dev node] {message}"))
+        except TreError as exc:
+            pytest.fail(f"the node did not start, so no node test can run:\n{exc}")
+    dev_platform.node().import_image(busybox_archive)
+    return dev_platform
 
 
 # --- a platform with a node ------------------------------------------------------------------

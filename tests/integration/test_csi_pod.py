@@ -49,7 +49,6 @@ from provisioner.planning.storage import (
     dataset_persistent_volume,
 )
 from tests.integration.node_world import restricted_pod, run_to_completion
-from tests.integration.test_node import busybox_archive, node_platform  # noqa: F401 (fixtures)
 
 PREFIX = "cohort/2026/"
 README = "synthetic cohort, read through the CSI driver\n"
@@ -67,7 +66,7 @@ def settings(s3_endpoint: S3Endpoint) -> Settings:
 
 @pytest.fixture(scope="module")
 def csi_on_node(
-    node_platform: DevCluster,  # noqa: F811 (the imported fixture)
+    node_platform: DevCluster,
     s3_server_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[list[str]]:

@@ -42,7 +42,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from provisioner.devcluster.binaries import pinned_binaries, pinned_node_binaries
+from provisioner.devcluster.binaries import pinned_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.node import (
     KUBELET_KERNEL_DEFAULTS,
@@ -54,45 +54,14 @@ from provisioner.devcluster.node import (
     node_egress_socket,
 )
 from provisioner.devcluster.processes import free_port, spawn
-from provisioner.errors import TreError
 from provisioner.kube.client import api_client
 from tests.integration.node_world import (
-    busybox_image,
     host_kernel_settings,
     host_snapshot,
     restricted_pod,
     run_to_completion,
     wait_pod,
 )
-
-
-@pytest.fixture(scope="session")
-def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return busybox_image(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(scope="session")
-def kernel_settings_before_the_node(dev_platform: DevCluster) -> list[str]:
-    """The host's kernel settings before the session's node starts (host_kernel_settings)."""
-    return host_kernel_settings()
-
-
-@pytest.fixture(scope="session")
-def node_platform(
-    dev_platform: DevCluster, busybox_archive: Path, kernel_settings_before_the_node: list[str]
-) -> DevCluster:
-    """The session's platform with a node added: started the first time a node test asks,
-    so a run without node tests never pays for it. It stops with the platform."""
-    missing = pinned_node_binaries().missing()
-    if missing:  # a cold build (~11 min) would run into the per-test timeout: say what to do
-        pytest.fail(f"the node's binaries are not built ({missing[0]}): run 'make node-binaries'")
-    if not dev_platform.has_node():
-        try:
-            dev_platform.add_node(lambda message: print(f"[dev node] {message}"))
-        except TreError as exc:
-            pytest.fail(f"the node did not start, so no node test can run:\n{exc}")
-    dev_platform.node().import_image(busybox_archive)
-    return dev_platform
 
 
 @pytest.fixture

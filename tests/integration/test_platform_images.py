@@ -59,7 +59,6 @@ from provisioner.devcluster.images import (
 )
 from tests.integration.node_world import pod_events, restricted_pod, wait_pod
 from tests.integration.test_chart import ALL_ON, RELEASE, RELEASE_NAMESPACE, Tools
-from tests.integration.test_node import busybox_archive, node_platform  # noqa: F401 (fixtures)
 from tests.integration.test_resolver import NOERROR, NXDOMAIN
 
 pytestmark = pytest.mark.timeout(1800)  # a cold build downloads and installs a few hundred MB
@@ -101,7 +100,7 @@ def test_archive_is_the_charts_image_configured_as_its_dockerfile(
 
 @pytest.fixture(scope="module")
 def imported(
-    node_platform: DevCluster,  # noqa: F811
+    node_platform: DevCluster,
     archive: Callable[[LocalImage], Path],
 ) -> Callable[[LocalImage], None]:
     """Import an image into the node's containerd (once per module)."""
@@ -117,7 +116,7 @@ def imported(
 
 @pytest.fixture
 def core(
-    node_platform: DevCluster,  # noqa: F811
+    node_platform: DevCluster,
     admin_api: client.ApiClient,
 ) -> Iterator[client.CoreV1Api]:
     api = client.CoreV1Api(admin_api)
@@ -268,7 +267,7 @@ def test_dns_image_answers_its_table_and_nxdomain_as_the_charts_resolver(
     core: client.CoreV1Api,
     namespace: str,
     imported: Callable[[LocalImage], None],
-    node_platform: DevCluster,  # noqa: F811
+    node_platform: DevCluster,
     tmp_path: Path,
 ) -> None:
     imported(DNS)
@@ -283,6 +282,13 @@ def test_dns_image_answers_its_table_and_nxdomain_as_the_charts_resolver(
 
     config_map["metadata"] = {"name": config_map["metadata"]["name"]}
     core.create_namespaced_config_map(namespace, config_map)
+    # The chart's resolver runs as a token-less account of its own (the project policies trust
+    # its label only on that account, in the chart's namespace).
+    account = template["spec"]["serviceAccountName"]
+    core.create_namespaced_service_account(
+        namespace,
+        {"metadata": {"name": account}, "automountServiceAccountToken": False},
+    )
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
