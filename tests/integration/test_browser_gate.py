@@ -43,6 +43,7 @@ from provisioner.devcluster.binaries import K8S_VERSION, cache_dir
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DevHub
 from provisioner.kube.resources import PODS
+from provisioner.models.settings import DEFAULT_BROWSER_LIMITS
 from provisioner.planning.names import namespace_name
 from tests.integration.conftest import Browse
 from tests.integration.platform_with_node import (
@@ -59,14 +60,14 @@ pytestmark = pytest.mark.integration
 MIB = 1 << 20
 # Public workspaces of this platform: small enough to cross in a test.
 PUBLIC_LIMITS = {"readCapMib": 1, "uploadCapMib": 1, "contentBudgetMib": 4, "otherBudgetMib": 512}
-DEFAULT = {"readCapMib": 8, "uploadCapMib": 32, "contentBudgetMib": 256, "otherBudgetMib": 1024}
 PLATFORM_ENV = {
     "TRE_BROWSER_LIMITS_BY_TIER": json.dumps(
         {
-            "public": PUBLIC_LIMITS,
-            "internal": DEFAULT,
-            "confidential": DEFAULT,
-            "sensitive": DEFAULT,
+            **{
+                tier.value: limits.model_dump(by_alias=True)
+                for tier, limits in DEFAULT_BROWSER_LIMITS.items()
+            },
+            "public": PUBLIC_LIMITS,  # the other tiers keep the platform's defaults
         }
     )
 }
