@@ -194,7 +194,7 @@ func OpenSpool(dir string, deliver bool) (*Spool, error) {
 	if err := lines.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", spoolFile, err)
 	}
-	s.since = time.Now()
+	// The records found have waited long enough (s.since stays zero): they go at once.
 	// Start from a clean file: without acknowledged records and cut lines.
 	if err := s.rewriteLocked(); err != nil {
 		return nil, err
