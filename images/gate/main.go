@@ -109,7 +109,8 @@ func LoadConfig() (Config, error) {
 	c.RecordsURL = os.Getenv("GATE_RECORDS_URL")
 	c.TokenFile = os.Getenv("GATE_TOKEN_FILE")
 	if c.RecordsURL != "" {
-		if u, err := url.Parse(c.RecordsURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		u, err := url.Parse(c.RecordsURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return c, fmt.Errorf("GATE_RECORDS_URL: %q is not an http(s) URL", c.RecordsURL)
 		}
 		if c.TokenFile == "" {

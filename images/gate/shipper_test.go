@@ -180,6 +180,25 @@ func TestRecordsGoInBatchesOfAtMostAHundredInOrder(t *testing.T) {
 	}
 }
 
+func TestAHundredWaitingRecordsGoAtOnce(t *testing.T) {
+	s := newShipping(t, &airlock{})
+	s.shipper.Coalesce = time.Hour // only a full batch can make it go
+	s.run(t)
+	s.write(99)
+	s.write(1)
+	eventually(t, "a full batch goes", func() bool { return len(s.airlock.seen()) == 100 })
+}
+
+func TestRecordsARestartedGateFindsGoAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	NewRecorder(io.Discard, "rik", "heart", fixedNow, openSpool(t, dir, true)).Write("gate.started", nil)
+	s := newShipping(t, &airlock{})
+	s.spool = openSpool(t, dir, true)
+	s.shipper.Spool, s.shipper.Coalesce = s.spool, time.Hour
+	s.run(t)
+	eventually(t, "the spooled record goes", s.drained)
+}
+
 func TestABatchStaysWithin256KiB(t *testing.T) {
 	s := newShipping(t, &airlock{})
 	for range 60 {
