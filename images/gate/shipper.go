@@ -145,8 +145,12 @@ func (s *Shipper) send(ctx context.Context) error {
 	if err != nil || token == "" {
 		return fmt.Errorf("no token in GATE_TOKEN_FILE %s", s.TokenFile)
 	}
+	// Whose and which workspace's, also in a heartbeat (which has no record to say so); the
+	// airlock takes the project from the pod's namespace and refuses a batch that differs.
+	who, _ := json.Marshal(map[string]string{"user": s.Recorder.user, "project": s.Recorder.project})
 	usage, _ := json.Marshal(s.Usage())
-	body := bytes.NewBufferString(`{"usage":`)
+	body := bytes.NewBuffer(who[:len(who)-1])
+	body.WriteString(`,"usage":`)
 	body.Write(usage)
 	body.WriteString(`,"records":[`)
 	records, last := s.Spool.Batch(maxBatchRecords, maxBatchBytes-body.Len()-2)

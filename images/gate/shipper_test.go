@@ -23,6 +23,8 @@ type batch struct {
 	token   string
 	size    int
 	raw     string
+	User    string           `json:"user"`
+	Project string           `json:"project"`
 	Usage   Usage            `json:"usage"`
 	Records []map[string]any `json:"records"`
 }
@@ -304,7 +306,9 @@ func TestTheHeartbeatCarriesTheUsage(t *testing.T) {
 	s.run(t)
 	eventually(t, "a heartbeat", func() bool { return len(s.airlock.received()) > 0 })
 	b := s.airlock.received()[0]
-	if b.Usage != (Usage{"2026-12-07", 1234, 56}) || !strings.Contains(b.raw, `"records":[]`) {
+	// whose it is, even without a record to say so
+	if b.User != "rik" || b.Project != "heart" || b.Usage != (Usage{"2026-12-07", 1234, 56}) ||
+		!strings.Contains(b.raw, `"records":[]`) {
 		t.Errorf("heartbeat: %s", b.raw)
 	}
 }
