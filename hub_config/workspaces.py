@@ -196,9 +196,7 @@ def workspace_profile(
 
 def used_today(workspace: Workspace, user: str, today: dt.date) -> BrowserUsage | None:
     """What `user`'s browsers received from `workspace` today, as its status says."""
-    return next(
-        (u for u in workspace.status.browser if u.user == user and u.day == today), None
-    )
+    return next((u for u in workspace.status.browser if u.user == user and u.day == today), None)
 
 
 def server_prefix(spawner: Any) -> str:

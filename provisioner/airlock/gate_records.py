@@ -23,6 +23,7 @@ in the airlock never wait behind them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -36,7 +37,6 @@ from tornado.ioloop import IOLoop
 
 from provisioner.errors import ConflictError, InvalidInputError, RefusedError, TreError
 from provisioner.kube.api import Kube
-from provisioner.kube.resources import BROWSER_ACTIVITIES
 from provisioner.models.resources import (
     MAX_BROWSER_FIELD,
     MAX_BROWSER_RECORDS,
@@ -49,7 +49,7 @@ from provisioner.planning.notebook_pods import GATE_TOKEN_AUDIENCE
 if TYPE_CHECKING:
     from provisioner.models.settings import Settings
 
-TOKEN_REVIEWS_PATH: Final = "/apis/authentication.k8s.io/v1/tokenreviews"
+TOKEN_REVIEWS_PATH: Final = "/apis/authentication.k8s.io/v1/tokenreviews"  # noqa: S105 (a path)
 POD_NAME_EXTRA: Final = "authentication.kubernetes.io/pod-name"
 POD_UID_EXTRA: Final = "authentication.kubernetes.io/pod-uid"
 _SERVICE_ACCOUNT: Final = "system:serviceaccount:"
@@ -172,10 +172,9 @@ class GateRecords:
         """File the batch; the highest seq it holds (0 for a batch of counts only)."""
         pod = self.review(token)
         activity = activity_from_batch(body, pod)
-        try:
+        # AlreadyExists: the same batch, filed before its answer was lost
+        with contextlib.suppress(ConflictError):
             self.kube.create(activity.to_object())
-        except ConflictError:
-            pass  # the same batch, filed before its answer was lost
         return max((r.seq for r in activity.spec.records), default=0)
 
 

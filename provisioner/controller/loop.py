@@ -47,8 +47,8 @@ from provisioner.errors import PermanentError, TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
-    DATASETS,
     BROWSER_ACTIVITIES,
+    DATASETS,
     EXPORT_REQUESTS,
     NETWORK_POLICIES,
     PODS,

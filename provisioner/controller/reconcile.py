@@ -23,8 +23,8 @@ from provisioner.errors import TemporaryError, TreError
 from provisioner.kube.api import Kube, Manifest
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
-    DATASETS,
     BROWSER_ACTIVITIES,
+    DATASETS,
     EXPORT_REQUESTS,
     NAMESPACES,
     NETWORK_POLICIES,

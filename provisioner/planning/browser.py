@@ -59,7 +59,7 @@ def usage_today(
             day=today,
             content=max(held.content, reported.content if same_day else 0),
             other=max(held.other, reported.other if same_day else 0),
-            crossed=sorted((set(held.crossed) | crossed) & set(_METERS)),  # type: ignore[arg-type]
+            crossed=sorted((set(held.crossed) | crossed) & set(_METERS)),
         )
     return [merged[user] for user in sorted(merged)]
 

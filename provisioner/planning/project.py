@@ -520,15 +520,7 @@ def plan_project(
     )
     status["notebooks"] = [n.to_wire() for n in notebooks]
     activities = snapshot.browser_in(namespace) if conflict is None else []
-    usage = browser.usage_today(live_status.browser, activities, today)
-    status["browser"] = [u.to_wire() for u in usage]
-    if usage or any(c.type == browser.CONDITION for c in live_status.conditions):
-        ok, reason, message = browser.budget_condition(usage)
-        previous = [c.to_wire() for c in live_status.conditions]
-        status["conditions"] = [
-            *status["conditions"],
-            condition(browser.CONDITION, ok, reason, message, now, previous),
-        ]
+    status = _with_browser_usage(status, live_status, activities, now)
     live_status_wire = (live_ws or {}).get("status") or {}
     stale = {
         k: None
@@ -1042,6 +1034,23 @@ def notebook_audit(
         if audited is not None and stop.key not in audited:
             pending.append(record)
     return sorted([*running, *pending], key=lambda r: (r.pod, r.uid)), events
+
+
+def _with_browser_usage(
+    status: dict[str, Any],
+    live: WorkspaceStatus,
+    activities: Sequence[BrowserActivity],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """`status` with the day's browser counts and, once anyone's browser was counted, the
+    budget condition (`planning.browser`)."""
+    usage = browser.usage_today(live.browser, activities, now.date())
+    conditions = status.get("conditions") or []
+    if usage or any(c.type == browser.CONDITION for c in live.conditions):
+        ok, reason, message = browser.budget_condition(usage)
+        previous = [c.to_wire() for c in live.conditions]
+        conditions = [*conditions, condition(browser.CONDITION, ok, reason, message, now, previous)]
+    return {**status, "browser": [u.to_wire() for u in usage], "conditions": conditions}
 
 
 def browser_audit_events(project: str, activities: Sequence[BrowserActivity]) -> list[AuditEvent]:

@@ -145,7 +145,7 @@ def test_the_gates_token_is_the_gates_alone(world: World) -> None:
     other = notebook_pod(world, project, "lea")
     token = next(v for v in other["spec"]["volumes"] if v["name"] == GATE_TOKEN_VOLUME)
     token["projected"]["sources"][0]["serviceAccountToken"]["audience"] = "https://kubernetes"
-    with pytest.raises(RefusedError, match="spec.volumes"):
+    with pytest.raises(RefusedError, match=r"spec\.volumes"):
         create_pod_when_admitted(hub(world), other, dry_run=True)
 
 
@@ -210,7 +210,7 @@ def test_only_a_gates_own_pod_token_files_records(world: World, airlock: Kube) -
     project, pod = started_pod(world)
     records = GateRecords(airlock, world.settings)
     # a token for another audience (the API server's own), or for no pod at all
-    with pytest.raises(RefusedError, match="not a valid browser gate token|audience"):
+    with pytest.raises(RefusedError, match=r"not a valid browser gate token|audience"):
         records.file(token_for(world, pod, audience="https://kubernetes.default.svc"), {})
     namespace = namespace_name(project)
     unbound = world.admin.request(
