@@ -163,8 +163,8 @@ def gate_container(
         "GATE_STATE_DIR": GATE_STATE_PATH,
         "GATE_RECORDS_URL": names.airlock_url(settings) + GATE_RECORDS_PATH,
         "GATE_TOKEN_FILE": f"{GATE_TOKEN_PATH}/token",
-        "GATE_CONTENT_USED": str(used_today.content if used_today else 0),
-        "GATE_OTHER_USED": str(used_today.other if used_today else 0),
+        "GATE_CONTENT_USED": str(_used(used_today, "content", limits.content_budget_mib * MIB)),
+        "GATE_OTHER_USED": str(_used(used_today, "other", limits.other_budget_mib * MIB)),
     }
     return {
         "name": GATE_CONTAINER,
@@ -189,6 +189,16 @@ def gate_container(
             {"name": GATE_TOKEN_VOLUME, "mountPath": GATE_TOKEN_PATH, "readOnly": True},
         ],
     }
+
+
+def _used(usage: BrowserUsage | None, meter: str, budget: int) -> int:
+    """What a new gate counts as used today on `meter`: the whole budget once it was used up
+    (the bytes refused at the crossing were never counted, so the count alone stays below)."""
+    if usage is None:
+        return 0
+    if meter in usage.crossed:
+        return max(budget, usage.content if meter == "content" else usage.other)
+    return usage.content if meter == "content" else usage.other
 
 
 def gate_volumes() -> list[dict[str, Any]]:

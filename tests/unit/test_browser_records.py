@@ -12,7 +12,9 @@ from provisioner.airlock.gate_records import GatePod, activity_from_batch, gate_
 from provisioner.errors import InvalidInputError, RefusedError
 from provisioner.models.resources import MAX_BROWSER_FIELD, BrowserActivity, BrowserUsage
 from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier
 from provisioner.planning import browser
+from provisioner.planning.notebook_pods import gate_container
 from provisioner.planning.project import browser_audit_events
 
 TODAY = dt.date(2026, 12, 7)
@@ -170,3 +172,24 @@ def test_a_batch_is_cleared_only_when_audited_and_counted() -> None:
     short = [BrowserUsage(user="ravi", day=TODAY, content=9, other=5)]
     assert browser.finished([batch], keys, short, TODAY) == []
     assert browser.finished([batch], None, counted, TODAY) == []
+
+
+def test_a_new_gate_starts_from_the_days_count_and_a_used_up_budget_stays_used_up(
+    platform_settings: Settings,
+) -> None:
+    def env(usage: BrowserUsage | None) -> dict[str, str]:
+        gate = gate_container(
+            platform_settings,
+            user="ravi",
+            project="cardio",
+            prefix="/user/ravi/cardio/",
+            tier=ClassificationTier.PUBLIC,
+            used_today=usage,
+        )
+        return {e["name"]: e["value"] for e in gate["env"]}
+
+    assert (env(None)["GATE_CONTENT_USED"], env(None)["GATE_OTHER_USED"]) == ("0", "0")
+    counted = env(BrowserUsage(user="ravi", day=TODAY, content=700, other=9))
+    assert (counted["GATE_CONTENT_USED"], counted["GATE_OTHER_USED"]) == ("700", "9")
+    crossed = env(BrowserUsage(user="ravi", day=TODAY, content=700, crossed=["content"]))
+    assert crossed["GATE_CONTENT_USED"] == crossed["GATE_CONTENT_BUDGET"]
