@@ -15,11 +15,9 @@ not for the gate; a gate of one project writing into another.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes_asyncio.config import kube_config
 
 from provisioner.airlock.gate_records import GateRecords
 from provisioner.devcluster.airlock import airlock_kubeconfig
@@ -32,21 +30,13 @@ from provisioner.models.settings import Settings
 from provisioner.planning import browser
 from provisioner.planning.names import hub_user, namespace_name
 from provisioner.planning.notebook_pods import GATE_TOKEN_AUDIENCE, GATE_TOKEN_VOLUME
+from tests.integration import test_notebook_pods
 from tests.integration.test_notebook_pods import notebook_pod
 from tests.integration.workspace_world import World, create_pod_when_admitted, unique
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(
-    installed_platform: Settings,
-    dev_platform: DevCluster,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> World:
-    monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(dev_platform.kubeconfig))
-    return World(installed_platform, dev_platform.kubeconfig, tmp_path)
+# The same fixture: a World whose kubeconfig KubeSpawner's harness reads.
+world = test_notebook_pods.world
 
 
 @pytest.fixture
@@ -67,28 +57,31 @@ def started_pod(world: World) -> tuple[str, dict[str, Any]]:
     return project, pod
 
 
-def token_for(world: World, pod: dict[str, Any], audience: str = GATE_TOKEN_AUDIENCE) -> str:
+def token_for(
+    world: World,
+    pod: dict[str, Any] | None,
+    audience: str = GATE_TOKEN_AUDIENCE,
+    *,
+    namespace: str = "",
+) -> str:
     """What the kubelet puts in the gate's token volume: a token of the pod's ServiceAccount,
-    bound to the pod, for `audience`."""
-    meta = pod["metadata"]
-    account = pod["spec"].get("serviceAccountName") or "default"
+    bound to the pod, for `audience` (with no pod: the namespace's default account's, bound
+    to nothing)."""
+    spec: dict[str, Any] = {"audiences": [audience], "expirationSeconds": 600}
+    account = "default"
+    if pod is not None:
+        meta = pod["metadata"]
+        namespace, account = meta["namespace"], pod["spec"].get("serviceAccountName", account)
+        spec["boundObjectRef"] = {
+            "kind": "Pod",
+            "apiVersion": "v1",
+            "name": meta["name"],
+            "uid": meta["uid"],
+        }
     answer = world.admin.request(
         "POST",
-        f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "audiences": [audience],
-                "expirationSeconds": 600,
-                "boundObjectRef": {
-                    "kind": "Pod",
-                    "apiVersion": "v1",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                },
-            },
-        },
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
     )
     return str(answer["status"]["token"])
 
@@ -212,16 +205,7 @@ def test_only_a_gates_own_pod_token_files_records(world: World, airlock: Kube) -
     # a token for another audience (the API server's own), or for no pod at all
     with pytest.raises(RefusedError, match=r"not a valid browser gate token|audience"):
         records.file(token_for(world, pod, audience="https://kubernetes.default.svc"), {})
-    namespace = namespace_name(project)
-    unbound = world.admin.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/default/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"audiences": [GATE_TOKEN_AUDIENCE], "expirationSeconds": 600},
-        },
-    )["status"]["token"]
+    unbound = token_for(world, None, namespace=namespace_name(project))
     with pytest.raises(RefusedError, match="not bound to a pod"):
         records.file(unbound, batch(project, served(1)))
     # a gate that names another project is refused: its namespace decides
