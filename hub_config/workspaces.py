@@ -54,7 +54,7 @@ from pydantic import ValidationError
 from tornado.web import HTTPError
 
 from provisioner.errors import InvalidInputError, RefusedError
-from provisioner.models.resources import Workspace, WorkspacePhase
+from provisioner.models.resources import BrowserUsage, Workspace, WorkspacePhase
 from provisioner.models.rules import validate_project_slug
 from provisioner.models.settings import Settings
 from provisioner.planning import names, notebook_pods
@@ -183,7 +183,7 @@ def workspace_profile(
         "volume_mounts": storage.volume_mounts,
     }
     if gate is not None:
-        override["volumes"] = [*storage.volumes, notebook_pods.gate_volume()]
+        override["volumes"] = [*storage.volumes, *notebook_pods.gate_volumes()]
         override["extra_containers"] = [gate]
     return {
         "slug": workspace.name,
@@ -192,6 +192,11 @@ def workspace_profile(
         "default": default,
         "kubespawner_override": override,
     }
+
+
+def used_today(workspace: Workspace, user: str, today: dt.date) -> BrowserUsage | None:
+    """What `user`'s browsers received from `workspace` today, as its status says."""
+    return next((u for u in workspace.status.browser if u.user == user and u.day == today), None)
 
 
 def server_prefix(spawner: Any) -> str:
@@ -295,6 +300,7 @@ def make_profile_list(
             prefix=server_prefix(spawner),
             tier=notebook_pods.workspace_tier(workspace),
             image=gate_image,
+            used_today=used_today(workspace, spawner.user.name, dt.datetime.now(dt.UTC).date()),
         )
         return [workspace_profile(workspace, default=True, gate=gate)]
 

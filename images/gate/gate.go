@@ -86,17 +86,30 @@ func NewGate(upstream, prefix string, limits Limits, ledger *Ledger, recorder *R
 
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rel, ok := strings.CutPrefix(r.URL.Path, g.prefix)
-	if !ok && r.URL.Path+"/" != g.prefix {
+	inside := ok || r.URL.Path+"/" == g.prefix
+	route, refusal := Classify(r.Method, rel, r.URL.Query())
+	socket := strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+	// A full spool closes the gate: a record that cannot be kept must not be a file served
+	// without one. Only what JupyterLab needs to load and show the refusal passes: reads that
+	// make no record (the application, settings, lists of kernels and sessions).
+	if g.recorder.Undeliverable() && !(inside && refusal == nil && route.Kind == KindOther &&
+		!socket && (r.Method == http.MethodGet || r.Method == http.MethodHead)) {
+		g.recorder.Log("request.refused", map[string]any{
+			"rule": undeliverable.Rule, "method": r.Method, "path": r.URL.Path,
+		})
+		g.answer(w, undeliverable)
+		return
+	}
+	if !inside {
 		g.refuse(w, r, &Refusal{http.StatusNotFound, "outside-prefix",
 			"this gate serves " + g.prefix + " only"})
 		return
 	}
-	route, refusal := Classify(r.Method, rel, r.URL.Query())
 	if refusal != nil {
 		g.refuse(w, r, refusal)
 		return
 	}
-	if strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+	if socket {
 		g.serveSocket(w, r, route)
 		return
 	}
@@ -132,6 +145,16 @@ func (g *Gate) refuse(w http.ResponseWriter, r *http.Request, refusal *Refusal) 
 	g.recorder.Write("request.refused", map[string]any{
 		"rule": refusal.Rule, "method": r.Method, "path": r.URL.Path,
 	})
+	g.answer(w, refusal)
+}
+
+// undeliverable is the answer of a gate whose spool is full (records.go).
+var undeliverable = &Refusal{http.StatusServiceUnavailable, "records-undeliverable",
+	"the workspace's activity records cannot be delivered; ask the platform team. Your work " +
+		"and your kernels are not affected; the workspace opens again once the records are " +
+		"delivered"}
+
+func (g *Gate) answer(w http.ResponseWriter, refusal *Refusal) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(refusal.Status)

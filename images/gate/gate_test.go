@@ -34,6 +34,12 @@ func fixedNow() time.Time { return time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
 
 func newHarness(t *testing.T, limits Limits, upstream http.HandlerFunc) *harness {
 	t.Helper()
+	return newSpooledHarness(t, limits, nil, upstream)
+}
+
+// newSpooledHarness keeps the gate's records in spool (nil: none).
+func newSpooledHarness(t *testing.T, limits Limits, spool *Spool, upstream http.HandlerFunc) *harness {
+	t.Helper()
 	h := &harness{records: &bytes.Buffer{}}
 	notebook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -41,7 +47,7 @@ func newHarness(t *testing.T, limits Limits, upstream http.HandlerFunc) *harness
 		upstream(w, r)
 	}))
 	t.Cleanup(notebook.Close)
-	recorder := &Recorder{out: h.records, user: "rik", project: "heart", now: fixedNow}
+	recorder := NewRecorder(h.records, "rik", "heart", fixedNow, spool)
 	h.ledger = NewLedger(limits, filepath.Join(t.TempDir(), "ledger.json"), fixedNow, recorder)
 	gate := NewGate(strings.TrimPrefix(notebook.URL, "http://"), prefix, limits, h.ledger, recorder, fixedNow)
 	h.gate = httptest.NewServer(gate)

@@ -5,7 +5,9 @@
 // and reads of the approved data, caps file reads and uploads, meters file content and output
 // against a daily budget per person and workspace, and writes a record of every file served,
 // every upload, every refusal and every budget crossing to its standard output, one JSON object
-// a line, for the platform to collect. See README.md beside this file.
+// a line. When the platform collects them (GATE_RECORDS_URL), it also keeps them in a spool in
+// its state volume and sends them to the airlock until acknowledged, and closes to the browser
+// while they cannot be delivered. See README.md beside this file.
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -32,6 +35,13 @@ type Config struct {
 	Project  string
 	Limits   Limits
 	StateDir string
+	// Where the records go (optional: without it, to standard output only) and the
+	// projected service-account token the gate shows there.
+	RecordsURL string
+	TokenFile  string
+	// What the person already used today in this workspace in earlier pods.
+	ContentUsed int64
+	OtherUsed   int64
 }
 
 func env(name, fallback string) string {
@@ -84,6 +94,34 @@ func LoadConfig() (Config, error) {
 		}
 		*target = n
 	}
+	for name, target := range map[string]*int64{
+		"GATE_CONTENT_USED": &c.ContentUsed, "GATE_OTHER_USED": &c.OtherUsed,
+	} {
+		if _, set := os.LookupEnv(name); !set {
+			continue // a first pod of the day
+		}
+		n, err := bytesFrom(name)
+		if err != nil {
+			return c, err
+		}
+		*target = n
+	}
+	c.RecordsURL = os.Getenv("GATE_RECORDS_URL")
+	c.TokenFile = os.Getenv("GATE_TOKEN_FILE")
+	if c.RecordsURL != "" {
+		u, err := url.Parse(c.RecordsURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return c, fmt.Errorf("GATE_RECORDS_URL: %q is not an http(s) URL", c.RecordsURL)
+		}
+		if c.TokenFile == "" {
+			return c, errors.New("GATE_TOKEN_FILE is not set: with GATE_RECORDS_URL the gate " +
+				"needs the projected service-account token it shows the airlock")
+		}
+		if c.StateDir == "" {
+			return c, errors.New("GATE_STATE_DIR is not set: with GATE_RECORDS_URL the gate " +
+				"keeps its records there until the airlock has them")
+		}
+	}
 	return c, nil
 }
 
@@ -108,12 +146,22 @@ var version = "dev"
 
 func run(c Config) error {
 	now := time.Now
-	recorder := &Recorder{out: os.Stdout, user: c.User, project: c.Project, now: now}
+	spool, err := OpenSpool(c.StateDir, c.RecordsURL != "")
+	if err != nil {
+		return fmt.Errorf("the record spool in %s: %w", c.StateDir, err)
+	}
+	recorder := NewRecorder(os.Stdout, c.User, c.Project, now, spool)
 	state := ""
 	if c.StateDir != "" {
 		state = filepath.Join(c.StateDir, "ledger.json")
 	}
 	ledger := NewLedger(c.Limits, state, now, recorder)
+	ledger.CarryOver(MeterContent, c.ContentUsed)
+	ledger.CarryOver(MeterOther, c.OtherUsed)
+	if c.RecordsURL != "" {
+		shipper := NewShipper(c.RecordsURL, c.TokenFile, spool, ledger.Usage, recorder)
+		defer startShipping(shipper)()
+	}
 	gate := NewGate(c.Upstream, c.Prefix, c.Limits, ledger, recorder, now)
 	// Without SO_REUSEPORT: no other user's process can bind this port beside the gate.
 	listener, err := net.Listen("tcp", c.Listen)
@@ -129,6 +177,7 @@ func run(c Config) error {
 		"listen": c.Listen, "upstream": c.Upstream, "readCap": c.Limits.ReadCap,
 		"uploadCap": c.Limits.UploadCap, "contentBudget": c.Limits.ContentBudget,
 		"otherBudget": c.Limits.OtherBudget, "contentUsed": ledger.Used(MeterContent),
+		"otherUsed": ledger.Used(MeterOther), "recordsTo": c.RecordsURL,
 	})
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
@@ -148,4 +197,20 @@ func run(c Config) error {
 		return nil
 	}
 	return err
+}
+
+// startShipping runs the shipper until the returned function is called (on the way out), which
+// stops it and makes one last, brief attempt to deliver what the last requests recorded; what
+// is left stays in the spool for the next gate container of the pod.
+func startShipping(shipper *Shipper) func() {
+	ctx, stop := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { shipper.Run(ctx); close(stopped) }()
+	return func() {
+		stop()
+		<-stopped
+		last, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = shipper.Flush(last)
+	}
 }

@@ -5,7 +5,6 @@ package main
 
 import (
 	"encoding/json"
-	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -118,6 +117,44 @@ func (l *Ledger) Charge(m Meter, n int64) bool {
 	return true
 }
 
+// CarryOver starts the day's count on meter m from at least used: what the person already
+// used today in this workspace in earlier pods, as the platform counted it, so that a restarted
+// server does not get a fresh budget. A budget that count reaches starts crossed, without a
+// record: the platform already knows of that crossing.
+func (l *Ledger) CarryOver(m Meter, used int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if day := l.today(); l.state.Day != day {
+		l.state = freshUsage(day)
+	}
+	if used > l.state.Bytes[m] {
+		l.state.Bytes[m] = used
+		l.dirty = true
+	}
+	if l.state.Bytes[m] >= l.budget(m) && !l.state.Crossed[m] {
+		l.state.Crossed[m] = true
+		l.dirty = true
+	}
+}
+
+// Usage is the day's counts as the gate reports them to the platform with every batch.
+type Usage struct {
+	Day     string `json:"day"`
+	Content int64  `json:"content"`
+	Other   int64  `json:"other"`
+}
+
+// Usage is the day's count on both meters.
+func (l *Ledger) Usage() Usage {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	day := l.today()
+	if l.state.Day != day {
+		return Usage{Day: day}
+	}
+	return Usage{Day: day, Content: l.state.Bytes[MeterContent], Other: l.state.Bytes[MeterOther]}
+}
+
 // Crossed reports whether meter m's budget was crossed today.
 func (l *Ledger) Crossed(m Meter) bool {
 	l.mu.Lock()
@@ -150,38 +187,9 @@ func (l *Ledger) saveLocked() {
 		return
 	}
 	raw, _ := json.Marshal(l.state)
-	tmp := l.file + ".tmp"
-	if err := os.WriteFile(tmp, raw, 0o600); err == nil {
-		err = os.Rename(tmp, l.file)
-		if err == nil {
-			l.dirty = false
-			return
-		}
+	if err := writeAtomically(l.file, raw); err != nil {
+		l.recorder.Write("gate.error", map[string]any{"detail": "could not save " + filepath.Base(l.file)})
+		return
 	}
-	l.recorder.Write("gate.error", map[string]any{"detail": "could not save " + filepath.Base(l.file)})
-}
-
-// Recorder writes one JSON object a line: the gate's records, which the platform collects
-// into the audit chain. Each names the person and the workspace.
-type Recorder struct {
-	mu      sync.Mutex
-	out     io.Writer
-	user    string
-	project string
-	now     func() time.Time
-}
-
-// Write records one event with its fields.
-func (r *Recorder) Write(event string, fields map[string]any) {
-	record := map[string]any{
-		"event": event, "user": r.user, "project": r.project,
-		"at": r.now().UTC().Format(time.RFC3339Nano),
-	}
-	for k, v := range fields {
-		record[k] = v
-	}
-	line, _ := json.Marshal(record)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, _ = r.out.Write(append(line, '\n'))
+	l.dirty = false
 }

@@ -20,6 +20,7 @@ recorded by a GET that another site could make a browser send.
     POST   api/exports/NS/NAME/release          the lead
     POST   api/exports/NS/NAME/download/PATH    the lead: {url} (recorded, expires)
     POST   api/exports/NS/NAME/revoke           {reason}
+    POST   api/gate/records                     a browser gate's records (`gate_records`)
     GET    health                               liveness, no sign-in
 
 Pages (`/`, `exports/NS/NAME`) show the same and post forms (XSRF-checked) to the same
@@ -50,6 +51,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
 from provisioner.airlock.desk import Desk, ExportView, Person, parse_votes
+from provisioner.airlock.gate_records import gate_routes
 from provisioner.airlock.hub_sign_in import (
     HubConfig,
     HubSignIn,
@@ -492,6 +494,7 @@ def make_app(desk: Desk, sign_in: HubSignIn, cookie_secret: bytes) -> web.Applic
         (prefix + rf"(?:api/)?exports/{names}/{names}/files/(.+)", Files),
         (prefix + rf"(?:api/)?exports/{names}/{names}/view/(.+)", View),
         (prefix + rf"(?:api/)?exports/{names}/{names}/download/(.+)", Download),
+        *gate_routes(prefix, desk.kube, desk.settings),
     ]
     return web.Application(
         routes,

@@ -47,6 +47,7 @@ from provisioner.errors import PermanentError, TreError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
+    BROWSER_ACTIVITIES,
     DATASETS,
     EXPORT_REQUESTS,
     NETWORK_POLICIES,
@@ -375,7 +376,7 @@ def projects_of_event(kind: str, obj: Mapping[str, Any]) -> set[str] | None:
         return {project} if isinstance(project, str) else None
     if kind == "Workspace":
         return {meta["name"]} if "name" in meta else None
-    if kind in ("NetworkPolicy", "RoleBinding", "ExportRequest", "Pod"):
+    if kind in ("NetworkPolicy", "RoleBinding", "ExportRequest", "Pod", "BrowserActivity"):
         namespace = str(meta.get("namespace", ""))
         if namespace.startswith(NAMESPACE_PREFIX):
             return {namespace[len(NAMESPACE_PREFIX) :]}
@@ -468,13 +469,15 @@ def run_projects(
 
 # Every NetworkPolicy and RoleBinding, not only ours: one added by hand in a project namespace
 # is removed at once rather than at the next resync. Pods: a notebook's start and stop reach
-# the audit log when they happen, not at the next resync. The controller's ClusterRole must
+# the audit log when they happen, not at the next resync; BrowserActivities: what reached a
+# browser, likewise. The controller's ClusterRole must
 # allow `watch` on each (a refused watch is retried, and every reconnect is a full pass).
 WATCHED: Final = (
     ACCESS_REQUESTS,
     DATASETS,
     WORKSPACES,
     EXPORT_REQUESTS,
+    BROWSER_ACTIVITIES,
     NETWORK_POLICIES,
     ROLE_BINDINGS,
     PODS,

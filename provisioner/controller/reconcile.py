@@ -23,6 +23,7 @@ from provisioner.errors import TemporaryError, TreError
 from provisioner.kube.api import Kube, Manifest
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
+    BROWSER_ACTIVITIES,
     DATASETS,
     EXPORT_REQUESTS,
     NAMESPACES,
@@ -33,7 +34,13 @@ from provisioner.kube.resources import (
     ROLE_BINDINGS,
     WORKSPACES,
 )
-from provisioner.models.resources import AccessRequest, Dataset, ExportRequest, WorkspacePhase
+from provisioner.models.resources import (
+    AccessRequest,
+    BrowserActivity,
+    Dataset,
+    ExportRequest,
+    WorkspacePhase,
+)
 from provisioner.models.settings import Settings
 from provisioner.planning.names import LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY, NAMESPACE_PREFIX
 from provisioner.planning.project import (
@@ -119,6 +126,11 @@ def read_snapshot(kube: Kube) -> Snapshot:
         ExportRequest,
         unparsable,
     )
+    browser = parse_each(
+        [a for a in kube.list(BROWSER_ACTIVITIES) if a["metadata"].get("namespace") in namespaces],
+        BrowserActivity,
+        unparsable,
+    )
     return Snapshot(
         requests,
         datasets,
@@ -129,6 +141,7 @@ def read_snapshot(kube: Kube) -> Snapshot:
         pods=pods,
         unparsable=unparsable,
         exports=exports,
+        browser=browser,
     )
 
 
@@ -152,6 +165,7 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
     foreign: list[Manifest] = []
     pods: list[Manifest] = []
     exports: list[ExportRequest] = []
+    browser: list[BrowserActivity] = []
     if namespace is not None:
         if _is_ours(namespace):
             owned[object_key(namespace)] = namespace
@@ -169,6 +183,8 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
         pods = kube.list(PODS, namespace=namespace_name_)
         listed_exports = kube.list(EXPORT_REQUESTS, namespace=namespace_name_)
         exports = parse_each(listed_exports, ExportRequest, unparsable)
+        listed_browser = kube.list(BROWSER_ACTIVITIES, namespace=namespace_name_)
+        browser = parse_each(listed_browser, BrowserActivity, unparsable)
     for resource in OWNED_KINDS:
         if not resource.namespaced and resource is not NAMESPACES:
             selector = f"{_MANAGED},{LABEL_PROJECT}={project}"
@@ -184,6 +200,7 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
         pods=pods,
         unparsable=unparsable,
         exports=exports,
+        browser=browser,
     )
 
 
@@ -192,7 +209,7 @@ def _is_ours(obj: Manifest) -> bool:
     return labels.get(LABEL_MANAGED_BY) == MANAGED_BY and LABEL_PROJECT in labels
 
 
-_Parsed = TypeVar("_Parsed", AccessRequest, Dataset, ExportRequest)
+_Parsed = TypeVar("_Parsed", AccessRequest, BrowserActivity, Dataset, ExportRequest)
 
 
 def parse_each(
@@ -285,6 +302,9 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
         events.append(workspace_grants_event(applied_ws))
     try:
         result.audited = _append(audit, plan.project, events)
+        for done in plan.browser_done:
+            # every record of it is in the log and its count in the status
+            kube.delete(BROWSER_ACTIVITIES, done.name, done.namespace)
     except TemporaryError as exc:
         if plan.desired_status is not None:
             # Visible where operators look: the Workspace says its audit trail is behind.

@@ -73,6 +73,7 @@ _KNOWN = [
     Resource(f"{API_GROUP}/{API_VERSION}", "AccessRequest", "accessrequests", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "Workspace", "workspaces", False),
     Resource(f"{API_GROUP}/{API_VERSION}", "ExportRequest", "exportrequests", True),
+    Resource(f"{API_GROUP}/{API_VERSION}", "BrowserActivity", "browseractivities", True),
 ]
 RESOURCES: dict[tuple[str, str], Resource] = {(r.api_version, r.kind): r for r in _KNOWN}
 
@@ -80,6 +81,7 @@ DATASETS = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "Dataset")]
 ACCESS_REQUESTS = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "AccessRequest")]
 WORKSPACES = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "Workspace")]
 EXPORT_REQUESTS = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "ExportRequest")]
+BROWSER_ACTIVITIES = RESOURCES[(f"{API_GROUP}/{API_VERSION}", "BrowserActivity")]
 
 # Kinds a workspace owns, in the order they are pruned (planning.workspace.PRUNE_ORDER).
 # Computed on first use (PEP 562): importing the planner costs every `tre` command about

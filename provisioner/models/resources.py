@@ -15,6 +15,8 @@ Who writes what:
   controller writes `status.phase`, `reviewers` and `conditions` from the reviews; the airlock
   (`settings.airlock_user`) alone writes `status.release`, `status.revocation` and
   `status.access` (admission policy `tre-exportrequest-approved`).
+- BrowserActivity: the airlock alone creates it, from a batch of the browser gate's records
+  (RBAC; the spec is immutable); the controller audits each record and then deletes it.
 """
 
 from __future__ import annotations
@@ -297,6 +299,17 @@ class NotebookRecord(KubeModel):
     user: str = Field(max_length=256)
 
 
+class BrowserUsage(KubeModel):
+    """One person's bytes sent to the browser from a workspace on one day (UTC), by meter
+    (the browser gate's `content` and `other`), and the meters whose budget they crossed."""
+
+    user: Username
+    day: dt.date
+    content: int = Field(default=0, ge=0)
+    other: int = Field(default=0, ge=0)
+    crossed: list[Literal["content", "other"]] = Field(default_factory=list, max_length=2)
+
+
 class WorkspaceStatus(KubeModel):
     phase: WorkspacePhase = WorkspacePhase.PROVISIONING
     frozen_at: dt.datetime | None = None
@@ -309,6 +322,10 @@ class WorkspaceStatus(KubeModel):
     # The notebook pods running (or stopped and not yet audited), sorted by pod name. Bounded
     # by the namespace's pod quota in practice; the cap keeps a status object small.
     notebooks: list[NotebookRecord] = Field(default_factory=list, max_length=256)
+    # What each person's browsers received from this workspace today (UTC), as the browser
+    # gates report it: the hub starts a person's next gate from it, so a restarted server
+    # does not get a fresh budget. Only today's entries are kept.
+    browser: list[BrowserUsage] = Field(default_factory=list, max_length=256)
 
 
 class Workspace(CustomResource):
@@ -452,3 +469,59 @@ class ExportRequest(CustomResource):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     spec: ExportRequestSpec
     status: ExportRequestStatus = Field(default_factory=ExportRequestStatus)
+
+
+# --- BrowserActivity ----------------------------------------------------------------------------
+
+
+class BrowserRecord(KubeModel):
+    """One record of a browser gate: a file served, an upload, a refusal, a budget crossed.
+    `seq` numbers a pod's records from 1, so (pod uid, seq) names one record for good."""
+
+    seq: int = Field(ge=1)
+    event: str = Field(pattern=r"^[a-z]+\.[a-z]+$", max_length=40)
+    at: dt.datetime
+    # The record's other fields as the gate wrote them, each as text (path, bytes, sha256,
+    # rule, meter, ...): the audit entry carries them unchanged.
+    fields: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("fields")
+    @classmethod
+    def _bounded(cls, fields: dict[str, str]) -> dict[str, str]:
+        for key, value in fields.items():
+            if not 1 <= len(key) <= 40 or len(value) > MAX_BROWSER_FIELD:
+                raise ValueError(
+                    f"field {key[:40]!r}: names are 1-40 characters, values at most "
+                    f"{MAX_BROWSER_FIELD}"
+                )
+        return fields
+
+
+# A value of a record (a path, a rule) is cut to this length by the airlock: paths longer
+# than that are not worth a bigger object, and the record still names the file's sha256.
+MAX_BROWSER_FIELD: Final = 1024
+MAX_BROWSER_RECORDS: Final = 100
+
+
+class BrowserActivitySpec(KubeModel):
+    project: ProjectSlug
+    user: Username
+    pod: str = Field(min_length=1, max_length=253)
+    pod_uid: str = Field(min_length=1, max_length=64)
+    # The gate's counts for the day when it sent the batch (cumulative for the day).
+    usage: BrowserUsage
+    records: list[BrowserRecord] = Field(default_factory=list, max_length=MAX_BROWSER_RECORDS)
+
+
+class BrowserActivityStatus(KubeModel):
+    pass
+
+
+class BrowserActivity(CustomResource):
+    """Namespaced, in the project's namespace: one batch of a browser gate's records, as the
+    airlock received it from the gate (authenticated by the pod's own token). Immutable."""
+
+    kind: ClassVar[str] = "BrowserActivity"
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=253)
+    spec: BrowserActivitySpec
+    status: BrowserActivityStatus = Field(default_factory=BrowserActivityStatus)

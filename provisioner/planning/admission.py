@@ -96,7 +96,7 @@ from provisioner.models.resources import (
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, DatasetCsiDriver
-from provisioner.planning import names, storage
+from provisioner.planning import names, notebook_pods, storage
 from provisioner.planning.datasets import platform_bucket_reason
 from provisioner.planning.names import LABEL_PROJECT, POLICY_DEFAULT_DENY
 from provisioner.planning.network_policies import NAMESPACE_NAME_LABEL, platform_peers
@@ -130,6 +130,7 @@ EXPORT_UPDATE_POLICY: Final = "tre-exportrequest-reviews"
 EXPORT_STATUS_POLICY: Final = "tre-exportrequest-approved"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
 PLATFORM_PEERS_POLICY: Final = "tre-platform-peer-pods"
+BROWSER_ACTIVITY_POLICY: Final = "tre-browseractivity-airlock-only"
 # Room kept in spec.decisions (CRD maxItems) for a revoke: revocation can never be blocked by
 # a list filled with other decisions.
 MAX_DECISIONS: Final = 64
@@ -224,6 +225,7 @@ def plan_admission_policies(
         _project_namespace_policy(settings, controller),
         _controller_scope_policy(settings, controller),
         _platform_peers_policy(settings),
+        _browser_activity_policy(settings),
     ]
     planned: list[dict[str, Any]] = []
     for policy in policies:
@@ -264,7 +266,9 @@ def guards_custom_resources(policy: str) -> bool:
     objects, pods) take built-in kinds as parameters or guard built-in kinds: their bindings
     must never be deleted, not even in tests (upstream kubernetes#130887 breaks a built-in
     parameter kind's informer until the API server restarts)."""
-    return policy.startswith(("tre-accessrequest", "tre-dataset", "tre-workspace"))
+    return policy.startswith(
+        ("tre-accessrequest", "tre-dataset", "tre-workspace", "tre-browseractivity")
+    )
 
 
 def high_tiers(settings: Settings) -> list[ClassificationTier]:
@@ -1096,11 +1100,24 @@ def _dataset_mount_configuration(settings: Settings, spec: str) -> str:
 def _pod_access_policy(settings: Settings) -> dict[str, Any]:
     """Pods in a project namespace: only from the hub, only while the workspace is Ready,
     only for a member, only with the project's claims (dataset claims read-only) and the few
-    ephemeral volume kinds a notebook needs. The parameter is the namespace's workspace
-    access ConfigMap, which only the controller writes; no ConfigMap, no pod."""
+    ephemeral volume kinds a notebook needs, and with the browser gate beside whatever mounts
+    the workspace's storage (`tre check`'s probe pods mount nothing and need none). The
+    parameter is the namespace's workspace access ConfigMap, which only the controller
+    writes; no ConfigMap, no pod."""
     hub = names.hub_user(settings)
     user = f"object.metadata.annotations[{cel_str(names.ANNOTATION_USER)}]"
     claim = "v.persistentVolumeClaim"
+    token_volume = notebook_pods.GATE_TOKEN_VOLUME
+    audience = notebook_pods.GATE_TOKEN_AUDIENCE
+    gate_uid = notebook_pods.GATE_UID
+    # The gate's token and nothing else: one source, the pod's ServiceAccount token for the
+    # gate's audience (which the API server itself does not accept).
+    gate_token = (
+        f"v.name == {cel_str(token_volume)} && has(v.projected) && "
+        "size(v.projected.sources) == 1 && has(v.projected.sources[0].serviceAccountToken) && "
+        "has(v.projected.sources[0].serviceAccountToken.audience) && "
+        f"v.projected.sources[0].serviceAccountToken.audience == {cel_str(audience)}"
+    )
     return _policy(
         POD_ACCESS_POLICY,
         _rules(["pods"], ["CREATE"], group="", version="v1"),
@@ -1109,6 +1126,8 @@ def _pod_access_policy(settings: Settings) -> dict[str, Any]:
             "members": "params.data.members.split(',')",
             "claims": "params.data.claims.split(',')",
             "volumes": "has(object.spec.volumes) ? object.spec.volumes : []",
+            "containers": "object.spec.containers + (has(object.spec.initContainers) ? "
+            "object.spec.initContainers : [])",
         },
         validations=[
             _validation(
@@ -1134,10 +1153,29 @@ def _pod_access_policy(settings: Settings) -> dict[str, Any]:
                 f"({claim}.claimName in variables.claims && "
                 f"(!{claim}.claimName.startsWith('ds-') || "
                 f"(has({claim}.readOnly) && {claim}.readOnly))) : "
-                "(has(v.emptyDir) || has(v.downwardAPI)))",
+                f"(has(v.emptyDir) || has(v.downwardAPI) || ({gate_token})))",
                 "'spec.volumes: only the workspace claims (' + params.data.claims + ', dataset "
-                "claims read-only), emptyDir and downwardAPI volumes are allowed in project "
+                "claims read-only), emptyDir and downwardAPI volumes and the browser gate\\'s "
+                f"token (volume {token_volume}, audience {audience}) are allowed in project "
                 "namespace ' + request.namespace",
+            ),
+            _validation(
+                "variables.containers.all(c, c.name == "
+                f"{cel_str(notebook_pods.GATE_CONTAINER)} || !has(c.volumeMounts) || "
+                f"c.volumeMounts.all(m, m.name != {cel_str(token_volume)}))",
+                f"'spec.containers: only the browser gate mounts volume {token_volume}: it "
+                "proves to the airlock which pod its records come from'",
+            ),
+            _validation(
+                "!variables.volumes.exists(v, has(v.persistentVolumeClaim)) || "
+                "object.spec.containers.exists_one(c, c.name == "
+                f"{cel_str(notebook_pods.GATE_CONTAINER)} && has(c.securityContext) && "
+                f"has(c.securityContext.runAsUser) && c.securityContext.runAsUser == {gate_uid} "
+                "&& has(c.securityContext.readOnlyRootFilesystem) && "
+                "c.securityContext.readOnlyRootFilesystem)",
+                f"'spec.containers: a pod that mounts the workspace\\'s storage runs the "
+                f"browser gate beside it (container {notebook_pods.GATE_CONTAINER}, user "
+                f"{gate_uid}, read-only root): start servers from the hub'",
             ),
         ],
     )
@@ -1218,6 +1256,36 @@ def _pod_no_exec_policy() -> dict[str, Any]:
                 message="pods in project namespaces cannot be exec'd into, attached to, "
                 "port-forwarded or given extra containers: data leaves a workspace only "
                 "through the airlock",
+            ),
+        ],
+    )
+
+
+# --- BrowserActivities (the browser gates' records, filed by the airlock) ---------------------
+
+
+def _browser_activity_policy(settings: Settings) -> dict[str, Any]:
+    """Only the airlock files a browser gate's records, in a project namespace and for that
+    namespace's project: anyone else's (an admin's included) would be a record nobody's gate
+    wrote. Changes are refused by the CRD (the spec is immutable); only the controller deletes
+    one, after auditing it (RBAC)."""
+    label = cel_str(LABEL_PROJECT)
+    return _policy(
+        BROWSER_ACTIVITY_POLICY,
+        _rules(["browseractivities"], ["CREATE"]),
+        validations=[
+            _validation(
+                f"request.userInfo.username == {cel_str(settings.airlock_user)}",
+                "request.userInfo.username + ' may not file browser activity: only the "
+                "airlock does, for the browser gate that sent it'",
+            ),
+            _validation(
+                f"has(namespaceObject.metadata.labels) && {label} in "
+                f"namespaceObject.metadata.labels && object.spec.project == "
+                f"namespaceObject.metadata.labels[{label}]",
+                "'spec.project: browser activity is filed in its project\\'s namespace, not ' "
+                "+ request.namespace",
+                reason="Invalid",
             ),
         ],
     )

@@ -1,4 +1,5 @@
-"""The CustomResourceDefinitions of Dataset, AccessRequest and Workspace, generated from the models.
+"""The CustomResourceDefinitions of our kinds (Dataset, AccessRequest, Workspace, ExportRequest,
+BrowserActivity), generated from the models.
 
 The pydantic models in `provisioner.models.resources` are the single source of the schemas:
 `plan_crds()` takes their JSON Schema and turns it into the *structural* OpenAPI v3 schema that
@@ -45,6 +46,9 @@ from provisioner.models.resources import (
     AccessRequest,
     AccessRequestSpec,
     AccessRequestStatus,
+    BrowserActivity,
+    BrowserActivitySpec,
+    BrowserActivityStatus,
     Dataset,
     DatasetSource,
     DatasetSpec,
@@ -291,7 +295,31 @@ _EXPORTS: Final = _Kind(
         ("status", "access"): {"x-kubernetes-list-type": "atomic"},
     },
 )
-_ALL_KINDS: Final = (*_KINDS, _EXPORTS)
+_BROWSER: Final = _Kind(
+    model=BrowserActivity,
+    description="One batch of a browser gate's records (files served, uploads, refusals, "
+    "budget crossings), created by the airlock for the gate that sent it; the controller "
+    "audits each record and then deletes the batch. Never changed.",
+    spec=BrowserActivitySpec,
+    status=BrowserActivityStatus,
+    plural="browseractivities",
+    singular="browseractivity",
+    short_names=("bra",),
+    scope="Namespaced",
+    columns=(
+        _column("User", ".spec.user"),
+        _column("Pod", ".spec.pod", priority=1),
+        _AGE,
+    ),
+    extensions={
+        ("spec",): {
+            "x-kubernetes-validations": [
+                _rule("self == oldSelf", "a browser activity record is never changed")
+            ]
+        },
+    },
+)
+_ALL_KINDS: Final = (*_KINDS, _EXPORTS, _BROWSER)
 
 
 def plan_crds() -> list[dict[str, Any]]:

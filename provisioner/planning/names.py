@@ -208,6 +208,18 @@ def platform_namespaces(settings: Settings) -> frozenset[str]:
     return frozenset(found)
 
 
+def project_of_namespace(namespace: str, settings: Settings) -> str | None:
+    """The project whose namespace `namespace` is (`tre-<slug>`, not a platform namespace),
+    or None."""
+    slug = namespace.removeprefix(_NAMESPACE_PREFIX)
+    if slug == namespace or namespace in platform_namespaces(settings):
+        return None
+    try:
+        return validate_project_slug(slug)
+    except ValueError:
+        return None
+
+
 def reserved_project_slugs(settings: Settings) -> list[str]:
     """Slugs whose namespace `tre-<slug>` would be a platform namespace."""
     return sorted(

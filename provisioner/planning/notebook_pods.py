@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from provisioner import __version__
-from provisioner.models.resources import Workspace
+from provisioner.models.resources import BrowserUsage, Workspace
 from provisioner.models.rules import ClassificationTier
 from provisioner.models.settings import MIB, Settings
 from provisioner.planning import names
@@ -33,6 +33,15 @@ GATE_UID: Final = 10002
 # notebook container does not mount.
 GATE_STATE_VOLUME: Final = "gate-state"
 GATE_STATE_PATH: Final = "/var/run/tre-gate"
+# The pod's own ServiceAccount token, for the gate alone: it proves to the airlock which pod
+# a batch of records comes from (a TokenReview names the pod). Its audience is the gate's,
+# so the API server itself does not accept it; the notebook container does not mount it.
+GATE_TOKEN_VOLUME: Final = "gate-token"  # noqa: S105 (a name, not a secret)
+GATE_TOKEN_PATH: Final = "/var/run/tre-gate-token"  # noqa: S105 (a name, not a secret)
+GATE_TOKEN_AUDIENCE: Final = "tre-gate"  # noqa: S105 (a name, not a secret)
+GATE_TOKEN_SECONDS: Final = 3600
+# Where the airlock takes the gates' records, under its URL (names.airlock_url).
+GATE_RECORDS_PATH: Final = "api/gate/records"
 # z2jh's hub NetworkPolicy admits pods with this label (from other namespaces only with
 # `interNamespaceAccessLabels: accept`); our own policies are in the project namespaces.
 Z2JH_HUB_ACCESS_LABEL: Final = "hub.jupyter.org/network-access-hub"
@@ -128,6 +137,7 @@ def gate_container(
     prefix: str,
     tier: ClassificationTier,
     image: str = GATE_IMAGE,
+    used_today: BrowserUsage | None = None,
 ) -> dict[str, Any]:
     """The browser gate beside a notebook: it listens on the port the hub and the proxy reach
     (which KubeSpawner declares on the notebook container: a pod's containers share one
@@ -135,7 +145,10 @@ def gate_container(
     of the Jupyter server on the pod's loopback, with the limits of the workspace's tier.
 
     Its own user, a read-only root file system, every capability dropped: the researcher owns
-    every process of the notebook container and none of this one."""
+    every process of the notebook container and none of this one. It sends its records to the
+    airlock with the pod's token (`gate_token_volume`), and starts from what the person's
+    browsers already received from this workspace today (`used_today`, the Workspace's
+    status), so a restarted server does not get a fresh budget."""
     limits = settings.browser_limits_by_tier[tier]
     env = {
         "GATE_LISTEN": f":{settings.notebook_port}",
@@ -148,6 +161,10 @@ def gate_container(
         "GATE_CONTENT_BUDGET": str(limits.content_budget_mib * MIB),
         "GATE_OTHER_BUDGET": str(limits.other_budget_mib * MIB),
         "GATE_STATE_DIR": GATE_STATE_PATH,
+        "GATE_RECORDS_URL": names.airlock_url(settings) + GATE_RECORDS_PATH,
+        "GATE_TOKEN_FILE": f"{GATE_TOKEN_PATH}/token",
+        "GATE_CONTENT_USED": str(_used(used_today, "content", limits.content_budget_mib * MIB)),
+        "GATE_OTHER_USED": str(_used(used_today, "other", limits.other_budget_mib * MIB)),
     }
     return {
         "name": GATE_CONTAINER,
@@ -167,10 +184,40 @@ def gate_container(
                 "memory": f"{64 + 2 * max(limits.read_cap_mib, limits.upload_cap_mib)}Mi",
             },
         },
-        "volumeMounts": [{"name": GATE_STATE_VOLUME, "mountPath": GATE_STATE_PATH}],
+        "volumeMounts": [
+            {"name": GATE_STATE_VOLUME, "mountPath": GATE_STATE_PATH},
+            {"name": GATE_TOKEN_VOLUME, "mountPath": GATE_TOKEN_PATH, "readOnly": True},
+        ],
     }
 
 
-def gate_volume() -> dict[str, Any]:
-    """The gate's state: the day's count, a few hundred bytes."""
-    return {"name": GATE_STATE_VOLUME, "emptyDir": {"sizeLimit": "1Mi"}}
+def _used(usage: BrowserUsage | None, meter: str, budget: int) -> int:
+    """What a new gate counts as used today on `meter`: the whole budget once it was used up
+    (the bytes refused at the crossing were never counted, so the count alone stays below)."""
+    if usage is None:
+        return 0
+    if meter in usage.crossed:
+        return max(budget, usage.content if meter == "content" else usage.other)
+    return usage.content if meter == "content" else usage.other
+
+
+def gate_volumes() -> list[dict[str, Any]]:
+    """The gate's state (the day's count and the records not yet delivered, bounded by the
+    gate at 16 MiB, with room for its rewrite) and its token (`GATE_TOKEN_VOLUME`)."""
+    return [
+        {"name": GATE_STATE_VOLUME, "emptyDir": {"sizeLimit": "40Mi"}},
+        {
+            "name": GATE_TOKEN_VOLUME,
+            "projected": {
+                "sources": [
+                    {
+                        "serviceAccountToken": {
+                            "audience": GATE_TOKEN_AUDIENCE,
+                            "expirationSeconds": GATE_TOKEN_SECONDS,
+                            "path": "token",
+                        }
+                    }
+                ]
+            },
+        },
+    ]

@@ -33,6 +33,7 @@ from typing import Any, Final, Literal
 
 from provisioner.models.resources import (
     AccessRequest,
+    BrowserActivity,
     Condition,
     Dataset,
     DatasetManifest,
@@ -47,7 +48,7 @@ from provisioner.models.resources import (
     WorkspaceStatus,
 )
 from provisioner.models.settings import Settings
-from provisioner.planning import names
+from provisioner.planning import browser, names
 from provisioner.planning.approvals import (
     DatasetChange,
     RequestEvaluation,
@@ -104,6 +105,8 @@ class Snapshot:
     unparsable: list[Unparsable] = field(default_factory=list)
     # ExportRequests in project namespaces
     exports: list[ExportRequest] = field(default_factory=list)
+    # the browser gates' records not yet audited and counted (planning.browser)
+    browser: list[BrowserActivity] = field(default_factory=list)
 
     def projects(self) -> set[str]:
         return {r.spec.project for r in self.requests} | set(self.workspaces)
@@ -119,6 +122,9 @@ class Snapshot:
 
     def exports_in(self, namespace: str) -> list[ExportRequest]:
         return [e for e in self.exports if e.namespace == namespace]
+
+    def browser_in(self, namespace: str) -> list[BrowserActivity]:
+        return [a for a in self.browser if a.namespace == namespace]
 
     @cached_property
     def _owned_index(self) -> dict[str, dict[Key, Manifest]]:
@@ -218,6 +224,8 @@ class ProjectPlan:
     desired_status: Manifest | None = None  # the whole status the Workspace should have
     audit: list[AuditEvent] = field(default_factory=list)
     requeue_at: dt.datetime | None = None
+    # browser gate batches already audited and counted: deleted after this pass's audit
+    browser_done: list[BrowserActivity] = field(default_factory=list)
 
     @property
     def objects(self) -> list[ObjectChange]:
@@ -511,6 +519,8 @@ def plan_project(
         audited,
     )
     status["notebooks"] = [n.to_wire() for n in notebooks]
+    activities = snapshot.browser_in(namespace) if conflict is None else []
+    status = _with_browser_usage(status, live_status, activities, now)
     live_status_wire = (live_ws or {}).get("status") or {}
     stale = {
         k: None
@@ -524,6 +534,7 @@ def plan_project(
     )
     audit_events += _workspace_audit_events(project, live_ws, status, prunes)
     audit_events += notebook_events
+    audit_events += browser_audit_events(project, activities)
     if conflict is None and live_ns is not None:
         audit_events += export_audit_events(project, snapshot.exports_in(namespace), exports, now)
     return ProjectPlan(
@@ -546,6 +557,7 @@ def plan_project(
         desired_status=status,
         audit=_unaudited(audit_events, audited),
         requeue_at=_requeue_at(evaluated, decision, settings, today),
+        browser_done=browser.finished(activities, audited, live_status.browser, today),
     )
 
 
@@ -1022,6 +1034,44 @@ def notebook_audit(
         if audited is not None and stop.key not in audited:
             pending.append(record)
     return sorted([*running, *pending], key=lambda r: (r.pod, r.uid)), events
+
+
+def _with_browser_usage(
+    status: dict[str, Any],
+    live: WorkspaceStatus,
+    activities: Sequence[BrowserActivity],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """`status` with the day's browser counts and, once anyone's browser was counted, the
+    budget condition (`planning.browser`)."""
+    usage = browser.usage_today(live.browser, activities, now.date())
+    conditions = status.get("conditions") or []
+    if usage or any(c.type == browser.CONDITION for c in live.conditions):
+        ok, reason, message = browser.budget_condition(usage)
+        previous = [c.to_wire() for c in live.conditions]
+        conditions = [*conditions, condition(browser.CONDITION, ok, reason, message, now, previous)]
+    return {**status, "browser": [u.to_wire() for u in usage], "conditions": conditions}
+
+
+def browser_audit_events(project: str, activities: Sequence[BrowserActivity]) -> list[AuditEvent]:
+    """Every record of the browser gates: the person is the actor (what their browser
+    received or sent), the pod the subject; keyed by the pod's uid and the record's number."""
+    return [
+        AuditEvent(
+            key=browser.record_key(activity, record.seq),
+            actor=activity.spec.user,
+            action=f"browser.{record.event}",
+            subject=f"pod/{activity.namespace}/{activity.spec.pod}",
+            details={
+                "project": project,
+                "at": record.at.isoformat(),
+                "seq": record.seq,
+                **record.fields,
+            },
+        )
+        for activity in activities
+        for record in activity.spec.records
+    ]
 
 
 def _notebook_key(project: str, record: NotebookRecord, what: str) -> str:

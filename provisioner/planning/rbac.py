@@ -132,6 +132,12 @@ def _controller_rules() -> list[dict[str, Any]]:
         },
         {"apiGroups": [API_GROUP], "resources": ["workspaces"], "verbs": write},
         {"apiGroups": [API_GROUP], "resources": ["exportrequests"], "verbs": read},
+        # the browser gates' records, which the airlock files: audited, then deleted
+        {
+            "apiGroups": [API_GROUP],
+            "resources": ["browseractivities"],
+            "verbs": [*read, "delete"],
+        },
         {
             "apiGroups": [API_GROUP],
             "resources": ["exportrequests/status"],
@@ -169,6 +175,15 @@ def _airlock_rules(settings: Settings) -> list[dict[str, Any]]:
             "resources": ["exportrequests/status"],
             "verbs": ["get", "patch", "update"],
         },
+        # the browser gates' records: a gate proves which pod it is with the pod's own token
+        # (audience `tre-gate`), which the airlock checks with a TokenReview; it files each
+        # batch as a BrowserActivity in the pod's namespace (never reads or changes one)
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"],
+            "verbs": ["create"],
+        },
+        {"apiGroups": [API_GROUP], "resources": ["browseractivities"], "verbs": ["create"]},
         # whom it may be: any person (not a ServiceAccount, not a node: other modes) ...
         {"apiGroups": [IMPERSONATION_GROUP], "resources": ["users"], "verbs": [IMPERSONATE_PEOPLE]},
         # ... with no group but the output checkers' (no uid) ...

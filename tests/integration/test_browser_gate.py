@@ -13,8 +13,10 @@ Behaviours under test:
   the dataset object's sha256;
 - output past the day's budget: a cell that prints more than the budget gets its output cut
   with a notice under the cell, the kernel keeps working, the crossing is recorded, and file
-  reads are refused for the rest of the day; uploads above the cap are refused, others
-  recorded;
+  reads are refused for the rest of the day, also from a server started again; uploads above
+  the cap are refused, others recorded;
+- the records reach the platform's audit log (through the airlock and the controller), and a
+  used-up budget shows on the workspace;
 - the researcher has no hand on the gate: the notebook container sees no process of it and
   cannot take its port; a server the researcher starts on another port listens, and the
   proxy routes the member's URL to the gate's port only; killing the Jupyter server (and with
@@ -39,6 +41,7 @@ import pytest
 import requests
 import websocket
 
+from provisioner.audit.chain import AuditEntry
 from provisioner.devcluster.binaries import K8S_VERSION, cache_dir
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DevHub
@@ -105,6 +108,22 @@ def gate_records(world: World, platform: DevCluster, project: str) -> list[dict[
         capture_output=True, text=True, check=True, timeout=30,
     )  # fmt: skip
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def audited(world: World, project: str, action: str, timeout: float = 90) -> list[AuditEntry]:
+    """The audit entries `action` of `project`, once the gate has sent its records to the
+    airlock (about a second after they happen) and a pass of the controller has audited them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        world.reconcile(project)
+        found = [
+            e
+            for e in world.audit.read_all()
+            if e.action == action and e.details.get("project") == project
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(2)
 
 
 def proxy_routes(platform: DevCluster) -> dict[str, Any]:
@@ -180,6 +199,14 @@ def test_every_way_out_through_the_browser_is_refused_and_recorded(
     assert (served["user"], served["project"], served["path"]) == (
         "vera", project, "/project/renamed.csv"
     )  # fmt: skip
+    # ... and in the platform's audit log, through the airlock and the controller
+    (entry,) = audited(world, project, "browser.file.served")
+    assert (entry.actor, entry.details["path"], entry.details["sha256"]) == (
+        "vera", "/project/renamed.csv", served["sha256"]
+    )  # fmt: skip
+    assert {e.details["rule"] for e in audited(world, project, "browser.request.refused")} >= {
+        "raw-files", "dataset-read", "size-cap"
+    }  # fmt: skip
 
 
 def test_output_past_the_budget_is_cut_and_the_kernel_keeps_working(
@@ -206,6 +233,22 @@ def test_output_past_the_budget_is_cut_and_the_kernel_keeps_working(
     records = gate_records(world, platform_with_node, project)
     (crossed,) = [r for r in records if r["event"] == "budget.crossed"]
     assert crossed["meter"] == "content" and crossed["user"] == "walt"
+    # Audited, named on the workspace, and not reset by starting the server again: the hub
+    # starts the next gate from the workspace's count of the day.
+    (entry,) = audited(world, project, "browser.budget.crossed")
+    assert entry.actor == "walt" and entry.details["meter"] == "content"
+    workspace = world.workspace(project) or {}
+    condition = next(
+        c for c in workspace["status"]["conditions"] if c["type"] == "BrowserWithinBudget"
+    )
+    assert condition["status"] == "False" and "walt (content)" in condition["message"]
+    (usage,) = workspace["status"]["browser"]
+    assert usage["user"] == "walt" and "content" in usage["crossed"]
+    hub = sign_in("walt")
+    hub.stop("walt", project)
+    hub.wait_gone("walt", project, 120)
+    again = start(hub, "walt", project)
+    assert "used up" in refused(get(again, "api/contents/project/small.csv"), "budget")
 
 
 def test_uploads_above_the_cap_are_refused_and_the_others_recorded(

@@ -92,13 +92,17 @@ def test_member_pod_is_admitted_read_only_and_tokenless(world: World) -> None:
     created = create_pod_when_admitted(hub_identity(world), notebook_pod(world, project, "ravi"))
     spec = created["spec"]
     assert spec["automountServiceAccountToken"] is False
-    assert not any("token" in v["name"] for v in spec["volumes"])
+    # No ServiceAccount token but the browser gate's own (audience tre-gate), which only the
+    # gate mounts (tests/integration/test_gate_records.py).
+    tokens = [v for v in spec["volumes"] if "token" in v["name"]]
+    assert [v["name"] for v in tokens] == ["gate-token"]
     data = next(v for v in spec["volumes"] if v["name"] == f"ds-{dataset}")
     assert data["persistentVolumeClaim"]["readOnly"] is True
     # The notebook, and the browser gate beside it, which mounts no data at all.
     container, gate = spec["containers"]
     assert gate["name"] == "gate"
-    assert {m["name"] for m in gate["volumeMounts"]} == {"gate-state"}
+    assert {m["name"] for m in gate["volumeMounts"]} == {"gate-state", "gate-token"}
+    assert all("token" not in m["name"] for m in container["volumeMounts"])
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == f"/data/{dataset}")
     assert mount["readOnly"] is True
     pv = world.admin.get(PVS, dataset_pv_name(project, dataset))

@@ -315,6 +315,7 @@ def test_only_the_documented_rules_exist(crds: dict[str, Schema]) -> None:
         "AccessRequest.spec.project",
         "AccessRequest.spec.requester",
         "AccessRequest.spec.startDate",
+        "BrowserActivity.spec",
         "Dataset.spec.classification",
         "Dataset.spec.source",
         "Dataset.spec.source.nfs.path",

@@ -614,13 +614,26 @@ def test_kubespawner_pod_for_a_member_passes_psa_restricted(
     assert container["ports"] == [{"containerPort": 8888, "name": "notebook-port"}]
     assert "initContainers" not in spec
     volumes = {
-        v["name"]: v.get("persistentVolumeClaim", v.get("emptyDir")) for v in spec["volumes"]
+        v["name"]: v.get("persistentVolumeClaim", v.get("emptyDir", v.get("projected")))
+        for v in spec["volumes"]
     }
     assert volumes == {
         "ds-census": {"claimName": "ds-census", "readOnly": True},
         "ds-hospital-admissions": {"claimName": "ds-hospital-admissions", "readOnly": True},
         "project": {"claimName": "project-storage"},
-        "gate-state": {"sizeLimit": "1Mi"},
+        "gate-state": {"sizeLimit": "40Mi"},
+        # the pod's token for the gate alone, for an audience the API server does not accept
+        "gate-token": {
+            "sources": [
+                {
+                    "serviceAccountToken": {
+                        "audience": "tre-gate",
+                        "expirationSeconds": 3600,
+                        "path": "token",
+                    }
+                }
+            ]
+        },
     }
     # The Jupyter server listens on the pod's loopback; the gate on the port the hub reaches.
     env = {e["name"]: e["value"] for e in container["env"]}
@@ -644,9 +657,16 @@ def test_kubespawner_pod_for_a_member_passes_psa_restricted(
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert gate["volumeMounts"] == [{"name": "gate-state", "mountPath": "/var/run/tre-gate"}]
-    # Only the gate mounts its state; the notebook container mounts nothing of it.
-    assert "gate-state" not in {m["name"] for m in container["volumeMounts"]}
+    assert gate["volumeMounts"] == [
+        {"name": "gate-state", "mountPath": "/var/run/tre-gate"},
+        {"name": "gate-token", "mountPath": "/var/run/tre-gate-token", "readOnly": True},
+    ]
+    # It sends its records to the airlock with that token, and starts from nothing used today.
+    assert gate_env["GATE_RECORDS_URL"].endswith("/api/gate/records")
+    assert gate_env["GATE_TOKEN_FILE"] == "/var/run/tre-gate-token/token"
+    assert (gate_env["GATE_CONTENT_USED"], gate_env["GATE_OTHER_USED"]) == ("0", "0")
+    # Only the gate mounts its state and token; the notebook container mounts neither.
+    assert not {"gate-state", "gate-token"} & {m["name"] for m in container["volumeMounts"]}
     mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
     assert mounts == {
         "/data/census": True,

@@ -4,6 +4,7 @@ Behaviours under test (the real API server's answers are in
 tests/integration/test_airlock_trust.py):
 - the whole ClusterRole, so every verb it holds is asserted every time: read exports,
   workspaces, datasets and access requests; write only the exports' status subresource;
+  review tokens (a browser gate's) and file browser activity (never read or change it);
   impersonate people (mode user-info, so never a ServiceAccount or a node), only the
   configured output checker group, two user extras (its own mark, `tre.ucloud.org/via:
   airlock`, and a notebook's project, `tre.ucloud.org/workspace`), and as them only create,
@@ -49,6 +50,16 @@ def test_the_airlocks_role_is_exactly_its_reach() -> None:
                 "apiGroups": ["tre.ucloud.org"],
                 "resources": ["exportrequests/status"],
                 "verbs": ["get", "patch", "update"],
+            },
+            {
+                "apiGroups": ["authentication.k8s.io"],
+                "resources": ["tokenreviews"],
+                "verbs": ["create"],
+            },
+            {
+                "apiGroups": ["tre.ucloud.org"],
+                "resources": ["browseractivities"],
+                "verbs": ["create"],
             },
             {
                 "apiGroups": ["authentication.k8s.io"],
