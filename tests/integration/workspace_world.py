@@ -28,6 +28,7 @@ from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
 from provisioner.models.resources import Dataset
 from provisioner.models.settings import Settings
 from provisioner.planning.names import ANNOTATION_USER, hub_user
+from provisioner.planning.notebook_pods import GATE_CONTAINER, GATE_UID
 from provisioner.storage.s3 import ensure_bucket, s3_client
 
 if TYPE_CHECKING:
@@ -208,11 +209,19 @@ class World:
         return {o["metadata"]["name"] for o in self.admin.list(DATASETS)}
 
 
+RESTRICTED: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def notebook_pod(
     namespace: str, user: str, claims: list[str] | None = None, *, read_only: bool = True
 ) -> dict[str, Any]:
     """A pod as the hub starts it for `user`: restricted, tokenless, mounting `claims`
-    (dataset claims read-only unless `read_only` is False)."""
+    (dataset claims read-only unless `read_only` is False), with the browser gate."""
     volumes = [
         {
             "name": f"v{i}",
@@ -239,13 +248,18 @@ def notebook_pod(
                 {
                     "name": "notebook",
                     "image": "registry.invalid/notebook:1",
+                    "securityContext": RESTRICTED,
+                },
+                # the browser gate, which admission wants beside the workspace's storage
+                {
+                    "name": GATE_CONTAINER,
+                    "image": "registry.invalid/gate:1",
                     "securityContext": {
-                        "allowPrivilegeEscalation": False,
-                        "runAsNonRoot": True,
-                        "capabilities": {"drop": ["ALL"]},
-                        "seccompProfile": {"type": "RuntimeDefault"},
+                        **RESTRICTED,
+                        "runAsUser": GATE_UID,
+                        "readOnlyRootFilesystem": True,
                     },
-                }
+                },
             ],
         },
     }
