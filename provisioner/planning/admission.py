@@ -15,6 +15,8 @@ AccessRequest (`tre-accessrequest-*`):
   `settings.approver_group` and is neither the requester nor the lead of the request. Nobody
   approves twice; nothing is approved or extended after a reject or revoke; nothing is revoked
   twice; an extension stays within `settings.max_request_days` of `startDate`.
+- the project's owner files amendments, and an approver approves one, only while the owner is a
+  member of the Ready workspace (`project-owner`, `amendment-owner-acts`; review 3, S9).
 - status set to phase Approved: at least one approval by someone other than the requester and
   the lead, and no reject or revoke. If the request names a dataset at or above
   `settings.two_approver_tier`, two *distinct* such approvers. That last rule needs the
@@ -63,8 +65,9 @@ deletes that binding first, which the API server's audit log records.
 
 ExportRequest (`tre-exportrequest-*`, in project namespaces, the workspace access ConfigMap as
 parameter): filed by a member of a Ready workspace in their own name; reviews appended one at
-a time by independent output checkers; the status has two writers, each with fields of its
-own: the controller (phase, reviewers, conditions, from the reviews) and the airlock
+a time by independent output checkers (never anyone who has been the project's: the
+ConfigMap's `people`), while the workspace is Ready; the status has two writers, each with
+fields of its own: the controller (phase, reviewers, conditions, from the reviews) and the airlock
 (`settings.airlock_user`: release, revocation and access records, with the phases Released
 and Revoked), each unable to touch the other's. The airlock acts for people by impersonation,
 so the create and review rules judge the person, not the service.
