@@ -16,7 +16,7 @@ AccessRequest (`tre-accessrequest-*`):
   approves twice; nothing is approved or extended after a reject or revoke; nothing is revoked
   twice; an extension stays within `settings.max_request_days` of `startDate`.
 - the project's owner files amendments, and an approver approves one, only while the owner is a
-  member of the Ready workspace (`project-owner`, `amendment-owner-acts`; review 3, S9).
+  current member of the workspace (`project-owner`, `amendment-owner-acts`; review 3, S9).
 - status set to phase Approved: at least one approval by someone other than the requester and
   the lead, and no reject or revoke. If the request names a dataset at or above
   `settings.two_approver_tier`, two *distinct* such approvers. That last rule needs the
@@ -554,7 +554,7 @@ def _four_eyes_policy(settings: Settings) -> dict[str, Any]:
 
 def _project_owner_policy() -> dict[str, Any]:
     """A request for a project that has an owner must be filed by that owner (an amendment),
-    while the owner is a member of the Ready workspace (review 3, S9: an owner whose own
+    while the owner is a current member of the workspace (review 3, S9: an owner whose own
     access was revoked or ended files nothing; the project continues when an approver
     extends the owner's request).
 
@@ -588,14 +588,15 @@ def _project_owner_policy() -> dict[str, Any]:
     )
 
 
-# CEL, with a Workspace as `params`: its owner holds the lead's powers now (a member of the
-# Ready workspace; `approvals.acting_lead`), and what to say when not.
+# CEL, with a Workspace as `params`: its owner holds the lead's powers now (a current member
+# of the workspace, which is not Frozen; `approvals.acting_lead`), and what to say when not.
 _OWNER_ACTS: Final = (
-    "(has(params.status) && has(params.status.phase) && params.status.phase == 'Ready' && "
-    "has(params.spec.members) && params.spec.owner in params.spec.members)"
+    "(has(params.spec.members) && params.spec.owner in params.spec.members && "
+    "!(has(params.status) && has(params.status.phase) && "
+    "params.status.phase in ['Frozen', 'TornDown']))"
 )
 _OWNER_IDLE: Final = (
-    "is not a member of its Ready workspace (their own access was revoked or has ended), "
+    "is not a current member of its workspace (their own access was revoked or has ended), "
     "so holds none of the powers of its lead"
 )
 

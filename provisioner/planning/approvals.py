@@ -15,7 +15,7 @@ A project is the unit of authorisation:
   approvers when any dataset of that union is at or above `settings.two_approver_tier`, by
   the highest tier recorded in an approval or current.
 - The owner holds the lead's powers (release and download of exports, revoking a release as
-  lead, filing amendments) only while a member of the Ready workspace (`acting_lead`); a
+  lead, filing amendments) only while a current member of the workspace (`acting_lead`); a
   recorded owner whose own access was revoked or ended keeps the slug, not the powers.
 
 A request is:
@@ -430,9 +430,9 @@ def owner_refusal(
         )
     if acting_lead(workspace, phase) != me:
         return (
-            f"request.project: you own project {project!r} but are not a member of its Ready "
-            "workspace (your own access was revoked or has ended), so you file no amendment; "
-            "an approver extends your own request first"
+            f"request.project: you own project {project!r} but are not a current member of "
+            "its workspace (your own access was revoked or has ended), so you file no "
+            "amendment; an approver extends your own request first"
         )
     return None
 
@@ -445,10 +445,15 @@ def project_people(spec: WorkspaceSpec) -> frozenset[str]:
 
 def acting_lead(spec: WorkspaceSpec, phase: WorkspacePhase | None) -> str | None:
     """Who holds the lead's powers now (release, download, revoking as lead, amendments):
-    the owner, while a member of the Ready workspace; nobody otherwise (review 3, S9)."""
-    if phase is WorkspacePhase.READY and spec.owner is not None and spec.owner in spec.members:
-        return spec.owner
-    return None
+    the owner, while a current member of the workspace; nobody otherwise (review 3, S9).
+
+    Frozen and TornDown workspaces have no members. A workspace not yet Ready (the first
+    pass writes it before its status) counts, so its owner may amend it at once; nothing is
+    released or downloaded from it before it is Ready (the access ConfigMap has no lead
+    until then)."""
+    if phase in (WorkspacePhase.FROZEN, WorkspacePhase.TORN_DOWN) or spec.owner is None:
+        return None
+    return spec.owner if spec.owner in spec.members else None
 
 
 @dataclass(frozen=True)

@@ -671,7 +671,7 @@ def test_a_revoked_lead_cannot_release_or_download(world: World, airlock: Airloc
     path = world.request_file(project=project, datasets=[dataset], members=["lea", "ravi"])
     result = world.tre("request", "submit", "-f", str(path), user="lea")
     assert result.exit_code == 4
-    assert f"you own project {project!r} but are not a member of its Ready" in result.output
+    assert f"you own project {project!r} but are not a current member" in result.output
     sneak = {
         "apiVersion": "tre.ucloud.org/v1alpha1",
         "kind": "AccessRequest",
@@ -691,12 +691,12 @@ def test_a_revoked_lead_cannot_release_or_download(world: World, airlock: Airloc
     refused(
         lambda: as_(world, "lea").create(sneak, dry_run=True),
         "tre-accessrequest-project-owner",
-        f"lea owns project {project} but is not a member of its Ready workspace",
+        f"lea owns project {project} but is not a current member of its workspace",
     )
     refused(
         lambda: append_decision(world, "dave", waiting, honest_approval(world, "dave", waiting)),
         "tre-accessrequest-amendment-owner-acts",
-        f"amends project {project}, whose owner lea is not a member of its Ready workspace",
+        f"amends project {project}, whose owner lea is not a current member of its workspace",
     )
 
 

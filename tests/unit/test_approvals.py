@@ -15,7 +15,7 @@ Behaviours under test, as a table where they are cases of one rule:
 - the friendly refusals of `tre` say what the API server says;
 - review 3, S19: an approval or content pin by someone who later joins the project (through
   any active request, whatever its creation order) stops counting; S9: the owner holds the
-  lead's powers only as a member of the Ready workspace; everyone who ever was the project's
+  lead's powers only as a current member of the workspace; everyone who ever was the project's
   stays one of its people.
 """
 
@@ -406,7 +406,7 @@ def test_a_later_members_pin_of_new_content_stops_counting() -> None:
     assert (first.mounted_manifests, first.withheld) == ({}, {"cohort": sha("b")})
 
 
-# --- review 3, S9: the owner's powers need the owner in the Ready workspace ----------------------
+# --- review 3, S9: the owner's powers need the owner in the workspace ----------------------------
 
 
 def _ws(members: list[str], owner: str | None = "lea", people: list[str] | None = None) -> Any:
@@ -424,13 +424,14 @@ def _ws(members: list[str], owner: str | None = "lea", people: list[str] | None 
     [
         (["lea", "ravi"], WorkspacePhase.READY, "lea"),
         (["ravi"], WorkspacePhase.READY, None),
-        (["lea", "ravi"], WorkspacePhase.PROVISIONING, None),
+        (["lea", "ravi"], WorkspacePhase.PROVISIONING, "lea"),
         ([], WorkspacePhase.FROZEN, None),
-        (["lea"], None, None),
+        (["lea"], WorkspacePhase.FROZEN, None),
+        (["lea"], WorkspacePhase.TORN_DOWN, None),
     ],
-    ids=["owner-member-ready", "owner-revoked", "not-ready-yet", "frozen", "no-status"],
+    ids=["owner-member-ready", "owner-revoked", "not-ready-yet", "frozen", "frozen-stale", "gone"],
 )
-def test_the_owner_acts_as_lead_only_as_a_member_of_the_ready_workspace(
+def test_the_owner_acts_as_lead_only_as_a_current_member_of_the_workspace(
     members: list[str], phase: WorkspacePhase | None, lead: str | None
 ) -> None:
     assert acting_lead(_ws(members), phase) == lead
@@ -447,7 +448,7 @@ def test_project_people_are_everyone_ever_and_the_owner() -> None:
         (None, None, "mallory", None),
         (_ws(["lea"]), WorkspacePhase.READY, "lea", None),
         (_ws(["lea"]), WorkspacePhase.READY, "mallory", "belongs to lea"),
-        (_ws(["ravi"]), WorkspacePhase.READY, "lea", "you own project 'cardio' but are not"),
+        (_ws(["ravi"]), WorkspacePhase.READY, "lea", "you own project 'cardio' but are not a"),
         (_ws([]), WorkspacePhase.FROZEN, "lea", "an approver extends your own request first"),
     ],
     ids=["free", "owner-acts", "someone-else", "owner-revoked", "frozen"],
