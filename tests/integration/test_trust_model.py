@@ -556,6 +556,11 @@ def test_a_former_member_never_reviews_the_projects_exports(world: World, airloc
         "olga may not review export request",
     )
     assert not desk_of(world, airlock).readable(olga, namespace_name(project), name).may_view_files
+    refused(
+        lambda: airlock.write_status(project, name, {"access": [access("olga")]}),
+        f"status.access: olga has been a member, lead or owner of project {project} and may "
+        "not view its quarantined files",
+    )
     # two independent checkers are not enough for sensitive data here
     for checker in ("piet", "quinn"):
         airlock.add_review(project, name, review(checker), checker)
@@ -565,8 +570,8 @@ def test_a_former_member_never_reviews_the_projects_exports(world: World, airloc
     ok = world.tre("request", "revoke", first, "-m", "study over", user="carl", group=APPROVERS)
     assert ok.exit_code == 0, ok.output
     assert world.reconcile(project, settings=strict).phase is WorkspacePhase.FROZEN
-    access = access_data(world, project)
-    assert (access["phase"], access["members"], access["people"], access["exportReviewers"]) == (
+    data = access_data(world, project)
+    assert (data["phase"], data["members"], data["people"], data["exportReviewers"]) == (
         "Frozen",
         "",
         "lea,olga,ravi",
