@@ -21,8 +21,10 @@ What the API server cannot see is decided here, fail closed:
   export without review); every view is recorded *before* a byte is served;
 - while an export is under review a checker sees only their own review, and the project's
   people see none (independent reviews);
-- only the workspace's owner (the project lead) releases and downloads; a download link is
-  issued only after the download is recorded.
+- only the project's lead releases and downloads: its owner, while a member of its Ready
+  workspace (review 3, S9); a download link is issued only after the download is recorded;
+- nobody who has ever been the project's member, lead or owner sees its quarantined files or
+  reviews its exports (S8), and nobody reviews while the workspace is not Ready.
 """
 
 from __future__ import annotations
@@ -65,7 +67,9 @@ from provisioner.models.resources import (
     ExportRequest,
     FileVote,
     Workspace,
+    WorkspacePhase,
 )
+from provisioner.planning.approvals import acting_lead, project_people
 from provisioner.planning.names import (
     AIRLOCK_VIA_EXTRA,
     AIRLOCK_VIA_VALUE,
@@ -141,12 +145,13 @@ class ExportView:
 
 
 def is_project_person(person: Person, request: ExportRequest, workspace: Workspace | None) -> bool:
-    """The author, a member or the owner of the project the export comes from."""
+    """The author, or anyone who has been a member, lead or owner of the project the export
+    comes from (former ones too: review 3, S8)."""
     if person.name == request.spec.author:
         return True
     if workspace is None:
         return False
-    return person.name in workspace.spec.members or person.name == workspace.spec.owner
+    return person.name in project_people(workspace.spec)
 
 
 def may_read(
@@ -163,7 +168,22 @@ def may_view_files(
 
 
 def is_lead(person: Person, workspace: Workspace | None) -> bool:
-    return workspace is not None and workspace.spec.owner == person.name
+    """The project's owner, while a member of its Ready workspace (review 3, S9)."""
+    return (
+        workspace is not None and acting_lead(workspace.spec, workspace.status.phase) == person.name
+    )
+
+
+def may_review(
+    person: Person, request: ExportRequest, workspace: Workspace | None, settings: Settings
+) -> bool:
+    """An output checker who has never been the project's, while its workspace is Ready
+    (the API server holds the same rule)."""
+    return (
+        may_view_files(person, request, workspace, settings)
+        and workspace is not None
+        and workspace.status.phase is WorkspacePhase.READY
+    )
 
 
 def visible_reviews(
@@ -271,7 +291,10 @@ class Desk:
             stored=stored,
             reviews_hidden=hidden,
             visible_reviews=reviews,
-            may_review=checker and phase in UNDER_REVIEW and not reviewed and all(stored.values()),
+            may_review=may_review(person, request, workspace, self.settings)
+            and phase in UNDER_REVIEW
+            and not reviewed
+            and all(stored.values()),
             may_release=is_lead(person, workspace) and phase is ExportPhase.APPROVED,
             may_download=is_lead(person, workspace) and phase is ExportPhase.RELEASED,
             may_view_files=checker,
@@ -450,8 +473,15 @@ class Desk:
     def review(
         self, person: Person, request: ExportRequest, votes: Sequence[FileVote]
     ) -> ExportRequest:
-        """Append `person`'s review (one vote per file); the API server checks who may."""
+        """Append `person`'s review (one vote per file); the API server checks who may, and
+        so does this first, for a clear answer."""
         person.signed_in(f"review export request {request.name}")
+        if not may_review(person, request, self.workspace(request.spec.project), self.settings):
+            raise RefusedError(
+                f"{person.name} may not review export request {request.name}: only output "
+                f"checkers ({self.settings.output_checker_group}) who have never been the "
+                "project's members, lead or owner review, while its workspace is Ready"
+            )
         entry = {
             "by": person.name,
             "at": _stamp(self.clock()),
@@ -473,7 +503,7 @@ class Desk:
         if not is_lead(person, workspace) or workspace is None:
             raise RefusedError(
                 f"{person.name} may not release export request {request.name}: only the "
-                "project's lead does"
+                "project's lead does, while a member of its Ready workspace"
             )
         if request.status.phase is ExportPhase.RELEASED:
             manifest = release_export(
@@ -520,7 +550,7 @@ class Desk:
         if not is_lead(person, workspace):
             raise RefusedError(
                 f"{person.name} may not download from export request {request.name}: only "
-                "the project's lead does"
+                "the project's lead does, while a member of its Ready workspace"
             )
         if request.status.phase is not ExportPhase.RELEASED:
             raise RefusedError(
@@ -550,7 +580,8 @@ class Desk:
         if not (checker or is_lead(person, workspace)):
             raise RefusedError(
                 f"{person.name} may not revoke export request {request.name}: output "
-                "checkers and the project's lead do"
+                "checkers who have never been the project's, and the project's lead while a "
+                "member of its Ready workspace, do"
             )
         if request.status.phase not in (ExportPhase.RELEASED, ExportPhase.REVOKED):
             raise RefusedError(

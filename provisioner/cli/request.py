@@ -81,7 +81,7 @@ def check_request_rules(spec: AccessRequestSpec, k: Kube, today: dt.date) -> Non
         )
     refusal = reserved_slug_refusal(
         spec.project, names.reserved_project_slugs(common.settings())
-    ) or owner_refusal(spec.project, _project_owner(k, spec.project), spec.requester)
+    ) or _owner_refusal(k, spec.project, spec.requester)
     if refusal:
         raise RefusedError(refusal)
 
@@ -91,11 +91,11 @@ def _workspace(k: Kube, project: str) -> Workspace | None:
     return Workspace.from_object(obj) if obj is not None else None
 
 
-def _project_owner(k: Kube, project: str) -> str | None:
+def _owner_refusal(k: Kube, project: str, me: str) -> str | None:
     workspace = _workspace(k, project)
     if workspace is None or workspace.status.phase is WorkspacePhase.TORN_DOWN:
-        return None
-    return workspace.spec.owner
+        return owner_refusal(project, None, None, me)
+    return owner_refusal(project, workspace.spec, workspace.status.phase, me)
 
 
 @app.command()

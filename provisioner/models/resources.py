@@ -285,6 +285,13 @@ class WorkspaceSpec(KubeModel):
     compute_tier: ComputeTier = ComputeTier.SMALL
     expires_at: dt.date | None = None
     requests: list[str] = Field(default_factory=list)
+    # Everyone who has been a member, lead or owner of the project since its workspace was
+    # made, current members included: only grows (kept while Frozen), so a former member
+    # never reviews the project's exports (review 3, S8).
+    people: list[Username] = Field(default_factory=list)
+    # The most independent output checkers an export of the project needs: the most its
+    # data ever asked (outputs in project storage may come from any of it); only grows.
+    export_reviewers: int = Field(default=2, ge=2)
 
 
 class NotebookRecord(KubeModel):

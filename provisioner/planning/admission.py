@@ -15,6 +15,8 @@ AccessRequest (`tre-accessrequest-*`):
   `settings.approver_group` and is neither the requester nor the lead of the request. Nobody
   approves twice; nothing is approved or extended after a reject or revoke; nothing is revoked
   twice; an extension stays within `settings.max_request_days` of `startDate`.
+- the project's owner files amendments, and an approver approves one, only while the owner is a
+  current member of the workspace (`project-owner`, `amendment-owner-acts`; review 3, S9).
 - status set to phase Approved: at least one approval by someone other than the requester and
   the lead, and no reject or revoke. If the request names a dataset at or above
   `settings.two_approver_tier`, two *distinct* such approvers. That last rule needs the
@@ -63,8 +65,9 @@ deletes that binding first, which the API server's audit log records.
 
 ExportRequest (`tre-exportrequest-*`, in project namespaces, the workspace access ConfigMap as
 parameter): filed by a member of a Ready workspace in their own name; reviews appended one at
-a time by independent output checkers; the status has two writers, each with fields of its
-own: the controller (phase, reviewers, conditions, from the reviews) and the airlock
+a time by independent output checkers (never anyone who has been the project's: the
+ConfigMap's `people`), while the workspace is Ready; the status has two writers, each with
+fields of its own: the controller (phase, reviewers, conditions, from the reviews) and the airlock
 (`settings.airlock_user`: release, revocation and access records, with the phases Released
 and Revoked), each unable to touch the other's. The airlock acts for people by impersonation,
 so the create and review rules judge the person, not the service.
@@ -117,6 +120,7 @@ DATASET_METADATA_POLICY: Final = "tre-dataset-no-owner"
 WORKSPACE_POLICY: Final = "tre-workspace-controller-only"
 PROJECT_OWNER_POLICY: Final = "tre-accessrequest-project-owner"
 NOT_PROJECT_MEMBER_POLICY: Final = "tre-accessrequest-approver-not-member"
+AMENDMENT_OWNER_POLICY: Final = "tre-accessrequest-amendment-owner-acts"
 DECISION_PINS_POLICY: Final = "tre-accessrequest-approval-pins"
 PROJECT_FOUR_EYES_POLICY: Final = "tre-accessrequest-four-eyes-project"
 PROJECT_NAMESPACE_POLICY: Final = "tre-project-namespaces"
@@ -212,6 +216,7 @@ def plan_admission_policies(
         _project_owner_policy(),
         _decisions_policy(settings),
         _not_project_member_policy(),
+        _amendment_owner_policy(),
         _approval_pins_policy(),
         _approved_phase_policy(settings),
         _four_eyes_policy(settings),
@@ -552,7 +557,10 @@ def _four_eyes_policy(settings: Settings) -> dict[str, Any]:
 
 
 def _project_owner_policy() -> dict[str, Any]:
-    """A request for a project that has an owner must be filed by that owner (an amendment).
+    """A request for a project that has an owner must be filed by that owner (an amendment),
+    while the owner is a current member of the workspace (review 3, S9: an owner whose own
+    access was revoked or ended files nothing; the project continues when an approver
+    extends the owner's request).
 
     Evaluated once per Workspace (parameter); a project without a Workspace, or whose
     Workspace was torn down, is free. The controller applies the same rule to requests filed
@@ -571,8 +579,30 @@ def _project_owner_policy() -> dict[str, Any]:
                 "ask ' + params.spec.owner + ' to file an amendment, or choose another project "
                 "slug'",
             ),
+            _validation(
+                "params.metadata.name != object.spec.project || !has(params.spec.owner) || "
+                f"params.spec.owner != request.userInfo.username || {_OWNER_ACTS} || "
+                "(has(params.status) && has(params.status.phase) && "
+                "params.status.phase == 'TornDown')",
+                f"'spec.project: ' + request.userInfo.username + ' owns project ' + "
+                f"object.spec.project + ' but {_OWNER_IDLE}; an approver extends your own "
+                "request first'",
+            ),
         ],
     )
+
+
+# CEL, with a Workspace as `params`: its owner holds the lead's powers now (a current member
+# of the workspace, which is not Frozen; `approvals.acting_lead`), and what to say when not.
+_OWNER_ACTS: Final = (
+    "(has(params.spec.members) && params.spec.owner in params.spec.members && "
+    "!(has(params.status) && has(params.status.phase) && "
+    "params.status.phase in ['Frozen', 'TornDown']))"
+)
+_OWNER_IDLE: Final = (
+    "is not a current member of its workspace (their own access was revoked or has ended), "
+    "so holds none of the powers of its lead"
+)
 
 
 def _not_project_member_policy() -> dict[str, Any]:
@@ -593,6 +623,35 @@ def _not_project_member_policy() -> dict[str, Any]:
                 "object.spec.project + ' and may not ' + variables.entry.action + ' access "
                 "to it (nobody approves access to their own project); another approver must "
                 "decide'",
+            ),
+        ],
+    )
+
+
+def _amendment_owner_policy() -> dict[str, Any]:
+    """An amendment (a request of the owner other than the founding one) is approved only
+    while its owner holds the lead's powers (review 3, S9): one filed before the owner's own
+    access was revoked or ended waits, and is not approved on a lead's word that no longer
+    holds. Extensions are not judged here: they are how approvers let a project go on."""
+    entry = "variables.entry"
+    return _policy(
+        AMENDMENT_OWNER_POLICY,
+        _rules("accessrequests", ["UPDATE"]),
+        param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Workspace"},
+        match_conditions=_APPENDS,
+        variables={"entry": _NEW_ENTRY},
+        validations=[
+            _validation(
+                f"{entry}.action != '{_APPROVE}' || "
+                "params.metadata.name != object.spec.project || !has(params.spec.owner) || "
+                "object.spec.requester != params.spec.owner || "
+                "(has(params.spec.foundingRequest) && "
+                "object.metadata.name == params.spec.foundingRequest) || "
+                f"{_OWNER_ACTS} || (has(params.status) && has(params.status.phase) && "
+                "params.status.phase == 'TornDown')",
+                "'spec.decisions: ' + object.metadata.name + ' amends project ' + "
+                f"object.spec.project + ', whose owner ' + params.spec.owner + ' {_OWNER_IDLE}; "
+                "approve it once the owner is a member again'",
             ),
         ],
     )
@@ -1375,8 +1434,9 @@ _EXPORT_FINAL: Final = ("Approved", "Rejected", "Returned", "Released", "Withdra
 
 def _export_update_policy(settings: Settings) -> dict[str, Any]:
     """Only reviews grow, one per update, each by the caller, an output checker who is neither
-    the author nor a member of the project, once per checker, covering every file, and none
-    after a decision; only the author withdraws, once."""
+    the author nor anyone who has been a member, lead or owner of the project (the access
+    ConfigMap's `people`, which never shrinks), once per checker, covering every file, while
+    the workspace is Ready, and none after a decision; only the author withdraws, once."""
     group = settings.output_checker_group
     entry = "variables.entry"
     appended = "!variables.appended || "
@@ -1446,10 +1506,16 @@ def _export_update_policy(settings: Settings) -> dict[str, Any]:
             ),
             _validation(
                 f"{appended}request.userInfo.username != object.spec.author && "
-                "!(request.userInfo.username in params.data.members.split(','))",
-                "'spec.reviews: ' + request.userInfo.username + ' is the author or a member of "
-                "project ' + object.spec.project + ' and may not review its exports (reviews "
-                "are independent); another output checker must review'",
+                "!(request.userInfo.username in params.data.people.split(','))",
+                "'spec.reviews: ' + request.userInfo.username + ' is the author or has been a "
+                "member, lead or owner of project ' + object.spec.project + ' and may not "
+                "review its exports (reviews are independent); another output checker must "
+                "review'",
+            ),
+            _validation(
+                f"{appended}params.data.phase == 'Ready'",
+                "'spec.reviews: the workspace of project ' + object.spec.project + ' is ' + "
+                "params.data.phase + '; its exports are reviewed only while it is Ready'",
             ),
             _validation(
                 f"{appended}!variables.old.exists(r, r.by == request.userInfo.username)",
@@ -1495,9 +1561,13 @@ def _export_status_policy(controller: str, airlock: str) -> dict[str, Any]:
       a member.
     - The airlock writes only: Approved -> Released with `release` (write-once; it counts
       every output file, and the approvals are judged again, so nothing leaves on reviews
-      that no longer count); Released -> Revoked with `revocation` (write-once); and appended
-      `access` records (earlier ones unchanged, each naming a file of the export), while the
-      export is under review, approved, released or revoked.
+      that no longer count; by the acting lead, `lead`, while the workspace is Ready);
+      Released -> Revoked with `revocation` (write-once; by the acting lead or by someone
+      who has never been the project's); and appended `access` records (earlier ones
+      unchanged, each naming a file of the export; downloads by the acting lead only, views
+      by nobody who has been the project's), while the export is under review, approved,
+      released or revoked. (Review 3, S8 and S9: the access ConfigMap's `people` never
+      shrinks, and its `lead` is '' while the owner is not a member of the Ready workspace.)
     - Nobody else, admins included.
     """
     outputs = "object.spec.files.filter(f, !has(f.kind) || f.kind == 'output').map(f, f.path)"
@@ -1524,8 +1594,10 @@ def _export_status_policy(controller: str, airlock: str) -> dict[str, Any]:
         param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
         variables={
             "reviews": "has(object.spec.reviews) ? object.spec.reviews : []",
+            "people": "params.data.people.split(',')",
+            "lead": "params.data.lead",
             "approvers": "variables.reviews.filter(r, r.by != object.spec.author && "
-            "!(r.by in params.data.members.split(',')) && "
+            "!(r.by in variables.people) && "
             f"{outputs}.all(p, r.votes.exists(v, v.path == p && v.vote == 'approve'))"
             ").map(r, r.by).distinct()",
             "controller": f"request.userInfo.username == {cel_str(controller)}",
@@ -1666,6 +1738,36 @@ def _export_status_policy(controller: str, airlock: str) -> dict[str, Any]:
                 f"'status.access: ' + variables.accessBy + ' has viewed the files of this "
                 f"export {MAX_VIEWS_PER_PERSON} times, the most one person may; no one "
                 "checker uses up the views of the others, nor the downloads kept for the lead'",
+            ),
+            _validation(
+                "!variables.airlock || variables.newAccess.all(a, a.action != 'download' || "
+                "(variables.lead != '' && a.by == variables.lead))",
+                "'status.access: only the lead of the project downloads, while a member of the "
+                "Ready workspace (' + (variables.lead == '' ? 'nobody now' : variables.lead) + "
+                "'); not ' + variables.accessBy",
+            ),
+            _validation(
+                "!variables.airlock || variables.newAccess.all(a, a.action != 'view' || "
+                "!(a.by in variables.people))",
+                "'status.access: ' + variables.accessBy + ' has been a member, lead or owner "
+                "of project ' + object.spec.project + ' and may not view its quarantined "
+                "files'",
+            ),
+            _validation(
+                "!variables.releases || !variables.hasRelease || (params.data.phase == 'Ready' "
+                "&& variables.lead != '' && object.status.release.by == variables.lead)",
+                "'status.release.by: only the lead of the project releases, while a member of "
+                "the Ready workspace (' + (variables.lead == '' ? 'nobody now' : "
+                "variables.lead) + '; the workspace is ' + params.data.phase + '), not ' + "
+                "object.status.release.by",
+            ),
+            _validation(
+                "!variables.revokes || !variables.hasRevocation || "
+                "(variables.lead != '' && object.status.revocation.by == variables.lead) || "
+                "!(object.status.revocation.by in variables.people)",
+                "'status.revocation.by: ' + object.status.revocation.by + ' has been a member, "
+                "lead or owner of project ' + object.spec.project + ' and is not its lead now; "
+                "an output checker from outside the project, or the lead, revokes'",
             ),
             _validation(
                 "!variables.airlock || variables.newAccess.all(a, "

@@ -8,11 +8,15 @@ A project is the unit of authorisation:
   Workspace, kept until the workspace is TornDown). Every other request for the project is an
   **amendment** and counts only when the owner filed it; any other request stays **Pending**
   with reason `NotProjectOwner`: it is never merged into someone else's workspace.
-- A request is judged against the workspace it would produce: the project's earlier active
-  requests (by creation time) plus itself. Its approvers may not be members of that union
-  (nor its requester or lead), and it needs two distinct approvers when any dataset of that
-  union is at or above `settings.two_approver_tier`, by the highest tier recorded in an
-  approval or current.
+- A request is judged against the workspace it would produce: the project's active
+  requests, whatever their creation order, plus itself. Its approvers may not be members of
+  that union (nor its requester or lead): an approval or content pin given before its
+  approver joined the project stops counting when they join. It needs two distinct
+  approvers when any dataset of that union is at or above `settings.two_approver_tier`, by
+  the highest tier recorded in an approval or current.
+- The owner holds the lead's powers (release and download of exports, revoking a release as
+  lead, filing amendments) only while a current member of the workspace (`acting_lead`); a
+  recorded owner whose own access was revoked or ended keeps the slug, not the powers.
 
 A request is:
 - **Revoked** after a revoke decision and **Rejected** after a reject, whatever came before;
@@ -41,6 +45,7 @@ from provisioner.models.resources import (
     DecisionAction,
     RequestPhase,
     WorkspaceDataset,
+    WorkspacePhase,
     WorkspaceSpec,
 )
 from provisioner.models.settings import Settings
@@ -246,8 +251,16 @@ def evaluate_project(
     owner: str | None,
     founding_request: str | None,
 ) -> tuple[list[tuple[AccessRequest, RequestEvaluation]], str | None, str | None]:
-    """Every request of one project, judged in creation order against the union of the
-    earlier active ones; returns them with the project's owner and founding request.
+    """Every request of one project, judged against the people and data of all its active
+    requests, whatever their creation order; returns them with the project's owner and
+    founding request.
+
+    Two passes (review 3, S19): the first judges each request in creation order against
+    the earlier active ones, as it was judged when approved; the second judges each request
+    the first found active again, against the union of *all* of them. So an approval or a
+    content pin by someone who joined the project later stops counting. The second pass
+    only takes requests out of the first's active set, so the people it leaves active are
+    within the union it excluded: no third pass is needed, and every pass ends the same.
 
     `owner`/`founding_request`: as recorded in the live Workspace (None when the project has
     none yet, or its workspace was TornDown). Without one, the lead of the request that was
@@ -258,6 +271,41 @@ def evaluate_project(
         founding = _first_approved(ordered, datasets, settings, today)
         if founding is not None:
             owner, founding_request = founding.spec.lead, founding.name
+    first = _evaluate_in_order(ordered, datasets, settings, today, owner, founding_request)
+    everyone = _joined(ProjectUnion(), [r for r, e in first if e.active_on(r, today)])
+    evaluated = [
+        (request, _judged_with(request, evaluation, everyone, datasets, settings, today))
+        for request, evaluation in first
+    ]
+    return evaluated, owner, founding_request
+
+
+def _judged_with(
+    request: AccessRequest,
+    evaluation: RequestEvaluation,
+    union: ProjectUnion,
+    datasets: Mapping[str, Dataset],
+    settings: Settings,
+    today: dt.date,
+) -> RequestEvaluation:
+    """An active `request` judged again against `union` (all the active requests); any
+    other keeps its first judgement, so nothing becomes active in this pass."""
+    if not evaluation.active_on(request, today):
+        return evaluation
+    return evaluate_request(request, datasets, settings, today, union)
+
+
+def _evaluate_in_order(
+    ordered: Sequence[AccessRequest],
+    datasets: Mapping[str, Dataset],
+    settings: Settings,
+    today: dt.date,
+    owner: str | None,
+    founding_request: str | None,
+) -> list[tuple[AccessRequest, RequestEvaluation]]:
+    """Each request judged against the union of the earlier active ones (the founding
+    request first)."""
+    ordered = list(ordered)
     # The founding request comes first: every amendment is judged with it in the union.
     ordered.sort(key=lambda r: r.name != founding_request)
     union = ProjectUnion()
@@ -284,7 +332,7 @@ def evaluate_project(
         union = _joined(
             union, [r for r, e in evaluated[-len(same_time) :] if e.active_on(r, today)]
         )
-    return evaluated, owner, founding_request
+    return evaluated
 
 
 def _joined(union: ProjectUnion, requests: Iterable[AccessRequest]) -> ProjectUnion:
@@ -366,14 +414,46 @@ def reserved_slug_refusal(project: str, reserved: Sequence[str]) -> str | None:
     return None
 
 
-def owner_refusal(project: str, owner: str | None, me: str) -> str | None:
-    if owner is not None and owner != me:
+def owner_refusal(
+    project: str, workspace: WorkspaceSpec | None, phase: WorkspacePhase | None, me: str
+) -> str | None:
+    """Why `me` may not file a request for `project` (its live workspace, None when it has
+    none or was TornDown), or None: the rules of the project-owner admission policy."""
+    owner = workspace.owner if workspace is not None else None
+    if workspace is None or owner is None:
+        return None
+    if owner != me:
         return (
             f"request.project: project {project!r} belongs to {owner}, and only its owner may "
             f"file further requests for it; ask {owner} to file an amendment, or choose "
             "another project slug"
         )
+    if acting_lead(workspace, phase) != me:
+        return (
+            f"request.project: you own project {project!r} but are not a current member of "
+            "its workspace (your own access was revoked or has ended), so you file no "
+            "amendment; an approver extends your own request first"
+        )
     return None
+
+
+def project_people(spec: WorkspaceSpec) -> frozenset[str]:
+    """Everyone who has been a member, lead or owner of the project: they never review its
+    exports, whenever they left."""
+    return frozenset({*spec.people, *spec.members, *([spec.owner] if spec.owner else [])})
+
+
+def acting_lead(spec: WorkspaceSpec, phase: WorkspacePhase | None) -> str | None:
+    """Who holds the lead's powers now (release, download, revoking as lead, amendments):
+    the owner, while a current member of the workspace; nobody otherwise (review 3, S9).
+
+    Frozen and TornDown workspaces have no members. A workspace not yet Ready (the first
+    pass writes it before its status) counts, so its owner may amend it at once; nothing is
+    released or downloaded from it before it is Ready (the access ConfigMap has no lead
+    until then)."""
+    if phase in (WorkspacePhase.FROZEN, WorkspacePhase.TORN_DOWN) or spec.owner is None:
+        return None
+    return spec.owner if spec.owner in spec.members else None
 
 
 @dataclass(frozen=True)

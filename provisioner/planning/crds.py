@@ -255,6 +255,7 @@ _KINDS: Final = (
         ),
         extensions={
             ("spec", "members"): _SET,
+            ("spec", "people"): _SET,
             ("spec", "requests"): _SET,
             ("spec", "datasets"): {
                 "x-kubernetes-list-type": "map",

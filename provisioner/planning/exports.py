@@ -10,8 +10,9 @@ decision); this module decides what the reviews *mean*, for the controller and t
 - **Approved** once `required` distinct counted reviewers approved every output file;
 - **Submitted** until then. Released and Revoked are the airlock's and are kept.
 
-Reviews by the author or a current member of the project never count (the API server refuses
-them anyway; this holds for reviews written before a reviewer joined the project too).
+Reviews by the author or anyone who has been a member, lead or owner of the project never
+count (the API server refuses them anyway; this holds for reviews written before a reviewer
+joined the project too, and for former members: review 3, S8).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from provisioner.models.resources import (
     ExportPhase,
     ExportRequest,
     Vote,
+    WorkspaceSpec,
 )
 from provisioner.models.types import ClassificationTier
 
@@ -46,9 +48,17 @@ def required_reviewers(
     return max([2, *(by_tier.get(t, 2) for t in tiers)])
 
 
+def export_reviewers(spec: WorkspaceSpec, by_tier: Mapping[ClassificationTier, int]) -> int:
+    """What an export of the workspace needs: the most its data asks now or ever asked
+    (`spec.export_reviewers`, kept by the controller while the workspace is Frozen too)."""
+    tiers = {d.classification for d in spec.datasets}
+    return max(spec.export_reviewers, required_reviewers(tiers, by_tier))
+
+
 def evaluate_export(
-    request: ExportRequest, members: Collection[str], required: int
+    request: ExportRequest, people: Collection[str], required: int
 ) -> ExportEvaluation:
+    """`people`: everyone who has been the project's (`approvals.project_people`)."""
     spec = request.spec
     if request.status.phase in AIRLOCK_PHASES:
         return ExportEvaluation(
@@ -56,7 +66,7 @@ def evaluate_export(
         )
     if spec.withdrawn:
         return ExportEvaluation(ExportPhase.WITHDRAWN, (), f"withdrawn by {spec.author}")
-    excluded = {spec.author, *members}
+    excluded = {spec.author, *people}
     outputs = {f.path for f in spec.files if f.kind is ExportFileKind.OUTPUT}
     approvers: list[str] = []
     for review in spec.reviews:

@@ -55,10 +55,11 @@ from provisioner.planning.approvals import (
     evaluate_project,
     next_review_date,
     plan_workspace_spec,
+    project_people,
 )
 from provisioner.planning.datasets import source_uri
 from provisioner.planning.drift import declared_fields_match, needs_apply, needs_replace
-from provisioner.planning.exports import evaluate_export, required_reviewers
+from provisioner.planning.exports import evaluate_export, export_reviewers
 from provisioner.planning.lifecycle import PhaseDecision, next_phase
 from provisioner.planning.workspace import (
     PRUNE_ORDER,
@@ -242,13 +243,14 @@ def plan_export_statuses(
     settings: Settings,
     now: dt.datetime,
 ) -> list[ExportStatusWrite]:
-    """The status each export's reviews give it (planning/exports.py), where it differs."""
-    required = required_reviewers(
-        {d.classification for d in workspace.datasets}, settings.export_reviewers_by_tier
-    )
+    """The status each export's reviews give it (planning/exports.py), where it differs:
+    judged against everyone who has been the project's and the most reviewers its data
+    ever asked, also while Frozen (review 3, S8)."""
+    required = export_reviewers(workspace, settings.export_reviewers_by_tier)
+    people = project_people(workspace)
     writes = []
     for export in sorted(exports, key=lambda e: e.name):
-        evaluation = evaluate_export(export, workspace.members, required)
+        evaluation = evaluate_export(export, people, required)
         previous = [c.to_wire() for c in export.status.conditions]
         decided = evaluation.phase is not ExportPhase.SUBMITTED
         status = {
@@ -440,6 +442,7 @@ def plan_project(
     spec, dataset_changes = plan_workspace_spec(
         project, evaluated, snapshot.datasets, today, owner=owner, founding_request=founding
     )
+    spec = with_history(spec, {} if torn_down else live_spec, settings)
     request_statuses = [
         RequestStatusWrite(r.name, status, f"{r.status.phase.value} -> {ev.phase.value}")
         for r, ev in evaluated
@@ -467,12 +470,15 @@ def plan_project(
     if phase is not WorkspacePhase.READY:
         # A frozen workspace grants nothing: no members, no datasets; it keeps its identity
         # and its owner (the slug stays theirs until TornDown).
+        # Its people and reviewer floor stay too, for its exports (review 3, S8).
         spec = WorkspaceSpec(
             project=project,
             namespace=names.namespace_name(project),
             compute_tier=spec.compute_tier,
             owner=None if phase is WorkspacePhase.TORN_DOWN else owner,
             founding_request=None if phase is WorkspacePhase.TORN_DOWN else founding,
+            people=spec.people,
+            export_reviewers=spec.export_reviewers,
         )
     workspace = Workspace(name=project, spec=spec)
     ws_object = workspace.to_object()
@@ -559,6 +565,18 @@ def plan_project(
         requeue_at=_requeue_at(evaluated, decision, settings, today),
         browser_done=browser.finished(activities, audited, live_status.browser, today),
     )
+
+
+def with_history(spec: WorkspaceSpec, live_spec: Manifest, settings: Settings) -> WorkspaceSpec:
+    """`spec` with the project's people and export reviewer floor as they ever were: the
+    live Workspace's (`{}` when there is none, or it was TornDown), grown by this pass's.
+    Both only grow, so a pass that is run again writes the same."""
+    people = project_people(spec) | set(live_spec.get("people") or [])
+    floor = max(
+        int(live_spec.get("exportReviewers") or 2),
+        export_reviewers(spec, settings.export_reviewers_by_tier),
+    )
+    return spec.model_copy(update={"people": sorted(people), "export_reviewers": floor})
 
 
 def namespace_conflict(

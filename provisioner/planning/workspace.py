@@ -17,7 +17,8 @@ from provisioner.errors import InvalidInputError
 from provisioner.models.resources import Workspace, WorkspacePhase
 from provisioner.models.settings import Settings
 from provisioner.planning import names
-from provisioner.planning.exports import required_reviewers
+from provisioner.planning.approvals import acting_lead, project_people
+from provisioner.planning.exports import export_reviewers
 from provisioner.planning.network_policies import network_policies
 from provisioner.planning.storage import (
     dataset_claim,
@@ -59,14 +60,7 @@ def plan_workspace(workspace: Workspace, settings: Settings) -> list[dict[str, A
     claims = [*(names.dataset_pvc_name(d.name) for d in datasets), names.project_pvc_name()]
     return [
         *_confinement(workspace, settings, planned_claims=len(datasets) + 1),
-        workspace_access(
-            workspace,
-            "Ready",
-            claims,
-            export_reviewers=required_reviewers(
-                {d.classification for d in datasets}, settings.export_reviewers_by_tier
-            ),
-        ),
+        workspace_access(workspace, WorkspacePhase.READY, claims, settings),
         *dataset_volumes,
         project_storage_claim(project, settings),
         export_authors_binding(workspace),
@@ -80,7 +74,7 @@ def plan_frozen_workspace(workspace: Workspace, settings: Settings) -> list[dict
     project = _checked_project(workspace, settings)
     return [
         *_confinement(workspace, settings, planned_claims=1),
-        workspace_access(workspace, "Frozen", [], export_reviewers=2),
+        workspace_access(workspace, WorkspacePhase.FROZEN, [], settings),
         project_storage_claim(project, settings),
     ]
 
@@ -98,16 +92,20 @@ def plan_for_phase(
 
 
 def workspace_access(
-    workspace: Workspace, phase: str, claims: list[str], *, export_reviewers: int = 2
+    workspace: Workspace, phase: WorkspacePhase, claims: list[str], settings: Settings
 ) -> dict[str, Any]:
     """What the pod and export admission policies need to judge a write in this namespace.
 
     Only the controller may write it (admission policy), and a namespace without it admits no
     pod. `phase` other than Ready admits no pod either, so freezing a workspace stops new
-    pods at once, whatever the hub's RBAC cache still allows. Lists are comma-separated:
-    usernames and claim names cannot contain a comma.
+    pods at once, whatever the hub's RBAC cache still allows; nor any review or release.
+    `people` (everyone who has been the project's, never shrinking) and `exportReviewers`
+    (the most the data ever asked) stay while Frozen, so no former member reviews and the
+    floor holds (review 3, S8); `lead` is whoever holds the lead's powers now, '' for nobody
+    (S9). Lists are comma-separated: usernames and claim names cannot contain a comma.
     """
-    members = workspace.spec.members if phase == "Ready" else []
+    spec = workspace.spec
+    members = spec.members if phase is WorkspacePhase.READY else []
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -117,11 +115,13 @@ def workspace_access(
             namespace=names.namespace_name(workspace.spec.project),
         ),
         "data": {
-            "phase": phase,
+            "phase": phase.value,
             "members": ",".join(sorted(members)),
+            "people": ",".join(sorted(project_people(spec))),
+            "lead": acting_lead(spec, phase) or "",
             "claims": ",".join(sorted(claims)),
             # distinct output checkers an ExportRequest here needs before it is Approved
-            "exportReviewers": str(export_reviewers),
+            "exportReviewers": str(export_reviewers(spec, settings.export_reviewers_by_tier)),
         },
     }
 

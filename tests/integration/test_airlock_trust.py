@@ -198,7 +198,7 @@ def test_as_a_member_the_airlock_files_an_export_the_policy_judges_the_member(
     airlock.add_review(ready, name, review("olga"), "olga")
     refused(
         lambda: airlock.add_review(ready, name, review("lea"), "lea"),
-        "lea is the author or a member of project",
+        "lea is the author or has been a member, lead or owner of project",
     )
     world.reconcile(ready)
     mine = [e for e in world.audit.read_all() if e.subject.endswith(f"/{name}")]

@@ -16,7 +16,11 @@ undone, with the message, and that nothing was created or leaked:
 4. Losing access takes effect at once: a revoked member's notebook is stopped in the same pass
    while the workspace stays Ready; pods come only from the hub, for members, with the
    project's claims, while Ready; nobody execs into a notebook; a full decision list still
-   takes a revoke.
+   takes a revoke. People keep only the powers they still have (review 3): a former member
+   never reviews the project's exports, nobody reviews while it is Frozen and the reviewer
+   floor its data asked holds (S8); an owner whose own access was revoked releases,
+   downloads, revokes as lead and amends nothing, at the airlock and the API server (S9);
+   an approval by someone who joined the project later stops counting (S19).
 5. Project namespaces belong to the controller: nobody else creates, relabels or writes into
    them; a squatter's namespace is never adopted; a NetworkPolicy that predates the policies is
    removed and audited; the controller's own credential cannot write outside them.
@@ -37,7 +41,10 @@ from typing import Any
 
 import pytest
 
+from provisioner.airlock.desk import Desk, Person
+from provisioner.airlock.release import ensure_airlock_buckets
 from provisioner.controller.reconcile import read_project_snapshot, read_snapshot
+from provisioner.devcluster.airlock import airlock_kubeconfig
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.errors import ConflictError, RefusedError
 from provisioner.kube.api import Kube
@@ -45,13 +52,16 @@ from provisioner.kube.client import api_client
 from provisioner.kube.resources import (
     CLUSTER_ROLE_BINDINGS,
     CONFIG_MAPS,
+    EXPORT_REQUESTS,
     NAMESPACES,
     NETWORK_POLICIES,
     PODS,
     RESOURCES,
     ROLE_BINDINGS,
 )
+from provisioner.models.resources import ExportRequest, FileVote, Vote, WorkspacePhase
 from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier
 from provisioner.planning.admission import PROJECT_NAMESPACE_POLICY, PROJECT_OBJECTS_POLICY
 from provisioner.planning.names import (
     LABEL_PROJECT,
@@ -62,6 +72,16 @@ from provisioner.planning.names import (
     project_pvc_name,
 )
 from provisioner.planning.project import describe, plan_project
+from tests.integration.test_airlock_trust import (
+    CHECKERS,
+    Airlock,
+    access,
+    file_as,
+    release_record,
+    stamp,
+)
+from tests.integration.test_exports import export_body, review
+from tests.integration.test_exports import phase as export_phase
 from tests.integration.workspace_world import (
     APPROVERS,
     World,
@@ -438,6 +458,289 @@ def test_a_full_decision_list_still_takes_a_revoke(world: World) -> None:
     assert ok.exit_code == 0, ok.output
     assert world.reconcile(project).phase is not None
     assert phase(world, request)[0] == "Revoked"
+
+
+# --- 4b. people keep only the powers they still have (review 3, S8, S9, S19) ---------------------
+
+
+@pytest.fixture
+def airlock(installed_platform: Settings, dev_platform: DevCluster) -> Airlock:
+    return Airlock(airlock_kubeconfig(dev_platform, installed_platform))
+
+
+def desk_of(world: World, airlock: Airlock) -> Desk:
+    """The airlock's own rules, with its own credential and buckets, as the service runs
+    them."""
+    ensure_airlock_buckets(world.s3, world.settings)
+    return Desk(airlock.itself, world.s3, world.settings)
+
+
+def export_of(world: World, project: str, name: str) -> ExportRequest:
+    obj = world.admin.get(EXPORT_REQUESTS, name, namespace_name(project))
+    assert obj is not None
+    return ExportRequest.from_object(obj)
+
+
+def access_data(world: World, project: str) -> dict[str, str]:
+    obj = world.admin.get(CONFIG_MAPS, WORKSPACE_ACCESS_NAME, namespace_name(project))
+    assert obj is not None
+    return dict(obj["data"])
+
+
+def admission_sees(refusal: Callable[[], Any], what: str) -> None:
+    """Wait until the API server's parameter cache holds the access objects the controller
+    just wrote: `refusal` (a dry run that only the new objects refuse) is refused once it
+    does."""
+    _until(lambda: not _allowed(refusal), what)
+
+
+def dry_review(airlock: Airlock, project: str, name: str, checker: str) -> None:
+    """`checker`'s review through the airlock, as a dry run (nothing is stored)."""
+    namespace = namespace_name(project)
+    obj = airlock.itself.get(EXPORT_REQUESTS, name, namespace)
+    assert obj is not None
+    obj["spec"]["reviews"] = [*obj["spec"].get("reviews", []), review(checker)]
+    airlock.as_(checker, CHECKERS).request(
+        "PUT", EXPORT_REQUESTS.path(namespace, name), query=[("dryRun", "All")], body=obj
+    )
+
+
+def dry_status(airlock: Airlock, project: str, name: str, status: dict[str, Any]) -> None:
+    """The airlock's merge patch of an export's status, as a dry run."""
+    airlock.itself.request(
+        "PATCH",
+        EXPORT_REQUESTS.path(namespace_name(project), name) + "/status",
+        query=[("dryRun", "All")],
+        body={"status": status},
+        content_type="application/merge-patch+json",
+    )
+
+
+def test_a_former_member_never_reviews_the_projects_exports(world: World, airlock: Airlock) -> None:
+    """S8: olga, an output checker, leaves the project; then it is frozen. She never reviews
+    its exports, nobody reviews while it is Frozen, and the floor its data asked (3) holds."""
+    strict = world.settings.model_copy(
+        update={
+            "export_reviewers_by_tier": {
+                **world.settings.export_reviewers_by_tier,
+                ClassificationTier.SENSITIVE: 3,
+            }
+        }
+    )
+    sensitive = world.dataset("sensitive")
+    first, project = world.submit(datasets=[sensitive])
+    world.approve(first, "ann", "bob")
+    joins, _ = world.submit(project=project, datasets=[sensitive], members=["lea", "olga"])
+    world.approve(joins, "carl", "dave")
+    world.reconcile(project, settings=strict)
+    assert "olga" in (world.workspace(project) or {})["spec"]["members"]
+    name = file_as(airlock.as_("ravi"), export_body(project, author="ravi"))
+    # olga leaves; the workspace stays Ready for lea and ravi
+    ok = world.tre("request", "revoke", joins, "-m", "left", user="carl", group=APPROVERS)
+    assert ok.exit_code == 0, ok.output
+    world.reconcile(project, settings=strict)
+    ws = world.workspace(project) or {}
+    assert ws["spec"]["members"] == ["lea", "ravi"]
+    assert ws["spec"]["people"] == ["lea", "olga", "ravi"]
+    refused(
+        lambda: airlock.add_review(project, name, review("olga"), "olga"),
+        "tre-exportrequest-reviews",
+        "olga is the author or has been a member, lead or owner of project",
+    )
+    olga = Person("olga", frozenset({world.settings.output_checker_group}))
+    votes = [
+        FileVote(path=f.path, vote=Vote.APPROVE) for f in export_of(world, project, name).spec.files
+    ]
+    refused(
+        lambda: desk_of(world, airlock).review(olga, export_of(world, project, name), votes),
+        "olga may not review export request",
+    )
+    assert not desk_of(world, airlock).readable(olga, namespace_name(project), name).may_view_files
+    refused(
+        lambda: airlock.write_status(project, name, {"access": [access("olga")]}),
+        f"status.access: olga has been a member, lead or owner of project {project} and may "
+        "not view its quarantined files",
+    )
+    # two independent checkers are not enough for sensitive data here
+    for checker in ("piet", "quinn"):
+        airlock.add_review(project, name, review(checker), checker)
+    world.reconcile(project, settings=strict)
+    assert export_phase(world, project, name) == "Submitted"
+    # the project is frozen: its people and its floor stay
+    ok = world.tre("request", "revoke", first, "-m", "study over", user="carl", group=APPROVERS)
+    assert ok.exit_code == 0, ok.output
+    assert world.reconcile(project, settings=strict).phase is WorkspacePhase.FROZEN
+    data = access_data(world, project)
+    assert (data["phase"], data["members"], data["people"], data["exportReviewers"]) == (
+        "Frozen",
+        "",
+        "lea,olga,ravi",
+        "3",
+    )
+    admission_sees(lambda: dry_review(airlock, project, name, "rolf"), "the freeze")
+    refused(
+        lambda: airlock.add_review(project, name, review("olga"), "olga"),
+        "olga is the author or has been a member, lead or owner of project",
+    )
+    refused(
+        lambda: airlock.add_review(project, name, review("rolf"), "rolf"),
+        f"the workspace of project {project} is Frozen; its exports are reviewed only while "
+        "it is Ready",
+    )
+    world.reconcile(project, settings=strict)
+    assert export_phase(world, project, name) == "Submitted"  # not 2 of 2
+    refused(
+        lambda: world.controller.patch_status(
+            EXPORT_REQUESTS, name, {"phase": "Approved"}, namespace_name(project)
+        ),
+        "status.phase: Approved needs 3 independent output checkers",
+    )
+
+
+def test_a_revoked_lead_cannot_release_or_download(world: World, airlock: Airlock) -> None:
+    """S9: lea founded the project and her own access is revoked; ravi's goes on through her
+    amendment. She keeps the project's name, none of the lead's powers."""
+    dataset = world.dataset()
+    first, project = world.submit(datasets=[dataset])
+    world.approve(first, "ann")
+    world.reconcile(project)
+    goes_on, _ = world.submit(project=project, datasets=[dataset], lead="ravi", members=["ravi"])
+    world.approve(goes_on, "bob")
+    waiting, _ = world.submit(
+        project=project, datasets=[dataset], lead="ravi", members=["ravi", "nina"]
+    )
+    world.reconcile(project)
+    released = file_as(airlock.as_("ravi"), export_body(project, author="ravi"))
+    approved = file_as(airlock.as_("ravi"), export_body(project, author="ravi"))
+    for name in (released, approved):
+        for checker in ("olga", "piet"):
+            airlock.add_review(project, name, review(checker), checker)
+    world.reconcile(project)
+    assert export_phase(world, project, approved) == "Approved"
+    # while lea leads, the API server takes her release and her download
+    airlock.write_status(project, released, {"phase": "Released", "release": release_record()})
+    downloaded = [access("lea", action="download")]
+    airlock.write_status(project, released, {"access": downloaded})
+    assert access_data(world, project)["lead"] == "lea"
+    ok = world.tre("request", "revoke", first, "-m", "misconduct", user="carl", group=APPROVERS)
+    assert ok.exit_code == 0, ok.output
+    assert world.reconcile(project).phase is WorkspacePhase.READY
+    ws = world.workspace(project) or {}
+    assert (ws["spec"]["owner"], ws["spec"]["members"]) == ("lea", ["ravi"])
+    assert access_data(world, project)["lead"] == ""
+    admission_sees(
+        lambda: dry_status(
+            airlock, project, approved, {"phase": "Released", "release": release_record()}
+        ),
+        "lea's revocation",
+    )
+    # the airlock refuses her
+    desk, lea = desk_of(world, airlock), Person("lea")
+    refused(
+        lambda: desk.release(lea, export_of(world, project, approved)),
+        "lea may not release export request",
+        "while a member of its Ready workspace",
+    )
+    refused(
+        lambda: desk.download(lea, export_of(world, project, released), "out/table.csv"),
+        "lea may not download from export request",
+    )
+    refused(
+        lambda: desk.revoke(lea, export_of(world, project, released), "I changed my mind"),
+        "lea may not revoke export request",
+    )
+    view = desk.readable(lea, namespace_name(project), released)
+    assert not (view.may_download or view.may_revoke)
+    # and so does the API server, whatever the airlock wrote
+    refused(
+        lambda: airlock.write_status(
+            project, approved, {"phase": "Released", "release": release_record()}
+        ),
+        "status.release.by: only the lead of the project releases",
+    )
+    refused(
+        lambda: airlock.write_status(
+            project, released, {"access": [*downloaded, access("lea", action="download")]}
+        ),
+        "status.access: only the lead of the project downloads",
+    )
+    refused(
+        lambda: airlock.write_status(
+            project,
+            released,
+            {
+                "phase": "Revoked",
+                "revocation": {"by": "lea", "at": stamp(), "reason": "my own results"},
+            },
+        ),
+        "status.revocation.by: lea has been a member, lead or owner of project",
+    )
+    # an output checker from outside the project still revokes
+    revocation = {"by": "olga", "at": stamp(), "reason": "a cell holds 3 patients"}
+    airlock.write_status(project, released, {"phase": "Revoked", "revocation": revocation})
+    # no amendment: neither filed by her, nor her earlier one approved
+    path = world.request_file(project=project, datasets=[dataset], members=["lea", "ravi"])
+    result = world.tre("request", "submit", "-f", str(path), user="lea")
+    assert result.exit_code == 4
+    assert f"you own project {project!r} but are not a current member" in result.output
+    sneak = {
+        "apiVersion": "tre.ucloud.org/v1alpha1",
+        "kind": "AccessRequest",
+        "metadata": {"name": unique("again")},
+        "spec": {
+            "project": project,
+            "requester": "lea",
+            "lead": "lea",
+            "members": ["lea"],
+            "datasets": [dataset],
+            "purpose": "carrying on without access",
+            "startDate": dt.date.today().isoformat(),
+            "endDate": (dt.date.today() + dt.timedelta(days=30)).isoformat(),
+        },
+    }
+    admission_sees(lambda: as_(world, "lea").create(sneak, dry_run=True), "lea's workspace")
+    refused(
+        lambda: as_(world, "lea").create(sneak, dry_run=True),
+        "tre-accessrequest-project-owner",
+        f"lea owns project {project} but is not a current member of its workspace",
+    )
+    refused(
+        lambda: append_decision(world, "dave", waiting, honest_approval(world, "dave", waiting)),
+        "tre-accessrequest-amendment-owner-acts",
+        f"amends project {project}, whose owner lea is not a current member of its workspace",
+    )
+
+
+def test_a_later_members_earlier_approval_stops_counting(world: World) -> None:
+    """S19: ann approved lea's sensitive data, then joined the project through an amendment
+    that others approved: her approval no longer counts, and the data is withheld until
+    another independent approver approves."""
+    sensitive, public = world.dataset("sensitive"), world.dataset("public")
+    first, project = world.submit(datasets=[sensitive])
+    world.approve(first, "ann", "bob")
+    world.reconcile(project)
+    joins, _ = world.submit(project=project, datasets=[public], members=["lea", "ann"])
+    world.approve(joins, "carl", "dave")
+    world.reconcile(project)
+    assert phase(world, first) == ("Pending", "AwaitingApproval")
+    assert world.request_object(first)["status"]["approvers"] == ["bob"]
+    ws = world.workspace(project) or {}
+    assert "ann" in ws["spec"]["members"]
+    assert [d["name"] for d in ws["spec"]["datasets"]] == [public]
+    # ann may not approve it again (she did, and she is a member now); another approver may
+    refused(
+        lambda: append_decision(world, "ann", first, honest_approval(world, "ann", first)),
+        "spec.decisions: ann ",
+    )
+    world.approve(first, "erin")
+    world.reconcile(project)
+    assert phase(world, first) == ("Approved", "Approved")
+    mounted = (world.workspace(project) or {})["spec"]["datasets"]
+    assert sorted(d["name"] for d in mounted) == sorted([public, sensitive])
+    plan = plan_project(
+        world.settings, project, read_snapshot(world.controller), dt.datetime.now(dt.UTC)
+    )
+    assert plan.request_statuses == [] and plan.workspace_apply is None  # a second pass: nothing
 
 
 # --- 5. project namespaces belong to the controller ----------------------------------------------

@@ -8,7 +8,9 @@ Behaviours under test:
   without review);
 - reviews under review are hidden from each other and from the project's people; after the
   decision all are shown;
-- only the workspace's owner is the lead;
+- only the workspace's owner is the lead, and only while a member of the Ready workspace;
+  nobody who has ever been the project's (a former member too) reviews or sees its bytes,
+  and nobody reviews while the workspace is not Ready (review 3, S8, S9);
 - votes come from a form one per file, and a missing or unknown vote names the file;
 - the upload stream cuts the body into parts of exactly the part size (the last shorter), and
   an error put into it ends the upload with that error;
@@ -33,6 +35,7 @@ from provisioner.airlock.desk import (
     Person,
     is_lead,
     may_read,
+    may_review,
     may_view_files,
     parse_votes,
     visible_reviews,
@@ -50,7 +53,9 @@ from provisioner.models.resources import (
     FileVote,
     Vote,
     Workspace,
+    WorkspacePhase,
     WorkspaceSpec,
+    WorkspaceStatus,
 )
 from provisioner.models.settings import Settings
 from tests.kubespawner_harness import DEV_AUTH, dev_settings
@@ -84,8 +89,13 @@ def export(*reviewers: str, phase: ExportPhase = ExportPhase.SUBMITTED) -> Expor
 WORKSPACE = Workspace(
     name="cardio",
     spec=WorkspaceSpec(
-        project="cardio", owner="lea", namespace="tre-cardio", members=["lea", "ravi"]
+        project="cardio",
+        owner="lea",
+        namespace="tre-cardio",
+        members=["lea", "ravi"],
+        people=["lea", "olaf", "ravi"],  # olaf, a checker, was a member once
     ),
+    status=WorkspaceStatus(phase=WorkspacePhase.READY),
 )
 
 
@@ -96,10 +106,11 @@ WORKSPACE = Workspace(
         (Person("ravi"), True, False),  # the author
         (Person("lea"), True, False),  # the lead
         (Person("ravi", CHECKERS), True, False),  # a member who is also a checker
+        (Person("olaf", CHECKERS), True, False),  # a former member who is a checker
         (Person("mallory"), False, False),
         (Person("mallory", frozenset({"tre:approvers"})), False, False),
     ],
-    ids=["checker", "author", "lead", "member-checker", "stranger", "other-group"],
+    ids=["checker", "author", "lead", "member-checker", "former-member", "stranger", "other-group"],
 )
 def test_who_reads_an_export_and_who_sees_its_bytes(
     person: Person, reads: bool, sees_bytes: bool
@@ -114,6 +125,33 @@ def test_without_its_workspace_only_the_author_and_checkers_read_it() -> None:
     assert not is_lead(Person("lea"), None)
     assert is_lead(Person("lea"), WORKSPACE)
     assert not is_lead(Person("ravi"), WORKSPACE)
+
+
+def _changed(members: list[str], phase: WorkspacePhase) -> Workspace:
+    return WORKSPACE.model_copy(
+        update={
+            "spec": WORKSPACE.spec.model_copy(update={"members": members}),
+            "status": WorkspaceStatus(phase=phase),
+        }
+    )
+
+
+def test_the_owner_leads_only_as_a_member_of_the_ready_workspace() -> None:
+    """Review 3, S9: a revoked owner keeps the project's name, not the lead's powers; and
+    review 3, S8: nor may they, a checker too, then review or see its bytes."""
+    revoked = _changed(["ravi"], WorkspacePhase.READY)
+    assert not is_lead(Person("lea"), revoked)
+    assert not may_view_files(Person("lea", CHECKERS), export(), revoked, SETTINGS)
+    assert not may_review(Person("lea", CHECKERS), export(), revoked, SETTINGS)
+    assert not is_lead(Person("lea"), _changed([], WorkspacePhase.FROZEN))
+
+
+def test_nobody_reviews_while_the_workspace_is_not_ready() -> None:
+    olga = Person("olga", CHECKERS)
+    assert may_review(olga, export(), WORKSPACE, SETTINGS)
+    assert not may_review(olga, export(), _changed([], WorkspacePhase.FROZEN), SETTINGS)
+    assert not may_review(olga, export(), None, SETTINGS)
+    assert not may_review(Person("olaf", CHECKERS), export(), WORKSPACE, SETTINGS)
 
 
 def test_reviews_stay_hidden_until_the_decision() -> None:

@@ -12,7 +12,11 @@ Behaviours under test, as a table where they are cases of one rule:
   does not count for the new content;
 - an extension moves the end date only when as many distinct approvers as the tier needs
   agree; the request expires the day after its effective end;
-- the friendly refusals of `tre` say what the API server says.
+- the friendly refusals of `tre` say what the API server says;
+- review 3, S19: an approval or content pin by someone who later joins the project (through
+  any active request, whatever its creation order) stops counting; S9: the owner holds the
+  lead's powers only as a current member of the workspace; everyone who ever was the project's
+  stays one of its people.
 """
 
 from __future__ import annotations
@@ -35,16 +39,21 @@ from provisioner.models.resources import (
     DecisionAction,
     RequestPhase,
     S3Source,
+    WorkspacePhase,
+    WorkspaceSpec,
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
 from provisioner.planning.approvals import (
     NOT_PROJECT_OWNER,
     ProjectUnion,
+    acting_lead,
     decision_refusal,
     evaluate_project,
     evaluate_request,
+    owner_refusal,
     plan_workspace_spec,
+    project_people,
 )
 
 TODAY = dt.date(2026, 11, 30)
@@ -338,3 +347,114 @@ def test_requests_filed_in_the_same_second_are_judged_with_each_other() -> None:
     reasons = {r.name: (e.reason, e.required_approvers) for r, e in evaluated}
     assert owner == "lea"
     assert reasons == {"zz-first": ("Approved", 2), "aa-amend": ("AwaitingApproval", 2)}
+
+
+# --- review 3, S19: whoever joins later stops counting ------------------------------------------
+
+
+def test_an_approval_by_someone_who_joins_later_stops_counting() -> None:
+    founding = request("first", ["cohort"], [approve("ann", COHORT), approve("bob", COHORT)])
+    # ann, who approved the founding request, joins through an amendment
+    joins = request(
+        "amend",
+        ["open-data"],
+        [approve("carl", OPEN), approve("dave", OPEN)],
+        members=["lea", "ann"],
+    )
+    evaluated, _, _ = _project([founding, joins], owner="lea", founding="first")
+    got = {r.name: (e.reason, e.approvers) for r, e in evaluated}
+    assert got == {
+        "first": ("AwaitingApproval", ("bob",)),
+        "amend": ("Approved", ("carl", "dave")),
+    }
+    spec, _ = plan_workspace_spec("cardio", evaluated, by_name(COHORT, OPEN), TODAY, owner="lea")
+    assert [d.name for d in spec.datasets] == ["open-data"]  # the cohort is withheld
+    # a further independent approval brings it back
+    again = founding.model_copy(
+        update={
+            "spec": founding.spec.model_copy(
+                update={"decisions": [*founding.spec.decisions, approve("erin", COHORT)]}
+            )
+        }
+    )
+    evaluated, _, _ = _project([again, joins], owner="lea", founding="first")
+    assert {r.name: e.reason for r, e in evaluated} == {"first": "Approved", "amend": "Approved"}
+    assert _project([again, joins], owner="lea", founding="first")[0] == evaluated
+
+
+def test_a_later_members_pin_of_new_content_stops_counting() -> None:
+    changed = dataset("cohort", "sensitive", content="b")
+    founding = request(
+        "first",
+        ["cohort"],
+        [approve("carl", COHORT), approve("dave", COHORT), approve("ann", changed)],
+    )
+    founding.spec.decisions.append(approve("carl", changed))
+    joins = request(
+        "amend", ["labs"], [approve("erin", LABS), approve("fay", LABS)], members=["lea", "ann"]
+    )
+    datasets = by_name(changed, LABS)
+    alone = evaluate_project(
+        [founding], datasets, SETTINGS, TODAY, owner="lea", founding_request="first"
+    )[0]
+    assert alone[0][1].mounted_manifests == {"cohort": sha("b")}
+    evaluated, _, _ = evaluate_project(
+        [founding, joins], datasets, SETTINGS, TODAY, owner="lea", founding_request="first"
+    )
+    first = dict((r.name, e) for r, e in evaluated)["first"]
+    assert first.reason == "Approved"  # carl and dave still count for the request
+    assert (first.mounted_manifests, first.withheld) == ({}, {"cohort": sha("b")})
+
+
+# --- review 3, S9: the owner's powers need the owner in the workspace ----------------------------
+
+
+def _ws(members: list[str], owner: str | None = "lea", people: list[str] | None = None) -> Any:
+    return WorkspaceSpec(
+        project="cardio",
+        namespace="tre-cardio",
+        owner=owner,
+        members=members,
+        people=people or [],
+    )
+
+
+@pytest.mark.parametrize(
+    ("members", "phase", "lead"),
+    [
+        (["lea", "ravi"], WorkspacePhase.READY, "lea"),
+        (["ravi"], WorkspacePhase.READY, None),
+        (["lea", "ravi"], WorkspacePhase.PROVISIONING, "lea"),
+        ([], WorkspacePhase.FROZEN, None),
+        (["lea"], WorkspacePhase.FROZEN, None),
+        (["lea"], WorkspacePhase.TORN_DOWN, None),
+    ],
+    ids=["owner-member-ready", "owner-revoked", "not-ready-yet", "frozen", "frozen-stale", "gone"],
+)
+def test_the_owner_acts_as_lead_only_as_a_current_member_of_the_workspace(
+    members: list[str], phase: WorkspacePhase | None, lead: str | None
+) -> None:
+    assert acting_lead(_ws(members), phase) == lead
+
+
+def test_project_people_are_everyone_ever_and_the_owner() -> None:
+    spec = _ws(["ravi"], people=["nina"])
+    assert project_people(spec) == {"lea", "ravi", "nina"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "phase", "me", "fragment"),
+    [
+        (None, None, "mallory", None),
+        (_ws(["lea"]), WorkspacePhase.READY, "lea", None),
+        (_ws(["lea"]), WorkspacePhase.READY, "mallory", "belongs to lea"),
+        (_ws(["ravi"]), WorkspacePhase.READY, "lea", "you own project 'cardio' but are not a"),
+        (_ws([]), WorkspacePhase.FROZEN, "lea", "an approver extends your own request first"),
+    ],
+    ids=["free", "owner-acts", "someone-else", "owner-revoked", "frozen"],
+)
+def test_owner_refusal_says_what_the_api_server_says(
+    spec: Any, phase: WorkspacePhase | None, me: str, fragment: str | None
+) -> None:
+    refusal = owner_refusal("cardio", spec, phase, me)
+    assert refusal is None if fragment is None else refusal is not None and fragment in refusal

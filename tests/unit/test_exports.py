@@ -36,7 +36,7 @@ from provisioner.models.resources import (
 )
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier as T
-from provisioner.planning.exports import evaluate_export, required_reviewers
+from provisioner.planning.exports import evaluate_export, export_reviewers, required_reviewers
 from provisioner.planning.project import export_audit_events, plan_export_statuses
 
 AT = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
@@ -212,3 +212,38 @@ def test_an_appended_record_adds_one_event_and_keeps_the_others_keys() -> None:
     keys_after = {e.key for e in export_audit_events("cardio", [after], [], AT)}
     assert keys_after - keys_before == {"export/u-1/access/2"}
     assert keys_before <= keys_after
+
+
+def test_a_frozen_workspace_judges_exports_by_everyone_it_ever_had_and_its_floor() -> None:
+    """Review 3, S8: after a freeze (members emptied) a former member's review still does not
+    count, nor does the owner's, and the floor stays what the data asked (3), not 2."""
+    frozen = WorkspaceSpec(
+        project="cardio",
+        namespace="tre-cardio",
+        owner="lea",
+        people=["lea", "ravi"],
+        export_reviewers=3,
+    )
+    request = export(review("olga"), review("ravi"), review("piet"))
+    (write,) = plan_export_statuses([request], frozen, Settings(), AT)
+    assert (write.status["phase"], write.status["reviewers"]) == ("Submitted", ["olga", "piet"])
+    owner_reviews = export(review("olga"), review("piet"), review("lea"), review("quinn"))
+    (write,) = plan_export_statuses(
+        [
+            owner_reviews.model_copy(
+                update={"spec": owner_reviews.spec.model_copy(update={"author": "ravi"})}
+            )
+        ],
+        frozen,
+        Settings(),
+        AT,
+    )
+    assert write.status["reviewers"] == ["olga", "piet", "quinn"]
+    assert write.status["phase"] == "Approved"
+
+
+def test_the_floor_is_the_most_the_data_ever_asked() -> None:
+    by_tier = {T.INTERNAL: 2, T.SENSITIVE: 3}
+    spec = WorkspaceSpec(project="cardio", namespace="tre-cardio", export_reviewers=3)
+    assert export_reviewers(spec, by_tier) == 3  # no data now, the sensitive data once
+    assert export_reviewers(spec.model_copy(update={"export_reviewers": 2}), by_tier) == 2

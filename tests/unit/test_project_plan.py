@@ -33,6 +33,7 @@ from provisioner.models.resources import (
     WorkspacePhase,
     WorkspaceSpec,
 )
+from provisioner.models.settings import Settings
 from provisioner.planning.project import (
     Unparsable,
     foreign_prunes,
@@ -107,7 +108,9 @@ def pod(name: str, user: str | None, claims: list[str], stopping: bool = False) 
 
 def test_pods_that_lost_access_stop() -> None:
     ws = workspace(["lea", "ravi"])
-    desired = [workspace_access(ws, "Ready", ["ds-labs", "project-storage"])]
+    desired = [
+        workspace_access(ws, WorkspacePhase.READY, ["ds-labs", "project-storage"], Settings())
+    ]
     pods = [
         pod("jupyter-lea", "lea", ["ds-labs", "project-storage"]),
         pod("jupyter-nina", "nina", ["project-storage"]),
@@ -126,7 +129,8 @@ def test_pods_that_lost_access_stop() -> None:
 def test_every_pod_stops_while_not_ready() -> None:
     ws = workspace([])
     pods = [pod("jupyter-lea", "lea", ["project-storage"])]
-    stops = pods_to_stop(pods, ws, WorkspacePhase.FROZEN, [workspace_access(ws, "Frozen", [])])
+    frozen = workspace_access(ws, WorkspacePhase.FROZEN, [], Settings())
+    stops = pods_to_stop(pods, ws, WorkspacePhase.FROZEN, [frozen])
     assert [(s.name, s.why) for s in stops] == [("jupyter-lea", "the workspace is Frozen")]
 
 
