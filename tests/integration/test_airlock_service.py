@@ -664,10 +664,10 @@ def file_export(person: Person, project: str, n_files: int) -> tuple[str, str]:
         assert "no params found" in filed.text and time.monotonic() < deadline, filed.text
 
 
-def held_put(hub: HubEndpoints, token: str, path: str) -> socket.socket:
-    """A connection straight to the airlock (as a notebook reaches it) that sends a PUT's
-    headers, declaring the body, and never sends it."""
-    url = urllib.parse.urlsplit(hub.airlock_url)
+def held_put(airlock_url: str, token: str, path: str) -> socket.socket:
+    """A connection straight to the airlock (`HubEndpoints.airlock_url`, as a notebook
+    reaches it) that sends a PUT's headers, declaring the body, and never sends it."""
+    url = urllib.parse.urlsplit(airlock_url)
     assert url.hostname == "127.0.0.1" and url.port
     conn = socket.create_connection((url.hostname, url.port), timeout=30)
     conn.sendall(
@@ -736,7 +736,10 @@ def test_no_one_person_stalls_everyone(
     path = f"api/exports/{namespace}/{name}"
 
     # The reproduction: 16 uploads whose bodies never come.
-    conns = [held_put(hub, fred.token, f"{path}/files/out/f{i}.csv") for i in range(FLOOD_FILES)]
+    conns = [
+        held_put(hub.airlock_url, fred.token, f"{path}/files/out/f{i}.csv")
+        for i in range(FLOOD_FILES)
+    ]
     try:
         # Beyond the few one person may hold, each is answered at once: 429, with the reason.
         answered = wait_for_answers(conns, FLOOD_FILES - 2, timeout=60)
@@ -765,7 +768,7 @@ def test_no_one_person_stalls_everyone(
     assert not any(f["stored"] for f in fred.ok("GET", path)["files"])
 
     # An upload that trickles (a byte a second, under the idle bound) is cut at the floor.
-    trickle = held_put(hub, fred.token, f"{path}/files/out/f1.csv")
+    trickle = held_put(hub.airlock_url, fred.token, f"{path}/files/out/f1.csv")
     try:
         assert closed_while_trickling(trickle, timeout=60)
     finally:
