@@ -9,9 +9,10 @@ On a fresh local platform (provisioner/devcluster: the control plane and the S3 
 the airlock's default limits (`docs/airlock.md`, "No one person can stall everyone"):
 
 1. Setup, not timed. Two projects (the workspace tests' `World`, real CLI and controller
-   code): fred's (led by fay) and ravi's (led by lea). In ravi's, 2 x `--samples` exports of
-   one small file are filed, uploaded, approved by two checkers, made Approved by the
-   controller's reconcile and released by lea.
+   code): fred's (led by fay) and lea's. In lea's, 2 x `--samples` exports of one small
+   file are filed by its members in turn (each within the hourly filing limit), uploaded,
+   approved by two checkers, made Approved by the controller's reconcile and released by
+   lea.
 2. Quiet: lea revokes `--samples` of them one after another, through the hub's proxy as a
    browser or `tre export revoke` does; each revoke is timed from just before its POST until
    its answer (200, the egress copies deleted and the record written).
@@ -78,14 +79,16 @@ START, END = "<!-- airlock_flood: start -->", "<!-- airlock_flood: end -->"
 HELD = 16  # uploads that send their headers and never the body
 UPLOADERS, FILERS, LISTERS = 4, 2, 4
 WARM_UP = 3.0
+# Authors of the exports lea revokes, in turn: each files at most the hourly limit (20).
+AUTHORS = ("ravi", "rik", "rosa", "raj", "ruth")
 
 
 def say(message: str) -> None:
     print(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {message}", flush=True)
 
 
-def released(w: World, project: str, ravi: Person, lea: Person, checkers: list[Person]) -> str:
-    """NAMESPACE/NAME of an export of one file of ravi's, released by lea."""
+def released(w: World, project: str, author: Person, lea: Person, checkers: list[Person]) -> str:
+    """api/exports/NAMESPACE/NAME of an export of one file of `author`'s, released by lea."""
     declared = {
         "project": project,
         "context": "A benchmark export, released to be revoked.",
@@ -95,13 +98,13 @@ def released(w: World, project: str, ravi: Person, lea: Person, checkers: list[P
     }  # fmt: skip
     deadline = time.monotonic() + 20
     while True:
-        filed = ravi.call("POST", "api/exports", json=declared)
+        filed = author.call("POST", "api/exports", json=declared)
         if filed.status_code == 201 or time.monotonic() > deadline:
             break
         time.sleep(0.3)
     assert filed.status_code == 201, filed.text
     path = f"api/exports/{filed.json()['namespace']}/{filed.json()['name']}"
-    ravi.ok("PUT", f"{path}/files/out/table.csv", data=TABLE)
+    author.ok("PUT", f"{path}/files/out/table.csv", data=TABLE)
     for checker in checkers:
         votes = {"out/table.csv": {"vote": "approve"}}
         checker.ok("POST", f"{path}/reviews", json={"votes": votes})
@@ -241,11 +244,15 @@ def measure(
 ) -> tuple[list[float], list[float], Counter[str]]:
     """Steps 1 to 3 of the module docstring: (quiet, flooded, what the flood got)."""
     flooded_project = project_of(w, "fay", ["fay", "fred"])
-    quiet_project = project_of(w, "lea", ["lea", "ravi"])
-    fred, ravi, lea = (Person(endpoints, cluster, who) for who in ("fred", "ravi", "lea"))
+    quiet_project = project_of(w, "lea", ["lea", *AUTHORS])
+    fred, lea = Person(endpoints, cluster, "fred"), Person(endpoints, cluster, "lea")
+    authors = [Person(endpoints, cluster, who) for who in AUTHORS]
     checkers = [Person(endpoints, cluster, who) for who in DEV_OUTPUT_CHECKERS]
     say(f"setup: {2 * samples} released exports in {quiet_project}")
-    paths = [released(w, quiet_project, ravi, lea, checkers) for _ in range(2 * samples)]
+    paths = [
+        released(w, quiet_project, authors[i % len(authors)], lea, checkers)
+        for i in range(2 * samples)
+    ]
     namespace, name = file_export(fred, flooded_project, 16)
 
     say("quiet: revoking")
