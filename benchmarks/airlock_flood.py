@@ -19,7 +19,8 @@ the airlock's default limits (`docs/airlock.md`, "No one person can stall everyo
 3. Flood: fred, with his own token straight to the airlock (as a notebook reaches it), keeps
    16 uploads open that send their headers and never the body (reopened as the airlock cuts
    them), 4 threads uploading 1 MB files of an export of 16 in a loop, 2 threads filing
-   exports and 4 listing, none waiting between calls. After 3 s, lea revokes the other
+   exports and 4 listing, none waiting between calls. Once every kind of call has been
+   answered at least once, and 3 s more, lea revokes the other
    `--samples` exports, timed the same way. What the flood got (status codes) is counted.
 
 Reported: p50 and p99 (nearest rank) of both, side by side, and their ratio. The flood's
@@ -78,6 +79,7 @@ DOCS = ROOT / "docs" / "performance.md"
 START, END = "<!-- airlock_flood: start -->", "<!-- airlock_flood: end -->"
 HELD = 16  # uploads that send their headers and never the body
 UPLOADERS, FILERS, LISTERS = 4, 2, 4
+CALLS = ("PUT 1 MB", "POST api/exports", "GET api/exports")
 WARM_UP = 3.0
 # Authors of the exports lea revokes, in turn: each files at most the hourly limit (20).
 AUTHORS = ("ravi", "rik", "rosa", "raj", "ruth")
@@ -132,6 +134,7 @@ class Flood:
         self.path, self.project = export_path, project
         self.stop = threading.Event()
         self.counts: Counter[str] = Counter()
+        self.answered: set[str] = set()  # labels of the calls answered at least once
         self.lock = threading.Lock()
 
     def count(self, what: str) -> None:
@@ -145,6 +148,7 @@ class Flood:
                 method, self.direct + path, headers=headers, timeout=60, **kwargs
             )
             self.count(f"{label}: {answer.status_code}")
+            self.answered.add(label)
         except requests.RequestException:
             self.count(f"{label}: connection cut")
 
@@ -188,13 +192,16 @@ class Flood:
         while not self.stop.is_set():
             self.call("GET api/exports", "GET", "api/exports")
 
-    def run(self, stop: Any, out: Any) -> None:
+    def run(self, ready: Any, stop: Any, out: Any) -> None:
         targets: list[Callable[[], None]] = [self.held]
         targets += [functools.partial(self.uploads, n) for n in range(UPLOADERS)]
         targets += [self.filings] * FILERS + [self.lists] * LISTERS
         threads = [threading.Thread(target=t, daemon=True) for t in targets]
         for thread in threads:
             thread.start()
+        while len(self.answered) < len(CALLS) and not stop.is_set():
+            time.sleep(0.1)  # every kind of call under way
+        ready.set()
         stop.wait()
         self.stop.set()
         for thread in threads:
@@ -202,9 +209,9 @@ class Flood:
         out.put(dict(self.counts))
 
 
-def run_flood(token: str, airlock_url: str, export_path: str, project: str, stop: Any,
-              out: Any) -> None:  # fmt: skip
-    Flood(token, airlock_url, export_path, project).run(stop, out)
+def run_flood(token: str, airlock_url: str, export_path: str, project: str, ready: Any,
+              stop: Any, out: Any) -> None:  # fmt: skip
+    Flood(token, airlock_url, export_path, project).run(ready, stop, out)
 
 
 def render(quiet: list[float], flooded: list[float], counts: Counter[str], command: str,
@@ -259,14 +266,16 @@ def measure(
     quiet = revoke_latencies(lea, paths[:samples])
     say(f"flood: fred floods the airlock at {endpoints.airlock_url}")
     spawn = multiprocessing.get_context("spawn")
-    stop, out = spawn.Event(), spawn.Queue()
+    ready, stop, out = spawn.Event(), spawn.Event(), spawn.Queue()
     flood = spawn.Process(
         target=run_flood,
         args=(fred.token, endpoints.airlock_url, f"api/exports/{namespace}/{name}",
-              flooded_project, stop, out),
+              flooded_project, ready, stop, out),
     )  # fmt: skip
     flood.start()
     try:
+        if not ready.wait(timeout=180):
+            raise SystemExit("the flood did not get under way within 180 s")
         time.sleep(WARM_UP)
         flooded = revoke_latencies(lea, paths[samples:])
     finally:
