@@ -21,24 +21,32 @@ recorded by a GET that another site could make a browser send.
     POST   api/exports/NS/NAME/download/PATH    the lead: {url} (recorded, expires)
     POST   api/exports/NS/NAME/revoke           {reason}
     POST   api/gate/records                     a browser gate's records (`gate_records`)
-    GET    health                               liveness, no sign-in
+    GET    health                               liveness and readiness, no sign-in
 
 Pages (`/`, `exports/NS/NAME`) show the same and post forms (XSRF-checked) to the same
 actions. Uploads stream: the body goes through a bounded queue to a thread that uploads it
 in parts, so memory stays at a few parts whatever the file's size.
 
+No one person can stall everyone (review S10): uploads run on workers of their own, a few
+per person, and are cut when the client goes silent or sends slower than a floor; every
+other action runs on its own workers (revokes on theirs), a few at once per person; headers
+and small bodies must arrive within a bound; a person files a bounded number of exports an
+hour (F20); /health answers 503 when the workers stop running (`limits`).
+
 Errors keep the library's meaning: 400 bad input, 403 refused, 404 not found (also for an
-export you may not see), 409 conflict, 503 try again.
+export you may not see), 409 conflict, 429 over a person's limit, 503 try again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import logging
 import os
 import queue
-import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from tornado import web
 from tornado.http1connection import HTTP1Connection
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 from provisioner.airlock.desk import Desk, ExportView, Person, parse_votes
 from provisioner.airlock.gate_records import gate_routes
@@ -59,6 +67,7 @@ from provisioner.airlock.hub_sign_in import (
     notebook_project,
 )
 from provisioner.airlock.keys import normalise_export_path
+from provisioner.airlock.limits import Canary, FilingWindow, PersonLimit, stalled
 from provisioner.errors import (
     ConflictError,
     InvalidInputError,
@@ -82,6 +91,11 @@ MAX_SMALL_BODY: Final = 1 << 20
 # while the last is being sent, and the bound on what one upload holds beside that part.
 BODY_CHUNK_BYTES: Final = 256 << 10
 UPLOAD_QUEUE_CHUNKS: Final = 40
+# Workers of every action but uploads and revokes, and of revokes alone: a revoke (the way to
+# stop a bad release) never waits behind anything else.
+ACTION_WORKERS: Final = 16
+REVOKE_WORKERS: Final = 4
+REVOKES_PER_PERSON: Final = 1
 _STATUS: Final = (
     (NotFoundError, 404),
     (RefusedError, 403),
@@ -102,17 +116,41 @@ class StreamSource:
     """A `FileSource` fed by the HTTP body: tornado puts chunks in, the uploading thread reads
     parts out. `None` ends the body; an exception object ends it with that error."""
 
-    def __init__(self, path: str, size: int) -> None:
+    def __init__(self, path: str, size: int, *, idle_seconds: float = 30.0) -> None:
         self.path = path
         self.size = size
+        self.idle_seconds = idle_seconds
         self.chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(UPLOAD_QUEUE_CHUNKS)
+        self.failed: BaseException | None = None
+        self.silent = False  # cut: no bytes for idle_seconds
+        self.progress = time.monotonic()  # when the reader last took bytes (for /health)
+        self.upload: asyncio.Future[Any]  # the worker's upload of this body (Serving)
+
+    def fail(self, exc: BaseException) -> None:
+        """End the body with `exc` without blocking the caller (the event loop): a reader
+        waiting on an empty queue wakes, one behind a full queue sees it at its next chunk."""
+        self.failed = exc
+        with contextlib.suppress(queue.Full):
+            self.chunks.put_nowait(exc)
 
     def read_parts(self, part_bytes: int) -> Iterator[bytes]:
+        """Never waits more than `idle_seconds` for the next chunk: a worker is held by a
+        silent client for that long at most."""
         buffer = bytearray()
         while True:
-            chunk = self.chunks.get()
+            try:
+                chunk = self.chunks.get(timeout=self.idle_seconds)
+            except queue.Empty:
+                self.silent = True
+                raise TemporaryError(
+                    f"file {self.path!r}: no bytes arrived for {self.idle_seconds:g} s "
+                    "(airlock_upload_idle_seconds); the upload was cut, send the file again"
+                ) from None
+            if self.failed is not None:
+                raise self.failed
             if isinstance(chunk, BaseException):
                 raise chunk
+            self.progress = time.monotonic()
             if chunk is None:
                 break
             buffer += chunk
@@ -169,13 +207,30 @@ class Base(web.RequestHandler):
             workspace=notebook_project(model),
         )
 
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a blocking desk action on the worker threads; library errors become HTTP."""
-        executor: ThreadPoolExecutor = self.settings["executor"]
+    @property
+    def serving(self) -> Serving:
+        serving: Serving = self.settings["serving"]
+        return serving
+
+    async def call(self, fn: Callable[..., T], *args: Any, lane: str = "actions") -> T:
+        """Run a blocking desk action on the workers of `lane` (actions or revoke), at most
+        a few at once per person (429 beyond); library errors become HTTP."""
+        executor, limit = self.serving.lanes[lane]
+        who = self.current_user["name"] if self.current_user else ""
+        if not limit.take(who):
+            raise Busy(
+                429,
+                "Too many requests at once",
+                f"{who}: {limit.limit} {lane} of yours are already running, the most one "
+                f"person may have at once (airlock_calls_per_person); wait for them to finish",
+                retry_after=1,
+            )
         try:
             return await IOLoop.current().run_in_executor(executor, fn, *args)
         except TreError as exc:
             raise _http_error(exc) from exc
+        finally:
+            limit.give(who)
 
     @property
     def api(self) -> bool:
@@ -185,6 +240,8 @@ class Base(web.RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else None
         message = message or self._reason
+        if isinstance(exc, Busy):
+            self.set_header("Retry-After", str(exc.retry_after))
         if self.api:
             self.finish({"error": message, "status": status_code})
         else:
@@ -228,6 +285,15 @@ class Base(web.RequestHandler):
         return loaded
 
 
+class Busy(web.HTTPError):
+    """Over a limit (429: the person's; 503: everyone's), with the seconds after which to
+    try again (Retry-After)."""
+
+    def __init__(self, status: int, reason: str, message: str, retry_after: int) -> None:
+        super().__init__(status, reason=reason, log_message=message)
+        self.retry_after = retry_after
+
+
 def _http_error(exc: TreError) -> web.HTTPError:
     return web.HTTPError(http_status(exc), reason=_reason(exc), log_message=str(exc))
 
@@ -238,8 +304,21 @@ def _reason(exc: TreError) -> str:
 
 
 class Health(web.RequestHandler):
+    """Liveness and readiness: 503 while the workers stall (`Serving.stalled`), so the
+    cluster stops sending people here at once and restarts the service if it lasts. Answered
+    on the event loop from what the watchdog saw: it never waits for a worker itself."""
+
     def get(self) -> None:
-        self.finish({"ok": True})
+        serving: Serving = self.settings["serving"]
+        reasons = serving.stalled()
+        self.set_status(503 if reasons else 200)
+        self.finish(
+            {
+                "ok": not reasons,
+                "stalled": reasons,
+                "uploads": {"running": serving.uploads.total, "workers": serving.upload_workers},
+            }
+        )
 
 
 class OAuthCallback(Base):
@@ -276,7 +355,22 @@ class Exports(Base):
             ) from exc
         except ValueError as exc:
             raise web.HTTPError(400, log_message=f"files: {exc}") from exc
-        created = await self.call(self.desk.submit, person, project, context, files)
+        filings: FilingWindow = self.serving.filings
+        wait = filings.reserve(person.name)
+        if wait:
+            raise Busy(
+                429,
+                "Too many exports filed",
+                f"{person.name}: {filings.limit} exports filed in the last hour, the most one "
+                "person may file (airlock_exports_per_person_per_hour); the next may be filed "
+                f"in {int(wait) + 1} s",
+                retry_after=int(wait) + 1,
+            )
+        try:
+            created = await self.call(self.desk.submit, person, project, context, files)
+        except web.HTTPError:
+            filings.refund(person.name)  # refused: nothing was filed
+            raise
         self.set_status(201)
         self.finish({"namespace": created.namespace, "name": created.name})
 
@@ -308,7 +402,10 @@ class Action(Base):
     @web.authenticated
     async def post(self, namespace: str, name: str, action: str) -> None:
         person = self.person()
-        request: ExportRequest = await self.call(self._request, person, namespace, name, action)
+        lane = "revoke" if action == "revoke" else "actions"
+        request: ExportRequest = await self.call(
+            self._request, person, namespace, name, action, lane=lane
+        )
         form = self._form()
         result: dict[str, Any] = {}
         if action == "reviews":
@@ -320,7 +417,9 @@ class Action(Base):
             manifest = await self.call(self.desk.release, person, request)
             result = {"released": [f["path"] for f in manifest["files"]]}
         elif action == "revoke":
-            record = await self.call(self.desk.revoke, person, request, form.get("reason", ""))
+            record = await self.call(
+                self.desk.revoke, person, request, form.get("reason", ""), lane="revoke"
+            )
             result = {"revoked": record["files"]}
         else:
             raise web.HTTPError(404)
@@ -355,6 +454,7 @@ class Files(Base):
 
     source: StreamSource | None = None
     upload: asyncio.Future[Any] | None = None
+    body_done = False
 
     async def prepare(self) -> None:
         await super().prepare()  # who is calling
@@ -364,6 +464,7 @@ class Files(Base):
         person = self.person() if self.current_user else None
         if person is None:
             raise web.HTTPError(401)
+        self.serving.check_upload(person)  # before anything is read for it
         namespace, name, path = self.path_args
         request: ExportRequest = await self.call(self.desk.request, namespace, name)
         length = self.request.headers.get("Content-Length")
@@ -378,22 +479,31 @@ class Files(Base):
                 log_message=f"file {normal!r}: the body has {length} bytes, the export "
                 f"request declares {size}",
             )
-        # Never more than declared: the connection is cut beyond it.
-        self._connection().set_max_body_size(size)
-        self.source = StreamSource(normal, size)
-        executor: ThreadPoolExecutor = self.settings["executor"]
-        self.upload = asyncio.ensure_future(
-            IOLoop.current().run_in_executor(
-                executor, self.desk.upload, person, request, self.source
-            )
+        self.source = self.serving.start_upload(
+            person, normal, size, functools.partial(self.desk.upload, person, request)
         )
+        self.upload = self.source.upload
+        self.upload.add_done_callback(self._upload_done)
+        settings = self.desk.settings
+        connection = self._connection()
+        # Never more than declared: the connection is cut beyond it. Never slower than the
+        # floor: the whole body within the idle bound plus its size at the minimum rate.
+        connection.set_max_body_size(size)
+        floor = settings.airlock_upload_min_bytes_per_second
+        connection.set_body_timeout(settings.airlock_upload_idle_seconds + size / floor)
+
+    def _upload_done(self, upload: asyncio.Future[Any]) -> None:
+        # Cut for silence while the body is still due: close the connection, which the
+        # client no longer feeds, instead of waiting out the body timeout.
+        if self.source is not None and self.source.silent and not self.body_done:
+            self._connection().close()
 
     def _connection(self) -> HTTP1Connection:
         connection = self.request.connection
         assert isinstance(connection, HTTP1Connection)
         return connection
 
-    async def data_received(self, chunk: bytes) -> None:
+    async def data_received(self, chunk: bytes | None) -> None:
         if self.source is None:
             return
         while True:
@@ -408,8 +518,8 @@ class Files(Base):
     @web.authenticated
     async def put(self, namespace: str, name: str, path: str) -> None:
         assert self.source is not None and self.upload is not None
-        if not self.upload.done():
-            await IOLoop.current().run_in_executor(None, self.source.chunks.put, None)
+        self.body_done = True
+        await self.data_received(None)  # the end of the body
         try:
             stored = await self.upload
         except TreError as exc:
@@ -417,14 +527,16 @@ class Files(Base):
         self.finish({"path": stored.path, "size": stored.size, "sha256": stored.sha256})
 
     def on_connection_close(self) -> None:
-        # The client went away mid-upload: end the thread's read with an error, so the
-        # multipart upload is aborted and nothing half-made is kept.
+        # The client went away mid-upload, or sent too slowly (the body timeout closed the
+        # connection): end the thread's read with an error, so the multipart upload is
+        # aborted and nothing half-made is kept.
         if self.source is not None and self.upload is not None and not self.upload.done():
-            threading.Thread(
-                target=self.source.chunks.put,
-                args=(InvalidInputError("the upload was interrupted; send the file again"),),
-                daemon=True,
-            ).start()
+            self.source.fail(
+                InvalidInputError(
+                    "the upload was interrupted (the connection closed, or the body came "
+                    "slower than airlock_upload_min_bytes_per_second); send the file again"
+                )
+            )
 
 
 class View(Base):
@@ -481,7 +593,97 @@ def _row(request: ExportRequest) -> dict[str, Any]:
     }
 
 
-def make_app(desk: Desk, sign_in: HubSignIn, cookie_secret: bytes) -> web.Application:
+class Serving:
+    """The workers and the limits of one airlock process: actions, revokes and uploads each
+    on workers of their own; per person, a few running actions, a few uploads and a bounded
+    number of filings an hour; the canaries that tell /health whether the workers still run.
+    Used from the event loop only (`limits`)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        actions = ThreadPoolExecutor(ACTION_WORKERS, thread_name_prefix="airlock")
+        revokes = ThreadPoolExecutor(REVOKE_WORKERS, thread_name_prefix="airlock-revoke")
+        self.lanes: dict[str, tuple[ThreadPoolExecutor, PersonLimit]] = {
+            "actions": (actions, PersonLimit(settings.airlock_calls_per_person)),
+            "revoke": (revokes, PersonLimit(REVOKES_PER_PERSON)),
+        }
+        self.upload_workers = settings.airlock_upload_workers
+        self.upload_pool = ThreadPoolExecutor(
+            self.upload_workers, thread_name_prefix="airlock-upload"
+        )
+        self.uploads = PersonLimit(settings.airlock_uploads_per_person)
+        self.streams: set[StreamSource] = set()
+        self.filings = FilingWindow(settings.airlock_exports_per_person_per_hour)
+        self.canaries = [Canary("action", actions), Canary("revoke", revokes)]
+
+    def check_upload(self, person: Person) -> None:
+        """Refuse an upload now over the limits: 429 over the person's uploads, 503 when every
+        upload worker is busy (never queued, where it would hold its connection and its
+        buffer while waiting)."""
+        if self.uploads.held[person.name] >= self.uploads.limit:
+            raise Busy(
+                429,
+                "Too many uploads at once",
+                f"{person.name}: {self.uploads.limit} uploads of yours are already in "
+                "progress, the most one person may have at once (airlock_uploads_per_person); "
+                "send this file when one has finished",
+                retry_after=self.settings.airlock_upload_idle_seconds,
+            )
+        if self.uploads.total >= self.upload_workers:
+            raise Busy(
+                503,
+                "All upload workers are busy",
+                f"all {self.upload_workers} upload workers are busy (airlock_upload_workers); "
+                "send the file again shortly",
+                retry_after=self.settings.airlock_upload_idle_seconds,
+            )
+
+    def start_upload(
+        self, person: Person, path: str, size: int, upload: Callable[[StreamSource], Any]
+    ) -> StreamSource:
+        """Start a worker on `upload` of the body of `path`, within the limits
+        (`check_upload`)."""
+        self.check_upload(person)
+        self.uploads.take(person.name)
+        source = StreamSource(path, size, idle_seconds=self.settings.airlock_upload_idle_seconds)
+        self.streams.add(source)
+        # Whatever the desk raises reaches the handler through the future.
+        source.upload = asyncio.ensure_future(
+            IOLoop.current().run_in_executor(self.upload_pool, upload, source)
+        )
+
+        def done(_: asyncio.Future[Any]) -> None:
+            self.uploads.give(person.name)
+            self.streams.discard(source)
+
+        source.upload.add_done_callback(done)
+        return source
+
+    def watch(self) -> PeriodicCallback:
+        """Keep a no-op task in the action and revoke workers' queues (`limits.Canary`)."""
+
+        def tick() -> None:
+            for canary in self.canaries:
+                canary.tick()
+
+        watchdog = PeriodicCallback(tick, 1000)
+        watchdog.start()
+        return watchdog
+
+    def stalled(self) -> list[str]:
+        return stalled(
+            self.canaries,
+            [s.progress for s in self.streams],
+            self.upload_workers,
+            bound=self.settings.airlock_stall_seconds,
+            upload_idle=self.settings.airlock_upload_idle_seconds,
+            now=time.monotonic(),
+        )
+
+
+def make_app(
+    desk: Desk, sign_in: HubSignIn, cookie_secret: bytes, serving: Serving | None = None
+) -> web.Application:
     """The tornado application under the service's prefix (JUPYTERHUB_SERVICE_PREFIX)."""
     prefix = sign_in.config.prefix
     names = r"([a-z0-9][-a-z0-9]*)"
@@ -501,7 +703,7 @@ def make_app(desk: Desk, sign_in: HubSignIn, cookie_secret: bytes) -> web.Applic
         desk=desk,
         sign_in=sign_in,
         prefix=prefix,
-        executor=ThreadPoolExecutor(max_workers=16, thread_name_prefix="airlock"),
+        serving=serving or Serving(desk.settings),
         template_path=str(TEMPLATES),
         cookie_secret=cookie_secret,
         # Form posts signed in by cookie carry the XSRF token (`Base.check_xsrf_cookie`).
@@ -515,17 +717,23 @@ def serve(desk: Desk, settings: Settings, *, host: str, port: int, cookie_secret
     token, client id, service prefix) configure the sign-in."""
     sign_in = HubSignIn(HubConfig.from_environment(os.environ))
     prefix = sign_in.config.prefix
-    app = make_app(desk, sign_in, cookie_secret)
+    serving = Serving(settings)
+    app = make_app(desk, sign_in, cookie_secret, serving)
+    serving.watch()
     # Bodies are read into memory up to this size: only uploads stream, above it.
     # no_keep_alive: the hub's proxy reuses idle connections, and one the server closes
     # while the proxy sends on it ends the request with 503 ECONNRESET (seen here with a POST).
     # A connection per request costs a local handshake; it never loses a request.
+    # Headers and small bodies arrive within airlock_body_timeout_seconds or the connection
+    # is closed (an upload sets its own bound: `Files.prepare`).
     server = HTTPServer(
         app,
         max_body_size=MAX_SMALL_BODY,
         chunk_size=BODY_CHUNK_BYTES,
         xheaders=True,
         no_keep_alive=True,
+        idle_connection_timeout=settings.airlock_body_timeout_seconds,
+        body_timeout=settings.airlock_body_timeout_seconds,
     )
     server.listen(port, address=host)
     log.info("airlock listening on http://%s:%d%s", host, port, prefix)

@@ -557,6 +557,69 @@ class Settings(BaseSettings):
         "(default 15 minutes; at most 7 days, the S3 signature limit). Short, so a link "
         "forwarded or left in a browser history stops working; the lead asks for a new one.",
     )
+    # --- Airlock serving limits (S10, F20): no one person can stall everyone -----------------
+    airlock_body_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="Seconds. A request's headers, and the whole body of every request but an "
+        "upload (JSON and forms, at most 1 MiB), must arrive within this; a connection that "
+        "sends slower is closed, so a client that opens connections and sends nothing holds "
+        "nothing for long.",
+    )
+    airlock_upload_idle_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="Seconds. An upload that sends no byte for this long is cut (send the file "
+        "again); also the longest an upload worker waits for the client's next bytes.",
+    )
+    airlock_upload_min_bytes_per_second: int = Field(
+        default=64 << 10,
+        ge=1,
+        description="Bytes per second. An upload's whole body must arrive within "
+        "airlock_upload_idle_seconds + size / this (default 64 KiB/s: 1 GiB within 4.6 hours); "
+        "slower, the connection is closed and nothing is kept.",
+    )
+    airlock_upload_workers: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description="Uploads the airlock streams into quarantine at once, on workers of their "
+        "own: listing, viewing, reviewing, releasing, downloading and revoking never wait "
+        "behind uploads. An upload beyond them is answered 503 (try again).",
+    )
+    airlock_uploads_per_person: int = Field(
+        default=2,
+        ge=1,
+        le=256,
+        description="Uploads one person may have in progress at once; one more is answered 429 "
+        "with the reason, so no one person takes every upload worker.",
+    )
+    airlock_calls_per_person: int = Field(
+        default=4,
+        ge=1,
+        le=256,
+        description="Actions (list, view, review, release, download, revoke) one person may "
+        "have running at once; one more is answered 429. Each action holds one of the "
+        "airlock's 16 workers (revokes: 4 workers of their own) while it runs.",
+    )
+    airlock_exports_per_person_per_hour: int = Field(
+        default=20,
+        ge=1,
+        le=10000,
+        description="Exports one person may file through the airlock in any hour (per airlock "
+        "replica); one more is answered 429 with the time until the next may be filed.",
+    )
+    airlock_stall_seconds: int = Field(
+        default=10,
+        ge=1,
+        le=600,
+        description="Seconds. /health answers 503 (not ready; restarted if it lasts) when a "
+        "no-op task given to the action or revoke workers has not run within this, or when "
+        "every upload worker is busy and none has moved a byte within this plus "
+        "airlock_upload_idle_seconds.",
+    )
     airlock_url: str | None = Field(
         default=None,
         description="Where notebooks and `tre export` reach the airlock's API, with its "

@@ -26,6 +26,12 @@ Behaviours under test:
   files, uploads and withdraws with project A's token in A, and cannot file in B, nor upload
   to or withdraw B's exports; on the hub's API the same token reaches no other server, no
   other user, no user list, makes no token and cannot start an OAuth sign-in.
+- no one person can stall everyone (S10, F20): a member files an export of 16 files and opens
+  16 connections that send a PUT's headers and never the body; beyond their few uploads at
+  once the airlock answers 429 naming the limit, a checker's list and a lead's revoke in
+  another project complete meanwhile and /health says ok; the silent uploads are cut, a
+  trickling one is cut at the minimum rate, and then the member uploads normally; filing
+  beyond the hourly limit is 429 with the wait, for that person only.
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ import hashlib
 import json
 import os
 import re
+import selectors
+import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,6 +76,11 @@ OTTO = "otto.checker"  # a third checker, for a vote after the decision
 # Seconds a download link lives in this module's airlock: long enough to use it, short
 # enough to see it expire.
 LINK_SECONDS = 4
+# This module's airlock cuts a silent upload after UPLOAD_IDLE seconds, one slower than
+# UPLOAD_FLOOR bytes a second, and takes FILINGS exports an hour from one person.
+UPLOAD_IDLE = 5
+UPLOAD_FLOOR = 200_000
+FILINGS = 15
 TABLE = b"age_band,readmissions\n<50,12\n50-70,40\n>70,33\n"
 NOTES = b"Model: logistic regression on 1500 synthetic admissions.\n"
 
@@ -79,6 +93,9 @@ def hub(installed_platform: Settings, dev_platform: DevCluster) -> Iterator[HubE
     checkers = {installed_platform.output_checker_group: [OLGA, OMAR, OTTO]}
     given = {
         "TRE_AIRLOCK_LINK_EXPIRY_SECONDS": str(LINK_SECONDS),
+        "TRE_AIRLOCK_UPLOAD_IDLE_SECONDS": str(UPLOAD_IDLE),
+        "TRE_AIRLOCK_UPLOAD_MIN_BYTES_PER_SECOND": str(UPLOAD_FLOOR),
+        "TRE_AIRLOCK_EXPORTS_PER_PERSON_PER_HOUR": str(FILINGS),
         "TRE_HUB_DEV_GROUPS": json.dumps(checkers),
     }
     saved = {key: os.environ.get(key) for key in given}
@@ -619,3 +636,161 @@ def test_a_notebooks_token_reaches_nothing_else_on_the_hub(
         assert other.status_code != 200
     finally:
         notebook.stop()
+
+
+# --- no one person can stall everyone (S10, F20) --------------------------------------------
+
+FLOOD_BYTES = b"a,b\n" * 250_000  # 1,000,000 bytes, one declared file's
+FLOOD_FILES = 16
+
+
+def file_export(person: Person, project: str, n_files: int) -> tuple[str, str]:
+    """An export of `n_files` declared files of FLOOD_BYTES, filed through the API (waiting
+    out the API server's parameter cache for a new workspace)."""
+    declared = {
+        "project": project,
+        "context": "A flood of files, to see that no one stalls the airlock.",
+        "files": [
+            {"path": f"out/f{i}.csv", "size": len(FLOOD_BYTES),
+             "sha256": hashlib.sha256(FLOOD_BYTES).hexdigest(), "description": "a flood"}
+            for i in range(n_files)
+        ],
+    }  # fmt: skip
+    deadline = time.monotonic() + 20
+    while True:
+        filed = person.call("POST", "api/exports", json=declared)
+        if filed.status_code == 201:
+            return filed.json()["namespace"], filed.json()["name"]
+        assert "no params found" in filed.text and time.monotonic() < deadline, filed.text
+
+
+def held_put(airlock_url: str, token: str, path: str) -> socket.socket:
+    """A connection straight to the airlock (`HubEndpoints.airlock_url`, as a notebook
+    reaches it) that sends a PUT's headers, declaring the body, and never sends it."""
+    url = urllib.parse.urlsplit(airlock_url)
+    assert url.hostname == "127.0.0.1" and url.port
+    conn = socket.create_connection((url.hostname, url.port), timeout=30)
+    conn.sendall(
+        f"PUT {url.path}{path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: token {token}\r\nContent-Length: {len(FLOOD_BYTES)}\r\n\r\n".encode()
+    )
+    return conn
+
+
+def wait_for_answers(conns: list[socket.socket], count: int, timeout: float) -> dict[int, bytes]:
+    """What the server sent on each connection (by index) that it closed, until `count` are
+    closed (bounded by `timeout`): b"" for one closed without an answer."""
+    selector = selectors.DefaultSelector()
+    received = {i: b"" for i in range(len(conns))}
+    for i, conn in enumerate(conns):
+        conn.setblocking(False)
+        selector.register(conn, selectors.EVENT_READ, i)
+    closed: dict[int, bytes] = {}
+    deadline = time.monotonic() + timeout
+    while len(closed) < count and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=1):
+            i = key.data
+            try:
+                data = conns[i].recv(65536)
+            except ConnectionResetError:
+                data = b""
+            if data:
+                received[i] += data
+            else:
+                selector.unregister(conns[i])
+                closed[i] = received[i]
+    selector.close()
+    return closed
+
+
+def closed_while_trickling(conn: socket.socket, timeout: float) -> bool:
+    """Send a byte a second (under the idle bound, far under the floor) until the server
+    closes the connection (True) or `timeout` passes (False)."""
+    conn.settimeout(1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn.sendall(b"a")
+            if conn.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:  # reset
+            return True
+    return False
+
+
+def health(hub: HubEndpoints) -> dict[str, Any]:
+    answer = requests.get(f"{hub.airlock_url}health", timeout=30)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def test_no_one_person_stalls_everyone(
+    hub: HubEndpoints, dev_platform: DevCluster, world: World, tmp_path: Path
+) -> None:
+    rel_namespace, rel_name = released_export(hub, dev_platform, world, tmp_path)
+    flooded = project_of(world, "fay", ["fay", "fred"])
+    fred, olga, lea = (Person(hub, dev_platform, who) for who in ("fred", OLGA, "lea"))
+    namespace, name = file_export(fred, flooded, FLOOD_FILES)
+    path = f"api/exports/{namespace}/{name}"
+
+    # The reproduction: 16 uploads whose bodies never come.
+    conns = [
+        held_put(hub.airlock_url, fred.token, f"{path}/files/out/f{i}.csv")
+        for i in range(FLOOD_FILES)
+    ]
+    try:
+        # Beyond the few one person may hold, each is answered at once: 429, with the reason.
+        answered = wait_for_answers(conns, FLOOD_FILES - 2, timeout=60)
+        refused = [text for text in answered.values() if text.startswith(b"HTTP/1.1 429")]
+        assert len(refused) >= FLOOD_FILES - 2, answered
+        assert all(b"the most one person may have at once" in text for text in refused)
+        assert b"Retry-After:" in refused[0]
+        # Meanwhile another person's list and another project's revoke complete.
+        listed = olga.ok("GET", "api/exports")["items"]
+        assert f"{rel_namespace}/{rel_name}" in {f"{r['namespace']}/{r['name']}" for r in listed}
+        revoked = lea.ok(
+            "POST", f"api/exports/{rel_namespace}/{rel_name}/revoke",
+            json={"reason": "revoked during a flood"},
+        )  # fmt: skip
+        assert [key.rsplit("/files/", 1)[1] for key in revoked["revoked"]] == ["out/table.csv"]
+        assert export_status(world, rel_namespace, rel_name)["phase"] == "Revoked"
+        said = health(hub)
+        assert said["ok"] is True and said["uploads"]["running"] <= 2, said
+        # The uploads the airlock did take are cut once silent: closed, nothing stored.
+        rest = wait_for_answers(conns, FLOOD_FILES, timeout=60)
+        assert len(rest) == FLOOD_FILES, rest
+        assert not any(text.startswith(b"HTTP/1.1 2") for text in rest.values()), rest
+    finally:
+        for conn in conns:
+            conn.close()
+    assert not any(f["stored"] for f in fred.ok("GET", path)["files"])
+
+    # An upload that trickles (a byte a second, under the idle bound) is cut at the floor.
+    trickle = held_put(hub.airlock_url, fred.token, f"{path}/files/out/f1.csv")
+    try:
+        assert closed_while_trickling(trickle, timeout=60)
+    finally:
+        trickle.close()
+
+    # Every slot is free again: the member uploads as usual.
+    deadline = time.monotonic() + 30
+    while health(hub)["uploads"]["running"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    stored = fred.ok("PUT", f"{path}/files/out/f0.csv", data=FLOOD_BYTES)
+    assert stored["size"] == len(FLOOD_BYTES)
+
+    # Filing is bounded per person and hour (F20): one more is 429 with the wait; fay files.
+    filed = 1
+    while filed < FILINGS:
+        file_export(fred, flooded, 1)
+        filed += 1
+    over = fred.call("POST", "api/exports", json={
+        "project": flooded, "context": "one more than the limit",
+        "files": [{"path": "out/x.csv", "size": 4, "sha256": "0" * 64, "description": "x"}],
+    })  # fmt: skip
+    assert over.status_code == 429, over.text
+    assert "exports filed in the last hour" in over.json()["error"], over.text
+    assert int(over.headers["Retry-After"]) > 0
+    file_export(Person(hub, dev_platform, "fay"), flooded, 1)

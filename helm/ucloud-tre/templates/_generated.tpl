@@ -238,6 +238,22 @@ matchExpressions:
   value: {{ .Values.settings.airlockSmallCountThreshold | toJson | quote }}
 - name: TRE_AIRLOCK_LINK_EXPIRY_SECONDS
   value: {{ .Values.settings.airlockLinkExpirySeconds | toJson | quote }}
+- name: TRE_AIRLOCK_BODY_TIMEOUT_SECONDS
+  value: {{ .Values.settings.airlockBodyTimeoutSeconds | toJson | quote }}
+- name: TRE_AIRLOCK_UPLOAD_IDLE_SECONDS
+  value: {{ .Values.settings.airlockUploadIdleSeconds | toJson | quote }}
+- name: TRE_AIRLOCK_UPLOAD_MIN_BYTES_PER_SECOND
+  value: {{ .Values.settings.airlockUploadMinBytesPerSecond | toJson | quote }}
+- name: TRE_AIRLOCK_UPLOAD_WORKERS
+  value: {{ .Values.settings.airlockUploadWorkers | toJson | quote }}
+- name: TRE_AIRLOCK_UPLOADS_PER_PERSON
+  value: {{ .Values.settings.airlockUploadsPerPerson | toJson | quote }}
+- name: TRE_AIRLOCK_CALLS_PER_PERSON
+  value: {{ .Values.settings.airlockCallsPerPerson | toJson | quote }}
+- name: TRE_AIRLOCK_EXPORTS_PER_PERSON_PER_HOUR
+  value: {{ .Values.settings.airlockExportsPerPersonPerHour | toJson | quote }}
+- name: TRE_AIRLOCK_STALL_SECONDS
+  value: {{ .Values.settings.airlockStallSeconds | toJson | quote }}
 - name: TRE_DATASET_CSI_DRIVER
   value: {{ .Values.settings.datasetCsiDriver | quote }}
 - name: TRE_BROWSER_LIMITS_BY_TIER
