@@ -88,7 +88,13 @@ def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]
         assert bindings[name]["spec"]["validationActions"] == ["Deny"]
         assert planned.index(policy) < planned.index(bindings[name])
         ours = name.startswith(
-            ("tre-accessrequest", "tre-dataset", "tre-workspace", "tre-exportrequest")
+            (
+                "tre-accessrequest",
+                "tre-dataset",
+                "tre-workspace",
+                "tre-exportrequest",
+                "tre-resource",
+            )
         )
         for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
             if ours:
