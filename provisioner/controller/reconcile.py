@@ -296,12 +296,10 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
             kube.patch_status(WORKSPACES, plan.project, {"conditions": conditions})
         raise
     # Only now, with every record of them in the log, may requests and exports go.
-    for write in plan.finalizers:
-        resource = ACCESS_REQUESTS if write.kind == AccessRequest.kind else EXPORT_REQUESTS
-        if kube.patch_finalizers(
-            resource, write.name, write.namespace or None, write.old, write.new
-        ):
-            result.finalizers.append(f"{write.kind}/{write.name}: {write.why}")
+    for held in plan.finalizers:
+        resource = ACCESS_REQUESTS if held.kind == AccessRequest.kind else EXPORT_REQUESTS
+        if kube.patch_finalizers(resource, held.name, held.namespace or None, held.old, held.new):
+            result.finalizers.append(f"{held.kind}/{held.name}: {held.why}")
     result.requeue_at = plan.requeue_at
     return result
 
