@@ -34,10 +34,16 @@ from provisioner.devcluster.cluster import DevCluster
 from provisioner.errors import RefusedError, TemporaryError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
-from provisioner.kube.resources import ACCESS_REQUESTS, EXPORT_REQUESTS, NAMESPACES, Resource
+from provisioner.kube.resources import (
+    ACCESS_REQUESTS,
+    CONFIG_MAPS,
+    EXPORT_REQUESTS,
+    NAMESPACES,
+    Resource,
+)
 from provisioner.models.settings import Settings
 from provisioner.planning.admission import METADATA_POLICY
-from provisioner.planning.names import AUDITED_FINALIZER, namespace_name
+from provisioner.planning.names import AUDITED_FINALIZER, WORKSPACE_ACCESS_NAME, namespace_name
 from tests.integration.test_exports import CHECKERS, as_, export_body, file_export, review
 from tests.integration.workspace_world import APPROVERS, World, unique
 
@@ -110,19 +116,19 @@ def wait_for_the_policy(world: World) -> None:
     wait_until_refused(lambda: person(world, "lea").create(body, dry_run=True), METADATA_POLICY)
 
 
-def wait_until_refused(call: Callable[[], Any], fragment: str) -> None:
-    """Until `call` (a dry run) is refused naming `fragment`: the API server's caches (a new
-    policy, a changed parameter) catch up within moments."""
+def wait_until_refused(call: Callable[[], Any], *fragments: str) -> None:
+    """Until `call` (a dry run) is refused naming one of `fragments`: the API server's caches
+    (a new policy, a changed parameter or binding) catch up within moments."""
     deadline = time.monotonic() + 30
     while True:
         try:
             call()
         except RefusedError as exc:
-            if fragment in str(exc):
+            if any(fragment in str(exc) for fragment in fragments):
                 return
             raise
         if time.monotonic() > deadline:
-            pytest.fail(f"not refused ({fragment}) after 30 s")
+            pytest.fail(f"not refused ({', '.join(fragments)}) after 30 s")
         time.sleep(0.5)
 
 
@@ -304,8 +310,14 @@ def test_a_project_torn_down_with_an_export_still_tears_down(
     ns = world.admin.get(NAMESPACES, namespace)
     assert ns is not None and not ns["metadata"].get("deletionTimestamp")
     assert finalizers(world, EXPORT_REQUESTS, name, namespace) == []
+    access = world.admin.get(CONFIG_MAPS, WORKSPACE_ACCESS_NAME, namespace)
+    assert access is not None and access["data"]["phase"] == "Frozen"
     body = export_body(project)
-    wait_until_refused(lambda: as_(world, "lea").create(body, dry_run=True), "Ready workspace")
+    # RBAC (the members' RoleBinding is gone) or the create policy (not Ready), whichever the
+    # API server's caches see first.
+    wait_until_refused(
+        lambda: as_(world, "lea").create(body, dry_run=True), "cannot create", "Ready workspace"
+    )
     actions = {e["key"]: e["action"] for e in logged(world, f"exportrequest/{namespace}/{name}")}
     assert actions[f"export/{uid}/review/0"] == "export.review"
     # The next pass deletes the namespace, and nothing holds it.
