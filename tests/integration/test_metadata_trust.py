@@ -33,7 +33,6 @@ import pytest
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.errors import RefusedError, TemporaryError
 from provisioner.kube.api import Kube
-from provisioner.kube.client import api_client
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
     CONFIG_MAPS,
@@ -45,6 +44,8 @@ from provisioner.models.settings import Settings
 from provisioner.planning.admission import METADATA_POLICY
 from provisioner.planning.names import AUDITED_FINALIZER, WORKSPACE_ACCESS_NAME, namespace_name
 from tests.integration.test_exports import CHECKERS, as_, export_body, file_export, review
+from tests.integration.test_trust_model import as_ as person
+from tests.integration.test_trust_model import refused
 from tests.integration.workspace_world import APPROVERS, World, unique
 
 pytestmark = pytest.mark.integration
@@ -65,19 +66,6 @@ def ready(world: World) -> tuple[str, str]:
     name, project, _ = world.approved_project()
     world.reconcile(project)
     return name, project
-
-
-def person(world: World, user: str, *groups: str) -> Kube:
-    return Kube(api_client(world.kubeconfig, as_user=user, as_groups=groups))
-
-
-def refused(call: Callable[[], Any], *fragments: str) -> str:
-    with pytest.raises(RefusedError) as caught:
-        call()
-    message = str(caught.value)
-    for fragment in fragments:
-        assert fragment in message, message
-    return message
 
 
 def finalizers(world: World, resource: Resource, name: str, namespace: str | None = None) -> list:
@@ -265,19 +253,24 @@ def test_a_checker_or_member_cannot_give_an_export_an_owner_or_a_finalizer_nor_l
     assert live["metadata"]["finalizers"] == [AUDITED_FINALIZER]
 
 
+def filed_and_reviewed_unseen(world: World, project: str) -> tuple[str, str]:
+    """(name, uid) of an export lea filed, which the controller has seen, then reviewed by
+    olga (through the airlock), which it has not."""
+    name = file_export(world, project, export_body(project))
+    world.reconcile(project)
+    obj = world.admin.get(EXPORT_REQUESTS, name, namespace_name(project))
+    assert obj is not None
+    obj["spec"]["reviews"] = [review("olga")]
+    as_(world, "olga", CHECKERS).replace(obj)
+    return name, obj["metadata"]["uid"]
+
+
 def test_an_admins_delete_of_an_export_waits_for_its_records(
     world: World, ready: tuple[str, str]
 ) -> None:
     _, project = ready
     namespace = namespace_name(project)
-    name = file_export(world, project, export_body(project))
-    world.reconcile(project)
-    # A review the controller has not seen, then the delete.
-    obj = world.admin.get(EXPORT_REQUESTS, name, namespace)
-    assert obj is not None
-    uid = obj["metadata"]["uid"]
-    obj["spec"]["reviews"] = [review("olga")]
-    as_(world, "olga", CHECKERS).replace(obj)
+    name, uid = filed_and_reviewed_unseen(world, project)
     world.admin.delete(EXPORT_REQUESTS, name, namespace)
     assert finalizers(world, EXPORT_REQUESTS, name, namespace) == [AUDITED_FINALIZER]
     world.reconcile(project)
@@ -292,16 +285,10 @@ def test_a_project_torn_down_with_an_export_still_tears_down(
     world: World, ready: tuple[str, str]
 ) -> None:
     request, project = ready
-    namespace = namespace_name(project)
-    name = file_export(world, project, export_body(project))
-    world.reconcile(project)
-    obj = world.admin.get(EXPORT_REQUESTS, name, namespace)
-    assert obj is not None
-    uid = obj["metadata"]["uid"]
-    obj["spec"]["reviews"] = [review("olga")]
-    as_(world, "olga", CHECKERS).replace(obj)  # not yet seen by the controller
+    name, uid = filed_and_reviewed_unseen(world, project)
     revoke = world.tre("request", "revoke", request, "-m", "s7", user="carl", group=APPROVERS)
     assert revoke.exit_code == 0, revoke.output
+    namespace = namespace_name(project)
     # No retention: from Ready straight to TornDown. The first pass holds the namespace: it
     # logs the export's records, lifts the finalizer and closes the namespace to new exports.
     at_once = world.settings.model_copy(update={"retention_days": 0})

@@ -23,7 +23,6 @@ import pytest
 
 from provisioner.models.resources import (
     AccessRequest,
-    AccessRequestSpec,
     Decision,
     DecisionAction,
     ExportPhase,
@@ -42,6 +41,7 @@ from provisioner.planning.project import (
     plan_project,
 )
 from provisioner.planning.workspace import workspace_access
+from tests.unit.test_approvals import request as approvals_request
 from tests.unit.test_exports import export
 
 NOW = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC)
@@ -56,23 +56,8 @@ def request(
     deleted_at: dt.datetime | None = None,
     decisions: list[Decision] | None = None,
 ) -> AccessRequest:
-    return AccessRequest(
-        name=name,
-        uid=f"uid-{name}",
-        created_at=NOW - dt.timedelta(days=1),
-        deleted_at=deleted_at,
-        finalizers=finalizers,
-        spec=AccessRequestSpec(
-            project="cardio",
-            requester="lea",
-            lead="lea",
-            members=["lea"],
-            datasets=["labs"],
-            purpose="A study of heart failure.",
-            start_date=dt.date(2026, 11, 1),
-            end_date=dt.date(2027, 6, 30),
-            decisions=decisions or [],
-        ),
+    return approvals_request(name, ["labs"], decisions).model_copy(
+        update={"uid": f"uid-{name}", "deleted_at": deleted_at, "finalizers": finalizers}
     )
 
 
