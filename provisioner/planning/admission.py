@@ -836,11 +836,12 @@ def _resource_metadata_policy(controller: str) -> dict[str, Any]:
             "oldObject.metadata.finalizers : []",
             "finalizers": "has(object.metadata.finalizers) ? object.metadata.finalizers : []",
             "added": "variables.finalizers.filter(f, !(f in variables.oldFinalizers))",
+            "a": f"{kind}.matches('^[AEIOU]') ? 'an ' : 'a '",
         },
         validations=[
             _validation(
                 "variables.owners.all(e, e in variables.oldOwners)",
-                f"'metadata.ownerReferences: a ' + {kind} + ' takes none: the garbage "
+                f"'metadata.ownerReferences: ' + variables.a + {kind} + ' takes none: the garbage "
                 f"collector would delete it once its owner is gone, and ' + {plural} + ' are "
                 "deleted by administrators only; remove the entry'",
                 reason="Invalid",
@@ -851,7 +852,7 @@ def _resource_metadata_policy(controller: str) -> dict[str, Any]:
                 f"variables.audited ? 'metadata.finalizers: ' + variables.added.join(', ') + "
                 f"': only the controller ({controller}) adds a finalizer to an ' + {kind} + ', "
                 f"its own ({names.AUDITED_FINALIZER}); any other would hold its deletion; "
-                "remove the entry' : 'metadata.finalizers: a ' + "
+                "remove the entry' : 'metadata.finalizers: ' + variables.a + "
                 f"{kind} + ' takes none: its deletion would then wait on whoever set it, and ' "
                 f"+ {plural} + ' are deleted by administrators only; remove the entry'",
                 reason="Invalid",

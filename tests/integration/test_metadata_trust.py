@@ -161,7 +161,16 @@ def test_an_approver_cannot_give_a_request_an_owner_or_a_finalizer_nor_lift_ours
         obj = world.request_object(request)
         obj["metadata"][field] = value
         message = refused(lambda obj=obj: ann.replace(obj), METADATA_POLICY, f"metadata.{field}")
-        assert "AccessRequest" in message
+        controller = world.settings.controller_user
+        why = {
+            "ownerReferences": "an AccessRequest takes none: the garbage collector would "
+            "delete it once its owner is gone, and accessrequests are deleted by "
+            "administrators only; remove the entry",
+            "finalizers": f"s7/hold: only the controller ({controller}) adds a finalizer to "
+            f"an AccessRequest, its own ({AUDITED_FINALIZER}); any other would hold its "
+            "deletion; remove the entry",
+        }
+        assert message.endswith(f"metadata.{field}: {why[field]}"), message
     obj = world.request_object(request)
     obj["metadata"]["finalizers"] = []
     refused(
