@@ -5,7 +5,9 @@ AccessRequests and Datasets (`provisioner.planning.project.plan_project`), whate
 before, and this module only carries out the plan's writes in the plan's order. A reconcile
 killed half-way leaves only objects that a later call would also create (the hub RoleBinding
 is written last), and the next call completes it or prunes what is no longer wanted. An
-unchanged project sends no write at all.
+unchanged project sends no write at all. The controller's finalizer on requests and exports
+is set and lifted last, after the pass's audit entries: a pass that dies before lifts it on
+the next one, and the entries it wrote are not written again (their keys are in the log).
 """
 
 from __future__ import annotations
@@ -240,6 +242,7 @@ class ReconcileResult:
     stopped: list[str] = field(default_factory=list)
     audited: int = 0
     status_writes: int = 0
+    finalizers: list[str] = field(default_factory=list)
     requeue_at: dt.datetime | None = None
     conflict: str | None = None
 
@@ -312,6 +315,11 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
             conditions = [*plan.desired_status.get("conditions", []), failed]
             kube.patch_status(WORKSPACES, plan.project, {"conditions": conditions})
         raise
+    # Only now, with every record of them in the log, may requests and exports go.
+    for held in plan.finalizers:
+        resource = ACCESS_REQUESTS if held.kind == AccessRequest.kind else EXPORT_REQUESTS
+        if kube.patch_finalizers(resource, held.name, held.namespace or None, held.old, held.new):
+            result.finalizers.append(f"{held.kind}/{held.name}: {held.why}")
     result.requeue_at = plan.requeue_at
     return result
 

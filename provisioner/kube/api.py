@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from provisioner.errors import (
@@ -277,6 +277,32 @@ class Kube:
             content_type="application/merge-patch+json",
             what=f"update status of {resource.kind} {name}",
         )
+
+    def patch_finalizers(
+        self,
+        resource: Resource,
+        name: str,
+        namespace: str | None,
+        old: Sequence[str],
+        new: Sequence[str],
+    ) -> bool:
+        """Set metadata.finalizers from `old` to `new` (a JSON patch that tests `old` first, so
+        a list someone changed meanwhile is not overwritten); False if the object is gone."""
+        path = "/metadata/finalizers"
+        test = [{"op": "test", "path": path, "value": list(old)}] if old else []
+        ops = [*test, {"op": "add", "path": path, "value": list(new)}]
+        try:
+            self.request(
+                "PATCH",
+                resource.path(namespace, name),
+                query=[("fieldManager", self.field_manager)],
+                body=ops,
+                content_type="application/json-patch+json",
+                what=f"set the finalizers of {resource.kind} {name}",
+            )
+        except NotFoundError:
+            return False
+        return True
 
     def delete(self, resource: Resource, name: str, namespace: str | None = None) -> bool:
         """Delete; returns False if it was already gone."""

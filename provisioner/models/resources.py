@@ -74,6 +74,10 @@ class CustomResource(KubeModel):
     uid: str = ""
     created_at: dt.datetime | None = None
     namespace: str = ""  # namespaced kinds only (ExportRequest)
+    # Being deleted (metadata.deletionTimestamp), and what still holds it (metadata.finalizers):
+    # the controller lifts its own finalizer once the object's records are in the audit log.
+    deleted_at: dt.datetime | None = None
+    finalizers: tuple[str, ...] = ()
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Self:
@@ -85,6 +89,8 @@ class CustomResource(KubeModel):
                 "uid": meta.get("uid", ""),
                 "created_at": meta.get("creationTimestamp"),
                 "namespace": meta.get("namespace", ""),
+                "deleted_at": meta.get("deletionTimestamp"),
+                "finalizers": tuple(meta.get("finalizers") or ()),
                 "spec": obj.get("spec", {}),
                 "status": obj.get("status") or {},
             }

@@ -44,12 +44,17 @@ Dataset (`tre-dataset-*`):
   can both pass (known gap, docs/architecture.md). It compares text, which is sound because
   the CRD gives each location one spelling (`provisioner.models.rules`).
 - `not-platform-bucket`: no dataset reads one of the platform's own buckets
-  (`settings.platform_buckets`: audit log, airlock quarantine and egress);
-- `no-owner`: nobody gives a Dataset an owner reference or a finalizer. Stewards may not
-  delete datasets (RBAC), and an owner reference to something absent would make the garbage
-  collector delete one for them; its re-registration would start a new history (its manifest
-  hash covers its uid, so old approvals never count for it, but a new request would see only
-  the new tier).
+  (`settings.platform_buckets`: audit log, airlock quarantine and egress).
+
+Metadata of Datasets, AccessRequests and ExportRequests (`tre-resource-metadata`): nobody
+gives one an owner reference, and nobody but the controller adds a finalizer (its own,
+`tre.ucloud.org/audited`, on requests and exports) or lifts that one. Those who may update
+these objects (stewards, approvers, checkers, members through the airlock) could otherwise
+name an owner that does not exist and have the garbage collector delete the object (access
+removed with no decision and no audit entry; a dataset registered again starts a new
+history), or hold a deletion, or a project namespace's teardown, with a finalizer of their
+own. The controller's finalizer keeps every request and export until its records are in the
+audit log. Nothing of the platform trusts a label or annotation on these kinds.
 
 Pods in workspaces (`tre-pod-requires-deny-all`, security invariant 1): no pod is created in a
 project namespace (labelled `tre.ucloud.org/project`) unless that namespace's
@@ -116,7 +121,7 @@ DATASET_LABEL_POLICY: Final = "tre-dataset-classification-label"
 DATASET_STEWARD_POLICY: Final = "tre-dataset-steward-only"
 DATASET_OVERLAP_POLICY: Final = "tre-dataset-no-overlap"
 DATASET_PLATFORM_BUCKET_POLICY: Final = "tre-dataset-not-platform-bucket"
-DATASET_METADATA_POLICY: Final = "tre-dataset-no-owner"
+METADATA_POLICY: Final = "tre-resource-metadata"
 WORKSPACE_POLICY: Final = "tre-workspace-controller-only"
 PROJECT_OWNER_POLICY: Final = "tre-accessrequest-project-owner"
 NOT_PROJECT_MEMBER_POLICY: Final = "tre-accessrequest-approver-not-member"
@@ -225,7 +230,7 @@ def plan_admission_policies(
         _dataset_steward_policy(),
         _dataset_overlap_policy(),
         _dataset_platform_bucket_policy(settings),
-        _dataset_metadata_policy(),
+        _resource_metadata_policy(controller),
         _workspace_policy(controller),
         _project_namespace_policy(settings, controller),
         _controller_scope_policy(settings, controller),
@@ -249,7 +254,7 @@ def plan_admission_policies(
     ]
     for export_policy in (
         _export_create_policy(),
-        _export_update_policy(settings),
+        _export_update_policy(settings, controller),
         _export_status_policy(controller, settings.airlock_user),
     ):
         planned += [
@@ -272,7 +277,13 @@ def guards_custom_resources(policy: str) -> bool:
     must never be deleted, not even in tests (upstream kubernetes#130887 breaks a built-in
     parameter kind's informer until the API server restarts)."""
     return policy.startswith(
-        ("tre-accessrequest", "tre-dataset", "tre-workspace", "tre-browseractivity")
+        (
+            "tre-accessrequest",
+            "tre-dataset",
+            "tre-workspace",
+            "tre-browseractivity",
+            METADATA_POLICY,
+        )
     )
 
 
@@ -861,26 +872,68 @@ def _dataset_platform_bucket_policy(settings: Settings) -> dict[str, Any]:
     )
 
 
-def _dataset_metadata_policy() -> dict[str, Any]:
-    """No owner reference or finalizer is added to a Dataset, by anyone."""
-    validations = []
-    for field, why in (
-        ("ownerReferences", "the garbage collector would delete it once its owner is gone"),
-        ("finalizers", "its deletion would then wait on whoever set it"),
-    ):
-        new, old = f"object.metadata.{field}", f"oldObject.metadata.{field}"
-        validations.append(
-            _validation(
-                f"!has({new}) || {new}.all(e, oldObject != null && has({old}) && e in {old})",
-                message=f"metadata.{field}: a Dataset takes none: {why}, and datasets are "
-                "deleted by administrators only; remove the entry",
-                reason="Invalid",
-            )
-        )
+# The kinds whose metadata the platform guards (`tre-resource-metadata`), and those of them
+# the controller holds with its finalizer until their records are in the audit log.
+_GUARDED_METADATA: Final = ("datasets", "accessrequests", "exportrequests")
+_AUDITED_KINDS: Final = ("accessrequests", "exportrequests")
+
+
+def _resource_metadata_policy(controller: str) -> dict[str, Any]:
+    """Nobody gives a Dataset, AccessRequest or ExportRequest an owner reference, and nobody
+    but the controller adds or lifts a finalizer on one: the controller's own
+    (`names.AUDITED_FINALIZER`), on requests and exports only.
+
+    People who may update these objects (stewards, approvers, output checkers and members
+    through the airlock) could otherwise have the garbage collector delete one by naming an
+    owner that does not exist (access gone with no decision and no audit entry), hold a
+    deletion, or a whole project namespace's teardown, with a finalizer of their own, or
+    lift the controller's and delete an object before its records are in the audit log.
+    Removing anyone else's finalizer stays allowed: the garbage collector lifts the ones the
+    API server adds for a foreground or orphaning delete."""
+    audited = cel_str(names.AUDITED_FINALIZER)
+    kind, plural = "request.kind.kind", "request.resource.resource"
     return _policy(
-        DATASET_METADATA_POLICY,
-        _rules("datasets", ["CREATE", "UPDATE"]),
-        validations=validations,
+        METADATA_POLICY,
+        _rules(list(_GUARDED_METADATA), ["CREATE", "UPDATE"]),
+        variables={
+            "controller": f"request.userInfo.username == {cel_str(controller)}",
+            "audited": f"{plural} in {_cel_list(_AUDITED_KINDS)}",
+            "oldOwners": "oldObject != null && has(oldObject.metadata.ownerReferences) ? "
+            "oldObject.metadata.ownerReferences : []",
+            "owners": "has(object.metadata.ownerReferences) ? object.metadata.ownerReferences : []",
+            "oldFinalizers": "oldObject != null && has(oldObject.metadata.finalizers) ? "
+            "oldObject.metadata.finalizers : []",
+            "finalizers": "has(object.metadata.finalizers) ? object.metadata.finalizers : []",
+            "added": "variables.finalizers.filter(f, !(f in variables.oldFinalizers))",
+            "a": f"{kind}.matches('^[AEIOU]') ? 'an ' : 'a '",
+        },
+        validations=[
+            _validation(
+                "variables.owners.all(e, e in variables.oldOwners)",
+                f"'metadata.ownerReferences: ' + variables.a + {kind} + ' takes none: the garbage "
+                f"collector would delete it once its owner is gone, and ' + {plural} + ' are "
+                "deleted by administrators only; remove the entry'",
+                reason="Invalid",
+            ),
+            _validation(
+                f"variables.added.all(f, variables.audited && variables.controller && "
+                f"f == {audited})",
+                f"variables.audited ? 'metadata.finalizers: ' + variables.added.join(', ') + "
+                f"': only the controller ({controller}) adds a finalizer to an ' + {kind} + ', "
+                f"its own ({names.AUDITED_FINALIZER}); any other would hold its deletion; "
+                "remove the entry' : 'metadata.finalizers: ' + variables.a + "
+                f"{kind} + ' takes none: its deletion would then wait on whoever set it, and ' "
+                f"+ {plural} + ' are deleted by administrators only; remove the entry'",
+                reason="Invalid",
+            ),
+            _validation(
+                f"!({audited} in variables.oldFinalizers) || {audited} in variables.finalizers "
+                "|| variables.controller",
+                f"'metadata.finalizers: {names.AUDITED_FINALIZER} is lifted by the controller "
+                f"({controller}) only, once every record of this ' + {kind} + ' is in the "
+                "audit log; keep it'",
+            ),
+        ],
     )
 
 
@@ -1432,11 +1485,12 @@ def _notebook_project_validation() -> dict[str, str]:
 _EXPORT_FINAL: Final = ("Approved", "Rejected", "Returned", "Released", "Withdrawn", "Revoked")
 
 
-def _export_update_policy(settings: Settings) -> dict[str, Any]:
+def _export_update_policy(settings: Settings, controller: str) -> dict[str, Any]:
     """Only reviews grow, one per update, each by the caller, an output checker who is neither
     the author nor anyone who has been a member, lead or owner of the project (the access
     ConfigMap's `people`, which never shrinks), once per checker, covering every file, while
-    the workspace is Ready, and none after a decision; only the author withdraws, once."""
+    the workspace is Ready, and none after a decision; only the author withdraws, once. The controller
+    changes no spec: it only sets and lifts its finalizer (`tre-resource-metadata` judges that)."""
     group = settings.output_checker_group
     entry = "variables.entry"
     appended = "!variables.appended || "
@@ -1459,7 +1513,11 @@ def _export_update_policy(settings: Settings) -> dict[str, Any]:
             "object.spec.filter(k, !(k in ['reviews', 'withdrawn']) && !(k in oldObject.spec))",
         },
         validations=[
-            _via_airlock_validation("change", exempt=cluster_controller_exemption()),
+            _via_airlock_validation(
+                "change",
+                exempt=f"{cluster_controller_exemption()} || (request.userInfo.username == "
+                f"{cel_str(controller)} && object.spec == oldObject.spec)",
+            ),
             _notebook_project_validation(),
             _validation(
                 f"!variables.appended || !{_from_notebook()}",

@@ -38,6 +38,10 @@ MANAGED_BY: Final = "ucloud-tre"
 LABEL_PROJECT: Final = f"{API_GROUP}/project"
 LABEL_DATASET: Final = f"{API_GROUP}/dataset"
 # The dataset manifest hash that was approved; the mounted data must still match it.
+# The controller's finalizer on every AccessRequest and ExportRequest: such an object is
+# deleted only once every record of it is in the audit log (planning/project.py), and only
+# the controller sets or lifts it (admission policy tre-resource-metadata).
+AUDITED_FINALIZER: Final = f"{API_GROUP}/audited"
 ANNOTATION_MANIFEST: Final = f"{API_GROUP}/manifest-sha256"
 # One field manager for every server-side apply, so fields we stop declaring are removed.
 FIELD_MANAGER: Final = "ucloud-tre"

@@ -19,7 +19,11 @@ The plan, in the order the executor runs it:
    or RoleBindings in the project namespace that the controller did not make;
 6. `workspace_apply` / `workspace_status`: the Workspace spec and status;
 7. `audit`: the audit events the state implies and the log does not hold yet, each with an
-   idempotency key, so a failed append is simply written by the next pass.
+   idempotency key, so a failed append is simply written by the next pass;
+8. `finalizers`: the controller's finalizer (`names.AUDITED_FINALIZER`) set on every
+   AccessRequest and ExportRequest that lacks it, and lifted from those being deleted, and
+   from the exports of a namespace being torn down, only once the audit entries above are
+   written: nothing of theirs is deleted before its records are in the log.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from provisioner.planning.lifecycle import PhaseDecision, next_phase
 from provisioner.planning.workspace import (
     PRUNE_ORDER,
     plan_for_phase,
+    workspace_access,
     workspace_claims,
 )
 
@@ -187,6 +192,40 @@ class ExportStatusWrite:
 
 
 @dataclass(frozen=True)
+class FinalizerWrite:
+    """The controller's finalizer set on, or lifted from, one AccessRequest or ExportRequest:
+    metadata.finalizers from `old` to `new`."""
+
+    kind: str
+    namespace: str
+    name: str
+    old: tuple[str, ...]
+    new: tuple[str, ...]
+    why: str
+
+
+def audited_finalizer(
+    obj: AccessRequest | ExportRequest, *, keep: bool = True
+) -> FinalizerWrite | None:
+    """The write that puts the controller's finalizer where it belongs, or None: on `obj`
+    while it lives and `keep`; off once it is being deleted or not kept (the executor lifts
+    it only after the pass's audit entries are written)."""
+    held = names.AUDITED_FINALIZER in obj.finalizers
+    if obj.deleted_at is None and keep:
+        if held:
+            return None
+        new = (*obj.finalizers, names.AUDITED_FINALIZER)
+        why = "deleted only once its records are in the audit log"
+    elif held:
+        new = tuple(f for f in obj.finalizers if f != names.AUDITED_FINALIZER)
+        why = "deleted" if obj.deleted_at is not None else "its namespace is torn down"
+        why += ": its records are in the audit log"
+    else:
+        return None
+    return FinalizerWrite(obj.kind, obj.namespace, obj.name, obj.finalizers, new, why)
+
+
+@dataclass(frozen=True)
 class PodStop:
     namespace: str
     name: str
@@ -224,6 +263,7 @@ class ProjectPlan:
     workspace_status: Manifest | None = None  # merge patch (None values remove fields)
     desired_status: Manifest | None = None  # the whole status the Workspace should have
     audit: list[AuditEvent] = field(default_factory=list)
+    finalizers: list[FinalizerWrite] = field(default_factory=list)
     requeue_at: dt.datetime | None = None
     # browser gate batches already audited and counted: deleted after this pass's audit
     browser_done: list[BrowserActivity] = field(default_factory=list)
@@ -331,7 +371,28 @@ def export_audit_events(
                 details={"project": project, "phase": status.get("phase")},
             )
         )
+        if export.deleted_at is not None:
+            events.append(_deleted_event(f"export/{uid}", "export", subject, project, export))
     return events
+
+
+def _deleted_event(
+    prefix: str, kind: str, subject: str, project: str, obj: AccessRequest | ExportRequest
+) -> AuditEvent:
+    """That `obj` is being deleted, and in which phase (the API server's audit log names who
+    deleted it); written before the controller lifts its finalizer."""
+    assert obj.deleted_at is not None
+    return AuditEvent(
+        key=f"{prefix}/deleted",
+        actor=CONTROLLER_ACTOR,
+        action=f"{kind}.deleted",
+        subject=subject,
+        details={
+            "project": project,
+            "phase": obj.status.phase.value,
+            "deletedAt": obj.deleted_at.isoformat(),
+        },
+    )
 
 
 def _airlock_audit_events(
@@ -411,6 +472,14 @@ def describe(plan: ProjectPlan) -> list[dict[str, str]]:
         for c in plan.dataset_changes
     ]
     rows += [{"change": "audit", "object": e.subject, "why": e.action} for e in plan.audit]
+    rows += [
+        {
+            "change": "finalizer" if len(w.new) > len(w.old) else "lift finalizer",
+            "object": f"{w.kind}/{w.name}",
+            "why": w.why,
+        }
+        for w in plan.finalizers
+    ]
     return rows
 
 
@@ -431,8 +500,12 @@ def plan_project(
     live_status = WorkspaceStatus.model_validate((live_ws or {}).get("status") or {})
     live_spec = (live_ws or {}).get("spec") or {}
     torn_down = live_status.phase is WorkspacePhase.TORN_DOWN
+    requests = [r for r in snapshot.requests if r.spec.project == project]
+    # A request being deleted grants nothing more; its records are written, then it goes.
+    deleted = [r for r in requests if r.deleted_at is not None]
+    finalizers = [w for r in requests if (w := audited_finalizer(r)) is not None]
     evaluated, owner, founding = evaluate_project(
-        [r for r in snapshot.requests if r.spec.project == project],
+        [r for r in requests if r.deleted_at is None],
         snapshot.datasets,
         settings,
         today,
@@ -455,7 +528,13 @@ def plan_project(
         now=now,
         retention=dt.timedelta(days=settings.retention_days),
     )
+    namespace = names.namespace_name(project)
+    live_ns = snapshot.namespaces.get(namespace)
+    if decision is None and torn_down and _namespace_kept(live_ns, live_ws, live_status):
+        # Torn down, but its namespace waited for its exports' records (below): go on.
+        decision = PhaseDecision(WorkspacePhase.TORN_DOWN, live_status.frozen_at)
     audit_events = _request_audit_events(project, evaluated, request_statuses, now)
+    audit_events += [e for r in deleted for e in _deleted_request_events(project, r)]
     if decision is None:
         return ProjectPlan(
             project,
@@ -465,6 +544,7 @@ def plan_project(
             None,
             request_statuses=request_statuses,
             audit=_unaudited(audit_events, audited),
+            finalizers=finalizers,
         )
     phase = decision.phase
     if phase is not WorkspacePhase.READY:
@@ -482,24 +562,13 @@ def plan_project(
         )
     workspace = Workspace(name=project, spec=spec)
     ws_object = workspace.to_object()
-    namespace = names.namespace_name(project)
-    live_ns = snapshot.namespaces.get(namespace)
     conflict = namespace_conflict(live_ns, live_ws, live_status.namespace_uid)
-    writes: list[ObjectChange] = []
-    prunes: list[ObjectChange] = []
-    stops: list[PodStop] = []
-    if conflict is None:
-        desired = plan_for_phase(workspace, phase, settings)
-        owned = dict(snapshot.owned_by(project))
-        if live_ns is not None:
-            owned[object_key(live_ns)] = live_ns
-        if live_ns is not None and phase is not WorkspacePhase.TORN_DOWN:
-            # Our namespace: anything in it is the controller's to judge.
-            stops = pods_to_stop(snapshot.pods_in(namespace), workspace, phase, desired)
-            prunes += foreign_prunes(snapshot.foreign_in(namespace))
-        changes = object_changes(desired, owned, phase, namespace_exists=live_ns is not None)
-        writes += [c for c in changes if c.action != "prune"]
-        prunes = [*(c for c in changes if c.action == "prune"), *prunes]
+    live_exports = snapshot.exports_in(namespace) if conflict is None and live_ns else []
+    writes, stops, prunes, held = (
+        _namespace_changes(settings, snapshot, workspace, phase, live_ns, live_exports, audited)
+        if conflict is None
+        else ([], [], [], False)
+    )
     status = _workspace_status(
         phase,
         decision,
@@ -541,8 +610,9 @@ def plan_project(
     audit_events += _workspace_audit_events(project, live_ws, status, prunes)
     audit_events += notebook_events
     audit_events += browser_audit_events(project, activities)
-    if conflict is None and live_ns is not None:
-        audit_events += export_audit_events(project, snapshot.exports_in(namespace), exports, now)
+    audit_events += export_audit_events(project, live_exports, exports, now)
+    keep = phase is not WorkspacePhase.TORN_DOWN
+    finalizers += [w for e in live_exports if (w := audited_finalizer(e, keep=keep)) is not None]
     return ProjectPlan(
         project,
         evaluated,
@@ -562,7 +632,8 @@ def plan_project(
         workspace_status=status_patch,
         desired_status=status,
         audit=_unaudited(audit_events, audited),
-        requeue_at=_requeue_at(evaluated, decision, settings, today),
+        finalizers=finalizers,
+        requeue_at=now if held else _requeue_at(evaluated, decision, settings, today),
         browser_done=browser.finished(activities, audited, live_status.browser, today),
     )
 
@@ -577,6 +648,79 @@ def with_history(spec: WorkspaceSpec, live_spec: Manifest, settings: Settings) -
         export_reviewers(spec, settings.export_reviewers_by_tier),
     )
     return spec.model_copy(update={"people": sorted(people), "export_reviewers": floor})
+
+
+def _namespace_changes(
+    settings: Settings,
+    snapshot: Snapshot,
+    workspace: Workspace,
+    phase: WorkspacePhase,
+    live_ns: Manifest | None,
+    exports: Sequence[ExportRequest],
+    audited: AbstractSet[str] | None,
+) -> tuple[list[ObjectChange], list[PodStop], list[ObjectChange], bool]:
+    """In our namespace (no conflict): the writes, pod stops and prunes, and whether teardown
+    holds the namespace for its exports' records (`namespace_held`)."""
+    project, namespace = workspace.spec.project, workspace.spec.namespace
+    desired = plan_for_phase(workspace, phase, settings)
+    owned = dict(snapshot.owned_by(project))
+    stops: list[PodStop] = []
+    prunes: list[ObjectChange] = []
+    if live_ns is not None:
+        owned[object_key(live_ns)] = live_ns
+    held = (
+        phase is WorkspacePhase.TORN_DOWN
+        and live_ns is not None
+        and namespace_held(exports, owned, project, audited)
+    )
+    if held:
+        # Kept, and closed: exports can be neither filed (not Ready) nor changed without it.
+        desired = [workspace_access(workspace, "Frozen", [], export_reviewers=2)]
+    if live_ns is not None and (phase is not WorkspacePhase.TORN_DOWN or held):
+        # Our namespace, staying for now: anything in it is the controller's to judge.
+        stops = pods_to_stop(snapshot.pods_in(namespace), workspace, phase, desired)
+        prunes += foreign_prunes(snapshot.foreign_in(namespace))
+    changes = object_changes(desired, owned, phase, namespace_exists=live_ns is not None)
+    changes = [c for c in changes if not (held and c.key[1] == "Namespace")]
+    writes = [c for c in changes if c.action != "prune"]
+    return writes, stops, [*(c for c in changes if c.action == "prune"), *prunes], held
+
+
+def _namespace_kept(
+    live_ns: Manifest | None, live_ws: Manifest | None, live_status: WorkspaceStatus
+) -> bool:
+    """A torn-down workspace's namespace still stands, ours and not being deleted: teardown
+    held it for its exports' records (`namespace_held`) and goes on."""
+    return (
+        live_ns is not None
+        and not live_ns["metadata"].get("deletionTimestamp")
+        and namespace_conflict(live_ns, live_ws, live_status.namespace_uid) is None
+    )
+
+
+def namespace_held(
+    exports: Sequence[ExportRequest],
+    owned: Mapping[Key, Manifest],
+    project: str,
+    audited: AbstractSet[str] | None,
+) -> bool:
+    """Whether a namespace being torn down must wait before it is deleted (deleting it deletes
+    its exports): while an export in it still carries the controller's finalizer, while an
+    export's records (submission, reviews, access, release, revocation) are not all in the
+    audit log, or while its access ConfigMap still lets members file exports (Ready). The
+    pass that holds it writes those records, lifts the finalizers and closes the ConfigMap;
+    the next one deletes the namespace. The export admission policies need that ConfigMap to
+    let the controller lift its finalizer, so it goes with the namespace, never before."""
+    access_key = ("v1", "ConfigMap", names.namespace_name(project), names.WORKSPACE_ACCESS_NAME)
+    access = owned.get(access_key)
+    if access is not None and (access.get("data") or {}).get("phase") == "Ready":
+        return True
+    if any(names.AUDITED_FINALIZER in e.finalizers for e in exports):
+        return True
+    if audited is None:
+        return False
+    records = export_audit_events("", exports, [], dt.datetime.min.replace(tzinfo=dt.UTC))
+    return any(e.action != "export.phase" and e.key not in audited for e in records)
 
 
 def namespace_conflict(
@@ -886,36 +1030,7 @@ def _request_audit_events(
     for request, evaluation in evaluated:
         subject = f"accessrequest/{request.name}"
         uid = request.uid or request.name
-        for index, decision in enumerate(request.spec.decisions):
-            events.append(
-                AuditEvent(
-                    key=f"decision/{uid}/{index}",
-                    actor=decision.by,
-                    action=f"request.{decision.action.value}",
-                    subject=subject,
-                    details={
-                        "project": project,
-                        "index": index,
-                        "at": decision.at.isoformat(),
-                        "comment": decision.comment,
-                        **({"endDate": decision.end_date.isoformat()} if decision.end_date else {}),
-                        **(
-                            {"manifestHashes": dict(decision.manifest_hashes)}
-                            if decision.manifest_hashes
-                            else {}
-                        ),
-                        **(
-                            {
-                                "classifications": {
-                                    k: v.value for k, v in decision.classifications.items()
-                                }
-                            }
-                            if decision.classifications
-                            else {}
-                        ),
-                    },
-                )
-            )
+        events += _decision_events(project, request, subject, uid)
         status = planned.get(request.name) or request.status.to_wire()
         conditions = status.get("conditions") or []
         since = conditions[0].get("lastTransitionTime") if conditions else None
@@ -936,6 +1051,55 @@ def _request_audit_events(
             )
         )
     return events
+
+
+def _decision_events(
+    project: str, request: AccessRequest, subject: str, uid: str
+) -> list[AuditEvent]:
+    """Every decision of `request`, keyed by its uid and index, whoever's client wrote it."""
+    events: list[AuditEvent] = []
+    for index, decision in enumerate(request.spec.decisions):
+        events.append(
+            AuditEvent(
+                key=f"decision/{uid}/{index}",
+                actor=decision.by,
+                action=f"request.{decision.action.value}",
+                subject=subject,
+                details={
+                    "project": project,
+                    "index": index,
+                    "at": decision.at.isoformat(),
+                    "comment": decision.comment,
+                    **({"endDate": decision.end_date.isoformat()} if decision.end_date else {}),
+                    **(
+                        {"manifestHashes": dict(decision.manifest_hashes)}
+                        if decision.manifest_hashes
+                        else {}
+                    ),
+                    **(
+                        {
+                            "classifications": {
+                                k: v.value for k, v in decision.classifications.items()
+                            }
+                        }
+                        if decision.classifications
+                        else {}
+                    ),
+                },
+            )
+        )
+    return events
+
+
+def _deleted_request_events(project: str, request: AccessRequest) -> list[AuditEvent]:
+    """A request being deleted: its decisions (they may have come after the last pass) and its
+    deletion, with the phase it had."""
+    subject = f"accessrequest/{request.name}"
+    uid = request.uid or request.name
+    return [
+        *_decision_events(project, request, subject, uid),
+        _deleted_event(f"request/{uid}", "request", subject, project, request),
+    ]
 
 
 def _workspace_audit_events(

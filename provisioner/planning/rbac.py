@@ -123,7 +123,14 @@ def _controller_rules() -> list[dict[str, Any]]:
             "verbs": ["bind"],
             "resourceNames": [HUB_CLUSTER_ROLE_NAME, EXPORT_AUTHOR_ROLE_NAME],
         },
-        {"apiGroups": [API_GROUP], "resources": ["datasets", "accessrequests"], "verbs": read},
+        {"apiGroups": [API_GROUP], "resources": ["datasets"], "verbs": read},
+        # patch: its finalizer on requests and exports, set and lifted by the controller only;
+        # the update policies refuse it any change of their spec (admission.py)
+        {
+            "apiGroups": [API_GROUP],
+            "resources": ["accessrequests", "exportrequests"],
+            "verbs": [*read, "patch"],
+        },
         {
             "apiGroups": [API_GROUP],
             # datasets/status: the controller verifies each dataset's content itself
@@ -131,7 +138,6 @@ def _controller_rules() -> list[dict[str, Any]]:
             "verbs": ["get", "patch", "update"],
         },
         {"apiGroups": [API_GROUP], "resources": ["workspaces"], "verbs": write},
-        {"apiGroups": [API_GROUP], "resources": ["exportrequests"], "verbs": read},
         # the browser gates' records, which the airlock files: audited, then deleted
         {
             "apiGroups": [API_GROUP],

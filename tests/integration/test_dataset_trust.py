@@ -70,10 +70,10 @@ from provisioner.models.resources import (
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, DatasetCsiDriver
 from provisioner.planning.admission import (
-    DATASET_METADATA_POLICY,
     DATASET_OVERLAP_POLICY,
     DATASET_PLATFORM_BUCKET_POLICY,
     DATASET_STEWARD_POLICY,
+    METADATA_POLICY,
 )
 from provisioner.planning.storage import dataset_persistent_volume
 from provisioner.storage.s3 import ensure_bucket
@@ -710,11 +710,11 @@ def test_nobody_gives_a_dataset_an_owner_or_a_finalizer(people: People) -> None:
             *DS, owned, **({"dry_run": dry_run} if dry_run else {})
         )
 
-    wait_until_refused(lambda: create_owned("All"), DATASET_METADATA_POLICY)
+    wait_until_refused(lambda: create_owned("All"), METADATA_POLICY)
     status, message = refusal(create_owned)
     assert status == 422
     assert message.endswith(
-        denied_by(DATASET_METADATA_POLICY) + "metadata.ownerReferences: a Dataset takes none: "
+        denied_by(METADATA_POLICY) + "metadata.ownerReferences: a Dataset takes none: "
         "the garbage collector would delete it once its owner is gone, and datasets are "
         "deleted by administrators only; remove the entry"
     )

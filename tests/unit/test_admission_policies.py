@@ -101,6 +101,7 @@ def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]
                 "tre-workspace",
                 "tre-exportrequest",
                 "tre-browseractivity",
+                "tre-resource",
             )
         )
         for rule in policy["spec"]["matchConstraints"]["resourceRules"]:
