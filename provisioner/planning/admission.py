@@ -1489,8 +1489,9 @@ def _export_update_policy(settings: Settings, controller: str) -> dict[str, Any]
     """Only reviews grow, one per update, each by the caller, an output checker who is neither
     the author nor anyone who has been a member, lead or owner of the project (the access
     ConfigMap's `people`, which never shrinks), once per checker, covering every file, while
-    the workspace is Ready, and none after a decision; only the author withdraws, once. The controller
-    changes no spec: it only sets and lifts its finalizer (`tre-resource-metadata` judges that)."""
+    the workspace is Ready, and none after a decision; only the author withdraws, once. The
+    controller changes no spec: it only sets and lifts its finalizer (`tre-resource-metadata`
+    judges that)."""
     group = settings.output_checker_group
     entry = "variables.entry"
     appended = "!variables.appended || "

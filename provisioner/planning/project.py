@@ -675,7 +675,7 @@ def _namespace_changes(
     )
     if held:
         # Kept, and closed: exports can be neither filed (not Ready) nor changed without it.
-        desired = [workspace_access(workspace, "Frozen", [], export_reviewers=2)]
+        desired = [workspace_access(workspace, WorkspacePhase.FROZEN, [], settings)]
     if live_ns is not None and (phase is not WorkspacePhase.TORN_DOWN or held):
         # Our namespace, staying for now: anything in it is the controller's to judge.
         stops = pods_to_stop(snapshot.pods_in(namespace), workspace, phase, desired)

@@ -28,6 +28,7 @@ from provisioner.models.resources import (
     ExportPhase,
     ExportRequest,
     Workspace,
+    WorkspacePhase,
     WorkspaceSpec,
 )
 from provisioner.models.settings import Settings
@@ -140,7 +141,9 @@ def test_a_deleted_export_gets_a_deleted_event_keyed_by_its_uid() -> None:
 def access_config_map(phase: str) -> dict[tuple[str, str, str, str], dict[str, Any]]:
     ws = Workspace(name="cardio", spec=WorkspaceSpec(project="cardio", namespace="tre-cardio"))
     return {
-        ("v1", "ConfigMap", "tre-cardio", WORKSPACE_ACCESS_NAME): workspace_access(ws, phase, [])
+        ("v1", "ConfigMap", "tre-cardio", WORKSPACE_ACCESS_NAME): workspace_access(
+            ws, WorkspacePhase(phase), [], Settings()
+        )
     }
 
 
