@@ -338,11 +338,14 @@ class NetworkPolicies(BaseModel):
 
     model_config = _CLOSED
     enabled: bool = Field(default=True, description="Install them (needs an enforcing CNI).")
+    # No default for the egress destinations: 0.0.0.0/0 on 443 would let a compromised
+    # controller, hub or airlock send data anywhere (review 3, S14). An empty list is refused
+    # by the chart (`tre.validate`), never rendered: a NetworkPolicy rule with no peer allows
+    # every destination.
     api_server_cidrs: list[str] = Field(
-        default_factory=lambda: ["0.0.0.0/0"],
-        min_length=1,
-        description="Where the controller, hub and airlock may reach the API server. Narrow "
-        "it to the API server's addresses where they are known.",
+        default_factory=list,
+        description="Required. Where the controller, hub and airlock may reach the API server: "
+        "its addresses (e.g. [10.0.0.10/32]; `kubectl get endpoints kubernetes`).",
     )
     api_server_ports: list[int] = Field(
         default_factory=lambda: [443, 6443],
@@ -350,14 +353,17 @@ class NetworkPolicies(BaseModel):
         description="TCP ports of the API server as pods reach it.",
     )
     s3_cidrs: list[str] = Field(
-        default_factory=lambda: ["0.0.0.0/0"],
-        min_length=1,
-        description="Where the controller and airlock may reach S3 (TCP 443 and 80).",
+        default_factory=list,
+        description="Required. Where the controller and airlock may reach S3 (TCP 443 and 80): "
+        "the addresses of your S3 endpoint (settings.s3EndpointUrl), or of the region's S3 "
+        "prefix list (AWS publishes it) or VPC endpoint. Nothing else: the airlock is reached "
+        "by every notebook and person, and its S3 egress is where a flaw in it would send "
+        "data.",
     )
     oidc_cidrs: list[str] = Field(
-        default_factory=lambda: ["0.0.0.0/0"],
-        min_length=1,
-        description="Where the hub may reach the identity provider (TCP 443).",
+        default_factory=list,
+        description="Required with the hub signing in by OIDC. Where the hub may reach the "
+        "identity provider (TCP 443).",
     )
     proxy_ingress_cidrs: list[str] = Field(
         default_factory=lambda: ["0.0.0.0/0"],
