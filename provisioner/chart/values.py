@@ -243,7 +243,8 @@ class Controller(BaseModel):
         default="",
         description="Name of a Secret in tre-system with keys `access-key-id` and "
         "`secret-access-key`: the controller's S3 credentials (audit bucket, dataset "
-        "verification). Empty: the pod's ambient credentials (e.g. IRSA).",
+        "verification, writing the datasets' fingerprints). Empty: the pod's ambient "
+        "credentials (e.g. IRSA).",
     )
     resources: Resources = Field(default=Resources(), description="Controller container.")
 
@@ -257,7 +258,9 @@ class Airlock(BaseModel):
     s3_credentials_secret: str = Field(
         default="",
         description="Name of a Secret in tre-airlock with keys `access-key-id` and "
-        "`secret-access-key` (quarantine and egress buckets). Empty: ambient credentials.",
+        "`secret-access-key`: read and write the quarantine and egress buckets, read the "
+        "fingerprint bucket, and nothing else, no dataset bucket (docs/operations.md, "
+        "'The airlock's S3 key'). Empty: ambient credentials.",
     )
     service_ip: ServiceIp = Field(
         default="",
