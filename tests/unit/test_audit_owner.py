@@ -4,8 +4,8 @@ Behaviours under test (botocore's own request pipeline; the wire is replaced by 
 that records each request and answers 200, so nothing leaves the process):
 - with `audit_bucket_owner` set, opening the log and reading it send
   ``x-amz-expected-bucket-owner`` on every request to the audit bucket (HeadBucket,
-  ListObjectsV2 through the paginator, HeadObject by anyone using the client), and on none to another bucket through the
-  same client;
+  ListObjectsV2 through the paginator, HeadObject by anyone using the client), and on none
+  to another bucket through the same client;
 - `ensure_audit_bucket` states it on every call after CreateBucket, which takes none;
 - unset, no request carries the header;
 - the setting takes an AWS account ID (12 digits) only, naming the setting.

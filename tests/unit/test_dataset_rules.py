@@ -334,11 +334,19 @@ def test_every_source_field_is_a_domain_type(model: type[S3Source] | type[NfsSou
 
 
 def test_the_platforms_buckets_are_every_bucket_setting() -> None:
-    settings = Settings(audit_bucket="a-audit", airlock_quarantine_bucket="q-in",
-                        airlock_egress_bucket="e-out", dataset_fingerprint_bucket="f-ix")  # fmt: skip
+    settings = Settings(
+        audit_bucket="a-audit",
+        airlock_quarantine_bucket="q-in",
+        airlock_egress_bucket="e-out",
+        dataset_fingerprint_bucket="f-ix",
+    )
     bucket_settings = {n for n in Settings.model_fields if n.endswith("_bucket")}
-    assert bucket_settings == {"audit_bucket", "airlock_quarantine_bucket", "airlock_egress_bucket",
-                               "dataset_fingerprint_bucket"}  # fmt: skip
+    assert bucket_settings == {
+        "audit_bucket",
+        "airlock_quarantine_bucket",
+        "airlock_egress_bucket",
+        "dataset_fingerprint_bucket",
+    }
     assert settings.platform_buckets == ["a-audit", "e-out", "f-ix", "q-in"]
     for bucket in settings.platform_buckets:
         refusal = platform_bucket_refusal(s3(bucket=bucket, prefix="exports/"), settings)
