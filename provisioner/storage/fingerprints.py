@@ -106,6 +106,8 @@ def read_fingerprints(
     with translated_errors(f"get s3://{bucket}/{key}"):
         body = client.get_object(Bucket=bucket, Key=key)["Body"]
         for number, line in enumerate(body.iter_lines(), start=1):
+            if not line:
+                continue
             try:
                 relative, size, etag = json.loads(line)
                 if not (isinstance(relative, str) and isinstance(size, int)):
