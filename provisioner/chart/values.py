@@ -140,6 +140,8 @@ _STRICTER: Final[dict[str, FieldInfo]] = {
 
 # A Service's fixed ClusterIP, or empty (then a template `fail`s where it is needed).
 ServiceIp = Annotated[str, Field(pattern=r"^$|^[0-9]{1,3}(\.[0-9]{1,3}){3}$")]
+# An IPv4 or IPv6 network in CIDR notation; never empty (an empty ipBlock is no address).
+Cidr = Annotated[str, Field(pattern=r"^[0-9a-fA-F.:]+/[0-9]{1,3}$")]
 _LOW_BAND = (
     "Take a free address from the low band of the Service range (its first sixteenth, 16 to "
     "256 addresses), which the API server keeps for fixed addresses: it hands out random "
@@ -345,7 +347,7 @@ class NetworkPolicies(BaseModel):
     # controller, hub or airlock send data anywhere (review 3, S14). An empty list is refused
     # by the chart (`tre.validate`), never rendered: a NetworkPolicy rule with no peer allows
     # every destination.
-    api_server_cidrs: list[str] = Field(
+    api_server_cidrs: list[Cidr] = Field(
         default_factory=list,
         description="Required. Where the controller, hub and airlock may reach the API server: "
         "its addresses (e.g. [10.0.0.10/32]; `kubectl get endpoints kubernetes`).",
@@ -355,7 +357,7 @@ class NetworkPolicies(BaseModel):
         min_length=1,
         description="TCP ports of the API server as pods reach it.",
     )
-    s3_cidrs: list[str] = Field(
+    s3_cidrs: list[Cidr] = Field(
         default_factory=list,
         description="Required. Where the controller and airlock may reach S3 (TCP 443 and 80): "
         "the addresses of your S3 endpoint (settings.s3EndpointUrl), or of the region's S3 "
@@ -363,12 +365,12 @@ class NetworkPolicies(BaseModel):
         "by every notebook and person, and its S3 egress is where a flaw in it would send "
         "data.",
     )
-    oidc_cidrs: list[str] = Field(
+    oidc_cidrs: list[Cidr] = Field(
         default_factory=list,
         description="Required with the hub signing in by OIDC. Where the hub may reach the "
         "identity provider (TCP 443).",
     )
-    proxy_ingress_cidrs: list[str] = Field(
+    proxy_ingress_cidrs: list[Cidr] = Field(
         default_factory=lambda: ["0.0.0.0/0"],
         min_length=1,
         description="Who may reach the proxy's public port (people's browsers, or your "

@@ -164,12 +164,16 @@ def test_the_platforms_egress_goes_only_where_the_operator_names(tools: Tools) -
     assert all(defaults[key] == [] for key in EGRESS_CIDRS), defaults
     args = ["template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON)]
     for key in EGRESS_CIDRS:
-        for unset in (f"networkPolicies.{key}=null", f"networkPolicies.{key}={{}}"):
-            result = tools.helm(*args, "--set", unset)
+        for unset in (("--set", f"networkPolicies.{key}=null"),
+                      ("--set-json", f"networkPolicies.{key}=[]")):  # fmt: skip
+            result = tools.helm(*args, *unset)
             assert result.returncode != 0, unset
             assert f"networkPolicies.{key}: required: the addresses (CIDRs)" in result.stderr, (
                 unset, result.stderr
             )  # fmt: skip
+        blank = tools.helm(*args, "--set", f"networkPolicies.{key}={{}}")  # helm's [""]
+        assert blank.returncode != 0
+        assert key in blank.stderr and "does not match pattern" in blank.stderr, blank.stderr
     rendered = tools.ok(tools.helm(*args))
     for policy in yaml.safe_load_all(rendered):
         if policy and policy["kind"] == "NetworkPolicy":
