@@ -29,10 +29,18 @@ The checks and their limits (say them to reviewers as plainly as here):
 - **notebook outputs** (.ipynb): code cells that still carry outputs (tables, plots, printed
   values can hold row-level data). A notebook larger than `notebook_inspect_bytes` is not
   parsed (the parser holds it whole) and is flagged as if it carried outputs.
-- **raw dataset copy**: the sha256 equals that of an object of a dataset mounted in the
-  workspace (`DatasetComparison`, computed by `airlock.datasets`). Only byte-identical copies
-  are found: a subset, a re-sorted or re-encoded copy of the data is not; datasets on NFS are
-  not compared (the controller cannot list them) and are named in the finding.
+- **raw dataset copy**: the file's S3 ETag equals that of an object of a dataset mounted in
+  the workspace (`DatasetComparison`: the size and ETag the controller listed when it
+  verified the dataset, read by `airlock.datasets` from its fingerprint index; the airlock
+  never reads a dataset). Same size first, then the ETag: the MD5 of the bytes for an object
+  uploaded in one part, and for one uploaded in parts (ETag ``<md5 of part md5s>-<parts>``)
+  the same computed over the file cut at each of `MULTIPART_PART_SIZES` that gives that many
+  parts. Only byte-identical copies are found: a subset, a re-sorted or re-encoded copy of
+  the data is not; nor is a copy of an object uploaded in parts of another size, or of one
+  whose ETag is not an MD5 (server-side encryption with KMS or customer keys); datasets on
+  NFS are not compared (the controller cannot list them) and are named in the finding. MD5
+  is enough here: the check looks for copies, and whoever would dodge it needs no collision,
+  only to change one byte (which is why it is a finding for reviewers, not a gate).
 """
 
 from __future__ import annotations
@@ -137,22 +145,92 @@ class CheckRules:
         )
 
 
+# Part sizes tried for a dataset object uploaded in parts: the defaults of the common
+# uploaders (5 MiB, S3's smallest part and rclone's; 8 MiB, boto3's, the AWS CLI's and
+# Mountpoint's; 15 MiB, s3cmd's; 16 MiB, MinIO's mc) and round sizes above them. A copy of an
+# object uploaded in parts of any other size is not recognised (module docstring).
+MULTIPART_PART_SIZES = tuple(mib << 20 for mib in (5, 8, 15, 16, 32, 64, 100, 128))
+
+
 @dataclass(frozen=True)
 class DatasetObject:
-    """One object of a dataset mounted in the workspace, with the sha256 of its bytes."""
+    """One object of a dataset mounted in the workspace: its size and S3 ETag as the
+    controller listed them when it verified the dataset (without quotes)."""
 
     dataset: str
     key: str
     size: int
-    sha256: str
+    etag: str
+
+    @property
+    def parts(self) -> int:
+        """How many parts it was uploaded in (its ETag ends in ``-<parts>``); 0 for one."""
+        _, dash, parts = self.etag.rpartition("-")
+        return int(parts) if dash and parts.isdigit() else 0
+
+
+def part_sizes_for(size: int, parts: int) -> tuple[int, ...]:
+    """The sizes of `MULTIPART_PART_SIZES` that cut `size` bytes into `parts` parts."""
+    return tuple(p for p in MULTIPART_PART_SIZES if parts > 0 and -(-size // p) == parts)
+
+
+class EtagDigest:
+    """The S3 ETags a stream of bytes would have once uploaded: in one part (the MD5 of the
+    bytes) and in parts of each of `part_sizes` (the MD5 of the parts' MD5s, ``-<parts>``)."""
+
+    def __init__(self, part_sizes: Iterable[int] = ()) -> None:
+        self._whole = hashlib.md5(usedforsecurity=False)
+        self._parts = [_PartDigests(size) for size in sorted(set(part_sizes))]
+
+    def update(self, chunk: bytes) -> None:
+        self._whole.update(chunk)
+        for parts in self._parts:
+            parts.update(chunk)
+
+    def etags(self) -> frozenset[str]:
+        return frozenset([self._whole.hexdigest(), *(p.etag() for p in self._parts)])
+
+
+class _PartDigests:
+    """The MD5 of each `part_size` slice of a stream (16 bytes a part: at most 1,024 parts
+    for the largest file an export may carry)."""
+
+    def __init__(self, part_size: int) -> None:
+        self.part_size = part_size
+        self._current = hashlib.md5(usedforsecurity=False)
+        self._filled = 0
+        self._digests: list[bytes] = []
+
+    def update(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view:
+            take = min(len(view), self.part_size - self._filled)
+            self._current.update(view[:take])
+            self._filled += take
+            view = view[take:]
+            if self._filled == self.part_size:
+                self._digests.append(self._current.digest())
+                self._current = hashlib.md5(usedforsecurity=False)
+                self._filled = 0
+
+    def etag(self) -> str:
+        digests = [*self._digests, *([self._current.digest()] if self._filled else [])]
+        return f"{hashlib.md5(b''.join(digests), usedforsecurity=False).hexdigest()}-{len(digests)}"
 
 
 @dataclass(frozen=True)
 class DatasetComparison:
-    """What the raw-copy check compares against: the objects hashed and what was not."""
+    """What the raw-copy check compares against: the dataset objects of a size being
+    exported, and the datasets that could not be compared."""
 
     objects: tuple[DatasetObject, ...] = ()
-    not_compared: tuple[str, ...] = ()  # datasets whose objects could not be hashed, and why
+    not_compared: tuple[str, ...] = ()  # datasets whose fingerprints could not be read, and why
+
+    def part_sizes(self, size: int) -> frozenset[int]:
+        """The part sizes to try for a file of `size` bytes (`EtagDigest`)."""
+        return frozenset(
+            p for o in self.objects if o.size == size for p in part_sizes_for(o.size, o.parts)
+        )
 
 
 @dataclass(frozen=True)
@@ -265,12 +343,21 @@ def check_declared(size: int, sha256: str, declared_size: int, declared_sha256: 
     return Finding("declared_hash", Outcome.OK, "size and sha256 as declared")
 
 
-def check_raw_copy(sha256: str, comparison: DatasetComparison) -> Finding:
-    """Whether the file is a byte-identical copy of a dataset object (module docstring)."""
-    copies = [o for o in comparison.objects if o.sha256 == sha256]
+def check_raw_copy(size: int, etags: frozenset[str], comparison: DatasetComparison) -> Finding:
+    """Whether the file (`size` bytes with the ETags of `EtagDigest`) is a byte-identical copy
+    of a dataset object (module docstring)."""
+    same_size = [o for o in comparison.objects if o.size == size]
+    copies = [o for o in same_size if o.etag in etags]
     caveat = (
         f"; not compared: {', '.join(comparison.not_compared)}" if comparison.not_compared else ""
     )
+    in_parts = [o for o in same_size if o.parts and o not in copies]
+    if in_parts:
+        sizes = ", ".join(str(p >> 20) for p in MULTIPART_PART_SIZES)
+        caveat += (
+            f"; {len(in_parts)} object(s) of the same size were uploaded in parts and are "
+            f"recognised only if those parts were of {sizes} MiB"
+        )
     if copies:
         named = ", ".join(f"{o.dataset}:{o.key}" for o in copies[:MAX_EXAMPLES])
         return Finding(
@@ -287,8 +374,7 @@ def check_raw_copy(sha256: str, comparison: DatasetComparison) -> Finding:
     return Finding(
         "raw_dataset_copy",
         Outcome.OK,
-        f"differs from every dataset object of the same size ({len(comparison.objects)} "
-        f"compared){caveat}",
+        f"differs from every dataset object of the same size ({len(same_size)} compared){caveat}",
     )
 
 
@@ -409,9 +495,10 @@ def check_notebook_outputs(path: str, content: bytes | None, size: int, limit: i
 class _Tap:
     """Counts and hashes the chunks that pass through, and keeps the first HEAD_BYTES."""
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(self, chunks: Iterable[bytes], etags: EtagDigest) -> None:
         self._chunks = iter(chunks)
         self.digest = hashlib.sha256()
+        self.etags = etags
         self.size = 0
         self.text_error: str | None = None
         self._decoder = codecs.getincrementaldecoder("utf-8")()
@@ -419,6 +506,7 @@ class _Tap:
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self._chunks:
             self.digest.update(chunk)
+            self.etags.update(chunk)
             self.size += len(chunk)
             yield chunk
 
@@ -490,7 +578,7 @@ def inspect_file(
 
     Memory: one chunk at a time, plus a notebook up to `rules.notebook_inspect_bytes`.
     """
-    tap = _Tap(chunks)
+    tap = _Tap(chunks, EtagDigest(comparison.part_sizes(declared_size)))
     head, stream = _head_and_rest(iter(tap))
     type_finding = check_type(path, head, rules.allowed_types)
     ext = extension(path)
@@ -519,5 +607,5 @@ def inspect_file(
     ]
     if content_finding is not None:
         findings.append(content_finding)
-    findings.append(check_raw_copy(sha256, comparison))
+    findings.append(check_raw_copy(tap.size, tap.etags.etags(), comparison))
     return FileReport(path=path, size=tap.size, sha256=sha256, findings=tuple(findings))

@@ -207,7 +207,8 @@ def _stamp(at: dt.datetime) -> str:
 
 class Desk:
     """The airlock's actions. `kube`: the airlock's own identity (light client, so it can
-    impersonate per call); `s3`: its S3 client (quarantine and egress buckets)."""
+    impersonate per call); `s3`: its S3 client (quarantine and egress buckets, and the
+    datasets' fingerprints: never a dataset's bucket)."""
 
     def __init__(
         self,
@@ -351,7 +352,12 @@ class Desk:
         if missing:
             workspace = self.workspace(request.spec.project)
             datasets = workspace.spec.datasets if workspace is not None else []
-            comparison = compare_datasets(self.s3, datasets, {f.size for f in missing})
+            comparison = compare_datasets(
+                self.s3,
+                self.settings.dataset_fingerprint_bucket,
+                datasets,
+                {f.size for f in missing},
+            )
             for declared in missing:
                 report = inspect_quarantined(
                     self.s3, bucket, ref, declared, rules=self.rules, comparison=comparison

@@ -361,7 +361,9 @@ def revoke_release(
 
 
 def ensure_airlock_buckets(client: S3Client, settings: Settings) -> None:
-    """Create the quarantine and egress buckets if missing (idempotent). Egress is versioned,
-    so every copy ever made is listed, and revoke deletes each version."""
+    """Create the quarantine and egress buckets, and the datasets' fingerprint bucket the
+    airlock reads for its raw-copy check, if missing (idempotent). Egress is versioned, so
+    every copy ever made is listed, and revoke deletes each version."""
     ensure_bucket(client, settings.airlock_quarantine_bucket, versioning=False)
     ensure_bucket(client, settings.airlock_egress_bucket, versioning=True)
+    ensure_bucket(client, settings.dataset_fingerprint_bucket, versioning=False)

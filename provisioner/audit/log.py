@@ -76,6 +76,7 @@ from provisioner.storage.s3 import (
     LockMode,
     bucket_exists,
     ensure_bucket,
+    expect_bucket_owner,
     get_object,
     list_keys,
     list_versions,
@@ -108,13 +109,18 @@ def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def ensure_audit_bucket(client: S3Client, bucket: str, *, retention_days: int) -> bool:
+def ensure_audit_bucket(
+    client: S3Client, bucket: str, *, retention_days: int, owner: str | None = None
+) -> bool:
     """Create the audit bucket (versioned, object lock asked for); idempotent. Returns whether
     object lock is on. For install and dev paths only: opening the log never creates it.
 
     Raises PermanentError (and leaves the bucket as it is) when `retention_days` > 0 but the
-    bucket has no object lock: entries would otherwise be written unlocked, silently.
+    bucket has no object lock: entries would otherwise be written unlocked, silently. `owner`
+    (TRE_AUDIT_BUCKET_OWNER): every call on the bucket states it (`expect_bucket_owner`).
     """
+    if owner is not None:
+        expect_bucket_owner(client, bucket, owner)
     locked = ensure_bucket(client, bucket, versioning=True, object_lock=True)
     _require_lock(bucket, retention_days, locked=locked)
     return locked
@@ -140,9 +146,13 @@ def open_audit_log(
     is all anyone but the controller needs. With it (the controller) the log is opened for
     writing, and that refuses a bucket without object lock when
     `settings.audit_retention_days` > 0 (PermanentError naming the setting and the fix).
-    NotFoundError when the bucket does not exist.
+    NotFoundError when the bucket does not exist. With `settings.audit_bucket_owner`, every
+    call on the bucket, from the first, states that owner (`expect_bucket_owner`): where the
+    server checks it, a bucket of another account is refused before anything is read.
     """
     bucket = settings.audit_bucket
+    if settings.audit_bucket_owner is not None:
+        expect_bucket_owner(s3, bucket, settings.audit_bucket_owner)
     if not bucket_exists(s3, bucket):
         raise NotFoundError(
             f"audit bucket {bucket!r} (TRE_AUDIT_BUCKET) does not exist; 'tre install' creates "
@@ -156,6 +166,7 @@ def open_audit_log(
         bucket,
         retention=dt.timedelta(days=days) if days > 0 else None,
         signer=signer,
+        expected_owner=settings.audit_bucket_owner,
     )
 
 
@@ -164,7 +175,8 @@ class AuditLog:
 
     retention: how long each entry is locked (object lock, `lock_mode`) after it was written;
     None writes no retention (for buckets without object lock). clock: where `at` comes from.
-    signer: the controller's key; without it the log is read-only. Use `open_audit_log`,
+    signer: the controller's key; without it the log is read-only. expected_owner: the account
+    every call on `bucket` states as its owner (`expect_bucket_owner`). Use `open_audit_log`,
     which checks the bucket first.
     """
 
@@ -178,7 +190,10 @@ class AuditLog:
         clock: Callable[[], dt.datetime] = _utc_now,
         max_attempts: int = 10,
         signer: AuditSigner | None = None,
+        expected_owner: str | None = None,
     ) -> None:
+        if expected_owner is not None:
+            expect_bucket_owner(client, bucket, expected_owner)
         self._client = client
         self.bucket = bucket
         self._retention = retention

@@ -92,6 +92,12 @@ SUBSTITUTED: Final = (
         "{{ .Values.settings.auditBucket }}",
     ),
     Substituted(
+        "dataset_fingerprint_bucket",
+        "tre-sentinel-fingerprints-a",
+        "tre-sentinel-fingerprints-b",
+        "{{ .Values.settings.datasetFingerprintBucket }}",
+    ),
+    Substituted(
         "airlock_egress_bucket",
         "tre-sentinel-egress-a",
         "tre-sentinel-egress-b",

@@ -53,9 +53,11 @@ OPERATOR_SETTINGS: Final = (
     "s3_endpoint_url",
     "s3_region",
     "audit_bucket",
+    "audit_bucket_owner",
     "audit_retention_days",
     "airlock_quarantine_bucket",
     "airlock_egress_bucket",
+    "dataset_fingerprint_bucket",
     "airlock_max_file_bytes",
     "airlock_allowed_types",
     "airlock_small_count_threshold",
@@ -146,6 +148,8 @@ _STRICTER: Final[dict[str, FieldInfo]] = {
 
 # A Service's fixed ClusterIP, or empty (then a template `fail`s where it is needed).
 ServiceIp = Annotated[str, Field(pattern=r"^$|^[0-9]{1,3}(\.[0-9]{1,3}){3}$")]
+# An IPv4 or IPv6 network in CIDR notation; never empty (an empty ipBlock is no address).
+Cidr = Annotated[str, Field(pattern=r"^[0-9a-fA-F.:]+/[0-9]{1,3}$")]
 _LOW_BAND = (
     "Take a free address from the low band of the Service range (its first sixteenth, 16 to "
     "256 addresses), which the API server keeps for fixed addresses: it hands out random "
@@ -249,7 +253,8 @@ class Controller(BaseModel):
         default="",
         description="Name of a Secret in tre-system with keys `access-key-id` and "
         "`secret-access-key`: the controller's S3 credentials (audit bucket, dataset "
-        "verification). Empty: the pod's ambient credentials (e.g. IRSA).",
+        "verification, writing the datasets' fingerprints). Empty: the pod's ambient "
+        "credentials (e.g. IRSA).",
     )
     resources: Resources = Field(default=Resources(), description="Controller container.")
 
@@ -263,7 +268,9 @@ class Airlock(BaseModel):
     s3_credentials_secret: str = Field(
         default="",
         description="Name of a Secret in tre-airlock with keys `access-key-id` and "
-        "`secret-access-key` (quarantine and egress buckets). Empty: ambient credentials.",
+        "`secret-access-key`: read and write the quarantine and egress buckets, read the "
+        "fingerprint bucket, and nothing else, no dataset bucket (docs/operations.md, "
+        "'The airlock's S3 key'). Empty: ambient credentials.",
     )
     service_ip: ServiceIp = Field(
         default="",
@@ -344,28 +351,34 @@ class NetworkPolicies(BaseModel):
 
     model_config = _CLOSED
     enabled: bool = Field(default=True, description="Install them (needs an enforcing CNI).")
-    api_server_cidrs: list[str] = Field(
-        default_factory=lambda: ["0.0.0.0/0"],
-        min_length=1,
-        description="Where the controller, hub and airlock may reach the API server. Narrow "
-        "it to the API server's addresses where they are known.",
+    # No default for the egress destinations: 0.0.0.0/0 on 443 would let a compromised
+    # controller, hub or airlock send data anywhere (review 3, S14). An empty list is refused
+    # by the chart (`tre.validate`), never rendered: a NetworkPolicy rule with no peer allows
+    # every destination.
+    api_server_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="Required. Where the controller, hub and airlock may reach the API server: "
+        "its addresses (e.g. [10.0.0.10/32]; `kubectl get endpoints kubernetes`).",
     )
     api_server_ports: list[int] = Field(
         default_factory=lambda: [443, 6443],
         min_length=1,
         description="TCP ports of the API server as pods reach it.",
     )
-    s3_cidrs: list[str] = Field(
-        default_factory=lambda: ["0.0.0.0/0"],
-        min_length=1,
-        description="Where the controller and airlock may reach S3 (TCP 443 and 80).",
+    s3_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="Required. Where the controller and airlock may reach S3 (TCP 443 and 80): "
+        "the addresses of your S3 endpoint (settings.s3EndpointUrl), or of the region's S3 "
+        "prefix list (AWS publishes it) or VPC endpoint. Nothing else: the airlock is reached "
+        "by every notebook and person, and its S3 egress is where a flaw in it would send "
+        "data.",
     )
-    oidc_cidrs: list[str] = Field(
-        default_factory=lambda: ["0.0.0.0/0"],
-        min_length=1,
-        description="Where the hub may reach the identity provider (TCP 443).",
+    oidc_cidrs: list[Cidr] = Field(
+        default_factory=list,
+        description="Required with the hub signing in by OIDC. Where the hub may reach the "
+        "identity provider (TCP 443).",
     )
-    proxy_ingress_cidrs: list[str] = Field(
+    proxy_ingress_cidrs: list[Cidr] = Field(
         default_factory=lambda: ["0.0.0.0/0"],
         min_length=1,
         description="Who may reach the proxy's public port (people's browsers, or your "

@@ -202,7 +202,12 @@ def _ensure_buckets(cluster: DevCluster) -> None:
         access_key=endpoint.access_key,
         secret_key=endpoint.secret_key,
     )
-    ensure_audit_bucket(client, config.audit_bucket, retention_days=config.audit_retention_days)
+    ensure_audit_bucket(
+        client,
+        config.audit_bucket,
+        retention_days=config.audit_retention_days,
+        owner=config.audit_bucket_owner,
+    )
     _progress(f"audit bucket {config.audit_bucket!r} ready")
     ensure_airlock_buckets(client, config)
     _progress(

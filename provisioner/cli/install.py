@@ -41,7 +41,10 @@ def install(
     if common.s3_configured(settings):
         # Only here (and in `tre dev up`): opening the log never creates the bucket.
         locked = ensure_audit_bucket(
-            common.s3(), settings.audit_bucket, retention_days=settings.audit_retention_days
+            common.s3(),
+            settings.audit_bucket,
+            retention_days=settings.audit_retention_days,
+            owner=settings.audit_bucket_owner,
         )
         progress(
             f"audit bucket {settings.audit_bucket!r} ready "

@@ -34,6 +34,7 @@ from provisioner.planning.datasets import (
     source_uri,
 )
 from provisioner.planning.project import dataset_manifest_event
+from provisioner.storage.fingerprints import FingerprintIndex
 from provisioner.storage.s3 import compute_manifest
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class DatasetVerification:
     changed: bool
     # why it failed (listing, status write or audit), None when it succeeded
     error: str | None = None
+    # recorded, but the airlock's fingerprints of it were not stored (`_store`)
+    warning: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -93,6 +96,7 @@ def _verify(
     before = dataset.status.manifest.sha256 if dataset.status.manifest else None
     manifest: DatasetManifest | None = None
     error: str | None = None
+    fingerprints: str | None = None  # why the airlock's fingerprints were not stored
     status: dict[str, Any]
     refused = platform_bucket_refusal(dataset.spec.source, settings)
     if refused is not None:
@@ -105,7 +109,10 @@ def _verify(
         status = {"manifest": None, "conditions": [condition.to_wire()]}
     else:
         try:
-            manifest = compute_manifest(s3, dataset, settings, now=now)
+            with FingerprintIndex() as index:
+                manifest = compute_manifest(s3, dataset, settings, now=now, on_object=index.add)
+                if dataset.spec.source.s3 is not None:
+                    fingerprints = _store(index, s3, settings, manifest.sha256)
         except TreError as exc:
             error = f"cannot list {source_uri(dataset.spec.source)}: {exc}"
             condition = _condition(
@@ -113,9 +120,10 @@ def _verify(
             )
             status = {"conditions": [condition.to_wire()]}
         else:
-            condition = _condition(
-                dataset, "True", "ManifestComputed", _describe(dataset, manifest), now
-            )
+            described = _describe(dataset, manifest)
+            if fingerprints is not None:
+                described += f"; {fingerprints}"
+            condition = _condition(dataset, "True", "ManifestComputed", described, now)
             status = {"manifest": manifest.to_wire(), "conditions": [condition.to_wire()]}
     try:
         kube.patch_status(DATASETS, dataset.name, status)
@@ -133,8 +141,24 @@ def _verify(
             event = dataset_manifest_event(dataset.name, dataset.uid, dataset.spec, manifest)
             audit.append(event.actor, event.action, event.subject, event.details, key=event.key)
         except TreError as exc:
-            return DatasetVerification(dataset.name, manifest.sha256, True, f"audit: {exc}")
-    return DatasetVerification(dataset.name, manifest.sha256, changed)
+            return DatasetVerification(
+                dataset.name, manifest.sha256, True, f"audit: {exc}", fingerprints
+            )
+    return DatasetVerification(dataset.name, manifest.sha256, changed, warning=fingerprints)
+
+
+def _store(index: FingerprintIndex, s3: S3Client, settings: Settings, sha256: str) -> str | None:
+    """Store the listing's fingerprints for the airlock; None, or why they were not.
+
+    Their failure does not withhold the dataset (the manifest is what mounts depend on): the
+    airlock names the dataset as not compared in its raw-copy finding, and the next
+    verification stores them (they are written once per manifest).
+    """
+    try:
+        index.store(s3, settings.dataset_fingerprint_bucket, sha256)
+    except TreError as exc:
+        return f"fingerprints for the airlock not stored: {exc}"
+    return None
 
 
 def _describe(dataset: Dataset, manifest: DatasetManifest) -> str:

@@ -247,6 +247,8 @@ def _datasets_first(
         for failed in (v for v in checked if not v.ok):
             report.unparsable[f"Dataset/{failed.name}"] = f"not verified: {failed.error}"
             log.warning("dataset %s not verified: %s", failed.name, failed.error)
+        for warned in (v for v in checked if v.warning):
+            log.warning("dataset %s: %s", warned.name, warned.warning)
         if any(v.sha256 is not None for v in checked):
             snapshot = read_snapshot(kube)
         report.next_wake = next_verification_at(

@@ -77,9 +77,16 @@ from provisioner.devcluster.processes import (
     stop_with_children,
     wait_until_ready,
 )
-from provisioner.devcluster.s3server import S3Endpoint, s3_status, start_s3, stop_s3
+from provisioner.devcluster.s3server import (
+    AirlockScope,
+    S3Endpoint,
+    s3_status,
+    start_s3,
+    stop_s3,
+)
 from provisioner.devcluster.state_dir import check_state_dir, ensure_state_dir
 from provisioner.errors import DevClusterError
+from provisioner.models.settings import Settings
 
 Progress = Callable[[str], None]
 
@@ -259,7 +266,9 @@ class DevCluster:
                 lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default") == 200,
             )
             progress("starting the S3 server")
-            start_s3(self.state_dir / "s3")
+            # The airlock's key reaches the buckets these settings name (`tre dev up`'s
+            # environment), and no other.
+            start_s3(self.state_dir / "s3", airlock_scope=AirlockScope.of(Settings()))
         except BaseException:
             # Nothing half-running: stop what did start, keep the logs for the error message.
             for proc in reversed(started):

@@ -46,6 +46,7 @@ from provisioner.devcluster.processes import (
     stop_with_children,
     wait_until_ready,
 )
+from provisioner.devcluster.s3server import AirlockScope, airlock_credentials
 from provisioner.errors import DevClusterError
 from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client, write_service_account_kubeconfig
@@ -365,6 +366,7 @@ class DevHub:
             "HOME": str(self.dir),
             **inherited,
             "TRE_KUBECONFIG": str(self._airlock_kubeconfig(settings)),
+            **self._airlock_s3_key(settings),
             **airlock_service_env(endpoints.hub_api_url, endpoints.airlock_url),
             "JUPYTERHUB_API_TOKEN": self.airlock_token_file.read_text().strip(),
         }
@@ -382,6 +384,12 @@ class DevHub:
         from provisioner.devcluster.airlock import airlock_kubeconfig
 
         return airlock_kubeconfig(self.cluster, settings)
+
+    def _airlock_s3_key(self, settings: Settings) -> dict[str, str]:
+        # Its own S3 key, never the admin's: its buckets and the datasets' fingerprints, no
+        # dataset bucket (devcluster/s3server.py, `AirlockScope`).
+        key, secret = airlock_credentials(self.cluster.state_dir / "s3", AirlockScope.of(settings))
+        return {"TRE_S3_ACCESS_KEY_ID": key, "TRE_S3_SECRET_ACCESS_KEY": secret}
 
     def _python_path(self) -> str:
         # This checkout first: the hub loads the hub_config that this `tre` belongs to.

@@ -3,8 +3,9 @@
 One server per state directory::
 
     <state>/s3-identities.json  the S3 credentials (random, made once, mode 0600): the
-                                platform's admin key and the dataset CSI driver's read-only
-                                key; weed's -s3.config file
+                                platform's admin key, the dataset CSI driver's read-only
+                                key and the airlock's key, which reaches only its own
+                                buckets (`airlock_credentials`); weed's -s3.config file
     <state>/ports.json          the ports chosen for this server (reused on restart, so the
                                 endpoint URL stays the same while they are free)
     <state>/weed.pid            pid of the running server
@@ -53,7 +54,7 @@ import string
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +67,8 @@ from provisioner.storage.s3 import error_code, make_s3_client
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+    from provisioner.models.settings import Settings
+
 REGION = "us-east-1"  # SeaweedFS accepts any region in the signature; this is boto3's default
 START_TIMEOUT = 60.0  # seconds; weed mini is ready in about 1 s, more on a loaded machine
 STOP_TIMEOUT = 15.0  # seconds after SIGTERM before SIGKILL; a clean stop takes 2-4 s
@@ -74,6 +77,8 @@ COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 _BIND = "127.0.0.1"
 # The read-only identity of the dataset CSI node plugin (`dataset_reader_credentials`).
 DATASET_READER = "tre-dataset-reader"
+# The airlock's identity (`airlock_credentials`): its buckets only, never a dataset's.
+AIRLOCK = "tre-airlock"
 _START_ATTEMPTS = 3  # new ports when a chosen one was taken between our check and weed's bind
 _LOWEST_PORT = 10000
 _UNIX_SOCKET_MAX = 100  # sun_path holds 108 bytes; leave weed's default /tmp path if longer
@@ -138,11 +143,17 @@ class _Paths:
 
 
 def start_s3(
-    state_dir: Path, port: int | None = None, *, timeout: float = START_TIMEOUT
+    state_dir: Path,
+    port: int | None = None,
+    *,
+    timeout: float = START_TIMEOUT,
+    airlock_scope: AirlockScope | None = None,
 ) -> S3Endpoint:
     """Start the S3 server of `state_dir` (or find it running) and wait until it answers.
 
     port: the S3 port on 127.0.0.1; None picks a free one (or the one used last time).
+    airlock_scope: the buckets the airlock's key reaches, written into the identities file
+    before weed starts (weed reads it only then; a running server keeps the scope it has).
     Idempotent: when the server is already running its endpoint is returned. Raises
     DevClusterError, with the end of weed.log, when it exits or does not answer in `timeout`
     seconds.
@@ -168,6 +179,8 @@ def start_s3(
             _wait_until_ready(paths, pid, endpoint, timeout, log_offset=0)
             return endpoint
 
+        if airlock_scope is not None:
+            _scope_airlock(paths, airlock_scope)
         weed = find_weed()
         for attempt in range(1, _START_ATTEMPTS + 1):
             ports = _choose_ports(paths, port)
@@ -451,6 +464,7 @@ def _ensure_credentials(paths: _Paths) -> tuple[str, str]:
         )
     access_key, secret_key = _new_credential()
     reader_key, reader_secret = _new_credential()
+    airlock_key, airlock_secret = _new_credential()
     identities = {
         "identities": [
             {
@@ -465,8 +479,20 @@ def _ensure_credentials(paths: _Paths) -> tuple[str, str]:
                 "credentials": [{"accessKey": reader_key, "secretKey": reader_secret}],
                 "actions": ["Read", "List"],
             },
+            {
+                # The airlock's own key: scoped to its buckets by `_scope_airlock` (no
+                # action at all until then).
+                "name": AIRLOCK,
+                "credentials": [{"accessKey": airlock_key, "secretKey": airlock_secret}],
+                "actions": [],
+            },
         ]
     }
+    _write_identities(paths, identities)
+    return access_key, secret_key
+
+
+def _write_identities(paths: _Paths, identities: Mapping[str, object]) -> None:
     tmp = paths.identities.with_suffix(".tmp")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -474,7 +500,73 @@ def _ensure_credentials(paths: _Paths) -> tuple[str, str]:
         json.dump(identities, out, indent=2)
         out.write("\n")
     tmp.replace(paths.identities)
-    return access_key, secret_key
+
+
+@dataclass(frozen=True)
+class AirlockScope:
+    """What the airlock's S3 key reaches: read and write its quarantine and egress buckets,
+    read the datasets' fingerprint index. Nothing else: no dataset bucket, no audit bucket."""
+
+    quarantine: str
+    egress: str
+    fingerprints: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> AirlockScope:
+        return cls(
+            settings.airlock_quarantine_bucket,
+            settings.airlock_egress_bucket,
+            settings.dataset_fingerprint_bucket,
+        )
+
+    def actions(self) -> list[str]:
+        """SeaweedFS actions, each limited to one bucket (``Action:bucket``)."""
+        return [
+            *(
+                f"{a}:{b}"
+                for b in (self.quarantine, self.egress)
+                for a in ("Read", "Write", "List")
+            ),
+            f"Read:{self.fingerprints}",
+        ]
+
+
+def _scope_airlock(paths: _Paths, scope: AirlockScope) -> None:
+    """Give the airlock's identity exactly `scope` (added to a file made before it existed)."""
+    data = json.loads(paths.identities.read_text())
+    airlock = [i for i in data["identities"] if i.get("name") == AIRLOCK]
+    if not airlock:
+        key, secret = _new_credential()
+        airlock = [{"name": AIRLOCK, "credentials": [{"accessKey": key, "secretKey": secret}]}]
+        data["identities"].append(airlock[0])
+    if airlock[0].get("actions") != scope.actions():
+        airlock[0]["actions"] = scope.actions()
+        _write_identities(paths, data)
+
+
+def airlock_credentials(state_dir: Path, scope: AirlockScope) -> tuple[str, str]:
+    """(access key, secret key) of the airlock's identity, which the running server gave
+    exactly `scope` when it started; DevClusterError naming the fix otherwise (fail closed:
+    the airlock never falls back to the admin key)."""
+    paths = _Paths(state_dir.absolute())
+    try:
+        data = json.loads(paths.identities.read_text())
+        (identity,) = [i for i in data["identities"] if i.get("name") == AIRLOCK]
+        credential = identity["credentials"][0]
+        actions = identity.get("actions")
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise DevClusterError(
+            f"{paths.identities} has no '{AIRLOCK}' identity (made before the airlock had a "
+            "key of its own); run 'tre dev down' and 'tre dev up' again"
+        ) from exc
+    if actions != scope.actions():
+        raise DevClusterError(
+            f"the local S3 server's airlock key reaches {actions}, not the buckets of these "
+            f"settings ({scope.actions()}); the key's reach is set when the server starts: "
+            "run 'tre dev down' and 'tre dev up' with the same TRE_AIRLOCK_QUARANTINE_BUCKET, "
+            "TRE_AIRLOCK_EGRESS_BUCKET and TRE_DATASET_FINGERPRINT_BUCKET"
+        )
+    return str(credential["accessKey"]), str(credential["secretKey"])
 
 
 def dataset_reader_credentials(state_dir: Path) -> tuple[str, str]:

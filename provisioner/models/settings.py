@@ -499,6 +499,15 @@ class Settings(BaseSettings):
         pattern=BUCKET_NAME_PATTERN,
         description="Bucket of the hash-chained audit log.",
     )
+    audit_bucket_owner: str | None = Field(
+        default=None,
+        pattern=r"^[0-9]{12}$",
+        description="Account ID (12 digits) that must own the audit bucket. Set: every S3 "
+        "call on the audit bucket states it (ExpectedBucketOwner), so a server that checks "
+        "it refuses the call, and nothing is written or believed, when the bucket of that "
+        "name belongs to another account (re-created elsewhere, a typo in another tenant). "
+        "None: not stated. The local S3 server does not check it (docs/operations.md).",
+    )
     audit_retention_days: int = Field(
         default=3650,
         ge=0,
@@ -523,6 +532,14 @@ class Settings(BaseSettings):
         "with the release manifest (release.json) beside them and, after a revoke, the "
         "revocation record (revocation.json). Project leads download through presigned links "
         "only. Must differ from the quarantine bucket.",
+    )
+    dataset_fingerprint_bucket: str = Field(
+        default="tre-dataset-fingerprints",
+        pattern=BUCKET_NAME_PATTERN,
+        description="Bucket of each verified dataset's per-object size and ETag "
+        "(`storage.fingerprints`): the controller writes it when it lists a dataset, the "
+        "airlock reads it for the raw-copy check, so the airlock needs no read on any dataset "
+        "bucket. Keys: manifests/<manifest sha256>.jsonl.",
     )
     airlock_max_file_bytes: int = Field(
         default=1 << 30,

@@ -64,8 +64,8 @@ def platform_bucket_reason(buckets: Iterable[str]) -> str:
     """Why a dataset may not read one of `buckets` (the platform's own), after its name."""
     return (
         f" is one of the platform's own buckets ({', '.join(buckets)}): they hold the audit "
-        "log and the airlock's unreviewed and released files of every project, which no "
-        "dataset may show; register data from a bucket of its own"
+        "log, the airlock's unreviewed and released files of every project and the datasets' "
+        "fingerprints, which no dataset may show; register data from a bucket of its own"
     )
 
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
@@ -81,6 +81,7 @@ from provisioner.models.resources import Dataset, DatasetManifest
 from provisioner.planning.datasets import manifest_origin, source_uri
 
 if TYPE_CHECKING:
+    from botocore.model import OperationModel
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.literals import BucketLocationConstraintType
     from mypy_boto3_s3.type_defs import PutObjectRequestTypeDef
@@ -240,6 +241,23 @@ def translated_errors(what: str) -> Iterator[None]:
         raise s3_error(exc, what) from exc
 
 
+def expect_bucket_owner(client: S3Client, bucket: str, owner: str) -> None:
+    """From now on, every call `client` makes on `bucket` states `owner` as the bucket's
+    expected owner (ExpectedBucketOwner, header x-amz-expected-bucket-owner), paginators and
+    helpers of this module included: S3 refuses the call (403) when another account owns a
+    bucket of that name. Every operation that takes the parameter gets it (CreateBucket and
+    ListBuckets do not). Once per client and bucket: a second owner for the same pair is ignored."""
+
+    def state_owner(params: dict[str, object], model: OperationModel, **_: object) -> None:
+        shape = model.input_shape
+        if params.get("Bucket") == bucket and shape and "ExpectedBucketOwner" in shape.members:
+            params["ExpectedBucketOwner"] = owner
+
+    client.meta.events.register(
+        "before-parameter-build.s3", state_owner, unique_id=f"tre-expected-owner/{bucket}"
+    )
+
+
 # --- buckets -------------------------------------------------------------------------------
 
 
@@ -354,10 +372,17 @@ def manifest_sha256(origin: str, lines: Iterable[str]) -> str:
 
 
 def compute_manifest(
-    client: S3Client, dataset: Dataset, settings: Settings, *, now: dt.datetime | None = None
+    client: S3Client,
+    dataset: Dataset,
+    settings: Settings,
+    *,
+    now: dt.datetime | None = None,
+    on_object: Callable[[str, int, str], None] | None = None,
 ) -> DatasetManifest:
     """Count, size and hash every object of `dataset` (canonical form: module docstring);
     `settings` are the platform's (its S3 endpoint and default region are in the hash).
+    `on_object(relative_key, size, etag)` sees each object of the manifest as it is listed
+    (the airlock's fingerprint index, `storage.fingerprints`).
 
     An NFS source gives the manifest of its source line alone (not listed; see the module
     docstring). For S3, raises NotFoundError naming the bucket when it does not exist, and
@@ -387,6 +412,8 @@ def compute_manifest(
                 relative = key[len(s3.prefix) :]
                 etag = obj.get("ETag", "").strip('"')
                 rows.append((relative.encode("utf-8"), manifest_line(relative, size, etag)))
+                if on_object is not None:
+                    on_object(relative, size, etag)
                 total += size
     except ClientError as exc:
         if error_code(exc) == "NoSuchBucket" or _http_status(exc) == 404:

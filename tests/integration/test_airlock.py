@@ -11,7 +11,8 @@ Behaviours under test:
   sent), a file that grows while it is read (after the first part), a disallowed type (before
   any byte is sent): no object and no pending multipart upload;
 - the checks run on the quarantined bytes as stored, and a file that is a byte-identical
-  copy of a dataset object in the workspace is flagged (only same-size objects are hashed);
+  copy of a dataset object in the workspace is flagged (same size, then the ETag the controller
+  recorded in its fingerprint index: the airlock reads no dataset);
 - release exactly once: interrupted after the first copy, or after every copy but before
   the manifest, a rerun completes with one version of each egress copy and one manifest; a
   rerun after completion changes nothing; two releases racing write one manifest; a
@@ -80,6 +81,7 @@ from provisioner.models.resources import (
     WorkspaceSpec,
 )
 from provisioner.models.settings import Settings
+from provisioner.storage.fingerprints import FingerprintIndex
 from provisioner.storage.s3 import list_versions, make_s3_client
 
 if TYPE_CHECKING:
@@ -99,6 +101,7 @@ def airlock(s3_settings: Settings, s3: S3Client) -> Settings:
         update={
             "airlock_quarantine_bucket": f"q-{suffix}",
             "airlock_egress_bucket": f"e-{suffix}",
+            "dataset_fingerprint_bucket": f"f-{suffix}",
             "airlock_link_expiry_seconds": 3,
         }
     )
@@ -312,13 +315,21 @@ def test_checks_run_on_the_stored_bytes_and_find_a_raw_copy_of_the_data(
             "source": {"nfs": {"server": "nfs.example.org", "path": "/registry"}},
         }
     )
+    # What the controller records when it verifies the dataset: the listing's sizes and ETags,
+    # under the manifest hash the workspace carries (storage.fingerprints).
+    with FingerprintIndex() as index:
+        for entry in s3.list_objects_v2(Bucket=bucket, Prefix="cohort/")["Contents"]:
+            index.add(entry["Key"].removeprefix("cohort/"), entry["Size"], entry["ETag"].strip('"'))
+        index.store(s3, airlock.dataset_fingerprint_bucket, cohort.manifest_sha256)
     counts = b"region,n\nnorth,3\nsouth,40\n"
     copy = declared("out/copy.csv", rows)
     small = declared("out/counts.csv", counts)
     request = approved(copy, small)
     submit(s3, airlock, project, request, {"out/copy.csv": rows, "out/counts.csv": counts})
 
-    comparison = compare_datasets(s3, [cohort, registry], {copy.size, small.size})
+    comparison = compare_datasets(
+        s3, airlock.dataset_fingerprint_bucket, [cohort, registry], {copy.size, small.size}
+    )
     assert sorted(o.key for o in comparison.objects) == ["other.csv", "people.csv"]  # same size
     assert comparison.not_compared == ("registry (NFS: not listable)",)
     rules = CheckRules.from_settings(airlock)

@@ -1,6 +1,7 @@
 """The airlock service end to end: a real hub (its OAuth and tokens), the real `tre airlock
 serve` process behind the hub's proxy, the real API server (every change of an export made as
-the person, by impersonation, and judged by the admission policies), the real S3 server.
+the person, by impersonation, and judged by the admission policies), the real S3 server,
+reached with the airlock's own key (its buckets only: no dataset, no audit log).
 
 Behaviours under test:
 - a member submits two files with `tre export submit` and a hub-issued token; the bytes land
@@ -19,6 +20,8 @@ Behaviours under test:
   declared, an undeclared file: clear refusals, nothing filed or stored;
 - a release interrupted after its manifest was written (the service killed) completes once
   when asked again;
+- a file that is a byte copy of the workspace's data is flagged to the checkers by a service
+  that reads no dataset, from the fingerprints the controller recorded (S14);
 - a notebook's token (the real hub's server token, read from the pod KubeSpawner made for a
   named server) works for its own workspace only (S4): what the hub says of it carries
   `access:servers!server=<user>/<project>`; a checker's notebook token cannot list, show,
@@ -59,6 +62,7 @@ from provisioner.airlock.keys import ExportRef
 from provisioner.airlock.release import ensure_airlock_buckets, read_manifest, release_export
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DEV_OUTPUT_CHECKERS, DevHub, HubEndpoints
+from provisioner.devcluster.s3server import AirlockScope, airlock_credentials
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import EXPORT_REQUESTS, RESOURCES, WORKSPACES
 from provisioner.models.resources import ExportRequest, Workspace
@@ -348,6 +352,35 @@ def test_bad_submissions_are_refused_and_nothing_is_filed(
     assert ravi.ok("GET", other)["files"][0]["stored"] is True
     outsider = Person(hub, dev_platform, "mallory")
     assert outsider.call("GET", path).status_code == 404  # not yours: as if it did not exist
+
+
+def test_a_copy_of_the_projects_data_is_flagged_by_an_airlock_that_reads_no_dataset(
+    hub: HubEndpoints, dev_platform: DevCluster, world: World, tmp_path: Path
+) -> None:
+    """Review 3, S14: the service runs with its own S3 key, which the S3 server refuses on every
+    dataset bucket (test_airlock_reach.py); a file that is a byte copy of the workspace's data
+    is still flagged to the checkers, from the fingerprints the controller recorded."""
+    airlock = DevHub(dev_platform, "airlock-hub")
+    [process] = [p for p in airlock.processes() if p.name == airlock.airlock_process]
+    environ = dict(
+        line.split(b"=", 1)
+        for line in Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")
+        if b"=" in line
+    )
+    own_key, _ = airlock_credentials(dev_platform.state_dir / "s3", AirlockScope.of(world.settings))
+    assert environ[b"TRE_S3_ACCESS_KEY_ID"].decode() == own_key != dev_platform.s3().access_key
+    _, project, dataset = world.approved_project()
+    world.reconcile(project)
+    root = tmp_path / "project"
+    (root / "out").mkdir(parents=True)
+    (root / "out" / "table.csv").write_bytes(b"a,b\n1,2\n")  # the dataset's part-0.csv
+    (root / "notes.txt").write_bytes(NOTES)
+    namespace, name = submit(Person(hub, dev_platform, "ravi"), root, project)
+    seen = Person(hub, dev_platform, OLGA).ok("GET", f"api/exports/{namespace}/{name}")
+    findings = seen["checks"]["out/table.csv"]["findings"]
+    raw = next(f for f in findings if f["check"] == "raw_dataset_copy")
+    assert raw["outcome"] == "flag", raw
+    assert f"{dataset}:part-0.csv" in raw["detail"], raw
 
 
 def test_a_release_interrupted_after_its_manifest_completes_once(

@@ -19,6 +19,8 @@ Behaviours under test:
   TRE_AUDIT_RETENTION_DAYS > 0 is refused naming the setting and the fix, and so is
   `ensure_audit_bucket`; readers may open it; a missing bucket is never created by opening;
 - no published head yet: `verify_against_published` says so in plain words;
+- every call on the audit bucket states TRE_AUDIT_BUCKET_OWNER when set, and the calls
+  succeed against the local server, which does not check it (a wrong owner is not refused);
 - the dev platform's key file is 0600 and only in the controller's environment, not in what
   `tre dev env` prints.
 """
@@ -63,7 +65,7 @@ from provisioner.errors import (
 from provisioner.kube.api import Kube
 from provisioner.models.settings import Settings
 from provisioner.planning.names import AUDIT_HEAD_CONFIGMAP, SYSTEM_NAMESPACE
-from provisioner.storage.s3 import ensure_bucket
+from provisioner.storage.s3 import ensure_bucket, s3_client
 from tests.integration.workspace_world import World
 
 if TYPE_CHECKING:
@@ -324,6 +326,30 @@ def test_without_a_published_head_verify_says_so(world: World, settings: Setting
         "no audit head is published in ConfigMap tre-system/tre-audit-head yet, so "
         "signatures and entries cut off at the end cannot be checked"
     )
+
+
+def test_every_call_states_the_buckets_owner_and_the_local_server_does_not_check_it(
+    world: World, settings: Settings
+) -> None:
+    """F21: with TRE_AUDIT_BUCKET_OWNER every request on the audit bucket carries it (seen on
+    the way out, then sent to the real server). SeaweedFS ignores the header: a wrong owner
+    is not refused there, which docs/operations.md says; on AWS the same call is a 403."""
+    for owner in ("123456789012", "999999999999"):
+        client = s3_client(settings)  # the hook stays with its client: a fresh one per owner
+        sent: list[tuple[str, str | None]] = []
+
+        def seen(request: Any, sent: list[tuple[str, str | None]] = sent, **_: Any) -> None:
+            stated = request.headers.get("x-amz-expected-bucket-owner")
+            if f"/{settings.audit_bucket}" in request.url:
+                sent.append((request.method, stated.decode() if stated else None))
+
+        client.meta.events.register("before-send.s3", seen)
+        owned = settings.model_copy(update={"audit_bucket_owner": owner})
+        log = open_audit_log(owned, client, signer=world.signer)
+        log.append("tre-controller", "request.phase", "accessrequest/o", key=f"owner/{owner}")
+        assert [e.key for e in open_audit_log(owned, client).read_all()][-1] == f"owner/{owner}"
+        assert sent and all(stated == owner for _, stated in sent), sent
+        assert {"HEAD", "GET", "PUT"} <= {method for method, _ in sent}
 
 
 def test_dev_platform_key_is_private_and_only_in_the_controllers_environment(

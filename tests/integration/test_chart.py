@@ -2,7 +2,9 @@
 own (the session's platform has `tre install`'s objects, which the chart would clash with).
 
 - `helm lint --strict` passes with every option on (tests/chart/all-on.yaml) and the schema
-  refuses an unknown key; a missing required value fails naming the key and the fix;
+  refuses an unknown key; a missing required value fails naming the key and the fix; the
+  platform's egress CIDRs (API server, S3, identity provider) have no default and no egress
+  rule reaches 0.0.0.0/0 or "anywhere";
 - the rendered objects, CRDs included, pass the real API server's strict validation (server-
   side dry run, unknown or duplicate fields refused): no schema can be downloaded here, so the
   API server of the pinned Kubernetes is the schema; a planted unknown field is refused;
@@ -148,6 +150,50 @@ def test_a_missing_value_fails_naming_the_key_and_the_fix(tools: Tools) -> None:
     assert "controller.auditSigningKeySecret: name the Secret in tre-system" in result.stderr
     result = tools.helm("template", RELEASE, str(CHART_DIR), "-n", "tre-system", "-f", str(ALL_ON))
     assert "install the release into a namespace of its own" in result.stderr
+
+
+EGRESS_CIDRS = ("apiServerCidrs", "s3Cidrs", "oidcCidrs")
+
+
+def test_the_platforms_egress_goes_only_where_the_operator_names(tools: Tools) -> None:
+    """Review 3, S14: no egress destination has a default (0.0.0.0/0 on 443 would let a
+    compromised airlock, hub or controller send data anywhere). Without one, the chart refuses
+    to render, naming the value; an empty list is never rendered (a rule without peers
+    allows every destination). With the evaluation password the hub has no OIDC egress."""
+    defaults = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["networkPolicies"]
+    assert all(defaults[key] == [] for key in EGRESS_CIDRS), defaults
+    args = ["template", RELEASE, str(CHART_DIR), "-n", RELEASE_NAMESPACE, "-f", str(ALL_ON)]
+    for key in EGRESS_CIDRS:
+        for unset in (("--set", f"networkPolicies.{key}=null"),
+                      ("--set-json", f"networkPolicies.{key}=[]")):  # fmt: skip
+            result = tools.helm(*args, *unset)
+            assert result.returncode != 0, unset
+            assert f"networkPolicies.{key}: required: the addresses (CIDRs)" in result.stderr, (
+                unset, result.stderr
+            )  # fmt: skip
+        blank = tools.helm(*args, "--set", f"networkPolicies.{key}={{}}")  # helm's [""]
+        assert blank.returncode != 0
+        assert key in blank.stderr and "does not match pattern" in blank.stderr, blank.stderr
+    rendered = tools.ok(tools.helm(*args))
+    for policy in yaml.safe_load_all(rendered):
+        if policy and policy["kind"] == "NetworkPolicy":
+            for rule in policy["spec"].get("egress", []):
+                assert rule.get("to"), (policy["metadata"]["name"], rule)  # never "anywhere"
+                cidrs = {p["ipBlock"]["cidr"] for p in rule["to"] if "ipBlock" in p}
+                assert "0.0.0.0/0" not in cidrs, policy["metadata"]["name"]
+    evaluation = [
+        "--set", "hub.evaluationPasswordSecret=tre-hub-password",
+        "--set", "hub.oidcClientSecretSecret=", "--set", "settings.hubOidcIssuer=null",
+        "--set", "settings.hubOidcClientId=null", "--set", "settings.hubOidcCallbackUrl=null",
+        "--set", "settings.hubOidcAllowedGroup=null", "--set", "networkPolicies.oidcCidrs=null",
+    ]  # fmt: skip
+    hub_policy = next(
+        d for d in yaml.safe_load_all(tools.ok(tools.helm(*args, *evaluation)))
+        if d and d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "hub"
+    )  # fmt: skip
+    assert all(rule.get("to") for rule in hub_policy["spec"]["egress"])
+    assert not [r for r in hub_policy["spec"]["egress"] if r.get("ports") == [
+        {"protocol": "TCP", "port": 443}] and all("ipBlock" in p for p in r["to"])]  # fmt: skip
 
 
 def test_the_evaluation_password_is_refused_beside_oidc(tools: Tools) -> None:

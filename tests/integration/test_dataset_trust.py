@@ -636,7 +636,8 @@ def test_the_platforms_buckets_are_never_a_dataset_source(
 ) -> None:
     buckets = installed_platform.platform_buckets
     assert {installed_platform.audit_bucket, installed_platform.airlock_quarantine_bucket,
-            installed_platform.airlock_egress_bucket} == set(buckets)  # fmt: skip
+            installed_platform.airlock_egress_bucket,
+            installed_platform.dataset_fingerprint_bucket} == set(buckets)  # fmt: skip
     wait_until_refused(
         lambda: people.steward("sam").create_cluster_custom_object(
             *DS, body(unique("view"), "public", bucket=buckets[0], prefix=""), dry_run="All"
@@ -651,8 +652,9 @@ def test_the_platforms_buckets_are_never_a_dataset_source(
             assert message.endswith(
                 denied_by(DATASET_PLATFORM_BUCKET_POLICY) + f"spec.source.s3.bucket: {bucket} "
                 f"is one of the platform's own buckets ({', '.join(buckets)}): they hold the "
-                "audit log and the airlock's unreviewed and released files of every project, "
-                "which no dataset may show; register data from a bucket of its own"
+                "audit log, the airlock's unreviewed and released files of every project and "
+                "the datasets' fingerprints, which no dataset may show; register data from a "
+                "bucket of its own"
             ), message
 
 

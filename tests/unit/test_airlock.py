@@ -37,12 +37,14 @@ from provisioner.airlock.checks import (
     CheckRules,
     DatasetComparison,
     DatasetObject,
+    EtagDigest,
     Outcome,
     check_notebook_outputs,
     check_raw_copy,
     check_small_numbers,
     check_type,
     inspect_file,
+    part_sizes_for,
 )
 from provisioner.airlock.keys import ExportRef, normalise_export_path, refuse_collisions
 from provisioner.airlock.paths import open_confined
@@ -334,17 +336,79 @@ def test_a_notebook_too_large_to_parse_is_treated_as_carrying_outputs() -> None:
     assert check_notebook_outputs("a.ipynb", b"{", 1, 100).outcome is Outcome.FLAG
 
 
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def multipart_etag(data: bytes, part: int) -> str:
+    """S3's ETag of `data` uploaded in parts of `part` bytes, computed the plain way."""
+    parts = [data[i : i + part] for i in range(0, len(data), part)]
+    joined = b"".join(hashlib.md5(p, usedforsecurity=False).digest() for p in parts)
+    return f"{md5(joined)}-{len(parts)}"
+
+
 def test_a_raw_copy_of_a_dataset_object_is_flagged() -> None:
-    same = DatasetObject(dataset="cohort", key="people.csv", size=3, sha256="a" * 64)
-    other = DatasetObject(dataset="cohort", key="visits.csv", size=3, sha256="b" * 64)
-    flagged = check_raw_copy("a" * 64, DatasetComparison(objects=(same, other)))
+    same = DatasetObject(dataset="cohort", key="people.csv", size=3, etag=md5(b"abc"))
+    other = DatasetObject(dataset="cohort", key="visits.csv", size=3, etag=md5(b"abd"))
+    flagged = check_raw_copy(3, frozenset({md5(b"abc")}), DatasetComparison(objects=(same, other)))
     assert flagged.outcome is Outcome.FLAG
     assert "identical to dataset object(s) cohort:people.csv" in flagged.detail
-    clean = check_raw_copy("c" * 64, DatasetComparison((same,), ("registry (NFS: x)",)))
+    clean = check_raw_copy(
+        3, frozenset({md5(b"xyz")}), DatasetComparison((same,), ("registry (NFS: x)",))
+    )
     assert clean.outcome is Outcome.OK
     assert "1 compared); not compared: registry (NFS: x)" in clean.detail
-    nothing = check_raw_copy("c" * 64, DatasetComparison((), ("registry (NFS: x)",)))
+    # Same ETag, other size: not a copy (sizes are compared first).
+    assert check_raw_copy(4, frozenset({md5(b"abc")}), DatasetComparison((same,))).outcome is (
+        Outcome.OK
+    )
+    nothing = check_raw_copy(
+        3, frozenset({"c" * 32}), DatasetComparison((), ("registry (NFS: x)",))
+    )
     assert nothing.outcome is Outcome.NOT_RUN
+
+
+def test_the_etags_of_a_stream_are_those_s3_gives_in_one_part_and_in_parts() -> None:
+    data = os.urandom((5 << 20) * 2 + 12345)  # three parts of 5 MiB, the last short
+    digest = EtagDigest([5 << 20, 8 << 20, 5 << 20])
+    for chunk in chunked(data, 1 << 20 | 7):  # chunks that straddle part boundaries
+        digest.update(chunk)
+    assert digest.etags() == {
+        md5(data),
+        multipart_etag(data, 5 << 20),
+        multipart_etag(data, 8 << 20),
+    }
+    assert EtagDigest().etags() == {md5(b"")}
+
+
+def test_part_sizes_are_tried_only_where_they_give_the_listed_number_of_parts() -> None:
+    size = (8 << 20) * 3 + 1  # 4 parts of 8 MiB, 5 of 5 MiB, 2 of 15 or 16 MiB, 1 of larger
+    assert part_sizes_for(size, 4) == (8 << 20,)
+    assert part_sizes_for(size, 5) == (5 << 20,)  # 25 MiB + 1 byte in 5 MiB parts: 5
+    assert part_sizes_for(size, 0) == ()
+    assert DatasetObject("d", "k", size, "0" * 32 + "-4").parts == 4
+    assert DatasetObject("d", "k", size, "0" * 32).parts == 0
+
+
+def test_a_copy_of_an_object_uploaded_in_parts_is_found_and_other_part_sizes_are_named() -> None:
+    data = b"id,age\n" + b"1,54\n" * ((5 << 20) // 5 + 10)  # just over 5 MiB: two 5 MiB parts
+    in_parts = DatasetObject("cohort", "big.csv", len(data), multipart_etag(data, 5 << 20))
+    report = inspect_file(
+        "out/big.csv",
+        chunked(data, 1 << 16),
+        declared_size=len(data),
+        declared_sha256=hashlib.sha256(data).hexdigest(),
+        rules=RULES,
+        comparison=DatasetComparison((in_parts,)),
+    )
+    raw = next(f for f in report.findings if f.check == "raw_dataset_copy")
+    assert raw.outcome is Outcome.FLAG
+    assert "cohort:big.csv" in raw.detail
+    # Uploaded in parts of a size not tried (3 MiB): named in the finding, not hidden.
+    odd = DatasetObject("cohort", "big.csv", len(data), multipart_etag(data, 3 << 20))
+    unknown = check_raw_copy(len(data), frozenset({md5(data)}), DatasetComparison((odd,)))
+    assert unknown.outcome is Outcome.OK
+    assert "1 object(s) of the same size were uploaded in parts" in unknown.detail
 
 
 def chunked(data: bytes, size: int) -> Iterator[bytes]:

@@ -109,14 +109,17 @@ def test_no_source_field_takes_mounter_syntax(option: str, value: str) -> None:
     assert output.startswith(f"error: {option}: {what} {value!r} is invalid: "), output
 
 
-@pytest.mark.parametrize("bucket", ["tre-audit", "tre-quarantine", "tre-egress"])
+@pytest.mark.parametrize(
+    "bucket", ["tre-audit", "tre-quarantine", "tre-egress", "tre-dataset-fingerprints"]
+)
 def test_the_platforms_buckets_are_refused_before_asking(bucket: str) -> None:
     output = refused([*REGISTER, "--steward", "sam", "--bucket", bucket, "ds1"])
     assert output == (
         f"error: dataset ds1: spec.source.s3.bucket: {bucket} is one of the platform's own "
-        "buckets (tre-audit, tre-egress, tre-quarantine): they hold the audit log and the "
-        "airlock's unreviewed and released files of every project, which no dataset may "
-        "show; register data from a bucket of its own\n"
+        "buckets (tre-audit, tre-dataset-fingerprints, tre-egress, tre-quarantine): they hold "
+        "the audit log, the airlock's unreviewed and released files of every project and the "
+        "datasets' fingerprints, which no dataset may show; register data from a bucket of "
+        "its own\n"
     )
 
 

@@ -334,18 +334,27 @@ def test_every_source_field_is_a_domain_type(model: type[S3Source] | type[NfsSou
 
 
 def test_the_platforms_buckets_are_every_bucket_setting() -> None:
-    settings = Settings(audit_bucket="a-audit", airlock_quarantine_bucket="q-in",
-                        airlock_egress_bucket="e-out")  # fmt: skip
+    settings = Settings(
+        audit_bucket="a-audit",
+        airlock_quarantine_bucket="q-in",
+        airlock_egress_bucket="e-out",
+        dataset_fingerprint_bucket="f-ix",
+    )
     bucket_settings = {n for n in Settings.model_fields if n.endswith("_bucket")}
-    assert bucket_settings == {"audit_bucket", "airlock_quarantine_bucket", "airlock_egress_bucket"}
-    assert settings.platform_buckets == ["a-audit", "e-out", "q-in"]
+    assert bucket_settings == {
+        "audit_bucket",
+        "airlock_quarantine_bucket",
+        "airlock_egress_bucket",
+        "dataset_fingerprint_bucket",
+    }
+    assert settings.platform_buckets == ["a-audit", "e-out", "f-ix", "q-in"]
     for bucket in settings.platform_buckets:
         refusal = platform_bucket_refusal(s3(bucket=bucket, prefix="exports/"), settings)
         assert refusal == (
             f"spec.source.s3.bucket: {bucket} is one of the platform's own buckets (a-audit, "
-            "e-out, q-in): they hold the audit log and the airlock's unreviewed and released "
-            "files of every project, which no dataset may show; register data from a bucket of "
-            "its own"
+            "e-out, f-ix, q-in): they hold the audit log, the airlock's unreviewed and released "
+            "files of every project and the datasets' fingerprints, which no dataset may show; "
+            "register data from a bucket of its own"
         )
     assert platform_bucket_refusal(s3(bucket="tre-data"), settings) is None
     assert platform_bucket_refusal(nfs(), settings) is None

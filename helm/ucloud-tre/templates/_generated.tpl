@@ -224,12 +224,18 @@ matchExpressions:
   value: {{ .Values.settings.s3Region | quote }}
 - name: TRE_AUDIT_BUCKET
   value: {{ .Values.settings.auditBucket | quote }}
+{{- with .Values.settings.auditBucketOwner }}
+- name: TRE_AUDIT_BUCKET_OWNER
+  value: {{ . | quote }}
+{{- end }}
 - name: TRE_AUDIT_RETENTION_DAYS
   value: {{ .Values.settings.auditRetentionDays | toJson | quote }}
 - name: TRE_AIRLOCK_QUARANTINE_BUCKET
   value: {{ .Values.settings.airlockQuarantineBucket | quote }}
 - name: TRE_AIRLOCK_EGRESS_BUCKET
   value: {{ .Values.settings.airlockEgressBucket | quote }}
+- name: TRE_DATASET_FINGERPRINT_BUCKET
+  value: {{ .Values.settings.datasetFingerprintBucket | quote }}
 - name: TRE_AIRLOCK_MAX_FILE_BYTES
   value: {{ .Values.settings.airlockMaxFileBytes | toJson | quote }}
 - name: TRE_AIRLOCK_ALLOWED_TYPES

@@ -136,6 +136,15 @@ Values that no schema can express: fail with the key and the fix before anything
 {{- if and .Values.airlock.enabled (not .Values.hub.enabled) }}
 {{- fail "airlock.enabled: the airlock is a JupyterHub service (people sign in through the hub); set hub.enabled too, or airlock.enabled=false" }}
 {{- end }}
+{{- if .Values.networkPolicies.enabled }}
+{{- $egress := list "apiServerCidrs" "s3Cidrs" }}
+{{- if and .Values.hub.enabled (not .Values.hub.evaluationPasswordSecret) }}{{ $egress = append $egress "oidcCidrs" }}{{ end }}
+{{- range $key := $egress }}
+{{- if not (index $.Values.networkPolicies $key) }}
+{{- fail (printf "networkPolicies.%s: required: the addresses (CIDRs) the platform's pods may reach there, e.g. [10.0.0.10/32]; there is no default, so no platform pod can send data anywhere else (docs/operations.md, 'Network egress')" $key) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if .Values.dns.enabled }}
 {{- range $key := list "dns" "hub" "airlock" }}
 {{- if not (index $.Values $key).serviceIp }}
