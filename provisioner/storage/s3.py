@@ -30,12 +30,18 @@ Manifest canonical form (`compute_manifest`). The hash that an approval pins is:
   object, not only its bytes: re-uploading the same bytes with another part size changes the
   hash, which errs on the side of a new approval);
 - lines are sorted by the UTF-8 bytes of ``relative_key`` (S3's own listing order), so the
-  hash does not depend on how the server pages;
+  hash does not depend on how the server pages. The hash is computed while paging
+  (`ManifestDigest`), in the order the server lists, which must be that order: a key listed
+  out of it is an error, never a different hash;
 - each line is a JSON array, so keys containing commas, tabs, quotes or newlines cannot make
   two different listings produce the same text (and no line can pass for the source line);
 - directory markers (zero-byte keys ending in ``/``, made by consoles and some tools) are left
   out: they hold no data, and creating one must not invalidate an approval;
 - an empty S3 listing is an error (`NotFoundError`), never the hash of nothing.
+
+Bounds: a listing stops past `VerificationBudget` (`planning.datasets`: the settings
+TRE_DATASET_VERIFY_MAX_OBJECTS and TRE_DATASET_VERIFY_MAX_SECONDS) with BudgetExceededError.
+Memory holds one page of the listing, whatever the number of objects.
 
 NFS datasets (known limitation): the controller cannot list an NFS export, so their manifest
 is the source line alone (object count 0, bytes 0). It pins *where* the data is, not its
@@ -52,7 +58,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
@@ -78,7 +85,7 @@ from provisioner.errors import (
     TreError,
 )
 from provisioner.models.resources import Dataset, DatasetManifest
-from provisioner.planning.datasets import manifest_origin, source_uri
+from provisioner.planning.datasets import VerificationBudget, manifest_origin, source_uri
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -344,17 +351,67 @@ def manifest_line(relative_key: str, size: int, etag: str) -> str:
     return json.dumps([relative_key, size, etag], ensure_ascii=False, separators=(",", ":"))
 
 
+def _source_line(origin: str) -> bytes:
+    return f"source {origin}\n".encode()
+
+
 def manifest_sha256(origin: str, lines: Iterable[str]) -> str:
     """The manifest hash of a dataset at `origin` (`planning.datasets.manifest_origin`) with
     its object `lines`, already in canonical order."""
-    digest = hashlib.sha256(f"source {origin}\n".encode())
+    digest = hashlib.sha256(_source_line(origin))
     for line in lines:
         digest.update(line.encode("utf-8") + b"\n")
     return digest.hexdigest()
 
 
+class ManifestDigest:
+    """The manifest of one dataset, built one object at a time in listing order.
+
+    Holds the running hash, the count and the byte total, and the last key to check the
+    order: memory does not grow with the objects. `add` takes each object as S3 lists it
+    (UTF-8 byte order of the key); the hash equals `manifest_sha256` over the sorted lines,
+    so manifests recorded before streaming, and the approvals that pin them, stay valid. A
+    key out of that order (or listed twice) raises PermanentError: the canonical order
+    cannot be had without holding every line, which is what this avoids.
+
+    Other readers of a dataset's listing (the airlock's, per object) can use `add` the same
+    way and get the same hash.
+    """
+
+    def __init__(self, origin: str, where: str) -> None:
+        self._digest = hashlib.sha256(_source_line(origin))
+        self._where = where
+        self._last: bytes | None = None
+        self.object_count = 0
+        self.bytes = 0
+
+    def add(self, relative_key: str, size: int, etag: str) -> None:
+        encoded = relative_key.encode("utf-8")
+        if self._last is not None and encoded <= self._last:
+            raise PermanentError(
+                f"S3 list {self._where}: the server listed {relative_key!r} after "
+                f"{self._last.decode('utf-8')!r}, not in UTF-8 byte order of the keys as S3 "
+                "lists; the manifest hash needs that order, so this S3 server cannot hold "
+                "datasets"
+            )
+        self._last = encoded
+        self._digest.update(manifest_line(relative_key, size, etag).encode("utf-8") + b"\n")
+        self.object_count += 1
+        self.bytes += size
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def compute_manifest(
-    client: S3Client, dataset: Dataset, settings: Settings, *, now: dt.datetime | None = None
+    client: S3Client,
+    dataset: Dataset,
+    settings: Settings,
+    *,
+    now: dt.datetime | None = None,
+    budget: VerificationBudget | None = None,
+    keep_going: Callable[[], bool] = lambda: True,
+    clock: Callable[[], float] = time.monotonic,
 ) -> DatasetManifest:
     """Count, size and hash every object of `dataset` (canonical form: module docstring);
     `settings` are the platform's (its S3 endpoint and default region are in the hash).
@@ -362,7 +419,9 @@ def compute_manifest(
     An NFS source gives the manifest of its source line alone (not listed; see the module
     docstring). For S3, raises NotFoundError naming the bucket when it does not exist, and
     naming bucket and prefix when the prefix holds no objects (an empty dataset is always a
-    mistake).
+    mistake). After each page of the listing: BudgetExceededError past `budget` (default:
+    the settings' `VerificationBudget`), TemporaryError when `keep_going()` says stop (the
+    controller is stopping or lost its lease). `clock` (seconds) times the listing.
     """
     full = dataset.spec.source
     origin = manifest_origin(dataset, settings)
@@ -373,8 +432,9 @@ def compute_manifest(
         )
     s3 = full.s3
     where = source_uri(full)
-    rows: list[tuple[bytes, str]] = []
-    total = 0
+    limits = budget or VerificationBudget.of(settings)
+    digest = ManifestDigest(origin, where)
+    started = clock()
     paginator = client.get_paginator("list_objects_v2")
     try:
         for page in paginator.paginate(Bucket=s3.bucket, Prefix=s3.prefix):
@@ -384,10 +444,13 @@ def compute_manifest(
                     continue  # defensive: a server that ignores Prefix must not add data
                 if size == 0 and key.endswith("/"):
                     continue  # directory marker
-                relative = key[len(s3.prefix) :]
-                etag = obj.get("ETag", "").strip('"')
-                rows.append((relative.encode("utf-8"), manifest_line(relative, size, etag)))
-                total += size
+                digest.add(key[len(s3.prefix) :], size, obj.get("ETag", "").strip('"'))
+            limits.check(where, digest.object_count, clock() - started)
+            if not keep_going():
+                raise TemporaryError(
+                    f"listing {where} stopped after {digest.object_count} objects: the "
+                    "controller is stopping or no longer leads"
+                )
     except ClientError as exc:
         if error_code(exc) == "NoSuchBucket" or _http_status(exc) == 404:
             raise NotFoundError(
@@ -397,16 +460,15 @@ def compute_manifest(
         raise s3_error(exc, f"list {where}") from exc
     except BotoCoreError as exc:
         raise s3_error(exc, f"list {where}") from exc
-    if not rows:
+    if digest.object_count == 0:
         raise NotFoundError(
             f"dataset source {where}: no objects under prefix {s3.prefix!r} in bucket "
             f"{s3.bucket!r}; upload the data first or correct source.s3.prefix"
         )
-    rows.sort(key=lambda row: row[0])
     return DatasetManifest(
-        object_count=len(rows),
-        bytes=total,
-        sha256=manifest_sha256(origin, (line for _, line in rows)),
+        object_count=digest.object_count,
+        bytes=digest.bytes,
+        sha256=digest.hexdigest(),
         computed_at=computed_at,
     )
 
