@@ -461,8 +461,9 @@ class Settings(BaseSettings):
         ge=1,
         description="The most objects the controller lists to verify one dataset. A dataset "
         "with more gets Verified=False naming this setting and is withheld from workspaces. "
-        "The manifest is hashed while listing, so the controller's memory does not grow "
-        "with it; the time a verification takes does.",
+        "The controller's memory does not grow with it (past 20,000 objects the listing is "
+        "sorted in runs on disk, about 100 bytes per object); the time a verification "
+        "takes does.",
     )
     dataset_verify_max_seconds: float = Field(
         default=900.0,

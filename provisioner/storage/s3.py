@@ -30,9 +30,8 @@ Manifest canonical form (`compute_manifest`). The hash that an approval pins is:
   object, not only its bytes: re-uploading the same bytes with another part size changes the
   hash, which errs on the side of a new approval);
 - lines are sorted by the UTF-8 bytes of ``relative_key`` (S3's own listing order), so the
-  hash does not depend on how the server pages. The hash is computed while paging
-  (`ManifestDigest`), in the order the server lists, which must be that order: a key listed
-  out of it is an error, never a different hash;
+  hash does not depend on how the server pages, nor on servers that list in another order
+  (SeaweedFS lists a "directory" ``a/`` before its sibling ``a.csv``, measured);
 - each line is a JSON array, so keys containing commas, tabs, quotes or newlines cannot make
   two different listings produce the same text (and no line can pass for the source line);
 - directory markers (zero-byte keys ending in ``/``, made by consoles and some tools) are left
@@ -41,7 +40,10 @@ Manifest canonical form (`compute_manifest`). The hash that an approval pins is:
 
 Bounds: a listing stops past `VerificationBudget` (`planning.datasets`: the settings
 TRE_DATASET_VERIFY_MAX_OBJECTS and TRE_DATASET_VERIFY_MAX_SECONDS) with BudgetExceededError.
-Memory holds one page of the listing, whatever the number of objects.
+Memory holds at most `SORT_RUN_ROWS` rows whatever the number of objects: beyond that the
+rows are sorted in runs written to temporary files (an external merge sort, `SortedRows`) and
+merged into the hash (`ManifestDigest`); the files hold one manifest line per object (about
+100 bytes each, at most 1 KiB of key plus size and ETag) and are gone when the listing ends.
 
 NFS datasets (known limitation): the controller cannot list an NFS export, so their manifest
 is the source line alone (object count 0, bytes 0). It pins *where* the data is, not its
@@ -57,12 +59,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
 import json
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, cast
+from typing import IO, TYPE_CHECKING, Literal, cast
 
 import boto3
 from botocore.config import Config
@@ -365,17 +369,14 @@ def manifest_sha256(origin: str, lines: Iterable[str]) -> str:
 
 
 class ManifestDigest:
-    """The manifest of one dataset, built one object at a time in listing order.
+    """The manifest hash of one dataset, taken one object at a time in canonical order.
 
-    Holds the running hash, the count and the byte total, and the last key to check the
-    order: memory does not grow with the objects. `add` takes each object as S3 lists it
-    (UTF-8 byte order of the key); the hash equals `manifest_sha256` over the sorted lines,
-    so manifests recorded before streaming, and the approvals that pin them, stay valid. A
-    key out of that order (or listed twice) raises PermanentError: the canonical order
-    cannot be had without holding every line, which is what this avoids.
-
-    Other readers of a dataset's listing (the airlock's, per object) can use `add` the same
-    way and get the same hash.
+    Holds the running hash, the count, the byte total and the last key (to check the order),
+    so its memory does not grow with the objects; the hash equals `manifest_sha256` over the
+    same lines, so manifests recorded before, and the approvals that pin them, stay valid. A
+    key out of order, or given twice, raises PermanentError. Fed by `SortedRows` in
+    `compute_manifest`; another reader of a dataset's objects in that order (the airlock's,
+    per object) gets the same hash with `add`.
     """
 
     def __init__(self, origin: str, where: str) -> None:
@@ -389,10 +390,9 @@ class ManifestDigest:
         encoded = relative_key.encode("utf-8")
         if self._last is not None and encoded <= self._last:
             raise PermanentError(
-                f"S3 list {self._where}: the server listed {relative_key!r} after "
-                f"{self._last.decode('utf-8')!r}, not in UTF-8 byte order of the keys as S3 "
-                "lists; the manifest hash needs that order, so this S3 server cannot hold "
-                "datasets"
+                f"S3 list {self._where}: {relative_key!r} came after "
+                f"{self._last.decode('utf-8')!r}, out of the manifest's order (UTF-8 bytes of "
+                "the keys): a key the server listed twice"
             )
         self._last = encoded
         self._digest.update(manifest_line(relative_key, size, etag).encode("utf-8") + b"\n")
@@ -401,6 +401,57 @@ class ManifestDigest:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
+
+
+# Rows held in memory before a sorted run is written out: a few MB.
+SORT_RUN_ROWS = 20_000
+_Row = tuple[str, int, str]  # relative key, size, ETag
+
+
+def _row_order(row: _Row) -> bytes:
+    return row[0].encode("utf-8")
+
+
+class SortedRows:
+    """A listing's rows (relative key, size, ETag), given back in canonical order (UTF-8
+    bytes of the key), whatever order they came in, holding at most `run_rows` in memory
+    (default `SORT_RUN_ROWS`):
+    each full run is sorted and written to a temporary file, and iterating merges the files
+    and the rows still held (an external merge sort). Use it as a context manager: leaving
+    it removes the files."""
+
+    def __init__(self, run_rows: int | None = None) -> None:
+        self._run_rows = run_rows or SORT_RUN_ROWS
+        self._rows: list[_Row] = []
+        self._runs: list[IO[str]] = []
+        self._files = ExitStack()
+
+    def __enter__(self) -> SortedRows:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._files.close()  # unnamed temporary files: closing removes them
+        self._runs.clear()
+
+    def add(self, relative_key: str, size: int, etag: str) -> None:
+        self._rows.append((relative_key, size, etag))
+        if len(self._rows) >= self._run_rows:
+            self._spill()
+
+    def _spill(self) -> None:
+        run = self._files.enter_context(
+            tempfile.TemporaryFile("w+", encoding="utf-8", prefix="tre-manifest-")  # noqa: SIM115 - the ExitStack closes it
+        )
+        for row in sorted(self._rows, key=_row_order):
+            run.write(manifest_line(*row) + "\n")  # JSON: a key's newline is escaped
+        run.seek(0)
+        self._runs.append(run)
+        self._rows = []
+
+    def __iter__(self) -> Iterator[_Row]:
+        runs = [(tuple(json.loads(line)) for line in run) for run in self._runs]
+        held = sorted(self._rows, key=_row_order)
+        return heapq.merge(*runs, held, key=_row_order)
 
 
 def compute_manifest(
@@ -433,44 +484,65 @@ def compute_manifest(
     s3 = full.s3
     where = source_uri(full)
     limits = budget or VerificationBudget.of(settings)
-    digest = ManifestDigest(origin, where)
-    started = clock()
-    paginator = client.get_paginator("list_objects_v2")
-    try:
-        for page in paginator.paginate(Bucket=s3.bucket, Prefix=s3.prefix):
-            for obj in page.get("Contents", []):
-                key, size = obj["Key"], int(obj.get("Size", 0))
-                if not key.startswith(s3.prefix):
-                    continue  # defensive: a server that ignores Prefix must not add data
-                if size == 0 and key.endswith("/"):
-                    continue  # directory marker
-                digest.add(key[len(s3.prefix) :], size, obj.get("ETag", "").strip('"'))
-            limits.check(where, digest.object_count, clock() - started)
-            if not keep_going():
-                raise TemporaryError(
-                    f"listing {where} stopped after {digest.object_count} objects: the "
-                    "controller is stopping or no longer leads"
-                )
-    except ClientError as exc:
-        if error_code(exc) == "NoSuchBucket" or _http_status(exc) == 404:
+    with SortedRows() as rows:
+        count = _list_rows(client, s3.bucket, s3.prefix, where, rows, limits, keep_going, clock)
+        if count == 0:
             raise NotFoundError(
-                f"dataset source {where}: bucket {s3.bucket!r} does not exist; create it "
-                "or correct source.s3.bucket"
-            ) from exc
-        raise s3_error(exc, f"list {where}") from exc
-    except BotoCoreError as exc:
-        raise s3_error(exc, f"list {where}") from exc
-    if digest.object_count == 0:
-        raise NotFoundError(
-            f"dataset source {where}: no objects under prefix {s3.prefix!r} in bucket "
-            f"{s3.bucket!r}; upload the data first or correct source.s3.prefix"
-        )
+                f"dataset source {where}: no objects under prefix {s3.prefix!r} in bucket "
+                f"{s3.bucket!r}; upload the data first or correct source.s3.prefix"
+            )
+        digest = ManifestDigest(origin, where)
+        for row in rows:
+            digest.add(*row)
     return DatasetManifest(
         object_count=digest.object_count,
         bytes=digest.bytes,
         sha256=digest.hexdigest(),
         computed_at=computed_at,
     )
+
+
+def _list_rows(
+    client: S3Client,
+    bucket: str,
+    prefix: str,
+    where: str,
+    rows: SortedRows,
+    limits: VerificationBudget,
+    keep_going: Callable[[], bool],
+    clock: Callable[[], float],
+) -> int:
+    """Add every object under `prefix` to `rows`, checking the budget and `keep_going` after
+    each page; the number of objects."""
+    count = 0
+    started = clock()
+    paginator = client.get_paginator("list_objects_v2")
+    try:
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                key, size = obj["Key"], int(obj.get("Size", 0))
+                if not key.startswith(prefix):
+                    continue  # defensive: a server that ignores Prefix must not add data
+                if size == 0 and key.endswith("/"):
+                    continue  # directory marker
+                rows.add(key[len(prefix) :], size, obj.get("ETag", "").strip('"'))
+                count += 1
+            limits.check(where, count, clock() - started)
+            if not keep_going():
+                raise TemporaryError(
+                    f"listing {where} stopped after {count} objects: the controller is "
+                    "stopping or no longer leads"
+                )
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchBucket" or _http_status(exc) == 404:
+            raise NotFoundError(
+                f"dataset source {where}: bucket {bucket!r} does not exist; create it "
+                "or correct source.s3.bucket"
+            ) from exc
+        raise s3_error(exc, f"list {where}") from exc
+    except BotoCoreError as exc:
+        raise s3_error(exc, f"list {where}") from exc
+    return count
 
 
 # --- objects (what the audit log needs) ----------------------------------------------------
