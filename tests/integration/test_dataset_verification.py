@@ -12,6 +12,8 @@ Behaviours under test:
   workspace mounted gets Verified=False (OverBudget) naming the budget and the setting to raise,
   its manifest is removed, and the workspace withholds it (fail closed), while the project's
   other dataset stays mounted;
+- a listing that fails withholds: a verified dataset whose objects are gone gets
+  Verified=False (ListingFailed) and its manifest removed, never keeps the old one;
 - off the reconcile path: while the controller's listing of a 2,000-object dataset is held
   after its first page (the S3 client waits for the test before asking for the next page), a
   revoke in another project takes effect (the removed member leaves the workspace) and the
@@ -29,6 +31,7 @@ from typing import Any
 
 import pytest
 
+from provisioner.controller.datasets import verify_datasets
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.models.settings import Settings
 from provisioner.storage.s3 import s3_client
@@ -160,3 +163,18 @@ def test_a_revoke_takes_effect_while_a_large_dataset_is_being_listed(
             assert recorded is not None and recorded.object_count == OBJECTS
     finally:
         release.set()
+
+
+def test_a_failed_listing_removes_the_manifest(world: World) -> None:
+    name = world.dataset()  # two objects, verified
+    assert dataset(world, name).status.manifest is not None
+    for i in range(2):
+        world.s3.delete_object(Bucket=world.bucket, Key=f"{name}/part-{i}.csv")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=world.settings.dataset_verify_seconds)
+    [failed] = verify_datasets(world.controller, world.s3, [dataset(world, name)], later,
+                               world.settings)  # fmt: skip
+    assert not failed.ok and failed.sha256 is None and failed.changed
+    assert dataset(world, name).status.manifest is None
+    status, reason, message = verified(world, name) or ("", "", "")
+    assert (status, reason) == ("False", "ListingFailed")
+    assert "no objects under prefix" in message and "withheld from workspaces" in message
