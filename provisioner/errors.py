@@ -50,6 +50,11 @@ class RefusedError(PermanentError):
     exit_code = 4
 
 
+class BudgetExceededError(PermanentError):
+    """Work stopped at a limit the operator sets (the message names the setting to raise),
+    such as a dataset verification that lists too many objects or takes too long."""
+
+
 class ConflictError(TemporaryError):
     """Someone else changed the object first; re-read and retry."""
 

@@ -48,6 +48,8 @@ OPERATOR_SETTINGS: Final = (
     "retention_days",
     "resync_seconds",
     "dataset_verify_seconds",
+    "dataset_verify_max_objects",
+    "dataset_verify_max_seconds",
     "project_storage_size",
     "project_storage_class",
     "s3_endpoint_url",

@@ -1,7 +1,9 @@
 """`tre controller run`: the control loop around `reconcile_project`.
 
-Each pass reads a snapshot (one list per kind), verifies the datasets that are due (their
-manifests, with the controller's own S3 client), then reconciles every project. A pass starts
+Each pass reads a snapshot (one list per kind) and reconciles every project. Datasets are
+verified beside it, by a `DatasetVerifier` thread (`controller.datasets`) that writes their
+statuses: a pass plans on the manifests recorded so far and never waits for S3, so a listing
+of millions of objects does not delay a revoke or an expiry. A pass starts
 when a watched object changes (AccessRequests, Datasets, Workspaces, every NetworkPolicy and
 RoleBinding),
 when a request reaches a start or end date, or every `settings.resync_seconds` to repair drift
@@ -33,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-from provisioner.controller.datasets import verify_datasets
+from provisioner.controller.datasets import DatasetVerifier, verify_datasets
 from provisioner.controller.leader import LeaderElector
 from provisioner.controller.reconcile import (
     Auditor,
@@ -170,6 +172,8 @@ def run_pass(
 ) -> PassReport:
     """Reconcile every project once, `workers` projects at a time.
 
+    With `s3`, the datasets due are verified first, in this call (`tre controller run
+    --once`); the running controller passes none and verifies in its `DatasetVerifier`.
     The report lists results and errors in project order, whatever order they finished in.
     """
     snapshot = read_snapshot(kube)
@@ -239,7 +243,8 @@ def _datasets_first(
     s3: S3Client | None,
     report: PassReport,
 ) -> Snapshot:
-    """Verify the datasets that are due and audit recorded manifests; the snapshot to plan on.
+    """Verify the datasets that are due (with `s3` only) and audit recorded manifests; the
+    snapshot to plan on.
 
     Manifests come first: approvals and mounts are judged against what the data is now."""
     if s3 is not None:
@@ -486,7 +491,7 @@ WATCHED: Final = (
 )
 
 
-def run_controller(
+def run_controller(  # noqa: PLR0915 - the one loop: lease, verifier, rounds and wake-ups
     kube: Kube,
     settings: Settings,
     *,
@@ -499,12 +504,17 @@ def run_controller(
 ) -> None:
     """Lead, then: a full pass at start, every `settings.resync_seconds`, at the next date
     any project needs looking at, and whenever a watch may have missed something; in between,
-    only the projects the watch events name, each from its own small snapshot."""
+    only the projects the watch events name, each from its own small snapshot.
+
+    With `s3`, a `DatasetVerifier` verifies the datasets in its own thread while this replica
+    leads; each full pass (a Dataset changed, or the resync) wakes it."""
     stop = stop or threading.Event()
     dirty = Dirty()
     elector = LeaderElector(kube, lease_namespace)
     keyed = KeyedAuditor(audit) if audit is not None else None
     memory = ErrorMemory()
+    verifier = DatasetVerifier(kube, s3, settings, audit=keyed, clock=clock)
+    verifier.start()
     for resource in WATCHED:
         threading.Thread(
             target=_watch,
@@ -520,6 +530,7 @@ def run_controller(
                 if leading:
                     log.error("lost the lease to %s; stopping work", elector.holder())
                 leading = False
+                verifier.lead(False)
                 full_at = time.monotonic()  # whoever led meanwhile: look at everything
                 stop.wait(elector.duration_seconds / 3)
                 continue
@@ -528,10 +539,12 @@ def run_controller(
                     "acquired lease %s/%s as %s", lease_namespace, elector.name, elector.identity
                 )
                 leading = True
+                verifier.lead(True)
             everything, projects = dirty.take()
             started = time.monotonic()
             if everything or started >= full_at:
-                report = run_pass(kube, settings, clock(), keyed, errors=memory, s3=s3)
+                report = run_pass(kube, settings, clock(), keyed, errors=memory)
+                verifier.wake()
                 timeout = settings.resync_seconds
                 if report.next_wake is not None:
                     until = (report.next_wake - clock()).total_seconds()
@@ -561,4 +574,5 @@ def run_controller(
                     break
             time.sleep(0.05)  # let a burst of events settle into one round
     finally:
+        verifier.close()  # before the lease goes: nothing is written after it
         elector.release()

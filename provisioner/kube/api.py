@@ -267,13 +267,24 @@ class Kube:
         )
 
     def patch_status(
-        self, resource: Resource, name: str, status: Manifest, namespace: str | None = None
+        self,
+        resource: Resource,
+        name: str,
+        status: Manifest,
+        namespace: str | None = None,
+        *,
+        uid: str | None = None,
     ) -> Manifest:
+        """Merge `status` in. With `uid`, only into that object: one deleted and created
+        again under the same name meanwhile refuses the patch (ConflictError)."""
+        body: dict[str, Any] = {"status": status}
+        if uid:
+            body["metadata"] = {"uid": uid}
         return self.request(
             "PATCH",
             resource.path(namespace, name) + "/status",
             query=[("fieldManager", self.field_manager)],
-            body={"status": status},
+            body=body,
             content_type="application/merge-patch+json",
             what=f"update status of {resource.kind} {name}",
         )

@@ -456,6 +456,23 @@ class Settings(BaseSettings):
         "in storage after approval is withheld from workspaces within this time. Each "
         "verification lists every object of the dataset: shorter costs more S3 requests.",
     )
+    dataset_verify_max_objects: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="The most objects the controller lists to verify one dataset. A dataset "
+        "with more gets Verified=False naming this setting and is withheld from workspaces. "
+        "The controller's memory does not grow with it (past 20,000 objects the listing is "
+        "sorted in runs on disk, about 100 bytes per object); the time a verification "
+        "takes does.",
+    )
+    dataset_verify_max_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds. The longest the controller lists one dataset's data; past it "
+        "(checked after each page of 1,000 objects) the dataset gets Verified=False naming "
+        "this setting and is withheld from workspaces. Verification runs beside the "
+        "reconcile loop, so revocations and expiry never wait for it.",
+    )
     project_storage_size: str = Field(
         default="10Gi",
         pattern=r"^[1-9][0-9]*(Mi|Gi|Ti)$",

@@ -1,4 +1,5 @@
-"""Pure rules about datasets: where the data is, when to verify it, which sources may overlap.
+"""Pure rules about datasets: where the data is, when and how far to verify it, which sources
+may overlap.
 
 The controller verifies datasets itself (`provisioner.controller.datasets`): it decides here
 which ones are due, lists the data with its own S3 credentials and writes `status.manifest`.
@@ -10,8 +11,10 @@ can say no before it asks, in the same words.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
+from provisioner.errors import BudgetExceededError
 from provisioner.models import rules
 from provisioner.models.resources import Dataset, DatasetSource, S3Source
 from provisioner.models.settings import Settings
@@ -111,24 +114,93 @@ def overlap_refusal(new: Dataset, existing: Iterable[Dataset]) -> str | None:
 
 
 def datasets_due_for_verification(
-    datasets: Iterable[Dataset], now: dt.datetime, interval: dt.timedelta
+    datasets: Iterable[Dataset],
+    now: dt.datetime,
+    interval: dt.timedelta,
+    not_before: Mapping[str, dt.datetime] | None = None,
 ) -> list[str]:
     """Names (sorted) of the datasets whose manifest the controller should recompute now.
 
-    Due: no manifest yet (a new dataset, or every attempt so far failed), or one computed
-    `interval` or longer ago (`settings.dataset_verify_seconds`). A failed attempt leaves the
-    old manifest and its time, so the dataset stays due and is retried on the next pass.
+    Due: no manifest yet (a new dataset, or the last attempt failed: a failed attempt removes
+    the manifest, `controller.datasets`), or one computed `interval` or longer ago
+    (`settings.dataset_verify_seconds`). `not_before` holds, by name, when a dataset whose
+    last attempt failed may be tried again (`verification_retry_at`); until then it is not due.
     """
+    waiting = not_before or {}
     due = []
     for dataset in datasets:
+        if dataset.name in waiting and now < waiting[dataset.name]:
+            continue
         manifest = dataset.status.manifest
         if manifest is None or now - manifest.computed_at >= interval:
             due.append(dataset.name)
     return sorted(due)
 
 
-def next_verification_at(datasets: Iterable[Dataset], interval: dt.timedelta) -> dt.datetime | None:
-    """When the earliest recorded manifest falls due (for the loop's next wake-up), or None
-    when no dataset has one (those without are due at once: `datasets_due_for_verification`)."""
-    times = [d.status.manifest.computed_at for d in datasets if d.status.manifest is not None]
-    return min(times) + interval if times else None
+def next_verification_at(
+    datasets: Iterable[Dataset],
+    interval: dt.timedelta,
+    not_before: Mapping[str, dt.datetime] | None = None,
+) -> dt.datetime | None:
+    """When the next dataset falls due (for a wake-up): the earliest recorded manifest's time
+    plus `interval`, or a retry time from `not_before`; None when neither exists (datasets
+    without a manifest and no retry time are due at once: `datasets_due_for_verification`)."""
+    waiting = not_before or {}
+    times = [d.status.manifest.computed_at + interval for d in datasets
+             if d.status.manifest is not None and d.name not in waiting]  # fmt: skip
+    times += waiting.values()
+    return min(times) if times else None
+
+
+# A failed listing is tried again after 10 s, then 20 s, 40 s ... at most the interval.
+FIRST_RETRY_SECONDS = 10.0
+
+
+def verification_retry_at(
+    failed_at: dt.datetime, attempts: int, over_budget: bool, interval: dt.timedelta
+) -> dt.datetime:
+    """When to try again a dataset whose verification failed `attempts` times in a row.
+
+    Over budget: after the full interval. Each attempt costs a whole budget of S3 requests
+    and controller time, and only data that shrank or a raised budget can change the answer
+    (raising a setting restarts the controller, which forgets this and tries at once).
+    Any other failure (S3 unreachable, no objects yet, access refused) is retried with
+    exponential back-off, so data uploaded after registering is picked up soon.
+    """
+    if over_budget:
+        return failed_at + interval
+    delay = FIRST_RETRY_SECONDS * 2.0 ** max(0, attempts - 1)
+    return failed_at + min(interval, dt.timedelta(seconds=delay))
+
+
+@dataclass(frozen=True)
+class VerificationBudget:
+    """How far the controller goes to verify one dataset: its listing stops, and the dataset
+    is withheld, past `max_objects` objects or `max_seconds` of listing. No object's content
+    is read (the manifest holds sizes and ETags, not hashes of bytes), so there is no byte
+    budget: the bytes a listing moves grow with the objects, at most 1 KiB of key each."""
+
+    max_objects: int
+    max_seconds: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> VerificationBudget:
+        return cls(settings.dataset_verify_max_objects, settings.dataset_verify_max_seconds)
+
+    def check(self, where: str, objects: int, seconds: float) -> None:
+        """Raise BudgetExceededError, naming the budget and the setting to raise, when a
+        listing of `where` that found `objects` objects in `seconds` went past the budget."""
+        if objects > self.max_objects:
+            setting = f"TRE_DATASET_VERIFY_MAX_OBJECTS={self.max_objects}"
+            raise BudgetExceededError(
+                f"{where} holds more than {self.max_objects} objects ({setting}); the "
+                f"controller stopped listing after {objects}. Raise the setting, or register "
+                "smaller prefixes as separate datasets"
+            )
+        if seconds > self.max_seconds:
+            setting = f"TRE_DATASET_VERIFY_MAX_SECONDS={self.max_seconds:g}"
+            raise BudgetExceededError(
+                f"listing {where} took longer than {self.max_seconds:g} s ({setting}); the "
+                f"controller stopped after {objects} objects. Raise the setting, or register "
+                "smaller prefixes as separate datasets"
+            )

@@ -30,12 +30,20 @@ Manifest canonical form (`compute_manifest`). The hash that an approval pins is:
   object, not only its bytes: re-uploading the same bytes with another part size changes the
   hash, which errs on the side of a new approval);
 - lines are sorted by the UTF-8 bytes of ``relative_key`` (S3's own listing order), so the
-  hash does not depend on how the server pages;
+  hash does not depend on how the server pages, nor on servers that list in another order
+  (SeaweedFS lists a "directory" ``a/`` before its sibling ``a.csv``, measured);
 - each line is a JSON array, so keys containing commas, tabs, quotes or newlines cannot make
   two different listings produce the same text (and no line can pass for the source line);
 - directory markers (zero-byte keys ending in ``/``, made by consoles and some tools) are left
   out: they hold no data, and creating one must not invalidate an approval;
 - an empty S3 listing is an error (`NotFoundError`), never the hash of nothing.
+
+Bounds: a listing stops past `VerificationBudget` (`planning.datasets`: the settings
+TRE_DATASET_VERIFY_MAX_OBJECTS and TRE_DATASET_VERIFY_MAX_SECONDS) with BudgetExceededError.
+Memory holds at most `SORT_RUN_ROWS` rows whatever the number of objects: beyond that the
+rows are sorted in runs written to temporary files (an external merge sort, `SortedRows`) and
+merged into the hash (`ManifestDigest`); the files hold one manifest line per object (about
+100 bytes each, at most 1 KiB of key plus size and ETag) and are gone when the listing ends.
 
 NFS datasets (known limitation): the controller cannot list an NFS export, so their manifest
 is the source line alone (object count 0, bytes 0). It pins *where* the data is, not its
@@ -51,11 +59,14 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import heapq
 import json
+import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, cast
+from typing import IO, TYPE_CHECKING, Literal, cast
 
 import boto3
 from botocore.config import Config
@@ -78,7 +89,7 @@ from provisioner.errors import (
     TreError,
 )
 from provisioner.models.resources import Dataset, DatasetManifest
-from provisioner.planning.datasets import manifest_origin, source_uri
+from provisioner.planning.datasets import VerificationBudget, manifest_origin, source_uri
 
 if TYPE_CHECKING:
     from botocore.model import OperationModel
@@ -362,13 +373,103 @@ def manifest_line(relative_key: str, size: int, etag: str) -> str:
     return json.dumps([relative_key, size, etag], ensure_ascii=False, separators=(",", ":"))
 
 
+def _source_line(origin: str) -> bytes:
+    return f"source {origin}\n".encode()
+
+
 def manifest_sha256(origin: str, lines: Iterable[str]) -> str:
     """The manifest hash of a dataset at `origin` (`planning.datasets.manifest_origin`) with
     its object `lines`, already in canonical order."""
-    digest = hashlib.sha256(f"source {origin}\n".encode())
+    digest = hashlib.sha256(_source_line(origin))
     for line in lines:
         digest.update(line.encode("utf-8") + b"\n")
     return digest.hexdigest()
+
+
+class ManifestDigest:
+    """The manifest hash of one dataset, taken one object at a time in canonical order.
+
+    Holds the running hash, the count, the byte total and the last key (to check the order),
+    so its memory does not grow with the objects; the hash equals `manifest_sha256` over the
+    same lines, so manifests recorded before, and the approvals that pin them, stay valid. A
+    key out of order, or given twice, raises PermanentError. Fed by `SortedRows` in
+    `compute_manifest`; another reader of a dataset's objects in that order (the airlock's,
+    per object) gets the same hash with `add`.
+    """
+
+    def __init__(self, origin: str, where: str) -> None:
+        self._digest = hashlib.sha256(_source_line(origin))
+        self._where = where
+        self._last: bytes | None = None
+        self.object_count = 0
+        self.bytes = 0
+
+    def add(self, relative_key: str, size: int, etag: str) -> None:
+        encoded = relative_key.encode("utf-8")
+        if self._last is not None and encoded <= self._last:
+            raise PermanentError(
+                f"S3 list {self._where}: {relative_key!r} came after "
+                f"{self._last.decode('utf-8')!r}, out of the manifest's order (UTF-8 bytes of "
+                "the keys): a key the server listed twice"
+            )
+        self._last = encoded
+        self._digest.update(manifest_line(relative_key, size, etag).encode("utf-8") + b"\n")
+        self.object_count += 1
+        self.bytes += size
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+# Rows held in memory before a sorted run is written out: a few MB.
+SORT_RUN_ROWS = 20_000
+_Row = tuple[str, int, str]  # relative key, size, ETag
+
+
+def _row_order(row: _Row) -> bytes:
+    return row[0].encode("utf-8")
+
+
+class SortedRows:
+    """A listing's rows (relative key, size, ETag), given back in canonical order (UTF-8
+    bytes of the key), whatever order they came in, holding at most `run_rows` in memory
+    (default `SORT_RUN_ROWS`):
+    each full run is sorted and written to a temporary file, and iterating merges the files
+    and the rows still held (an external merge sort). Use it as a context manager: leaving
+    it removes the files."""
+
+    def __init__(self, run_rows: int | None = None) -> None:
+        self._run_rows = run_rows or SORT_RUN_ROWS
+        self._rows: list[_Row] = []
+        self._runs: list[IO[str]] = []
+        self._files = ExitStack()
+
+    def __enter__(self) -> SortedRows:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._files.close()  # unnamed temporary files: closing removes them
+        self._runs.clear()
+
+    def add(self, relative_key: str, size: int, etag: str) -> None:
+        self._rows.append((relative_key, size, etag))
+        if len(self._rows) >= self._run_rows:
+            self._spill()
+
+    def _spill(self) -> None:
+        run = self._files.enter_context(
+            tempfile.TemporaryFile("w+", encoding="utf-8", prefix="tre-manifest-")  # noqa: SIM115 - the ExitStack closes it
+        )
+        for row in sorted(self._rows, key=_row_order):
+            run.write(manifest_line(*row) + "\n")  # JSON: a key's newline is escaped
+        run.seek(0)
+        self._runs.append(run)
+        self._rows = []
+
+    def __iter__(self) -> Iterator[_Row]:
+        runs = [(tuple(json.loads(line)) for line in run) for run in self._runs]
+        held = sorted(self._rows, key=_row_order)
+        return heapq.merge(*runs, held, key=_row_order)
 
 
 def compute_manifest(
@@ -377,17 +478,22 @@ def compute_manifest(
     settings: Settings,
     *,
     now: dt.datetime | None = None,
+    budget: VerificationBudget | None = None,
+    keep_going: Callable[[], bool] = lambda: True,
+    clock: Callable[[], float] = time.monotonic,
     on_object: Callable[[str, int, str], None] | None = None,
 ) -> DatasetManifest:
     """Count, size and hash every object of `dataset` (canonical form: module docstring);
     `settings` are the platform's (its S3 endpoint and default region are in the hash).
-    `on_object(relative_key, size, etag)` sees each object of the manifest as it is listed
-    (the airlock's fingerprint index, `storage.fingerprints`).
 
     An NFS source gives the manifest of its source line alone (not listed; see the module
     docstring). For S3, raises NotFoundError naming the bucket when it does not exist, and
     naming bucket and prefix when the prefix holds no objects (an empty dataset is always a
-    mistake).
+    mistake). After each page of the listing: BudgetExceededError past `budget` (default:
+    the settings' `VerificationBudget`), TemporaryError when `keep_going()` says stop (the
+    controller is stopping or lost its lease). `clock` (seconds) times the listing.
+    `on_object(key, size, etag)` sees each object as it is listed (the key relative to the
+    prefix, in the server's order): the airlock's fingerprints (`storage.fingerprints`).
     """
     full = dataset.spec.source
     origin = manifest_origin(dataset, settings)
@@ -398,44 +504,72 @@ def compute_manifest(
         )
     s3 = full.s3
     where = source_uri(full)
-    rows: list[tuple[bytes, str]] = []
-    total = 0
+    limits = budget or VerificationBudget.of(settings)
+    with SortedRows() as rows:
+        count = _list_rows(
+            client, s3.bucket, s3.prefix, where, rows, limits, keep_going, clock, on_object
+        )
+        if count == 0:
+            raise NotFoundError(
+                f"dataset source {where}: no objects under prefix {s3.prefix!r} in bucket "
+                f"{s3.bucket!r}; upload the data first or correct source.s3.prefix"
+            )
+        digest = ManifestDigest(origin, where)
+        for row in rows:
+            digest.add(*row)
+    return DatasetManifest(
+        object_count=digest.object_count,
+        bytes=digest.bytes,
+        sha256=digest.hexdigest(),
+        computed_at=computed_at,
+    )
+
+
+def _list_rows(
+    client: S3Client,
+    bucket: str,
+    prefix: str,
+    where: str,
+    rows: SortedRows,
+    limits: VerificationBudget,
+    keep_going: Callable[[], bool],
+    clock: Callable[[], float],
+    on_object: Callable[[str, int, str], None] | None = None,
+) -> int:
+    """Add every object under `prefix` to `rows`, checking the budget and `keep_going` after
+    each page; the number of objects."""
+    count = 0
+    started = clock()
     paginator = client.get_paginator("list_objects_v2")
     try:
-        for page in paginator.paginate(Bucket=s3.bucket, Prefix=s3.prefix):
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
                 key, size = obj["Key"], int(obj.get("Size", 0))
-                if not key.startswith(s3.prefix):
+                if not key.startswith(prefix):
                     continue  # defensive: a server that ignores Prefix must not add data
                 if size == 0 and key.endswith("/"):
                     continue  # directory marker
-                relative = key[len(s3.prefix) :]
-                etag = obj.get("ETag", "").strip('"')
-                rows.append((relative.encode("utf-8"), manifest_line(relative, size, etag)))
+                relative, etag = key[len(prefix) :], obj.get("ETag", "").strip('"')
+                rows.add(relative, size, etag)
                 if on_object is not None:
                     on_object(relative, size, etag)
-                total += size
+                count += 1
+            limits.check(where, count, clock() - started)
+            if not keep_going():
+                raise TemporaryError(
+                    f"listing {where} stopped after {count} objects: the controller is "
+                    "stopping or no longer leads"
+                )
     except ClientError as exc:
         if error_code(exc) == "NoSuchBucket" or _http_status(exc) == 404:
             raise NotFoundError(
-                f"dataset source {where}: bucket {s3.bucket!r} does not exist; create it "
+                f"dataset source {where}: bucket {bucket!r} does not exist; create it "
                 "or correct source.s3.bucket"
             ) from exc
         raise s3_error(exc, f"list {where}") from exc
     except BotoCoreError as exc:
         raise s3_error(exc, f"list {where}") from exc
-    if not rows:
-        raise NotFoundError(
-            f"dataset source {where}: no objects under prefix {s3.prefix!r} in bucket "
-            f"{s3.bucket!r}; upload the data first or correct source.s3.prefix"
-        )
-    rows.sort(key=lambda row: row[0])
-    return DatasetManifest(
-        object_count=len(rows),
-        bytes=total,
-        sha256=manifest_sha256(origin, (line for _, line in rows)),
-        computed_at=computed_at,
-    )
+    return count
 
 
 # --- objects (what the audit log needs) ----------------------------------------------------

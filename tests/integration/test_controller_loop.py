@@ -9,10 +9,12 @@ project alone; a second controller started beside it does nothing while the firs
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +29,9 @@ from tests.integration.workspace_world import (
     create_pod_when_admitted,
     notebook_pod,
 )
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
 
 pytestmark = pytest.mark.integration
 NETWORK_POLICIES = RESOURCES[("networking.k8s.io/v1", "NetworkPolicy")]
@@ -48,9 +53,16 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float = 30.0) -> f
 
 
 class Controller:
-    """One controller replica in a thread, recording its passes."""
+    """One controller replica in a thread, recording its passes; with `s3` (its own client)
+    it verifies datasets too, as `tre controller run` does."""
 
-    def __init__(self, world: World, settings: Settings) -> None:
+    def __init__(
+        self,
+        world: World,
+        settings: Settings,
+        s3: S3Client | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
         self.stop = threading.Event()
         self.passes: list[PassReport] = []
         self.thread = threading.Thread(
@@ -59,8 +71,10 @@ class Controller:
             kwargs={
                 "lease_namespace": "tre-system",
                 "audit": world.audit,
+                "s3": s3,
                 "stop": self.stop,
                 "on_pass": self.passes.append,
+                "clock": clock,
             },
             daemon=True,
         )
@@ -71,7 +85,7 @@ class Controller:
 
     def __exit__(self, *_: object) -> None:
         self.stop.set()
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=60)
         assert not self.thread.is_alive(), "controller did not stop"
 
 

@@ -15,6 +15,8 @@ Behaviours under test:
 - compute_manifest: count, bytes and a hash equal to the documented canonical form computed by
   hand (source line first); stable when nothing changes; different when one object changes;
   lists past one page (1000 keys); leaves out directory markers; prefix 'a/' does not include 'ab/';
+  the sorted lines' hash though this server lists 'part1/x' before 'part1.csv' (not in
+  S3's order), also when the rows are sorted in runs on disk;
   NotFoundError naming the bucket (missing bucket) or bucket and prefix (empty prefix);
 - the audit log: append, read back, verify and export round trip; concurrent writers get
   distinct seqs and one valid chain (create-only writes); an entry object edited in the
@@ -55,6 +57,8 @@ from provisioner.errors import (
 from provisioner.models.resources import Dataset, DatasetSource, DatasetSpec, S3Source
 from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier
+from provisioner.planning.datasets import manifest_origin
+from provisioner.storage import s3 as s3_module
 from provisioner.storage.s3 import (
     bucket_exists,
     compute_manifest,
@@ -62,6 +66,8 @@ from provisioner.storage.s3 import (
     get_object,
     list_keys,
     make_s3_client,
+    manifest_line,
+    manifest_sha256,
     object_lock_enabled,
     put_object,
 )
@@ -297,6 +303,25 @@ def test_manifest_lists_more_than_one_page(
         s3, dataset_at(S3Source(bucket=bucket, prefix="many/")), s3_settings
     )
     assert (manifest.object_count, manifest.bytes) == (1005, 1005)
+
+
+def test_manifest_is_the_sorted_lines_whatever_order_the_server_lists(
+    s3: S3Client, bucket: str, s3_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = ["part1/x.csv", "part1/z/w", "part1+", "part1-b/y", "part1.csv", "a b", "a/b", "é"]
+    etags = {k: _put(s3, bucket, f"o/{k}", k.encode()) for k in keys}
+    listed = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="o/")["Contents"]]
+    ordered = sorted(keys, key=lambda k: k.encode())
+    expected = manifest_sha256(
+        manifest_origin(dataset_at(S3Source(bucket=bucket, prefix="o/"), "u-1"), s3_settings),
+        [manifest_line(k, len(k.encode()), etags[k]) for k in ordered],
+    )
+    source = dataset_at(S3Source(bucket=bucket, prefix="o/"), "u-1")
+    assert compute_manifest(s3, source, s3_settings).sha256 == expected
+    monkeypatch.setattr(s3_module, "SORT_RUN_ROWS", 3)  # rows sorted in runs on disk
+    assert compute_manifest(s3, source, s3_settings).sha256 == expected
+    # what makes this test matter on this server: it lists a "directory" first
+    assert listed != [f"o/{k}" for k in ordered]
 
 
 def test_prefix_a_does_not_include_ab(s3: S3Client, bucket: str, s3_settings: Settings) -> None:

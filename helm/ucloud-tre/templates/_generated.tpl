@@ -210,6 +210,10 @@ matchExpressions:
   value: {{ .Values.settings.resyncSeconds | toJson | quote }}
 - name: TRE_DATASET_VERIFY_SECONDS
   value: {{ .Values.settings.datasetVerifySeconds | toJson | quote }}
+- name: TRE_DATASET_VERIFY_MAX_OBJECTS
+  value: {{ .Values.settings.datasetVerifyMaxObjects | toJson | quote }}
+- name: TRE_DATASET_VERIFY_MAX_SECONDS
+  value: {{ .Values.settings.datasetVerifyMaxSeconds | toJson | quote }}
 - name: TRE_PROJECT_STORAGE_SIZE
   value: {{ .Values.settings.projectStorageSize | quote }}
 {{- with .Values.settings.projectStorageClass }}
