@@ -50,6 +50,11 @@ class RefusedError(PermanentError):
     exit_code = 4
 
 
+class ForbiddenError(RefusedError):
+    """The API server refused a read or write to this caller (HTTP 403), whether or not the
+    object exists."""
+
+
 class ConflictError(TemporaryError):
     """Someone else changed the object first; re-read and retry."""
 

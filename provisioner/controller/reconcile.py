@@ -23,6 +23,8 @@ from provisioner.errors import TemporaryError, TreError
 from provisioner.kube.api import Kube, Manifest
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
     DATASETS,
     EXPORT_REQUESTS,
     NAMESPACES,
@@ -129,6 +131,7 @@ def read_snapshot(kube: Kube) -> Snapshot:
         pods=pods,
         unparsable=unparsable,
         exports=exports,
+        grants=_read_grants(kube, f"{_MANAGED},{LABEL_PROJECT}"),
     )
 
 
@@ -184,7 +187,17 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
         pods=pods,
         unparsable=unparsable,
         exports=exports,
+        grants=_read_grants(kube, f"{_MANAGED},{LABEL_PROJECT}={project}"),
     )
+
+
+def _read_grants(kube: Kube, selector: str) -> dict[tuple[str, str, str, str], Manifest]:
+    """The people's read grants (planning/read_grants.py) the selector picks, by key."""
+    return {
+        object_key(obj): obj
+        for resource in (CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS)
+        for obj in kube.list(resource, selector=selector)
+    }
 
 
 def _is_ours(obj: Manifest) -> bool:
@@ -247,6 +260,14 @@ def reconcile_project(
 def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileResult:
     """Carry out `plan`'s writes in order (see `provisioner.planning.project`)."""
     result = ReconcileResult(plan.project, plan.phase, conflict=plan.conflict)
+    # First: a filer reads their request back as soon as the controller has seen it.
+    for change in plan.read_grants:
+        if change.action == "prune":
+            _delete(kube, change)
+            result.pruned.append(change.name)
+        else:
+            _write(kube, change)
+            result.applied.append(change.name)
     for write in plan.request_statuses:
         kube.patch_status(ACCESS_REQUESTS, write.name, write.status)
         result.status_writes += 1
@@ -268,8 +289,7 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
             log.info("project %s: stopped pod %s (%s)", plan.project, stop.name, stop.why)
         result.stopped.append(f"{stop.name}: {stop.why}")
     for change in plan.prunes:
-        api_version, kind, namespace, name = change.key
-        kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
+        _delete(kube, change)
         result.pruned.append(change.name)
     if plan.workspace_apply is not None:
         applied_ws = kube.apply(plan.workspace_apply)
@@ -308,6 +328,11 @@ def _write(kube: Kube, change: ObjectChange) -> Manifest:
     if change.action == "replace":
         return kube.replace(change.manifest)  # carries the live resourceVersion
     return kube.apply(change.manifest)
+
+
+def _delete(kube: Kube, change: ObjectChange) -> None:
+    api_version, kind, namespace, name = change.key
+    kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
 
 
 def _append(audit: Auditor | None, project: str, events: list[AuditEvent]) -> int:

@@ -633,8 +633,10 @@ def rbac_probes(
         # the controller makes the claims itself; pods, exec and secrets stay out of its reach
         ask("rbac-controller", ws.name, controller, ns, [d for d in denied if d[0] != _CLAIMS])
     writes = [(v, "workspaces", API_GROUP, "") for v in ("create", "update", "patch", "delete")]
+    # people read requests and workspaces by name, only those that concern them (F20)
+    lists = [("list", r, API_GROUP, "") for r in ("accessrequests", "workspaces")]
     for member in sorted({m for ws in workspaces for m in ws.spec.members[:1]}):
-        ask("rbac-researcher", CLUSTER, member, None, [(w, False) for w in writes])
+        ask("rbac-researcher", CLUSTER, member, None, [(w, False) for w in [*writes, *lists]])
     for namespace in (names.SYSTEM_NAMESPACE, "default"):
         ask("rbac-hub", CLUSTER, hub, namespace, [(_PODS, False)])
         ask("rbac-controller", CLUSTER, controller, namespace, [(_PODS, False)])
@@ -647,7 +649,9 @@ def rbac_probes(
         [
             (("create", "workspaces", API_GROUP, ""), True),
             (_LIST_SECRETS, False),
-            (("create", "clusterrolebindings", _RBAC, ""), False),
+            # it writes the people's read grants (ClusterRoles and bindings, confined by
+            # policy tre-controller-read-grants), but binds no ClusterRole it does not hold
+            (("bind", "clusterroles", _RBAC, ""), False),
             (("escalate", "clusterroles", _RBAC, ""), False),
         ],
     )

@@ -243,3 +243,21 @@ def _readable_or_hashed(prefix: str, parts: tuple[str, ...]) -> str:
     digest = hashlib.sha256("/".join((prefix, *parts)).encode()).hexdigest()[:_HASH_LENGTH]
     keep = MAX_NAME_LENGTH - len(_HASH_SEPARATOR) - _HASH_LENGTH
     return f"{readable[:keep]}{_HASH_SEPARATOR}{digest}"
+
+
+# What a person may read of one project's AccessRequests and Workspace (planning/read_grants.py):
+# a ClusterRole and its ClusterRoleBinding per (project, person), both of this name. The
+# controller's credential may write no ClusterRole or ClusterRoleBinding named otherwise
+# (admission policy `tre-controller-read-grants`).
+READ_GRANT_PREFIX: Final = "tre-reads-"
+# On each read grant: the person it is for (a label cannot hold every username).
+ANNOTATION_READER: Final = f"{API_GROUP}/reader"
+
+
+def read_grant_name(project: str, person: str) -> str:
+    """`tre-reads-<project>--<16 hex digits of the person's sha256>`: at most 60 characters,
+    and two people never share a grant (64 bits, as for hashed PV names)."""
+    import hashlib  # here: the `tre` queries import this module for FIELD_MANAGER only
+
+    digest = hashlib.sha256(person.encode()).hexdigest()[:_HASH_LENGTH]
+    return f"{READ_GRANT_PREFIX}{validate_project_slug(project)}{_PART_SEPARATOR}{digest}"

@@ -59,6 +59,7 @@ from provisioner.planning.datasets import source_uri
 from provisioner.planning.drift import declared_fields_match, needs_apply, needs_replace
 from provisioner.planning.exports import evaluate_export, required_reviewers
 from provisioner.planning.lifecycle import PhaseDecision, next_phase
+from provisioner.planning.read_grants import plan_read_grants
 from provisioner.planning.workspace import (
     PRUNE_ORDER,
     plan_for_phase,
@@ -104,6 +105,8 @@ class Snapshot:
     unparsable: list[Unparsable] = field(default_factory=list)
     # ExportRequests in project namespaces
     exports: list[ExportRequest] = field(default_factory=list)
+    # the people's read grants (planning/read_grants.py), by key
+    grants: dict[Key, Manifest] = field(default_factory=dict)
 
     def projects(self) -> set[str]:
         return {r.spec.project for r in self.requests} | set(self.workspaces)
@@ -120,12 +123,24 @@ class Snapshot:
     def exports_in(self, namespace: str) -> list[ExportRequest]:
         return [e for e in self.exports if e.namespace == namespace]
 
+    def grants_of(self, project: str) -> dict[Key, Manifest]:
+        return self._grant_index.get(project, {})
+
     @cached_property
     def _owned_index(self) -> dict[str, dict[Key, Manifest]]:
         # Built once per snapshot: scanning every owned object per project would make a
         # resync grow with the square of the number of workspaces.
         index: dict[str, dict[Key, Manifest]] = {}
         for key, obj in self.owned.items():
+            project = (obj["metadata"].get("labels") or {}).get(names.LABEL_PROJECT)
+            if project:
+                index.setdefault(project, {})[key] = obj
+        return index
+
+    @cached_property
+    def _grant_index(self) -> dict[str, dict[Key, Manifest]]:
+        index: dict[str, dict[Key, Manifest]] = {}
+        for key, obj in self.grants.items():
             project = (obj["metadata"].get("labels") or {}).get(names.LABEL_PROJECT)
             if project:
                 index.setdefault(project, {})[key] = obj
@@ -207,6 +222,8 @@ class ProjectPlan:
     decision: PhaseDecision | None  # None: no workspace to provision, freeze or tear down
     workspace: Workspace | None
     conflict: str | None = None  # why the project namespace is not ours
+    # who reads which of the project's requests and its Workspace: written first
+    read_grants: list[ObjectChange] = field(default_factory=list)
     request_statuses: list[RequestStatusWrite] = field(default_factory=list)
     export_statuses: list[ExportStatusWrite] = field(default_factory=list)
     bootstrap: Manifest | None = None
@@ -356,7 +373,8 @@ def _airlock_audit_events(
 
 def describe(plan: ProjectPlan) -> list[dict[str, str]]:
     """Every write of `plan` as a row (change, object, why), in the order they happen."""
-    rows = [
+    rows = [{"change": c.action, "object": c.name, "why": c.why} for c in plan.read_grants]
+    rows += [
         {"change": "status", "object": f"AccessRequest/{w.name}", "why": w.why}
         for w in plan.request_statuses
     ]
@@ -417,12 +435,13 @@ def plan_project(
     """Read-only: what the next reconcile of `project` writes. `audited`: the idempotency keys
     already in the audit log (None: plan no audit events)."""
     today = now.date()
+    requests = [r for r in snapshot.requests if r.spec.project == project]
     live_ws = snapshot.workspaces.get(project)
     live_status = WorkspaceStatus.model_validate((live_ws or {}).get("status") or {})
     live_spec = (live_ws or {}).get("spec") or {}
     torn_down = live_status.phase is WorkspacePhase.TORN_DOWN
     evaluated, owner, founding = evaluate_project(
-        [r for r in snapshot.requests if r.spec.project == project],
+        requests,
         snapshot.datasets,
         settings,
         today,
@@ -452,6 +471,7 @@ def plan_project(
             dataset_changes,
             None,
             None,
+            read_grants=_read_grants(project, requests, None, snapshot),
             request_statuses=request_statuses,
             audit=_unaudited(audit_events, audited),
         )
@@ -533,6 +553,7 @@ def plan_project(
         decision,
         workspace,
         conflict=conflict,
+        read_grants=_read_grants(project, requests, spec, snapshot),
         request_statuses=request_statuses,
         export_statuses=exports,
         bootstrap=ws_object if live_ws is None else None,
@@ -547,6 +568,19 @@ def plan_project(
         audit=_unaudited(audit_events, audited),
         requeue_at=_requeue_at(evaluated, decision, settings, today),
     )
+
+
+def _read_grants(
+    project: str,
+    requests: Sequence[AccessRequest],
+    spec: WorkspaceSpec | None,
+    snapshot: Snapshot,
+) -> list[ObjectChange]:
+    """Who reads what of the project after this reconcile: its people are the planned
+    Workspace's members and owner (none once it is torn down)."""
+    people = {*spec.members, *([spec.owner] if spec.owner else [])} if spec else set()
+    desired = plan_read_grants(project, requests, people)
+    return read_grant_changes(desired, snapshot.grants_of(project))
 
 
 def namespace_conflict(
@@ -651,16 +685,9 @@ def object_changes(
             elif live is not None and needs_apply(manifest, live):
                 changes.append(ObjectChange("update", key, manifest, "differs from the plan"))
             continue
-        if live is not None and needs_replace(manifest, live):
-            # Someone added to a security object: put back exactly what we planned, as a
-            # whole-object update on top of the version we read.
-            version = live["metadata"]["resourceVersion"]
-            whole = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
-            changes.append(ObjectChange("replace", key, whole, "has additions not in the plan"))
-        elif live is None:
-            changes.append(ObjectChange("create", key, manifest, "missing"))
-        elif needs_apply(manifest, live):
-            changes.append(ObjectChange("update", key, manifest, "differs from the plan"))
+        change = object_change(manifest, live)
+        if change is not None:
+            changes.append(change)
     changes = _new_quota_after_new_claims(changes)
     wanted = {object_key(m) for m in desired}
     for key in sorted(set(owned) - wanted, key=lambda k: PRUNE_ORDER.index(k[1])):
@@ -668,6 +695,33 @@ def object_changes(
             continue
         changes.append(ObjectChange("prune", key, None, "no longer granted"))
     return changes
+
+
+def object_change(manifest: Manifest, live: Manifest | None) -> ObjectChange | None:
+    """The write that makes `live` what `manifest` plans, or None when it already is."""
+    key = object_key(manifest)
+    if live is not None and needs_replace(manifest, live):
+        # Someone added to a security object: put back exactly what we planned, as a
+        # whole-object update on top of the version we read.
+        version = live["metadata"]["resourceVersion"]
+        whole = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
+        return ObjectChange("replace", key, whole, "has additions not in the plan")
+    if live is None:
+        return ObjectChange("create", key, manifest, "missing")
+    if needs_apply(manifest, live):
+        return ObjectChange("update", key, manifest, "differs from the plan")
+    return None
+
+
+def read_grant_changes(desired: list[Manifest], live: Mapping[Key, Manifest]) -> list[ObjectChange]:
+    """The project's read grants (planning/read_grants.py) made as planned, then the ones no
+    longer planned removed, each binding before its role."""
+    changes = [c for m in desired if (c := object_change(m, live.get(object_key(m)))) is not None]
+    wanted = {object_key(m) for m in desired}
+    leftovers = sorted(set(live) - wanted, key=lambda k: (k[3], k[1] != "ClusterRoleBinding"))
+    return changes + [
+        ObjectChange("prune", key, None, "no longer concerns them") for key in leftovers
+    ]
 
 
 def _new_quota_after_new_claims(changes: list[ObjectChange]) -> list[ObjectChange]:
