@@ -20,7 +20,7 @@ from provisioner.errors import TemporaryError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
-from provisioner.planning.admission import plan_admission_policies
+from provisioner.planning.admission import open_requests_configmap, plan_admission_policies
 from provisioner.planning.audit_anchor import plan_audit_anchor
 from provisioner.planning.crds import plan_crds
 from provisioner.planning.names import (
@@ -60,6 +60,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         *plan_platform_rbac(settings),
         *plan_admission_policies(settings),
         *plan_audit_anchor(settings),
+        open_requests_configmap(),
         *dataset_driver_objects(settings),
     ]
 

@@ -19,12 +19,13 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from provisioner.errors import TemporaryError, TreError
+from provisioner.errors import NotFoundError, TemporaryError, TreError
 from provisioner.kube.api import Kube, Manifest
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
     CLUSTER_ROLE_BINDINGS,
     CLUSTER_ROLES,
+    CONFIG_MAPS,
     DATASETS,
     EXPORT_REQUESTS,
     NAMESPACES,
@@ -37,7 +38,15 @@ from provisioner.kube.resources import (
 )
 from provisioner.models.resources import AccessRequest, Dataset, ExportRequest, WorkspacePhase
 from provisioner.models.settings import Settings
-from provisioner.planning.names import LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY, NAMESPACE_PREFIX
+from provisioner.planning.admission import open_requests_configmap
+from provisioner.planning.names import (
+    LABEL_MANAGED_BY,
+    LABEL_PROJECT,
+    MANAGED_BY,
+    NAMESPACE_PREFIX,
+    OPEN_REQUESTS_CONFIGMAP,
+    SYSTEM_NAMESPACE,
+)
 from provisioner.planning.project import (
     AuditEvent,
     ObjectChange,
@@ -132,6 +141,7 @@ def read_snapshot(kube: Kube) -> Snapshot:
         unparsable=unparsable,
         exports=exports,
         grants=_read_grants(kube, f"{_MANAGED},{LABEL_PROJECT}"),
+        open_requests=read_open_requests(kube),
     )
 
 
@@ -188,6 +198,7 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
         unparsable=unparsable,
         exports=exports,
         grants=_read_grants(kube, f"{_MANAGED},{LABEL_PROJECT}={project}"),
+        open_requests=read_open_requests(kube),
     )
 
 
@@ -198,6 +209,34 @@ def _read_grants(kube: Kube, selector: str) -> dict[tuple[str, str, str, str], M
         for resource in (CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS)
         for obj in kube.list(resource, selector=selector)
     }
+
+
+def read_open_requests(kube: Kube) -> dict[str, str]:
+    """The published open requests (request name -> requester); none when not published."""
+    obj = kube.get(CONFIG_MAPS, OPEN_REQUESTS_CONFIGMAP, SYSTEM_NAMESPACE)
+    return dict((obj or {}).get("data") or {})
+
+
+def publish_open_requests(kube: Kube, changes: Mapping[str, str | None]) -> None:
+    """Apply `changes` (None removes a request) to the published open requests, as a merge
+    patch, so that projects reconciled at once never overwrite each other's entries; the
+    ConfigMap is made when missing (an operator deleted it: every filing is refused then)."""
+    if not changes:
+        return
+    path = CONFIG_MAPS.path(SYSTEM_NAMESPACE, OPEN_REQUESTS_CONFIGMAP)
+    try:
+        kube.request(
+            "PATCH",
+            path,
+            query=[("fieldManager", kube.field_manager)],
+            body={"data": dict(changes)},
+            content_type="application/merge-patch+json",
+            what=f"publish the open requests in {SYSTEM_NAMESPACE}/{OPEN_REQUESTS_CONFIGMAP}",
+        )
+    except NotFoundError:
+        configmap = open_requests_configmap()
+        configmap["data"] = {k: v for k, v in changes.items() if v is not None}
+        kube.create(configmap)
 
 
 def _is_ours(obj: Manifest) -> bool:
@@ -271,6 +310,7 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
     for write in plan.request_statuses:
         kube.patch_status(ACCESS_REQUESTS, write.name, write.status)
         result.status_writes += 1
+    publish_open_requests(kube, plan.open_requests)
     for export in plan.export_statuses:
         kube.patch_status(EXPORT_REQUESTS, export.name, export.status, export.namespace)
         result.status_writes += 1

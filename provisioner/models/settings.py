@@ -234,6 +234,14 @@ class Settings(BaseSettings):
         description="Days. Longest allowed span from startDate to endDate of one request; "
         "longer projects ask for an extension, which is reviewed again.",
     )
+    max_open_requests: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Access requests one person may have awaiting a decision (phase Pending) "
+        "at once; a further one is refused by the API server when filed (each filing costs "
+        "approvers' attention and an audit entry that is never deleted).",
+    )
 
     # --- Where the hub and the airlock run (NetworkPolicy peers, RoleBinding subject) -------
     hub_namespace: str = Field(default="tre-hub", description="Namespace of JupyterHub.")

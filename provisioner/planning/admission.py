@@ -131,6 +131,9 @@ EXPORT_STATUS_POLICY: Final = "tre-exportrequest-approved"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
 PLATFORM_PEERS_POLICY: Final = "tre-platform-peer-pods"
 READ_GRANTS_POLICY: Final = "tre-controller-read-grants"
+# Not `tre-accessrequest-*`: it takes a ConfigMap (a built-in kind) as parameter, so its
+# binding is never deleted (guards_custom_resources).
+OPEN_REQUESTS_POLICY: Final = "tre-open-requests-limit"
 # Room kept in spec.decisions (CRD maxItems) for a revoke: revocation can never be blocked by
 # a list filled with other decisions.
 MAX_DECISIONS: Final = 64
@@ -237,6 +240,15 @@ def plan_admission_policies(
     if settings.forbid_inline_nfs:
         nfs = _inline_nfs_policy()
         planned += [nfs, policy_binding(nfs)]
+    open_requests = _open_requests_policy(settings)
+    planned += [
+        open_requests,
+        policy_binding(
+            open_requests,
+            param_name=names.OPEN_REQUESTS_CONFIGMAP,
+            param_namespace=names.SYSTEM_NAMESPACE,
+        ),
+    ]
     access = _pod_access_policy(settings)
     planned += [
         access,
@@ -331,6 +343,50 @@ def _create_request_policy(settings: Settings) -> dict[str, Any]:
             ),
         ],
     )
+
+
+def _open_requests_policy(settings: Settings) -> dict[str, Any]:
+    """At most `settings.max_open_requests` requests awaiting a decision per person.
+
+    The parameter is the controller's list of open requests (ConfigMap
+    `tre-system/tre-open-requests`: request name -> requester), kept current on every pass
+    and on every request's watch event; a missing list refuses every filing (Deny). The count
+    is as fresh as the controller's last write: requests filed faster than it reacts are
+    counted from its next write on (docs/architecture.md, Known gaps)."""
+    limit = settings.max_open_requests
+    return _policy(
+        OPEN_REQUESTS_POLICY,
+        _rules("accessrequests", ["CREATE"]),
+        param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
+        variables={
+            "open": "has(params.data) ? params.data.filter(k, params.data[k] == "
+            "request.userInfo.username) : []",
+        },
+        validations=[
+            _validation(
+                f"size(variables.open) < {limit}",
+                "request.userInfo.username + ' has ' + string(size(variables.open)) + ' access "
+                "requests awaiting a decision (' + variables.open.sort().join(', ') + '), and "
+                f"one person may have at most {limit} open at once (TRE_MAX_OPEN_REQUESTS); "
+                "file this one once a decision is made, or ask an approver to reject a request "
+                "you no longer need'",
+            ),
+        ],
+    )
+
+
+def open_requests_configmap() -> dict[str, Any]:
+    """The open requests, empty: installed with the platform so that filing works before the
+    controller's first pass (the limit's binding refuses every filing without it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.OPEN_REQUESTS_CONFIGMAP,
+            "namespace": names.SYSTEM_NAMESPACE,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
+        },
+    }
 
 
 def _decisions_policy(settings: Settings) -> dict[str, Any]:
@@ -968,10 +1024,11 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             "target": target,
             "inProject": f"namespaceObject != null && has(namespaceObject.metadata.labels) && "
             f"{label} in namespaceObject.metadata.labels",
-            # Its own namespace: only the ConfigMap that publishes the audit head.
+            # Its own namespace: only the ConfigMaps that publish the audit head and the
+            # open requests (the filing limit's parameter).
             "ownObject": f"namespaceObject != null && namespaceObject.metadata.name == {own} "
-            "&& request.resource.resource == 'configmaps' && "
-            f"request.name == {cel_str(names.AUDIT_HEAD_CONFIGMAP)}",
+            "&& request.resource.resource == 'configmaps' && request.name in "
+            f"{_cel_list([names.AUDIT_HEAD_CONFIGMAP, names.OPEN_REQUESTS_CONFIGMAP])}",
             "projectNamespace": f"has(variables.target.metadata.labels) && {label} in "
             f"variables.target.metadata.labels && variables.target.metadata.name == {prefix} "
             f"+ variables.target.metadata.labels[{label}]",
@@ -1809,19 +1866,22 @@ def policy_binding(
     policy: dict[str, Any],
     *,
     param_name: str | None = None,
+    param_namespace: str | None = None,
     in_project_namespaces: bool = False,
 ) -> dict[str, Any]:
     """The Deny binding of `policy`, named like it.
 
     A policy with a parameter kind gets every object of that kind as parameter (the rule runs
     once per object; none at all is fine), or with `param_name` the one of that name in the
-    request's own namespace, where "not found" means Deny: a namespace without it admits
-    nothing. `in_project_namespaces` limits the binding to project namespaces (the platform's
-    own namespaces are not)."""
+    request's own namespace (or `param_namespace`, for a cluster-scoped object), where "not
+    found" means Deny: a namespace without it admits nothing. `in_project_namespaces` limits
+    the binding to project namespaces (the platform's own namespaces are not)."""
     name = policy["metadata"]["name"]
     spec: dict[str, Any] = {"policyName": name, "validationActions": ["Deny"]}
     if param_name is not None:
         spec["paramRef"] = {"name": param_name, "parameterNotFoundAction": "Deny"}
+        if param_namespace is not None:
+            spec["paramRef"]["namespace"] = param_namespace
     elif "paramKind" in policy["spec"]:
         spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": "Allow"}
     if in_project_namespaces:

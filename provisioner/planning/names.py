@@ -57,6 +57,10 @@ SYSTEM_NAMESPACE: Final = "tre-system"
 # The ConfigMap in SYSTEM_NAMESPACE holding the audit chain head and the controller's public
 # key; only the controller may write it (planning/audit_anchor.py).
 AUDIT_HEAD_CONFIGMAP: Final = "tre-audit-head"
+# The ConfigMap in SYSTEM_NAMESPACE listing every access request awaiting a decision (key: its
+# name, value: its requester), written only by the controller: the parameter of the policy
+# that limits how many one person may have open (admission.py `tre-open-requests-limit`).
+OPEN_REQUESTS_CONFIGMAP: Final = "tre-open-requests"
 # The Secret in SYSTEM_NAMESPACE that the k8s-csi-s3 node plugin reads at NodeStage: the S3
 # endpoint and region only, never credentials (planning/storage.py says why it exists).
 DATASET_S3_SECRET: Final = "tre-dataset-s3"  # noqa: S105 -- a name; it holds no credentials

@@ -107,6 +107,8 @@ class Snapshot:
     exports: list[ExportRequest] = field(default_factory=list)
     # the people's read grants (planning/read_grants.py), by key
     grants: dict[Key, Manifest] = field(default_factory=dict)
+    # the published open requests (names.OPEN_REQUESTS_CONFIGMAP): request name -> requester
+    open_requests: dict[str, str] = field(default_factory=dict)
 
     def projects(self) -> set[str]:
         return {r.spec.project for r in self.requests} | set(self.workspaces)
@@ -225,6 +227,8 @@ class ProjectPlan:
     # who reads which of the project's requests and its Workspace: written first
     read_grants: list[ObjectChange] = field(default_factory=list)
     request_statuses: list[RequestStatusWrite] = field(default_factory=list)
+    # changes to the published open requests (None: no longer open), after the statuses
+    open_requests: dict[str, str | None] = field(default_factory=dict)
     export_statuses: list[ExportStatusWrite] = field(default_factory=list)
     bootstrap: Manifest | None = None
     writes: list[ObjectChange] = field(default_factory=list)
@@ -379,6 +383,14 @@ def describe(plan: ProjectPlan) -> list[dict[str, str]]:
         for w in plan.request_statuses
     ]
     rows += [
+        {
+            "change": "publish",
+            "object": f"ConfigMap/{names.SYSTEM_NAMESPACE}/{names.OPEN_REQUESTS_CONFIGMAP}",
+            "why": f"{name}: {'open' if requester else 'decided'}",
+        }
+        for name, requester in plan.open_requests.items()
+    ]
+    rows += [
         {"change": "status", "object": f"ExportRequest/{w.name}", "why": w.why}
         for w in plan.export_statuses
     ]
@@ -473,6 +485,7 @@ def plan_project(
             None,
             read_grants=_read_grants(project, requests, None, snapshot),
             request_statuses=request_statuses,
+            open_requests=open_requests_changes(evaluated, snapshot.open_requests),
             audit=_unaudited(audit_events, audited),
         )
     phase = decision.phase
@@ -555,6 +568,7 @@ def plan_project(
         conflict=conflict,
         read_grants=_read_grants(project, requests, spec, snapshot),
         request_statuses=request_statuses,
+        open_requests=open_requests_changes(evaluated, snapshot.open_requests),
         export_statuses=exports,
         bootstrap=ws_object if live_ws is None else None,
         writes=writes,
@@ -568,6 +582,19 @@ def plan_project(
         audit=_unaudited(audit_events, audited),
         requeue_at=_requeue_at(evaluated, decision, settings, today),
     )
+
+
+def open_requests_changes(
+    evaluated: Sequence[tuple[AccessRequest, RequestEvaluation]], published: Mapping[str, str]
+) -> dict[str, str | None]:
+    """What to change in the published open requests for these requests: each awaiting a
+    decision after this reconcile is listed with its requester, each decided is removed."""
+    changes: dict[str, str | None] = {}
+    for request, evaluation in evaluated:
+        wanted = request.spec.requester if evaluation.phase is RequestPhase.PENDING else None
+        if published.get(request.name) != wanted:
+            changes[request.name] = wanted
+    return changes
 
 
 def _read_grants(

@@ -112,3 +112,26 @@ def test_a_member_reads_the_workspace_once_approved() -> None:
     }
     assert set(roles) == {"lea", "max"}
     assert all(rules[-1]["resources"] == ["workspaces"] for rules in roles.values())
+
+
+def test_open_requests_are_published_and_decided_ones_removed() -> None:
+    ecg = dataset("ecg")
+    pending = request("cardio-1", ["ecg"], requester="lea")
+    approved = request("cardio-2", ["ecg"], [approve("ann", ecg)], requester="lea")
+    published = {"cardio-2": "lea"}
+    plan = plan_project(
+        Settings(),
+        "cardio",
+        Snapshot([pending, approved], by_name(ecg), {}, open_requests=published),
+        NOW,
+    )
+    assert plan.open_requests == {"cardio-1": "lea", "cardio-2": None}
+    # published as it should be: nothing to write
+    settled = {"cardio-1": "lea"}
+    plan = plan_project(
+        Settings(),
+        "cardio",
+        Snapshot([pending, approved], by_name(ecg), {}, open_requests=settled),
+        NOW,
+    )
+    assert plan.open_requests == {}
