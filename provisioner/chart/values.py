@@ -34,6 +34,7 @@ OPERATOR_SETTINGS: Final = (
     "export_reviewers_by_tier",
     "max_request_days",
     "max_open_requests",
+    "max_export_requests",
     "forbid_inline_nfs",
     "psa_version",
     "hub_oidc_issuer",
