@@ -104,6 +104,7 @@ def bucket(s3: S3Client) -> str:
 
 
 FIELD_MANAGER = "tre-tests"
+SESSION_MAX_OPEN_REQUESTS = 1000
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +147,9 @@ def installed_platform(dev_platform: DevCluster) -> Settings:
     its own purposes cannot leave the next module unguarded.
     """
     os.environ.update(dev_platform.env())
+    # The session's people file hundreds of requests that are never decided; the filing
+    # limit's own test (test_scoped_reads.py) installs the limit it needs.
+    os.environ["TRE_MAX_OPEN_REQUESTS"] = str(SESSION_MAX_OPEN_REQUESTS)
     settings = Settings()
     install_platform(Kube(api_client(dev_platform.kubeconfig)), settings, lambda _: None)
     wait_for_policies(Kube(api_client(dev_platform.kubeconfig, as_user="probe-user")))

@@ -33,7 +33,12 @@ from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.kube.resources import EXPORT_REQUESTS
 from provisioner.models.settings import Settings
-from provisioner.planning.names import AIRLOCK_VIA_EXTRA, AIRLOCK_VIA_VALUE, namespace_name
+from provisioner.planning.names import (
+    AIRLOCK_VIA_EXTRA,
+    AIRLOCK_VIA_VALUE,
+    RESOURCE_QUOTA_NAME,
+    namespace_name,
+)
 from tests.integration.workspace_world import World, unique
 
 pytestmark = pytest.mark.integration
@@ -262,3 +267,28 @@ def test_people_read_and_change_exports_only_through_the_airlock(world: World, r
     refused(lambda: forged.replace(dict(current)), "only through the airlock")
     # Through the airlock the same write is judged by the export rules (here: admitted).
     as_(world, "lea").replace(dict(current))
+
+
+def test_a_project_files_no_more_exports_than_its_quota(world: World, ready: str) -> None:
+    """Exports are never deleted, so the project's ResourceQuota bounds what it files in its
+    life (`TRE_MAX_EXPORT_REQUESTS`), refused by the API server whoever files (F20)."""
+    world.reconcile(ready, settings=world.settings.model_copy(update={"max_export_requests": 1}))
+
+    def filed(author: str) -> str | None:
+        """Filed, or the quota's refusal; a quota the quota controller has not yet counted
+        again refuses everything for a moment (retried)."""
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                file_export(world, ready, export_body(ready, author=author), user=author)
+                return None
+            except RefusedError as exc:
+                if "status unknown for quota" not in str(exc) or time.monotonic() > deadline:
+                    return str(exc)
+            time.sleep(0.25)
+
+    assert filed("lea") is None
+    refusal = filed("ravi")
+    assert refusal is not None
+    assert f"exceeded quota: {RESOURCE_QUOTA_NAME}" in refusal
+    assert "limited: count/exportrequests.tre.ucloud.org=1" in refusal
