@@ -108,6 +108,10 @@ CHECKS: Final = {
     "runtime-apiserver": ("2.2.09", "a probe pod cannot connect to the API server"),
     "runtime-outside": ("2.2.11", "a probe pod cannot connect to any --outside address"),
     "runtime-kubelet": ("2.2.09", "a probe pod cannot connect to a node's kubelet"),
+    "runtime-s3": (
+        "2.2.09",
+        "a probe pod cannot connect to the platform's S3, at its address or a node's",
+    ),
     "runtime-cross-project": ("2.2.10", "probe pods of two workspaces cannot connect"),
 }
 # the findings network-config-analyzer proves (judge_network), in report order
