@@ -102,10 +102,20 @@ def resource_quota(
                 "services.loadbalancers": "0",
                 # Exports are never deleted, so this bounds what a project files in its life:
                 # each one costs checkers' attention and audit entries (F20).
-                f"count/exportrequests.{API_GROUP}": str(max_exports),
+                f"count/exportrequests.{API_GROUP}": count_quantity(max_exports),
             }
         },
     }
+
+
+def count_quantity(count: int) -> str:
+    """`count` as the API server writes it back (its canonical quantity: 1000 is "1k"), so
+    an unchanged quota is no drift."""
+    for suffix in ("", "k", "M", "G"):
+        if count < 1000 or count % 1000:
+            return f"{count}{suffix}"
+        count //= 1000
+    return f"{count}T"
 
 
 def limit_range(project: str, tier: ComputeTier) -> dict[str, Any]:
