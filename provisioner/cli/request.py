@@ -264,7 +264,8 @@ def list_(
     project: Annotated[str | None, project_option("Only this project.")] = None,
     phase: Annotated[RequestPhase | None, typer.Option(help="Only this phase.")] = None,
 ) -> None:
-    """List access requests."""
+    """List the access requests you may read: those naming you and your projects' (approvers
+    and admins: all)."""
     rows = views.list_requests(common.kube(ctx), project, phase.value if phase else None)
     emit(rows, cli_context(ctx).output, views.REQUEST_COLUMNS)
 
