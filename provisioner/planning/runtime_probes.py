@@ -39,10 +39,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
-from urllib.parse import urlsplit
 
 from provisioner.models.settings import Settings
 from provisioner.planning import names, notebook_pods
@@ -238,11 +238,14 @@ def s3_targets(settings: Settings, nodes: Sequence[Node]) -> list[Connect]:
     the dev node). The cloud's S3 is outside: runtime-outside and net-internet cover it."""
     targets: dict[tuple[str, int], str] = {}
     ports = set(S3_PORTS)
-    if settings.s3_endpoint_url is not None:
-        url = urlsplit(str(settings.s3_endpoint_url))
-        port = url.port or (443 if url.scheme == "https" else 80)
+    # scheme, host and port of the endpoint (planning does no I/O, so no urllib: the
+    # setting's pattern already keeps it one http(s) URL)
+    url = re.match(r"(https?)://([^/:?#]+)(?::(\d+))?", settings.s3_endpoint_url or "")
+    if url is not None:
+        scheme, host, explicit = url.groups()
+        port = int(explicit) if explicit else (443 if scheme == "https" else 80)
         ports.add(port)
-        endpoint = _ipv4(url.hostname or "")
+        endpoint = _ipv4(host)
         if endpoint is not None and not endpoint.is_loopback:
             targets[(str(endpoint), port)] = f"S3 {endpoint}:{port}"
     for n in nodes:
