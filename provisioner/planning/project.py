@@ -132,21 +132,11 @@ class Snapshot:
     def _owned_index(self) -> dict[str, dict[Key, Manifest]]:
         # Built once per snapshot: scanning every owned object per project would make a
         # resync grow with the square of the number of workspaces.
-        index: dict[str, dict[Key, Manifest]] = {}
-        for key, obj in self.owned.items():
-            project = (obj["metadata"].get("labels") or {}).get(names.LABEL_PROJECT)
-            if project:
-                index.setdefault(project, {})[key] = obj
-        return index
+        return _by_project(self.owned)
 
     @cached_property
     def _grant_index(self) -> dict[str, dict[Key, Manifest]]:
-        index: dict[str, dict[Key, Manifest]] = {}
-        for key, obj in self.grants.items():
-            project = (obj["metadata"].get("labels") or {}).get(names.LABEL_PROJECT)
-            if project:
-                index.setdefault(project, {})[key] = obj
-        return index
+        return _by_project(self.grants)
 
     @cached_property
     def _foreign_index(self) -> dict[str, list[Manifest]]:
@@ -155,6 +145,16 @@ class Snapshot:
     @cached_property
     def _pod_index(self) -> dict[str, list[Manifest]]:
         return _by_namespace(self.pods)
+
+
+def _by_project(objects: Mapping[Key, Manifest]) -> dict[str, dict[Key, Manifest]]:
+    """`objects` by the project their label names (objects without one are left out)."""
+    index: dict[str, dict[Key, Manifest]] = {}
+    for key, obj in objects.items():
+        project = (obj["metadata"].get("labels") or {}).get(names.LABEL_PROJECT)
+        if project:
+            index.setdefault(project, {})[key] = obj
+    return index
 
 
 def _by_namespace(objects: Sequence[Manifest]) -> dict[str, list[Manifest]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from provisioner.models.settings import Settings
 from provisioner.planning import names
 from provisioner.planning.project import Snapshot, object_key, plan_project, read_grant_changes
@@ -114,24 +116,18 @@ def test_a_member_reads_the_workspace_once_approved() -> None:
     assert all(rules[-1]["resources"] == ["workspaces"] for rules in roles.values())
 
 
-def test_open_requests_are_published_and_decided_ones_removed() -> None:
+@pytest.mark.parametrize(
+    ("published", "changes"),
+    [
+        ({"cardio-2": "lea"}, {"cardio-1": "lea", "cardio-2": None}),
+        ({"cardio-1": "lea"}, {}),  # published as it should be: nothing to write
+    ],
+)
+def test_open_requests_are_published_and_decided_ones_removed(
+    published: dict[str, str], changes: dict[str, str | None]
+) -> None:
     ecg = dataset("ecg")
     pending = request("cardio-1", ["ecg"], requester="lea")
     approved = request("cardio-2", ["ecg"], [approve("ann", ecg)], requester="lea")
-    published = {"cardio-2": "lea"}
-    plan = plan_project(
-        Settings(),
-        "cardio",
-        Snapshot([pending, approved], by_name(ecg), {}, open_requests=published),
-        NOW,
-    )
-    assert plan.open_requests == {"cardio-1": "lea", "cardio-2": None}
-    # published as it should be: nothing to write
-    settled = {"cardio-1": "lea"}
-    plan = plan_project(
-        Settings(),
-        "cardio",
-        Snapshot([pending, approved], by_name(ecg), {}, open_requests=settled),
-        NOW,
-    )
-    assert plan.open_requests == {}
+    snapshot = Snapshot([pending, approved], by_name(ecg), {}, open_requests=published)
+    assert plan_project(Settings(), "cardio", snapshot, NOW).open_requests == changes
