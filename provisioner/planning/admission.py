@@ -131,6 +131,7 @@ EXPORT_STATUS_POLICY: Final = "tre-exportrequest-approved"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
 PLATFORM_PEERS_POLICY: Final = "tre-platform-peer-pods"
 READ_GRANTS_POLICY: Final = "tre-controller-read-grants"
+READ_GRANT_BINDINGS_POLICY: Final = "tre-controller-read-grant-bindings"
 # Not `tre-accessrequest-*`: it takes a ConfigMap (a built-in kind) as parameter, so its
 # binding is never deleted (guards_custom_resources).
 OPEN_REQUESTS_POLICY: Final = "tre-open-requests-limit"
@@ -227,7 +228,7 @@ def plan_admission_policies(
         _workspace_policy(controller),
         _project_namespace_policy(settings, controller),
         _controller_scope_policy(settings, controller),
-        _read_grants_policy(controller),
+        *_read_grants_policies(controller),
         _platform_peers_policy(settings),
     ]
     planned: list[dict[str, Any]] = []
@@ -1090,60 +1091,62 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
     )
 
 
-def _read_grants_policy(controller: str) -> dict[str, Any]:
+def _read_grants_policies(controller: str) -> list[dict[str, Any]]:
     """The controller's ClusterRoles and ClusterRoleBindings are the people's read grants
     (planning/read_grants.py) and nothing else: named `tre-reads-*`, a role only `get` on
     AccessRequests or Workspaces by name, its binding to that role and one person. RBAC alone
     would let its credential bind its own rights (it holds them all) to anyone, or to
-    everyone signed in."""
+    everyone signed in. One policy per kind: the API server type-checks each expression
+    against every kind its policy matches."""
     prefix = cel_str(names.READ_GRANT_PREFIX)
     rule = (
         f"r.apiGroups == [{cel_str(API_GROUP)}] && size(r.resources) == 1 && "
         "r.resources[0] in ['accessrequests', 'workspaces'] && r.verbs == ['get'] && "
         "has(r.resourceNames) && size(r.resourceNames) > 0 && !has(r.nonResourceURLs)"
     )
-    return _policy(
-        READ_GRANTS_POLICY,
-        {
-            "resourceRules": [
+    shapes = {
+        (READ_GRANTS_POLICY, "clusterroles"): _validation(
+            "object == null || (!has(object.aggregationRule) && has(object.rules) && "
+            f"object.rules.all(r, {rule}))",
+            "'ClusterRole ' + request.name + ': a read grant holds only get on "
+            "accessrequests or workspaces, by resourceNames'",
+        ),
+        (READ_GRANT_BINDINGS_POLICY, "clusterrolebindings"): _validation(
+            "object == null || (object.roleRef.kind == 'ClusterRole' && "
+            "object.roleRef.name == request.name && has(object.subjects) && "
+            "size(object.subjects) == 1 && object.subjects[0].kind in ['User', "
+            "'ServiceAccount'])",
+            "'ClusterRoleBinding ' + request.name + ': a read grant binds the ClusterRole "
+            "of its own name to one person (a User or ServiceAccount, never a Group)'",
+        ),
+    }
+    return [
+        _policy(
+            name,
+            _rules(
+                resource,
+                ["CREATE", "UPDATE", "DELETE"],
+                group="rbac.authorization.k8s.io",
+                version="v1",
+            ),
+            match_conditions=[
                 {
-                    "apiGroups": ["rbac.authorization.k8s.io"],
-                    "apiVersions": ["v1"],
-                    "operations": ["CREATE", "UPDATE", "DELETE"],
-                    "resources": ["clusterroles", "clusterrolebindings"],
+                    "name": "by-the-controller",
+                    "expression": f"request.userInfo.username == {cel_str(controller)}",
                 }
-            ]
-        },
-        match_conditions=[
-            {
-                "name": "by-the-controller",
-                "expression": f"request.userInfo.username == {cel_str(controller)}",
-            }
-        ],
-        validations=[
-            _validation(
-                f"request.name.startsWith({prefix})",
-                "'the controller may not ' + request.operation.lowerAscii() + ' ' + "
-                f"request.resource.resource + ' ' + request.name + ': only the read grants "
-                f"{names.READ_GRANT_PREFIX}*'",
-            ),
-            _validation(
-                "object == null || request.resource.resource != 'clusterroles' || "
-                f"(!has(object.aggregationRule) && has(object.rules) && "
-                f"object.rules.all(r, {rule}))",
-                "'ClusterRole ' + request.name + ': a read grant holds only get on "
-                "accessrequests or workspaces, by resourceNames'",
-            ),
-            _validation(
-                "object == null || request.resource.resource != 'clusterrolebindings' || "
-                "(object.roleRef.kind == 'ClusterRole' && object.roleRef.name == request.name "
-                "&& has(object.subjects) && size(object.subjects) == 1 && "
-                "object.subjects[0].kind in ['User', 'ServiceAccount'])",
-                "'ClusterRoleBinding ' + request.name + ': a read grant binds the ClusterRole "
-                "of its own name to one person (a User or ServiceAccount, never a Group)'",
-            ),
-        ],
-    )
+            ],
+            validations=[
+                _validation(
+                    f"request.name.startsWith({prefix})",
+                    "'the controller may not ' + request.operation.lowerAscii() + ' ' + "
+                    f"request.resource.resource + ' ' + request.name + ': only the read "
+                    f"grants {names.READ_GRANT_PREFIX}*'",
+                ),
+                shape,
+            ],
+        )
+        for (name, resource), shape in shapes.items()
+    ]
 
 
 def _dataset_mount_configuration(settings: Settings, spec: str) -> str:

@@ -672,7 +672,7 @@ def rbac_probes(
             (("create", "workspaces", API_GROUP, ""), True),
             (_LIST_SECRETS, False),
             # it writes the people's read grants (ClusterRoles and bindings, confined by
-            # policy tre-controller-read-grants), but binds no ClusterRole it does not hold
+            # policies tre-controller-read-grant*), but binds no ClusterRole it does not hold
             (("bind", "clusterroles", _RBAC, ""), False),
             (("escalate", "clusterroles", _RBAC, ""), False),
         ],

@@ -252,7 +252,7 @@ def _readable_or_hashed(prefix: str, parts: tuple[str, ...]) -> str:
 # What a person may read of one project's AccessRequests and Workspace (planning/read_grants.py):
 # a ClusterRole and its ClusterRoleBinding per (project, person), both of this name. The
 # controller's credential may write no ClusterRole or ClusterRoleBinding named otherwise
-# (admission policy `tre-controller-read-grants`).
+# (admission policies `tre-controller-read-grants` and `-read-grant-bindings`).
 READ_GRANT_PREFIX: Final = "tre-reads-"
 # On each read grant: the person it is for (a label cannot hold every username).
 ANNOTATION_READER: Final = f"{API_GROUP}/reader"

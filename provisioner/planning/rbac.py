@@ -131,7 +131,7 @@ def _controller_rules() -> list[dict[str, Any]]:
         {"apiGroups": [API_GROUP], "resources": ["datasets", "accessrequests"], "verbs": read},
         # the people's read grants (planning/read_grants.py): it holds every right they carry
         # (get on requests and workspaces), so RBAC lets it grant them without `escalate` or
-        # `bind`; policy tre-controller-read-grants keeps its writes to exactly those grants
+        # `bind`; policies tre-controller-read-grant* keep its writes to exactly those grants
         {
             "apiGroups": ["rbac.authorization.k8s.io"],
             "resources": ["clusterroles", "clusterrolebindings"],

@@ -82,7 +82,7 @@ def test_each_policy_fails_closed_and_has_a_deny_binding(planned: list[Manifest]
     policies = by_name(planned, "ValidatingAdmissionPolicy")
     bindings = by_name(planned, "ValidatingAdmissionPolicyBinding")
     assert list(policies) == list(bindings)
-    assert len(policies) == 27
+    assert len(policies) == 28
     for name, policy in policies.items():
         assert policy["spec"]["failurePolicy"] == "Fail"
         assert bindings[name]["spec"]["policyName"] == name
