@@ -39,7 +39,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from provisioner import API_GROUP, API_VERSION
-from provisioner.controller.install import plan_platform
 from provisioner.kube.api import Kube
 from provisioner.models.resources import Decision, DecisionAction
 from provisioner.models.settings import Settings
@@ -56,7 +55,6 @@ from provisioner.planning.admission import (
     guards_custom_resources,
     plan_admission_policies,
 )
-from provisioner.planning.names import SYSTEM_NAMESPACE
 
 pytestmark = pytest.mark.integration
 
@@ -333,13 +331,6 @@ def policies(admin_api: client.ApiClient, as_user: AsUser, crds: None) -> Iterat
     rbac.create_cluster_role_binding(role_binding)
     planned = plan_admission_policies(SETTINGS)
     apply = Kube(admin_api, FIELD_MANAGER).apply
-    # the filing limit's parameter (its namespace first): without it every filing is refused
-    for manifest in plan_platform(SETTINGS):
-        meta = manifest["metadata"]
-        if manifest["kind"] == "ConfigMap" or (
-            manifest["kind"] == "Namespace" and meta["name"] == SYSTEM_NAMESPACE
-        ):
-            apply(manifest)
     for manifest in planned:
         apply(manifest)
     world = World(admin_api, as_user)
