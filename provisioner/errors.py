@@ -55,6 +55,11 @@ class BudgetExceededError(PermanentError):
     such as a dataset verification that lists too many objects or takes too long."""
 
 
+class ForbiddenError(RefusedError):
+    """The API server refused a read or write to this caller (HTTP 403), whether or not the
+    object exists."""
+
+
 class ConflictError(TemporaryError):
     """Someone else changed the object first; re-read and retry."""
 

@@ -82,6 +82,7 @@ SUBSTITUTED: Final = (
         "{{ .Values.settings.outputCheckerGroup }}",
     ),
     Substituted("max_request_days", 3001, 3002, "{{ int .Values.settings.maxRequestDays }}"),
+    Substituted("max_open_requests", 901, 902, "{{ int .Values.settings.maxOpenRequests }}"),
     Substituted("psa_version", "v1.9001", "v1.9002", "{{ .Values.settings.psaVersion }}"),
     # The platform's buckets, which no dataset may read (tre-dataset-not-platform-bucket).
     # Sentinels that sort as the defaults do, so the policy lists them in one order.
@@ -132,6 +133,7 @@ _ADDRESSES: Final = {
 _FILES: Final = {
     "Namespace": "templates/generated/platform-namespaces.yaml",
     "ServiceAccount": "templates/generated/platform-namespaces.yaml",
+    "ConfigMap": "templates/generated/platform-namespaces.yaml",
     "ClusterRole": "templates/generated/rbac.yaml",
     "ClusterRoleBinding": "templates/generated/rbac.yaml",
     "Role": "templates/generated/rbac.yaml",

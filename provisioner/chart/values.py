@@ -33,6 +33,8 @@ OPERATOR_SETTINGS: Final = (
     "output_checker_group",
     "export_reviewers_by_tier",
     "max_request_days",
+    "max_open_requests",
+    "max_export_requests",
     "forbid_inline_nfs",
     "psa_version",
     "hub_oidc_issuer",
@@ -172,7 +174,8 @@ ChartSettings: type[BaseModel] = create_model(  # type: ignore[call-overload]
     __config__=_CLOSED,
     __doc__="Platform settings, passed to the controller, hub and airlock pods as their "
     "TRE_* environment variables (docs/cli.md lists them). approverGroup, "
-    "outputCheckerGroup, maxRequestDays, twoApproverTier, forbidInlineNfs and psaVersion also "
+    "outputCheckerGroup, maxRequestDays, maxOpenRequests, twoApproverTier, forbidInlineNfs and "
+    "psaVersion also "
     "shape the admission policies, RBAC and namespaces the chart installs.",
     **{name: _settings_field(name) for name in OPERATOR_SETTINGS},
 )

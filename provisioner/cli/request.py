@@ -21,7 +21,12 @@ from provisioner.cli.context import cli_context, new_app
 from provisioner.cli.inputs import load_mapping
 from provisioner.cli.output import emit, format_validation_error
 from provisioner.cli.params import RequestArg, object_name_option, project_option
-from provisioner.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
+from provisioner.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    RefusedError,
+)
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES
 from provisioner.models.resources import (
@@ -56,9 +61,7 @@ REQUEST_FILE_FIELDS = frozenset(
 
 
 def _load(k: Kube, name: str) -> tuple[AccessRequest, dict[str, Any]]:
-    obj = k.get(ACCESS_REQUESTS, name)
-    if obj is None:
-        raise NotFoundError(f"access request {name!r} does not exist; see 'tre request list'")
+    obj = views.existing(k, ACCESS_REQUESTS, name, f"access request {name!r}", "tre request list")
     return AccessRequest.from_object(obj), obj
 
 
@@ -92,7 +95,12 @@ def _workspace(k: Kube, project: str) -> Workspace | None:
 
 
 def _owner_refusal(k: Kube, project: str, me: str) -> str | None:
-    workspace = _workspace(k, project)
+    try:
+        workspace = _workspace(k, project)
+    except ForbiddenError:
+        # Not the caller's project: whether it has an owner is not theirs to read here, and
+        # policy tre-accessrequest-project-owner judges the filing anyway.
+        return None
     if workspace is None or workspace.status.phase is WorkspacePhase.TORN_DOWN:
         return owner_refusal(project, None, None, me)
     return owner_refusal(project, workspace.spec, workspace.status.phase, me)
@@ -138,10 +146,9 @@ def submit(
         raise InvalidInputError(_validation_lines(exc)) from exc
     check_request_rules(spec, k, dt.date.today())
     request = AccessRequest(name=name or f"{spec.project}-{secrets.token_hex(3)}", spec=spec)
-    k.create(request.to_object())
-    emit(
-        {"name": request.name, "project": spec.project, "phase": "Pending"}, cli_context(ctx).output
-    )
+    # The request as the API server stored it, from the create's own answer: the filer reads
+    # it back here at once (their read grant follows on the controller's next pass).
+    emit(views.request_row(k.create(request.to_object())), cli_context(ctx).output)
 
 
 def _validation_lines(exc: ValidationError) -> str:
@@ -257,7 +264,8 @@ def list_(
     project: Annotated[str | None, project_option("Only this project.")] = None,
     phase: Annotated[RequestPhase | None, typer.Option(help="Only this phase.")] = None,
 ) -> None:
-    """List access requests."""
+    """List the access requests you may read: those naming you and your projects' (approvers
+    and admins: all)."""
     rows = views.list_requests(common.kube(ctx), project, phase.value if phase else None)
     emit(rows, cli_context(ctx).output, views.REQUEST_COLUMNS)
 

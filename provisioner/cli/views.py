@@ -19,10 +19,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from provisioner.errors import NotFoundError
+from provisioner import API_GROUP
+from provisioner.errors import ForbiddenError, NotFoundError, RefusedError
 from provisioner.kube.api import Kube, Manifest
 from provisioner.kube.resources import ACCESS_REQUESTS, DATASETS, WORKSPACES, Resource
 from provisioner.models.rules import RequestPhase, WorkspacePhase, source_uri
+from provisioner.planning.names import SYSTEM_NAMESPACE
 
 REQUEST_COLUMNS = ["name", "project", "phase", "requester", "lead", "datasets", "end", "approvers"]
 WORKSPACE_COLUMNS = ["project", "namespace", "phase", "members", "datasets", "expires"]
@@ -140,11 +142,11 @@ def list_datasets(k: Kube) -> list[dict[str, Any]]:
 
 
 def show_dataset(k: Kube, name: str) -> dict[str, Any]:
-    return dataset_detail(_existing(k, DATASETS, name, f"dataset {name!r}", "tre dataset list"))
+    return dataset_detail(existing(k, DATASETS, name, f"dataset {name!r}", "tre dataset list"))
 
 
 def list_requests(k: Kube, project: str | None, phase: str | None) -> list[dict[str, Any]]:
-    rows = sorted((request_row(o) for o in k.list(ACCESS_REQUESTS)), key=lambda r: r["name"])
+    rows = sorted((request_row(o) for o in readable(k, ACCESS_REQUESTS)), key=lambda r: r["name"])
     return [
         r
         for r in rows
@@ -171,25 +173,91 @@ def request_detail(obj: Manifest, workspace: Manifest | None) -> dict[str, Any]:
 
 
 def show_request(k: Kube, name: str) -> dict[str, Any]:
-    obj = _existing(k, ACCESS_REQUESTS, name, f"access request {name!r}", "tre request list")
-    return request_detail(obj, k.get(WORKSPACES, obj["spec"]["project"]))
+    obj = existing(k, ACCESS_REQUESTS, name, f"access request {name!r}", "tre request list")
+    try:
+        workspace = k.get(WORKSPACES, obj["spec"]["project"])
+    except ForbiddenError:
+        workspace = None  # a project not (yet) theirs: the request alone
+    return request_detail(obj, workspace)
 
 
 def list_workspaces(k: Kube) -> list[dict[str, Any]]:
-    return sorted((workspace_row(o) for o in k.list(WORKSPACES)), key=lambda r: r["project"])
+    return sorted((workspace_row(o) for o in readable(k, WORKSPACES)), key=lambda r: r["project"])
 
 
 def show_workspace(k: Kube, project: str) -> dict[str, Any]:
     return workspace_row(
-        _existing(k, WORKSPACES, project, f"workspace {project!r}", "tre workspace list")
+        existing(k, WORKSPACES, project, f"workspace {project!r}", "tre workspace list")
     )
 
 
-def _existing(k: Kube, resource: Resource, name: str, what: str, listing: str) -> Manifest:
-    obj = k.get(resource, name)
+def existing(k: Kube, resource: Resource, name: str, what: str, listing: str) -> Manifest:
+    try:
+        obj = k.get(resource, name)
+    except ForbiddenError:
+        if resource not in _BY_NAME:
+            raise
+        raise RefusedError(
+            f"{what}: you may not read it, or it does not exist (the API server answers both "
+            f"alike); {_BY_NAME[resource]}. See '{listing}' for those you may read"
+        ) from None
     if obj is None:
         raise NotFoundError(f"{what} does not exist; see '{listing}'")
     return obj
+
+
+# What people read of each kind by name only (planning/read_grants.py), in their words.
+_BY_NAME: dict[Resource, str] = {
+    ACCESS_REQUESTS: "people read the access requests that name them and those of their "
+    "projects, approvers read all; one you just filed becomes readable once the controller "
+    "has seen it (within its next pass; 'tre request submit' printed it)",
+    WORKSPACES: "people read the workspaces they are members or owner of, approvers read all",
+}
+
+
+def readable(k: Kube, resource: Resource) -> list[Manifest]:
+    """Every object of `resource` this caller may read: the whole list when they may list
+    it (approvers, admins), otherwise those their grants name (planning/read_grants.py), each
+    read by name. Such an object deleted since, or a grant gone meanwhile, is left out."""
+    try:
+        return k.list(resource)
+    except ForbiddenError:
+        if resource not in _BY_NAME:
+            raise
+    found = []
+    for name in readable_names(k, resource):
+        try:
+            obj = k.get(resource, name)
+        except ForbiddenError:
+            continue
+        if obj is not None:
+            found.append(obj)
+    return found
+
+
+def readable_names(k: Kube, resource: Resource) -> list[str]:
+    """The names of `resource` (one of ours) that this caller may get, from what the API
+    server says their rights are (a SelfSubjectRulesReview; cluster-wide grants apply in any
+    namespace, so the platform's own is asked about)."""
+    review = k.request(
+        "POST",
+        "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+        body={
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectRulesReview",
+            "spec": {"namespace": SYSTEM_NAMESPACE},
+        },
+        what="ask the API server what you may read",
+    )
+    found: set[str] = set()
+    for rule in (review.get("status") or {}).get("resourceRules") or []:
+        if (
+            set(rule.get("apiGroups") or []) & {API_GROUP, "*"}
+            and set(rule.get("resources") or []) & {resource.plural, "*"}
+            and set(rule.get("verbs") or []) & {"get", "*"}
+        ):
+            found.update(rule.get("resourceNames") or [])
+    return sorted(found)
 
 
 def user_info(k: Kube) -> dict[str, Any]:

@@ -17,7 +17,8 @@ app = new_app()
 
 @app.command("list")
 def list_(ctx: typer.Context) -> None:
-    """List workspaces (JSON: project, namespace, phase, members, datasets, ...)."""
+    """List the workspaces you may read: those you are a member or owner of (approvers and
+    admins: all). JSON: project, namespace, phase, members, datasets, ..."""
     emit(views.list_workspaces(common.kube(ctx)), cli_context(ctx).output, views.WORKSPACE_COLUMNS)
 
 

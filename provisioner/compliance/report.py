@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from provisioner.compliance import nca
 from provisioner.compliance.runtime import RuntimeProbes, runtime_findings
+from provisioner.controller.install import plan_platform
 from provisioner.controller.reconcile import read_snapshot
 from provisioner.errors import TreError
 from provisioner.kube.api import Kube, Manifest
@@ -25,6 +26,7 @@ from provisioner.kube.resources import (
     CLUSTER_ROLES,
     DEPLOYMENTS,
     ENDPOINT_SLICES,
+    RESOURCES,
     SERVICES,
 )
 from provisioner.models.resources import Workspace, WorkspacePhase
@@ -34,6 +36,7 @@ from provisioner.planning.project import Snapshot
 from provisioner.planning.workspace import plan_for_phase
 
 REVIEW_CONNECTIONS = 4
+POLICIES = RESOURCES[("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy")]
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def check_cluster(
     )
     hub_deployments = kube.list(DEPLOYMENTS, namespace=settings.hub_namespace)
     findings.append(compliance.judge_hub_sign_in(settings.hub_namespace, hub_deployments))
+    findings.append(_platform_buckets(kube, settings))
+    findings.append(_exemptions(kube, settings))
     if audit is None:
         findings.append(
             compliance.Finding(
@@ -121,6 +126,28 @@ def check_cluster(
             problems, entries = [f"cannot read the audit log: {exc}"], None
         findings.append(compliance.judge_audit(problems, entries))
     return Report(findings, len(workspaces))
+
+
+def _platform_buckets(kube: Kube, settings: Settings) -> compliance.Finding:
+    """Each platform bucket offered as a dataset source, as a server-side dry run (nothing
+    is stored): the API server itself must refuse it."""
+    answers: dict[str, str | None] = {}
+    for bucket, dataset in compliance.platform_bucket_datasets(settings).items():
+        try:
+            kube.create(dataset, dry_run=True)
+            answers[bucket] = None
+        except TreError as exc:
+            answers[bucket] = str(exc)
+    return compliance.judge_platform_buckets(answers)
+
+
+def _exemptions(kube: Kube, settings: Settings) -> compliance.Finding:
+    """The kube-system accounts the installed policies exempt, against the planned ones."""
+    ours = [p for p in kube.list(POLICIES) if p["metadata"]["name"].startswith("tre-")]
+    planned = [o for o in plan_platform(settings) if o["kind"] == "ValidatingAdmissionPolicy"]
+    return compliance.judge_exemptions(
+        compliance.admission_exemptions(ours), compliance.admission_exemptions(planned)
+    )
 
 
 def _network(

@@ -13,14 +13,16 @@ to users right away should do the same.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
+from provisioner import API_GROUP
 from provisioner.errors import TemporaryError
 from provisioner.kube.api import Kube
 from provisioner.kube.resources import RESOURCES
 from provisioner.models.settings import Settings
-from provisioner.planning.admission import plan_admission_policies
+from provisioner.planning.admission import open_requests_configmap, plan_admission_policies
 from provisioner.planning.audit_anchor import plan_audit_anchor
 from provisioner.planning.crds import plan_crds
 from provisioner.planning.names import (
@@ -60,6 +62,7 @@ def plan_platform(settings: Settings) -> list[dict[str, Any]]:
         *plan_platform_rbac(settings),
         *plan_admission_policies(settings),
         *plan_audit_anchor(settings),
+        open_requests_configmap(),
         *dataset_driver_objects(settings),
     ]
 
@@ -171,6 +174,48 @@ def install_platform(
     for obj in rest:
         kube.apply(obj)
     progress(f"applied {len(rest)} namespace, ServiceAccount, admission policy and RBAC objects")
+    if not wait_until_exports_are_counted(kube, timeout=90.0):
+        progress(
+            "warning: the cluster's quota controller does not count ExportRequests yet; a "
+            "workspace provisioned before it does refuses exports until its next resync "
+            "(kube-controller-manager --resource-quota-sync-period, 5 min by default)"
+        )
+
+
+def wait_until_exports_are_counted(kube: Kube, *, timeout: float) -> bool:
+    """Whether kube-controller-manager's quota controller counts ExportRequests, waiting for
+    it up to `timeout`. It learns of a new kind at its next discovery (every 30 s), and a
+    quota made before then stays uncounted until its full resync: the quota admission
+    plugin refuses every export meanwhile ("status unknown for quota"). Each try is a fresh
+    ResourceQuota in tre-system (it is counted when it is made, once the kind is known),
+    deleted at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        name = f"{EXPORT_COUNT_PROBE}-{uuid.uuid4().hex[:6]}"
+        kube.create(
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE},
+                "spec": {"hard": {EXPORT_COUNT: "1"}},
+            }
+        )
+        try:
+            settle = time.monotonic() + 2
+            while time.monotonic() < settle:
+                quota = kube.get(QUOTAS, name, SYSTEM_NAMESPACE) or {}
+                if EXPORT_COUNT in ((quota.get("status") or {}).get("used") or {}):
+                    return True
+                time.sleep(0.1)
+        finally:
+            kube.delete(QUOTAS, name, SYSTEM_NAMESPACE)
+        if time.monotonic() > deadline:
+            return False
+
+
+EXPORT_COUNT: Final = f"count/exportrequests.{API_GROUP}"
+EXPORT_COUNT_PROBE: Final = "export-count-probe"
+QUOTAS = RESOURCES[("v1", "ResourceQuota")]
 
 
 def _established(crd: dict[str, Any] | None) -> bool:

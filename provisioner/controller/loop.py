@@ -41,6 +41,7 @@ from provisioner.controller.reconcile import (
     Auditor,
     ReconcileResult,
     Snapshot,
+    publish_open_requests,
     read_project_snapshot,
     read_snapshot,
     reconcile_project,
@@ -186,6 +187,16 @@ def run_pass(
             "%s %s is invalid and left out (%s); fix or delete it", bad.kind, bad.name, bad.error
         )
     memory = errors or ErrorMemory()
+    # Requests deleted since they were published no longer count against their requester.
+    filed = {r.name for r in snapshot.requests} | {
+        u.name for u in snapshot.unparsable if u.kind == "AccessRequest"
+    }
+    try:
+        publish_open_requests(
+            kube, {name: None for name in snapshot.open_requests if name not in filed}
+        )
+    except TreError as exc:
+        report.errors["open-requests"] = str(exc)
     names = []
     for project in sorted(snapshot.projects()):
         why = memory.held(project, functools.partial(fingerprint, snapshot, project, now), now)

@@ -21,11 +21,14 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from provisioner.errors import TemporaryError, TreError
+from provisioner.errors import NotFoundError, TemporaryError, TreError
 from provisioner.kube.api import Kube, Manifest
 from provisioner.kube.resources import (
     ACCESS_REQUESTS,
     BROWSER_ACTIVITIES,
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
+    CONFIG_MAPS,
     DATASETS,
     EXPORT_REQUESTS,
     NAMESPACES,
@@ -44,7 +47,15 @@ from provisioner.models.resources import (
     WorkspacePhase,
 )
 from provisioner.models.settings import Settings
-from provisioner.planning.names import LABEL_MANAGED_BY, LABEL_PROJECT, MANAGED_BY, NAMESPACE_PREFIX
+from provisioner.planning.admission import open_requests_configmap
+from provisioner.planning.names import (
+    LABEL_MANAGED_BY,
+    LABEL_PROJECT,
+    MANAGED_BY,
+    NAMESPACE_PREFIX,
+    OPEN_REQUESTS_CONFIGMAP,
+    SYSTEM_NAMESPACE,
+)
 from provisioner.planning.project import (
     AuditEvent,
     ObjectChange,
@@ -144,6 +155,8 @@ def read_snapshot(kube: Kube) -> Snapshot:
         unparsable=unparsable,
         exports=exports,
         browser=browser,
+        grants=_read_grants(kube, f"{_MANAGED},{LABEL_PROJECT}"),
+        open_requests=read_open_requests(kube),
     )
 
 
@@ -203,7 +216,46 @@ def read_project_snapshot(kube: Kube, project: str) -> Snapshot:
         unparsable=unparsable,
         exports=exports,
         browser=browser,
+        grants=_read_grants(kube, f"{_MANAGED},{LABEL_PROJECT}={project}"),
+        open_requests=read_open_requests(kube),
     )
+
+
+def _read_grants(kube: Kube, selector: str) -> dict[tuple[str, str, str, str], Manifest]:
+    """The people's read grants (planning/read_grants.py) the selector picks, by key."""
+    return {
+        object_key(obj): obj
+        for resource in (CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS)
+        for obj in kube.list(resource, selector=selector)
+    }
+
+
+def read_open_requests(kube: Kube) -> dict[str, str]:
+    """The published open requests (request name -> requester); none when not published."""
+    obj = kube.get(CONFIG_MAPS, OPEN_REQUESTS_CONFIGMAP, SYSTEM_NAMESPACE)
+    return dict((obj or {}).get("data") or {})
+
+
+def publish_open_requests(kube: Kube, changes: Mapping[str, str | None]) -> None:
+    """Apply `changes` (None removes a request) to the published open requests, as a merge
+    patch, so that projects reconciled at once never overwrite each other's entries; the
+    ConfigMap is made when missing (an operator deleted it: every filing is refused then)."""
+    if not changes:
+        return
+    path = CONFIG_MAPS.path(SYSTEM_NAMESPACE, OPEN_REQUESTS_CONFIGMAP)
+    try:
+        kube.request(
+            "PATCH",
+            path,
+            query=[("fieldManager", kube.field_manager)],
+            body={"data": dict(changes)},
+            content_type="application/merge-patch+json",
+            what=f"publish the open requests in {SYSTEM_NAMESPACE}/{OPEN_REQUESTS_CONFIGMAP}",
+        )
+    except NotFoundError:
+        configmap = open_requests_configmap()
+        configmap["data"] = {k: v for k, v in changes.items() if v is not None}
+        kube.create(configmap)
 
 
 def _is_ours(obj: Manifest) -> bool:
@@ -267,9 +319,18 @@ def reconcile_project(
 def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileResult:
     """Carry out `plan`'s writes in order (see `provisioner.planning.project`)."""
     result = ReconcileResult(plan.project, plan.phase, conflict=plan.conflict)
+    # First: a filer reads their request back as soon as the controller has seen it.
+    for change in plan.read_grants:
+        if change.action == "prune":
+            _delete(kube, change)
+            result.pruned.append(change.name)
+        else:
+            _write(kube, change)
+            result.applied.append(change.name)
     for write in plan.request_statuses:
         kube.patch_status(ACCESS_REQUESTS, write.name, write.status)
         result.status_writes += 1
+    publish_open_requests(kube, plan.open_requests)
     for export in plan.export_statuses:
         kube.patch_status(EXPORT_REQUESTS, export.name, export.status, export.namespace)
         result.status_writes += 1
@@ -288,8 +349,7 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
             log.info("project %s: stopped pod %s (%s)", plan.project, stop.name, stop.why)
         result.stopped.append(f"{stop.name}: {stop.why}")
     for change in plan.prunes:
-        api_version, kind, namespace, name = change.key
-        kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
+        _delete(kube, change)
         result.pruned.append(change.name)
     if plan.workspace_apply is not None:
         applied_ws = kube.apply(plan.workspace_apply)
@@ -336,6 +396,11 @@ def _write(kube: Kube, change: ObjectChange) -> Manifest:
     if change.action == "replace":
         return kube.replace(change.manifest)  # carries the live resourceVersion
     return kube.apply(change.manifest)
+
+
+def _delete(kube: Kube, change: ObjectChange) -> None:
+    api_version, kind, namespace, name = change.key
+    kube.delete(RESOURCES[(api_version, kind)], name, namespace or None)
 
 
 def _append(audit: Auditor | None, project: str, events: list[AuditEvent]) -> int:

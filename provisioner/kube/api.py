@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from provisioner.errors import (
     ConflictError,
+    ForbiddenError,
     NotFoundError,
     RefusedError,
     TemporaryError,
@@ -60,7 +61,9 @@ def translate(exc: HttpFailure, what: str) -> TreError:
     message = f"{what}: {server_says}"
     if exc.status == 404:
         return NotFoundError(message)
-    if exc.status in (400, 403, 422):
+    if exc.status == 403:
+        return ForbiddenError(message)
+    if exc.status in (400, 422):
         return RefusedError(message)
     if exc.status == 500 and server_says.startswith(_APPLY_SCHEMA_ERROR):
         return RefusedError(message)

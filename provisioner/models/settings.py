@@ -234,6 +234,22 @@ class Settings(BaseSettings):
         description="Days. Longest allowed span from startDate to endDate of one request; "
         "longer projects ask for an extension, which is reviewed again.",
     )
+    max_export_requests: int = Field(
+        default=1000,
+        ge=1,
+        le=100000,
+        description="ExportRequests one project may file in its life (ResourceQuota "
+        "count/exportrequests.tre.ucloud.org in its namespace): exports are never deleted, "
+        "and each costs output checkers' attention and audit entries.",
+    )
+    max_open_requests: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="Access requests one person may have awaiting a decision (phase Pending) "
+        "at once; a further one is refused by the API server when filed (each filing costs "
+        "approvers' attention and an audit entry that is never deleted).",
+    )
 
     # --- Where the hub and the airlock run (NetworkPolicy peers, RoleBinding subject) -------
     hub_namespace: str = Field(default="tre-hub", description="Namespace of JupyterHub.")

@@ -140,6 +140,11 @@ EXPORT_STATUS_POLICY: Final = "tre-exportrequest-approved"
 POD_DENY_ALL_POLICY: Final = "tre-pod-requires-deny-all"
 PLATFORM_PEERS_POLICY: Final = "tre-platform-peer-pods"
 BROWSER_ACTIVITY_POLICY: Final = "tre-browseractivity-airlock-only"
+READ_GRANTS_POLICY: Final = "tre-controller-read-grants"
+READ_GRANT_BINDINGS_POLICY: Final = "tre-controller-read-grant-bindings"
+# Not `tre-accessrequest-*`: it takes a ConfigMap (a built-in kind) as parameter, so its
+# binding is never deleted (guards_custom_resources).
+OPEN_REQUESTS_POLICY: Final = "tre-open-requests-limit"
 # Room kept in spec.decisions (CRD maxItems) for a revoke: revocation can never be blocked by
 # a list filled with other decisions.
 MAX_DECISIONS: Final = 64
@@ -234,6 +239,7 @@ def plan_admission_policies(
         _workspace_policy(controller),
         _project_namespace_policy(settings, controller),
         _controller_scope_policy(settings, controller),
+        *_read_grants_policies(controller),
         _platform_peers_policy(settings),
         _browser_activity_policy(settings),
     ]
@@ -247,6 +253,15 @@ def plan_admission_policies(
     if settings.forbid_inline_nfs:
         nfs = _inline_nfs_policy()
         planned += [nfs, policy_binding(nfs)]
+    open_requests = _open_requests_policy(settings)
+    planned += [
+        open_requests,
+        policy_binding(
+            open_requests,
+            param_name=names.OPEN_REQUESTS_CONFIGMAP,
+            param_namespace=names.SYSTEM_NAMESPACE,
+        ),
+    ]
     access = _pod_access_policy(settings)
     planned += [
         access,
@@ -349,6 +364,50 @@ def _create_request_policy(settings: Settings) -> dict[str, Any]:
             ),
         ],
     )
+
+
+def _open_requests_policy(settings: Settings) -> dict[str, Any]:
+    """At most `settings.max_open_requests` requests awaiting a decision per person.
+
+    The parameter is the controller's list of open requests (ConfigMap
+    `tre-system/tre-open-requests`: request name -> requester), kept current on every pass
+    and on every request's watch event; a missing list refuses every filing (Deny). The count
+    is as fresh as the controller's last write: requests filed faster than it reacts are
+    counted from its next write on (docs/architecture.md, Known gaps)."""
+    limit = settings.max_open_requests
+    return _policy(
+        OPEN_REQUESTS_POLICY,
+        _rules("accessrequests", ["CREATE"]),
+        param_kind={"apiVersion": "v1", "kind": "ConfigMap"},
+        variables={
+            "open": "has(params.data) ? params.data.filter(k, params.data[k] == "
+            "request.userInfo.username) : []",
+        },
+        validations=[
+            _validation(
+                f"size(variables.open) < {limit}",
+                "request.userInfo.username + ' has ' + string(size(variables.open)) + ' access "
+                "requests awaiting a decision (' + variables.open.sort().join(', ') + '), and "
+                f"one person may have at most {limit} open at once (TRE_MAX_OPEN_REQUESTS); "
+                "file this one once a decision is made, or ask an approver to reject a request "
+                "you no longer need'",
+            ),
+        ],
+    )
+
+
+def open_requests_configmap() -> dict[str, Any]:
+    """The open requests, empty: installed with the platform so that filing works before the
+    controller's first pass (the limit's binding refuses every filing without it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": names.OPEN_REQUESTS_CONFIGMAP,
+            "namespace": names.SYSTEM_NAMESPACE,
+            "labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY},
+        },
+    }
 
 
 def _decisions_policy(settings: Settings) -> dict[str, Any]:
@@ -1082,10 +1141,11 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             "target": target,
             "inProject": f"namespaceObject != null && has(namespaceObject.metadata.labels) && "
             f"{label} in namespaceObject.metadata.labels",
-            # Its own namespace: only the ConfigMap that publishes the audit head.
+            # Its own namespace: only the ConfigMaps that publish the audit head and the
+            # open requests (the filing limit's parameter).
             "ownObject": f"namespaceObject != null && namespaceObject.metadata.name == {own} "
-            "&& request.resource.resource == 'configmaps' && "
-            f"request.name == {cel_str(names.AUDIT_HEAD_CONFIGMAP)}",
+            "&& request.resource.resource == 'configmaps' && request.name in "
+            f"{_cel_list([names.AUDIT_HEAD_CONFIGMAP, names.OPEN_REQUESTS_CONFIGMAP])}",
             "projectNamespace": f"has(variables.target.metadata.labels) && {label} in "
             f"variables.target.metadata.labels && variables.target.metadata.name == {prefix} "
             f"+ variables.target.metadata.labels[{label}]",
@@ -1145,6 +1205,64 @@ def _controller_scope_policy(settings: Settings, controller: str) -> dict[str, A
             ),
         ],
     )
+
+
+def _read_grants_policies(controller: str) -> list[dict[str, Any]]:
+    """The controller's ClusterRoles and ClusterRoleBindings are the people's read grants
+    (planning/read_grants.py) and nothing else: named `tre-reads-*`, a role only `get` on
+    AccessRequests or Workspaces by name, its binding to that role and one person. RBAC alone
+    would let its credential bind its own rights (it holds them all) to anyone, or to
+    everyone signed in. One policy per kind: the API server type-checks each expression
+    against every kind its policy matches."""
+    prefix = cel_str(names.READ_GRANT_PREFIX)
+    rule = (
+        f"r.apiGroups == [{cel_str(API_GROUP)}] && size(r.resources) == 1 && "
+        "r.resources[0] in ['accessrequests', 'workspaces'] && r.verbs == ['get'] && "
+        "has(r.resourceNames) && size(r.resourceNames) > 0 && !has(r.nonResourceURLs)"
+    )
+    shapes = {
+        (READ_GRANTS_POLICY, "clusterroles"): _validation(
+            "object == null || (!has(object.aggregationRule) && has(object.rules) && "
+            f"object.rules.all(r, {rule}))",
+            "'ClusterRole ' + request.name + ': a read grant holds only get on "
+            "accessrequests or workspaces, by resourceNames'",
+        ),
+        (READ_GRANT_BINDINGS_POLICY, "clusterrolebindings"): _validation(
+            "object == null || (object.roleRef.kind == 'ClusterRole' && "
+            "object.roleRef.name == request.name && has(object.subjects) && "
+            "size(object.subjects) == 1 && object.subjects[0].kind in ['User', "
+            "'ServiceAccount'])",
+            "'ClusterRoleBinding ' + request.name + ': a read grant binds the ClusterRole "
+            "of its own name to one person (a User or ServiceAccount, never a Group)'",
+        ),
+    }
+    return [
+        _policy(
+            name,
+            _rules(
+                resource,
+                ["CREATE", "UPDATE", "DELETE"],
+                group="rbac.authorization.k8s.io",
+                version="v1",
+            ),
+            match_conditions=[
+                {
+                    "name": "by-the-controller",
+                    "expression": f"request.userInfo.username == {cel_str(controller)}",
+                }
+            ],
+            validations=[
+                _validation(
+                    f"request.name.startsWith({prefix})",
+                    "'the controller may not ' + request.operation.lowerAscii() + ' ' + "
+                    f"request.resource.resource + ' ' + request.name + ': only the read "
+                    f"grants {names.READ_GRANT_PREFIX}*'",
+                ),
+                shape,
+            ],
+        )
+        for (name, resource), shape in shapes.items()
+    ]
 
 
 def _dataset_mount_configuration(settings: Settings, spec: str) -> str:
@@ -1980,19 +2098,22 @@ def policy_binding(
     policy: dict[str, Any],
     *,
     param_name: str | None = None,
+    param_namespace: str | None = None,
     in_project_namespaces: bool = False,
 ) -> dict[str, Any]:
     """The Deny binding of `policy`, named like it.
 
     A policy with a parameter kind gets every object of that kind as parameter (the rule runs
     once per object; none at all is fine), or with `param_name` the one of that name in the
-    request's own namespace, where "not found" means Deny: a namespace without it admits
-    nothing. `in_project_namespaces` limits the binding to project namespaces (the platform's
-    own namespaces are not)."""
+    request's own namespace (or `param_namespace`, for a cluster-scoped object), where "not
+    found" means Deny: a namespace without it admits nothing. `in_project_namespaces` limits
+    the binding to project namespaces (the platform's own namespaces are not)."""
     name = policy["metadata"]["name"]
     spec: dict[str, Any] = {"policyName": name, "validationActions": ["Deny"]}
     if param_name is not None:
         spec["paramRef"] = {"name": param_name, "parameterNotFoundAction": "Deny"}
+        if param_namespace is not None:
+            spec["paramRef"]["namespace"] = param_namespace
     elif "paramKind" in policy["spec"]:
         spec["paramRef"] = {"selector": {}, "parameterNotFoundAction": "Allow"}
     if in_project_namespaces:

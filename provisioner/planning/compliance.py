@@ -18,14 +18,24 @@ policies alone.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from provisioner.models.resources import Workspace, WorkspacePhase
+from provisioner.models.resources import (
+    Dataset,
+    DatasetSource,
+    DatasetSpec,
+    S3Source,
+    Workspace,
+    WorkspacePhase,
+)
 from provisioner.models.settings import Settings
+from provisioner.models.types import ClassificationTier
 from provisioner.planning import names
+from provisioner.planning.datasets import PLATFORM_BUCKET_REFUSAL
 from provisioner.planning.network_policies import (
     AIRLOCK_POD_LABELS,
     DNS_POD_LABELS,
@@ -84,12 +94,24 @@ CHECKS: Final = {
         "3.2.03",
         "the hub signs people in through the identity provider, never a shared password",
     ),
+    "dataset-platform-buckets": (
+        "3.2.03",
+        "the API server refuses a dataset on any of the platform's own buckets",
+    ),
+    "admission-exemptions": (
+        "2.2.12",
+        "the kube-system accounts the installed policies exempt, each one planned",
+    ),
     # --probe-from-pods: real connections from a notebook-labelled pod (runtime_probes.py)
     "runtime-hub-api": ("2.2.09", "a probe pod reaches the hub API (the positive control)"),
     "runtime-dns": ("2.2.11", "the resolver answers the hub's name and nothing outside"),
     "runtime-apiserver": ("2.2.09", "a probe pod cannot connect to the API server"),
     "runtime-outside": ("2.2.11", "a probe pod cannot connect to any --outside address"),
     "runtime-kubelet": ("2.2.09", "a probe pod cannot connect to a node's kubelet"),
+    "runtime-s3": (
+        "2.2.09",
+        "a probe pod cannot connect to the platform's S3, at its address or a node's",
+    ),
     "runtime-cross-project": ("2.2.10", "probe pods of two workspaces cannot connect"),
 }
 # the findings network-config-analyzer proves (judge_network), in report order
@@ -633,8 +655,10 @@ def rbac_probes(
         # the controller makes the claims itself; pods, exec and secrets stay out of its reach
         ask("rbac-controller", ws.name, controller, ns, [d for d in denied if d[0] != _CLAIMS])
     writes = [(v, "workspaces", API_GROUP, "") for v in ("create", "update", "patch", "delete")]
+    # people read requests and workspaces by name, only those that concern them (F20)
+    lists = [("list", r, API_GROUP, "") for r in ("accessrequests", "workspaces")]
     for member in sorted({m for ws in workspaces for m in ws.spec.members[:1]}):
-        ask("rbac-researcher", CLUSTER, member, None, [(w, False) for w in writes])
+        ask("rbac-researcher", CLUSTER, member, None, [(w, False) for w in [*writes, *lists]])
     for namespace in (names.SYSTEM_NAMESPACE, "default"):
         ask("rbac-hub", CLUSTER, hub, namespace, [(_PODS, False)])
         ask("rbac-controller", CLUSTER, controller, namespace, [(_PODS, False)])
@@ -647,7 +671,9 @@ def rbac_probes(
         [
             (("create", "workspaces", API_GROUP, ""), True),
             (_LIST_SECRETS, False),
-            (("create", "clusterrolebindings", _RBAC, ""), False),
+            # it writes the people's read grants (ClusterRoles and bindings, confined by
+            # policies tre-controller-read-grant*), but binds no ClusterRole it does not hold
+            (("bind", "clusterroles", _RBAC, ""), False),
             (("escalate", "clusterroles", _RBAC, ""), False),
         ],
     )
@@ -877,3 +903,85 @@ def judge_hub_sign_in(namespace: str, deployments: Sequence[Manifest]) -> Findin
 
 def passed(findings: Iterable[Finding]) -> bool:
     return all(f.passed for f in findings)
+
+
+# --- the platform's buckets are no dataset's source (a dry run each) ---------------------------
+
+# The Dataset `tre check` creates as a server-side dry run, once per platform bucket: the
+# whole bucket, at the highest tier (so no overlap rule can refuse it first).
+PLATFORM_BUCKET_PROBE: Final = "tre-check-platform-bucket"
+
+
+def platform_bucket_datasets(settings: Settings) -> dict[str, Manifest]:
+    """Per platform bucket (`settings.platform_buckets`), a Dataset reading all of it."""
+    return {
+        bucket: Dataset(
+            name=PLATFORM_BUCKET_PROBE,
+            spec=DatasetSpec(
+                title="tre check: a platform bucket must never be a dataset",
+                steward="tre-check",
+                classification=max(ClassificationTier, key=lambda t: t.rank),
+                source=DatasetSource(s3=S3Source(bucket=bucket)),
+            ),
+        ).to_object()
+        for bucket in settings.platform_buckets
+    }
+
+
+def judge_platform_buckets(answers: Mapping[str, str | None]) -> Finding:
+    """`answers`: per bucket, the API server's refusal of its dry-run Dataset, or None when it
+    was admitted. Passes when each was refused as a platform bucket; a refusal for another
+    reason proves nothing about this rule."""
+    problems = []
+    for bucket, refusal in sorted(answers.items()):
+        if refusal is None:
+            problems.append(
+                f"a dataset reading all of {bucket} was admitted (server-side dry run): policy "
+                "tre-dataset-not-platform-bucket is missing, unbound or does not list it"
+            )
+        elif PLATFORM_BUCKET_REFUSAL not in refusal:
+            problems.append(f"{bucket}: unproven, refused for another reason: {refusal}")
+    ok = (
+        f"a dataset on each platform bucket ({', '.join(sorted(answers))}) is refused by the "
+        "API server (server-side dry run)"
+    )
+    return finding("dataset-platform-buckets", CLUSTER, problems, ok)
+
+
+# --- whom the installed policies exempt ---------------------------------------------------------
+
+_KUBE_SYSTEM_ACCOUNT = re.compile(r"system:serviceaccount:kube-system:[a-z0-9.-]+")
+
+
+def admission_exemptions(policies: Iterable[Manifest]) -> dict[str, list[str]]:
+    """Every kube-system ServiceAccount named in the platform's admission policies (always
+    to exempt it from a rule: `CLUSTER_CONTROLLER_WRITES` in admission.py), with the
+    policies that name it."""
+    found: dict[str, set[str]] = {}
+    for policy in policies:
+        text = json.dumps(policy.get("spec") or {})
+        for account in set(_KUBE_SYSTEM_ACCOUNT.findall(text)):
+            found.setdefault(account, set()).add(policy["metadata"]["name"])
+    return {account: sorted(found[account]) for account in sorted(found)}
+
+
+def judge_exemptions(
+    live: Mapping[str, Sequence[str]], planned: Mapping[str, Sequence[str]]
+) -> Finding:
+    """Lists, for an operator, each kube-system account the installed policies exempt and
+    where; fails for an exemption the platform does not plan (an edited policy)."""
+    problems = [
+        f"{account} is exempt in {', '.join(sorted(set(where) - set(planned.get(account, ()))))}"
+        ", which the platform does not plan (a policy edited after install?)"
+        for account, where in live.items()
+        if set(where) - set(planned.get(account, ()))
+    ]
+    shown = "; ".join(
+        f"{account.rsplit(':', 1)[1]} ({', '.join(where)})" for account, where in live.items()
+    )
+    return finding(
+        "admission-exemptions",
+        CLUSTER,
+        problems,
+        f"kube-system accounts exempt by name, each only for its own writes: {shown or 'none'}",
+    )

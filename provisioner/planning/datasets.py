@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from provisioner.errors import BudgetExceededError
 from provisioner.models import rules
@@ -63,10 +64,15 @@ def source_location(source: DatasetSource) -> str:
     return uri if uri.endswith("/") else uri + "/"
 
 
+# How every refusal of a platform bucket as a dataset source reads, after the bucket's name
+# (`tre check` tells this refusal from any other by it).
+PLATFORM_BUCKET_REFUSAL: Final = " is one of the platform's own buckets"
+
+
 def platform_bucket_reason(buckets: Iterable[str]) -> str:
     """Why a dataset may not read one of `buckets` (the platform's own), after its name."""
     return (
-        f" is one of the platform's own buckets ({', '.join(buckets)}): they hold the audit "
+        f"{PLATFORM_BUCKET_REFUSAL} ({', '.join(buckets)}): they hold the audit "
         "log, the airlock's unreviewed and released files of every project and the datasets' "
         "fingerprints, which no dataset may show; register data from a bucket of its own"
     )

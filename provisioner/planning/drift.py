@@ -37,11 +37,14 @@ def needs_apply(desired: dict[str, Any], live: dict[str, Any] | None) -> bool:
 # Kinds that are a security boundary: for these a field someone *added* is drift too (an extra
 # allow rule in a NetworkPolicy, an extra subject in a RoleBinding), and server-side apply alone
 # cannot remove it, because the added field belongs to another field manager. The controller
-# replaces such an object whole. Neither kind gets server-side defaults, so an exact
+# replaces such an object whole. None of these kinds gets server-side defaults, so an exact
 # comparison of these fields is stable (an unchanged resync still writes nothing).
 EXACT_FIELDS: dict[str, tuple[str, ...]] = {
     "NetworkPolicy": ("spec",),
     "RoleBinding": ("roleRef", "subjects"),
+    # the people's read grants (planning/read_grants.py): a name added is a read granted
+    "ClusterRole": ("rules", "aggregationRule"),
+    "ClusterRoleBinding": ("roleRef", "subjects"),
 }
 
 

@@ -61,6 +61,10 @@ SYSTEM_NAMESPACE: Final = "tre-system"
 # The ConfigMap in SYSTEM_NAMESPACE holding the audit chain head and the controller's public
 # key; only the controller may write it (planning/audit_anchor.py).
 AUDIT_HEAD_CONFIGMAP: Final = "tre-audit-head"
+# The ConfigMap in SYSTEM_NAMESPACE listing every access request awaiting a decision (key: its
+# name, value: its requester), written only by the controller: the parameter of the policy
+# that limits how many one person may have open (admission.py `tre-open-requests-limit`).
+OPEN_REQUESTS_CONFIGMAP: Final = "tre-open-requests"
 # The Secret in SYSTEM_NAMESPACE that the k8s-csi-s3 node plugin reads at NodeStage: the S3
 # endpoint and region only, never credentials (planning/storage.py says why it exists).
 DATASET_S3_SECRET: Final = "tre-dataset-s3"  # noqa: S105 -- a name; it holds no credentials
@@ -259,3 +263,21 @@ def _readable_or_hashed(prefix: str, parts: tuple[str, ...]) -> str:
     digest = hashlib.sha256("/".join((prefix, *parts)).encode()).hexdigest()[:_HASH_LENGTH]
     keep = MAX_NAME_LENGTH - len(_HASH_SEPARATOR) - _HASH_LENGTH
     return f"{readable[:keep]}{_HASH_SEPARATOR}{digest}"
+
+
+# What a person may read of one project's AccessRequests and Workspace (planning/read_grants.py):
+# a ClusterRole and its ClusterRoleBinding per (project, person), both of this name. The
+# controller's credential may write no ClusterRole or ClusterRoleBinding named otherwise
+# (admission policies `tre-controller-read-grants` and `-read-grant-bindings`).
+READ_GRANT_PREFIX: Final = "tre-reads-"
+# On each read grant: the person it is for (a label cannot hold every username).
+ANNOTATION_READER: Final = f"{API_GROUP}/reader"
+
+
+def read_grant_name(project: str, person: str) -> str:
+    """`tre-reads-<project>--<16 hex digits of the person's sha256>`: at most 60 characters,
+    and two people never share a grant (64 bits, as for hashed PV names)."""
+    import hashlib  # here: the `tre` queries import this module for FIELD_MANAGER only
+
+    digest = hashlib.sha256(person.encode()).hexdigest()[:_HASH_LENGTH]
+    return f"{READ_GRANT_PREFIX}{validate_project_slug(project)}{_PART_SEPARATOR}{digest}"

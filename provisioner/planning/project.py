@@ -65,6 +65,7 @@ from provisioner.planning.datasets import source_uri
 from provisioner.planning.drift import declared_fields_match, needs_apply, needs_replace
 from provisioner.planning.exports import evaluate_export, export_reviewers
 from provisioner.planning.lifecycle import PhaseDecision, next_phase
+from provisioner.planning.read_grants import plan_read_grants
 from provisioner.planning.workspace import (
     PRUNE_ORDER,
     plan_for_phase,
@@ -113,6 +114,10 @@ class Snapshot:
     exports: list[ExportRequest] = field(default_factory=list)
     # the browser gates' records not yet audited and counted (planning.browser)
     browser: list[BrowserActivity] = field(default_factory=list)
+    # the people's read grants (planning/read_grants.py), by key
+    grants: dict[Key, Manifest] = field(default_factory=dict)
+    # the published open requests (names.OPEN_REQUESTS_CONFIGMAP): request name -> requester
+    open_requests: dict[str, str] = field(default_factory=dict)
 
     def projects(self) -> set[str]:
         return {r.spec.project for r in self.requests} | set(self.workspaces)
@@ -132,16 +137,18 @@ class Snapshot:
     def browser_in(self, namespace: str) -> list[BrowserActivity]:
         return [a for a in self.browser if a.namespace == namespace]
 
+    def grants_of(self, project: str) -> dict[Key, Manifest]:
+        return self._grant_index.get(project, {})
+
     @cached_property
     def _owned_index(self) -> dict[str, dict[Key, Manifest]]:
         # Built once per snapshot: scanning every owned object per project would make a
         # resync grow with the square of the number of workspaces.
-        index: dict[str, dict[Key, Manifest]] = {}
-        for key, obj in self.owned.items():
-            project = (obj["metadata"].get("labels") or {}).get(names.LABEL_PROJECT)
-            if project:
-                index.setdefault(project, {})[key] = obj
-        return index
+        return _by_project(self.owned)
+
+    @cached_property
+    def _grant_index(self) -> dict[str, dict[Key, Manifest]]:
+        return _by_project(self.grants)
 
     @cached_property
     def _foreign_index(self) -> dict[str, list[Manifest]]:
@@ -150,6 +157,16 @@ class Snapshot:
     @cached_property
     def _pod_index(self) -> dict[str, list[Manifest]]:
         return _by_namespace(self.pods)
+
+
+def _by_project(objects: Mapping[Key, Manifest]) -> dict[str, dict[Key, Manifest]]:
+    """`objects` by the project their label names (objects without one are left out)."""
+    index: dict[str, dict[Key, Manifest]] = {}
+    for key, obj in objects.items():
+        project = (obj["metadata"].get("labels") or {}).get(names.LABEL_PROJECT)
+        if project:
+            index.setdefault(project, {})[key] = obj
+    return index
 
 
 def _by_namespace(objects: Sequence[Manifest]) -> dict[str, list[Manifest]]:
@@ -253,7 +270,11 @@ class ProjectPlan:
     decision: PhaseDecision | None  # None: no workspace to provision, freeze or tear down
     workspace: Workspace | None
     conflict: str | None = None  # why the project namespace is not ours
+    # who reads which of the project's requests and its Workspace: written first
+    read_grants: list[ObjectChange] = field(default_factory=list)
     request_statuses: list[RequestStatusWrite] = field(default_factory=list)
+    # changes to the published open requests (None: no longer open), after the statuses
+    open_requests: dict[str, str | None] = field(default_factory=dict)
     export_statuses: list[ExportStatusWrite] = field(default_factory=list)
     bootstrap: Manifest | None = None
     writes: list[ObjectChange] = field(default_factory=list)
@@ -427,9 +448,18 @@ def _airlock_audit_events(
 
 def describe(plan: ProjectPlan) -> list[dict[str, str]]:
     """Every write of `plan` as a row (change, object, why), in the order they happen."""
-    rows = [
+    rows = [{"change": c.action, "object": c.name, "why": c.why} for c in plan.read_grants]
+    rows += [
         {"change": "status", "object": f"AccessRequest/{w.name}", "why": w.why}
         for w in plan.request_statuses
+    ]
+    rows += [
+        {
+            "change": "publish",
+            "object": f"ConfigMap/{names.SYSTEM_NAMESPACE}/{names.OPEN_REQUESTS_CONFIGMAP}",
+            "why": f"{name}: {'open' if requester else 'decided'}",
+        }
+        for name, requester in plan.open_requests.items()
     ]
     rows += [
         {"change": "status", "object": f"ExportRequest/{w.name}", "why": w.why}
@@ -542,7 +572,9 @@ def plan_project(
             dataset_changes,
             None,
             None,
+            read_grants=_read_grants(project, requests, None, snapshot),
             request_statuses=request_statuses,
+            open_requests=open_requests_changes(evaluated, snapshot.open_requests),
             audit=_unaudited(audit_events, audited),
             finalizers=finalizers,
         )
@@ -620,7 +652,9 @@ def plan_project(
         decision,
         workspace,
         conflict=conflict,
+        read_grants=_read_grants(project, requests, spec, snapshot),
         request_statuses=request_statuses,
+        open_requests=open_requests_changes(evaluated, snapshot.open_requests),
         export_statuses=exports,
         bootstrap=ws_object if live_ws is None else None,
         writes=writes,
@@ -721,6 +755,32 @@ def namespace_held(
         return False
     records = export_audit_events("", exports, [], dt.datetime.min.replace(tzinfo=dt.UTC))
     return any(e.action != "export.phase" and e.key not in audited for e in records)
+
+
+def open_requests_changes(
+    evaluated: Sequence[tuple[AccessRequest, RequestEvaluation]], published: Mapping[str, str]
+) -> dict[str, str | None]:
+    """What to change in the published open requests for these requests: each awaiting a
+    decision after this reconcile is listed with its requester, each decided is removed."""
+    changes: dict[str, str | None] = {}
+    for request, evaluation in evaluated:
+        wanted = request.spec.requester if evaluation.phase is RequestPhase.PENDING else None
+        if published.get(request.name) != wanted:
+            changes[request.name] = wanted
+    return changes
+
+
+def _read_grants(
+    project: str,
+    requests: Sequence[AccessRequest],
+    spec: WorkspaceSpec | None,
+    snapshot: Snapshot,
+) -> list[ObjectChange]:
+    """Who reads what of the project after this reconcile: its people are the planned
+    Workspace's members and owner (none once it is torn down)."""
+    people = {*spec.members, *([spec.owner] if spec.owner else [])} if spec else set()
+    desired = plan_read_grants(project, requests, people)
+    return read_grant_changes(desired, snapshot.grants_of(project))
 
 
 def namespace_conflict(
@@ -825,16 +885,9 @@ def object_changes(
             elif live is not None and needs_apply(manifest, live):
                 changes.append(ObjectChange("update", key, manifest, "differs from the plan"))
             continue
-        if live is not None and needs_replace(manifest, live):
-            # Someone added to a security object: put back exactly what we planned, as a
-            # whole-object update on top of the version we read.
-            version = live["metadata"]["resourceVersion"]
-            whole = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
-            changes.append(ObjectChange("replace", key, whole, "has additions not in the plan"))
-        elif live is None:
-            changes.append(ObjectChange("create", key, manifest, "missing"))
-        elif needs_apply(manifest, live):
-            changes.append(ObjectChange("update", key, manifest, "differs from the plan"))
+        change = object_change(manifest, live)
+        if change is not None:
+            changes.append(change)
     changes = _new_quota_after_new_claims(changes)
     wanted = {object_key(m) for m in desired}
     for key in sorted(set(owned) - wanted, key=lambda k: PRUNE_ORDER.index(k[1])):
@@ -842,6 +895,33 @@ def object_changes(
             continue
         changes.append(ObjectChange("prune", key, None, "no longer granted"))
     return changes
+
+
+def object_change(manifest: Manifest, live: Manifest | None) -> ObjectChange | None:
+    """The write that makes `live` what `manifest` plans, or None when it already is."""
+    key = object_key(manifest)
+    if live is not None and needs_replace(manifest, live):
+        # Someone added to a security object: put back exactly what we planned, as a
+        # whole-object update on top of the version we read.
+        version = live["metadata"]["resourceVersion"]
+        whole = {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": version}}
+        return ObjectChange("replace", key, whole, "has additions not in the plan")
+    if live is None:
+        return ObjectChange("create", key, manifest, "missing")
+    if needs_apply(manifest, live):
+        return ObjectChange("update", key, manifest, "differs from the plan")
+    return None
+
+
+def read_grant_changes(desired: list[Manifest], live: Mapping[Key, Manifest]) -> list[ObjectChange]:
+    """The project's read grants (planning/read_grants.py) made as planned, then the ones no
+    longer planned removed, each binding before its role."""
+    changes = [c for m in desired if (c := object_change(m, live.get(object_key(m)))) is not None]
+    wanted = {object_key(m) for m in desired}
+    leftovers = sorted(set(live) - wanted, key=lambda k: (k[3], k[1] != "ClusterRoleBinding"))
+    return changes + [
+        ObjectChange("prune", key, None, "no longer concerns them") for key in leftovers
+    ]
 
 
 def _new_quota_after_new_claims(changes: list[ObjectChange]) -> list[ObjectChange]:

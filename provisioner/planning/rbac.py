@@ -1,9 +1,12 @@
 """Who may do what to our custom resources (RBAC), cluster-wide.
 
 RBAC says which verbs a role has; the admission policies (admission.py) then say which
-*changes* are allowed. Together: anyone signed in may file and read requests, stewards
-register datasets (and the policies let only a dataset's own steward change it), approvers
-may update requests (and the policies restrict an update to appending their own decision),
+*changes* are allowed. Together: anyone signed in may file requests and read the dataset
+catalogue, and reads by name the requests and workspaces that concern them (grants the
+controller keeps, planning/read_grants.py); approvers list and read every request and
+workspace, since they decide on all of them; stewards register datasets (and the policies
+let only a dataset's own steward change it), approvers may update requests (and the policies
+restrict an update to appending their own decision),
 and only the controller writes statuses (dataset manifests included) and Workspaces, except
 an export's release, revocation and access records, which only the airlock writes. The airlock
 acts on a person's behalf by constrained impersonation, limited to exports.
@@ -24,11 +27,13 @@ from provisioner.planning.names import (
     LABEL_MANAGED_BY,
     MANAGED_BY,
     SYSTEM_NAMESPACE,
+    hub_user,
     service_account_of,
 )
 
 STEWARD_GROUP = "tre:stewards"
 AIRLOCK_ROLE_NAME = "tre-airlock"
+HUB_READER_ROLE_NAME = "tre-hub-workspaces"
 
 
 def _role(name: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,6 +136,14 @@ def _controller_rules() -> list[dict[str, Any]]:
             "resources": ["accessrequests", "exportrequests"],
             "verbs": [*read, "patch"],
         },
+        # the people's read grants (planning/read_grants.py): it holds every right they carry
+        # (get on requests and workspaces), so RBAC lets it grant them without `escalate` or
+        # `bind`; policies tre-controller-read-grant* keep its writes to exactly those grants
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["clusterroles", "clusterrolebindings"],
+            "verbs": write,
+        },
         {
             "apiGroups": [API_GROUP],
             # datasets/status: the controller verifies each dataset's content itself
@@ -227,24 +240,29 @@ def _airlock_rules(settings: Settings) -> list[dict[str, Any]]:
 def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
     read = ["get", "list", "watch"]
     return [
-        # researchers and leads: file requests, read what concerns the platform
+        # everyone signed in: file requests (at most TRE_MAX_OPEN_REQUESTS open, policy
+        # tre-accessrequest-open-limit) and read the dataset catalogue to choose from. No read
+        # of requests or workspaces: each person gets `get` on exactly those that concern
+        # them, by name, from the controller (planning/read_grants.py)
         _role(
             "tre-requester",
+            [
+                {"apiGroups": [API_GROUP], "resources": ["accessrequests"], "verbs": ["create"]},
+                {"apiGroups": [API_GROUP], "resources": ["datasets"], "verbs": read},
+            ],
+        ),
+        _binding("tre-requester", "tre-requester", "system:authenticated"),
+        # data-access committee: read every request and workspace (they decide on all of
+        # them, judging the whole project), append decisions (admission restricts the update)
+        _role(
+            "tre-approver",
             [
                 {
                     "apiGroups": [API_GROUP],
                     "resources": ["accessrequests"],
-                    "verbs": [*read, "create"],
+                    "verbs": [*read, "update"],
                 },
-                {"apiGroups": [API_GROUP], "resources": ["datasets", "workspaces"], "verbs": read},
-            ],
-        ),
-        _binding("tre-requester", "tre-requester", "system:authenticated"),
-        # data-access committee: append decisions (admission policies restrict the update)
-        _role(
-            "tre-approver",
-            [
-                {"apiGroups": [API_GROUP], "resources": ["accessrequests"], "verbs": ["update"]},
+                {"apiGroups": [API_GROUP], "resources": ["workspaces"], "verbs": read},
             ],
         ),
         _binding("tre-approver", "tre-approver", settings.approver_group),
@@ -311,6 +329,14 @@ def plan_platform_rbac(settings: Settings) -> list[dict[str, Any]]:
         # person (constrained impersonation) only to file, review and withdraw exports
         _role(AIRLOCK_ROLE_NAME, _airlock_rules(settings)),
         _subject_binding(AIRLOCK_ROLE_NAME, AIRLOCK_ROLE_NAME, user_subject(settings.airlock_user)),
+        # the hub: its workspace cache (a watch) decides who may start what
+        _role(
+            HUB_READER_ROLE_NAME,
+            [{"apiGroups": [API_GROUP], "resources": ["workspaces"], "verbs": read}],
+        ),
+        _subject_binding(
+            HUB_READER_ROLE_NAME, HUB_READER_ROLE_NAME, user_subject(hub_user(settings))
+        ),
         # the hub's ServiceAccount gets this only inside Ready workspaces (RoleBinding)
         _role(
             HUB_CLUSTER_ROLE_NAME,

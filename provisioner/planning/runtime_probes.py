@@ -9,9 +9,12 @@ NetworkPolicies judge them exactly as they judge a researcher's server.
 
     must fail     every API server address (`report.apiserver_addresses`, loopback aside: in
                   a pod that is the pod itself), each `--outside ADDR:PORT` the operator
-                  names, every Ready node's kubelet (InternalIP:10250), and the listener of
-                  every other probed workspace (on the notebook port, which the hub and proxy
-                  may reach and nothing else);
+                  names, every Ready node's kubelet (InternalIP:10250), the platform's S3
+                  (`TRE_S3_ENDPOINT_URL`'s address when an IPv4 one, and on every Ready
+                  node's InternalIP its port, 80 and 443, where a relay or a node-local
+                  server would serve it to pods, as the dev node's relay does), and the
+                  listener of every other probed workspace (on the notebook port, which the
+                  hub and proxy may reach and nothing else);
     must succeed  the hub API (the one allowed arrow that answers: the positive control, for
                   a pod that reaches nothing proves nothing) and DNS: the platform's resolver
                   answers the hub's Service name and NXDOMAIN for OUTSIDE_NAME, asked of the
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -48,6 +52,8 @@ from provisioner.planning.compliance import Finding, Manifest, finding
 # records): a resolver that forwards answers it, the platform's must say NXDOMAIN.
 OUTSIDE_NAME: Final = "example.com"
 KUBELET_PORT: Final = 10250
+# S3's ports over HTTP and HTTPS, tried on every node besides the endpoint's own port
+S3_PORTS: Final = (80, 443)
 CONNECT_TIMEOUT_SECONDS: Final = 2.0
 # kube-router filters a new pod's traffic only once it has seen the pod's address, a fraction
 # of a second after the container starts (measured on the local node: probers that tried at
@@ -74,10 +80,11 @@ RUNTIME_CHECKS: Final = (
     "runtime-apiserver",
     "runtime-outside",
     "runtime-kubelet",
+    "runtime-s3",
     "runtime-cross-project",
 )
 # must-fail checks whose verdict needs the positive control to have passed
-_NEGATIVE: Final = ("runtime-apiserver", "runtime-outside", "runtime-kubelet")
+_NEGATIVE: Final = ("runtime-apiserver", "runtime-outside", "runtime-kubelet", "runtime-s3")
 
 Address = tuple[ipaddress.IPv4Address, int]
 
@@ -205,6 +212,7 @@ def plan_probes(
         )
         for n in nodes
     ]
+    base += s3_targets(settings, nodes)
     hub_url = notebook_pods.hub_connect_url(settings).rstrip("/") + "/hub/api/"
     dns = str(settings.dns_resolver_ip) if settings.dns_resolver_ip is not None else None
     hub_name = names.service_fqdn(names.HUB_SERVICE, settings.hub_namespace)
@@ -221,6 +229,29 @@ def plan_probes(
         ]
         plans[project] = ProbePlan(project, (*base, *cross), hub_url, dns, hub_name, peers)
     return plans
+
+
+def s3_targets(settings: Settings, nodes: Sequence[Node]) -> list[Connect]:
+    """The platform's S3 as a notebook could try it: the endpoint's own address (when it is
+    an IPv4 one and not loopback), and on every Ready node's address the endpoint's port and
+    S3's usual ports (S3_PORTS: where a relay or a node-local server serves it to pods, as on
+    the dev node). The cloud's S3 is outside: runtime-outside and net-internet cover it."""
+    targets: dict[tuple[str, int], str] = {}
+    ports = set(S3_PORTS)
+    # scheme, host and port of the endpoint (planning does no I/O, so no urllib: the
+    # setting's pattern already keeps it one http(s) URL)
+    url = re.match(r"(https?)://([^/:?#]+)(?::(\d+))?", settings.s3_endpoint_url or "")
+    if url is not None:
+        scheme, host, explicit = url.groups()
+        port = int(explicit) if explicit else (443 if scheme == "https" else 80)
+        ports.add(port)
+        endpoint = _ipv4(host)
+        if endpoint is not None and not endpoint.is_loopback:
+            targets[(str(endpoint), port)] = f"S3 {endpoint}:{port}"
+    for n in nodes:
+        for p in sorted(ports):
+            targets.setdefault((str(n.address), p), f"S3 on node {n.name} {n.address}:{p}")
+    return [Connect("runtime-s3", label, host, p) for (host, p), label in targets.items()]
 
 
 def listener_spec(settings: Settings) -> dict[str, Any]:
@@ -380,6 +411,7 @@ def _negative(
             "runtime-apiserver": "no non-loopback API server address is known",
             "runtime-outside": "no --outside target",
             "runtime-kubelet": "no Ready node",
+            "runtime-s3": "no Ready node, and TRE_S3_ENDPOINT_URL names no IPv4 address",
         }[check]
         return Finding(check, plan.project, False, f"unproven: {why}")
     problems = _connected(targets, results)

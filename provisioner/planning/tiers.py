@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from provisioner import API_GROUP
 from provisioner.models.types import ComputeTier
 from provisioner.planning import names
 
@@ -73,8 +74,11 @@ TIERS: Final = MappingProxyType(
 )
 
 
-def resource_quota(project: str, tier: ComputeTier, planned_claims: int) -> dict[str, Any]:
-    """The namespace's ResourceQuota; `planned_claims` is the number of PVCs the plan holds."""
+def resource_quota(
+    project: str, tier: ComputeTier, planned_claims: int, *, max_exports: int
+) -> dict[str, Any]:
+    """The namespace's ResourceQuota; `planned_claims` is the number of PVCs the plan holds,
+    `max_exports` the ExportRequests the project may ever file (`max_export_requests`)."""
     resources = TIERS[tier]
     return {
         "apiVersion": "v1",
@@ -96,9 +100,22 @@ def resource_quota(project: str, tier: ComputeTier, planned_claims: int) -> dict
                 # A notebook must never be reachable from outside the cluster.
                 "services.nodeports": "0",
                 "services.loadbalancers": "0",
+                # Exports are never deleted, so this bounds what a project files in its life:
+                # each one costs checkers' attention and audit entries (F20).
+                f"count/exportrequests.{API_GROUP}": count_quantity(max_exports),
             }
         },
     }
+
+
+def count_quantity(count: int) -> str:
+    """`count` as the API server writes it back (its canonical quantity: 1000 is "1k"), so
+    an unchanged quota is no drift."""
+    for suffix in ("", "k", "M", "G"):
+        if count < 1000 or count % 1000:
+            return f"{count}{suffix}"
+        count //= 1000
+    return f"{count}T"
 
 
 def limit_range(project: str, tier: ComputeTier) -> dict[str, Any]:

@@ -222,7 +222,12 @@ def _confinement(
     return [
         namespace(project, settings),
         *network_policies(project, settings),
-        resource_quota(project, workspace.spec.compute_tier, planned_claims),
+        resource_quota(
+            project,
+            workspace.spec.compute_tier,
+            planned_claims,
+            max_exports=settings.max_export_requests,
+        ),
         limit_range(project, workspace.spec.compute_tier),
         default_service_account(project),
     ]

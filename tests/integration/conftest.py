@@ -37,7 +37,7 @@ import pytest
 from kubernetes import client
 from pydantic import SecretStr
 
-from provisioner.controller.install import install_platform
+from provisioner.controller.install import install_platform, plan_platform
 from provisioner.devcluster.binaries import pinned_node_binaries
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.hub import DevHub
@@ -49,7 +49,7 @@ from provisioner.kube.client import api_client
 from provisioner.models.resources import AccessRequest, AccessRequestSpec, Workspace, WorkspaceSpec
 from provisioner.models.settings import Settings
 from provisioner.planning.crds import plan_crds
-from provisioner.planning.names import ANNOTATION_USER, hub_user, namespace_name
+from provisioner.planning.names import ANNOTATION_USER, SYSTEM_NAMESPACE, hub_user, namespace_name
 from provisioner.planning.workspace import plan_workspace
 from provisioner.storage.s3 import ensure_bucket, s3_client
 from tests.conftest import reused_platform
@@ -104,6 +104,7 @@ def bucket(s3: S3Client) -> str:
 
 
 FIELD_MANAGER = "tre-tests"
+SESSION_MAX_OPEN_REQUESTS = 1000
 
 
 @pytest.fixture(scope="session")
@@ -118,6 +119,13 @@ def crds(admin_api: client.ApiClient) -> None:
     apply = Kube(admin_api, FIELD_MANAGER).apply
     for crd in planned:
         apply(crd)
+    # The filing limit's parameter, in its namespace: its policy stays bound once any module
+    # installed it (guards_custom_resources), and refuses every filing without it.
+    for obj in plan_platform(Settings()):
+        if obj["kind"] == "ConfigMap" or (
+            obj["kind"] == "Namespace" and obj["metadata"]["name"] == SYSTEM_NAMESPACE
+        ):
+            apply(obj)
     deadline = time.monotonic() + 60
     for crd in planned:
         name = crd["metadata"]["name"]
@@ -146,6 +154,9 @@ def installed_platform(dev_platform: DevCluster) -> Settings:
     its own purposes cannot leave the next module unguarded.
     """
     os.environ.update(dev_platform.env())
+    # The session's people file hundreds of requests that are never decided; the filing
+    # limit's own test (test_scoped_reads.py) installs the limit it needs.
+    os.environ["TRE_MAX_OPEN_REQUESTS"] = str(SESSION_MAX_OPEN_REQUESTS)
     settings = Settings()
     install_platform(Kube(api_client(dev_platform.kubeconfig)), settings, lambda _: None)
     wait_for_policies(Kube(api_client(dev_platform.kubeconfig, as_user="probe-user")))

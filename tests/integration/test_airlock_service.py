@@ -69,7 +69,7 @@ from provisioner.models.resources import ExportRequest, Workspace
 from provisioner.models.settings import Settings
 from provisioner.planning.names import AIRLOCK_PREFIX, namespace_name
 from provisioner.storage.s3 import s3_client
-from tests.integration.workspace_world import World
+from tests.integration.workspace_world import World, catching_up
 from tests.jupyter_clients import sign_in
 
 pytestmark = pytest.mark.integration
@@ -197,7 +197,7 @@ def submit(person: Person, root: Path, project: str) -> tuple[str, str]:
         if done.returncode == 0:
             created = json.loads(done.stdout)
             return created["namespace"], created["name"]
-        assert "no params found" in done.stderr and time.monotonic() < deadline, done.stderr
+        assert catching_up(done.stderr) and time.monotonic() < deadline, done.stderr
 
 
 def ravis_export(

@@ -59,7 +59,7 @@ from provisioner.planning.names import (
     namespace_name,
 )
 from tests.integration.test_exports import export_body, phase, refused, review
-from tests.integration.workspace_world import World, notebook_pod
+from tests.integration.workspace_world import World, catching_up, notebook_pod
 
 pytestmark = pytest.mark.integration
 CHECKERS = "tre:output-checkers"
@@ -138,7 +138,7 @@ def file_as(kube: Kube, body: dict[str, Any]) -> str:
             kube.create(body)
             return str(body["metadata"]["name"])
         except RefusedError as exc:
-            lagging = "no params found" in str(exc) or "cannot create resource" in str(exc)
+            lagging = catching_up(str(exc)) or "cannot create resource" in str(exc)
             if not lagging or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

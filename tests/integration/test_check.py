@@ -26,6 +26,7 @@ Behaviours under test:
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import signal
 import subprocess
@@ -38,15 +39,23 @@ import pytest
 from provisioner.audit.anchor import publish_head
 from provisioner.devcluster.cluster import DevCluster
 from provisioner.devcluster.node import NODE_IP, NODE_NAME
+from provisioner.errors import RefusedError
 from provisioner.kube.resources import (
     CLUSTER_ROLE_BINDINGS,
     CLUSTER_ROLES,
     NETWORK_POLICIES,
     NODES,
     PODS,
+    RESOURCES,
     ROLE_BINDINGS,
 )
 from provisioner.models.settings import Settings
+from provisioner.planning.admission import (
+    DATASET_PLATFORM_BUCKET_POLICY,
+    WORKSPACE_POLICY,
+    plan_admission_policies,
+)
+from provisioner.planning.compliance import platform_bucket_datasets
 from provisioner.planning.names import (
     EXPORT_AUTHOR_ROLE_NAME,
     POLICY_ALLOW_AIRLOCK,
@@ -65,6 +74,7 @@ NETWORK_CHECKS = {
     "net-allowed-paths",
     "net-as-planned",
 }
+POLICY_BINDINGS = RESOURCES[("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding")]
 WORKSPACE_CHECKS = NETWORK_CHECKS | {
     "psa-restricted",
     "no-foreign-objects",
@@ -132,6 +142,12 @@ def test_everything_passes_on_ready_workspaces(
     assert (airlock["passed"], airlock["satre"]) == (True, "2.2.09")
     assert by_scope(report, "cluster")["rbac-kubelet-api"]["passed"]
     assert {c["satre"] for c in report["checks"]} >= {"2.1.14", "2.2.10", "2.2.11", "3.2.03"}
+    buckets = by_scope(report, "cluster")["dataset-platform-buckets"]
+    assert all(b in buckets["detail"] for b in world.settings.platform_buckets), buckets
+    # the operator sees whom the installed policies exempt, by name
+    exempt = by_scope(report, "cluster")["admission-exemptions"]["detail"]
+    assert "namespace-controller (tre-audit-head-controller-only, " in exempt
+    assert "generic-garbage-collector (" in exempt
 
 
 def test_a_policy_opened_to_the_internet_is_named(
@@ -221,6 +237,71 @@ def test_a_user_who_holds_nodes_proxy_is_named(
         world.admin.delete(CLUSTER_ROLES, "r3-np")
     code, report, stderr = check(world, *two_ready_workspaces)
     assert (code, by_scope(report, "cluster")["rbac-kubelet-api"]["passed"]) == (0, True), stderr
+
+
+@contextlib.contextmanager
+def platform_bucket_rule_unbound(world: World) -> Iterator[None]:
+    """Without the binding of tre-dataset-not-platform-bucket (a custom-resource guard, so
+    deleting it is safe), until the API server admits a dataset on the audit bucket."""
+    planned = plan_admission_policies(world.settings)
+    binding = next(
+        p
+        for p in planned
+        if p["kind"] == "ValidatingAdmissionPolicyBinding"
+        and p["metadata"]["name"] == DATASET_PLATFORM_BUCKET_POLICY
+    )
+    probe = platform_bucket_datasets(world.settings)[world.settings.audit_bucket]
+
+    def admitted() -> bool:
+        try:
+            world.admin.create(probe, dry_run=True)
+            return True
+        except RefusedError:
+            return False
+
+    world.admin.delete(POLICY_BINDINGS, DATASET_PLATFORM_BUCKET_POLICY)
+    try:
+        deadline = time.monotonic() + 30
+        while not admitted():
+            assert time.monotonic() < deadline, "the unbound rule still refused after 30s"
+            time.sleep(0.25)
+        yield
+    finally:
+        world.admin.apply(binding)
+        deadline = time.monotonic() + 30
+        while admitted() and time.monotonic() < deadline:
+            time.sleep(0.25)
+
+
+def test_a_platform_bucket_admitted_and_an_unplanned_exemption_are_named(
+    world: World, two_ready_workspaces: tuple[str, str]
+) -> None:
+    """The review's S6 and S20 as `tre check` sees them on the live cluster: the rule that
+    keeps datasets off the platform's buckets unbound, and a policy edited to exempt one
+    more kube-system account (as a GitOps agent's installer might)."""
+    planned = plan_admission_policies(world.settings)
+    policy = next(p for p in planned if p["metadata"]["name"] == WORKSPACE_POLICY)
+    agent = "system:serviceaccount:kube-system:gitops-agent"
+    edited = copy.deepcopy(policy)
+    edited["spec"]["matchConditions"] = [
+        *edited["spec"].get("matchConditions", []),
+        {"name": "not-the-agent", "expression": f"request.userInfo.username != '{agent}'"},
+    ]
+    world.admin.apply(edited)
+    try:
+        with platform_bucket_rule_unbound(world):
+            code, report, stderr = check(world, *two_ready_workspaces)
+    finally:
+        world.admin.apply(policy)
+    assert code == 1
+    failed = {c["id"]: c["detail"] for c in report["checks"] if not c["passed"]}
+    assert set(failed) == {"dataset-platform-buckets", "admission-exemptions"}, failed
+    assert (
+        f"a dataset reading all of {world.settings.audit_bucket} was admitted"
+        in failed["dataset-platform-buckets"]
+    )
+    assert f"{agent} is exempt in {WORKSPACE_POLICY}" in failed["admission-exemptions"]
+    assert "dataset-platform-buckets (cluster)" in stderr
 
 
 def test_a_foreign_role_binding_is_named(

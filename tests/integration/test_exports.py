@@ -33,8 +33,13 @@ from provisioner.kube.api import Kube
 from provisioner.kube.client import api_client
 from provisioner.kube.resources import EXPORT_REQUESTS
 from provisioner.models.settings import Settings
-from provisioner.planning.names import AIRLOCK_VIA_EXTRA, AIRLOCK_VIA_VALUE, namespace_name
-from tests.integration.workspace_world import World, unique
+from provisioner.planning.names import (
+    AIRLOCK_VIA_EXTRA,
+    AIRLOCK_VIA_VALUE,
+    RESOURCE_QUOTA_NAME,
+    namespace_name,
+)
+from tests.integration.workspace_world import World, catching_up, unique
 
 pytestmark = pytest.mark.integration
 CHECKERS = "tre:output-checkers"
@@ -109,7 +114,7 @@ def file_export(world: World, project: str, body: dict[str, Any], user: str = "l
             as_(world, user).create(body)
             return str(body["metadata"]["name"])
         except RefusedError as exc:
-            if "no params found" not in str(exc) or time.monotonic() > deadline:
+            if not catching_up(str(exc)) or time.monotonic() > deadline:
                 raise
 
 
@@ -262,3 +267,14 @@ def test_people_read_and_change_exports_only_through_the_airlock(world: World, r
     refused(lambda: forged.replace(dict(current)), "only through the airlock")
     # Through the airlock the same write is judged by the export rules (here: admitted).
     as_(world, "lea").replace(dict(current))
+
+
+def test_a_project_files_no_more_exports_than_its_quota(world: World, ready: str) -> None:
+    """Exports are never deleted, so the project's ResourceQuota bounds what it files in its
+    life (`TRE_MAX_EXPORT_REQUESTS`), refused by the API server whoever files (F20)."""
+    world.reconcile(ready, settings=world.settings.model_copy(update={"max_export_requests": 1}))
+    file_export(world, ready, export_body(ready))
+    with pytest.raises(RefusedError) as caught:
+        file_export(world, ready, export_body(ready, author="ravi"), user="ravi")
+    assert f"exceeded quota: {RESOURCE_QUOTA_NAME}" in str(caught.value)
+    assert "limited: count/exportrequests.tre.ucloud.org=1" in str(caught.value)

@@ -63,7 +63,7 @@ from tests.integration.platform_with_node import (
     last_json,
     ready_project,
 )
-from tests.integration.workspace_world import APPROVERS, World
+from tests.integration.workspace_world import APPROVERS, World, catching_up
 from tests.jupyter_clients import Hub, HubError
 
 pytestmark = pytest.mark.integration
@@ -192,13 +192,13 @@ CONTEXT = "Counts over a synthetic cohort of 1500; no cell below 10."
 def until_filed(submit: Callable[[], tuple[int, str, str]]) -> str:
     """Run `submit` (-> exit code, stdout, stderr) until the export is filed; its stdout. For a
     moment after a workspace became Ready the API server's admission parameters have not seen
-    it and it refuses the request ("no params found"), failing closed: that alone is retried."""
+    it and it refuses the request (`catching_up`), failing closed: that alone is retried."""
     deadline = time.monotonic() + 30
     while True:
         code, out, err = submit()
         if code == 0:
             return out
-        assert "no params found" in err and time.monotonic() < deadline, out + err
+        assert catching_up(err) and time.monotonic() < deadline, out + err
         time.sleep(1)
 
 

@@ -41,6 +41,16 @@ STEWARDS = "tre:stewards"
 _DATA_BUCKETS: dict[str, str] = {}
 
 
+# What the API server says while its caches catch up with a workspace that just became Ready
+# (both fail closed): the admission parameters ("no params found") and the quota controller's
+# count of a resource the quota just started to limit (ExportRequests, F20).
+CATCHING_UP = ("no params found", "status unknown for quota")
+
+
+def catching_up(message: str) -> bool:
+    return any(sign in message for sign in CATCHING_UP)
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 

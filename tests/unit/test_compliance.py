@@ -665,3 +665,61 @@ def test_no_platform_role_reaches_the_kubelets_api() -> None:
     assert {o["metadata"]["name"]: c.kubelet_data_rules(o) for o in roles} == {
         o["metadata"]["name"]: [] for o in roles
     }
+
+
+# --- the platform's buckets and the policies' exemptions (F20, review 3 S6 and S20) ---------------
+
+
+def test_each_platform_bucket_is_probed_as_a_whole_bucket_at_the_highest_tier() -> None:
+    settings = Settings()
+    datasets = c.platform_bucket_datasets(settings)
+    assert sorted(datasets) == sorted(settings.platform_buckets)
+    for bucket, dataset in datasets.items():
+        assert dataset["spec"]["source"] == {"s3": {"bucket": bucket, "prefix": ""}}
+        assert dataset["spec"]["classification"] == "sensitive"
+
+
+def test_platform_buckets_pass_only_when_each_is_refused_as_one() -> None:
+    from provisioner.models.resources import DatasetSource, S3Source
+    from provisioner.planning.datasets import platform_bucket_refusal
+
+    settings = Settings()
+    refusal = {
+        b: platform_bucket_refusal(DatasetSource(s3=S3Source(bucket=b)), settings)
+        for b in settings.platform_buckets
+    }
+    assert c.judge_platform_buckets(refusal).passed
+    admitted = c.judge_platform_buckets({**refusal, settings.audit_bucket: None})
+    assert not admitted.passed
+    assert f"a dataset reading all of {settings.audit_bucket} was admitted" in admitted.detail
+    other = c.judge_platform_buckets({**refusal, settings.audit_bucket: "connection refused"})
+    assert not other.passed
+    assert "unproven, refused for another reason: connection refused" in other.detail
+
+
+def test_the_exemptions_are_listed_and_an_unplanned_one_fails() -> None:
+    from provisioner.planning.admission import plan_admission_policies
+
+    policies = [
+        p for p in plan_admission_policies(Settings()) if p["kind"] == "ValidatingAdmissionPolicy"
+    ]
+    planned = c.admission_exemptions(policies)
+    assert "system:serviceaccount:kube-system:generic-garbage-collector" in planned
+    listed = c.judge_exemptions(planned, planned)
+    assert listed.passed
+    assert "namespace-controller (" in listed.detail
+    edited = copy.deepcopy(policies)
+    target = next(p for p in edited if p["metadata"]["name"] == "tre-pod-workspace-access")
+    target["spec"]["matchConditions"] = [
+        {
+            "name": "x",
+            "expression": "request.userInfo.username != "
+            "'system:serviceaccount:kube-system:gitops-agent'",
+        }
+    ]
+    found = c.judge_exemptions(c.admission_exemptions(edited), planned)
+    assert not found.passed
+    assert (
+        "system:serviceaccount:kube-system:gitops-agent is exempt in tre-pod-workspace-access"
+        in (found.detail)
+    )

@@ -53,7 +53,7 @@ from provisioner.models.settings import Settings
 from provisioner.models.types import ClassificationTier, ComputeTier, DatasetCsiDriver
 from provisioner.planning import names
 from provisioner.planning.storage import dataset_driver_objects, notebook_storage
-from provisioner.planning.tiers import TIERS
+from provisioner.planning.tiers import TIERS, count_quantity
 from provisioner.planning.workspace import plan_frozen_workspace, plan_workspace
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
@@ -740,3 +740,14 @@ def test_dataset_listed_twice_is_refused(
 
     with pytest.raises(InvalidInputError, match=r"lists \['census-2024'\] more than once"):
         plan_workspace(doubled, platform_settings)
+
+
+@pytest.mark.parametrize(
+    ("count", "written"),
+    [(1, "1"), (999, "999"), (1000, "1k"), (1500, "1500"), (100000, "100k"), (10**6, "1M")],
+)
+def test_export_counts_are_written_as_the_api_server_writes_them_back(
+    count: int, written: str
+) -> None:
+    """An unchanged quota must be no drift: the API server stores quantities canonically."""
+    assert count_quantity(count) == written

@@ -38,7 +38,12 @@ from provisioner.models.settings import Settings
 from provisioner.planning import runtime_probes as rp
 from provisioner.planning.notebook_pods import NOTEBOOK_IMAGE
 
-SETTINGS = Settings(dns_resolver_ip="10.99.0.1", platform_host_ip="10.99.0.1")
+# S3 as `tre dev up` runs it: on the host's loopback (so tried on the node's address only)
+SETTINGS = Settings(
+    dns_resolver_ip="10.99.0.1",
+    platform_host_ip="10.99.0.1",
+    s3_endpoint_url="http://127.0.0.1:8333",
+)
 API = [
     (ipaddress.IPv4Address("127.0.0.1"), 6443),
     (ipaddress.IPv4Address("10.0.0.1"), 443),
@@ -157,6 +162,9 @@ def test_the_prober_spec_lists_every_target_but_loopback() -> None:
             {"id": "API server 10.0.0.1:443", "host": "10.0.0.1", "port": 443},
             {"id": "outside 10.98.0.2:8443", "host": "10.98.0.2", "port": 8443},
             {"id": "kubelet tre-node 10.99.0.1:10250", "host": "10.99.0.1", "port": 10250},
+            {"id": "S3 on node tre-node 10.99.0.1:80", "host": "10.99.0.1", "port": 80},
+            {"id": "S3 on node tre-node 10.99.0.1:443", "host": "10.99.0.1", "port": 443},
+            {"id": "S3 on node tre-node 10.99.0.1:8333", "host": "10.99.0.1", "port": 8333},
             {"id": "workspace beta 10.88.0.7:8888", "host": "10.88.0.7", "port": 8888},
         ],
         "http": [{"id": HUB, "url": "http://hub.tre-hub.svc.cluster.local:8081/hub/api/"}],
@@ -252,6 +260,9 @@ def results(**changes: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "API server 10.0.0.1:443": REFUSED,
         "outside 10.98.0.2:8443": REFUSED,
         "kubelet tre-node 10.99.0.1:10250": REFUSED,
+        "S3 on node tre-node 10.99.0.1:80": REFUSED,
+        "S3 on node tre-node 10.99.0.1:443": REFUSED,
+        "S3 on node tre-node 10.99.0.1:8333": REFUSED,
         "workspace alpha 10.88.0.6:8888": REFUSED,
         "workspace beta 10.88.0.7:8888": REFUSED,
         HUB: {"status": 200},
@@ -337,6 +348,7 @@ def test_a_failed_positive_control_leaves_the_refusals_unproven() -> None:
         "runtime-apiserver",
         "runtime-outside",
         "runtime-kubelet",
+        "runtime-s3",
         "runtime-cross-project",
     ):
         assert found[("alpha", check)] == (
@@ -567,3 +579,32 @@ def test_the_program_prints_one_json_report(capsys: pytest.CaptureFixture[str]) 
     spec = {"mode": "probe", "timeout": 1, "connect": [], "http": [], "dns": []}
     assert probe_script.main(["-c", json.dumps(spec)]) == 0
     assert json.loads(capsys.readouterr().out) == {}
+
+
+def test_s3_is_tried_at_its_own_address_and_on_every_nodes() -> None:
+    remote = SETTINGS.model_copy(update={"s3_endpoint_url": "https://10.70.0.5"})
+    assert [(c.label, c.host, c.port) for c in rp.s3_targets(remote, NODES)] == [
+        ("S3 10.70.0.5:443", "10.70.0.5", 443),
+        ("S3 on node tre-node 10.99.0.1:80", "10.99.0.1", 80),
+        ("S3 on node tre-node 10.99.0.1:443", "10.99.0.1", 443),
+    ]
+    # on a node's own address: named as the endpoint
+    local = SETTINGS.model_copy(update={"s3_endpoint_url": "http://10.99.0.1:80"})
+    assert [c.label for c in rp.s3_targets(local, NODES)] == [
+        "S3 10.99.0.1:80",
+        "S3 on node tre-node 10.99.0.1:443",
+    ]
+    # the dev node's relay serves S3 to pods on the node's port 80
+    opened = results(**{"S3 on node tre-node 10.99.0.1:80": {"connected": True}})
+    found = verdicts({"alpha": opened, "beta": results()})
+    assert found[("alpha", "runtime-s3")] == (False, "S3 on node tre-node 10.99.0.1:80: connected")
+
+
+def test_without_a_node_or_an_s3_address_the_s3_probe_is_unproven() -> None:
+    bare = SETTINGS.model_copy(update={"s3_endpoint_url": None})
+    assert rp.s3_targets(bare, NODES) != []  # the nodes' S3 ports, with no endpoint set
+    planned = rp.plan_probes(["alpha"], {"alpha": "10.88.0.6"}, bare, API, OUTSIDE, [])
+    found = verdicts({"alpha": results()}, planned)
+    passed, detail = found[("alpha", "runtime-s3")]
+    assert not passed
+    assert detail.startswith("unproven: no Ready node")

@@ -158,6 +158,10 @@ matchExpressions:
   value: {{ .Values.settings.exportReviewersByTier | toJson | quote }}
 - name: TRE_MAX_REQUEST_DAYS
   value: {{ .Values.settings.maxRequestDays | toJson | quote }}
+- name: TRE_MAX_OPEN_REQUESTS
+  value: {{ .Values.settings.maxOpenRequests | toJson | quote }}
+- name: TRE_MAX_EXPORT_REQUESTS
+  value: {{ .Values.settings.maxExportRequests | toJson | quote }}
 - name: TRE_FORBID_INLINE_NFS
   value: {{ .Values.settings.forbidInlineNfs | toJson | quote }}
 - name: TRE_PSA_VERSION
