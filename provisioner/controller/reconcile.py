@@ -365,9 +365,6 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
         events.append(workspace_grants_event(applied_ws))
     try:
         result.audited = _append(audit, plan.project, events)
-        for done in plan.browser_done:
-            # every record of it is in the log and its count in the status
-            kube.delete(BROWSER_ACTIVITIES, done.name, done.namespace)
     except TemporaryError as exc:
         if plan.desired_status is not None:
             # Visible where operators look: the Workspace says its audit trail is behind.
@@ -375,13 +372,20 @@ def execute(kube: Kube, plan: ProjectPlan, audit: Auditor | None) -> ReconcileRe
             conditions = [*plan.desired_status.get("conditions", []), failed]
             kube.patch_status(WORKSPACES, plan.project, {"conditions": conditions})
         raise
-    # Only now, with every record of them in the log, may requests and exports go.
+    _let_audited_go(kube, plan, result)
+    result.requeue_at = plan.requeue_at
+    return result
+
+
+def _let_audited_go(kube: Kube, plan: ProjectPlan, result: ReconcileResult) -> None:
+    """Only now, with every record of them in the log, may requests and exports go (their
+    finalizers lifted), and the browser gates' batches (their counts in the status too)."""
     for held in plan.finalizers:
         resource = ACCESS_REQUESTS if held.kind == AccessRequest.kind else EXPORT_REQUESTS
         if kube.patch_finalizers(resource, held.name, held.namespace or None, held.old, held.new):
             result.finalizers.append(f"{held.kind}/{held.name}: {held.why}")
-    result.requeue_at = plan.requeue_at
-    return result
+    for done in plan.browser_done:
+        kube.delete(BROWSER_ACTIVITIES, done.name, done.namespace)
 
 
 def now() -> dt.datetime:
