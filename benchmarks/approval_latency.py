@@ -532,6 +532,8 @@ class Results:
     command: str
     steady_passes: list[PassTiming]
     provisioning_passes: list[PassTiming]
+    flooded_revokes: list[Sample] = field(default_factory=list)
+    flood_counts: tuple[int, int, int] | None = None  # filed, refused, failed
 
 
 @contextmanager
@@ -725,10 +727,67 @@ def start_notebooks(w: World, setup: Setup) -> None:
     say(f"the hub started {2 * len(setup.revoke_projects)} notebook pods")
 
 
-def measure_revokes(w: World, c: Controller, watcher: Watcher, setup: Setup) -> list[Sample]:
+class Flood:
+    """One person filing access requests as fast as the API server answers, from a thread,
+    while `on` is set (review 3, F20: one person's flood must not delay another project's
+    revoke). Each filing names a new project; the API server refuses those past the person's
+    open-request limit (`TRE_MAX_OPEN_REQUESTS`). Bounded: at most `limit` filings."""
+
+    PERSON = "flood-person"
+
+    def __init__(self, w: World, dataset: str, limit: int = 20_000) -> None:
+        self.kube = w.as_user(self.PERSON)
+        self.dataset = dataset
+        self.on = threading.Event()
+        self.stop = threading.Event()
+        self.limit = limit
+        self.filed = self.refused = self.failed = 0
+        self.thread = threading.Thread(target=self._run, name="flood", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        today = dt.date.today()
+        n = 0
+        while not self.stop.is_set() and n < self.limit:
+            if not self.on.wait(0.2):
+                continue
+            n += 1
+            spec = AccessRequestSpec(
+                project=f"flood-{n:05d}",
+                requester=self.PERSON,
+                lead=self.PERSON,
+                members=[self.PERSON],
+                datasets=[self.dataset],
+                purpose=f"Benchmark flood {n}: one person filing as fast as possible",
+                start_date=today,
+                end_date=today + dt.timedelta(days=30),
+                compute_tier=ComputeTier.SMALL,
+            )
+            try:
+                self.kube.create(AccessRequest(name=f"flood-{n:05d}", spec=spec).to_object())
+                self.filed += 1
+            except RefusedError:
+                self.refused += 1
+            except TreError:
+                self.failed += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def measure_revokes(
+    w: World, c: Controller, watcher: Watcher, setup: Setup, flood: Flood | None = None
+) -> tuple[list[Sample], list[Sample]]:
+    """The revoke samples, quiet and (with `flood`, every other sample) during the flood."""
     samples: list[Sample] = []
+    flooded: list[Sample] = []
     for g, i in enumerate(setup.revoke_projects):
+        during = flood is not None and g % 2 == 1
         c.recorder.wait_idle()
+        if flood is not None and during:
+            flood.on.set()
+            time.sleep(1.0)  # the flood under way before the revoke is sent
         project = project_name(i)
         ns = namespace_name(project)
         pod = (ns, f"jupyter-{guest(g)}")
@@ -736,8 +795,10 @@ def measure_revokes(w: World, c: Controller, watcher: Watcher, setup: Setup) -> 
             w.approvers[0], setup.guest_requests[i], REVOKER, DecisionAction.REVOKE, {}
         )
         gone = watcher.wait_for(lambda pod=pod: watcher.deleted_at.get(pod), SAMPLE_TIMEOUT)
+        if flood is not None:
+            flood.on.clear()
         sample = Sample(project, gone - sent, took)
-        samples.append(sample)
+        (flooded if during else samples).append(sample)
         c.recorder.wait_idle()
         sample.passes = c.recorder.since(sent)
         phase = ((w.admin.get(WORKSPACES, project) or {}).get("status") or {}).get("phase")
@@ -747,8 +808,9 @@ def measure_revokes(w: World, c: Controller, watcher: Watcher, setup: Setup) -> 
             f"revoke {g + 1}/{len(setup.revoke_projects)}: {pod[1]} gone after "
             f"{sample.seconds:.3f}s ({len(sample.passes)} pass(es) since; first: "
             f"{sample.passes[0].row() if sample.passes else '-'})"
+            + (" during the flood" if during else "")
         )
-    return samples
+    return samples, flooded
 
 
 def run(cluster: DevCluster, args: argparse.Namespace, command: str) -> Results:
@@ -761,7 +823,10 @@ def run(cluster: DevCluster, args: argparse.Namespace, command: str) -> Results:
     provisioning = list(c.recorder.passes)
     start_notebooks(w, setup)
     approvals = measure_approvals(w, c, watcher, setup)
-    revokes = measure_revokes(w, c, watcher, setup)
+    flood = Flood(w, sorted(setup.datasets)[0]) if args.flood else None
+    revokes, flooded = measure_revokes(w, c, watcher, setup, flood)
+    if flood is not None:
+        flood.close()
     say("stopping the controller; taking an unchanged pass apart")
     c.halt()
     # Its watch threads (daemons) would otherwise warn once the platform stops.
@@ -787,6 +852,8 @@ def run(cluster: DevCluster, args: argparse.Namespace, command: str) -> Results:
         command,
         steady,
         provisioning,
+        flooded,
+        (flood.filed, flood.refused, flood.failed) if flood else None,
     )
 
 
@@ -816,6 +883,22 @@ def _median_pass(samples: list[Sample]) -> PassTiming | None:
     return sorted(firsts, key=lambda p: p.wall)[len(firsts) // 2]
 
 
+def _flood_rows(r: Results) -> list[str]:
+    """(b) again, while one person floods the API server with filings (`--flood`)."""
+    if not r.flooded_revokes or r.flood_counts is None:
+        return []
+    f50, f99, fmin, fmax = _stats(r.flooded_revokes)
+    filed, refused, failed = r.flood_counts
+    return [
+        f"| (b) during one person's flood of filings | {len(r.flooded_revokes)} | {f50:.3f} "
+        f"| {f99:.3f} | {fmin:.3f} | {fmax:.3f} |",
+        "",
+        f"The flood (`--flood`, every other revoke): {filed + refused + failed} filings by one "
+        f"person while those revokes ran; {filed} admitted, {refused} refused by the API server "
+        f"(open-request limit), {failed} failed otherwise.",
+    ]
+
+
 def render(r: Results) -> str:
     a50, a99, amin, amax = _stats(r.approvals)
     v50, v99, vmin, vmax = _stats(r.revokes)
@@ -839,6 +922,7 @@ def render(r: Results) -> str:
         f"| {amin:.3f} | {amax:.3f} |",
         f"| (b) revoke -> notebook pod gone | {len(r.revokes)} | {v50:.3f} | {v99:.3f} "
         f"| {vmin:.3f} | {vmax:.3f} |",
+        *_flood_rows(r),
         "",
         f"p99 is the nearest-rank 99th percentile. Of each latency, the decision's own write "
         f"took {a_write * 1000:.0f} ms (approvals, median) and {v_write * 1000:.0f} ms "
@@ -906,6 +990,12 @@ def main() -> None:
     parser.add_argument("--workspaces", type=int, default=1000, help="Ready workspaces (1000)")
     parser.add_argument("--approvals", type=int, default=50, help="approval samples (50)")
     parser.add_argument("--revokes", type=int, default=20, help="revoke samples (20)")
+    parser.add_argument(
+        "--flood",
+        action="store_true",
+        help="every other revoke runs while one person files access requests as fast as the "
+        "API server answers (review 3, F20)",
+    )
     parser.add_argument("--write-docs", action="store_true", help=f"update {DOCS.name}")
     args = parser.parse_args()
     if args.revokes > args.workspaces:
