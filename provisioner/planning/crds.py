@@ -337,7 +337,12 @@ def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of `model` (camelCase, as on the wire)."""
     generated = model.model_json_schema(by_alias=True, schema_generator=_WireSchemaGenerator)
     defs: dict[str, Any] = generated.get("$defs", {})
-    return _structural(generated, defs, model.__name__, ())
+    schema = _structural(generated, defs, model.__name__, ())
+    if schema.get("properties") == {}:
+        # A model without fields (BrowserActivity's status): the API server stores no empty
+        # `properties`, and an apply that sends one conflicts with the stored CRD (helm's).
+        del schema["properties"]
+    return schema
 
 
 # --- internals ---------------------------------------------------------------------------------
