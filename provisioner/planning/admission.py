@@ -675,26 +675,30 @@ _OWNER_IDLE: Final = (
 )
 
 
-def _not_project_member_policy() -> dict[str, Any]:
-    """Nobody approves or extends access to a project they are already a member of."""
-    entry = "variables.entry"
+def _appended_decision_policy(name: str, expression: str, message: str) -> dict[str, Any]:
+    """A policy on the decision an update appends to an AccessRequest, with every Workspace
+    as parameter (`variables.entry` is the new decision, `params` one Workspace)."""
     return _policy(
-        NOT_PROJECT_MEMBER_POLICY,
+        name,
         _rules("accessrequests", ["UPDATE"]),
         param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Workspace"},
         match_conditions=_APPENDS,
         variables={"entry": _NEW_ENTRY},
-        validations=[
-            _validation(
-                f"!({entry}.action in ['{_APPROVE}', '{_EXTEND}']) || "
-                "params.metadata.name != object.spec.project || !has(params.spec.members) || "
-                "!(request.userInfo.username in params.spec.members)",
-                "'spec.decisions: ' + request.userInfo.username + ' is a member of project ' + "
-                "object.spec.project + ' and may not ' + variables.entry.action + ' access "
-                "to it (nobody approves access to their own project); another approver must "
-                "decide'",
-            ),
-        ],
+        validations=[_validation(expression, message)],
+    )
+
+
+def _not_project_member_policy() -> dict[str, Any]:
+    """Nobody approves or extends access to a project they are already a member of."""
+    return _appended_decision_policy(
+        NOT_PROJECT_MEMBER_POLICY,
+        f"!(variables.entry.action in ['{_APPROVE}', '{_EXTEND}']) || "
+        "params.metadata.name != object.spec.project || !has(params.spec.members) || "
+        "!(request.userInfo.username in params.spec.members)",
+        "'spec.decisions: ' + request.userInfo.username + ' is a member of project ' + "
+        "object.spec.project + ' and may not ' + variables.entry.action + ' access "
+        "to it (nobody approves access to their own project); another approver must "
+        "decide'",
     )
 
 
@@ -703,27 +707,18 @@ def _amendment_owner_policy() -> dict[str, Any]:
     while its owner holds the lead's powers (review 3, S9): one filed before the owner's own
     access was revoked or ended waits, and is not approved on a lead's word that no longer
     holds. Extensions are not judged here: they are how approvers let a project go on."""
-    entry = "variables.entry"
-    return _policy(
+    return _appended_decision_policy(
         AMENDMENT_OWNER_POLICY,
-        _rules("accessrequests", ["UPDATE"]),
-        param_kind={"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "Workspace"},
-        match_conditions=_APPENDS,
-        variables={"entry": _NEW_ENTRY},
-        validations=[
-            _validation(
-                f"{entry}.action != '{_APPROVE}' || "
-                "params.metadata.name != object.spec.project || !has(params.spec.owner) || "
-                "object.spec.requester != params.spec.owner || "
-                "(has(params.spec.foundingRequest) && "
-                "object.metadata.name == params.spec.foundingRequest) || "
-                f"{_OWNER_ACTS} || (has(params.status) && has(params.status.phase) && "
-                "params.status.phase == 'TornDown')",
-                "'spec.decisions: ' + object.metadata.name + ' amends project ' + "
-                f"object.spec.project + ', whose owner ' + params.spec.owner + ' {_OWNER_IDLE}; "
-                "approve it once the owner is a member again'",
-            ),
-        ],
+        f"variables.entry.action != '{_APPROVE}' || "
+        "params.metadata.name != object.spec.project || !has(params.spec.owner) || "
+        "object.spec.requester != params.spec.owner || "
+        "(has(params.spec.foundingRequest) && "
+        "object.metadata.name == params.spec.foundingRequest) || "
+        f"{_OWNER_ACTS} || (has(params.status) && has(params.status.phase) && "
+        "params.status.phase == 'TornDown')",
+        "'spec.decisions: ' + object.metadata.name + ' amends project ' + "
+        f"object.spec.project + ', whose owner ' + params.spec.owner + ' {_OWNER_IDLE}; "
+        "approve it once the owner is a member again'",
     )
 
 
